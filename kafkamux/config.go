@@ -1,0 +1,285 @@
+package kafkamux
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Opt configures a Mux. Options are applied in order over the defaults; the
+// last one of a kind wins.
+type Opt interface{ apply(*cfg) }
+
+type opt func(*cfg)
+
+func (o opt) apply(c *cfg) { o(c) }
+
+type cfg struct {
+	brokers      []string
+	embeddedAddr string
+	advertised   string
+	dataDir      string
+
+	topicMessages string
+	topicRetained string
+	topicSessions string
+	partitions    int32
+	replication   int16
+	createTopics  bool
+
+	clientID        string
+	logger          *slog.Logger
+	linger          time.Duration
+	maxBufBytes     int
+	maxBufRecords   int
+	deliveryTimeout time.Duration
+	dialTimeout     time.Duration
+	closeTimeout    time.Duration
+	partRefresh     time.Duration
+	fetchMaxWait    time.Duration
+	compression     []kgo.CompressionCodec // nil: by cluster kind, see ProduceCompression
+	extra           []kgo.Opt
+}
+
+func defaults() cfg {
+	return cfg{
+		embeddedAddr:    "127.0.0.1:9092",
+		dataDir:         "./data",
+		topicMessages:   "mqtt-messages",
+		topicRetained:   "mqtt-retained",
+		topicSessions:   "mqtt-sessions",
+		partitions:      6,
+		replication:     -1,
+		createTopics:    true,
+		clientID:        "ferry",
+		logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		linger:          0,
+		maxBufBytes:     1 << 30,
+		maxBufRecords:   1 << 20,
+		deliveryTimeout: 30 * time.Second,
+		dialTimeout:     10 * time.Second,
+		closeTimeout:    10 * time.Second,
+		partRefresh:     30 * time.Second,
+		fetchMaxWait:    500 * time.Millisecond,
+	}
+}
+
+func (c *cfg) validate() error {
+	if len(c.brokers) == 0 {
+		if _, _, err := net.SplitHostPort(c.embeddedAddr); err != nil {
+			return fmt.Errorf("invalid embedded Kafka address %q: %w", c.embeddedAddr, err)
+		}
+		if c.advertised != "" {
+			if h, _, err := net.SplitHostPort(c.advertised); err != nil || h == "" {
+				return fmt.Errorf("invalid embedded Kafka advertised address %q: want host:port", c.advertised)
+			}
+		}
+	}
+	for _, b := range c.brokers {
+		if b == "" {
+			return errors.New("invalid Kafka broker address: empty")
+		}
+	}
+	for _, t := range []struct{ role, name string }{
+		{"messages", c.topicMessages}, {"retained", c.topicRetained}, {"sessions", c.topicSessions},
+	} {
+		if err := validTopicName(t.name); err != nil {
+			return fmt.Errorf("invalid %s topic %q: %w", t.role, t.name, err)
+		}
+	}
+	if c.topicMessages == c.topicRetained || c.topicMessages == c.topicSessions || c.topicRetained == c.topicSessions {
+		return fmt.Errorf("invalid topics: messages %q, retained %q and sessions %q must be distinct",
+			c.topicMessages, c.topicRetained, c.topicSessions)
+	}
+	switch {
+	case c.partitions < 1:
+		return fmt.Errorf("invalid partition count %d: must be at least 1", c.partitions)
+	case c.replication == 0 || c.replication < -1:
+		return fmt.Errorf("invalid replication factor %d: must be -1 (broker default) or at least 1", c.replication)
+	case c.clientID == "":
+		return errors.New("invalid client id: empty")
+	case c.logger == nil:
+		return errors.New("invalid logger: nil")
+	case c.linger < 0:
+		return fmt.Errorf("invalid produce linger %v: negative", c.linger)
+	case c.maxBufBytes < 1:
+		return fmt.Errorf("invalid max buffered bytes %d: must be positive", c.maxBufBytes)
+	case c.maxBufRecords < 1:
+		return fmt.Errorf("invalid max buffered records %d: must be positive", c.maxBufRecords)
+	case c.deliveryTimeout < time.Second:
+		return fmt.Errorf("invalid record delivery timeout %v: must be at least 1s", c.deliveryTimeout)
+	case c.dialTimeout < 100*time.Millisecond:
+		return fmt.Errorf("invalid dial timeout %v: must be at least 100ms", c.dialTimeout)
+	case c.closeTimeout < 0:
+		return fmt.Errorf("invalid close timeout %v: negative", c.closeTimeout)
+	case c.partRefresh < 100*time.Millisecond:
+		return fmt.Errorf("invalid partition refresh interval %v: must be at least 100ms", c.partRefresh)
+	case c.compression != nil && len(c.compression) == 0:
+		return errors.New("invalid produce compression: no codec")
+	case c.fetchMaxWait < 10*time.Millisecond:
+		return fmt.Errorf("invalid fetch max wait %v: must be at least 10ms", c.fetchMaxWait)
+	}
+	return nil
+}
+
+// validTopicName checks a Kafka topic name the way Kafka does: 1 to 249
+// characters of ASCII letters, digits, '.', '_' and '-', and not "." or "..".
+func validTopicName(t string) error {
+	if t == "" {
+		return errors.New("empty")
+	}
+	if len(t) > 249 {
+		return errors.New("longer than 249 characters")
+	}
+	if t == "." || t == ".." {
+		return errors.New("reserved name")
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("character %q not allowed", c)
+		}
+	}
+	return nil
+}
+
+// Brokers sets the seed brokers (host:port) of a real Kafka cluster. Default:
+// none, which starts an embedded, in-process Kafka (kfake) instead.
+func Brokers(addrs ...string) Opt {
+	return opt(func(c *cfg) { c.brokers = append([]string(nil), addrs...) })
+}
+
+// EmbeddedAddr sets the host:port the embedded Kafka listens on and
+// advertises, so Kafka tools (kcat, kafka-console-consumer) can reach it.
+// The embedded cluster has one broker. Port 0 picks a free port (see
+// [Mux.Addr]). Default "127.0.0.1:9092". Ignored with [Brokers].
+func EmbeddedAddr(hostport string) Opt {
+	return opt(func(c *cfg) { c.embeddedAddr = hostport })
+}
+
+// EmbeddedAdvertisedAddr sets the host:port the embedded Kafka tells clients
+// to connect to, for when it listens on a wildcard address and Kafka tools
+// on other machines must reach it; port 0 means the listening port. Default:
+// the listening address, with a wildcard host advertised as 127.0.0.1.
+func EmbeddedAdvertisedAddr(hostport string) Opt {
+	return opt(func(c *cfg) { c.advertised = hostport })
+}
+
+// DataDir sets the directory the embedded Kafka persists its log and state
+// to, reloaded on the next start. "" keeps everything in memory (tests).
+// Default "./data". Ignored with [Brokers].
+func DataDir(dir string) Opt {
+	return opt(func(c *cfg) { c.dataDir = dir })
+}
+
+// Topics sets the Kafka topic names of the three roles. Defaults
+// "mqtt-messages", "mqtt-retained", "mqtt-sessions".
+func Topics(messages, retained, sessions string) Opt {
+	return opt(func(c *cfg) { c.topicMessages, c.topicRetained, c.topicSessions = messages, retained, sessions })
+}
+
+// Partitions sets the partition count of topics that New creates. Existing
+// topics are left alone. Default 6.
+func Partitions(n int32) Opt {
+	return opt(func(c *cfg) { c.partitions = n })
+}
+
+// ReplicationFactor sets the replication factor of topics that New creates.
+// Default -1: the broker's default.replication.factor.
+func ReplicationFactor(n int16) Opt {
+	return opt(func(c *cfg) { c.replication = n })
+}
+
+// CreateTopics sets whether New creates missing topics. With false, a
+// missing topic makes New fail. Default true.
+func CreateTopics(create bool) Opt {
+	return opt(func(c *cfg) { c.createTopics = create })
+}
+
+// ClientID sets the Kafka client id sent with every request (visible in
+// broker logs and quotas). Default "ferry".
+func ClientID(id string) Opt {
+	return opt(func(c *cfg) { c.clientID = id })
+}
+
+// Logger sets the logger. Default: discard everything.
+func Logger(l *slog.Logger) Opt {
+	return opt(func(c *cfg) { c.logger = l })
+}
+
+// ProduceLinger sets how long the producer waits to fill a batch before
+// sending it. Default 0: franz-go still batches whatever accumulates while a
+// produce request is in flight, which keeps latency low under light load and
+// batches well under heavy load.
+func ProduceLinger(d time.Duration) Opt {
+	return opt(func(c *cfg) { c.linger = d })
+}
+
+// MaxBufferedBytes bounds the bytes (keys, values and headers) of records
+// buffered in the producer and not yet acknowledged; beyond it [Mux.Produce]
+// fails the record at once with kgo.ErrMaxBuffered. It is a safety net: the
+// budget that applies is offload's per-loop one, whose total must fit in it
+// (8 MiB × loops by default). Default 1 GiB.
+func MaxBufferedBytes(n int) Opt {
+	return opt(func(c *cfg) { c.maxBufBytes = n })
+}
+
+// MaxBufferedRecords bounds the number of records buffered in the producer
+// and not yet acknowledged, like [MaxBufferedBytes]. Default 1,048,576.
+func MaxBufferedRecords(n int) Opt {
+	return opt(func(c *cfg) { c.maxBufRecords = n })
+}
+
+// RecordDeliveryTimeout bounds how long a produced record may wait for
+// Kafka's acknowledgement, retries included, before its callback gets an
+// error. Default 30s, minimum 1s.
+func RecordDeliveryTimeout(d time.Duration) Opt {
+	return opt(func(c *cfg) { c.deliveryTimeout = d })
+}
+
+// DialTimeout bounds both a single TCP dial to a broker and the first
+// contact New makes with the cluster: an unreachable cluster fails New after
+// about this long. Default 10s.
+func DialTimeout(d time.Duration) Opt {
+	return opt(func(c *cfg) { c.dialTimeout = d })
+}
+
+// CloseTimeout bounds how long Close waits for buffered records to be
+// acknowledged before failing them. Default 10s.
+func CloseTimeout(d time.Duration) Opt {
+	return opt(func(c *cfg) { c.closeTimeout = d })
+}
+
+// PartitionRefresh sets how often followed topics are checked for new
+// partitions (which are then read from their start). Default 30s.
+func PartitionRefresh(d time.Duration) Opt {
+	return opt(func(c *cfg) { c.partRefresh = d })
+}
+
+// FetchMaxWait sets how long the broker may hold a fetch open waiting for new
+// records. It does not add latency (a fetch returns as soon as a record
+// arrives) but bounds how fast newly followed partitions start being read.
+// Default 500ms.
+func FetchMaxWait(d time.Duration) Opt {
+	return opt(func(c *cfg) { c.fetchMaxWait = d })
+}
+
+// ProduceCompression sets the codecs produced batches may use, in order of
+// preference (franz-go falls back along the list for old brokers). Default:
+// none with the embedded Kafka (loopback: compressing only costs CPU), and
+// snappy, then none, with real brokers.
+func ProduceCompression(codecs ...kgo.CompressionCodec) Opt {
+	return opt(func(c *cfg) { c.compression = append([]kgo.CompressionCodec(nil), codecs...) })
+}
+
+// ExtraKgoOpts appends franz-go options to the client's, after Ferry's own
+// (so they win): SASL, TLS, test hooks. Options that change the consuming
+// mode (groups, regex) break Follow.
+func ExtraKgoOpts(o ...kgo.Opt) Opt {
+	return opt(func(c *cfg) { c.extra = append(c.extra, o...) })
+}

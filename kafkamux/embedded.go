@@ -1,0 +1,87 @@
+package kafkamux
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// startEmbedded starts a one-broker in-process Kafka (kfake) listening on
+// c.embeddedAddr and persisting to c.dataDir ("" = memory only). It returns
+// the address the broker advertises.
+//
+// kfake always listens on 127.0.0.1 and advertises its listener's address;
+// its ListenFn hook lets us listen on the configured host instead and
+// advertise c.advertised (see [EmbeddedAdvertisedAddr]).
+func startEmbedded(c *cfg) (*kfake.Cluster, string, error) {
+	host, port, err := net.SplitHostPort(c.embeddedAddr)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot start embedded Kafka: address %q: %w", c.embeddedAddr, err)
+	}
+	var lnErr error
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.ClusterID("ferry-embedded"),
+		kfake.WithLogger(kfakeLogger{c.logger}),
+		kfake.DefaultNumPartitions(int(c.partitions)),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			ln, err := net.Listen(network, net.JoinHostPort(host, port))
+			if err != nil {
+				lnErr = err
+				return nil, err
+			}
+			return advertise(ln, c.advertised), nil
+		}),
+	}
+	if c.dataDir != "" {
+		opts = append(opts, kfake.DataDir(c.dataDir))
+	}
+	cl, err := kfake.NewCluster(opts...)
+	if err != nil {
+		if lnErr != nil {
+			err = lnErr
+		}
+		return nil, "", fmt.Errorf("cannot start embedded Kafka on %s (data dir %q): %w", c.embeddedAddr, c.dataDir, err)
+	}
+	addrs := cl.ListenAddrs()
+	if len(addrs) != 1 {
+		cl.Close()
+		panic(fmt.Sprintf("BUG: embedded Kafka listens on %d addresses, want 1", len(addrs)))
+	}
+	return cl, addrs[0], nil
+}
+
+// advertise wraps ln so that its Addr, which kfake puts in metadata
+// responses, is the address clients should dial: adv if set (its port 0
+// replaced by the listening port), else the listening address with a
+// wildcard host replaced by 127.0.0.1.
+func advertise(ln net.Listener, adv string) net.Listener {
+	la := ln.Addr().(*net.TCPAddr)
+	host, port := "", strconv.Itoa(la.Port)
+	if adv != "" {
+		h, p, _ := net.SplitHostPort(adv) // validated
+		host = h
+		if p != "0" {
+			port = p
+		}
+	} else if la.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	} else {
+		host = la.IP.String()
+	}
+	return advListener{ln, advAddr(net.JoinHostPort(host, port))}
+}
+
+type advListener struct {
+	net.Listener
+	addr advAddr
+}
+
+func (l advListener) Addr() net.Addr { return l.addr }
+
+type advAddr string
+
+func (advAddr) Network() string  { return "tcp" }
+func (a advAddr) String() string { return string(a) }

@@ -1,0 +1,327 @@
+package kafkamux
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The Kafka data model, version 1 (see README.md for the table Kafka users
+// read). One MQTT PUBLISH is one Kafka record:
+//
+//   - key: the MQTT topic name, UTF-8, so per-topic order is partition order;
+//   - value: the payload, byte for byte;
+//   - headers: MQTT properties under the reserved prefix "mqtt.", and user
+//     properties under their own names, order and repeats kept.
+//
+// A user property whose name starts with the reserved prefix is written as
+// "mqtt.u." + name, so it can neither be lost nor be read back as a reserved
+// header.
+
+// DataModelVersion is the value of the HeaderVersion header Ferry writes.
+const DataModelVersion = "1"
+
+// Reserved header names.
+const (
+	HeaderPrefix          = "mqtt."
+	HeaderVersion         = "mqtt.v"                // data model version, "1"
+	HeaderQoS             = "mqtt.qos"              // "0", "1" or "2"
+	HeaderRetain          = "mqtt.retain"           // "1" when the PUBLISH had RETAIN=1; absent otherwise
+	HeaderClientID        = "mqtt.client_id"        // publishing client id (No Local)
+	HeaderPayloadFormat   = "mqtt.payload_format"   // "0" bytes, "1" UTF-8; absent when not sent
+	HeaderContentType     = "mqtt.content_type"     // MQTT 5 content type
+	HeaderResponseTopic   = "mqtt.response_topic"   // MQTT 5 response topic
+	HeaderCorrelationData = "mqtt.correlation_data" // MQTT 5 correlation data, raw bytes
+	HeaderExpiresAt       = "mqtt.expires_at"       // absolute expiry deadline, unix milliseconds, decimal
+	HeaderUserEscape      = "mqtt.u."               // prefix of escaped user properties
+)
+
+// KafkaBornQoS is the QoS given to a record that has no HeaderQoS, such as
+// one written by an ordinary Kafka producer.
+const KafkaBornQoS = 1
+
+// Message is one MQTT application message as Ferry stores it in Kafka.
+//
+// A Message handed to a [Handler] is shared by every subscriber and must be
+// treated as read-only.
+type Message struct {
+	Topic            string // MQTT topic name = record key
+	Payload          []byte // record value, byte for byte; nil read from Kafka = tombstone (retained)
+	QoS              byte   // 0, 1 or 2
+	Retain           bool   // RETAIN flag of the PUBLISH
+	ClientID         string // publishing client id, for No Local; "" when unknown
+	PayloadFormat    byte   // MQTT 5 payload format indicator, valid when HasPayloadFormat
+	HasPayloadFormat bool
+	ContentType      string
+	ResponseTopic    string
+	CorrelationData  []byte
+	ExpiresAt        time.Time  // absolute message-expiry deadline; zero = none
+	UserProps        []UserProp // MQTT 5 user properties, order and repeats kept
+	Timestamp        time.Time  // record timestamp (read side only; ignored when writing)
+}
+
+// UserProp is one MQTT 5 user property.
+type UserProp struct{ Key, Value string }
+
+var (
+	qosValues = [3][]byte{[]byte("0"), []byte("1"), []byte("2")}
+	valueOne  = []byte("1")
+	valueZero = []byte("0")
+	valueVer  = []byte(DataModelVersion)
+)
+
+// Record builds the Kafka record of m for the Kafka topic kafkaTopic: key =
+// m.Topic, value = m.Payload (an empty, non-null value when Payload is nil:
+// use [Message.RetainedRecord] for tombstones), headers as documented above.
+//
+// The record references m.Payload and m.CorrelationData without copying:
+// the caller must keep those bytes unchanged until the record's produce
+// callback has run. The bytes of the other string fields are copied, except
+// user property names, used as they are as header keys. Record makes three
+// allocations (record, headers, one buffer for all string bytes).
+func (m *Message) Record(kafkaTopic string) *kgo.Record {
+	r := m.record(kafkaTopic)
+	if r.Value == nil {
+		r.Value = []byte{}
+	}
+	return r
+}
+
+// RetainedRecord is like [Message.Record] for the retained topic: an empty
+// payload becomes a tombstone (null value), so compaction forgets the topic.
+func (m *Message) RetainedRecord(kafkaTopic string) *kgo.Record {
+	r := m.record(kafkaTopic)
+	if len(r.Value) == 0 {
+		r.Value = nil
+	}
+	return r
+}
+
+func (m *Message) record(kafkaTopic string) *kgo.Record {
+	// Count headers and string bytes so that one slice and one buffer
+	// hold everything.
+	nh := 2 // version, qos
+	nb := len(m.Topic)
+	if m.Retain {
+		nh++
+	}
+	if m.ClientID != "" {
+		nh++
+		nb += len(m.ClientID)
+	}
+	if m.HasPayloadFormat {
+		nh++
+	}
+	if m.ContentType != "" {
+		nh++
+		nb += len(m.ContentType)
+	}
+	if m.ResponseTopic != "" {
+		nh++
+		nb += len(m.ResponseTopic)
+	}
+	if m.CorrelationData != nil {
+		nh++
+	}
+	if !m.ExpiresAt.IsZero() {
+		nh++
+		nb += 20
+	}
+	nh += len(m.UserProps)
+	for i := range m.UserProps {
+		nb += len(m.UserProps[i].Value)
+	}
+
+	buf := make([]byte, 0, nb)
+	take := func(s string) []byte {
+		start := len(buf)
+		buf = append(buf, s...)
+		return buf[start:len(buf):len(buf)]
+	}
+	r := &kgo.Record{Topic: kafkaTopic, Key: take(m.Topic), Value: m.Payload}
+	h := make([]kgo.RecordHeader, 0, nh)
+	h = append(h, kgo.RecordHeader{Key: HeaderVersion, Value: valueVer})
+	q := m.QoS
+	if q > 2 {
+		q = 2 // not reachable from a valid PUBLISH; keep the record decodable
+	}
+	h = append(h, kgo.RecordHeader{Key: HeaderQoS, Value: qosValues[q]})
+	if m.Retain {
+		h = append(h, kgo.RecordHeader{Key: HeaderRetain, Value: valueOne})
+	}
+	if m.ClientID != "" {
+		h = append(h, kgo.RecordHeader{Key: HeaderClientID, Value: take(m.ClientID)})
+	}
+	if m.HasPayloadFormat {
+		v := valueZero
+		if m.PayloadFormat != 0 {
+			v = valueOne
+		}
+		h = append(h, kgo.RecordHeader{Key: HeaderPayloadFormat, Value: v})
+	}
+	if m.ContentType != "" {
+		h = append(h, kgo.RecordHeader{Key: HeaderContentType, Value: take(m.ContentType)})
+	}
+	if m.ResponseTopic != "" {
+		h = append(h, kgo.RecordHeader{Key: HeaderResponseTopic, Value: take(m.ResponseTopic)})
+	}
+	if m.CorrelationData != nil {
+		h = append(h, kgo.RecordHeader{Key: HeaderCorrelationData, Value: m.CorrelationData})
+	}
+	if !m.ExpiresAt.IsZero() {
+		start := len(buf)
+		buf = strconv.AppendInt(buf, m.ExpiresAt.UnixMilli(), 10)
+		h = append(h, kgo.RecordHeader{Key: HeaderExpiresAt, Value: buf[start:len(buf):len(buf)]})
+	}
+	for i := range m.UserProps {
+		k := m.UserProps[i].Key
+		if strings.HasPrefix(k, HeaderPrefix) {
+			k = HeaderUserEscape + k // allocates only for this rare case
+		}
+		h = append(h, kgo.RecordHeader{Key: k, Value: take(m.UserProps[i].Value)})
+	}
+	r.Headers = h
+	return r
+}
+
+// ErrBadTopic is wrapped by MessageFromRecord errors about the record key.
+var ErrBadTopic = errors.New("not a valid MQTT topic name")
+
+// MessageFromRecord decodes a record written by Ferry or by any Kafka
+// producer. A record without Ferry headers is valid: QoS [KafkaBornQoS], no
+// retain, no properties, every other header a user property. Unknown
+// reserved headers (from a newer data model) are ignored; escaped user
+// properties are unescaped.
+//
+// It fails when the key is not a valid MQTT topic name (null, empty, over
+// 65,535 bytes, invalid UTF-8, or containing '+', '#' or NUL) [MQTT-4.7.3-1]
+// [MQTT-4.7.3-2] [MQTT-4.7.3-3] [MQTT-1.5.4-1] [MQTT-1.5.4-2], or when a
+// reserved header has an invalid value.
+//
+// The Message references r.Value and r's correlation data header bytes.
+func MessageFromRecord(r *kgo.Record) (*Message, error) {
+	if err := validTopicKey(r.Key); err != nil {
+		return nil, fmt.Errorf("cannot decode record %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+	}
+	m := &Message{
+		Topic:     string(r.Key),
+		Payload:   r.Value,
+		QoS:       KafkaBornQoS,
+		Timestamp: r.Timestamp,
+	}
+	nUser := 0
+	for i := range r.Headers {
+		if !strings.HasPrefix(r.Headers[i].Key, HeaderPrefix) || strings.HasPrefix(r.Headers[i].Key, HeaderUserEscape) {
+			nUser++
+		}
+	}
+	if nUser > 0 {
+		m.UserProps = make([]UserProp, 0, nUser)
+	}
+	for i := range r.Headers {
+		k, v := r.Headers[i].Key, r.Headers[i].Value
+		if !strings.HasPrefix(k, HeaderPrefix) {
+			m.UserProps = append(m.UserProps, UserProp{Key: k, Value: string(v)})
+			continue
+		}
+		if err := m.setReserved(k, v); err != nil {
+			return nil, fmt.Errorf("cannot decode record %s/%d@%d: header %s: %w", r.Topic, r.Partition, r.Offset, k, err)
+		}
+	}
+	return m, nil
+}
+
+func (m *Message) setReserved(k string, v []byte) error {
+	switch k {
+	case HeaderQoS:
+		if len(v) != 1 || v[0] < '0' || v[0] > '2' {
+			return fmt.Errorf("invalid QoS %q", v)
+		}
+		m.QoS = v[0] - '0'
+	case HeaderRetain:
+		b, err := flag(v)
+		if err != nil {
+			return err
+		}
+		m.Retain = b == 1
+	case HeaderClientID:
+		m.ClientID = string(v)
+	case HeaderPayloadFormat:
+		b, err := flag(v)
+		if err != nil {
+			return err
+		}
+		m.PayloadFormat, m.HasPayloadFormat = b, true
+	case HeaderContentType:
+		m.ContentType = string(v)
+	case HeaderResponseTopic:
+		m.ResponseTopic = string(v)
+	case HeaderCorrelationData:
+		m.CorrelationData = v
+	case HeaderExpiresAt:
+		ms, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return fmt.Errorf("invalid expiry deadline %q: %w", v, err)
+		}
+		if m.ExpiresAt = time.UnixMilli(ms); m.ExpiresAt.IsZero() {
+			m.ExpiresAt = time.Time{} // year 1: same as absent
+		}
+	default:
+		if name, ok := strings.CutPrefix(k, HeaderUserEscape); ok {
+			m.UserProps = append(m.UserProps, UserProp{Key: name, Value: string(v)})
+		}
+		// Other reserved names, including HeaderVersion, are ignored:
+		// a newer writer may add headers older readers do not know.
+	}
+	return nil
+}
+
+func flag(v []byte) (byte, error) {
+	if len(v) != 1 || (v[0] != '0' && v[0] != '1') {
+		return 0, fmt.Errorf("invalid flag %q: want 0 or 1", v)
+	}
+	return v[0] - '0', nil
+}
+
+// validTopicKey checks that a record key is a valid MQTT topic name.
+func validTopicKey(k []byte) error {
+	switch {
+	case k == nil:
+		return fmt.Errorf("record key is null: %w", ErrBadTopic)
+	case len(k) == 0: // [MQTT-4.7.3-1]
+		return fmt.Errorf("record key is empty: %w", ErrBadTopic)
+	case len(k) > 65535: // [MQTT-1.5.4-1] length must fit an MQTT UTF-8 string
+		return fmt.Errorf("record key is %d bytes: %w", len(k), ErrBadTopic)
+	}
+	for i := 0; i < len(k); i++ {
+		switch k[i] {
+		case '+', '#': // [MQTT-3.3.2-2]
+			return fmt.Errorf("record key %q contains a wildcard: %w", k, ErrBadTopic)
+		case 0: // [MQTT-1.5.4-2]
+			return fmt.Errorf("record key contains NUL: %w", ErrBadTopic)
+		}
+	}
+	if !utf8.Valid(k) { // [MQTT-1.5.4-1]
+		return fmt.Errorf("record key is not valid UTF-8: %w", ErrBadTopic)
+	}
+	return nil
+}
+
+// Record is franz-go's record, aliased so that packages above kafkamux
+// handle records without importing franz-go.
+type Record = kgo.Record
+
+// RecordSize is the size franz-go's producer accounts for r against
+// [MaxBufferedBytes]: key, value, and header keys and values.
+func RecordSize(r *Record) int {
+	n := len(r.Key) + len(r.Value)
+	for i := range r.Headers {
+		n += len(r.Headers[i].Key) + len(r.Headers[i].Value)
+	}
+	return n
+}

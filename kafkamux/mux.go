@@ -1,0 +1,283 @@
+package kafkamux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Mux owns the whole instance's Kafka traffic: one franz-go client that
+// produces, reads the followed topics and runs admin requests, plus the
+// embedded cluster when no brokers are configured.
+//
+// The number of TCP connections is a constant of the configuration: per
+// broker at most three, one for produce requests, one for fetches and one
+// for metadata, ListOffsets and admin, whatever the number of MQTT clients
+// (see connTracker for the two franz-go behaviours that would open a fourth
+// and how they are avoided). Admin requests that carry a timeout
+// (CreateTopics, DeleteTopics, CreatePartitions…) sent through [Mux.Admin]
+// open a fourth connection, reaped after 30s idle.
+//
+// All methods are safe for concurrent use.
+type Mux struct {
+	cfg     cfg
+	log     *slog.Logger
+	cluster *kfake.Cluster // nil with external brokers
+	addr    string
+	cl      *kgo.Client
+	adm     *kadm.Client
+	conns   *connTracker
+	rl      rateLimiter
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+
+	followMu  sync.Mutex
+	followers atomic.Pointer[map[string]*follower] // copy on write under followMu
+	readerWG  sync.WaitGroup
+	started   bool
+
+	skipped   atomic.Int64
+	closeOnce sync.Once
+}
+
+// New connects to Kafka (starting the embedded cluster when no brokers are
+// configured), creates missing topics and checks their cleanup policy.
+//
+// The producer is idempotent with acks=all. New fails within about
+// [DialTimeout] when the cluster cannot be reached, with an error naming the
+// brokers.
+func New(ctx context.Context, opts ...Opt) (*Mux, error) {
+	c := defaults()
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("invalid Kafka configuration: %w", err)
+	}
+	m := &Mux{cfg: c, log: c.logger, conns: newConnTracker()}
+	m.rl.init(time.Minute)
+	empty := map[string]*follower{}
+	m.followers.Store(&empty)
+
+	brokers := c.brokers
+	if len(brokers) == 0 {
+		cluster, addr, err := startEmbedded(&m.cfg)
+		if err != nil {
+			return nil, err
+		}
+		m.cluster, m.addr = cluster, addr
+		brokers = []string{addr}
+		m.log.Info("embedded Kafka started", "addr", addr, "data_dir", c.dataDir)
+	} else {
+		m.addr = brokers[0]
+	}
+	ok := false
+	defer func() {
+		if !ok && m.cluster != nil {
+			m.cluster.Close()
+		}
+	}()
+
+	if err := m.setup(ctx, brokers); err != nil {
+		return nil, err
+	}
+
+	cl, err := kgo.NewClient(m.kgoOpts(brokers, true)...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create Kafka client: %w", err)
+	}
+	m.cl = cl
+	m.adm = kadm.NewClient(cl)
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.retireBootstrapSeed(ctx, brokers)
+	ok = true
+	return m, nil
+}
+
+// retireBootstrapSeed closes the connection the client opened to a seed
+// address to discover the cluster, once a discovered broker has answered:
+// from then on the tracker parks seed connections (see connTracker).
+// Failing here is harmless: the seed connection stays until idle.
+func (m *Mux) retireBootstrapSeed(ctx context.Context, brokers []string) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.dialTimeout)
+	defer cancel()
+	if len(m.cl.DiscoveredBrokers()) == 0 {
+		if _, err := m.adm.BrokerMetadata(ctx); err != nil { // bootstraps through a seed
+			m.log.Warn("cannot load Kafka metadata", "err", err)
+			return
+		}
+	}
+	for _, b := range m.cl.DiscoveredBrokers() {
+		if _, err := b.Request(ctx, kmsg.NewPtrApiVersionsRequest()); err == nil {
+			break
+		}
+	}
+	if m.conns.lastGoodRead.Load() != 0 {
+		if err := m.cl.UpdateSeedBrokers(brokers...); err != nil {
+			panic("BUG: seed brokers accepted once are refused: " + err.Error())
+		}
+	}
+}
+
+// setup checks the cluster is reachable and prepares the topics with a
+// short-lived client, so the long-lived one never holds the extra
+// connection franz-go uses for requests with timeouts (CreateTopics).
+func (m *Mux) setup(ctx context.Context, brokers []string) error {
+	cl, err := kgo.NewClient(m.kgoOpts(brokers, false)...)
+	if err != nil {
+		return fmt.Errorf("cannot create Kafka client: %w", err)
+	}
+	defer cl.Close()
+	// franz-go does not bound a connection's first ApiVersions exchange by
+	// the request context (a listener that accepts and stays silent holds
+	// Ping for its 10s request overhead), so wait for Ping ourselves.
+	pctx, cancel := context.WithTimeout(ctx, m.cfg.dialTimeout)
+	defer cancel()
+	pinged := make(chan error, 1)
+	go func() { pinged <- cl.Ping(pctx) }()
+	select {
+	case err = <-pinged:
+	case <-pctx.Done():
+		err = fmt.Errorf("no answer within %v", m.cfg.dialTimeout)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return fmt.Errorf("cannot reach Kafka at %s: %w", strings.Join(brokers, ","), err)
+	}
+	actx, cancel := context.WithTimeout(ctx, m.cfg.dialTimeout+30*time.Second)
+	defer cancel()
+	return ensureTopics(actx, kadm.NewClient(cl), &m.cfg)
+}
+
+func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
+	c := &m.cfg
+	o := []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.ClientID(c.clientID),
+		kgo.WithLogger(kgoLogger{m.log}),
+		kgo.DialTimeout(c.dialTimeout),
+		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence is franz-go's default
+		kgo.ProducerLinger(c.linger),
+		kgo.MaxBufferedBytes(c.maxBufBytes),
+		kgo.MaxBufferedRecords(c.maxBufRecords),
+		kgo.RecordDeliveryTimeout(c.deliveryTimeout),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(c.fetchMaxWait),
+		// After a retryable error (leader moved, not enough replicas)
+		// franz-go waits for fresh metadata, at most once per min age:
+		// its 5s default would add up to 5s to a produce and let a
+		// record outlive RecordDeliveryTimeout by as much.
+		kgo.MetadataMinAge(500 * time.Millisecond),
+		// A followed partition whose offset fell out of range (retention
+		// deleted it while we lagged) restarts at its oldest record.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	}
+	switch {
+	case c.compression != nil:
+		o = append(o, kgo.ProducerBatchCompression(c.compression...))
+	case len(c.brokers) == 0:
+		o = append(o, kgo.ProducerBatchCompression(kgo.NoCompression()))
+	}
+	if main {
+		o = append(o, kgo.WithHooks(m.conns), kgo.RetryBackoffFn(retryBackoff))
+	}
+	return append(o, c.extra...)
+}
+
+// Addr returns the embedded broker's host:port, or the first configured
+// broker.
+func (m *Mux) Addr() string { return m.addr }
+
+// Client returns the franz-go client, for tests and admin requests. Do not
+// close it, change its consuming or produce to it outside [Mux.Produce]
+// without knowing what that does to the connection budget.
+func (m *Mux) Client() *kgo.Client { return m.cl }
+
+// Admin returns a kadm client over [Mux.Client].
+func (m *Mux) Admin() *kadm.Client { return m.adm }
+
+// Cluster returns the embedded cluster, nil with external brokers. Tests use
+// it to inject faults.
+func (m *Mux) Cluster() *kfake.Cluster { return m.cluster }
+
+// Topic names of the three roles.
+func (m *Mux) MessagesTopic() string { return m.cfg.topicMessages }
+func (m *Mux) RetainedTopic() string { return m.cfg.topicRetained }
+func (m *Mux) SessionsTopic() string { return m.cfg.topicSessions }
+
+// Produce buffers r for sending and returns at once (franz-go TryProduce): it
+// never blocks. done runs on a franz-go goroutine once Kafka acknowledged the
+// record (err == nil, r.Partition and r.Offset set) or it failed: after
+// retries and at most [RecordDeliveryTimeout], at once with
+// kgo.ErrMaxBuffered when the producer buffer is full, or with
+// kgo.ErrClientClosed after Close. done is called exactly once, serially
+// with other callbacks, and must not block. ctx cancels the record while it
+// is buffered; pass context.Background() unless that is wanted.
+func (m *Mux) Produce(ctx context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
+	m.cl.TryProduce(ctx, r, done)
+}
+
+// Flush waits until every buffered record is acknowledged or failed, or ctx
+// is done.
+func (m *Mux) Flush(ctx context.Context) error {
+	if err := m.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("cannot flush Kafka producer: %w", err)
+	}
+	return nil
+}
+
+// Connections returns the number of open TCP connections to Kafka brokers.
+func (m *Mux) Connections() int { return m.conns.count() }
+
+// ConnectionsByBroker returns the open TCP connections per broker host:port.
+func (m *Mux) ConnectionsByBroker() map[string]int { return m.conns.byBroker() }
+
+// Skipped returns how many followed records were skipped because they could
+// not be decoded (bad key, bad reserved header).
+func (m *Mux) Skipped() int64 { return m.skipped.Load() }
+
+// ErrClosed is returned by Follow after Close.
+var ErrClosed = errors.New("kafkamux: closed")
+
+// Close stops the readers (handlers have returned when Close returns),
+// flushes buffered records for up to [CloseTimeout] (those still pending
+// fail with kgo.ErrClientClosed), closes the client and stops the embedded
+// cluster, which persists its state to the data dir. Close is idempotent.
+func (m *Mux) Close() {
+	m.closeOnce.Do(func() {
+		m.followMu.Lock()
+		m.cancel()
+		m.followMu.Unlock()
+		m.readerWG.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.closeTimeout)
+		if err := m.cl.Flush(ctx); err != nil {
+			m.log.Warn("Kafka producer not flushed at close; failing buffered records", "err", err)
+		}
+		cancel()
+		m.cl.Close()
+		if m.cluster != nil {
+			m.cluster.Close()
+			m.log.Info("embedded Kafka stopped", "data_dir", m.cfg.dataDir)
+		}
+	})
+}
+
+// ProducerLimits returns the producer buffer bounds ([MaxBufferedRecords],
+// [MaxBufferedBytes]); offload checks its lane budgets fit in them.
+func (m *Mux) ProducerLimits() (records, bytes int) { return m.cfg.maxBufRecords, m.cfg.maxBufBytes }
+
+// Logger returns the Mux's logger.
+func (m *Mux) Logger() *slog.Logger { return m.log }

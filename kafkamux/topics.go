@@ -1,0 +1,97 @@
+package kafkamux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// topicRole is one of the three topics of the data model and the cleanup
+// policy it needs.
+type topicRole struct {
+	role    string // "messages", "retained", "sessions"
+	name    string
+	compact bool
+}
+
+func (c *cfg) roles() []topicRole {
+	return []topicRole{
+		{"messages", c.topicMessages, false},
+		{"retained", c.topicRetained, true},
+		{"sessions", c.topicSessions, true},
+	}
+}
+
+// ensureTopics creates the missing topics of the data model (when allowed)
+// and checks the cleanup policy of all three: a sessions topic that is not
+// compacted would lose sessions to retention, so it is an error; a wrong
+// policy on the other two is logged.
+func ensureTopics(ctx context.Context, adm *kadm.Client, c *cfg) error {
+	roles := c.roles()
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = r.name
+	}
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("cannot list Kafka topics: %w", err)
+	}
+	for _, r := range roles {
+		if d, ok := details[r.name]; ok && d.Err == nil {
+			continue
+		} else if ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			return fmt.Errorf("cannot load %s topic %q: %w", r.role, r.name, d.Err)
+		}
+		if !c.createTopics {
+			return fmt.Errorf("%s topic %q does not exist and topic creation is disabled", r.role, r.name)
+		}
+		policy := "delete"
+		if r.compact {
+			policy = "compact"
+		}
+		resp, err := adm.CreateTopic(ctx, c.partitions, c.replication,
+			map[string]*string{"cleanup.policy": kadm.StringPtr(policy)}, r.name)
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("cannot create %s topic %q: %w", r.role, r.name, err)
+		}
+		if err == nil {
+			c.logger.Info("created Kafka topic", "role", r.role, "topic", r.name,
+				"partitions", c.partitions, "cleanup.policy", policy)
+		}
+	}
+
+	configs, err := adm.DescribeTopicConfigs(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("cannot describe Kafka topic configs: %w", err)
+	}
+	for _, r := range roles {
+		rc, err := configs.On(r.name, nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if err != nil {
+			return fmt.Errorf("cannot describe config of %s topic %q: %w", r.role, r.name, err)
+		}
+		policy := "delete" // Kafka's default when the config is absent
+		for _, kv := range rc.Configs {
+			if kv.Key == "cleanup.policy" && kv.Value != nil {
+				policy = *kv.Value
+			}
+		}
+		compacted := strings.Contains(policy, "compact")
+		switch {
+		case r.role == "sessions" && !compacted:
+			return fmt.Errorf("sessions topic %q has cleanup.policy=%s: it must be compacted "+
+				"(kafka-configs --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact)",
+				r.name, policy, r.name)
+		case r.compact != compacted:
+			c.logger.Warn("Kafka topic has an unexpected cleanup policy", "role", r.role, "topic", r.name,
+				"cleanup.policy", policy, "want_compact", r.compact)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package offload
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ferrymq/ferry/kafkamux"
+)
+
+// Lane is one event loop's bounded path to Kafka. TryPublish is called by the
+// owning loop; completions arrive on franz-go's promise goroutine. The lane's
+// mutex is held only for counter updates, never across a call out.
+type Lane struct {
+	o   *Offload
+	idx int
+
+	maxRecs, maxBytes    int
+	resumeRec, resumeByt int
+
+	mu      sync.Mutex
+	recs    int
+	bytes   int
+	paused  bool // returned ErrFull since the last OnSpace call
+	onSpace func()
+
+	published, failed, full uint64 // counters, guarded by mu
+}
+
+// TryPublish produces msg to the messages topic without blocking. It runs on
+// the lane's event loop. When msg.Retain is set it also produces msg to the
+// retained topic (an empty payload as a tombstone, see
+// [kafkamux.Message.RetainedRecord]); done then reports both, with the first
+// error, and the message counts as two records against the budget.
+//
+// It returns ErrFull, and produces nothing, when the message would take the
+// lane's in-flight records or bytes over budget; the lane then calls its
+// OnSpace function once space is back. Otherwise it returns nil and done is
+// called exactly once, on a Kafka callback goroutine, with nil when Kafka
+// acknowledged the record (acks=all) or the error that failed it (after
+// franz-go's retries, at most the mux's RecordDeliveryTimeout). The lane's
+// budget is released before done is called. done must not block; nil is
+// allowed.
+//
+// Buffer ownership: the records reference msg.Payload and
+// msg.CorrelationData (no copy) until done is called (or, on ErrFull, until
+// TryPublish returns); the caller keeps those bytes unchanged until then and
+// may reuse them afterwards. The bytes of msg's string fields are copied,
+// except user property names, which are Go strings and kept as they are (do
+// not build them with unsafe over a reused buffer). msg itself and its
+// UserProps slice may be reused as soon as TryPublish returns.
+func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
+	r := msg.Record(l.o.topic)
+	size := kafkamux.RecordSize(r)
+	var rr *kafkamux.Record
+	recs := 1
+	if msg.Retain {
+		rr = msg.RetainedRecord(l.o.retained)
+		size += kafkamux.RecordSize(rr)
+		recs = 2
+	}
+
+	l.mu.Lock()
+	if l.recs > 0 && (l.recs+recs > l.maxRecs || l.bytes+size > l.maxBytes) {
+		l.paused = true
+		l.full++
+		l.mu.Unlock()
+		return ErrFull
+	}
+	l.recs += recs
+	l.bytes += size
+	l.mu.Unlock()
+
+	if rr == nil {
+		l.o.mux.Produce(context.Background(), r, func(_ *kafkamux.Record, err error) {
+			l.release(1, size, err != nil)
+			l.finish(err, done)
+		})
+		return nil
+	}
+	p := &retainedPub{l: l, size: size, done: done}
+	p.left.Store(2)
+	l.o.mux.Produce(context.Background(), r, p.complete)
+	l.o.mux.Produce(context.Background(), rr, p.complete)
+	return nil
+}
+
+// retainedPub joins the two produces of a retained message.
+type retainedPub struct {
+	l    *Lane
+	size int
+	done func(error)
+	left atomic.Int32
+	mu   sync.Mutex
+	err  error
+}
+
+func (p *retainedPub) complete(r *kafkamux.Record, err error) {
+	if err != nil {
+		p.mu.Lock()
+		if p.err == nil {
+			p.err = fmt.Errorf("record for %s: %w", r.Topic, err)
+		}
+		p.mu.Unlock()
+	}
+	if p.left.Add(-1) != 0 {
+		return
+	}
+	p.mu.Lock()
+	err = p.err
+	p.mu.Unlock()
+	p.l.release(2, p.size, err != nil)
+	p.l.finish(err, p.done)
+}
+
+func (l *Lane) finish(err error, done func(error)) {
+	if err != nil {
+		err = fmt.Errorf("cannot write MQTT message to Kafka: %w", err)
+		l.o.logFailure(err)
+	}
+	if done != nil {
+		done(err)
+	}
+}
+
+// release returns size bytes and recs records to the budget and, if the lane
+// is paused and now at or below its resume mark, calls OnSpace. Runs on a
+// Kafka callback goroutine.
+func (l *Lane) release(recs, size int, failed bool) {
+	l.mu.Lock()
+	if failed {
+		l.failed++
+	} else {
+		l.published++
+	}
+	l.recs -= recs
+	l.bytes -= size
+	if l.recs < 0 || l.bytes < 0 {
+		l.mu.Unlock()
+		panic(fmt.Sprintf("BUG: offload lane %d released more than it took: %d records, %d bytes", l.idx, l.recs, l.bytes))
+	}
+	var fn func()
+	if l.paused && l.recs <= l.resumeRec && l.bytes <= l.resumeByt {
+		l.paused = false
+		fn = l.onSpace
+	}
+	l.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+// OnSpace sets the function called when a lane that returned ErrFull has
+// space again (its in-flight records and bytes fell to the resume mark). It
+// runs on a Kafka callback goroutine, once per ErrFull episode, and must not
+// block. Set it before publishing; a later call replaces it.
+func (l *Lane) OnSpace(fn func()) {
+	l.mu.Lock()
+	l.onSpace = fn
+	l.mu.Unlock()
+}
+
+// InFlight returns the records and bytes the lane has produced and not yet
+// seen completed.
+func (l *Lane) InFlight() (records, bytes int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.recs, l.bytes
+}
+
+// Stats are a lane's counters since it was created.
+type Stats struct {
+	Published                      uint64 // publishes Kafka acknowledged
+	Failed                         uint64 // publishes that failed (done got an error)
+	Full                           uint64 // TryPublish calls refused with ErrFull
+	InFlightRecords, InFlightBytes int
+}
+
+// Stats returns the lane's counters. Safe from any goroutine.
+func (l *Lane) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Stats{Published: l.published, Failed: l.failed, Full: l.full, InFlightRecords: l.recs, InFlightBytes: l.bytes}
+}

@@ -1,0 +1,166 @@
+// Package offload is the bounded, non-blocking hand-off between the server's
+// event loops and Kafka.
+//
+// Each event loop owns one [Lane]. A loop publishes with [Lane.TryPublish],
+// which never blocks: it either hands the message to the Kafka producer or,
+// when the lane's in-flight budget (records and bytes) is spent, returns
+// [ErrFull] so the loop stops reading from that connection. The lane calls
+// its [Lane.OnSpace] function once completions have freed enough budget, and
+// the loop resumes the connections it paused.
+//
+// Completions run on franz-go's promise goroutine, one at a time, in the
+// order Kafka acknowledged them (per partition in produce order; across
+// partitions in any order). Callbacks must not block: the server hands the
+// completion back to the owning loop (gnet Trigger/AsyncWrite) and returns.
+package offload
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ferrymq/ferry/kafkamux"
+)
+
+// Message and UserProp are the kafkamux data model, aliased so that the
+// server imports offload only.
+type (
+	Message  = kafkamux.Message
+	UserProp = kafkamux.UserProp
+	Handler  = kafkamux.Handler
+)
+
+// ErrFull is returned by TryPublish when the lane's in-flight budget is
+// exhausted: the caller stops reading from that connection until OnSpace.
+var ErrFull = errors.New("offload: lane full")
+
+// Opt configures an Offload.
+type Opt interface{ apply(*cfg) }
+
+type opt func(*cfg)
+
+func (o opt) apply(c *cfg) { o(c) }
+
+type cfg struct {
+	laneBytes   int
+	laneRecords int
+	resumePct   int
+}
+
+func defaults() cfg {
+	return cfg{laneBytes: 8 << 20, laneRecords: 8192, resumePct: 75}
+}
+
+func (c *cfg) validate() error {
+	switch {
+	case c.laneBytes < 1:
+		return fmt.Errorf("invalid lane bytes %d: must be positive", c.laneBytes)
+	case c.laneRecords < 1:
+		return fmt.Errorf("invalid lane records %d: must be positive", c.laneRecords)
+	case c.resumePct < 0 || c.resumePct > 100:
+		return fmt.Errorf("invalid resume mark %d%%: must be 0 to 100", c.resumePct)
+	}
+	return nil
+}
+
+// LaneBytes bounds the bytes (key + value + headers, as the producer counts
+// them) one lane may have in flight to Kafka. Default 8 MiB. A single message
+// larger than the budget is accepted when the lane is otherwise empty, so an
+// oversized message cannot wedge a lane.
+func LaneBytes(n int) Opt { return opt(func(c *cfg) { c.laneBytes = n }) }
+
+// LaneRecords bounds the records one lane may have in flight. Default 8192.
+func LaneRecords(n int) Opt { return opt(func(c *cfg) { c.laneRecords = n }) }
+
+// ResumeAt sets the resume mark, in percent of both budgets: a lane that
+// returned ErrFull calls its OnSpace function once its in-flight records and
+// bytes are both at or below this share of the budget. Lower values pause
+// connections longer but resume them in larger batches. Default 75.
+func ResumeAt(percent int) Opt { return opt(func(c *cfg) { c.resumePct = percent }) }
+
+// Offload is the set of lanes of one server instance.
+type Offload struct {
+	mux      *kafkamux.Mux
+	topic    string // messages
+	retained string
+	log      *slog.Logger
+	rl       *kafkamux.RateLimiter
+	lanes    []*Lane
+}
+
+// New creates loops lanes over mux, producing to mux's messages topic. The
+// lanes' combined budgets must fit in the mux's producer buffer, so a lane
+// that is not full never sees kgo.ErrMaxBuffered.
+func New(mux *kafkamux.Mux, loops int, opts ...Opt) (*Offload, error) {
+	c := defaults()
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("invalid offload configuration: %w", err)
+	}
+	if mux == nil {
+		return nil, errors.New("invalid offload configuration: nil mux")
+	}
+	if loops < 1 {
+		return nil, fmt.Errorf("invalid offload configuration: %d loops, want at least 1", loops)
+	}
+	maxRecs, maxBytes := mux.ProducerLimits()
+	if loops*c.laneRecords > maxRecs || loops*c.laneBytes > maxBytes {
+		return nil, fmt.Errorf("invalid offload configuration: %d lanes of %d records and %d bytes exceed the Kafka producer buffer of %d records and %d bytes",
+			loops, c.laneRecords, c.laneBytes, maxRecs, maxBytes)
+	}
+	o := &Offload{
+		mux:      mux,
+		topic:    mux.MessagesTopic(),
+		retained: mux.RetainedTopic(),
+		log:      mux.Logger(),
+		rl:       kafkamux.NewRateLimiter(time.Minute),
+		lanes:    make([]*Lane, loops),
+	}
+	for i := range o.lanes {
+		l := &Lane{
+			o:         o,
+			idx:       i,
+			maxRecs:   c.laneRecords,
+			maxBytes:  c.laneBytes,
+			resumeRec: c.laneRecords * c.resumePct / 100,
+			resumeByt: c.laneBytes * c.resumePct / 100,
+		}
+		o.lanes[i] = l
+	}
+	return o, nil
+}
+
+// Lane returns the lane of event loop i, 0 <= i < loops.
+func (o *Offload) Lane(i int) *Lane { return o.lanes[i] }
+
+// Lanes returns the number of lanes.
+func (o *Offload) Lanes() int { return len(o.lanes) }
+
+// Stats returns the counters of all lanes added up.
+func (o *Offload) Stats() Stats {
+	var s Stats
+	for _, l := range o.lanes {
+		ls := l.Stats()
+		s.Published += ls.Published
+		s.Failed += ls.Failed
+		s.Full += ls.Full
+		s.InFlightRecords += ls.InFlightRecords
+		s.InFlightBytes += ls.InFlightBytes
+	}
+	return s
+}
+
+// Follow passes through to [kafkamux.Mux.Follow].
+func (o *Offload) Follow(topic string, h kafkamux.Handler) error { return o.mux.Follow(topic, h) }
+
+// MessagesTopic is the Kafka topic TryPublish produces to.
+func (o *Offload) MessagesTopic() string { return o.topic }
+
+func (o *Offload) logFailure(err error) {
+	if ok, n := o.rl.Allow(err.Error()); ok {
+		o.log.Warn("cannot write MQTT message to Kafka", "err", err, "suppressed", n)
+	}
+}
