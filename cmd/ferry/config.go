@@ -1,0 +1,245 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// config holds every setting of the binary. Each one is a flag, a YAML key of the same name in --config, and an
+// environment variable FERRY_<NAME> (upper case, '-' → '_'). Precedence: flags > environment > file > defaults.
+type config struct {
+	mqtt              listFlag
+	kafkaBrokers      string
+	embeddedKafkaAddr string
+	dataDir           string
+	topicMessages     string
+	topicRetained     string
+	topicSessions     string
+	partitions        int
+	admin             string
+	maxConnections    int
+	eventLoops        int
+	maxPacketSize     int
+	receiveMaximum    int
+	maxQoS            int
+	serverKeepAlive   int
+	connectTimeout    time.Duration
+	sessionQueue      int
+	outboundBudget    int
+	laneBytes         int
+	laneRecords       int
+	logLevel          string
+	logFormat         string
+	shutdownTimeout   time.Duration
+	configFile        string
+}
+
+// listFlag is a repeatable string flag.
+type listFlag struct {
+	vals []string
+	set  bool // values came from a source other than the default: the next Set starts a new list
+}
+
+func (l *listFlag) String() string { return strings.Join(l.vals, ",") }
+func (l *listFlag) Set(v string) error {
+	if !l.set {
+		l.vals, l.set = nil, true
+	}
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			l.vals = append(l.vals, p)
+		}
+	}
+	return nil
+}
+
+func newFlagSet(c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("ferry", flag.ContinueOnError)
+	c.mqtt.vals = []string{"tcp://0.0.0.0:1883"}
+	fs.Var(&c.mqtt, "mqtt", "MQTT listener URL, repeatable (tcp://host:port)")
+	fs.StringVar(&c.kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers; empty = start the embedded Kafka")
+	fs.StringVar(&c.embeddedKafkaAddr, "embedded-kafka-addr", "127.0.0.1:9092", "address the embedded Kafka listens on (for kcat and other Kafka tools)")
+	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory the embedded Kafka persists to")
+	fs.StringVar(&c.topicMessages, "topic-messages", "mqtt-messages", "Kafka topic of every MQTT message (delete policy)")
+	fs.StringVar(&c.topicRetained, "topic-retained", "mqtt-retained", "Kafka topic of retained messages (compacted)")
+	fs.StringVar(&c.topicSessions, "topic-sessions", "mqtt-sessions", "Kafka topic of sessions (compacted)")
+	fs.IntVar(&c.partitions, "partitions", 6, "partitions of the topics Ferry creates")
+	fs.StringVar(&c.admin, "admin", "", "admin HTTP address for /healthz, /readyz, /metrics (empty = off)")
+	fs.IntVar(&c.maxConnections, "max-connections", 0, "maximum concurrent MQTT connections (0 = unlimited)")
+	fs.IntVar(&c.eventLoops, "event-loops", 0, "gnet event loops (0 = one per CPU)")
+	fs.IntVar(&c.maxPacketSize, "max-packet-size", 1<<20, "largest MQTT packet accepted, in bytes")
+	fs.IntVar(&c.receiveMaximum, "receive-maximum", 1024, "QoS 1/2 publishes a client may have unacknowledged")
+	fs.IntVar(&c.maxQoS, "max-qos", 2, "highest QoS accepted and granted")
+	fs.IntVar(&c.serverKeepAlive, "server-keep-alive", 0, "keep-alive in seconds imposed on v5 clients (0 = the client's)")
+	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "time a new socket has to send CONNECT")
+	fs.IntVar(&c.sessionQueue, "session-queue", 10000, "messages queued per session")
+	fs.IntVar(&c.outboundBudget, "outbound-budget", 1<<20, "bytes buffered towards one client before deliveries wait")
+	fs.IntVar(&c.laneBytes, "inflight-bytes", 8<<20, "bytes in flight to Kafka per event loop")
+	fs.IntVar(&c.laneRecords, "inflight-records", 8192, "records in flight to Kafka per event loop")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "time allowed for a graceful stop")
+	fs.StringVar(&c.configFile, "config", "", "YAML file with any of these settings")
+	return fs
+}
+
+// loadConfig parses args, the environment and the --config file into a config. Errors are one line that names
+// the setting (and the file line for YAML).
+func loadConfig(args []string, env func(string) string) (*config, error) {
+	c := &config{}
+	fs := newFlagSet(c)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fmt.Fprintln(os.Stdout, "usage: ferry [flags]      (ferry version prints the version)")
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (settings are flags: ferry --help)", fs.Arg(0))
+	}
+	fromFlags := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { fromFlags[f.Name] = true })
+	flagVals := map[string]string{}
+	fs.Visit(func(f *flag.Flag) { flagVals[f.Name] = f.Value.String() })
+
+	// Re-apply in precedence order: file, then environment, then the flags given.
+	fresh := &config{}
+	fs = newFlagSet(fresh)
+	cfgFile := c.configFile
+	if cfgFile == "" {
+		cfgFile = env("FERRY_CONFIG")
+	}
+	if cfgFile != "" {
+		if err := applyFile(fs, cfgFile); err != nil {
+			return nil, err
+		}
+	}
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	for _, n := range names {
+		key := "FERRY_" + strings.ToUpper(strings.ReplaceAll(n, "-", "_"))
+		if v := env(key); v != "" && !fromFlags[n] {
+			if l, ok := fs.Lookup(n).Value.(*listFlag); ok {
+				l.set = false // the environment replaces the file's list
+			}
+			if err := fs.Set(n, v); err != nil {
+				return nil, fmt.Errorf("invalid environment variable %s=%q: %w", key, v, err)
+			}
+		}
+	}
+	for n, v := range flagVals {
+		if l, ok := fs.Lookup(n).Value.(*listFlag); ok {
+			l.set = false
+		}
+		if err := fs.Set(n, v); err != nil {
+			return nil, fmt.Errorf("invalid flag --%s=%q: %w", n, v, err)
+		}
+	}
+	fresh.configFile = cfgFile
+	return fresh, fresh.validate()
+}
+
+// applyFile sets flags from a YAML mapping of setting names to values. Unknown keys and wrong types are errors
+// naming the key and the line.
+func applyFile(fs *flag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cannot read config file: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("cannot parse config file %s: %w", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("config file %s line %d: want a mapping of setting names to values", path, root.Line)
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		f := fs.Lookup(k.Value)
+		if f == nil || k.Value == "config" {
+			return fmt.Errorf("config file %s line %d: unknown setting %q", path, k.Line, k.Value)
+		}
+		var vals []string
+		switch v.Kind {
+		case yaml.ScalarNode:
+			vals = []string{v.Value}
+		case yaml.SequenceNode:
+			if _, ok := f.Value.(*listFlag); !ok {
+				return fmt.Errorf("config file %s line %d: %s takes one value, not a list", path, v.Line, k.Value)
+			}
+			for _, e := range v.Content {
+				if e.Kind != yaml.ScalarNode {
+					return fmt.Errorf("config file %s line %d: %s: list entries must be plain values", path, e.Line, k.Value)
+				}
+				vals = append(vals, e.Value)
+			}
+		default:
+			return fmt.Errorf("config file %s line %d: %s: want a plain value", path, v.Line, k.Value)
+		}
+		for _, s := range vals {
+			if err := fs.Set(k.Value, s); err != nil {
+				return fmt.Errorf("config file %s line %d: %s: invalid value %q: %w", path, v.Line, k.Value, s, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *config) validate() error {
+	checks := []struct {
+		ok   bool
+		name string
+		val  any
+		want string
+	}{
+		{len(c.mqtt.vals) > 0, "mqtt", "", "at least one listener"},
+		{c.partitions >= 1, "partitions", c.partitions, "at least 1"},
+		{c.maxConnections >= 0, "max-connections", c.maxConnections, "0 or more"},
+		{c.eventLoops >= 0, "event-loops", c.eventLoops, "0 or more"},
+		{c.receiveMaximum >= 1 && c.receiveMaximum <= 65535, "receive-maximum", c.receiveMaximum, "1 to 65535"},
+		{c.maxQoS >= 0 && c.maxQoS <= 2, "max-qos", c.maxQoS, "0, 1 or 2"},
+		{c.serverKeepAlive >= 0 && c.serverKeepAlive <= 65535, "server-keep-alive", c.serverKeepAlive, "0 to 65535"},
+		{c.connectTimeout > 0, "connect-timeout", c.connectTimeout, "positive"},
+		{c.shutdownTimeout > 0, "shutdown-timeout", c.shutdownTimeout, "positive"},
+		{c.logFormat == "text" || c.logFormat == "json", "log-format", c.logFormat, "text or json"},
+		{validLevel(c.logLevel), "log-level", c.logLevel, "debug, info, warn or error"},
+	}
+	for _, ch := range checks {
+		if !ch.ok {
+			return fmt.Errorf("invalid --%s %v: want %s", ch.name, ch.val, ch.want)
+		}
+	}
+	return nil
+}
+
+func validLevel(s string) bool {
+	switch s {
+	case "debug", "info", "warn", "error":
+		return true
+	}
+	return false
+}
+
+// settingNames lists every setting, for documentation tests.
+func settingNames() []string {
+	var names []string
+	newFlagSet(&config{}).VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	sort.Strings(names)
+	return names
+}

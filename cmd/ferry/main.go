@@ -1,0 +1,156 @@
+// Command ferry runs the Ferry MQTT broker: MQTT on gnet event loops, every message a Kafka record.
+//
+//	ferry                      # MQTT on :1883, embedded Kafka persisted in ./data
+//	ferry --help               # every setting; each is also a YAML key and a FERRY_<NAME> variable
+//	ferry version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ferrymq/ferry/kafkamux"
+	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server"
+)
+
+// version is stamped by scripts/build.sh (-ldflags "-X main.version=…").
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		fmt.Println("ferry", version)
+		return
+	}
+	cfg, err := loadConfig(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ferry:", err)
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "ferry:", err)
+		var ce errConfig
+		if errors.As(err, &ce) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func newLogger(cfg *config) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.logLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// errConfig marks an error in the settings: the process exits with status 2, like for a bad flag.
+type errConfig struct{ error }
+
+func run(cfg *config) error {
+	log := newLogger(cfg)
+	slog.SetDefault(log)
+
+	loops := cfg.eventLoops
+	if loops == 0 {
+		loops = numCPU()
+	}
+	sopts := []server.Opt{
+		server.EventLoops(loops),
+		server.MaxConnections(cfg.maxConnections),
+		server.MaxPacketSize(cfg.maxPacketSize),
+		server.ReceiveMaximum(uint16(cfg.receiveMaximum)),
+		server.MaximumQoS(byte(cfg.maxQoS)),
+		server.ServerKeepAlive(uint16(cfg.serverKeepAlive)),
+		server.ConnectTimeout(cfg.connectTimeout),
+		server.SessionQueue(cfg.sessionQueue),
+		server.OutboundBudget(cfg.outboundBudget),
+		server.MessagesTopic(cfg.topicMessages),
+		server.Logger(log),
+	}
+	for _, l := range cfg.mqtt.vals {
+		sopts = append(sopts, server.Listen(l))
+	}
+	if err := server.CheckOptions(sopts...); err != nil {
+		return errConfig{err}
+	}
+	raiseFileLimit(log)
+	kopts := []kafkamux.Opt{
+		kafkamux.Topics(cfg.topicMessages, cfg.topicRetained, cfg.topicSessions),
+		kafkamux.Partitions(int32(cfg.partitions)),
+		kafkamux.Logger(log),
+	}
+	if cfg.kafkaBrokers != "" {
+		kopts = append(kopts, kafkamux.Brokers(strings.Split(cfg.kafkaBrokers, ",")...))
+	} else {
+		kopts = append(kopts, kafkamux.EmbeddedAddr(cfg.embeddedKafkaAddr), kafkamux.DataDir(cfg.dataDir))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	mux, err := kafkamux.New(ctx, kopts...)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer mux.Close()
+	off, err := offload.New(mux, loops, offload.LaneBytes(cfg.laneBytes), offload.LaneRecords(cfg.laneRecords))
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(off, sopts...)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	log.Info("ferry is serving MQTT", "listeners", cfg.mqtt.vals, "kafka", mux.Addr(), "event_loops", loops, "version", version)
+
+	var adminSrv *http.Server
+	if cfg.admin != "" {
+		ln, err := net.Listen("tcp", cfg.admin)
+		if err != nil {
+			return fmt.Errorf("cannot listen for admin HTTP on %s: %w", cfg.admin, err)
+		}
+		adminSrv = &http.Server{Handler: adminHandler(srv, mux), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = adminSrv.Serve(ln) }()
+		log.Info("admin HTTP listening", "addr", ln.Addr().String())
+	}
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("stopping", "signal", s.String())
+	go func() {
+		<-sig
+		log.Warn("second signal: exiting at once")
+		os.Exit(1)
+	}()
+	ctx, cancel = context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if adminSrv != nil {
+		_ = adminSrv.Shutdown(ctx)
+	}
+	if err := srv.Stop(ctx); err != nil {
+		log.Warn("event loops did not stop cleanly", "err", err)
+	}
+	if err := mux.Flush(ctx); err != nil {
+		log.Warn("not every record reached Kafka before the stop", "err", err)
+	}
+	return nil
+}

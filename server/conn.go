@@ -1,0 +1,287 @@
+package server
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+)
+
+type connPhase uint8
+
+const (
+	phaseAwaitConnect connPhase = iota // socket open, no CONNECT yet
+	phaseConnected                     // CONNECT accepted
+	phaseClosing                       // DISCONNECT sent or received; no more packets are read
+)
+
+// conn is one MQTT network connection. All fields except notified are owned by the connection's event loop.
+type conn struct {
+	gc   gnet.Conn
+	l    *loop
+	srv  *Server
+	sess *session
+
+	phase     connPhase
+	version   byte
+	closed    bool
+	blocked   bool        // holds publishes the lane refused (listed in l.blocked)
+	paused    bool        // inbound QoS>0 window is full: further packets stay in gnet's buffer
+	notified  atomic.Bool // queued in l.ready
+	keepAlive uint16      // seconds, 0 = none
+	lastRead  int64       // unix seconds of the last packet
+	wheelAt   int64       // the second of c's live entry in the loop's timing wheel
+
+	clientMaxPacket uint32 // from CONNECT; 0 = no limit
+	clientRecvMax   uint16 // outbound QoS>0 window the client allows
+	clientAliasMax  uint16
+	aliases         map[uint16]string // inbound topic aliases
+
+	pubq     []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
+	pubqHead int
+
+	will       *willMsg // published if the connection ends abnormally
+	disconnect bool     // a DISCONNECT was received: the end is normal
+}
+
+// OnOpen runs on the connection's event loop.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	l := s.loopOf(gc.EventLoop())
+	c := &conn{gc: gc, l: l, srv: s, lastRead: l.now}
+	gc.SetContext(c)
+	s.metrics.connsOpened.Add(1)
+	s.metrics.connsCurrent.Add(1)
+	// [MQTT-3.1.4-?] A socket that sends no CONNECT within the timeout is closed.
+	l.wheel.schedule(c, l.now+int64(s.cfg.connectTimeout.Seconds()+0.999))
+	return nil, gnet.None
+}
+
+// OnClose runs on the connection's event loop.
+func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
+	c, _ := gc.Context().(*conn)
+	if c == nil {
+		return gnet.None
+	}
+	s.metrics.connsCurrent.Add(-1)
+	c.closed = true
+	c.endSession()
+	return gnet.None
+}
+
+// OnTraffic runs on the connection's event loop: it decodes every whole packet buffered for the connection.
+// Bytes from Peek are borrowed until Discard; anything that must outlive this call (a publish on its way to
+// Kafka, a will, a client id) is copied before Discard.
+func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, _ := gc.Context().(*conn)
+	if c == nil || c.closed {
+		return gnet.Close
+	}
+	if gc.InboundBuffered() > 0 {
+		c.lastRead = c.l.now
+	}
+	c.service()
+	if c.closed {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// service writes completed acks and queued deliveries, then reads the buffered packets. Runs on the loop.
+func (c *conn) service() {
+	c.flushAcks()
+	if !c.paused {
+		c.readPackets()
+	}
+	if c.phase == phaseConnected && !c.closed {
+		c.drain()
+	}
+	c.flushOut()
+}
+
+// readPackets decodes and handles the packets buffered for c until it runs out, pauses or closes.
+func (c *conn) readPackets() {
+	buf, _ := c.gc.Peek(-1)
+	used := 0
+	for !c.closed && !c.paused && c.phase != phaseClosing {
+		max := c.srv.cfg.maxPacketSize
+		fh, body, n, err := mqttcodec.Frame(buf[used:], max)
+		if errors.Is(err, mqttcodec.ErrIncomplete) {
+			break
+		}
+		if err != nil {
+			c.protocolError(err)
+			break
+		}
+		if c.phase == phaseAwaitConnect && fh.Type != mqttcodec.CONNECT {
+			// [MQTT-3.1.0-1] the first packet must be CONNECT.
+			c.protocolError(&mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type,
+				Msg: "first packet is " + mqttcodec.TypeName(fh.Type) + ", not CONNECT"})
+			break
+		}
+		if err := c.handle(fh, body); err != nil {
+			c.protocolError(err)
+			break
+		}
+		used += n
+	}
+	if used > 0 {
+		_, _ = c.gc.Discard(used)
+	}
+	if c.paused && c.gc.InboundBuffered() > c.srv.cfg.maxPacketSize+2*c.srv.cfg.outboundBudget {
+		// A v3 client keeps sending past the window the server can take; its bytes are not buffered without
+		// bound.
+		c.srv.warn("closing connection: client exceeds the in-flight window", "client", c.clientID())
+		c.close()
+	}
+}
+
+// handle dispatches one packet. Runs on the loop; body is borrowed until the caller's Discard.
+func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
+	l := c.l
+	switch fh.Type {
+	case mqttcodec.CONNECT:
+		if c.phase != phaseAwaitConnect {
+			// [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
+			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "second CONNECT on a connection"}
+		}
+		l.conn.Reset()
+		if err := l.conn.Decode(fh, body); err != nil {
+			return c.connectError(&l.conn, err)
+		}
+		return c.onConnect(&l.conn)
+	case mqttcodec.PUBLISH:
+		l.pub.Reset()
+		if err := l.pub.Decode(fh, body, c.version); err != nil {
+			return err
+		}
+		return c.onPublish(&l.pub)
+	case mqttcodec.PUBACK, mqttcodec.PUBREC, mqttcodec.PUBREL, mqttcodec.PUBCOMP:
+		l.ack.Reset()
+		if err := l.ack.Decode(fh, body, c.version); err != nil {
+			return err
+		}
+		return c.onAck(&l.ack)
+	case mqttcodec.SUBSCRIBE:
+		l.sub.Reset()
+		if err := l.sub.Decode(fh, body, c.version); err != nil {
+			return err
+		}
+		return c.onSubscribe(&l.sub)
+	case mqttcodec.UNSUBSCRIBE:
+		l.unsub.Reset()
+		if err := l.unsub.Decode(fh, body, c.version); err != nil {
+			return err
+		}
+		return c.onUnsubscribe(&l.unsub)
+	case mqttcodec.PINGREQ:
+		if fh.Remaining != 0 {
+			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "PINGREQ with a body"}
+		}
+		l.out = mqttcodec.AppendPingresp(l.out) // [MQTT-3.12.4-1]
+		return nil
+	case mqttcodec.DISCONNECT:
+		l.disc.Reset()
+		if err := l.disc.Decode(fh, body, c.version); err != nil {
+			return err
+		}
+		return c.onDisconnect(&l.disc)
+	case mqttcodec.AUTH:
+		if c.version < mqttcodec.Version5 {
+			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "AUTH is not a v3 packet"}
+		}
+		// Ferry offers no enhanced authentication method, so no AUTH exchange can have started.
+		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "AUTH without an authentication method"}
+	default:
+		// CONNACK, SUBACK, UNSUBACK, PINGRESP are server-to-client only.
+		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type,
+			Msg: mqttcodec.TypeName(fh.Type) + " is not sent by clients"}
+	}
+}
+
+// protocolError answers a malformed or forbidden packet: a v5 client gets DISCONNECT with the reason code
+// [MQTT-4.13.1-1], a v3 client is simply disconnected, as its protocol prescribes.
+func (c *conn) protocolError(err error) {
+	reason := mqttcodec.ReasonOf(err)
+	c.srv.metrics.protocolErrors.Add(1)
+	c.srv.debug("closing connection on protocol error", "client", c.clientID(), "err", err)
+	if c.phase == phaseConnected && c.version >= mqttcodec.Version5 {
+		c.sendDisconnect(reason, err.Error())
+	}
+	c.close()
+}
+
+// sendDisconnect writes a v5 DISCONNECT. Runs on the loop.
+func (c *conn) sendDisconnect(reason mqttcodec.ReasonCode, why string) {
+	var d mqttcodec.Disconnect
+	d.Reason = reason
+	if why != "" && c.srv.cfg.reasonStrings {
+		d.Props.ReasonString = []byte(why)
+		d.Props.Set(mqttcodec.PropReasonString)
+	}
+	c.l.out = mqttcodec.AppendDisconnect(c.l.out, &d, c.version)
+}
+
+// close flushes what is written and closes the socket; OnClose finishes the session. Runs on the loop.
+func (c *conn) close() {
+	if c.closed {
+		return
+	}
+	c.flushOut()
+	c.closed = true
+	c.phase = phaseClosing
+	_ = c.gc.Close()
+}
+
+// flushOut hands the loop's scratch output to gnet. Runs on the loop.
+func (c *conn) flushOut() {
+	l := c.l
+	if len(l.out) == 0 {
+		return
+	}
+	if !c.closed {
+		_, _ = c.gc.Write(l.out)
+		c.srv.metrics.bytesOut.Add(uint64(len(l.out)))
+	}
+	l.out = l.out[:0]
+}
+
+// checkTimeout runs on the loop when c's wheel slot comes round.
+func (c *conn) checkTimeout() {
+	l := c.l
+	var deadline int64
+	switch c.phase {
+	case phaseAwaitConnect:
+		deadline = c.lastRead + int64(c.srv.cfg.connectTimeout.Seconds()+0.999)
+		if l.now >= deadline {
+			c.srv.metrics.connectTimeouts.Add(1)
+			c.close()
+			return
+		}
+	case phaseConnected:
+		if c.keepAlive == 0 {
+			return // [MQTT-3.1.2-?] keep-alive 0 turns the mechanism off
+		}
+		// [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: one and a half keep-alive periods without a packet ends it.
+		deadline = c.lastRead + (int64(c.keepAlive)*3+1)/2
+		if l.now >= deadline {
+			c.srv.metrics.keepAliveTimeouts.Add(1)
+			if c.version >= mqttcodec.Version5 {
+				c.sendDisconnect(mqttcodec.KeepAliveTimeout, "keep-alive timeout")
+			}
+			c.close()
+			return
+		}
+	default:
+		return
+	}
+	l.wheel.schedule(c, deadline)
+}
+
+func (c *conn) clientID() string {
+	if c.sess == nil {
+		return ""
+	}
+	return c.sess.id
+}

@@ -1,0 +1,345 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+)
+
+// willMsg is a client's will, copied out of the CONNECT packet.
+type willMsg struct {
+	msg   *offload.Message
+	delay uint32 // seconds (v5 Will Delay Interval)
+}
+
+// connectError answers a CONNECT that failed to decode or validate, then closes. Runs on the loop.
+func (c *conn) connectError(p *mqttcodec.Connect, err error) error {
+	reason := mqttcodec.ReasonOf(err)
+	c.srv.metrics.connectRefused(reason)
+	c.srv.debug("refusing CONNECT", "err", err)
+	switch {
+	case reason == mqttcodec.UnsupportedProtocolVersion:
+		// [MQTT-3.1.2-2] an unsupported level gets return code 1 (v3 CONNACK, the form every level can read).
+		c.writeConnack(mqttcodec.Version311, false, mqttcodec.UnsupportedProtocolVersion, nil)
+	case p.Version == mqttcodec.Version5:
+		// [MQTT-4.13.1-1] a v5 client may be told why before the connection closes.
+		c.writeConnack(mqttcodec.Version5, false, reason, nil)
+	case reason == mqttcodec.ClientIdentifierNotValid:
+		c.writeConnack(p.Version, false, reason, nil) // [MQTT-3.1.3-9] return code 2
+	}
+	c.close()
+	return nil
+}
+
+// onConnect accepts a decoded CONNECT. Runs on the loop; p borrows from the read buffer.
+func (c *conn) onConnect(p *mqttcodec.Connect) error {
+	srv := c.srv
+	c.version = p.Version
+	refuse := func(r mqttcodec.ReasonCode) error {
+		srv.metrics.connectRefused(r)
+		c.writeConnack(p.Version, false, r, nil)
+		c.close()
+		return nil
+	}
+	if p.Version == mqttcodec.Version5 && p.Props.Has(mqttcodec.PropAuthMethod) {
+		return refuse(mqttcodec.BadAuthenticationMethod) // no enhanced authentication method is offered
+	}
+	if max := srv.cfg.maxConnections; max > 0 && srv.metrics.sessionsConnected.Load() >= int64(max) {
+		if p.Version == mqttcodec.Version5 {
+			return refuse(mqttcodec.QuotaExceeded)
+		}
+		return refuse(mqttcodec.ServerUnavailable)
+	}
+
+	var props mqttcodec.Properties
+	id := string(p.ClientID)
+	if id == "" {
+		switch {
+		case p.Version == mqttcodec.Version5:
+			id = srv.assignID()
+			props.AssignedClientID = []byte(id) // [MQTT-3.2.2-16]
+			props.Set(mqttcodec.PropAssignedClientID)
+		case p.Version == mqttcodec.Version311 && p.CleanStart && srv.cfg.allowEmptyV3ID:
+			id = srv.assignID() // [MQTT-3.1.3-6]
+		default:
+			return refuse(mqttcodec.ClientIdentifierNotValid) // [MQTT-3.1.3-8]
+		}
+	}
+
+	c.keepAlive = p.KeepAlive
+	if ka := srv.cfg.serverKeepAlive; ka != 0 && p.Version == mqttcodec.Version5 {
+		c.keepAlive = ka // [MQTT-3.2.2-21]
+		props.ServerKeepAlive = ka
+		props.Set(mqttcodec.PropServerKeepAlive)
+	}
+	c.clientRecvMax = 65535
+	if p.Props.Has(mqttcodec.PropReceiveMaximum) {
+		c.clientRecvMax = p.Props.ReceiveMaximum
+	}
+	c.clientMaxPacket = p.Props.MaximumPacketSize
+	c.clientAliasMax = p.Props.TopicAliasMaximum
+
+	var expiry uint32
+	if p.Version == mqttcodec.Version5 {
+		expiry = p.Props.SessionExpiry
+		if expiry > srv.cfg.maxSessionExpiry {
+			expiry = srv.cfg.maxSessionExpiry
+			props.SessionExpiry = expiry // the server's choice is announced [MQTT-3.2.2-?]
+			props.Set(mqttcodec.PropSessionExpiry)
+		}
+	} else if !p.CleanStart {
+		expiry = srv.cfg.v3SessionExpiry
+	}
+
+	if p.WillFlag {
+		c.will = copyWill(p, id)
+	}
+
+	sess, present := srv.attach(c, id, p.CleanStart, expiry)
+	if p.Version < mqttcodec.Version5 && p.CleanStart {
+		present = false // [MQTT-3.2.2-1]
+	}
+	c.sess = sess
+	c.phase = phaseConnected
+	if c.keepAlive > 0 {
+		c.l.wheel.schedule(c, c.lastRead+(int64(c.keepAlive)*3+1)/2)
+	}
+	srv.metrics.sessionsConnected.Add(1)
+	c.writeConnack(p.Version, present, mqttcodec.Success, &props)
+	srv.debug("client connected", "client", id, "version", p.Version, "session_present", present)
+	if present {
+		c.resend()
+	}
+	return nil
+}
+
+// writeConnack encodes a CONNACK for the given protocol version. For v3 the reason is mapped to a v3 return
+// code, so a v3 client never receives a v5 byte.
+func (c *conn) writeConnack(version byte, present bool, reason mqttcodec.ReasonCode, props *mqttcodec.Properties) {
+	var ack mqttcodec.Connack
+	ack.SessionPresent = present && reason == mqttcodec.Success // [MQTT-3.2.2-6]
+	if version == mqttcodec.Version5 {
+		ack.Reason = reason
+		if props != nil {
+			ack.Props = *props
+		}
+		if reason == mqttcodec.Success {
+			c.srv.capabilities(&ack.Props)
+		}
+	} else {
+		ack.Reason = mqttcodec.ReasonCode(mqttcodec.V3ConnackCode(reason))
+	}
+	c.l.out = mqttcodec.AppendConnack(c.l.out, &ack, version)
+}
+
+// capabilities adds the server's v5 capabilities to a successful CONNACK.
+func (s *Server) capabilities(p *mqttcodec.Properties) {
+	p.ReceiveMaximum = s.cfg.receiveMaximum
+	p.Set(mqttcodec.PropReceiveMaximum)
+	if s.cfg.maxQoS < 2 {
+		p.MaximumQoS = s.cfg.maxQoS
+		p.Set(mqttcodec.PropMaximumQoS)
+	}
+	p.MaximumPacketSize = uint32(s.cfg.maxPacketSize)
+	p.Set(mqttcodec.PropMaximumPacketSize)
+	p.TopicAliasMaximum = s.cfg.topicAliasMax
+	p.Set(mqttcodec.PropTopicAliasMaximum)
+	p.SharedSubAvailable = 0 // shared subscriptions are not offered yet
+	p.Set(mqttcodec.PropSharedSubAvailable)
+	// Retain, wildcard subscriptions and subscription identifiers are available: absent properties say so.
+}
+
+// copyWill copies the will out of the borrowed CONNECT bytes.
+func copyWill(p *mqttcodec.Connect, id string) *willMsg {
+	m := &offload.Message{
+		Topic:    string(p.WillTopic),
+		Payload:  append([]byte(nil), p.WillPayload...),
+		QoS:      p.WillQoS,
+		Retain:   p.WillRetain,
+		ClientID: id,
+	}
+	copyProps(m, &p.WillProps, time.Now())
+	return &willMsg{msg: m, delay: p.WillProps.WillDelay}
+}
+
+// assignID makes a client id for a client that sent none.
+func (s *Server) assignID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "ferry-" + hex.EncodeToString(b[:])
+}
+
+// attach binds c to the session of id, taking it over from another connection if one holds it. It reports
+// whether an existing session was resumed. Runs on c's loop; takes the registry lock, then the session lock.
+func (s *Server) attach(c *conn, id string, clean bool, expiry uint32) (*session, bool) {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	old := s.sessions[id]
+	if old != nil {
+		old.mu.Lock()
+		oc := old.c
+		old.c = nil
+		if old.expireTimer != nil {
+			old.expireTimer.Stop()
+			old.expireTimer = nil
+		}
+		if old.willTimer != nil {
+			// [MQTT-3.1.3-9] a new connection within the will delay cancels the will.
+			old.willTimer.Stop()
+			old.willTimer = nil
+		}
+		old.mu.Unlock()
+		if oc != nil {
+			s.metrics.takeovers.Add(1)
+			oc.kick(mqttcodec.SessionTakenOver) // [MQTT-3.1.4-3]
+		}
+		if clean {
+			s.discard(old)
+			old = nil
+		}
+	}
+	present := old != nil
+	sess := old
+	if sess == nil {
+		sess = &session{id: id}
+		s.sessions[id] = sess
+	}
+	sess.mu.Lock()
+	sess.c = c
+	sess.expiry = expiry
+	sess.mu.Unlock()
+	return sess, present
+}
+
+// kick disconnects c from another goroutine or loop: it is done on c's own loop.
+func (c *conn) kick(reason mqttcodec.ReasonCode) {
+	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if c.closed {
+			return nil
+		}
+		c.disconnect = true // the session moved on: the old connection's will is not sent
+		if c.version >= mqttcodec.Version5 {
+			c.sendDisconnect(reason, "")
+		}
+		c.close()
+		return nil
+	}))
+}
+
+// discard ends a session for good: its subscriptions leave the trie and its queue is freed. The registry lock
+// is held by the caller.
+func (s *Server) discard(sess *session) {
+	if s.sessions[sess.id] == sess {
+		delete(s.sessions, sess.id)
+	}
+	sess.mu.Lock()
+	subs := sess.subs
+	sess.subs = nil
+	sess.ended = true
+	sess.queue.clear()
+	sess.inflight = nil
+	sess.inUse = nil
+	sess.qos2In = nil
+	sess.mu.Unlock()
+	for f := range subs {
+		s.trie.remove(f, sess)
+	}
+}
+
+// endSession runs on the loop when c's socket has closed: the will is scheduled on an abnormal end, and a
+// session without expiry ends with its connection.
+func (c *conn) endSession() {
+	srv := c.srv
+	c.releasePublishes()
+	sess := c.sess
+	if sess == nil {
+		return
+	}
+	srv.metrics.sessionsConnected.Add(-1)
+	sess.mu.Lock()
+	if sess.c != c {
+		sess.mu.Unlock() // taken over: the session lives on with its new connection
+		return
+	}
+	sess.c = nil
+	sess.offlineAt = time.Now()
+	expiry := sess.expiry
+	will := c.will
+	if c.disconnect {
+		will = nil // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
+	}
+	if will != nil && will.delay > 0 && expiry > 0 {
+		delay := min(will.delay, expiry) // the will goes out when the delay passes or the session ends
+		sess.willTimer = time.AfterFunc(time.Duration(delay)*time.Second, func() { srv.publishWill(sess, will) })
+		will = nil
+	}
+	if expiry > 0 && expiry != 0xFFFFFFFF {
+		sess.expireTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { srv.expire(sess) })
+	}
+	sess.mu.Unlock()
+	if will != nil {
+		srv.sendWill(will.msg)
+	}
+	if expiry == 0 {
+		srv.regMu.Lock()
+		sess.mu.Lock()
+		orphan := sess.c == nil
+		sess.mu.Unlock()
+		if orphan {
+			srv.discard(sess)
+		}
+		srv.regMu.Unlock()
+	}
+}
+
+// publishWill runs on a timer goroutine when a will's delay has passed without a reconnect.
+func (s *Server) publishWill(sess *session, w *willMsg) {
+	sess.mu.Lock()
+	live := sess.willTimer != nil && sess.c == nil
+	sess.willTimer = nil
+	sess.mu.Unlock()
+	if live {
+		s.sendWill(w.msg)
+	}
+}
+
+// expire runs on a timer goroutine when an offline session's expiry interval has passed.
+func (s *Server) expire(sess *session) {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	sess.mu.Lock()
+	offline := sess.c == nil && sess.expireTimer != nil
+	sess.expireTimer = nil
+	sess.mu.Unlock()
+	if offline {
+		s.metrics.sessionsExpired.Add(1)
+		s.discard(sess)
+	}
+}
+
+// onDisconnect handles a client's DISCONNECT. Runs on the loop.
+func (c *conn) onDisconnect(p *mqttcodec.Disconnect) error {
+	if c.version == mqttcodec.Version5 && p.Props.Has(mqttcodec.PropSessionExpiry) {
+		c.sess.mu.Lock()
+		was := c.sess.expiry
+		if was == 0 && p.Props.SessionExpiry != 0 {
+			c.sess.mu.Unlock()
+			// [MQTT-3.14.2-2] a session that was to end with the connection cannot be given an expiry now.
+			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.DISCONNECT,
+				Msg: "session expiry set on DISCONNECT after CONNECT set none"}
+		}
+		c.sess.expiry = min(p.Props.SessionExpiry, c.srv.cfg.maxSessionExpiry)
+		c.sess.mu.Unlock()
+	}
+	// [MQTT-3.14.4-3] DISCONNECT 0x04 keeps the will; any other reason deletes it.
+	c.disconnect = p.Reason != mqttcodec.DisconnectWithWill
+	c.phase = phaseClosing
+	c.close() // [MQTT-3.14.4-1]
+	return nil
+}

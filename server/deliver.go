@@ -1,0 +1,259 @@
+package server
+
+import (
+	"time"
+	"unsafe"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+)
+
+// aggDelivery folds every subscription of one session that matches a message.
+type aggDelivery struct {
+	s       *session
+	qos     byte
+	any     bool // at least one subscription survived No Local
+	rap     bool
+	subIDs  []uint32
+	hasSubs bool
+}
+
+// onRecord fans one Kafka record out to the local sessions whose subscriptions match it. It runs on the shared
+// reader's goroutine and must not block: it only queues deliveries and wakes loops.
+func (s *Server) onRecord(_ int32, _ int64, m *offload.Message) {
+	s.metrics.recordsIn.Add(1)
+	if m.Retain {
+		s.retained.set(m)
+	}
+	s.matchMu.Lock()
+	defer s.matchMu.Unlock()
+	s.scratch = s.trie.match(m.Topic, s.scratch[:0])
+	if len(s.scratch) == 0 {
+		return
+	}
+	s.gen++
+	agg := s.agg[:0]
+	for i := range s.scratch {
+		e := &s.scratch[i]
+		if e.s.matchGen != s.gen {
+			e.s.matchGen = s.gen
+			e.s.matchIdx = len(agg)
+			agg = append(agg, aggDelivery{s: e.s})
+		}
+		a := &agg[e.s.matchIdx]
+		if e.noLocal && m.ClientID == e.s.id {
+			continue // [MQTT-3.8.3-3] not sent back to its publisher
+		}
+		a.any = true
+		a.qos = max(a.qos, e.qos) // [MQTT-3.3.4-2] the highest QoS of the overlapping subscriptions
+		a.rap = a.rap || e.retainAsPub
+		if e.subID != 0 {
+			a.subIDs = append(a.subIDs, e.subID) // [MQTT-3.3.4-3] every matching identifier
+		}
+	}
+	for i := range agg {
+		a := &agg[i]
+		if !a.any {
+			continue
+		}
+		d := delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap} // [MQTT-3.3.1-12]/[MQTT-3.3.1-13]
+		if len(a.subIDs) > 0 {
+			d.subIDs = a.subIDs
+		}
+		if c := a.s.enqueue(d, s.cfg.sessionQueue); c != nil {
+			c.l.notify(c)
+		}
+		agg[i] = aggDelivery{}
+	}
+	clear(s.scratch)
+	s.agg = agg[:0]
+}
+
+// drain writes queued deliveries while the client's window and the outbound budget allow. Runs on the loop.
+func (c *conn) drain() {
+	sess := c.sess
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.c != c {
+		return
+	}
+	if sess.overflowed {
+		sess.overflowed = false
+		c.srv.metrics.dropped(dropQueueFull)
+		c.srv.warn("disconnecting a client that does not keep up", "client", sess.id)
+		if c.version >= mqttcodec.Version5 {
+			c.sendDisconnect(mqttcodec.QuotaExceeded, "session queue full")
+		}
+		c.close()
+		return
+	}
+	now := time.Now()
+	budget := c.srv.cfg.outboundBudget
+	for sess.queue.len() > 0 {
+		if c.gc.OutboundBuffered()+len(c.l.out) >= budget {
+			break // the client reads slowly; the rest waits in the queue
+		}
+		d := sess.queue.front()
+		if d.qos > 0 && sess.pendingOut() >= int(c.clientRecvMax) {
+			break // [MQTT-3.3.4-7] the client's Receive Maximum
+		}
+		var id uint16
+		if d.qos > 0 {
+			id = sess.allocID()
+		}
+		if !c.writePublish(d, id, false, now) {
+			if id != 0 {
+				delete(sess.inUse, id)
+			}
+			sess.queue.pop()
+			continue
+		}
+		if d.qos > 0 {
+			sess.inflight = append(sess.inflight, outFlight{id: id, state: outPublished, d: *d})
+		}
+		sess.queue.pop()
+		c.srv.metrics.publishesOut[d.qos].Add(1)
+		if len(c.l.out) >= 64<<10 {
+			c.flushOut()
+		}
+	}
+}
+
+// resend re-sends, in order, the unacknowledged messages of a resumed session: PUBLISH with DUP for those not
+// acknowledged at all, PUBREL for QoS 2 ones that got their PUBREC [MQTT-4.4.0-1]. Runs on the loop.
+func (c *conn) resend() {
+	sess := c.sess
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	now := time.Now()
+	for i := range sess.inflight {
+		f := &sess.inflight[i]
+		switch f.state {
+		case outPublished:
+			c.writePublish(&f.d, f.id, true, now) // [MQTT-3.3.1-1] DUP on a re-delivery
+		case outReleased:
+			c.writeAck(mqttcodec.PUBREL, f.id, mqttcodec.Success, "")
+		}
+	}
+}
+
+// writePublish encodes d for this client. It reports false when the message must not be sent: expired
+// [MQTT-3.3.2-5] or larger than the client's Maximum Packet Size [MQTT-3.1.2-25], in which case it is dropped
+// as if delivered. Runs on the loop with the session lock held.
+func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) bool {
+	m := d.msg
+	p := &c.l.pub
+	p.Reset()
+	p.Topic = bytesOf(m.Topic)
+	p.Payload = m.Payload
+	p.QoS, p.Retain, p.PacketID, p.Dup = d.qos, d.retain, id, dup
+	if !m.ExpiresAt.IsZero() {
+		left := m.ExpiresAt.Sub(now)
+		if left <= 0 {
+			c.srv.metrics.dropped(dropExpired)
+			return false
+		}
+		if c.version == mqttcodec.Version5 {
+			p.Props.MessageExpiry = uint32((left + time.Second - 1) / time.Second) // [MQTT-3.3.2-6]
+			p.Props.Set(mqttcodec.PropMessageExpiry)
+		}
+	}
+	if c.version == mqttcodec.Version5 {
+		setMessageProps(&p.Props, m)
+		p.Props.SubscriptionIDs = append(p.Props.SubscriptionIDs[:0], d.subIDs...)
+		if len(d.subIDs) > 0 {
+			p.Props.Set(mqttcodec.PropSubscriptionID)
+		}
+	}
+	if max := c.clientMaxPacket; max > 0 && mqttcodec.PublishSize(p, c.version) > int(max) {
+		c.srv.metrics.dropped(dropTooLarge)
+		return false
+	}
+	c.l.out = mqttcodec.AppendPublish(c.l.out, p, c.version)
+	return true
+}
+
+// setMessageProps sets the v5 properties a message carries from publisher to subscriber [MQTT-3.3.2-4] etc.
+// The byte slices alias the message's strings: the encoder only reads them.
+func setMessageProps(p *mqttcodec.Properties, m *offload.Message) {
+	if m.HasPayloadFormat {
+		p.PayloadFormat = m.PayloadFormat
+		p.Set(mqttcodec.PropPayloadFormat)
+	}
+	if m.ContentType != "" {
+		p.ContentType = bytesOf(m.ContentType)
+		p.Set(mqttcodec.PropContentType)
+	}
+	if m.ResponseTopic != "" {
+		p.ResponseTopic = bytesOf(m.ResponseTopic)
+		p.Set(mqttcodec.PropResponseTopic)
+	}
+	if m.CorrelationData != nil {
+		p.CorrelationData = m.CorrelationData
+		p.Set(mqttcodec.PropCorrelationData)
+	}
+	for _, u := range m.UserProps {
+		p.User = append(p.User, mqttcodec.UserProperty{Key: bytesOf(u.Key), Value: bytesOf(u.Value)})
+	}
+}
+
+// bytesOf views a string's bytes without copying. The result must only be read.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// onAck handles PUBACK, PUBREC, PUBREL and PUBCOMP from the client. Runs on the loop.
+func (c *conn) onAck(a *mqttcodec.Ack) error {
+	sess := c.sess
+	switch a.Type {
+	case mqttcodec.PUBACK:
+		sess.mu.Lock()
+		sess.ack(a.PacketID, outPublished, outDone)
+		sess.mu.Unlock()
+	case mqttcodec.PUBREC:
+		sess.mu.Lock()
+		next := outReleased
+		if a.Reason >= 0x80 {
+			next = outDone // [MQTT-4.3.3-?] a failed PUBREC ends the exchange
+		}
+		found := sess.ack(a.PacketID, outPublished, next)
+		if !found {
+			// A PUBREC for a message already released: answer again so the client can finish.
+			found = sess.hasState(a.PacketID, outReleased)
+		}
+		sess.mu.Unlock()
+		if next == outReleased {
+			reason := mqttcodec.Success
+			if !found {
+				reason = mqttcodec.PacketIdentifierNotFound
+			}
+			c.writeAck(mqttcodec.PUBREL, a.PacketID, reason, "")
+		}
+	case mqttcodec.PUBCOMP:
+		sess.mu.Lock()
+		sess.ack(a.PacketID, outReleased, outDone)
+		sess.mu.Unlock()
+	case mqttcodec.PUBREL:
+		sess.mu.Lock()
+		_, found := sess.qos2In[a.PacketID]
+		delete(sess.qos2In, a.PacketID) // [MQTT-4.3.3-?] the packet id may be reused from now on
+		sess.mu.Unlock()
+		reason := mqttcodec.Success
+		if !found {
+			reason = mqttcodec.PacketIdentifierNotFound
+		}
+		c.writeAck(mqttcodec.PUBCOMP, a.PacketID, reason, "")
+		if c.paused && c.inflightIn() < int(c.srv.cfg.receiveMaximum) {
+			c.paused = false
+		}
+	}
+	return nil
+}
+
+// hasState reports whether id is in flight in state st. s.mu is held.
+func (s *session) hasState(id uint16, st outState) bool {
+	for i := range s.inflight {
+		if s.inflight[i].id == id && s.inflight[i].state == st {
+			return true
+		}
+	}
+	return false
+}

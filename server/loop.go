@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+)
+
+// loop is Ferry's state for one gnet event loop. Fields after mu are guarded by mu and touched by other
+// goroutines (Kafka callbacks, readers); everything else is owned by the loop and touched only on it.
+type loop struct {
+	srv  *Server
+	idx  int
+	el   gnet.EventLoop
+	lane *offload.Lane
+
+	mu        sync.Mutex
+	ready     []*conn // connections with completions or deliveries to service
+	scheduled bool    // a run of service is queued on the loop
+
+	// loop-owned
+	spare   []*conn
+	out     []byte // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
+	now     int64  // unix seconds, refreshed on every event
+	wheel   wheel
+	blocked []*conn // connections holding publishes that the lane had no room for
+	laneHot atomic.Bool
+
+	// decode targets reused for every packet on this loop (0 allocations per packet)
+	pub   mqttcodec.Publish
+	ack   mqttcodec.Ack
+	sub   mqttcodec.Subscribe
+	unsub mqttcodec.Unsubscribe
+	disc  mqttcodec.Disconnect
+	conn  mqttcodec.Connect
+	auth  mqttcodec.Auth
+}
+
+func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {
+	l := &loop{srv: srv, idx: idx, el: el, lane: srv.off.Lane(idx)}
+	l.now = time.Now().Unix()
+	l.wheel.init(l.now)
+	l.lane.OnSpace(l.onSpace)
+	return l
+}
+
+// notify asks the loop to service c soon. It may be called from any goroutine and never blocks.
+func (l *loop) notify(c *conn) {
+	if c.notified.Swap(true) {
+		return
+	}
+	l.mu.Lock()
+	l.ready = append(l.ready, c)
+	sched := !l.scheduled
+	l.scheduled = true
+	l.mu.Unlock()
+	if sched {
+		if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.service)); err != nil {
+			// The engine is shutting down; connections are being closed anyway.
+			l.mu.Lock()
+			l.scheduled = false
+			l.mu.Unlock()
+		}
+	}
+}
+
+// service runs on the event loop: it writes the acks Kafka has completed and the deliveries queued for the
+// connections that asked for it.
+func (l *loop) service(context.Context) error {
+	l.mu.Lock()
+	ready := l.ready
+	l.ready = l.spare[:0]
+	l.scheduled = false
+	l.mu.Unlock()
+	l.now = time.Now().Unix()
+	for i, c := range ready {
+		ready[i] = nil
+		c.notified.Store(false)
+		if c.closed {
+			continue
+		}
+		c.service()
+	}
+	l.spare = ready[:0]
+	return nil
+}
+
+// onSpace runs on a Kafka callback goroutine when the lane has room again: the loop retries blocked publishers.
+func (l *loop) onSpace() {
+	if !l.laneHot.Swap(false) {
+		return
+	}
+	_ = l.el.Execute(context.Background(), gnet.RunnableFunc(l.unblock))
+}
+
+// unblock runs on the event loop and retries the publishes of connections the lane turned away.
+func (l *loop) unblock(context.Context) error {
+	blocked := l.blocked
+	l.blocked = nil
+	for _, c := range blocked {
+		c.blocked = false
+		if !c.closed {
+			c.service()
+		}
+	}
+	return nil
+}
+
+// block records that c holds publishes the lane refused. Runs on the event loop.
+func (l *loop) block(c *conn) {
+	if !c.blocked {
+		c.blocked = true
+		l.blocked = append(l.blocked, c)
+	}
+	l.laneHot.Store(true)
+	// The lane may have drained between the refusal and this store; a retry costs little.
+	if recs, _ := l.lane.InFlight(); recs == 0 {
+		l.onSpace()
+	}
+}
+
+// tick runs on the event loop once a second: keep-alive and CONNECT timeouts.
+func (l *loop) tick(context.Context) error {
+	l.now = time.Now().Unix()
+	l.wheel.advance(l.now, func(c *conn) { c.checkTimeout() })
+	return nil
+}

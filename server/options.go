@@ -1,0 +1,162 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Opt configures a Server. Options follow franz-go's style: a function over an unexported config that has
+// defaults() and validate().
+type Opt func(*cfg)
+
+type cfg struct {
+	listeners        []string      // tcp://host:port, repeatable
+	eventLoops       int           // gnet event loops; default runtime.NumCPU()
+	maxConnections   int           // 0 = unlimited
+	maxPacketSize    int           // bytes; inbound limit advertised in CONNACK
+	receiveMaximum   uint16        // inbound QoS>0 in flight per client, advertised in CONNACK
+	topicAliasMax    uint16        // inbound topic aliases per client, advertised in CONNACK
+	maxQoS           byte          // highest QoS the server accepts
+	serverKeepAlive  uint16        // seconds; 0 = accept the client's keep-alive
+	connectTimeout   time.Duration // a socket must send CONNECT within this
+	sessionQueue     int           // messages queued per session before QoS 0 drops / QoS>0 quota disconnect
+	outboundBudget   int           // bytes buffered towards one client before deliveries wait
+	maxSessionExpiry uint32        // seconds; caps the client's Session Expiry Interval
+	v3SessionExpiry  uint32        // seconds; expiry of a v3 CleanSession=0 session
+	allowEmptyV3ID   bool          // accept an empty client id from v3.1.1 clients with CleanSession=1
+	messagesTopic    string        // Kafka topic the shared reader follows
+	reasonStrings    bool          // send Reason String properties to v5 clients
+	log              *slog.Logger
+}
+
+func (c *cfg) defaults() {
+	c.eventLoops = runtime.NumCPU()
+	c.maxPacketSize = 1 << 20
+	c.receiveMaximum = 1024
+	c.topicAliasMax = 64
+	c.maxQoS = 2
+	c.connectTimeout = 10 * time.Second
+	c.sessionQueue = 10000
+	c.outboundBudget = 1 << 20
+	c.maxSessionExpiry = 7 * 24 * 3600
+	c.v3SessionExpiry = 2 * 3600
+	c.allowEmptyV3ID = true
+	c.messagesTopic = "mqtt-messages"
+	c.reasonStrings = true
+	c.log = slog.Default()
+}
+
+func (c *cfg) validate() error {
+	if len(c.listeners) == 0 {
+		return errors.New("no MQTT listener configured (use --mqtt tcp://host:port)")
+	}
+	for _, l := range c.listeners {
+		if _, err := parseListener(l); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.eventLoops < 1:
+		return fmt.Errorf("event loops must be at least 1, not %d", c.eventLoops)
+	case c.maxPacketSize < 64 || c.maxPacketSize > 268435460:
+		return fmt.Errorf("max packet size must be between 64 and 268435460 bytes, not %d", c.maxPacketSize)
+	case c.receiveMaximum == 0:
+		return errors.New("receive maximum must be at least 1")
+	case c.maxQoS > 2:
+		return fmt.Errorf("maximum QoS must be 0, 1 or 2, not %d", c.maxQoS)
+	case c.connectTimeout <= 0:
+		return errors.New("connect timeout must be positive")
+	case c.sessionQueue < 1:
+		return fmt.Errorf("session queue must hold at least 1 message, not %d", c.sessionQueue)
+	case c.outboundBudget < 1024:
+		return fmt.Errorf("outbound budget must be at least 1024 bytes, not %d", c.outboundBudget)
+	case c.maxConnections < 0:
+		return fmt.Errorf("max connections must not be negative, not %d", c.maxConnections)
+	}
+	return nil
+}
+
+// parseListener turns tcp://host:port into the gnet address. Only tcp is served by this package today.
+func parseListener(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("invalid MQTT listener %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return "", fmt.Errorf("invalid MQTT listener %q: scheme %q is not supported (use tcp://host:port)", s, u.Scheme)
+	}
+	if u.Host == "" || !strings.Contains(u.Host, ":") {
+		return "", fmt.Errorf("invalid MQTT listener %q: want tcp://host:port", s)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+// Listen adds an MQTT listener, e.g. "tcp://0.0.0.0:1883". Repeatable; at least one is required.
+func Listen(addr string) Opt { return func(c *cfg) { c.listeners = append(c.listeners, addr) } }
+
+// EventLoops sets the number of gnet event loops. Default: one per CPU.
+func EventLoops(n int) Opt { return func(c *cfg) { c.eventLoops = n } }
+
+// MaxConnections caps concurrent MQTT connections; further ones get CONNACK 0x97 (v5) / 3 (v3). Default 0 =
+// unlimited (the process's file-descriptor limit still applies).
+func MaxConnections(n int) Opt { return func(c *cfg) { c.maxConnections = n } }
+
+// MaxPacketSize is the largest packet accepted from a client, in bytes, advertised in CONNACK. Default 1 MiB.
+func MaxPacketSize(n int) Opt { return func(c *cfg) { c.maxPacketSize = n } }
+
+// ReceiveMaximum is how many QoS 1/2 PUBLISHes a client may have unacknowledged towards the server.
+// Default 1024.
+func ReceiveMaximum(n uint16) Opt { return func(c *cfg) { c.receiveMaximum = n } }
+
+// TopicAliasMaximum is how many inbound topic aliases a v5 client may set. Default 64; 0 disables them.
+func TopicAliasMaximum(n uint16) Opt { return func(c *cfg) { c.topicAliasMax = n } }
+
+// MaximumQoS is the highest QoS accepted on PUBLISH and granted on SUBSCRIBE. Default 2.
+func MaximumQoS(q byte) Opt { return func(c *cfg) { c.maxQoS = q } }
+
+// ServerKeepAlive, when non-zero, overrides the client's keep-alive (seconds) and is sent in CONNACK.
+// Default 0 (the client's value is used).
+func ServerKeepAlive(sec uint16) Opt { return func(c *cfg) { c.serverKeepAlive = sec } }
+
+// ConnectTimeout closes sockets that do not complete CONNECT in time. Default 10 s.
+func ConnectTimeout(d time.Duration) Opt { return func(c *cfg) { c.connectTimeout = d } }
+
+// SessionQueue bounds the messages queued for one session (connected but behind, or offline). Beyond it QoS 0
+// messages are dropped and counted, and a connected client falling behind at QoS 1/2 is disconnected with
+// 0x97 Quota Exceeded. Default 10,000.
+func SessionQueue(n int) Opt { return func(c *cfg) { c.sessionQueue = n } }
+
+// OutboundBudget bounds the bytes buffered in the socket's outbound buffer for one client; past it,
+// deliveries stay queued until the client reads. Default 1 MiB.
+func OutboundBudget(n int) Opt { return func(c *cfg) { c.outboundBudget = n } }
+
+// MaxSessionExpiry caps a v5 client's Session Expiry Interval (seconds). Default 7 days.
+func MaxSessionExpiry(sec uint32) Opt { return func(c *cfg) { c.maxSessionExpiry = sec } }
+
+// V3SessionExpiry is how long a v3.1/v3.1.1 CleanSession=0 session outlives its connection (seconds).
+// Default 2 hours.
+func V3SessionExpiry(sec uint32) Opt { return func(c *cfg) { c.v3SessionExpiry = sec } }
+
+// MessagesTopic is the Kafka topic whose records are delivered to subscribers. Default "mqtt-messages".
+func MessagesTopic(t string) Opt { return func(c *cfg) { c.messagesTopic = t } }
+
+// Logger sets the structured logger. Default slog.Default().
+func Logger(l *slog.Logger) Opt { return func(c *cfg) { c.log = l } }
+
+// CheckOptions validates options without building a Server, so a command can refuse bad settings before it
+// starts anything.
+func CheckOptions(opts ...Opt) error {
+	var c cfg
+	c.defaults()
+	for _, o := range opts {
+		o(&c)
+	}
+	return c.validate()
+}

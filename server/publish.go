@@ -1,0 +1,351 @@
+package server
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+)
+
+// Publish request states. The loop and the Kafka callback move a request along with compare-and-swap, so
+// exactly one of them releases it.
+const (
+	reqWaiting  uint32 = iota // accepted from the client, not yet handed to Kafka (the lane was full)
+	reqInKafka                // produced, waiting for Kafka's ack
+	reqAcked                  // Kafka acked: the PUBACK/PUBREC may be written
+	reqFailed                 // Kafka failed the record
+	reqOrphaned               // the connection closed while Kafka held the record
+)
+
+// pubReq is one inbound PUBLISH on its way into Kafka. Its buffer holds the topic and payload copied out of
+// gnet's read buffer; the record references that buffer until Kafka's callback, then the request goes back to
+// the pool.
+type pubReq struct {
+	msg    offload.Message
+	buf    []byte
+	c      *conn
+	id     uint16
+	qos    byte
+	state  atomic.Uint32
+	err    error
+	doneFn func(error)
+}
+
+var pubPool sync.Pool
+
+func acquirePub() *pubReq {
+	r, _ := pubPool.Get().(*pubReq)
+	if r == nil {
+		r = &pubReq{}
+		r.doneFn = r.complete // bound once per pooled request, not per publish
+	}
+	return r
+}
+
+func releasePub(r *pubReq) {
+	buf := r.buf[:0]
+	if cap(buf) > 64<<10 {
+		buf = nil // do not keep a large payload's buffer in the pool
+	}
+	props := r.msg.UserProps[:0]
+	*r = pubReq{doneFn: r.doneFn, buf: buf}
+	r.msg.UserProps = props
+	pubPool.Put(r)
+}
+
+// complete runs on a Kafka callback goroutine when the record is acked or failed; it must not block.
+func (r *pubReq) complete(err error) {
+	if r.qos == 0 {
+		if err != nil {
+			r.c.srv.metrics.kafkaErrors.Add(1)
+			r.c.srv.warn("QoS 0 message not written to Kafka", "err", err)
+		}
+		releasePub(r)
+		return
+	}
+	c := r.c // read before the swap: once it succeeds, the loop may release r at any moment
+	next := reqAcked
+	if err != nil {
+		next = reqFailed
+		r.err = err // published to the loop by the swap below
+	}
+	if !r.state.CompareAndSwap(reqInKafka, next) {
+		releasePub(r) // the connection is gone: nobody waits for the ack
+		return
+	}
+	c.l.notify(c)
+}
+
+// onPublish handles an inbound PUBLISH. Runs on the loop; p borrows from the read buffer.
+func (c *conn) onPublish(p *mqttcodec.Publish) error {
+	srv := c.srv
+	srv.metrics.publishesIn[p.QoS].Add(1)
+	if p.QoS > srv.cfg.maxQoS {
+		// [MQTT-3.2.2-11] a QoS above the advertised maximum is a protocol error.
+		return &mqttcodec.Error{Reason: mqttcodec.QoSNotSupported, Packet: mqttcodec.PUBLISH, Msg: "QoS above the server maximum"}
+	}
+	topic, err := c.resolveAlias(p)
+	if err != nil {
+		return err
+	}
+	sess := c.sess
+	if p.QoS > 0 {
+		if c.inflightIn() >= int(srv.cfg.receiveMaximum) {
+			// [MQTT-3.3.4-9] more unacknowledged QoS>0 publishes than Receive Maximum.
+			return &mqttcodec.Error{Reason: mqttcodec.ReceiveMaximumExceeded, Packet: mqttcodec.PUBLISH,
+				Msg: "more QoS 1/2 publishes in flight than the server's Receive Maximum"}
+		}
+		if p.QoS == 2 {
+			sess.mu.Lock()
+			_, dup := sess.qos2In[p.PacketID]
+			sess.mu.Unlock()
+			if dup {
+				// [MQTT-4.3.3-?] a re-sent QoS 2 PUBLISH already stored: acknowledge again, do not store twice.
+				c.writeAck(mqttcodec.PUBREC, p.PacketID, mqttcodec.Success, "")
+				return nil
+			}
+			if c.inKafka(p.PacketID) {
+				return nil // still on its way into Kafka; its PUBREC follows
+			}
+		}
+	}
+	if p.Props.PayloadFormat == 1 && !utf8.Valid(p.Payload) {
+		// The payload claims to be UTF-8 and is not [MQTT-3.3.2-?]: refused, not stored.
+		if p.QoS > 0 && c.version == mqttcodec.Version5 {
+			c.writeAck(ackFor(p.QoS), p.PacketID, mqttcodec.PayloadFormatInvalid, "payload is not valid UTF-8")
+			return nil
+		}
+		return &mqttcodec.Error{Reason: mqttcodec.PayloadFormatInvalid, Packet: mqttcodec.PUBLISH, Msg: "payload is not valid UTF-8"}
+	}
+
+	r := acquirePub()
+	r.c, r.id, r.qos = c, p.PacketID, p.QoS
+	r.buf = append(r.buf[:0], topic...)
+	r.buf = append(r.buf, p.Payload...)
+	m := &r.msg
+	m.Topic = string(r.buf[:len(topic)])
+	m.Payload = r.buf[len(topic):]
+	m.QoS, m.Retain, m.ClientID = p.QoS, p.Retain, sess.id
+	copyProps(m, &p.Props, time.Now())
+
+	if c.waiting() {
+		// Earlier publishes still wait for lane space; this one queues behind them to keep topic order.
+		return c.queueOrDrop(r)
+	}
+	r.state.Store(reqInKafka)
+	if err := c.l.lane.TryPublish(m, r.doneFn); err != nil {
+		if !errors.Is(err, offload.ErrFull) {
+			releasePub(r)
+			return &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Packet: mqttcodec.PUBLISH, Msg: "cannot hand publish to Kafka", Err: err}
+		}
+		r.state.Store(reqWaiting)
+		return c.queueOrDrop(r)
+	}
+	if p.QoS > 0 {
+		c.pubq = append(c.pubq, r)
+		c.pauseIfFull()
+	}
+	return nil
+}
+
+// queueOrDrop keeps a QoS>0 publish the lane could not take yet; a QoS 0 one is dropped and counted, as QoS 0
+// allows. Runs on the loop.
+func (c *conn) queueOrDrop(r *pubReq) error {
+	if r.qos == 0 {
+		c.srv.metrics.dropped(dropLaneFull)
+		releasePub(r)
+		return nil
+	}
+	r.state.Store(reqWaiting)
+	c.pubq = append(c.pubq, r)
+	c.l.block(c)
+	c.pauseIfFull()
+	return nil
+}
+
+// pauseIfFull stops reading further packets from a v3 client when the inbound QoS>0 window is full; flushAcks
+// resumes. A v5 client was told the window in CONNACK, so it keeps being read and a breach is a protocol error.
+func (c *conn) pauseIfFull() {
+	if c.version < mqttcodec.Version5 && c.inflightIn() >= int(c.srv.cfg.receiveMaximum) {
+		c.paused = true
+	}
+}
+
+// inflightIn counts inbound QoS>0 publishes not yet completed: waiting for Kafka, or (QoS 2) for PUBREL.
+func (c *conn) inflightIn() int {
+	n := len(c.pubq) - c.pubqHead
+	c.sess.mu.Lock()
+	n += len(c.sess.qos2In)
+	c.sess.mu.Unlock()
+	return n
+}
+
+func (c *conn) waiting() bool {
+	for _, r := range c.pubq[c.pubqHead:] {
+		if r.state.Load() == reqWaiting {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *conn) inKafka(id uint16) bool {
+	for _, r := range c.pubq[c.pubqHead:] {
+		if r.id == id && r.qos == 2 {
+			return true
+		}
+	}
+	return false
+}
+
+// retryWaiting hands publishes the lane refused to Kafka again, in order. Runs on the loop.
+func (c *conn) retryWaiting() {
+	for _, r := range c.pubq[c.pubqHead:] {
+		if r.state.Load() != reqWaiting {
+			continue
+		}
+		r.state.Store(reqInKafka)
+		if err := c.l.lane.TryPublish(&r.msg, r.doneFn); err != nil {
+			r.state.Store(reqWaiting)
+			c.l.block(c)
+			return
+		}
+	}
+}
+
+// flushAcks writes the PUBACK/PUBREC of every publish at the head of the queue whose record Kafka has acked,
+// in the order the PUBLISHes arrived [MQTT-4.6.0-2]. Runs on the loop.
+func (c *conn) flushAcks() {
+	if c.pubqHead == len(c.pubq) {
+		return
+	}
+	if !c.blocked {
+		c.retryWaiting()
+	}
+	for c.pubqHead < len(c.pubq) && !c.closed {
+		r := c.pubq[c.pubqHead]
+		st := r.state.Load()
+		if st != reqAcked && st != reqFailed {
+			break
+		}
+		c.pubq[c.pubqHead] = nil
+		c.pubqHead++
+		if st == reqFailed {
+			c.srv.metrics.kafkaErrors.Add(1)
+			c.srv.warn("message not written to Kafka", "client", c.clientID(), "err", r.err)
+			if c.version < mqttcodec.Version5 {
+				// A v3 ack cannot say "failed": the connection closes without it, and the client re-sends.
+				releasePub(r)
+				c.close()
+				return
+			}
+			c.writeAck(ackFor(r.qos), r.id, mqttcodec.UnspecifiedError, "kafka write failed")
+		} else if r.qos == 2 {
+			c.sess.mu.Lock()
+			if c.sess.qos2In == nil {
+				c.sess.qos2In = make(map[uint16]struct{})
+			}
+			c.sess.qos2In[r.id] = struct{}{}
+			c.sess.mu.Unlock()
+			c.writeAck(mqttcodec.PUBREC, r.id, mqttcodec.Success, "")
+		} else {
+			c.writeAck(mqttcodec.PUBACK, r.id, mqttcodec.Success, "")
+		}
+		releasePub(r)
+	}
+	if c.pubqHead == len(c.pubq) {
+		clear(c.pubq)
+		c.pubq, c.pubqHead = c.pubq[:0], 0
+		if cap(c.pubq) > 256 {
+			c.pubq = nil
+		}
+	}
+	if c.paused && c.inflightIn() < int(c.srv.cfg.receiveMaximum) {
+		c.paused = false
+	}
+}
+
+// releasePublishes gives back the publishes of a closed connection: those Kafka still holds are released by
+// their callback. Runs on the loop.
+func (c *conn) releasePublishes() {
+	for i, r := range c.pubq[c.pubqHead:] {
+		c.pubq[c.pubqHead+i] = nil
+		if r.state.CompareAndSwap(reqInKafka, reqOrphaned) {
+			continue
+		}
+		releasePub(r)
+	}
+	c.pubq, c.pubqHead = nil, 0
+}
+
+func ackFor(qos byte) byte {
+	if qos == 2 {
+		return mqttcodec.PUBREC
+	}
+	return mqttcodec.PUBACK
+}
+
+// writeAck encodes PUBACK, PUBREC, PUBREL or PUBCOMP. Runs on the loop.
+func (c *conn) writeAck(typ byte, id uint16, reason mqttcodec.ReasonCode, why string) {
+	a := &c.l.ack
+	a.Reset()
+	a.Type, a.PacketID, a.Reason = typ, id, reason
+	if why != "" && c.srv.cfg.reasonStrings && c.version == mqttcodec.Version5 {
+		a.Props.ReasonString = []byte(why)
+		a.Props.Set(mqttcodec.PropReasonString)
+	}
+	c.l.out = mqttcodec.AppendAck(c.l.out, a, c.version)
+}
+
+// resolveAlias applies an inbound v5 Topic Alias and returns the topic to publish to.
+func (c *conn) resolveAlias(p *mqttcodec.Publish) ([]byte, error) {
+	if !p.Props.Has(mqttcodec.PropTopicAlias) {
+		if len(p.Topic) == 0 {
+			return nil, &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.PUBLISH, Msg: "empty topic without a topic alias"}
+		}
+		return p.Topic, nil
+	}
+	a := p.Props.TopicAlias
+	if a == 0 || a > c.srv.cfg.topicAliasMax {
+		// [MQTT-3.3.2-8] [MQTT-3.3.2-9]
+		return nil, &mqttcodec.Error{Reason: mqttcodec.TopicAliasInvalid, Packet: mqttcodec.PUBLISH, Msg: "topic alias out of range"}
+	}
+	if len(p.Topic) > 0 {
+		if c.aliases == nil {
+			c.aliases = make(map[uint16]string)
+		}
+		c.aliases[a] = string(p.Topic) // [MQTT-3.3.2-12] a topic with an alias (re)defines it
+		return p.Topic, nil
+	}
+	t, ok := c.aliases[a]
+	if !ok {
+		return nil, &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.PUBLISH, Msg: "topic alias not defined on this connection"}
+	}
+	return []byte(t), nil
+}
+
+// copyProps copies the v5 message properties that travel with a message (borrowed → owned).
+func copyProps(m *offload.Message, p *mqttcodec.Properties, now time.Time) {
+	if p.Has(mqttcodec.PropPayloadFormat) {
+		m.PayloadFormat, m.HasPayloadFormat = p.PayloadFormat, true
+	}
+	if len(p.ContentType) > 0 {
+		m.ContentType = string(p.ContentType)
+	}
+	if len(p.ResponseTopic) > 0 {
+		m.ResponseTopic = string(p.ResponseTopic)
+	}
+	if p.Has(mqttcodec.PropCorrelationData) {
+		m.CorrelationData = append([]byte(nil), p.CorrelationData...)
+	}
+	if p.Has(mqttcodec.PropMessageExpiry) {
+		m.ExpiresAt = now.Add(time.Duration(p.MessageExpiry) * time.Second)
+	}
+	for _, u := range p.User {
+		m.UserProps = append(m.UserProps, offload.UserProp{Key: string(u.Key), Value: string(u.Value)})
+	}
+}

@@ -1,0 +1,209 @@
+// Package server is Ferry's MQTT front end: gnet event loops own every plain TCP connection, decode packets in
+// place with mqttcodec, run the session state machine, and exchange records with Kafka through offload.
+// No goroutine is started per connection, and no loop ever waits for Kafka.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ferrymq/ferry/offload"
+)
+
+// Server is one Ferry instance's MQTT side.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg cfg
+	off *offload.Offload
+
+	trie     *trie
+	retained retainedStore
+	metrics  Metrics
+
+	regMu    sync.Mutex
+	sessions map[string]*session
+
+	loopMu sync.Mutex
+	loops  map[gnet.EventLoop]*loop
+	order  []*loop
+
+	// reader-side scratch for folding matches; guarded by matchMu
+	matchMu sync.Mutex
+	scratch []subEntry
+	agg     []aggDelivery
+	gen     uint64
+
+	eng     gnet.Engine
+	booted  chan struct{}
+	stopped chan error
+	warnLim rateLimiter
+}
+
+// New builds a Server that hands messages to off. Call Start to listen.
+func New(off *offload.Offload, opts ...Opt) (*Server, error) {
+	s := &Server{off: off, trie: newTrie(), sessions: make(map[string]*session),
+		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), stopped: make(chan error, 1)}
+	s.cfg.defaults()
+	for _, o := range opts {
+		o(&s.cfg)
+	}
+	if err := s.cfg.validate(); err != nil {
+		return nil, err
+	}
+	s.warnLim.every = 10 * time.Second
+	return s, nil
+}
+
+// Start follows the messages topic and starts the event loops; it returns once the listeners accept
+// connections, or with the error that kept them from starting.
+func (s *Server) Start() error {
+	if err := s.off.Follow(s.cfg.messagesTopic, s.onRecord); err != nil {
+		return fmt.Errorf("cannot follow Kafka topic %s: %w", s.cfg.messagesTopic, err)
+	}
+	addrs := make([]string, len(s.cfg.listeners))
+	for i, l := range s.cfg.listeners {
+		addrs[i], _ = parseListener(l)
+	}
+	go func() {
+		s.stopped <- gnet.Rotate(s, addrs,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(s.cfg.eventLoops),
+			gnet.WithReuseAddr(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithTicker(true),
+			gnet.WithReadBufferCap(64<<10),
+			gnet.WithLogger(gnetLogger{s.cfg.log}),
+		)
+	}()
+	select {
+	case <-s.booted:
+		return nil
+	case err := <-s.stopped:
+		if err == nil {
+			err = errors.New("event loops stopped at once")
+		}
+		return fmt.Errorf("cannot listen for MQTT on %v: %w", s.cfg.listeners, err)
+	}
+}
+
+// Stop closes the listeners and every connection, and waits for the loops to end.
+func (s *Server) Stop(ctx context.Context) error {
+	if err := s.eng.Stop(ctx); err != nil {
+		return fmt.Errorf("cannot stop the event loops: %w", err)
+	}
+	select {
+	case <-s.stopped:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Metrics returns the server's counters.
+func (s *Server) Metrics() *Metrics { return &s.metrics }
+
+// OnBoot runs once when gnet is listening.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	close(s.booted)
+	return gnet.None
+}
+
+// OnTick runs on gnet's ticker goroutine once a second; the work itself is done on each loop.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.loopMu.Lock()
+	loops := s.order
+	s.loopMu.Unlock()
+	for _, l := range loops {
+		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(l.tick))
+	}
+	return time.Second, gnet.None
+}
+
+// loopOf returns Ferry's state for a gnet event loop, creating it on the loop's first connection.
+func (s *Server) loopOf(el gnet.EventLoop) *loop {
+	s.loopMu.Lock()
+	defer s.loopMu.Unlock()
+	l := s.loops[el]
+	if l == nil {
+		l = newLoop(s, len(s.order), el)
+		s.loops[el] = l
+		s.order = append(s.order, l)
+	}
+	return l
+}
+
+// sendWill publishes a will message into Kafka. It may run on any goroutine: the publish is handed to the
+// first loop's lane on that loop, and retried while the lane is full.
+func (s *Server) sendWill(m *offload.Message) {
+	s.loopMu.Lock()
+	var l *loop
+	if len(s.order) > 0 {
+		l = s.order[0]
+	}
+	s.loopMu.Unlock()
+	if l == nil {
+		return
+	}
+	s.metrics.willsSent.Add(1)
+	var try func(context.Context) error
+	try = func(context.Context) error {
+		err := l.lane.TryPublish(m, func(err error) {
+			if err != nil {
+				s.warn("will message not written to Kafka", "topic", m.Topic, "err", err)
+			}
+		})
+		if errors.Is(err, offload.ErrFull) {
+			time.AfterFunc(100*time.Millisecond, func() { _ = l.el.Execute(context.Background(), gnet.RunnableFunc(try)) })
+		}
+		return nil
+	}
+	_ = l.el.Execute(context.Background(), gnet.RunnableFunc(try))
+}
+
+func (s *Server) debug(msg string, args ...any) { s.cfg.log.Debug(msg, args...) }
+
+// warn logs at warning level, at most once per period for the same message so a misbehaving fleet cannot
+// flood the log.
+func (s *Server) warn(msg string, args ...any) {
+	if s.warnLim.allow(msg) {
+		s.cfg.log.Warn(msg, args...)
+	}
+}
+
+// rateLimiter lets one log line per key through per period.
+type rateLimiter struct {
+	mu    sync.Mutex
+	every time.Duration
+	last  map[string]time.Time
+}
+
+func (r *rateLimiter) allow(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.last == nil {
+		r.last = make(map[string]time.Time)
+	}
+	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
+		return false
+	}
+	r.last[key] = now
+	return true
+}
+
+// gnetLogger sends gnet's own log lines to slog, its chatter at debug level.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"sync"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+)
+
+// onSubscribe handles SUBSCRIBE. Runs on the loop; p borrows from the read buffer.
+func (c *conn) onSubscribe(p *mqttcodec.Subscribe) error {
+	srv, sess := c.srv, c.sess
+	var subID uint32
+	if len(p.Props.SubscriptionIDs) > 0 {
+		subID = p.Props.SubscriptionIDs[0]
+	}
+	ack := mqttcodec.Suback{PacketID: p.PacketID} // [MQTT-3.8.4-2] same packet id
+	var retained []*offload.Message
+	var grantedFor []byte
+	for i := range p.Subs {
+		s := &p.Subs[i]
+		if _, _, shared, _ := mqttcodec.ParseShared(s.Filter); shared {
+			ack.Reasons = append(ack.Reasons, mqttcodec.SharedSubscriptionsNotSupported)
+			continue
+		}
+		granted := min(s.QoS, srv.cfg.maxQoS) // [MQTT-3.8.4-6]
+		filter := string(s.Filter)
+		o := subOpts{qos: granted, noLocal: s.NoLocal, retainAsPub: s.RetainAsPublished,
+			retainHandling: s.RetainHandling, subID: subID}
+		existed := srv.trie.add(filter, sess, o)
+		sess.mu.Lock()
+		if sess.subs == nil {
+			sess.subs = make(map[string]subOpts)
+		}
+		sess.subs[filter] = o
+		sess.mu.Unlock()
+		srv.metrics.subscriptions.Add(1)
+		if existed {
+			srv.metrics.subscriptions.Add(-1)
+		}
+		ack.Reasons = append(ack.Reasons, mqttcodec.ReasonCode(granted)) // [MQTT-3.9.3-1] in order
+		// [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] retained messages per Retain Handling.
+		if s.RetainHandling == 0 || (s.RetainHandling == 1 && !existed) {
+			before := len(retained)
+			retained = srv.retained.match(s.Filter, retained)
+			for range retained[before:] {
+				grantedFor = append(grantedFor, granted)
+			}
+		}
+	}
+	c.l.out = mqttcodec.AppendSuback(c.l.out, &ack, c.version)
+	for i, m := range retained {
+		d := delivery{msg: m, qos: min(m.QoS, grantedFor[i]), retain: true}
+		if subID != 0 {
+			d.subIDs = []uint32{subID}
+		}
+		sess.enqueue(d, srv.cfg.sessionQueue)
+	}
+	return nil
+}
+
+// onUnsubscribe handles UNSUBSCRIBE. Runs on the loop; p borrows from the read buffer.
+func (c *conn) onUnsubscribe(p *mqttcodec.Unsubscribe) error {
+	srv, sess := c.srv, c.sess
+	ack := mqttcodec.Unsuback{PacketID: p.PacketID} // [MQTT-3.10.4-4]
+	for _, f := range p.Filters {
+		filter := string(f)
+		removed := srv.trie.remove(filter, sess)
+		sess.mu.Lock()
+		delete(sess.subs, filter)
+		sess.mu.Unlock()
+		if removed {
+			srv.metrics.subscriptions.Add(-1)
+			ack.Reasons = append(ack.Reasons, mqttcodec.Success)
+		} else {
+			ack.Reasons = append(ack.Reasons, mqttcodec.NoSubscriptionExisted)
+		}
+	}
+	c.l.out = mqttcodec.AppendUnsuback(c.l.out, &ack, c.version) // [MQTT-3.10.4-5] even if nothing was removed
+	return nil
+}
+
+// retainedStore is the instance's index of retained messages, fed by the records it reads.
+type retainedStore struct {
+	mu   sync.RWMutex
+	msgs map[string]*offload.Message
+}
+
+// set stores m as the retained message of its topic; an empty payload clears it [MQTT-3.3.1-6].
+// Runs on the reader goroutine.
+func (r *retainedStore) set(m *offload.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(m.Payload) == 0 {
+		delete(r.msgs, m.Topic)
+		return
+	}
+	if r.msgs == nil {
+		r.msgs = make(map[string]*offload.Message)
+	}
+	r.msgs[m.Topic] = m
+}
+
+// match appends the retained messages whose topic matches filter.
+func (r *retainedStore) match(filter []byte, dst []*offload.Message) []*offload.Message {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for t, m := range r.msgs {
+		if mqttcodec.Match(filter, bytesOf(t)) {
+			dst = append(dst, m)
+		}
+	}
+	return dst
+}
+
+func (r *retainedStore) len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.msgs)
+}
