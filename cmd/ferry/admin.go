@@ -3,14 +3,22 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/server"
 )
 
 // adminHandler serves /healthz, /readyz and a first /metrics in Prometheus text format.
-func adminHandler(srv *server.Server, mux *kafkamux.Mux) http.Handler {
+func adminHandler(srv *server.Server, mux *kafkamux.Mux, pprofOn bool) http.Handler {
 	h := http.NewServeMux()
+	if pprofOn {
+		h.HandleFunc("/debug/pprof/", pprof.Index)
+		h.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		h.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		h.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		h.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	h.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	h.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
 	h.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {

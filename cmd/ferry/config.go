@@ -25,6 +25,7 @@ type config struct {
 	topicSessions     string
 	partitions        int
 	admin             string
+	pprof             bool
 	maxConnections    int
 	eventLoops        int
 	maxPacketSize     int
@@ -73,6 +74,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.topicSessions, "topic-sessions", "mqtt-sessions", "Kafka topic of sessions (compacted)")
 	fs.IntVar(&c.partitions, "partitions", 6, "partitions of the topics Ferry creates")
 	fs.StringVar(&c.admin, "admin", "", "admin HTTP address for /healthz, /readyz, /metrics (empty = off)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve /debug/pprof on the admin address")
 	fs.IntVar(&c.maxConnections, "max-connections", 0, "maximum concurrent MQTT connections (0 = unlimited)")
 	fs.IntVar(&c.eventLoops, "event-loops", 0, "gnet event loops (0 = one per CPU)")
 	fs.IntVar(&c.maxPacketSize, "max-packet-size", 1<<20, "largest MQTT packet accepted, in bytes")

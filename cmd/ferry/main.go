@@ -127,7 +127,7 @@ func run(cfg *config) error {
 		if err != nil {
 			return fmt.Errorf("cannot listen for admin HTTP on %s: %w", cfg.admin, err)
 		}
-		adminSrv = &http.Server{Handler: adminHandler(srv, mux), ReadHeaderTimeout: 5 * time.Second}
+		adminSrv = &http.Server{Handler: adminHandler(srv, mux, cfg.pprof), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = adminSrv.Serve(ln) }()
 		log.Info("admin HTTP listening", "addr", ln.Addr().String())
 	}
