@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# bench.sh — the standard Ferry comparison, side by side on this machine:
+#   ferry             bin/ferry with its embedded Kafka
+#   mosquitto         Mosquitto 2.x from Debian (installed if missing)
+#   mochi             Mochi MQTT v2 with defaults (perf/peers/mochi)
+#   mosquitto+bridge  Mosquitto + perf/peers/bridge (paho → franz-go, acks=all,
+#                     5 ms linger) into perf/peers/kfake (the Kafka Ferry embeds)
+#   echo-sink         ferry-bench's trivial in-harness target: the generator's own ceiling
+# Every target is started fresh for every run, every figure is the median of
+# RUNS runs with the spread, and ratios are Ferry ÷ peer. Results (JSON, PNG,
+# summary) go to $OUT; the tables replace the results section of BENCHMARKS.md.
+#
+# Environment (defaults in brackets):
+#   QUICK=1            few-minute version: 3 s windows, 3,000 idle conns, 200 fan-out subs
+#   RUNS [3]           runs per figure          DURATION [10s]   measurement window
+#   IDLE_CONNS [15000] IDLE_SUBS [10]           IDLE_HOLD [10s]  IDLE_RATE [5000] conn/s
+#   FANIN_PUBS [100]   FANOUT_SUBS [1000]       FIXED_RATE [20000] msg/s
+#   SCENARIOS          subset of: idle fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo
+#   TARGETS            subset of: ferry mosquitto mochi bridge
+#   OUT [perf/results/<time>]   WRITE_BENCHMARKS [1]   PLOTS [1]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+if [[ "${QUICK:-0}" == 1 ]]; then
+  : "${DURATION:=3s}" "${IDLE_CONNS:=3000}" "${IDLE_HOLD:=2s}" "${FANOUT_SUBS:=200}"
+fi
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+IDLE_CONNS=${IDLE_CONNS:-15000}
+IDLE_SUBS=${IDLE_SUBS:-10}
+IDLE_HOLD=${IDLE_HOLD:-10s}
+IDLE_RATE=${IDLE_RATE:-5000}
+FANIN_PUBS=${FANIN_PUBS:-100}
+FANOUT_SUBS=${FANOUT_SUBS:-1000}
+FIXED_RATE=${FIXED_RATE:-20000}
+SCENARIOS=${SCENARIOS:-"idle fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo"}
+TARGETS=${TARGETS:-"ferry mosquitto mochi bridge"}
+OUT=${OUT:-perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
+WRITE_BENCHMARKS=${WRITE_BENCHMARKS:-1}
+PLOTS=${PLOTS:-1}
+TMP=$(mktemp -d /tmp/ferry-bench.XXXXXX)
+mkdir -p "$OUT" bin
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# ---- build ------------------------------------------------------------------
+log "building the harness and the peers"
+go build -o bin/ferry-bench ./perf/cmd/ferry-bench
+(cd perf/peers/mochi && go build -o "$ROOT/bin/mochi" .)
+(cd perf/peers/bridge && go build -o "$ROOT/bin/bridge" .)
+(cd perf/peers/kfake && go build -o "$ROOT/bin/kfake" .)
+
+FERRY_OK=0
+FERRY_WHY=""
+if [[ " $TARGETS " == *" ferry "* ]]; then
+  log "building Ferry"
+  if go build -o bin/ferry ./cmd/ferry 2>"$TMP/ferry-build.log"; then
+    FERRY_OK=1
+  else
+    FERRY_WHY="go build ./cmd/ferry failed: $(head -c 400 "$TMP/ferry-build.log" | tr '\n' ' ')"
+    echo "FERRY IS NOT BUILDABLE YET — measuring the peers only. $FERRY_WHY" >&2
+  fi
+fi
+
+if [[ " $TARGETS " == *" mosquitto "* || " $TARGETS " == *" bridge "* ]] && ! command -v mosquitto >/dev/null; then
+  log "installing mosquitto from Debian"
+  apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null
+fi
+MOSQ_VERSION=$(mosquitto -h 2>/dev/null | head -1 || true)
+
+# ---- ports and processes ----------------------------------------------------
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+NEXT_PORT=$(( 23000 + RANDOM % 20000 ))
+PORT=0
+alloc_port() { # sets PORT (no subshell, so NEXT_PORT advances)
+  while ! port_free "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
+  PORT=$NEXT_PORT; NEXT_PORT=$((NEXT_PORT + 1))
+}
+wait_port() { # port seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    if ! port_free "$1"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+STARTED=()   # pids this script started; only these are ever killed
+TARGET="" PIDS="" KAFKA=""
+start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
+  local name=$1 p kp
+  alloc_port; p=$PORT
+  TARGET=127.0.0.1:$p PIDS="" KAFKA=""
+  case $name in
+    ferry)
+      alloc_port; kp=$PORT
+      rm -rf "$TMP/ferry-data"
+      (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --data-dir "$TMP/ferry-data" \
+        --embedded-kafka-addr "127.0.0.1:$kp") >"$TMP/ferry.log" 2>&1 &
+      PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
+      if ! wait_port "$p" 30 || ! wait_port "$kp" 10; then
+        FERRY_WHY="bin/ferry did not listen on MQTT $p / Kafka $kp within 30 s: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')"
+        echo "FERRY DOES NOT RUN YET — $FERRY_WHY" >&2
+        stop_target; FERRY_OK=0; return 1
+      fi ;;
+    mosquitto|bridge)
+      write_mosquitto_conf "$p" >"$TMP/mosquitto.conf"
+      (ulimit -n 20000; exec mosquitto -c "$TMP/mosquitto.conf") >"$TMP/mosquitto.log" 2>&1 &
+      PIDS=$!; STARTED+=("$!")
+      wait_port "$p" 10 || { echo "mosquitto did not start: $(cat "$TMP/mosquitto.log")" >&2; return 1; }
+      if [[ $name == bridge ]]; then
+        alloc_port; kp=$PORT
+        bin/kfake --addr "127.0.0.1:$kp" >"$TMP/kfake.log" 2>&1 &
+        local kpid=$!; STARTED+=("$kpid")
+        wait_port "$kp" 10 || { echo "kfake did not start" >&2; return 1; }
+        bin/bridge --mqtt "tcp://127.0.0.1:$p" --kafka "127.0.0.1:$kp" >"$TMP/bridge.log" 2>&1 &
+        local bpid=$!; STARTED+=("$bpid")
+        sleep 1
+        PIDS="$PIDS,$bpid,$kpid"; KAFKA=127.0.0.1:$kp
+      fi ;;
+    mochi)
+      (ulimit -n 20000; exec bin/mochi --addr "127.0.0.1:$p") >"$TMP/mochi.log" 2>&1 &
+      PIDS=$!; STARTED+=("$!")
+      wait_port "$p" 10 || { echo "mochi did not start" >&2; return 1; } ;;
+  esac
+}
+stop_target() {
+  local pid
+  for pid in ${PIDS//,/ }; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${PIDS//,/ }; do wait "$pid" 2>/dev/null || true; done
+  PIDS=""
+}
+cleanup() {
+  local pid
+  for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# Mosquitto's settings; each one is documented in BENCHMARKS.md.
+write_mosquitto_conf() {
+  cat <<EOF
+listener $1 127.0.0.1
+allow_anonymous true
+max_inflight_messages 1000
+max_queued_messages 0
+persistence false
+log_dest stderr
+log_type error
+EOF
+}
+
+# ---- scenarios --------------------------------------------------------------
+COLUMN() { case $1 in bridge) echo "mosquitto+bridge" ;; *) echo "$1" ;; esac; }
+
+# run_scenario label "targets" ferry-bench args… (--target/--server-pid/--kafka added per target)
+run_scenario() {
+  local label=$1 targets=$2; shift 2
+  [[ " $SCENARIOS " == *" $label "* ]] || return 0
+  local t i extra
+  for t in $targets; do
+    [[ " $TARGETS " == *" $t "* ]] || continue
+    [[ $t == ferry && $FERRY_OK != 1 ]] && continue
+    for ((i = 1; i <= RUNS; i++)); do
+      log "$label on $(COLUMN "$t"), run $i/$RUNS"
+      start_target "$t" || continue
+      extra=()
+      [[ -n $KAFKA && ( $1 == kafka-ingest || $1 == idle ) ]] && extra+=(--kafka "$KAFKA")
+      [[ $PLOTS == 1 && $i == 1 ]] && extra+=(--plot "$OUT/plots")
+      bin/ferry-bench "$@" --target "$TARGET" --server-pid "$PIDS" "${extra[@]}" \
+        --label "$label" --target-name "$(COLUMN "$t")" --json "$OUT/$label-$t-$i.json" \
+        || echo "run failed: $label $t $i" >&2
+      stop_target
+    done
+  done
+}
+
+run_scenario idle "ferry mosquitto mochi" idle --conns "$IDLE_CONNS" --subs-per-conn "$IDLE_SUBS" \
+  --hold "$IDLE_HOLD" --conn-rate "$IDLE_RATE"
+run_scenario fanin-qos0 "ferry mosquitto mochi" fanin --qos 0 --pubs "$FANIN_PUBS" --subs 1 --payload 64 --duration "$DURATION"
+run_scenario fanin-qos1 "ferry mosquitto mochi" fanin --qos 1 --window 16 --pubs "$FANIN_PUBS" --subs 1 --payload 64 --duration "$DURATION"
+run_scenario fanin-qos1-fixed "ferry mosquitto mochi" fanin --qos 1 --window 16 --pubs "$FANIN_PUBS" --subs 1 --payload 64 \
+  --rate "$FIXED_RATE" --duration "$DURATION"
+run_scenario fanout "ferry mosquitto mochi" fanout --qos 1 --subs "$FANOUT_SUBS" --rate 100 --payload 64 --duration "$DURATION"
+run_scenario kafka-ingest "ferry bridge" kafka-ingest --qos 1 --window 16 --pubs "$FANIN_PUBS" --payload 64 --duration "$DURATION" --drain 5s
+run_scenario kafka-ingest-fixed "ferry bridge" kafka-ingest --qos 1 --window 16 --pubs "$FANIN_PUBS" --payload 64 \
+  --rate "$FIXED_RATE" --duration "$DURATION" --drain 5s
+
+# The generator's own ceiling: the same fan-in against the in-harness sink.
+if [[ " $SCENARIOS " == *" echo "* ]]; then
+  for q in 0 1; do
+    for ((i = 1; i <= RUNS; i++)); do
+      log "echo check fanin-qos$q, run $i/$RUNS"
+      bin/ferry-bench fanin --echo --qos "$q" --window 16 --pubs "$FANIN_PUBS" --subs 1 --payload 64 \
+        --duration "$DURATION" --label "fanin-qos$q" --target-name echo-sink --json "$OUT/fanin-qos$q-echo-$i.json" \
+        || echo "echo run failed" >&2
+    done
+  done
+fi
+
+# ---- report -----------------------------------------------------------------
+SUMMARY="$OUT/summary.md"
+{
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); ${MOSQ_VERSION}; Mochi $(cd perf/peers/mochi && go list -m -f '{{.Version}}' github.com/mochi-mqtt/server/v2)."
+  echo
+  echo "Command: \`QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
+  if [[ $FERRY_OK != 1 && " $TARGETS " == *" ferry "* ]]; then
+    echo
+    echo "**Ferry was not measured:** ${FERRY_WHY:-it did not build or run}"
+  fi
+  bin/ferry-bench summarize "$OUT"/*.json
+} >"$SUMMARY"
+cat "$SUMMARY"
+
+if [[ $WRITE_BENCHMARKS == 1 && -f BENCHMARKS.md ]] && grep -q '<!-- results:begin -->' BENCHMARKS.md; then
+  awk -v f="$SUMMARY" '
+    /<!-- results:begin -->/ { print; while ((getline l < f) > 0) print l; skip = 1; next }
+    /<!-- results:end -->/   { skip = 0 }
+    !skip' BENCHMARKS.md >"$TMP/B.md" && cp "$TMP/B.md" BENCHMARKS.md
+  log "BENCHMARKS.md updated from $SUMMARY"
+fi
