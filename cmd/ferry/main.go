@@ -134,6 +134,15 @@ func run(cfg *config) error {
 
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			// Nothing is reloadable yet (TLS certificates, JWT keys and authorization rules will be); SIGHUP
+			// must not stop the broker, as its default action would.
+			log.Info("SIGHUP received: nothing to reload in this version")
+		}
+	}()
 	s := <-sig
 	log.Info("stopping", "signal", s.String())
 	go func() {
