@@ -11,7 +11,7 @@ type Ack struct {
 // Reset zeroes p, keeping the capacity of its property slices.
 func (p *Ack) Reset() {
 	p.Props.Reset()
-	*p = Ack{Props: p.Props}
+	p.Type, p.PacketID, p.Reason = 0, 0, 0
 }
 
 // Decode decodes a PUBACK, PUBREC, PUBREL or PUBCOMP body of protocol level
@@ -30,7 +30,7 @@ func (p *Ack) Decode(fh FixedHeader, body []byte, version byte) error {
 		return &Error{Reason: ProtocolError, Packet: PUBACK, Msg: "fixed header is for a " + TypeName(fh.Type) + " packet, not an ack"}
 	}
 	p.Type = fh.Type
-	if fh.Remaining != len(body) {
+	if fh.Remaining != len(body) || fh.Flags != requiredFlags[fh.Type] {
 		return checkType(fh, fh.Type, body)
 	}
 	if len(body) < 2 {

@@ -268,6 +268,21 @@ func TestConformance5(t *testing.T) {
 		mustFail(t, connect5(0x06, b(0), str("c"), props(b(0x23, 0, 1)), str("w"), str("x")), v, MalformedPacket, "will properties", "topic alias", "not allowed in the will properties")
 		mustFail(t, connect5(0x06, b(0), str("c"), props(b(0x18, 0, 0, 0, 1, 0x18, 0, 0, 0, 1)), str("w"), str("x")), v, ProtocolError, "will delay interval included more than once")
 	})
+	t.Run("MQTT-3.1.2-24/v5/publish-size-against-maximum-packet-size", func(t *testing.T) {
+		// The server compares PublishSize with the client's Maximum Packet
+		// Size before encoding; it must be the exact encoded size.
+		for _, f := range fixtures {
+			p, ok := f.want.(*Publish)
+			if !ok {
+				continue
+			}
+			for _, level := range f.versions {
+				if got, want := PublishSize(p, level), len(AppendPublish(nil, p, level)); got != want {
+					t.Fatalf("%s level %d: PublishSize %d, encoded %d", f.name, level, got, want)
+				}
+			}
+		}
+	})
 	t.Run("MQTT-3.2.2-1/v5/connack-reserved-flags", func(t *testing.T) {
 		for _, f := range []byte{0x02, 0x80, 0xFE, 0x03} {
 			mustFail(t, b(0x20, 3, f, 0, 0), v, MalformedPacket, "CONNACK", "reserved bits 7-1")
@@ -285,6 +300,19 @@ func TestConformance5(t *testing.T) {
 			if err != nil {
 				wantReason(t, err, MalformedPacket, "not a CONNACK reason code")
 			}
+		}
+	})
+	t.Run("MQTT-3.2.2-15/v5/maximum-packet-size-guard", func(t *testing.T) {
+		// What a client must not send, the server refuses from the fixed
+		// header alone, before buffering the body (DISCONNECT 0x95).
+		hdr := h(`30 ff ff 03`) // PUBLISH with a remaining length of 65535
+		fh, err := ReadFixedHeader(hdr, 65536)
+		wantReason(t, err, PacketTooLarge, "packet of 65539 bytes exceeds the maximum packet size of 65536")
+		if fh.Type != PUBLISH {
+			t.Fatalf("%+v", fh)
+		}
+		if _, err := ReadFixedHeader(hdr, 65539); err != nil {
+			t.Fatal(err)
 		}
 	})
 	t.Run("MQTT-3.3.1-2/v5/dup-zero-for-qos0", func(t *testing.T) {
@@ -334,6 +362,14 @@ func TestConformance5(t *testing.T) {
 	})
 	t.Run("MQTT-3.3.2-19/v5/content-type-utf-8", func(t *testing.T) {
 		mustFail(t, pkt(0x30, str("t"), props(b(0x03), str("text/\x00"))), v, MalformedPacket, "content type", "u+0000")
+	})
+	t.Run("MQTT-3.3.4-6/v5/no-subscription-identifier-from-clients", func(t *testing.T) {
+		p := mustDecode(t, pkt(0x30, str("t"), props(b(0x0B, 3))), v).(*Publish)
+		wantReason(t, CheckClientPublish(p), ProtocolError, "PUBLISH", "a client sent a subscription identifier")
+		p = mustDecode(t, pkt(0x30, str("t"), props(b(0x01, 1))), v).(*Publish)
+		if err := CheckClientPublish(p); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("MQTT-3.4.2-1/v5/puback-reason-codes", func(t *testing.T) { ackReasons(t, PUBACK, pubackReasons) })
 	t.Run("MQTT-3.5.2-1/v5/pubrec-reason-codes", func(t *testing.T) { ackReasons(t, PUBREC, pubackReasons) })

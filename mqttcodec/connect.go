@@ -44,11 +44,15 @@ const (
 )
 
 // checkType returns an error if the caller passed the header of another
-// packet type to a decoder; it also checks that body has the length the
+// packet type to a decoder; it also checks the fixed flags (for a
+// FixedHeader not made by ReadFixedHeader) and that body has the length the
 // header announced.
 func checkType(fh FixedHeader, want byte, body []byte) error {
 	if fh.Type != want {
 		return &Error{Reason: ProtocolError, Packet: want, Msg: "fixed header is for a " + TypeName(fh.Type) + " packet"}
+	}
+	if err := checkTypeFlags(fh.Type, fh.Flags); err != nil {
+		return err
 	}
 	if fh.Remaining != len(body) {
 		return &Error{Reason: MalformedPacket, Packet: want,

@@ -27,7 +27,8 @@
 // capacity cut to their length, so appending to one never writes into the
 // rest of the packet.
 //
-// Decoders reset the struct they decode into and reuse the capacity of its
+// Decoders reset the struct they decode into (the caller need not call
+// Reset) and reuse the capacity of its
 // slices, so decoding into a long-lived struct does not allocate: PUBLISH,
 // the four acks and PINGREQ decode with 0 allocations (see alloc_test.go).
 // Encoders are AppendX(dst, ...) and append a whole packet, fixed header
@@ -49,8 +50,20 @@
 // message saying what was wrong and where. V3ConnackCode and V3SubackCode
 // map reasons for v3.1/v3.1.1 clients, which never see a v5 byte. Nothing
 // in this package panics on input; the only panics are "BUG:" ones for
-// encoder arguments no decoder produces (a varint above MaxRemaining, a
-// string longer than 65535 bytes).
+// encoder arguments no decoder produces: a string or binary field longer
+// than 65535 bytes, or a packet whose Remaining Length would exceed
+// MaxRemaining. Data that did not come from a decoder (a topic read from
+// Kafka, a payload of any size) must be checked by the caller first:
+// ValidTopicName, and PublishSize against the peer's maximum packet size.
+//
+// # Direction
+//
+// Decoders accept every packet in both directions (the server decodes what
+// clients send, the load harness what servers send). The few rules that
+// depend on who sent a packet are separate checks: CheckClientPublish
+// (no Subscription Identifier from a client [MQTT-3.3.4-6]); the rest
+// (which packets may come from whom, and when) belongs to the session
+// state machine.
 //
 // # Normative statements
 //

@@ -108,6 +108,9 @@ func ReadFixedHeader(b []byte, maxPacketSize int) (FixedHeader, error) {
 }
 
 func checkTypeFlags(t, flags byte) error {
+	if flags > 0x0F {
+		return &Error{Reason: MalformedPacket, Packet: t, Msg: "fixed header flags " + itoa(int(flags)) + " do not fit in four bits"}
+	}
 	if t == 0 {
 		return &Error{Reason: MalformedPacket, Msg: "reserved packet type 0"}
 	}

@@ -129,6 +129,8 @@ func TestPing(t *testing.T) {
 		_, err = decodeWire(t, h(`d0 02 00 00`), v)
 		wantReason(t, err, MalformedPacket, "PINGRESP")
 	}
+	wantReason(t, DecodePing(FixedHeader{Type: PINGREQ, Flags: 1}, nil), MalformedPacket, "fixed header flags 0b0001")
+	wantReason(t, new(Publish).Decode(FixedHeader{Type: PUBLISH, Flags: 0x10}, nil, 5), MalformedPacket, "four bits")
 	err := DecodePing(FixedHeader{Type: PUBLISH}, nil)
 	wantReason(t, err, ProtocolError, "fixed header is for a PUBLISH packet")
 }
@@ -150,9 +152,16 @@ func TestWrongHeader(t *testing.T) {
 		AUTH:        func(fh FixedHeader) error { return new(Auth).Decode(fh, body, 5) },
 	}
 	for typ, dec := range decs {
+		if typ != PUBLISH {
+			wantReason(t, dec(FixedHeader{Type: typ, Flags: requiredFlags[typ] ^ 1, Remaining: 3}), MalformedPacket, "fixed header flags")
+		}
 		other := byte(PINGREQ)
 		wantReason(t, dec(FixedHeader{Type: other, Remaining: 3}), ProtocolError, "fixed header is for a PINGREQ packet")
-		wantReason(t, dec(FixedHeader{Type: typ, Flags: requiredFlags[typ] & 0x0F, Remaining: 7}), MalformedPacket, "body is 3 bytes but the remaining length is 7")
+		flags := requiredFlags[typ]
+		if typ == PUBLISH {
+			flags = 0
+		}
+		wantReason(t, dec(FixedHeader{Type: typ, Flags: flags, Remaining: 7}), MalformedPacket, "body is 3 bytes but the remaining length is 7")
 	}
 }
 

@@ -6,6 +6,9 @@ func DecodePing(fh FixedHeader, body []byte) error {
 	if fh.Type != PINGREQ && fh.Type != PINGRESP {
 		return &Error{Reason: ProtocolError, Packet: PINGREQ, Msg: "fixed header is for a " + TypeName(fh.Type) + " packet, not a ping"}
 	}
+	if err := checkTypeFlags(fh.Type, fh.Flags); err != nil {
+		return err
+	}
 	if fh.Remaining != 0 || len(body) != 0 {
 		return malformed(fh.Type, "remaining length is "+itoa(fh.Remaining)+", must be 0")
 	}

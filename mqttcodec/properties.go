@@ -270,151 +270,170 @@ func (p *Properties) decode(b []byte, pkt byte, will bool) (int, error) {
 	return n + plen, nil
 }
 
-// decodeOne reads the value of property id.
+// decodeOne reads the value of property id and checks its range: every
+// byte property is 0 or 1, Receive Maximum, Maximum Packet Size and
+// Subscription Identifier are not 0 (protocol errors), Topic Alias is not 0
+// (Topic Alias invalid [MQTT-3.3.2-8]), strings are UTF-8 [MQTT-1.5.4-1]
+// [MQTT-1.5.7-1] and a Response Topic is a topic name [MQTT-3.3.2-14].
 func (p *Properties) decodeOne(r *reader, id PropID, info *propInfo, pkt byte, field string) error {
-	var (
-		u8  byte
-		u16 uint16
-		u32 uint32
-		vi  int
-		s   []byte
-		s2  []byte
-		ok  bool
-	)
 	switch info.kind {
 	case kByte:
-		u8, ok = r.u8()
+		v, ok := r.u8()
+		if !ok {
+			return errPropShort(pkt, field, info)
+		}
+		if v > 1 {
+			return protoErr(pkt, field+": "+info.name+" is "+itoa(int(v))+", must be 0 or 1")
+		}
+		*p.bytePtr(id) = v
 	case kU16:
-		u16, ok = r.u16()
+		v, ok := r.u16()
+		if !ok {
+			return errPropShort(pkt, field, info)
+		}
+		if v == 0 && id == PropTopicAlias { // [MQTT-3.3.2-8]
+			return newErr(pkt, TopicAliasInvalid, field+": topic alias is 0")
+		}
+		if v == 0 && id == PropReceiveMaximum {
+			return protoErr(pkt, field+": receive maximum is 0")
+		}
+		*p.u16Ptr(id) = v
 	case kU32:
-		u32, ok = r.u32()
-	case kVarint:
+		v, ok := r.u32()
+		if !ok {
+			return errPropShort(pkt, field, info)
+		}
+		if v == 0 && id == PropMaximumPacketSize {
+			return protoErr(pkt, field+": maximum packet size is 0")
+		}
+		*p.u32Ptr(id) = v
+	case kVarint: // the subscription identifier
+		v, ok := 0, false
 		if r.left() > 0 {
-			vi, ok = r.varint()
+			v, ok = r.varint()
 		}
-	case kString, kBinary:
-		s, ok = r.bin()
-	case kPair:
-		s, ok = r.bin()
-		if ok {
-			s2, ok = r.bin()
+		if !ok {
+			return malformed(pkt, field+": subscription identifier is not a valid variable byte integer")
 		}
-	}
-	if !ok {
-		return malformed(pkt, field+": "+info.name+": value runs past the end of the properties")
-	}
-	if info.kind == kString || info.kind == kPair {
-		if at, what := utf8Problem(s); at >= 0 {
-			return utf8Err(pkt, field+": "+info.name, at, what) // [MQTT-1.5.4-1]
-		}
-		if info.kind == kPair {
-			if at, what := utf8Problem(s2); at >= 0 {
-				return utf8Err(pkt, field+": "+info.name+" value", at, what)
-			}
-		}
-	}
-	bad01 := func() error {
-		return protoErr(pkt, field+": "+info.name+" is "+itoa(int(u8))+", must be 0 or 1")
-	}
-	switch id {
-	case PropPayloadFormat:
-		if u8 > 1 {
-			return bad01()
-		}
-		p.PayloadFormat = u8
-	case PropMessageExpiry:
-		p.MessageExpiry = u32
-	case PropContentType:
-		p.ContentType = s
-	case PropResponseTopic:
-		if i, msg := topicNameProblem(s); i >= 0 { // [MQTT-3.3.2-14] no wildcards
-			return protoErr(pkt, field+": response topic: "+msg)
-		}
-		p.ResponseTopic = s
-	case PropCorrelationData:
-		p.CorrelationData = s
-	case PropSubscriptionID:
-		if vi == 0 {
-			return protoErr(pkt, field+": subscription identifier is 0") // [MQTT 5.0 3.8.2.1.2]
+		if v == 0 { // [MQTT 5.0 3.8.2.1.2]
+			return protoErr(pkt, field+": subscription identifier is 0")
 		}
 		if pkt == SUBSCRIBE && len(p.SubscriptionIDs) > 0 {
 			return protoErr(pkt, field+": subscription identifier included more than once")
 		}
-		p.SubscriptionIDs = append(p.SubscriptionIDs, uint32(vi))
-	case PropSessionExpiry:
-		p.SessionExpiry = u32
-	case PropAssignedClientID:
-		p.AssignedClientID = s
-	case PropServerKeepAlive:
-		p.ServerKeepAlive = u16
-	case PropAuthMethod:
-		p.AuthMethod = s
-	case PropAuthData:
-		p.AuthData = s
-	case PropRequestProblemInfo:
-		if u8 > 1 {
-			return bad01()
+		p.SubscriptionIDs = append(p.SubscriptionIDs, uint32(v))
+	case kString, kBinary:
+		s, ok := r.bin()
+		if !ok {
+			return errPropShort(pkt, field, info)
 		}
-		p.RequestProblemInfo = u8
-	case PropWillDelay:
-		p.WillDelay = u32
-	case PropRequestResponseInfo:
-		if u8 > 1 {
-			return bad01()
+		if info.kind == kString {
+			if at, what := utf8Problem(s); at >= 0 { // [MQTT-1.5.4-1] [MQTT-3.3.2-13] [MQTT-3.3.2-19]
+				return utf8Err(pkt, field+": "+info.name, at, what)
+			}
 		}
-		p.RequestResponseInfo = u8
-	case PropResponseInfo:
-		p.ResponseInfo = s
-	case PropServerReference:
-		p.ServerReference = s
-	case PropReasonString:
-		p.ReasonString = s
-	case PropReceiveMaximum:
-		if u16 == 0 {
-			return protoErr(pkt, field+": receive maximum is 0")
+		if id == PropResponseTopic {
+			if _, msg := topicNameProblem(s); msg != "" { // [MQTT-3.3.2-14] no wildcards
+				return protoErr(pkt, field+": response topic: "+msg)
+			}
 		}
-		p.ReceiveMaximum = u16
-	case PropTopicAliasMaximum:
-		p.TopicAliasMaximum = u16
-	case PropTopicAlias:
-		if u16 == 0 { // [MQTT-3.3.2-8]
-			return newErr(pkt, TopicAliasInvalid, field+": topic alias is 0")
+		*p.bytesPtr(id) = s
+	case kPair:
+		k, ok := r.bin()
+		v, ok2 := r.bin()
+		if !ok || !ok2 {
+			return errPropShort(pkt, field, info)
 		}
-		p.TopicAlias = u16
-	case PropMaximumQoS:
-		if u8 > 1 {
-			return bad01()
+		if at, what := utf8Problem(k); at >= 0 { // [MQTT-1.5.7-1]
+			return utf8Err(pkt, field+": user property", at, what)
 		}
-		p.MaximumQoS = u8
-	case PropRetainAvailable:
-		if u8 > 1 {
-			return bad01()
+		if at, what := utf8Problem(v); at >= 0 {
+			return utf8Err(pkt, field+": user property value", at, what)
 		}
-		p.RetainAvailable = u8
-	case PropUserProperty:
-		p.User = append(p.User, UserProperty{Key: s, Value: s2})
-	case PropMaximumPacketSize:
-		if u32 == 0 {
-			return protoErr(pkt, field+": maximum packet size is 0")
-		}
-		p.MaximumPacketSize = u32
-	case PropWildcardSubAvailable:
-		if u8 > 1 {
-			return bad01()
-		}
-		p.WildcardSubAvailable = u8
-	case PropSubIDAvailable:
-		if u8 > 1 {
-			return bad01()
-		}
-		p.SubIDAvailable = u8
-	case PropSharedSubAvailable:
-		if u8 > 1 {
-			return bad01()
-		}
-		p.SharedSubAvailable = u8
+		p.User = append(p.User, UserProperty{Key: k, Value: v})
 	}
 	return nil
+}
+
+func errPropShort(pkt byte, field string, info *propInfo) error {
+	return malformed(pkt, field+": "+info.name+": value runs past the end of the properties")
+}
+
+// The fields behind each property id, by value kind. They are only called
+// with ids of that kind (propTable); anything else is a bug.
+
+func (p *Properties) bytePtr(id PropID) *byte {
+	switch id {
+	case PropPayloadFormat:
+		return &p.PayloadFormat
+	case PropRequestProblemInfo:
+		return &p.RequestProblemInfo
+	case PropRequestResponseInfo:
+		return &p.RequestResponseInfo
+	case PropMaximumQoS:
+		return &p.MaximumQoS
+	case PropRetainAvailable:
+		return &p.RetainAvailable
+	case PropWildcardSubAvailable:
+		return &p.WildcardSubAvailable
+	case PropSubIDAvailable:
+		return &p.SubIDAvailable
+	case PropSharedSubAvailable:
+		return &p.SharedSubAvailable
+	}
+	panic("BUG: mqttcodec: " + id.String() + " is not a byte property")
+}
+
+func (p *Properties) u16Ptr(id PropID) *uint16 {
+	switch id {
+	case PropServerKeepAlive:
+		return &p.ServerKeepAlive
+	case PropReceiveMaximum:
+		return &p.ReceiveMaximum
+	case PropTopicAliasMaximum:
+		return &p.TopicAliasMaximum
+	case PropTopicAlias:
+		return &p.TopicAlias
+	}
+	panic("BUG: mqttcodec: " + id.String() + " is not a two byte integer property")
+}
+
+func (p *Properties) u32Ptr(id PropID) *uint32 {
+	switch id {
+	case PropMessageExpiry:
+		return &p.MessageExpiry
+	case PropSessionExpiry:
+		return &p.SessionExpiry
+	case PropWillDelay:
+		return &p.WillDelay
+	case PropMaximumPacketSize:
+		return &p.MaximumPacketSize
+	}
+	panic("BUG: mqttcodec: " + id.String() + " is not a four byte integer property")
+}
+
+func (p *Properties) bytesPtr(id PropID) *[]byte {
+	switch id {
+	case PropContentType:
+		return &p.ContentType
+	case PropResponseTopic:
+		return &p.ResponseTopic
+	case PropCorrelationData:
+		return &p.CorrelationData
+	case PropAssignedClientID:
+		return &p.AssignedClientID
+	case PropAuthMethod:
+		return &p.AuthMethod
+	case PropAuthData:
+		return &p.AuthData
+	case PropResponseInfo:
+		return &p.ResponseInfo
+	case PropServerReference:
+		return &p.ServerReference
+	case PropReasonString:
+		return &p.ReasonString
+	}
+	panic("BUG: mqttcodec: " + id.String() + " is not a string or binary property")
 }
 
 // size returns the encoded size of the properties, without the Property
@@ -440,35 +459,10 @@ func (p *Properties) size() int {
 		case kU32:
 			n += 5
 		case kString, kBinary:
-			n += 3 + len(p.bytesOf(id))
+			n += 3 + len(*p.bytesPtr(id))
 		}
 	}
 	return n
-}
-
-// bytesOf returns the value of a string or binary property.
-func (p *Properties) bytesOf(id PropID) []byte {
-	switch id {
-	case PropContentType:
-		return p.ContentType
-	case PropResponseTopic:
-		return p.ResponseTopic
-	case PropCorrelationData:
-		return p.CorrelationData
-	case PropAssignedClientID:
-		return p.AssignedClientID
-	case PropAuthMethod:
-		return p.AuthMethod
-	case PropAuthData:
-		return p.AuthData
-	case PropResponseInfo:
-		return p.ResponseInfo
-	case PropServerReference:
-		return p.ServerReference
-	case PropReasonString:
-		return p.ReasonString
-	}
-	return nil
 }
 
 // appendProps appends the Property Length (size, as returned by p.size())
@@ -481,41 +475,15 @@ func (p *Properties) appendProps(dst []byte, size int) []byte {
 	for m := p.present; m != 0; m &= m - 1 {
 		id := PropID(bits.TrailingZeros64(m))
 		dst = append(dst, byte(id))
-		switch id {
-		case PropPayloadFormat:
-			dst = append(dst, p.PayloadFormat)
-		case PropMessageExpiry:
-			dst = appendU32(dst, p.MessageExpiry)
-		case PropSessionExpiry:
-			dst = appendU32(dst, p.SessionExpiry)
-		case PropServerKeepAlive:
-			dst = appendU16(dst, p.ServerKeepAlive)
-		case PropRequestProblemInfo:
-			dst = append(dst, p.RequestProblemInfo)
-		case PropWillDelay:
-			dst = appendU32(dst, p.WillDelay)
-		case PropRequestResponseInfo:
-			dst = append(dst, p.RequestResponseInfo)
-		case PropReceiveMaximum:
-			dst = appendU16(dst, p.ReceiveMaximum)
-		case PropTopicAliasMaximum:
-			dst = appendU16(dst, p.TopicAliasMaximum)
-		case PropTopicAlias:
-			dst = appendU16(dst, p.TopicAlias)
-		case PropMaximumQoS:
-			dst = append(dst, p.MaximumQoS)
-		case PropRetainAvailable:
-			dst = append(dst, p.RetainAvailable)
-		case PropMaximumPacketSize:
-			dst = appendU32(dst, p.MaximumPacketSize)
-		case PropWildcardSubAvailable:
-			dst = append(dst, p.WildcardSubAvailable)
-		case PropSubIDAvailable:
-			dst = append(dst, p.SubIDAvailable)
-		case PropSharedSubAvailable:
-			dst = append(dst, p.SharedSubAvailable)
+		switch propTable[id].kind {
+		case kByte:
+			dst = append(dst, *p.bytePtr(id))
+		case kU16:
+			dst = appendU16(dst, *p.u16Ptr(id))
+		case kU32:
+			dst = appendU32(dst, *p.u32Ptr(id))
 		default:
-			dst = appendBin(dst, p.bytesOf(id))
+			dst = appendBin(dst, *p.bytesPtr(id))
 		}
 	}
 	for _, v := range p.SubscriptionIDs {

@@ -15,7 +15,9 @@ type Publish struct {
 // Reset zeroes p, keeping the capacity of its property slices.
 func (p *Publish) Reset() {
 	p.Props.Reset()
-	*p = Publish{Props: p.Props}
+	// Field by field: copying the whole struct would move Props twice.
+	p.Dup, p.QoS, p.Retain, p.PacketID = false, 0, false, 0
+	p.Topic, p.Payload = nil, nil
 }
 
 // Decode decodes a PUBLISH body of protocol level version; DUP, QoS and
@@ -34,7 +36,7 @@ func (p *Publish) Reset() {
 // CheckPayloadFormat when wanted.
 func (p *Publish) Decode(fh FixedHeader, body []byte, version byte) error {
 	p.Reset()
-	if fh.Type != PUBLISH || fh.Remaining != len(body) {
+	if fh.Type != PUBLISH || fh.Remaining != len(body) || fh.Flags > 0x0F {
 		return checkType(fh, PUBLISH, body)
 	}
 	p.Dup = fh.Flags&flagDup != 0
@@ -83,7 +85,7 @@ func checkPublishTopic(t []byte, v5, hasAlias bool) error {
 		return nil // v5: an empty topic name uses the alias
 	}
 	for i, c := range t {
-		if c == '+' || c == '#' || c == 0 || c >= 0x80 {
+		if topicSpecial[c] {
 			if c == '+' || c == '#' { // [MQTT-3.3.2-2]
 				return newErr(PUBLISH, TopicNameInvalid, "topic name: contains the wildcard '"+string(rune(c))+"' at byte "+itoa(i))
 			}
@@ -101,6 +103,16 @@ func checkPublishTopic(t []byte, v5, hasAlias bool) error {
 	return nil
 }
 
+// topicSpecial marks the bytes the one-pass topic check must look at:
+// wildcards, NUL and every non-ASCII byte.
+var topicSpecial = func() (t [256]bool) {
+	t['+'], t['#'], t[0] = true, true, true
+	for c := 0x80; c < 0x100; c++ {
+		t[c] = true
+	}
+	return t
+}()
+
 // CheckPayloadFormat returns a PayloadFormatInvalid (0x99) *Error if p says
 // its payload is UTF-8 (Payload Format Indicator 1) and it is not well-formed
 // UTF-8 [MQTT-3.3.2-4]. U+0000 is allowed in a payload.
@@ -110,6 +122,17 @@ func CheckPayloadFormat(p *Publish) error {
 	}
 	if at := invalidUTF8At(p.Payload); at >= 0 {
 		return newErr(PUBLISH, PayloadFormatInvalid, "payload is marked utf-8 but is not well-formed utf-8 at byte "+itoa(at))
+	}
+	return nil
+}
+
+// CheckClientPublish applies the rule that holds only for a PUBLISH sent by
+// a client, which Decode cannot know: it carries no Subscription Identifier
+// [MQTT-3.3.4-6] (protocol error). A server calls it on every v5 PUBLISH it
+// receives; it does not allocate unless it fails.
+func CheckClientPublish(p *Publish) error {
+	if len(p.Props.SubscriptionIDs) > 0 { // [MQTT-3.3.4-6]
+		return protoErr(PUBLISH, "properties: a client sent a subscription identifier")
 	}
 	return nil
 }
