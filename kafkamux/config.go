@@ -44,6 +44,7 @@ type cfg struct {
 	fetchMaxWait    time.Duration
 	compression     []kgo.CompressionCodec // nil: by cluster kind, see ProduceCompression
 	extra           []kgo.Opt
+	recentBytes     int
 }
 
 func defaults() cfg {
@@ -66,6 +67,7 @@ func defaults() cfg {
 		closeTimeout:    10 * time.Second,
 		partRefresh:     30 * time.Second,
 		fetchMaxWait:    500 * time.Millisecond,
+		recentBytes:     64 << 20,
 	}
 }
 

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -17,11 +19,29 @@ import (
 // shared by many subscribers; Ferry never mutates it after the call.
 type Handler func(partition int32, offset int64, msg *Message)
 
+// Start says where [Mux.FollowFrom] begins reading each partition.
+type Start uint8
+
+const (
+	// FromEnd reads the records produced after FollowFrom returns.
+	FromEnd Start = iota
+	// FromStart reads every record still in the log, then keeps following.
+	FromStart
+)
+
 // follower is one followed topic.
 type follower struct {
 	topic string
 	h     Handler
+	raw   func(*kgo.Record)
 	parts map[int32]struct{} // partitions being read; guarded by Mux.followMu
+
+	// Catch-up state, touched only by the reader goroutine once the follower
+	// is published: the partitions still short of the end offset listed
+	// when following began, each mapped to the offset that, once read,
+	// catches it up (end-1). caughtUp is nil once called.
+	behind   map[int32]int64
+	caughtUp func()
 }
 
 // Follow starts reading every partition of topic from its current end, with
@@ -34,44 +54,168 @@ type follower struct {
 // headers are invalid, are skipped and counted ([Mux.Skipped]).
 //
 // A topic can be followed once; Follow fails if the topic does not exist.
-func (m *Mux) Follow(topic string, h Handler) error {
-	if h == nil {
-		return fmt.Errorf("cannot follow topic %q: nil handler", topic)
+// Follow is FollowFrom(topic, FromEnd, h, nil).
+func (m *Mux) Follow(topic string, h Handler) error { return m.FollowFrom(topic, FromEnd, h, nil) }
+
+// FollowFrom is [Mux.Follow] with a choice of where to begin and a signal
+// for when the past has been read: it is how a compacted topic (retained
+// messages) is loaded into memory and then kept current. Everything goes
+// through the Mux's one client: no connection is added.
+//
+// With FromStart, every partition is read from its log start offset. The
+// end of each partition is listed when FollowFrom is called (its high
+// watermark); caughtUp is called once, after h has been called for every
+// record before those ends, on the reader goroutine, and must not block.
+// If there is nothing to read (an empty topic, or FromEnd), caughtUp is
+// called before FollowFrom returns. After Close it is never called.
+// caughtUp may be nil.
+//
+// A partition counts as read up to its end once the reader has seen a
+// record at or past end-1. Control records (transaction markers) count,
+// though h never sees them, so a log ending in a commit or abort marker
+// catches up too. A transaction open when FollowFrom is called hides the
+// records after its start from the read_committed reader until it ends:
+// catching up waits for it (at most the transaction timeout), so that every
+// record written before FollowFrom has been seen, not only those that were
+// visible then.
+//
+// Tombstones (records with a null value, written to compacted topics to
+// delete a key) reach h as a Message with Tombstone set and a nil Payload;
+// h tells them from an empty payload by the flag.
+//
+// Latency: a topic followed while the reader already has a fetch waiting
+// at the broker (up to [FetchMaxWait]) joins the next fetch, so its first
+// records, and records produced to an empty topic that is "caught up" at
+// once, may reach h up to about two FetchMaxWait later than records of
+// topics already followed. Topics followed together by [Mux.FollowAll] are
+// in the same first fetch.
+func (m *Mux) FollowFrom(topic string, start Start, h Handler, caughtUp func()) error {
+	return m.FollowAll(FollowSpec{Topic: topic, Start: start, Handler: h, CaughtUp: caughtUp})
+}
+
+// FollowSpec is one topic for [Mux.FollowAll], with the arguments of
+// [Mux.FollowFrom].
+type FollowSpec struct {
+	Topic    string
+	Start    Start
+	Handler  Handler
+	CaughtUp func() // may be nil
+
+	// Raw, if set instead of Handler, receives the records undecoded (control records excepted): for topics
+	// whose records are not MQTT messages, such as the sessions topic. Same goroutine rules as Handler.
+	Raw func(r *kgo.Record)
+	// Started, if set, is called once before any record is handed on, with the offset reading begins at in
+	// every partition.
+	Started func(begin map[int32]int64)
+}
+
+// FollowAll follows several topics at once, each as [Mux.FollowFrom] does,
+// with the partitions of all of them added to the reader together, so the
+// first fetch reads them all: what a server starting up wants. It follows
+// all of them or, with an error, none.
+func (m *Mux) FollowAll(specs ...FollowSpec) error {
+	upNow, err := m.follow(specs)
+	if err != nil {
+		return err
+	}
+	for i := range specs {
+		if upNow[i] && specs[i].CaughtUp != nil {
+			specs[i].CaughtUp() // nothing to read; called here rather than under followMu
+		}
+	}
+	return nil
+}
+
+// follow does the work of FollowAll under followMu and reports, per spec,
+// whether there is nothing to catch up on.
+func (m *Mux) follow(specs []FollowSpec) (upNow []bool, err error) {
+	if len(specs) == 0 {
+		return nil, errors.New("cannot follow topics: none given")
+	}
+	topics := make([]string, len(specs))
+	var fromStart []string
+	for i, sp := range specs {
+		switch {
+		case sp.Handler == nil && sp.Raw == nil:
+			return nil, fmt.Errorf("cannot follow topic %q: nil handler", sp.Topic)
+		case sp.Start != FromEnd && sp.Start != FromStart:
+			return nil, fmt.Errorf("cannot follow topic %q: invalid start %d", sp.Topic, sp.Start)
+		case slices.Contains(topics[:i], sp.Topic):
+			return nil, fmt.Errorf("cannot follow topic %q: given twice", sp.Topic)
+		}
+		topics[i] = sp.Topic
+		if sp.Start == FromStart {
+			fromStart = append(fromStart, sp.Topic)
+		}
 	}
 	m.followMu.Lock()
 	defer m.followMu.Unlock()
 	if m.ctx.Err() != nil {
-		return fmt.Errorf("cannot follow topic %q: %w", topic, ErrClosed)
+		return nil, fmt.Errorf("cannot follow topics %q: %w", topics, ErrClosed)
 	}
-	if _, ok := (*m.followers.Load())[topic]; ok {
-		return fmt.Errorf("cannot follow topic %q: already followed", topic)
+	for _, t := range topics {
+		if _, ok := (*m.followers.Load())[t]; ok {
+			return nil, fmt.Errorf("cannot follow topic %q: already followed", t)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.dialTimeout+10*time.Second)
 	defer cancel()
 	// The last stable offset: with read_committed, nothing at or after it
 	// has been delivered to anyone yet.
-	listed, err := m.adm.ListCommittedOffsets(ctx, topic)
+	ends, err := m.adm.ListCommittedOffsets(ctx, topics...)
 	if err == nil {
-		err = listed.Error()
+		err = ends.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("cannot follow topic %q: cannot list its end offsets: %w", topic, err)
+		return nil, fmt.Errorf("cannot follow topics %q: cannot list their end offsets: %w", topics, err)
 	}
-	start := make(map[int32]kgo.Offset, len(listed[topic]))
-	f := &follower{topic: topic, h: h, parts: make(map[int32]struct{}, len(listed[topic]))}
-	for p, lo := range listed[topic] {
-		start[p] = kgo.NewOffset().At(lo.Offset)
-		f.parts[p] = struct{}{}
-	}
-	if len(start) == 0 {
-		return fmt.Errorf("cannot follow topic %q: %w", topic, kerr.UnknownTopicOrPartition)
+	// Topics read from the start are caught up at their high watermarks:
+	// every record written before FollowFrom, including those an open
+	// transaction still hides from read_committed readers.
+	var starts, hwms kadm.ListedOffsets
+	if len(fromStart) > 0 {
+		starts, err = m.adm.ListStartOffsets(ctx, fromStart...)
+		if err == nil {
+			err = starts.Error()
+		}
+		if err == nil {
+			hwms, err = m.adm.ListEndOffsets(ctx, fromStart...)
+		}
+		if err == nil {
+			err = hwms.Error()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cannot follow topics %q: cannot list their start and end offsets: %w", fromStart, err)
+		}
 	}
 
+	fs := make([]*follower, len(specs))
+	add := make(map[string]map[int32]kgo.Offset, len(specs))
+	begins := make([]map[int32]int64, len(specs))
+	upNow = make([]bool, len(specs))
+	for i, sp := range specs {
+		f, at, begin, err := newFollower(sp, ends[sp.Topic], starts, hwms)
+		if err != nil {
+			return nil, err
+		}
+		fs[i], add[sp.Topic], begins[i] = f, at, begin
+		if upNow[i] = f.behind == nil; upNow[i] {
+			f.caughtUp = nil
+		}
+	}
+
+	for i, sp := range specs { // only once every topic is known to be followed, before any record is read
+		if sp.Started != nil {
+			sp.Started(begins[i])
+		}
+	}
 	next := maps.Clone(*m.followers.Load())
-	next[topic] = f
-	m.followers.Store(&next) // before the partitions are added: the reader must know the topic
-	m.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: start})
+	for _, f := range fs {
+		next[f.topic] = f
+	}
+	m.followers.Store(&next) // before the partitions are added: the reader must know the topics
+	m.cl.AddConsumePartitions(add)
 
 	if !m.started {
 		m.started = true
@@ -79,7 +223,43 @@ func (m *Mux) Follow(topic string, h Handler) error {
 		go m.read()
 		go m.refreshPartitions()
 	}
-	return nil
+	return upNow, nil
+}
+
+// newFollower builds the follower of sp from its listed end offsets (last
+// stable offsets; and for FromStart, start offsets and high watermarks) and
+// returns the offsets to read from, as the client wants them and as numbers.
+func newFollower(sp FollowSpec, ends map[int32]kadm.ListedOffset, starts, hwms kadm.ListedOffsets) (
+	*follower, map[int32]kgo.Offset, map[int32]int64, error,
+) {
+	if len(ends) == 0 {
+		return nil, nil, nil, fmt.Errorf("cannot follow topic %q: %w", sp.Topic, kerr.UnknownTopicOrPartition)
+	}
+	f := &follower{topic: sp.Topic, h: sp.Handler, raw: sp.Raw, parts: make(map[int32]struct{}, len(ends)), caughtUp: sp.CaughtUp}
+	at := make(map[int32]kgo.Offset, len(ends))
+	begin := make(map[int32]int64, len(ends))
+	for p, end := range ends {
+		f.parts[p] = struct{}{}
+		if sp.Start == FromEnd {
+			at[p] = kgo.NewOffset().At(end.Offset)
+			begin[p] = end.Offset
+			continue
+		}
+		first, ok := starts.Lookup(sp.Topic, p)
+		hwm, ok2 := hwms.Lookup(sp.Topic, p)
+		if !ok || !ok2 {
+			return nil, nil, nil, fmt.Errorf("cannot follow topic %q: no start or end offset listed for partition %d", sp.Topic, p)
+		}
+		at[p] = kgo.NewOffset().At(first.Offset)
+		begin[p] = first.Offset
+		if hwm.Offset > first.Offset {
+			if f.behind == nil {
+				f.behind = make(map[int32]int64)
+			}
+			f.behind[p] = hwm.Offset - 1
+		}
+	}
+	return f, at, begin, nil
 }
 
 // read is the one reader goroutine: it polls the client and hands each
@@ -102,11 +282,25 @@ func (m *Mux) read() {
 		fs := *m.followers.Load()
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			f := fs[ftp.Topic]
-			if f == nil {
+			if f == nil || len(ftp.Records) == 0 {
 				return
 			}
 			for _, r := range ftp.Records {
+				if r.Attrs.IsControl() {
+					continue // a transaction marker: kept only so catching up sees it (see FollowFrom)
+				}
+				if f.raw != nil {
+					f.raw(r)
+					continue
+				}
 				msg, err := MessageFromRecord(r)
+				if ftp.Topic == m.cfg.topicMessages {
+					cached := msg
+					if err != nil {
+						cached = nil // a skipped record: its offset is still covered
+					}
+					m.recentMsgs.add(r.Partition, r.Offset, cached)
+				}
 				if err != nil {
 					m.skipped.Add(1)
 					if ok, n := m.rl.allow("decode:" + ftp.Topic); ok {
@@ -117,7 +311,29 @@ func (m *Mux) read() {
 				}
 				f.h(r.Partition, r.Offset, msg)
 			}
+			if f.behind != nil {
+				f.advance(ftp.Partition, ftp.Records[len(ftp.Records)-1].Offset)
+			}
 		})
+	}
+}
+
+// advance notes that partition p has been read up to offset last, and calls
+// caughtUp when that was the last partition short of its end. Runs on the
+// reader goroutine.
+func (f *follower) advance(p int32, last int64) {
+	end, ok := f.behind[p]
+	if !ok || last < end {
+		return
+	}
+	delete(f.behind, p)
+	if len(f.behind) > 0 {
+		return
+	}
+	f.behind = nil
+	if cb := f.caughtUp; cb != nil {
+		f.caughtUp = nil
+		cb()
 	}
 }
 

@@ -54,6 +54,7 @@ type Message struct {
 	Payload          []byte // record value, byte for byte; nil read from Kafka = tombstone (retained)
 	QoS              byte   // 0, 1 or 2
 	Retain           bool   // RETAIN flag of the PUBLISH
+	Tombstone        bool   // read side: the record value was null (Payload is nil); a cleared retained topic
 	ClientID         string // publishing client id, for No Local; "" when unknown
 	PayloadFormat    byte   // MQTT 5 payload format indicator, valid when HasPayloadFormat
 	HasPayloadFormat bool
@@ -211,6 +212,7 @@ func MessageFromRecord(r *kgo.Record) (*Message, error) {
 	m := &Message{
 		Topic:     string(r.Key),
 		Payload:   r.Value,
+		Tombstone: r.Value == nil,
 		QoS:       KafkaBornQoS,
 		Timestamp: r.Timestamp,
 	}

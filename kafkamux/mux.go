@@ -49,6 +49,8 @@ type Mux struct {
 
 	skipped   atomic.Int64
 	closeOnce sync.Once
+
+	recentMsgs *recent // recent records of the messages topic, for resumes
 }
 
 // New connects to Kafka (starting the embedded cluster when no brokers are
@@ -65,7 +67,7 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("invalid Kafka configuration: %w", err)
 	}
-	m := &Mux{cfg: c, log: c.logger, conns: newConnTracker()}
+	m := &Mux{cfg: c, log: c.logger, conns: newConnTracker(), recentMsgs: newRecent(c.recentBytes)}
 	m.rl.init(time.Minute)
 	empty := map[string]*follower{}
 	m.followers.Store(&empty)
@@ -175,6 +177,7 @@ func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
 		kgo.MaxBufferedRecords(c.maxBufRecords),
 		kgo.RecordDeliveryTimeout(c.deliveryTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // transaction markers tell FollowFrom a partition is read up to its end
 		kgo.FetchMaxWait(c.fetchMaxWait),
 		// After a retryable error (leader moved, not enough replicas)
 		// franz-go waits for fresh metadata, at most once per min age:
@@ -184,6 +187,7 @@ func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
 		// A followed partition whose offset fell out of range (retention
 		// deleted it while we lagged) restarts at its oldest record.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.RecordPartitioner(partitioner{sessions: c.topicSessions}),
 	}
 	switch {
 	case c.compression != nil:

@@ -156,8 +156,31 @@ func (o *Offload) Stats() Stats {
 // Follow passes through to [kafkamux.Mux.Follow].
 func (o *Offload) Follow(topic string, h kafkamux.Handler) error { return o.mux.Follow(topic, h) }
 
+// Start says where FollowFrom begins reading: [kafkamux.Start].
+type Start = kafkamux.Start
+
+// Where FollowFrom begins reading.
+const (
+	FromEnd   = kafkamux.FromEnd
+	FromStart = kafkamux.FromStart
+)
+
+// FollowSpec is one topic for FollowAll: [kafkamux.FollowSpec].
+type FollowSpec = kafkamux.FollowSpec
+
+// FollowFrom passes through to [kafkamux.Mux.FollowFrom].
+func (o *Offload) FollowFrom(topic string, start Start, h kafkamux.Handler, caughtUp func()) error {
+	return o.mux.FollowFrom(topic, start, h, caughtUp)
+}
+
+// FollowAll passes through to [kafkamux.Mux.FollowAll].
+func (o *Offload) FollowAll(specs ...FollowSpec) error { return o.mux.FollowAll(specs...) }
+
 // MessagesTopic is the Kafka topic TryPublish produces to.
 func (o *Offload) MessagesTopic() string { return o.topic }
+
+// RetainedTopic is the Kafka topic TryPublish also writes retained messages to.
+func (o *Offload) RetainedTopic() string { return o.retained }
 
 func (o *Offload) logFailure(err error) {
 	if ok, n := o.rl.Allow(err.Error()); ok {

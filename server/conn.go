@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -13,6 +14,7 @@ type connPhase uint8
 
 const (
 	phaseAwaitConnect connPhase = iota // socket open, no CONNECT yet
+	phaseLoading                       // CONNECT read; the session is being handed over by another instance
 	phaseConnected                     // CONNECT accepted
 	phaseClosing                       // DISCONNECT sent or received; no more packets are read
 )
@@ -21,7 +23,6 @@ const (
 type conn struct {
 	gc   gnet.Conn
 	l    *loop
-	srv  *Server
 	sess *session
 
 	phase     connPhase
@@ -33,6 +34,7 @@ type conn struct {
 	keepAlive uint16      // seconds, 0 = none
 	lastRead  int64       // unix seconds of the last packet
 	wheelAt   int64       // the second of c's live entry in the loop's timing wheel
+	epoch     int64       // unix nanoseconds of the CONNECT: orders connections of one client across instances
 
 	clientMaxPacket uint32 // from CONNECT; 0 = no limit
 	clientRecvMax   uint16 // outbound QoS>0 window the client allows
@@ -49,7 +51,7 @@ type conn struct {
 // OnOpen runs on the connection's event loop.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	l := s.loopOf(gc.EventLoop())
-	c := &conn{gc: gc, l: l, srv: s, lastRead: l.now}
+	c := &conn{gc: gc, l: l, lastRead: l.now}
 	gc.SetContext(c)
 	s.metrics.connsOpened.Add(1)
 	s.metrics.connsCurrent.Add(1)
@@ -78,9 +80,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c == nil || c.closed {
 		return gnet.Close
 	}
-	if gc.InboundBuffered() > 0 {
-		c.lastRead = c.l.now
-	}
+	c.l.now = time.Now().Unix()
 	c.service()
 	if c.closed {
 		return gnet.Close
@@ -104,8 +104,8 @@ func (c *conn) service() {
 func (c *conn) readPackets() {
 	buf, _ := c.gc.Peek(-1)
 	used := 0
-	for !c.closed && !c.paused && c.phase != phaseClosing {
-		max := c.srv.cfg.maxPacketSize
+	for !c.closed && !c.paused && c.phase != phaseClosing && c.phase != phaseLoading {
+		max := c.l.srv.cfg.maxPacketSize
 		fh, body, n, err := mqttcodec.Frame(buf[used:], max)
 		if errors.Is(err, mqttcodec.ErrIncomplete) {
 			break
@@ -125,14 +125,19 @@ func (c *conn) readPackets() {
 			break
 		}
 		used += n
+		if c.phase == phaseConnected {
+			// Keep-alive counts whole control packets, not bytes [MQTT-3.1.2-22]; before CONNECT the socket
+			// is timed from its opening, so a CONNECT sent byte by byte cannot hold it open.
+			c.lastRead = c.l.now
+		}
 	}
 	if used > 0 {
 		_, _ = c.gc.Discard(used)
 	}
-	if c.paused && c.gc.InboundBuffered() > c.srv.cfg.maxPacketSize+2*c.srv.cfg.outboundBudget {
+	if c.paused && c.gc.InboundBuffered() > c.l.srv.cfg.maxPacketSize+2*c.l.srv.cfg.outboundBudget {
 		// A v3 client keeps sending past the window the server can take; its bytes are not buffered without
 		// bound.
-		c.srv.warn("closing connection: client exceeds the in-flight window", "client", c.clientID())
+		c.l.srv.warn("closing connection: client exceeds the in-flight window", "client", c.clientID())
 		c.close()
 	}
 }
@@ -191,6 +196,10 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 		if c.version < mqttcodec.Version5 {
 			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "AUTH is not a v3 packet"}
 		}
+		l.auth.Reset()
+		if err := l.auth.Decode(fh, body, c.version); err != nil {
+			return err
+		}
 		// Ferry offers no enhanced authentication method, so no AUTH exchange can have started.
 		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "AUTH without an authentication method"}
 	default:
@@ -204,8 +213,8 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 // [MQTT-4.13.1-1], a v3 client is simply disconnected, as its protocol prescribes.
 func (c *conn) protocolError(err error) {
 	reason := mqttcodec.ReasonOf(err)
-	c.srv.metrics.protocolErrors.Add(1)
-	c.srv.debug("closing connection on protocol error", "client", c.clientID(), "err", err)
+	c.l.srv.metrics.protocolErrors.Add(1)
+	c.l.srv.debug("closing connection on protocol error", "client", c.clientID(), "err", err)
 	if c.phase == phaseConnected && c.version >= mqttcodec.Version5 {
 		c.sendDisconnect(reason, err.Error())
 	}
@@ -216,7 +225,7 @@ func (c *conn) protocolError(err error) {
 func (c *conn) sendDisconnect(reason mqttcodec.ReasonCode, why string) {
 	var d mqttcodec.Disconnect
 	d.Reason = reason
-	if why != "" && c.srv.cfg.reasonStrings {
+	if why != "" && c.reasonStringFits(len(why)) {
 		d.Props.ReasonString = []byte(why)
 		d.Props.Set(mqttcodec.PropReasonString)
 	}
@@ -242,7 +251,7 @@ func (c *conn) flushOut() {
 	}
 	if !c.closed {
 		_, _ = c.gc.Write(l.out)
-		c.srv.metrics.bytesOut.Add(uint64(len(l.out)))
+		c.l.srv.metrics.bytesOut.Add(uint64(len(l.out)))
 	}
 	l.out = l.out[:0]
 }
@@ -253,9 +262,9 @@ func (c *conn) checkTimeout() {
 	var deadline int64
 	switch c.phase {
 	case phaseAwaitConnect:
-		deadline = c.lastRead + int64(c.srv.cfg.connectTimeout.Seconds()+0.999)
+		deadline = c.lastRead + int64(c.l.srv.cfg.connectTimeout.Seconds()+0.999) + 1
 		if l.now >= deadline {
-			c.srv.metrics.connectTimeouts.Add(1)
+			c.l.srv.metrics.connectTimeouts.Add(1)
 			c.close()
 			return
 		}
@@ -264,9 +273,10 @@ func (c *conn) checkTimeout() {
 			return // [MQTT-3.1.2-?] keep-alive 0 turns the mechanism off
 		}
 		// [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: one and a half keep-alive periods without a packet ends it.
-		deadline = c.lastRead + (int64(c.keepAlive)*3+1)/2
+		// The loop's clock has one-second steps: one more second keeps the close from coming early.
+		deadline = c.lastRead + (int64(c.keepAlive)*3+1)/2 + 1
 		if l.now >= deadline {
-			c.srv.metrics.keepAliveTimeouts.Add(1)
+			c.l.srv.metrics.keepAliveTimeouts.Add(1)
 			if c.version >= mqttcodec.Version5 {
 				c.sendDisconnect(mqttcodec.KeepAliveTimeout, "keep-alive timeout")
 			}
@@ -277,6 +287,16 @@ func (c *conn) checkTimeout() {
 		return
 	}
 	l.wheel.schedule(c, deadline)
+}
+
+// reasonStringFits reports whether a Reason String of n bytes may be added to an ack or DISCONNECT: never
+// past the client's Maximum Packet Size [MQTT-3.1.2-24] [MQTT-3.14.2-3] [MQTT-3.4.2-2]. The bound is generous:
+// the rest of such a packet is at most 16 bytes.
+func (c *conn) reasonStringFits(n int) bool {
+	if !c.l.srv.cfg.reasonStrings || c.version < mqttcodec.Version5 {
+		return false
+	}
+	return c.clientMaxPacket == 0 || n+16 <= int(c.clientMaxPacket)
 }
 
 func (c *conn) clientID() string {

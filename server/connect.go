@@ -21,8 +21,8 @@ type willMsg struct {
 // connectError answers a CONNECT that failed to decode or validate, then closes. Runs on the loop.
 func (c *conn) connectError(p *mqttcodec.Connect, err error) error {
 	reason := mqttcodec.ReasonOf(err)
-	c.srv.metrics.connectRefused(reason)
-	c.srv.debug("refusing CONNECT", "err", err)
+	c.l.srv.metrics.connectRefused(reason)
+	c.l.srv.debug("refusing CONNECT", "err", err)
 	switch {
 	case reason == mqttcodec.UnsupportedProtocolVersion:
 		// [MQTT-3.1.2-2] an unsupported level gets return code 1 (v3 CONNACK, the form every level can read).
@@ -39,7 +39,7 @@ func (c *conn) connectError(p *mqttcodec.Connect, err error) error {
 
 // onConnect accepts a decoded CONNECT. Runs on the loop; p borrows from the read buffer.
 func (c *conn) onConnect(p *mqttcodec.Connect) error {
-	srv := c.srv
+	srv := c.l.srv
 	c.version = p.Version
 	refuse := func(r mqttcodec.ReasonCode) error {
 		srv.metrics.connectRefused(r)
@@ -101,22 +101,102 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		c.will = copyWill(p, id)
 	}
 
-	sess, present := srv.attach(c, id, p.CleanStart, expiry)
-	if p.Version < mqttcodec.Version5 && p.CleanStart {
+	c.epoch = time.Now().UnixNano()
+	return c.connectSession(&pendingConnect{id: id, clean: p.CleanStart, expiry: expiry, version: p.Version, props: props})
+}
+
+// pendingConnect is what a CONNECT asked for, kept while the session is being found.
+type pendingConnect struct {
+	id      string
+	clean   bool
+	expiry  uint32
+	version byte
+	props   mqttcodec.Properties // CONNACK properties decided so far
+}
+
+// connectSession finds the client's session: on this instance, in the sessions topic, or new. If another
+// instance holds the client right now, the CONNACK waits (without blocking the loop) until that instance
+// has handed the session over, or until the hand-off times out. Runs on the loop.
+func (c *conn) connectSession(pc *pendingConnect) error {
+	srv := c.l.srv
+	srv.regMu.Lock()
+	_, local := srv.sessions[pc.id]
+	srv.regMu.Unlock()
+	st, known := srv.store.lookup(pc.id)
+	srv.saveOwner(pc.id, c.epoch, true, pc.expiry) // every instance reads it: the takeover signal
+	if !local && !pc.clean && known && st.owner != nil && st.owner.Connected && st.owner.Instance != srv.store.instance {
+		c.phase = phaseLoading // no packet is read until the session is here
+		srv.store.awaitHandoff(pc.id, c.epoch, srv.cfg.handoffTimeout, func(snap *stored) {
+			_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				if c.closed || c.phase != phaseLoading {
+					return nil
+				}
+				if snap == nil { // superseded by a newer CONNECT of the same client
+					c.close()
+					return nil
+				}
+				c.finishConnect(pc, snap)
+				c.service()
+				return nil
+			}))
+		})
+		return nil
+	}
+	var snap *stored
+	if known {
+		snap = &st
+	}
+	c.finishConnect(pc, snap)
+	return nil
+}
+
+// finishConnect attaches the session and answers CONNACK. snap is what the sessions topic says of the client
+// (nil if nothing). Runs on the loop.
+func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
+	srv := c.l.srv
+	var restore *stored
+	if snap != nil {
+		switch {
+		case pc.clean:
+			if snap.sess != nil || snap.deliv != nil {
+				srv.store.put(kindSession, pc.id, nil) // [MQTT-3.1.2-4] a clean start discards the stored session
+				srv.store.put(kindDelivery, pc.id, nil)
+			}
+		case snap.sess != nil && !snap.expired(time.Now()):
+			restore = snap
+		}
+	}
+	sess, present, from, resend := srv.attach(c, pc.id, pc.clean, pc.expiry, restore)
+	if pc.version < mqttcodec.Version5 && pc.clean {
 		present = false // [MQTT-3.2.2-1]
 	}
 	c.sess = sess
 	c.phase = phaseConnected
+	c.lastRead = c.l.now
 	if c.keepAlive > 0 {
-		c.l.wheel.schedule(c, c.lastRead+(int64(c.keepAlive)*3+1)/2)
+		c.l.wheel.schedule(c, c.lastRead+(int64(c.keepAlive)*3+1)/2+1)
 	}
 	srv.metrics.sessionsConnected.Add(1)
-	c.writeConnack(p.Version, present, mqttcodec.Success, &props)
-	srv.debug("client connected", "client", id, "version", p.Version, "session_present", present)
+	if pc.expiry > 0 {
+		srv.saveSession(sess)
+	}
+	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
+	srv.debug("client connected", "client", pc.id, "version", pc.version, "session_present", present)
 	if present {
 		c.resend()
 	}
-	return nil
+	if from != nil {
+		srv.startResume(sess, from, resend)
+	}
+}
+
+// expired reports whether the stored session ended while its client was away.
+func (st *stored) expired(now time.Time) bool {
+	o := st.owner
+	if o == nil || o.Connected || o.Expiry == 0xFFFFFFFF {
+		return false
+	}
+	return now.UnixMilli() > o.At+int64(o.Expiry)*1000
 }
 
 // writeConnack encodes a CONNACK for the given protocol version. For v3 the reason is mapped to a v3 return
@@ -130,7 +210,7 @@ func (c *conn) writeConnack(version byte, present bool, reason mqttcodec.ReasonC
 			ack.Props = *props
 		}
 		if reason == mqttcodec.Success {
-			c.srv.capabilities(&ack.Props)
+			c.l.srv.capabilities(&ack.Props)
 		}
 	} else {
 		ack.Reason = mqttcodec.ReasonCode(mqttcodec.V3ConnackCode(reason))
@@ -175,9 +255,11 @@ func (s *Server) assignID() string {
 	return "ferry-" + hex.EncodeToString(b[:])
 }
 
-// attach binds c to the session of id, taking it over from another connection if one holds it. It reports
-// whether an existing session was resumed. Runs on c's loop; takes the registry lock, then the session lock.
-func (s *Server) attach(c *conn, id string, clean bool, expiry uint32) (*session, bool) {
+// attach binds c to the session of id, taking it over from another connection of this instance if one holds
+// it, or restoring it from the sessions topic (restore non-nil). It reports whether an existing session was
+// resumed and, for a restored one, where its replay starts. Runs on c's loop; takes the registry lock, then
+// matchMu and the session lock.
+func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *stored) (*session, bool, map[int32]int64, map[[2]int64]outRec) {
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
 	old := s.sessions[id]
@@ -203,18 +285,57 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32) (*session
 			s.discard(old)
 			old = nil
 		}
+		restore = nil // this instance's own state is newer than the topic's
 	}
 	present := old != nil
 	sess := old
+	var from map[int32]int64
+	var resend map[[2]int64]outRec
 	if sess == nil {
 		sess = &session{id: id}
+		if restore != nil {
+			from, resend = s.restore(sess, restore)
+			present = true
+		}
 		s.sessions[id] = sess
 	}
 	sess.mu.Lock()
 	sess.c = c
 	sess.expiry = expiry
+	if expiry > 0 {
+		if sess.ps == nil {
+			sess.ps = &persisted{}
+		}
+		sess.ps.epoch = c.epoch
+	} else {
+		sess.ps = nil
+	}
 	sess.mu.Unlock()
-	return sess, present
+	if restore != nil {
+		if from == nil {
+			from = map[int32]int64{}
+		}
+		// Live records skip the session until its replay has caught up; partitions the stored offsets do not
+		// name start where the shared reader is now.
+		s.matchMu.Lock()
+		for p, o := range s.readPos {
+			if _, ok := from[p]; !ok {
+				from[p] = o
+			}
+		}
+		sess.mu.Lock()
+		sess.resuming = true
+		sess.mu.Unlock()
+		s.matchMu.Unlock()
+		for f, o := range sess.subs {
+			s.trie.add(f, sess, o)
+			s.metrics.subscriptions.Add(1)
+		}
+		if sess.ps == nil {
+			sess.ps = &persisted{epoch: c.epoch} // the replay keeps its position there even if expiry is now 0
+		}
+	}
+	return sess, present, from, resend
 }
 
 // kick disconnects c from another goroutine or loop: it is done on c's own loop.
@@ -243,9 +364,7 @@ func (s *Server) discard(sess *session) {
 	sess.subs = nil
 	sess.ended = true
 	sess.queue.clear()
-	sess.inflight = nil
-	sess.inUse = nil
-	sess.qos2In = nil
+	sess.fl = nil
 	sess.mu.Unlock()
 	for f := range subs {
 		s.trie.remove(f, sess)
@@ -255,7 +374,7 @@ func (s *Server) discard(sess *session) {
 // endSession runs on the loop when c's socket has closed: the will is scheduled on an abnormal end, and a
 // session without expiry ends with its connection.
 func (c *conn) endSession() {
-	srv := c.srv
+	srv := c.l.srv
 	c.releasePublishes()
 	sess := c.sess
 	if sess == nil {
@@ -268,7 +387,6 @@ func (c *conn) endSession() {
 		return
 	}
 	sess.c = nil
-	sess.offlineAt = time.Now()
 	expiry := sess.expiry
 	will := c.will
 	if c.disconnect {
@@ -286,15 +404,22 @@ func (c *conn) endSession() {
 	if will != nil {
 		srv.sendWill(will.msg)
 	}
-	if expiry == 0 {
-		srv.regMu.Lock()
-		sess.mu.Lock()
-		orphan := sess.c == nil
-		sess.mu.Unlock()
-		if orphan {
-			srv.discard(sess)
-		}
-		srv.regMu.Unlock()
+	if expiry > 0 {
+		// The session outlives the connection in Kafka: final offsets, then "not connected" with the expiry.
+		srv.saveDelivery(sess, true, 0)
+		srv.saveOwner(sess.id, c.epoch, false, expiry)
+		return
+	}
+	srv.regMu.Lock()
+	sess.mu.Lock()
+	orphan := sess.c == nil
+	sess.mu.Unlock()
+	if orphan {
+		srv.discard(sess)
+	}
+	srv.regMu.Unlock()
+	if orphan {
+		srv.store.forget(sess.id, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
 	}
 }
 
@@ -320,6 +445,7 @@ func (s *Server) expire(sess *session) {
 	if offline {
 		s.metrics.sessionsExpired.Add(1)
 		s.discard(sess)
+		s.store.forget(sess.id, true) // every key of the client is tombstoned: nothing accumulates in Kafka
 	}
 }
 
@@ -334,7 +460,7 @@ func (c *conn) onDisconnect(p *mqttcodec.Disconnect) error {
 			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.DISCONNECT,
 				Msg: "session expiry set on DISCONNECT after CONNECT set none"}
 		}
-		c.sess.expiry = min(p.Props.SessionExpiry, c.srv.cfg.maxSessionExpiry)
+		c.sess.expiry = min(p.Props.SessionExpiry, c.l.srv.cfg.maxSessionExpiry)
 		c.sess.mu.Unlock()
 	}
 	// [MQTT-3.14.4-3] DISCONNECT 0x04 keeps the will; any other reason deletes it.

@@ -20,13 +20,11 @@ type aggDelivery struct {
 
 // onRecord fans one Kafka record out to the local sessions whose subscriptions match it. It runs on the shared
 // reader's goroutine and must not block: it only queues deliveries and wakes loops.
-func (s *Server) onRecord(_ int32, _ int64, m *offload.Message) {
+func (s *Server) onRecord(part int32, off int64, m *offload.Message) {
 	s.metrics.recordsIn.Add(1)
-	if m.Retain {
-		s.retained.set(m)
-	}
 	s.matchMu.Lock()
 	defer s.matchMu.Unlock()
+	s.readPos[part] = off + 1
 	s.scratch = s.trie.match(m.Topic, s.scratch[:0])
 	if len(s.scratch) == 0 {
 		return
@@ -37,10 +35,13 @@ func (s *Server) onRecord(_ int32, _ int64, m *offload.Message) {
 		e := &s.scratch[i]
 		if e.s.matchGen != s.gen {
 			e.s.matchGen = s.gen
-			e.s.matchIdx = len(agg)
+			e.s.matchIdx = int32(len(agg))
 			agg = append(agg, aggDelivery{s: e.s})
 		}
 		a := &agg[e.s.matchIdx]
+		if e.s.resuming {
+			continue // its replay delivers this record (resume in persist.go)
+		}
 		if e.noLocal && m.ClientID == e.s.id {
 			continue // [MQTT-3.8.3-3] not sent back to its publisher
 		}
@@ -56,11 +57,15 @@ func (s *Server) onRecord(_ int32, _ int64, m *offload.Message) {
 		if !a.any {
 			continue
 		}
-		d := delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap} // [MQTT-3.3.1-12]/[MQTT-3.3.1-13]
+		d := delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap, part: part, off: off} // [MQTT-3.3.1-12]/[MQTT-3.3.1-13]
 		if len(a.subIDs) > 0 {
 			d.subIDs = a.subIDs
 		}
-		if c := a.s.enqueue(d, s.cfg.sessionQueue); c != nil {
+		c, dropped := a.s.enqueue(d, s.cfg.sessionQueue)
+		if dropped {
+			s.metrics.dropped(dropQueueFull)
+		}
+		if c != nil {
 			c.l.notify(c)
 		}
 		agg[i] = aggDelivery{}
@@ -79,8 +84,8 @@ func (c *conn) drain() {
 	}
 	if sess.overflowed {
 		sess.overflowed = false
-		c.srv.metrics.dropped(dropQueueFull)
-		c.srv.warn("disconnecting a client that does not keep up", "client", sess.id)
+		c.l.srv.metrics.dropped(dropQueueFull)
+		c.l.srv.warn("disconnecting a client that does not keep up", "client", sess.id)
 		if c.version >= mqttcodec.Version5 {
 			c.sendDisconnect(mqttcodec.QuotaExceeded, "session queue full")
 		}
@@ -88,7 +93,7 @@ func (c *conn) drain() {
 		return
 	}
 	now := time.Now()
-	budget := c.srv.cfg.outboundBudget
+	budget := c.l.srv.cfg.outboundBudget
 	for sess.queue.len() > 0 {
 		if c.gc.OutboundBuffered()+len(c.l.out) >= budget {
 			break // the client reads slowly; the rest waits in the queue
@@ -97,22 +102,27 @@ func (c *conn) drain() {
 		if d.qos > 0 && sess.pendingOut() >= int(c.clientRecvMax) {
 			break // [MQTT-3.3.4-7] the client's Receive Maximum
 		}
+		if d.resendID != 0 {
+			c.resendReplayed(d, now)
+			sess.queue.pop()
+			continue
+		}
 		var id uint16
 		if d.qos > 0 {
-			id = sess.allocID()
+			id = sess.flights().allocID()
 		}
 		if !c.writePublish(d, id, false, now) {
 			if id != 0 {
-				delete(sess.inUse, id)
+				sess.fl.free(id)
 			}
 			sess.queue.pop()
 			continue
 		}
 		if d.qos > 0 {
-			sess.inflight = append(sess.inflight, outFlight{id: id, state: outPublished, d: *d})
+			sess.fl.add(id, *d)
 		}
 		sess.queue.pop()
-		c.srv.metrics.publishesOut[d.qos].Add(1)
+		c.l.srv.metrics.publishesOut[d.qos].Add(1)
 		if len(c.l.out) >= 64<<10 {
 			c.flushOut()
 		}
@@ -125,16 +135,18 @@ func (c *conn) resend() {
 	sess := c.sess
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
+	if sess.fl == nil {
+		return
+	}
 	now := time.Now()
-	for i := range sess.inflight {
-		f := &sess.inflight[i]
+	sess.fl.each(func(f *outFlight) {
 		switch f.state {
 		case outPublished:
 			c.writePublish(&f.d, f.id, true, now) // [MQTT-3.3.1-1] DUP on a re-delivery
 		case outReleased:
 			c.writeAck(mqttcodec.PUBREL, f.id, mqttcodec.Success, "")
 		}
-	}
+	})
 }
 
 // writePublish encodes d for this client. It reports false when the message must not be sent: expired
@@ -150,7 +162,7 @@ func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) boo
 	if !m.ExpiresAt.IsZero() {
 		left := m.ExpiresAt.Sub(now)
 		if left <= 0 {
-			c.srv.metrics.dropped(dropExpired)
+			c.l.srv.metrics.dropped(dropExpired)
 			return false
 		}
 		if c.version == mqttcodec.Version5 {
@@ -166,7 +178,7 @@ func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) boo
 		}
 	}
 	if max := c.clientMaxPacket; max > 0 && mqttcodec.PublishSize(p, c.version) > int(max) {
-		c.srv.metrics.dropped(dropTooLarge)
+		c.l.srv.metrics.dropped(dropTooLarge)
 		return false
 	}
 	c.l.out = mqttcodec.AppendPublish(c.l.out, p, c.version)
@@ -233,27 +245,36 @@ func (c *conn) onAck(a *mqttcodec.Ack) error {
 		sess.mu.Unlock()
 	case mqttcodec.PUBREL:
 		sess.mu.Lock()
-		_, found := sess.qos2In[a.PacketID]
-		delete(sess.qos2In, a.PacketID) // [MQTT-4.3.3-?] the packet id may be reused from now on
+		found := false
+		if sess.fl != nil {
+			_, found = sess.fl.qos2In[a.PacketID]
+			delete(sess.fl.qos2In, a.PacketID) // [MQTT-4.3.3-?] the packet id may be reused from now on
+		}
 		sess.mu.Unlock()
 		reason := mqttcodec.Success
 		if !found {
 			reason = mqttcodec.PacketIdentifierNotFound
 		}
 		c.writeAck(mqttcodec.PUBCOMP, a.PacketID, reason, "")
-		if c.paused && c.inflightIn() < int(c.srv.cfg.receiveMaximum) {
-			c.paused = false
-		}
 	}
 	return nil
 }
 
-// hasState reports whether id is in flight in state st. s.mu is held.
-func (s *session) hasState(id uint16, st outState) bool {
-	for i := range s.inflight {
-		if s.inflight[i].id == id && s.inflight[i].state == st {
-			return true
-		}
+// resendReplayed sends a replayed message the client had in flight before its session moved here, with its
+// original packet id: the PUBLISH again with DUP, or only the PUBREL if the client had sent PUBREC
+// [MQTT-4.4.0-1]. Runs on the loop with the session lock held.
+func (c *conn) resendReplayed(d *delivery, now time.Time) {
+	fl := c.sess.flights()
+	id := d.resendID
+	if d.released {
+		c.writeAck(mqttcodec.PUBREL, id, mqttcodec.Success, "")
+		fl.add(id, *d)
+		fl.find(id).state = outReleased
+		return
 	}
-	return false
+	if d.qos == 0 || !c.writePublish(d, id, true, now) {
+		fl.free(id)
+		return
+	}
+	fl.add(id, *d)
 }

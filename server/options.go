@@ -31,6 +31,9 @@ type cfg struct {
 	allowEmptyV3ID   bool          // accept an empty client id from v3.1.1 clients with CleanSession=1
 	messagesTopic    string        // Kafka topic the shared reader follows
 	reasonStrings    bool          // send Reason String properties to v5 clients
+	handoffTimeout   time.Duration // how long a CONNECT waits for another instance to hand a session over
+	saveEvery        time.Duration // how often delivery offsets of connected persistent sessions are written
+	loadTimeout      time.Duration // how long Start waits for the sessions topic to be read
 	log              *slog.Logger
 }
 
@@ -48,6 +51,9 @@ func (c *cfg) defaults() {
 	c.allowEmptyV3ID = true
 	c.messagesTopic = "mqtt-messages"
 	c.reasonStrings = true
+	c.handoffTimeout = 3 * time.Second
+	c.saveEvery = 2 * time.Second
+	c.loadTimeout = 60 * time.Second
 	c.log = slog.Default()
 }
 
@@ -146,6 +152,14 @@ func V3SessionExpiry(sec uint32) Opt { return func(c *cfg) { c.v3SessionExpiry =
 
 // MessagesTopic is the Kafka topic whose records are delivered to subscribers. Default "mqtt-messages".
 func MessagesTopic(t string) Opt { return func(c *cfg) { c.messagesTopic = t } }
+
+// HandoffTimeout bounds how long a CONNECT waits for the instance that held the client to hand its session
+// over (write its final offsets); after it the session resumes from the last stored state. Default 3 s.
+func HandoffTimeout(d time.Duration) Opt { return func(c *cfg) { c.handoffTimeout = d } }
+
+// SaveEvery is how often the delivery offsets of connected persistent sessions are written to Kafka, coalescing
+// every acknowledgement in between; they are also written when a connection ends. Default 2 s.
+func SaveEvery(d time.Duration) Opt { return func(c *cfg) { c.saveEvery = d } }
 
 // Logger sets the structured logger. Default slog.Default().
 func Logger(l *slog.Logger) Opt { return func(c *cfg) { c.log = l } }

@@ -61,8 +61,8 @@ func releasePub(r *pubReq) {
 func (r *pubReq) complete(err error) {
 	if r.qos == 0 {
 		if err != nil {
-			r.c.srv.metrics.kafkaErrors.Add(1)
-			r.c.srv.warn("QoS 0 message not written to Kafka", "err", err)
+			r.c.l.srv.metrics.kafkaErrors.Add(1)
+			r.c.l.srv.warn("QoS 0 message not written to Kafka", "err", err)
 		}
 		releasePub(r)
 		return
@@ -82,11 +82,14 @@ func (r *pubReq) complete(err error) {
 
 // onPublish handles an inbound PUBLISH. Runs on the loop; p borrows from the read buffer.
 func (c *conn) onPublish(p *mqttcodec.Publish) error {
-	srv := c.srv
+	srv := c.l.srv
 	srv.metrics.publishesIn[p.QoS].Add(1)
 	if p.QoS > srv.cfg.maxQoS {
 		// [MQTT-3.2.2-11] a QoS above the advertised maximum is a protocol error.
 		return &mqttcodec.Error{Reason: mqttcodec.QoSNotSupported, Packet: mqttcodec.PUBLISH, Msg: "QoS above the server maximum"}
+	}
+	if err := mqttcodec.CheckClientPublish(p); err != nil {
+		return err // [MQTT-3.3.4-6] a client's PUBLISH carries no Subscription Identifier
 	}
 	topic, err := c.resolveAlias(p)
 	if err != nil {
@@ -101,7 +104,10 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 		}
 		if p.QoS == 2 {
 			sess.mu.Lock()
-			_, dup := sess.qos2In[p.PacketID]
+			dup := false
+			if sess.fl != nil {
+				_, dup = sess.fl.qos2In[p.PacketID]
+			}
 			sess.mu.Unlock()
 			if dup {
 				// [MQTT-4.3.3-?] a re-sent QoS 2 PUBLISH already stored: acknowledge again, do not store twice.
@@ -156,7 +162,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 // allows. Runs on the loop.
 func (c *conn) queueOrDrop(r *pubReq) error {
 	if r.qos == 0 {
-		c.srv.metrics.dropped(dropLaneFull)
+		c.l.srv.metrics.dropped(dropLaneFull)
 		releasePub(r)
 		return nil
 	}
@@ -170,7 +176,9 @@ func (c *conn) queueOrDrop(r *pubReq) error {
 // pauseIfFull stops reading further packets from a v3 client when the inbound QoS>0 window is full; flushAcks
 // resumes. A v5 client was told the window in CONNACK, so it keeps being read and a breach is a protocol error.
 func (c *conn) pauseIfFull() {
-	if c.version < mqttcodec.Version5 && c.inflightIn() >= int(c.srv.cfg.receiveMaximum) {
+	// Only publishes still on their way to Kafka count: a QoS 2 id waiting for PUBREL is completed by a packet
+	// the client sends, which must still be read.
+	if c.version < mqttcodec.Version5 && c.toKafka() >= int(c.l.srv.cfg.receiveMaximum) {
 		c.paused = true
 	}
 }
@@ -179,10 +187,13 @@ func (c *conn) pauseIfFull() {
 func (c *conn) inflightIn() int {
 	n := len(c.pubq) - c.pubqHead
 	c.sess.mu.Lock()
-	n += len(c.sess.qos2In)
+	n += c.sess.qos2InCount()
 	c.sess.mu.Unlock()
 	return n
 }
+
+// toKafka counts this connection's QoS>0 publishes not yet acknowledged to the client.
+func (c *conn) toKafka() int { return len(c.pubq) - c.pubqHead }
 
 func (c *conn) waiting() bool {
 	for _, r := range c.pubq[c.pubqHead:] {
@@ -235,8 +246,8 @@ func (c *conn) flushAcks() {
 		c.pubq[c.pubqHead] = nil
 		c.pubqHead++
 		if st == reqFailed {
-			c.srv.metrics.kafkaErrors.Add(1)
-			c.srv.warn("message not written to Kafka", "client", c.clientID(), "err", r.err)
+			c.l.srv.metrics.kafkaErrors.Add(1)
+			c.l.srv.warn("message not written to Kafka", "client", c.clientID(), "err", r.err)
 			if c.version < mqttcodec.Version5 {
 				// A v3 ack cannot say "failed": the connection closes without it, and the client re-sends.
 				releasePub(r)
@@ -246,10 +257,11 @@ func (c *conn) flushAcks() {
 			c.writeAck(ackFor(r.qos), r.id, mqttcodec.UnspecifiedError, "kafka write failed")
 		} else if r.qos == 2 {
 			c.sess.mu.Lock()
-			if c.sess.qos2In == nil {
-				c.sess.qos2In = make(map[uint16]struct{})
+			fl := c.sess.flights()
+			if fl.qos2In == nil {
+				fl.qos2In = make(map[uint16]struct{})
 			}
-			c.sess.qos2In[r.id] = struct{}{}
+			fl.qos2In[r.id] = struct{}{}
 			c.sess.mu.Unlock()
 			c.writeAck(mqttcodec.PUBREC, r.id, mqttcodec.Success, "")
 		} else {
@@ -264,7 +276,7 @@ func (c *conn) flushAcks() {
 			c.pubq = nil
 		}
 	}
-	if c.paused && c.inflightIn() < int(c.srv.cfg.receiveMaximum) {
+	if c.paused && c.toKafka() < int(c.l.srv.cfg.receiveMaximum) {
 		c.paused = false
 	}
 }
@@ -294,7 +306,7 @@ func (c *conn) writeAck(typ byte, id uint16, reason mqttcodec.ReasonCode, why st
 	a := &c.l.ack
 	a.Reset()
 	a.Type, a.PacketID, a.Reason = typ, id, reason
-	if why != "" && c.srv.cfg.reasonStrings && c.version == mqttcodec.Version5 {
+	if why != "" && c.reasonStringFits(len(why)) {
 		a.Props.ReasonString = []byte(why)
 		a.Props.Set(mqttcodec.PropReasonString)
 	}
@@ -310,7 +322,7 @@ func (c *conn) resolveAlias(p *mqttcodec.Publish) ([]byte, error) {
 		return p.Topic, nil
 	}
 	a := p.Props.TopicAlias
-	if a == 0 || a > c.srv.cfg.topicAliasMax {
+	if a == 0 || a > c.l.srv.cfg.topicAliasMax {
 		// [MQTT-3.3.2-8] [MQTT-3.3.2-9]
 		return nil, &mqttcodec.Error{Reason: mqttcodec.TopicAliasInvalid, Packet: mqttcodec.PUBLISH, Msg: "topic alias out of range"}
 	}

@@ -34,11 +34,15 @@ type Server struct {
 	loops  map[gnet.EventLoop]*loop
 	order  []*loop
 
-	// reader-side scratch for folding matches; guarded by matchMu
+	// reader-side scratch for folding matches, and the reader's position; guarded by matchMu
 	matchMu sync.Mutex
 	scratch []subEntry
 	agg     []aggDelivery
 	gen     uint64
+	readPos map[int32]int64 // messages-topic partition → next offset the shared reader hands on
+
+	store     *store // the sessions topic
+	stopSaver context.CancelFunc
 
 	eng     gnet.Engine
 	booted  chan struct{}
@@ -48,7 +52,7 @@ type Server struct {
 
 // New builds a Server that hands messages to off. Call Start to listen.
 func New(off *offload.Offload, opts ...Opt) (*Server, error) {
-	s := &Server{off: off, trie: newTrie(), sessions: make(map[string]*session),
+	s := &Server{off: off, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[int32]int64),
 		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), stopped: make(chan error, 1)}
 	s.cfg.defaults()
 	for _, o := range opts {
@@ -58,15 +62,37 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 		return nil, err
 	}
 	s.warnLim.every = 10 * time.Second
+	s.store = newStore(s)
 	return s, nil
 }
 
-// Start follows the messages topic and starts the event loops; it returns once the listeners accept
-// connections, or with the error that kept them from starting.
+// Start follows the messages topic and the retained topic and starts the event loops; it returns once the
+// listeners accept connections, or with the error that kept them from starting. It does not wait for the
+// retained messages to load (see retained.go and RetainedReady).
 func (s *Server) Start() error {
-	if err := s.off.Follow(s.cfg.messagesTopic, s.onRecord); err != nil {
-		return fmt.Errorf("cannot follow Kafka topic %s: %w", s.cfg.messagesTopic, err)
+	// One call, so the first fetch reads every topic; the retained one loads in the background
+	// (retained.go); sessions must be known before the first CONNECT is answered, so Start waits for them.
+	sessionsLoaded := make(chan struct{})
+	err := s.off.FollowAll(
+		offload.FollowSpec{Topic: s.cfg.messagesTopic, Handler: s.onRecord, Started: s.initReadPos},
+		s.retainedFollow(),
+		offload.FollowSpec{Topic: s.off.SessionsTopic(), Start: offload.FromStart,
+			Raw:      func(r *offload.Record) { s.store.onRecord(string(r.Key), r.Value) },
+			CaughtUp: func() { close(sessionsLoaded) }},
+	)
+	if err != nil {
+		return fmt.Errorf("cannot follow Kafka topics: %w", err)
 	}
+	t0 := time.Now()
+	select {
+	case <-sessionsLoaded:
+		s.cfg.log.Info("sessions loaded from Kafka", "sessions", s.store.count(), "took", time.Since(t0))
+	case <-time.After(s.cfg.loadTimeout):
+		return fmt.Errorf("cannot load sessions from Kafka topic %s within %v", s.off.SessionsTopic(), s.cfg.loadTimeout)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopSaver = cancel
+	go s.saver(ctx, s.cfg.saveEvery)
 	addrs := make([]string, len(s.cfg.listeners))
 	for i, l := range s.cfg.listeners {
 		addrs[i], _ = parseListener(l)
@@ -95,6 +121,9 @@ func (s *Server) Start() error {
 
 // Stop closes the listeners and every connection, and waits for the loops to end.
 func (s *Server) Stop(ctx context.Context) error {
+	if s.stopSaver != nil {
+		s.stopSaver()
+	}
 	if err := s.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("cannot stop the event loops: %w", err)
 	}
@@ -207,3 +236,15 @@ func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprint
 func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
 func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
 func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
+
+// initReadPos records where the shared reader starts in each partition of the messages topic, so resumes
+// know the reader's position before its first record. Runs before any record is handed on.
+func (s *Server) initReadPos(begin map[int32]int64) {
+	s.matchMu.Lock()
+	defer s.matchMu.Unlock()
+	for p, o := range begin {
+		if _, ok := s.readPos[p]; !ok {
+			s.readPos[p] = o
+		}
+	}
+}

@@ -7,7 +7,7 @@ import (
 
 // onSubscribe handles SUBSCRIBE. Runs on the loop; p borrows from the read buffer.
 func (c *conn) onSubscribe(p *mqttcodec.Subscribe) error {
-	srv, sess := c.srv, c.sess
+	srv, sess := c.l.srv, c.sess
 	var subID uint32
 	if len(p.Props.SubscriptionIDs) > 0 {
 		subID = p.Props.SubscriptionIDs[0]
@@ -40,26 +40,29 @@ func (c *conn) onSubscribe(p *mqttcodec.Subscribe) error {
 		// [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] retained messages per Retain Handling.
 		if s.RetainHandling == 0 || (s.RetainHandling == 1 && !existed) {
 			before := len(retained)
-			retained = srv.retained.match(s.Filter, retained)
+			retained = srv.retainedFor(sess, s.Filter, granted, subID, retained) // held back while loading: retained.go
 			for range retained[before:] {
 				grantedFor = append(grantedFor, granted)
 			}
 		}
 	}
 	c.l.out = mqttcodec.AppendSuback(c.l.out, &ack, c.version)
+	srv.saveSession(sess) // a persistent session's subscriptions live in Kafka
 	for i, m := range retained {
 		d := delivery{msg: m, qos: min(m.QoS, grantedFor[i]), retain: true}
 		if subID != 0 {
 			d.subIDs = []uint32{subID}
 		}
-		sess.enqueue(d, srv.cfg.sessionQueue)
+		if _, dropped := sess.enqueue(d, srv.cfg.sessionQueue); dropped {
+			srv.metrics.dropped(dropQueueFull)
+		}
 	}
 	return nil
 }
 
 // onUnsubscribe handles UNSUBSCRIBE. Runs on the loop; p borrows from the read buffer.
 func (c *conn) onUnsubscribe(p *mqttcodec.Unsubscribe) error {
-	srv, sess := c.srv, c.sess
+	srv, sess := c.l.srv, c.sess
 	ack := mqttcodec.Unsuback{PacketID: p.PacketID} // [MQTT-3.10.4-4]
 	for _, f := range p.Filters {
 		filter := string(f)
@@ -75,5 +78,6 @@ func (c *conn) onUnsubscribe(p *mqttcodec.Unsubscribe) error {
 		}
 	}
 	c.l.out = mqttcodec.AppendUnsuback(c.l.out, &ack, c.version) // [MQTT-3.10.4-5] even if nothing was removed
+	srv.saveSession(sess)
 	return nil
 }

@@ -34,6 +34,9 @@ type config struct {
 	serverKeepAlive   int
 	connectTimeout    time.Duration
 	sessionQueue      int
+	v3SessionExpiry   time.Duration
+	maxSessionExpiry  time.Duration
+	saveEvery         time.Duration
 	outboundBudget    int
 	laneBytes         int
 	laneRecords       int
@@ -83,6 +86,9 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.serverKeepAlive, "server-keep-alive", 0, "keep-alive in seconds imposed on v5 clients (0 = the client's)")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "time a new socket has to send CONNECT")
 	fs.IntVar(&c.sessionQueue, "session-queue", 10000, "messages queued per session")
+	fs.DurationVar(&c.v3SessionExpiry, "v3-session-expiry", 2*time.Hour, "how long a v3 CleanSession=0 session outlives its connection")
+	fs.DurationVar(&c.maxSessionExpiry, "max-session-expiry", 7*24*time.Hour, "cap on a v5 client's Session Expiry Interval")
+	fs.DurationVar(&c.saveEvery, "save-every", 2*time.Second, "how often delivery offsets of connected persistent sessions are written to Kafka")
 	fs.IntVar(&c.outboundBudget, "outbound-budget", 1<<20, "bytes buffered towards one client before deliveries wait")
 	fs.IntVar(&c.laneBytes, "inflight-bytes", 8<<20, "bytes in flight to Kafka per event loop")
 	fs.IntVar(&c.laneRecords, "inflight-records", 8192, "records in flight to Kafka per event loop")
@@ -219,6 +225,9 @@ func (c *config) validate() error {
 		{c.serverKeepAlive >= 0 && c.serverKeepAlive <= 65535, "server-keep-alive", c.serverKeepAlive, "0 to 65535"},
 		{c.connectTimeout > 0, "connect-timeout", c.connectTimeout, "positive"},
 		{c.shutdownTimeout > 0, "shutdown-timeout", c.shutdownTimeout, "positive"},
+		{c.v3SessionExpiry >= time.Second && c.v3SessionExpiry.Seconds() < 1<<32, "v3-session-expiry", c.v3SessionExpiry, "1s to 136 years"},
+		{c.maxSessionExpiry >= time.Second && c.maxSessionExpiry.Seconds() < 1<<32, "max-session-expiry", c.maxSessionExpiry, "1s to 136 years"},
+		{c.saveEvery >= 100*time.Millisecond, "save-every", c.saveEvery, "at least 100ms"},
 		{c.logFormat == "text" || c.logFormat == "json", "log-format", c.logFormat, "text or json"},
 		{validLevel(c.logLevel), "log-level", c.logLevel, "debug, info, warn or error"},
 	}

@@ -1,0 +1,44 @@
+package kafkamux
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The sessions topic is keyed "<kind>:<client id>". All keys of a client go to one partition, chosen from the
+// client id alone with Kafka's default key hash (murmur2), so the records of a client stay ordered and a
+// consumer group over the topic gives each client to exactly one member.
+
+// partitioner is the instance's record partitioner: Kafka's key hash everywhere, on the client id part of
+// the key for the sessions topic.
+type partitioner struct{ sessions string }
+
+func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	base := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
+	if topic != p.sessions {
+		return base
+	}
+	return clientIDPartitioner{base}
+}
+
+type clientIDPartitioner struct{ kgo.TopicPartitioner }
+
+func (c clientIDPartitioner) Partition(r *kgo.Record, n int) int {
+	return c.TopicPartitioner.Partition(&kgo.Record{Key: SessionClientID(r.Key)}, n)
+}
+
+// SessionClientID returns the client id part of a sessions-topic key.
+func SessionClientID(key []byte) []byte {
+	if len(key) >= 2 && key[1] == ':' {
+		return key[2:]
+	}
+	return key
+}
+
+// PutSession writes one record of the sessions topic: value nil writes a tombstone. It never blocks; done runs
+// on a franz-go goroutine once Kafka acked (acks=all) or failed the record.
+func (m *Mux) PutSession(key string, value []byte, done func(error)) {
+	r := &kgo.Record{Topic: m.cfg.topicSessions, Key: []byte(key), Value: value}
+	m.cl.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) { done(err) })
+}

@@ -1,0 +1,132 @@
+package server
+
+// flight is a session's packet-id state: outbound QoS 1/2 messages in send order until the client completes
+// them, and inbound QoS 2 ids waiting for PUBREL. It is allocated on the session's first QoS 1/2 exchange, so
+// an idle session does not carry it. Every operation is O(1) amortised: a client may allow 65,535 messages in
+// flight. The session lock is held for all of them.
+type flight struct {
+	out     []outFlight       // from out[head] on: entries in send order; done ones are skipped
+	head    int               // first entry not yet compacted away
+	base    uint64            // sequence number of out[0]
+	ids     map[uint16]uint64 // outbound packet id → sequence number, while in flight
+	pending int               // entries not yet done
+	nextID  uint16            // last outbound packet id handed out
+	qos2In  map[uint16]struct{}
+}
+
+// flights returns the session's packet-id state, allocating it. s.mu is held.
+func (s *session) flights() *flight {
+	if s.fl == nil {
+		s.fl = &flight{ids: make(map[uint16]uint64)}
+	}
+	return s.fl
+}
+
+// add records a message sent with a fresh packet id (from allocID). s.mu is held.
+func (f *flight) add(id uint16, d delivery) {
+	f.ids[id] = f.base + uint64(len(f.out))
+	f.out = append(f.out, outFlight{id: id, state: outPublished, d: d})
+	f.pending++
+}
+
+// allocID returns an outbound packet id not in flight. The caller must add it or free it. s.mu is held.
+func (f *flight) allocID() uint16 {
+	for {
+		f.nextID++
+		if f.nextID == 0 {
+			f.nextID = 1
+		}
+		if _, busy := f.ids[f.nextID]; !busy {
+			f.ids[f.nextID] = ^uint64(0) // reserved until add
+			return f.nextID
+		}
+	}
+}
+
+// free gives back an id from allocID that was not used.
+func (f *flight) free(id uint16) { delete(f.ids, id) }
+
+// find returns the in-flight entry of id, or nil.
+func (f *flight) find(id uint16) *outFlight {
+	seq, ok := f.ids[id]
+	if !ok || seq < f.base+uint64(f.head) || seq >= f.base+uint64(len(f.out)) {
+		return nil
+	}
+	return &f.out[seq-f.base]
+}
+
+// ack moves the in-flight message id from state want to next and reports whether it was found in state want.
+func (f *flight) ack(id uint16, want, next outState) bool {
+	e := f.find(id)
+	if e == nil || e.state != want {
+		return false
+	}
+	e.state = next
+	if next == outDone {
+		delete(f.ids, id)
+		e.d = delivery{}
+		f.pending--
+		f.compact()
+	}
+	return true
+}
+
+// compact drops done entries from the head, and moves the live ones down once the dead prefix is large.
+func (f *flight) compact() {
+	for f.head < len(f.out) && f.out[f.head].state == outDone {
+		f.out[f.head] = outFlight{}
+		f.head++
+	}
+	switch {
+	case f.head == len(f.out):
+		f.base += uint64(len(f.out))
+		f.out, f.head = f.out[:0], 0
+		if cap(f.out) > 1024 {
+			f.out = nil // give back a burst's memory
+		}
+	case f.head >= 1024 && f.head >= len(f.out)/2:
+		n := copy(f.out, f.out[f.head:])
+		clear(f.out[n:])
+		f.base += uint64(f.head)
+		f.out, f.head = f.out[:n], 0
+	}
+}
+
+// each calls fn for every entry not done, in send order.
+func (f *flight) each(fn func(*outFlight)) {
+	for i := f.head; i < len(f.out); i++ {
+		if f.out[i].state != outDone {
+			fn(&f.out[i])
+		}
+	}
+}
+
+// pendingOut counts outbound messages still waiting for the client. s.mu is held.
+func (s *session) pendingOut() int {
+	if s.fl == nil {
+		return 0
+	}
+	return s.fl.pending
+}
+
+// qos2InCount counts inbound QoS 2 messages waiting for PUBREL. s.mu is held.
+func (s *session) qos2InCount() int {
+	if s.fl == nil {
+		return 0
+	}
+	return len(s.fl.qos2In)
+}
+
+// ack is flight.ack on a session that may have no flight state yet. s.mu is held.
+func (s *session) ack(id uint16, want, next outState) bool {
+	return s.fl != nil && s.fl.ack(id, want, next)
+}
+
+// hasState reports whether id is in flight in state st. s.mu is held.
+func (s *session) hasState(id uint16, st outState) bool {
+	if s.fl == nil {
+		return false
+	}
+	e := s.fl.find(id)
+	return e != nil && e.state == st
+}

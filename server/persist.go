@@ -1,0 +1,347 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+)
+
+// persisted is the Kafka-side bookkeeping of a session that outlives its connection. Guarded by session.mu.
+type persisted struct {
+	epoch   int64           // owner epoch of the current connection (unix nanoseconds of its CONNECT)
+	from    map[int32]int64 // while resuming: the replay's position; otherwise nil
+	saved   time.Time       // last delivery record written
+	resumed chan struct{}   // closed when a resume has caught up (tests, drain)
+}
+
+// sessionRecord builds the "s:" value of a session. s.mu is held.
+func (s *session) sessionRecord() *sessionRec {
+	r := &sessionRec{V: recVersion, Expiry: s.expiry, Subs: make([]subRec, 0, len(s.subs))}
+	for f, o := range s.subs {
+		r.Subs = append(r.Subs, subRec{F: f, Q: o.qos, NL: o.noLocal, RAP: o.retainAsPub, RH: o.retainHandling, ID: o.subID})
+	}
+	return r
+}
+
+// deliveryRecord computes where the session stands in the messages topic: for every partition, the first
+// offset not yet completed for it. Records before it are acknowledged (or were not for this session).
+// The caller holds srv.matchMu, then s.mu.
+func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
+	offs := make(map[int32]int64, len(srv.readPos))
+	base := srv.readPos
+	if s.ps != nil && s.ps.from != nil {
+		base = s.ps.from
+	}
+	for p, o := range base {
+		offs[p] = o
+	}
+	lower := func(p int32, o int64) {
+		if o < 0 {
+			return
+		}
+		if cur, ok := offs[p]; !ok || o < cur {
+			offs[p] = o
+		}
+	}
+	for i := 0; i < s.queue.len(); i++ {
+		d := s.queue.at(i)
+		lower(d.part, d.off)
+	}
+	r := &deliveryRec{V: recVersion, Complete: complete}
+	if s.ps != nil {
+		r.Epoch = s.ps.epoch
+	}
+	if s.fl != nil {
+		s.fl.each(func(f *outFlight) {
+			lower(f.d.part, f.d.off)
+			if f.d.off >= 0 {
+				r.Out = append(r.Out, outRec{ID: f.id, Released: f.state == outReleased, P: f.d.part, O: f.d.off})
+			}
+		})
+		for id := range s.fl.qos2In {
+			r.QoS2In = append(r.QoS2In, id)
+		}
+	}
+	r.Offsets = offsetsJSON(offs)
+	return r
+}
+
+// saveDelivery writes the session's delivery record. Runs on any goroutine; takes matchMu, then s.mu.
+func (srv *Server) saveDelivery(s *session, complete bool, handoffEpoch int64) {
+	srv.matchMu.Lock()
+	s.mu.Lock()
+	if s.ps == nil || s.ended {
+		s.mu.Unlock()
+		srv.matchMu.Unlock()
+		return
+	}
+	r := srv.deliveryRecord(s, complete)
+	if handoffEpoch != 0 {
+		r.Epoch = handoffEpoch
+	}
+	s.ps.saved = time.Now()
+	s.mu.Unlock()
+	srv.matchMu.Unlock()
+	srv.store.put(kindDelivery, s.id, r)
+}
+
+// saveSession writes the "s:" record after the subscriptions or the expiry changed. Runs on the loop.
+func (srv *Server) saveSession(s *session) {
+	s.mu.Lock()
+	if s.ps == nil || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	r := s.sessionRecord()
+	s.mu.Unlock()
+	srv.store.put(kindSession, s.id, r)
+}
+
+// saveOwner writes the "o:" record of a connection's start or end.
+func (srv *Server) saveOwner(id string, epoch int64, connected bool, expiry uint32) {
+	srv.store.put(kindOwner, id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
+		Connected: connected, At: time.Now().UnixMilli(), Expiry: expiry})
+}
+
+// ownerChanged runs on the reader goroutine when an "o:" record says a client connected somewhere. If this
+// instance holds an older connection of that client, it hands the session over: the connection is told
+// 0x8E and closed, and the final delivery state is written for the new owner's epoch.
+func (srv *Server) ownerChanged(id string, o *ownerRec) {
+	srv.regMu.Lock()
+	sess := srv.sessions[id]
+	srv.regMu.Unlock()
+	if sess == nil {
+		return
+	}
+	sess.mu.Lock()
+	c := sess.c
+	mine := sess.ps != nil && sess.ps.epoch == o.Epoch && o.Instance == srv.store.instance
+	older := c != nil && c.epoch < o.Epoch
+	sess.mu.Unlock()
+	if mine || o.Instance == srv.store.instance || !older {
+		return
+	}
+	srv.metrics.takeovers.Add(1)
+	srv.handOver(sess, c, o.Epoch)
+}
+
+// handOver ends this instance's hold on a session another instance took: final offsets for the new owner,
+// then the session leaves this instance's registry and trie without tombstones (the state lives on).
+func (srv *Server) handOver(sess *session, c *conn, newEpoch int64) {
+	srv.saveDelivery(sess, true, newEpoch)
+	srv.regMu.Lock()
+	if srv.sessions[sess.id] == sess {
+		delete(srv.sessions, sess.id)
+	}
+	sess.mu.Lock()
+	subs := sess.subs
+	sess.subs = nil
+	sess.ended = true
+	sess.c = nil
+	sess.queue.clear()
+	sess.mu.Unlock()
+	srv.regMu.Unlock()
+	for f := range subs {
+		srv.trie.remove(f, sess)
+	}
+	if c != nil {
+		c.kick(mqttcodec.SessionTakenOver) // [MQTT-3.1.4-3]
+	}
+}
+
+// restore rebuilds a session from the sessions topic: subscriptions into the trie, packet-id state, and the
+// offsets its resume starts from. s.mu is not held; s is not yet visible to the reader.
+func (srv *Server) restore(s *session, st *stored) (from map[int32]int64, resend map[[2]int64]outRec) {
+	if st.sess != nil {
+		s.subs = make(map[string]subOpts, len(st.sess.Subs))
+		for _, r := range st.sess.Subs {
+			o := subOpts{qos: r.Q, noLocal: r.NL, retainAsPub: r.RAP, retainHandling: r.RH, subID: r.ID}
+			s.subs[r.F] = o
+		}
+	}
+	if st.deliv != nil {
+		from = offsetsFromJSON(st.deliv.Offsets)
+		if len(st.deliv.Out) > 0 {
+			resend = make(map[[2]int64]outRec, len(st.deliv.Out))
+			fl := s.flights()
+			for _, o := range st.deliv.Out {
+				resend[[2]int64{int64(o.P), o.O}] = o
+				fl.ids[o.ID] = ^uint64(0) // reserved for the re-send, so new messages get other ids
+			}
+		}
+		if len(st.deliv.QoS2In) > 0 {
+			fl := s.flights()
+			fl.qos2In = make(map[uint16]struct{}, len(st.deliv.QoS2In))
+			for _, id := range st.deliv.QoS2In {
+				fl.qos2In[id] = struct{}{}
+			}
+		}
+	}
+	return from, resend
+}
+
+// startResume begins replaying a restored session from its stored offsets. The subscriptions are in the
+// trie already, with s.resuming set, so live records skip the session until the replay has caught up with
+// the shared reader; then, under matchMu, it switches to live delivery with no gap and no overlap.
+func (srv *Server) startResume(s *session, from map[int32]int64, resend map[[2]int64]outRec) {
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.ps.from = from
+	s.ps.resumed = done
+	s.mu.Unlock()
+	go srv.resume(s, from, resend, done)
+}
+
+// resume runs on its own goroutine (one per resuming session, ending when caught up): it reads the records
+// the session missed, from the recent-records cache or Kafka, and queues the matching ones.
+func (srv *Server) resume(s *session, from map[int32]int64, resend map[[2]int64]outRec, done chan struct{}) {
+	defer close(done)
+	ctx := context.Background()
+	start := time.Now()
+	n := 0
+	for {
+		srv.matchMu.Lock()
+		target := make(map[int32]int64, len(srv.readPos))
+		caught := true
+		for p, o := range srv.readPos {
+			target[p] = o
+			if f, ok := from[p]; ok && f < o {
+				caught = false
+			}
+		}
+		if caught {
+			s.mu.Lock()
+			s.resuming = false
+			if s.ps != nil {
+				s.ps.from = nil
+			}
+			c := s.c
+			s.mu.Unlock()
+			srv.matchMu.Unlock()
+			if c != nil {
+				c.l.notify(c)
+			}
+			srv.debug("session resumed", "client", s.id, "replayed", n, "took", time.Since(start))
+			return
+		}
+		srv.matchMu.Unlock()
+		for p, to := range target {
+			f, ok := from[p]
+			if !ok || f >= to {
+				continue
+			}
+			err := srv.off.ReadRange(ctx, p, f, to, func(off int64, m *offload.Message) error {
+				if !srv.replayOne(s, p, off, m, resend) {
+					return errSessionGone
+				}
+				n++
+				return nil
+			})
+			if err == errSessionGone {
+				return
+			}
+			if err != nil {
+				srv.warn("cannot replay a session's missed messages; retrying", "client", s.id, "err", err)
+				time.Sleep(time.Second)
+				continue
+			}
+			s.mu.Lock()
+			from[p] = to
+			if s.ps != nil && s.ps.from != nil {
+				s.ps.from[p] = to
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+var errSessionGone = &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Msg: "session ended during resume"}
+
+// replayOne queues one replayed record for s if its subscriptions match, waiting while the session's queue
+// is full. It reports false when the session is gone.
+func (srv *Server) replayOne(s *session, p int32, off int64, m *offload.Message, resend map[[2]int64]outRec) bool {
+	s.mu.Lock()
+	d, ok := s.matchLocked(m)
+	s.mu.Unlock()
+	if !ok {
+		return true
+	}
+	d.part, d.off = p, off
+	if o, was := resend[[2]int64{int64(p), off}]; was {
+		d.resendID, d.released = o.ID, o.Released
+	}
+	for {
+		s.mu.Lock()
+		if s.ended {
+			s.mu.Unlock()
+			return false
+		}
+		if s.queue.len() < srv.cfg.sessionQueue {
+			s.queue.push(d)
+			c := s.c
+			s.mu.Unlock()
+			if c != nil {
+				c.l.notify(c)
+			}
+			return true
+		}
+		s.mu.Unlock()
+		time.Sleep(2 * time.Millisecond) // the client reads; this goroutine, not a loop, waits
+	}
+}
+
+// matchLocked folds the session's subscriptions matching m into one delivery, as onRecord does. s.mu is held.
+func (s *session) matchLocked(m *offload.Message) (delivery, bool) {
+	var d delivery
+	any := false
+	topic := bytesOf(m.Topic)
+	for f, o := range s.subs {
+		if !mqttcodec.Match(bytesOf(f), topic) {
+			continue
+		}
+		if o.noLocal && m.ClientID == s.id {
+			continue
+		}
+		any = true
+		d.qos = max(d.qos, o.qos)
+		d.retain = d.retain || (o.retainAsPub && m.Retain)
+		if o.subID != 0 {
+			d.subIDs = append(d.subIDs, o.subID)
+		}
+	}
+	if !any {
+		return d, false
+	}
+	d.msg = m
+	d.qos = min(d.qos, m.QoS)
+	return d, true
+}
+
+// saver writes the delivery records of connected persistent sessions every interval, coalescing all the
+// acknowledgements in between into one record per session.
+func (srv *Server) saver(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		srv.regMu.Lock()
+		var due []*session
+		for _, s := range srv.sessions {
+			s.mu.Lock()
+			if s.ps != nil && s.c != nil && !s.resuming {
+				due = append(due, s)
+			}
+			s.mu.Unlock()
+		}
+		srv.regMu.Unlock()
+		for _, s := range due {
+			srv.saveDelivery(s, false, 0)
+		}
+	}
+}

@@ -1,0 +1,278 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// The sessions topic (compacted) holds every per-client record, keyed "<kind>:<client id>" so a Kafka tool
+// can read it and the kind never clashes with an id (documented in docs/sessions.md). All keys of one client
+// share a partition: they are partitioned by the client id alone.
+const (
+	kindSession  = "s" // subscriptions and expiry of a persistent session
+	kindOwner    = "o" // which instance holds the client now: the takeover signal
+	kindDelivery = "d" // delivery offsets, outbound packet ids in flight, inbound QoS 2 ids
+	recVersion   = 1
+)
+
+func storeKey(kind, id string) string { return kind + ":" + id }
+
+// sessionRec is the value of an "s:" key.
+type sessionRec struct {
+	V      int      `json:"v"`
+	Expiry uint32   `json:"expiry"` // seconds the session outlives its connection
+	Subs   []subRec `json:"subs"`
+}
+
+type subRec struct {
+	F   string `json:"f"`
+	Q   byte   `json:"q"`
+	NL  bool   `json:"nl,omitempty"`
+	RAP bool   `json:"rap,omitempty"`
+	RH  byte   `json:"rh,omitempty"`
+	ID  uint32 `json:"id,omitempty"`
+}
+
+// ownerRec is the value of an "o:" key, written at every CONNECT and at the end of a connection.
+type ownerRec struct {
+	V         int    `json:"v"`
+	Instance  string `json:"instance"`
+	Epoch     int64  `json:"epoch"` // unix nanoseconds of the CONNECT; orders owners
+	Connected bool   `json:"connected"`
+	At        int64  `json:"at"` // unix milliseconds of the write
+	Expiry    uint32 `json:"expiry"`
+}
+
+// deliveryRec is the value of a "d:" key: where the session's delivery stands in the messages topic.
+type deliveryRec struct {
+	V        int              `json:"v"`
+	Epoch    int64            `json:"epoch"`   // the owner epoch the state was handed to (takeover) or written by
+	Offsets  map[string]int64 `json:"offsets"` // messages-topic partition → first offset not completed
+	Out      []outRec         `json:"out,omitempty"`
+	QoS2In   []uint16         `json:"qos2_in,omitempty"`
+	Complete bool             `json:"complete"` // written when the connection ended (not a periodic save)
+}
+
+// outRec is one outbound message the client had not completed.
+type outRec struct {
+	ID       uint16 `json:"id"`
+	Released bool   `json:"released,omitempty"` // QoS 2: PUBREC received, PUBREL sent
+	P        int32  `json:"p"`
+	O        int64  `json:"o"`
+}
+
+// stored is what the sessions topic says of one client.
+type stored struct {
+	sess  *sessionRec
+	owner *ownerRec
+	deliv *deliveryRec
+}
+
+// store is the instance's view of the sessions topic, fed by the shared reader from the topic's start, and
+// its writer. mu guards the maps; it is taken alone (never with a session lock held inside or outside it).
+type store struct {
+	srv      *Server
+	instance string
+
+	mu      sync.Mutex
+	clients map[string]*stored
+	waiters map[string]*handoff // connections waiting for another instance to hand a session over
+	ready   bool
+}
+
+// handoff is a CONNECT waiting for the previous owner's final delivery record.
+type handoff struct {
+	epoch int64
+	done  func(*stored) // called once, with the store's view, on the handoff or its timeout
+	timer *time.Timer
+}
+
+func newStore(srv *Server) *store {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return &store{srv: srv, instance: hex.EncodeToString(b[:]), clients: make(map[string]*stored),
+		waiters: make(map[string]*handoff)}
+}
+
+// onRecord applies one sessions-topic record. It runs on the reader goroutine and must not block.
+func (st *store) onRecord(key string, value []byte) {
+	if len(key) < 3 || key[1] != ':' {
+		st.srv.warn("skipping sessions record with an unknown key", "key", key)
+		return
+	}
+	kind, id := key[:1], key[2:]
+	st.mu.Lock()
+	c := st.clients[id]
+	if c == nil {
+		if value == nil {
+			st.mu.Unlock()
+			return
+		}
+		c = &stored{}
+		st.clients[id] = c
+	}
+	var err error
+	switch kind {
+	case kindSession:
+		c.sess, err = decodeRec[sessionRec](value)
+	case kindOwner:
+		c.owner, err = decodeRec[ownerRec](value)
+	case kindDelivery:
+		c.deliv, err = decodeRec[deliveryRec](value)
+	default:
+		err = fmt.Errorf("unknown kind %q", kind)
+	}
+	if c.sess == nil && c.owner == nil && c.deliv == nil {
+		delete(st.clients, id)
+	}
+	var h *handoff
+	if kind == kindDelivery && c.deliv != nil {
+		if w := st.waiters[id]; w != nil && c.deliv.Epoch == w.epoch {
+			h = w
+			delete(st.waiters, id)
+		}
+	}
+	snapshot := *c
+	owner := c.owner
+	st.mu.Unlock()
+	if err != nil {
+		// A corrupt or newer record is logged and skipped: the session starts clean, the instance goes on.
+		st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
+	}
+	if h != nil {
+		h.timer.Stop()
+		h.done(&snapshot)
+	}
+	if kind == kindOwner && owner != nil && owner.Connected {
+		st.srv.ownerChanged(id, owner)
+	}
+}
+
+// decodeRec parses a record value of a known version; a tombstone gives nil.
+func decodeRec[T any](value []byte) (*T, error) {
+	if value == nil {
+		return nil, nil
+	}
+	var probe struct {
+		V int `json:"v"`
+	}
+	if err := json.Unmarshal(value, &probe); err != nil {
+		return nil, fmt.Errorf("cannot decode: %w", err)
+	}
+	if probe.V != recVersion {
+		return nil, fmt.Errorf("unknown record version %d (this instance reads version %d)", probe.V, recVersion)
+	}
+	var v T
+	if err := json.Unmarshal(value, &v); err != nil {
+		return nil, fmt.Errorf("cannot decode version %d: %w", probe.V, err)
+	}
+	return &v, nil
+}
+
+// lookup returns a copy of what the topic says of id.
+func (st *store) lookup(id string) (stored, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.clients[id]
+	if c == nil {
+		return stored{}, false
+	}
+	return *c, true
+}
+
+// awaitHandoff registers a CONNECT that waits for the delivery record the previous owner writes when it
+// hands the session over at epoch; done runs once, with what the store knows then, or after timeout.
+func (st *store) awaitHandoff(id string, epoch int64, timeout time.Duration, done func(*stored)) {
+	h := &handoff{epoch: epoch, done: done}
+	st.mu.Lock()
+	if old := st.waiters[id]; old != nil {
+		old.timer.Stop()
+		go old.done(nil) // a newer CONNECT for the same id supersedes it
+	}
+	st.waiters[id] = h
+	h.timer = time.AfterFunc(timeout, func() {
+		st.mu.Lock()
+		if st.waiters[id] != h {
+			st.mu.Unlock()
+			return
+		}
+		delete(st.waiters, id)
+		var snap *stored
+		if c := st.clients[id]; c != nil {
+			cp := *c
+			snap = &cp
+		}
+		st.mu.Unlock()
+		st.srv.warn("previous owner of a session did not hand it over in time; resuming from the last stored state", "client", id)
+		if snap == nil {
+			snap = &stored{}
+		}
+		done(snap)
+	})
+	st.mu.Unlock()
+}
+
+// put writes one record of a client; value nil writes a tombstone.
+func (st *store) put(kind, id string, v any) {
+	var value []byte
+	if v != nil {
+		var err error
+		if value, err = json.Marshal(v); err != nil {
+			panic("BUG: cannot encode sessions record: " + err.Error())
+		}
+	}
+	key := storeKey(kind, id)
+	st.srv.off.PutSession(key, value, func(err error) {
+		if err != nil {
+			st.srv.metrics.kafkaErrors.Add(1)
+			st.srv.warn("cannot write sessions record", "key", key, "err", err)
+		}
+	})
+}
+
+// forget tombstones every key of a client, so nothing accumulates in Kafka. With all false, only the owner
+// key and the keys the topic is known to hold are tombstoned: a session that ended with its connection wrote
+// nothing else.
+func (st *store) forget(id string, all bool) {
+	st.mu.Lock()
+	c := st.clients[id]
+	hasSess, hasDeliv := c != nil && c.sess != nil, c != nil && c.deliv != nil
+	st.mu.Unlock()
+	if all || hasSess {
+		st.put(kindSession, id, nil)
+	}
+	if all || hasDeliv {
+		st.put(kindDelivery, id, nil)
+	}
+	st.put(kindOwner, id, nil)
+}
+
+func offsetsJSON(m map[int32]int64) map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for p, o := range m {
+		out[strconv.Itoa(int(p))] = o
+	}
+	return out
+}
+
+func offsetsFromJSON(m map[string]int64) map[int32]int64 {
+	out := make(map[int32]int64, len(m))
+	for k, o := range m {
+		if p, err := strconv.Atoi(k); err == nil {
+			out[int32(p)] = o
+		}
+	}
+	return out
+}
+
+// count returns the number of clients the sessions topic knows.
+func (st *store) count() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.clients)
+}
