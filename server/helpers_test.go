@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -20,6 +22,9 @@ type ferry struct {
 	mux  *kafkamux.Mux
 	srv  *server.Server
 }
+
+// quietLog keeps test output to warnings and errors.
+var quietLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 func freePort(t testing.TB) int {
 	t.Helper()
@@ -45,7 +50,7 @@ func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 		t.Fatalf("offload: %v", err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(2)}, opts...)
+	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(2), server.Logger(quietLog)}, opts...)
 	srv, err := server.New(off, all...)
 	if err != nil {
 		mux.Close()

@@ -52,7 +52,7 @@ func startInstance(t testing.TB, addr string, opts ...server.Opt) *instance {
 		t.Fatalf("offload: %v", err)
 	}
 	mqtt := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	all := append([]server.Opt{server.Listen("tcp://" + mqtt), server.EventLoops(2)}, opts...)
+	all := append([]server.Opt{server.Listen("tcp://" + mqtt), server.EventLoops(2), server.Logger(quietLog)}, opts...)
 	srv, err := server.New(off, all...)
 	if err != nil {
 		mux.Close()

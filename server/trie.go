@@ -21,13 +21,70 @@ type subEntry struct {
 }
 
 type trieNode struct {
-	children map[string]*trieNode // exact levels
-	plus     *trieNode
-	hash     *trieNode // '#' as the last level; only subs, never children
-	subs     []subEntry
-	parent   *trieNode
-	level    string
+	kids   []*trieNode          // exact levels while there are few of them (a map costs ~200 B even for one)
+	index  map[string]*trieNode // exact levels once there are many
+	plus   *trieNode
+	hash   *trieNode // '#' as the last level; only subs, never children
+	subs   []subEntry
+	parent *trieNode
+	level  string
 }
+
+// trieKidsMax is how many exact children a node keeps in a slice before it switches to a map.
+const trieKidsMax = 8
+
+// child returns the exact-level child lvl, or nil.
+func (n *trieNode) child(lvl string) *trieNode {
+	if n.index != nil {
+		return n.index[lvl]
+	}
+	for _, k := range n.kids {
+		if k.level == lvl {
+			return k
+		}
+	}
+	return nil
+}
+
+// addChild adds an exact-level child. The trie's write lock is held.
+func (n *trieNode) addChild(c *trieNode) {
+	if n.index != nil {
+		n.index[c.level] = c
+		return
+	}
+	if len(n.kids) < trieKidsMax {
+		n.kids = append(n.kids, c)
+		return
+	}
+	n.index = make(map[string]*trieNode, 2*trieKidsMax)
+	for _, k := range n.kids {
+		n.index[k.level] = k
+	}
+	n.index[c.level] = c
+	n.kids = nil
+}
+
+// removeChild drops an exact-level child. The trie's write lock is held.
+func (n *trieNode) removeChild(c *trieNode) {
+	if n.index != nil {
+		delete(n.index, c.level)
+		return
+	}
+	for i, k := range n.kids {
+		if k == c {
+			last := len(n.kids) - 1
+			n.kids[i] = n.kids[last]
+			n.kids[last] = nil
+			n.kids = n.kids[:last]
+			if len(n.kids) == 0 {
+				n.kids = nil
+			}
+			return
+		}
+	}
+}
+
+func (n *trieNode) hasChildren() bool { return len(n.kids) > 0 || len(n.index) > 0 }
 
 // trie is the instance-wide subscription index. Kafka reader goroutines match records against it under the read
 // lock; loops add and remove subscriptions under the write lock. No I/O happens under the lock.
@@ -57,13 +114,10 @@ func (t *trie) add(filter string, s *session, o subOpts) (existed bool) {
 			}
 			n = n.hash
 		default:
-			c := n.children[lvl]
+			c := n.child(lvl)
 			if c == nil {
-				if n.children == nil {
-					n.children = make(map[string]*trieNode)
-				}
 				c = &trieNode{parent: n, level: lvl}
-				n.children[lvl] = c
+				n.addChild(c)
 			}
 			n = c
 		}
@@ -91,7 +145,7 @@ func (t *trie) remove(filter string, s *session) bool {
 		case "#":
 			n = n.hash
 		default:
-			n = n.children[lvl]
+			n = n.child(lvl)
 		}
 		if n == nil {
 			return false
@@ -113,7 +167,7 @@ func (t *trie) remove(filter string, s *session) bool {
 
 // prune drops empty nodes up the tree. The write lock is held.
 func (t *trie) prune(n *trieNode) {
-	for n.parent != nil && len(n.subs) == 0 && len(n.children) == 0 && n.plus == nil && n.hash == nil {
+	for n.parent != nil && len(n.subs) == 0 && !n.hasChildren() && n.plus == nil && n.hash == nil {
 		p := n.parent
 		switch {
 		case p.plus == n:
@@ -121,7 +175,7 @@ func (t *trie) prune(n *trieNode) {
 		case p.hash == n:
 			p.hash = nil
 		default:
-			delete(p.children, n.level)
+			p.removeChild(n)
 		}
 		n = p
 	}
@@ -142,7 +196,7 @@ func matchLevels(n *trieNode, rest string, dollar bool, dst []subEntry) []subEnt
 		dst = append(dst, n.hash.subs...)
 	}
 	lvl, tail, more := strings.Cut(rest, "/")
-	if c := n.children[lvl]; c != nil {
+	if c := n.child(lvl); c != nil {
 		if more {
 			dst = matchLevels(c, tail, false, dst)
 		} else {
