@@ -47,6 +47,9 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		c.close()
 		return nil
 	}
+	if srv.draining.Load() {
+		return refuse(mqttcodec.ServerUnavailable) // v3: return code 3
+	}
 	if p.Version == mqttcodec.Version5 && p.Props.Has(mqttcodec.PropAuthMethod) {
 		return refuse(mqttcodec.BadAuthenticationMethod) // no enhanced authentication method is offered
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -42,6 +43,7 @@ type Server struct {
 	readPos map[int32]int64 // messages-topic partition → next offset the shared reader hands on
 
 	store     *store // the sessions topic
+	draining  atomic.Bool
 	stopSaver context.CancelFunc
 
 	eng     gnet.Engine

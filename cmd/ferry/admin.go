@@ -20,7 +20,13 @@ func adminHandler(srv *server.Server, mux *kafkamux.Mux, pprofOn bool) http.Hand
 		h.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	h.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	h.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ready") })
+	h.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, why := srv.Ready(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	h.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		s := srv.Metrics().Snapshot()
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")

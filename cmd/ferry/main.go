@@ -158,6 +158,9 @@ func run(cfg *config) error {
 	if adminSrv != nil {
 		_ = adminSrv.Shutdown(ctx)
 	}
+	if err := srv.Drain(ctx); err != nil {
+		log.Warn("not every client left before the shutdown timeout", "err", err)
+	}
 	if err := srv.Stop(ctx); err != nil {
 		log.Warn("event loops did not stop cleanly", "err", err)
 	}

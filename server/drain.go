@@ -1,0 +1,68 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+)
+
+// Drain prepares a graceful stop: new CONNECTs are refused (CONNACK 0x88 / v3 return code 3), every v5
+// client is told DISCONNECT 0x8B Server Shutting Down and every connection is closed on its loop, which writes
+// the final delivery offsets of persistent sessions. It returns when no client is connected or ctx ends. Call
+// Stop afterwards, then flush Kafka.
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	s.regMu.Lock()
+	var conns []*conn
+	for _, sess := range s.sessions {
+		sess.mu.Lock()
+		if sess.c != nil {
+			conns = append(conns, sess.c)
+		}
+		sess.mu.Unlock()
+	}
+	s.regMu.Unlock()
+	for _, c := range conns {
+		c.shutDown()
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.metrics.sessionsConnected.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot drain: %d clients still connected: %w", s.metrics.sessionsConnected.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Ready reports whether the instance should receive traffic, and if not, why.
+func (s *Server) Ready() (bool, string) {
+	switch {
+	case s.draining.Load():
+		return false, "draining"
+	case !s.RetainedReady():
+		return false, "loading retained messages"
+	}
+	return true, ""
+}
+
+// shutDown ends c because the server stops: v5 clients are told 0x8B [MQTT-3.14.2-1]. The will is published,
+// as for any end the client did not ask for. Runs the work on c's loop.
+func (c *conn) shutDown() {
+	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if c.closed {
+			return nil
+		}
+		if c.version >= mqttcodec.Version5 && c.phase == phaseConnected {
+			c.sendDisconnect(mqttcodec.ServerShuttingDown, "server shutting down")
+		}
+		c.close()
+		return nil
+	}))
+}
