@@ -14,8 +14,9 @@ import (
 
 // willMsg is a client's will, copied out of the CONNECT packet.
 type willMsg struct {
-	msg   *offload.Message
-	delay uint32 // seconds (v5 Will Delay Interval)
+	msg    *offload.Message
+	delay  uint32 // seconds (v5 Will Delay Interval)
+	expiry uint32 // Message Expiry Interval of the will, counted from its publication
 }
 
 // connectError answers a CONNECT that failed to decode or validate, then closes. Runs on the loop.
@@ -127,6 +128,12 @@ func (c *conn) connectSession(pc *pendingConnect) error {
 	srv.regMu.Unlock()
 	st, known := srv.store.lookup(pc.id)
 	srv.saveOwner(pc.id, c.epoch, true, pc.expiry) // every instance reads it: the takeover signal
+	switch {
+	case c.will != nil:
+		srv.store.put(kindWill, pc.id, newWillRec(c.epoch, c.will))
+	case known && st.will != nil:
+		srv.store.put(kindWill, pc.id, nil) // an earlier connection's will is cancelled by this one [MQTT-3.1.3-9]
+	}
 	if !local && !pc.clean && known && st.owner != nil && st.owner.Connected && st.owner.Instance != srv.store.instance {
 		c.phase = phaseLoading // no packet is read until the session is here
 		srv.store.awaitHandoff(pc.id, c.epoch, srv.cfg.handoffTimeout, func(snap *stored) {
@@ -248,7 +255,8 @@ func copyWill(p *mqttcodec.Connect, id string) *willMsg {
 		ClientID: id,
 	}
 	copyProps(m, &p.WillProps, time.Now())
-	return &willMsg{msg: m, delay: p.WillProps.WillDelay}
+	m.ExpiresAt = time.Time{} // the will's expiry runs from its publication [MQTT-3.1.3-?]
+	return &willMsg{msg: m, delay: p.WillProps.WillDelay, expiry: p.WillProps.MessageExpiry}
 }
 
 // assignID makes a client id for a client that sent none.
@@ -273,11 +281,6 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 		if old.expireTimer != nil {
 			old.expireTimer.Stop()
 			old.expireTimer = nil
-		}
-		if old.willTimer != nil {
-			// [MQTT-3.1.3-9] a new connection within the will delay cancels the will.
-			old.willTimer.Stop()
-			old.willTimer = nil
 		}
 		old.mu.Unlock()
 		if oc != nil {
@@ -391,28 +394,22 @@ func (c *conn) endSession() {
 	}
 	sess.c = nil
 	expiry := sess.expiry
-	will := c.will
-	if c.disconnect {
-		will = nil // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
-	}
-	if will != nil && will.delay > 0 && expiry > 0 {
-		delay := min(will.delay, expiry) // the will goes out when the delay passes or the session ends
-		sess.willTimer = time.AfterFunc(time.Duration(delay)*time.Second, func() { srv.publishWill(sess, will) })
-		will = nil
-	}
 	if expiry > 0 && expiry != 0xFFFFFFFF {
 		sess.expireTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { srv.expire(sess) })
 	}
 	sess.mu.Unlock()
-	if will != nil {
-		srv.sendWill(will.msg)
+	willDue := c.will != nil && !c.disconnect
+	if c.will != nil && c.disconnect {
+		srv.store.put(kindWill, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
 	}
 	if expiry > 0 {
-		// The session outlives the connection in Kafka: final offsets, then "not connected" with the expiry.
+		// The session outlives the connection in Kafka: final offsets, then the end record, which also decides
+		// the will (wills.go).
 		srv.saveDelivery(sess, true, 0)
-		srv.saveOwner(sess.id, c.epoch, false, expiry)
+		srv.endConnection(sess.id, c.epoch, expiry, willDue)
 		return
 	}
+	srv.endConnection(sess.id, c.epoch, 0, willDue)
 	srv.regMu.Lock()
 	sess.mu.Lock()
 	orphan := sess.c == nil
@@ -423,17 +420,6 @@ func (c *conn) endSession() {
 	srv.regMu.Unlock()
 	if orphan {
 		srv.store.forget(sess.id, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
-	}
-}
-
-// publishWill runs on a timer goroutine when a will's delay has passed without a reconnect.
-func (s *Server) publishWill(sess *session, w *willMsg) {
-	sess.mu.Lock()
-	live := sess.willTimer != nil && sess.c == nil
-	sess.willTimer = nil
-	sess.mu.Unlock()
-	if live {
-		s.sendWill(w.msg)
 	}
 }
 

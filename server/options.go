@@ -34,6 +34,8 @@ type cfg struct {
 	handoffTimeout   time.Duration // how long a CONNECT waits for another instance to hand a session over
 	saveEvery        time.Duration // how often delivery offsets of connected persistent sessions are written
 	loadTimeout      time.Duration // how long Start waits for the sessions topic to be read
+	heartbeatEvery   time.Duration // how often the instance writes its heartbeat to the sessions topic
+	deadAfter        time.Duration // an instance silent this long is dead: its clients' wills and sessions move on
 	log              *slog.Logger
 }
 
@@ -54,6 +56,8 @@ func (c *cfg) defaults() {
 	c.handoffTimeout = 3 * time.Second
 	c.saveEvery = 2 * time.Second
 	c.loadTimeout = 60 * time.Second
+	c.heartbeatEvery = 2 * time.Second
+	c.deadAfter = 10 * time.Second
 	c.log = slog.Default()
 }
 
@@ -81,6 +85,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("session queue must hold at least 1 message, not %d", c.sessionQueue)
 	case c.outboundBudget < 1024:
 		return fmt.Errorf("outbound budget must be at least 1024 bytes, not %d", c.outboundBudget)
+	case c.heartbeatEvery <= 0 || c.deadAfter < 2*c.heartbeatEvery:
+		return fmt.Errorf("heartbeats every %v with death after %v: want a positive interval and at least two of them before death", c.heartbeatEvery, c.deadAfter)
 	case c.maxConnections < 0:
 		return fmt.Errorf("max connections must not be negative, not %d", c.maxConnections)
 	}
@@ -160,6 +166,13 @@ func HandoffTimeout(d time.Duration) Opt { return func(c *cfg) { c.handoffTimeou
 // SaveEvery is how often the delivery offsets of connected persistent sessions are written to Kafka, coalescing
 // every acknowledgement in between; they are also written when a connection ends. Default 2 s.
 func SaveEvery(d time.Duration) Opt { return func(c *cfg) { c.saveEvery = d } }
+
+// Heartbeats sets how often the instance announces itself in the sessions topic and after how much silence
+// another instance counts as dead, so that the wills and expiries of its clients are processed elsewhere.
+// Defaults 2 s and 10 s: a dead instance's clients' wills go out within 10 s plus their Will Delay Interval.
+func Heartbeats(every, deadAfter time.Duration) Opt {
+	return func(c *cfg) { c.heartbeatEvery, c.deadAfter = every, deadAfter }
+}
 
 // Logger sets the structured logger. Default slog.Default().
 func Logger(l *slog.Logger) Opt { return func(c *cfg) { c.log = l } }

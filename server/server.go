@@ -79,7 +79,7 @@ func (s *Server) Start() error {
 		offload.FollowSpec{Topic: s.cfg.messagesTopic, Handler: s.onRecord, Started: s.initReadPos},
 		s.retainedFollow(),
 		offload.FollowSpec{Topic: s.off.SessionsTopic(), Start: offload.FromStart,
-			Raw:      func(r *offload.Record) { s.store.onRecord(string(r.Key), r.Value) },
+			Raw:      func(r *offload.Record) { s.store.onRecord(string(r.Key), r.Value, r.Partition) },
 			CaughtUp: func() { close(sessionsLoaded) }},
 	)
 	if err != nil {
@@ -92,9 +92,13 @@ func (s *Server) Start() error {
 	case <-time.After(s.cfg.loadTimeout):
 		return fmt.Errorf("cannot load sessions from Kafka topic %s within %v", s.off.SessionsTopic(), s.cfg.loadTimeout)
 	}
+	s.store.mu.Lock()
+	s.store.ready = true // from now on, end records decide wills (see wills.go)
+	s.store.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopSaver = cancel
 	go s.saver(ctx, s.cfg.saveEvery)
+	go s.heartbeats(ctx)
 	addrs := make([]string, len(s.cfg.listeners))
 	for i, l := range s.cfg.listeners {
 		addrs[i], _ = parseListener(l)
@@ -171,32 +175,22 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
-// sendWill publishes a will message into Kafka. It may run on any goroutine: the publish is handed to the
-// first loop's lane on that loop, and retried while the lane is full.
+// sendWill publishes a will message into Kafka. It may run on any goroutine (lanes are safe to call from
+// any): it uses the first lane, and retries while the lane is full.
 func (s *Server) sendWill(m *offload.Message) {
-	s.loopMu.Lock()
-	var l *loop
-	if len(s.order) > 0 {
-		l = s.order[0]
-	}
-	s.loopMu.Unlock()
-	if l == nil {
-		return
-	}
 	s.metrics.willsSent.Add(1)
-	var try func(context.Context) error
-	try = func(context.Context) error {
-		err := l.lane.TryPublish(m, func(err error) {
+	var try func()
+	try = func() {
+		err := s.off.Lane(0).TryPublish(m, func(err error) {
 			if err != nil {
 				s.warn("will message not written to Kafka", "topic", m.Topic, "err", err)
 			}
 		})
 		if errors.Is(err, offload.ErrFull) {
-			time.AfterFunc(100*time.Millisecond, func() { _ = l.el.Execute(context.Background(), gnet.RunnableFunc(try)) })
+			time.AfterFunc(100*time.Millisecond, try)
 		}
-		return nil
 	}
-	_ = l.el.Execute(context.Background(), gnet.RunnableFunc(try))
+	try()
 }
 
 func (s *Server) debug(msg string, args ...any) { s.cfg.log.Debug(msg, args...) }

@@ -55,7 +55,6 @@ type session struct {
 	ps         *persisted         // Kafka-side state of a persistent session; nil for one that ends with its connection
 
 	expireTimer *time.Timer // runs while offline with a finite expiry
-	willTimer   *time.Timer // runs while a delayed will waits
 
 	// matchGen and matchIdx are scratch for folding several matching subscriptions into one delivery; only
 	// the goroutine holding Server.matchMu touches them.

@@ -17,6 +17,8 @@ const (
 	kindSession  = "s" // subscriptions and expiry of a persistent session
 	kindOwner    = "o" // which instance holds the client now: the takeover signal
 	kindDelivery = "d" // delivery offsets, outbound packet ids in flight, inbound QoS 2 ids
+	kindWill     = "w" // the will of the current connection
+	kindInstance = "i" // an instance's heartbeat (key i:<instance id>)
 	recVersion   = 1
 )
 
@@ -44,8 +46,12 @@ type ownerRec struct {
 	Instance  string `json:"instance"`
 	Epoch     int64  `json:"epoch"` // unix nanoseconds of the CONNECT; orders owners
 	Connected bool   `json:"connected"`
-	At        int64  `json:"at"` // unix milliseconds of the write
+	At        int64  `json:"at"` // unix milliseconds of the write; for an end record, when the connection ended
 	Expiry    uint32 `json:"expiry"`
+	// End records (connected false): whether the connection's will is due, and the claim round. The first end
+	// record of an epoch and round in the partition's log decides which instance publishes the will.
+	Will  bool `json:"will,omitempty"`
+	Round int  `json:"round,omitempty"`
 }
 
 // deliveryRec is the value of a "d:" key: where the session's delivery stands in the messages topic.
@@ -71,6 +77,9 @@ type stored struct {
 	sess  *sessionRec
 	owner *ownerRec
 	deliv *deliveryRec
+	will  *willRec
+	part  int32    // the client's sessions-topic partition
+	ended [2]int64 // epoch and round of the first end record seen for the latest epoch
 }
 
 // store is the instance's view of the sessions topic, fed by the shared reader from the topic's start, and
@@ -79,10 +88,11 @@ type store struct {
 	srv      *Server
 	instance string
 
-	mu      sync.Mutex
-	clients map[string]*stored
-	waiters map[string]*handoff // connections waiting for another instance to hand a session over
-	ready   bool
+	mu        sync.Mutex
+	clients   map[string]*stored
+	waiters   map[string]*handoff  // connections waiting for another instance to hand a session over
+	instances map[string]time.Time // instance id → when its last heartbeat was read (this instance's clock)
+	ready     bool                 // the topic has been read to the end once: end records are acted on
 }
 
 // handoff is a CONNECT waiting for the previous owner's final delivery record.
@@ -96,16 +106,26 @@ func newStore(srv *Server) *store {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return &store{srv: srv, instance: hex.EncodeToString(b[:]), clients: make(map[string]*stored),
-		waiters: make(map[string]*handoff)}
+		waiters: make(map[string]*handoff), instances: make(map[string]time.Time)}
 }
 
 // onRecord applies one sessions-topic record. It runs on the reader goroutine and must not block.
-func (st *store) onRecord(key string, value []byte) {
+func (st *store) onRecord(key string, value []byte, part int32) {
 	if len(key) < 3 || key[1] != ':' {
 		st.srv.warn("skipping sessions record with an unknown key", "key", key)
 		return
 	}
 	kind, id := key[:1], key[2:]
+	if kind == kindInstance {
+		st.mu.Lock()
+		if value == nil {
+			delete(st.instances, id)
+		} else {
+			st.instances[id] = time.Now()
+		}
+		st.mu.Unlock()
+		return
+	}
 	st.mu.Lock()
 	c := st.clients[id]
 	if c == nil {
@@ -116,6 +136,7 @@ func (st *store) onRecord(key string, value []byte) {
 		c = &stored{}
 		st.clients[id] = c
 	}
+	c.part = part
 	var err error
 	switch kind {
 	case kindSession:
@@ -124,10 +145,21 @@ func (st *store) onRecord(key string, value []byte) {
 		c.owner, err = decodeRec[ownerRec](value)
 	case kindDelivery:
 		c.deliv, err = decodeRec[deliveryRec](value)
+	case kindWill:
+		c.will, err = decodeRec[willRec](value)
 	default:
 		err = fmt.Errorf("unknown kind %q", kind)
 	}
-	if c.sess == nil && c.owner == nil && c.deliv == nil {
+	var end *ownerRec
+	if kind == kindOwner && c.owner != nil && !c.owner.Connected {
+		if k := [2]int64{c.owner.Epoch, int64(c.owner.Round)}; c.ended != k {
+			c.ended = k // the first end record of this epoch and round: it decides the will
+			if st.ready {
+				end = c.owner
+			}
+		}
+	}
+	if c.sess == nil && c.owner == nil && c.deliv == nil && c.will == nil {
 		delete(st.clients, id)
 	}
 	var h *handoff
@@ -150,6 +182,9 @@ func (st *store) onRecord(key string, value []byte) {
 	}
 	if kind == kindOwner && owner != nil && owner.Connected {
 		st.srv.ownerChanged(id, owner)
+	}
+	if end != nil {
+		st.srv.connectionEnded(id, end)
 	}
 }
 

@@ -1,0 +1,185 @@
+package server
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/ferrymq/ferry/offload"
+)
+
+// Wills are decided by the sessions topic's log, so each is published exactly once whichever instance holds
+// the client, and even if that instance dies:
+//
+//   - a CONNECT with a will writes it as "w:<id>" for the connection's epoch;
+//   - a connection's end writes an end record "o:<id>" {connected:false, will: due?}; the holding instance
+//     writes it, or — if that instance stopped sending heartbeats — the instance that processes the client's
+//     sessions partition writes one for it;
+//   - the FIRST end record of an epoch (and claim round) in the partition's log wins: only the instance that
+//     wrote it publishes the will, after the Will Delay Interval, unless the client connected again meanwhile,
+//     and then tombstones "w:<id>". Every instance reads the same log, so they agree on the winner.
+//   - if the winner itself dies before publishing, the partition's processor claims the next round.
+//
+// Instances write heartbeats "i:<instance id>" every heartbeatEvery; one silent for deadAfter is dead. Sessions
+// partition p is processed by the live instance at p mod N in the sorted list of live instances.
+
+// willRec is the value of a "w:" key.
+type willRec struct {
+	V             int         `json:"v"`
+	Epoch         int64       `json:"epoch"`
+	Topic         string      `json:"topic"`
+	Payload       []byte      `json:"payload"`
+	QoS           byte        `json:"qos"`
+	Retain        bool        `json:"retain,omitempty"`
+	Delay         uint32      `json:"delay,omitempty"` // Will Delay Interval, seconds
+	PayloadFormat *byte       `json:"payload_format,omitempty"`
+	ContentType   string      `json:"content_type,omitempty"`
+	ResponseTopic string      `json:"response_topic,omitempty"`
+	Correlation   []byte      `json:"correlation_data,omitempty"`
+	Expiry        uint32      `json:"message_expiry,omitempty"` // seconds, from the will's publication
+	User          [][2]string `json:"user,omitempty"`
+}
+
+func newWillRec(epoch int64, w *willMsg) *willRec {
+	m := w.msg
+	r := &willRec{V: recVersion, Epoch: epoch, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain,
+		Delay: w.delay, ContentType: m.ContentType, ResponseTopic: m.ResponseTopic, Correlation: m.CorrelationData,
+		Expiry: w.expiry}
+	if m.HasPayloadFormat {
+		pf := m.PayloadFormat
+		r.PayloadFormat = &pf
+	}
+	for _, u := range m.UserProps {
+		r.User = append(r.User, [2]string{u.Key, u.Value})
+	}
+	return r
+}
+
+// message builds the will's message at publication time.
+func (r *willRec) message(clientID string, now time.Time) *offload.Message {
+	m := &offload.Message{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, ClientID: clientID,
+		ContentType: r.ContentType, ResponseTopic: r.ResponseTopic, CorrelationData: r.Correlation}
+	if r.PayloadFormat != nil {
+		m.PayloadFormat, m.HasPayloadFormat = *r.PayloadFormat, true
+	}
+	if r.Expiry > 0 {
+		m.ExpiresAt = now.Add(time.Duration(r.Expiry) * time.Second)
+	}
+	for _, u := range r.User {
+		m.UserProps = append(m.UserProps, offload.UserProp{Key: u[0], Value: u[1]})
+	}
+	return m
+}
+
+// endConnection writes the end record of a connection: the claim that decides its will. Runs on the loop.
+func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool) {
+	srv.store.put(kindOwner, id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
+		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue})
+}
+
+// connectionEnded runs on the reader goroutine for the first end record of an epoch and round. If this
+// instance wrote it and a will is due, the will is published after its delay unless the client came back.
+func (srv *Server) connectionEnded(id string, end *ownerRec) {
+	if end.Instance != srv.store.instance || !end.Will {
+		return
+	}
+	st, ok := srv.store.lookup(id)
+	if !ok || st.will == nil || st.will.Epoch != end.Epoch {
+		return // no will stored for this connection (or already published)
+	}
+	delay := time.Duration(st.will.Delay) * time.Second
+	if exp := time.Duration(end.Expiry) * time.Second; exp < delay {
+		delay = exp // [MQTT-3.1.3-9] the will goes out when the delay passes or the session ends
+	}
+	due := time.UnixMilli(end.At).Add(delay)
+	time.AfterFunc(time.Until(due), func() { srv.publishStoredWill(id, end.Epoch) })
+}
+
+// publishStoredWill publishes the will of epoch unless the client connected again or the will is gone, then
+// tombstones it. Runs on a timer goroutine.
+func (srv *Server) publishStoredWill(id string, epoch int64) {
+	st, ok := srv.store.lookup(id)
+	if !ok || st.will == nil || st.will.Epoch != epoch {
+		return
+	}
+	if st.owner != nil && st.owner.Epoch > epoch {
+		return // [MQTT-3.1.3-9] a new connection within the delay cancels the will
+	}
+	srv.sendWill(st.will.message(id, time.Now()))
+	srv.store.put(kindWill, id, nil)
+}
+
+// heartbeats writes this instance's heartbeat and acts for dead instances on the partitions this instance
+// processes. Runs on its own goroutine until ctx ends; the heartbeat is tombstoned at the end.
+func (srv *Server) heartbeats(ctx context.Context) {
+	t := time.NewTicker(srv.cfg.heartbeatEvery)
+	defer t.Stop()
+	for {
+		srv.store.put(kindInstance, srv.store.instance, map[string]int64{"v": recVersion, "at": time.Now().UnixMilli()})
+		select {
+		case <-ctx.Done():
+			srv.store.put(kindInstance, srv.store.instance, nil)
+			return
+		case <-t.C:
+		}
+		srv.processPartitions(time.Now())
+	}
+}
+
+// processPartitions claims the ends of connections held by dead instances, and of wills whose publisher died,
+// on the sessions partitions this instance processes, and expires sessions whose expiry passed while no
+// instance held them.
+func (srv *Server) processPartitions(now time.Time) {
+	deadAfter := srv.cfg.deadAfter
+	st := srv.store
+	st.mu.Lock()
+	live := []string{st.instance}
+	lastSeen := map[string]time.Time{}
+	for inst, seen := range st.instances {
+		lastSeen[inst] = seen
+		if inst != st.instance && now.Sub(seen) < deadAfter {
+			live = append(live, inst)
+		}
+	}
+	sort.Strings(live)
+	alive := func(inst string) bool { return inst == st.instance || now.Sub(lastSeen[inst]) < deadAfter }
+	type claim struct {
+		id  string
+		rec *ownerRec
+	}
+	var claims []claim
+	var expired []string
+	for id, c := range st.clients {
+		if live[int(c.part)%len(live)] != st.instance || c.owner == nil {
+			continue
+		}
+		o := c.owner
+		switch {
+		case o.Connected && !alive(o.Instance):
+			// The holder died. When exactly its connection ended is unknown; counting the Will Delay from now,
+			// the detection, never publishes a will early.
+			claims = append(claims, claim{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
+				At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}})
+		case !o.Connected && o.Will && c.will != nil && c.will.Epoch == o.Epoch && !alive(o.Instance) &&
+			now.After(time.UnixMilli(o.At).Add(time.Duration(c.will.Delay)*time.Second+deadAfter)):
+			// The instance that won the will died before publishing it: claim the next round.
+			claims = append(claims, claim{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
+				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}})
+		case !o.Connected && o.Expiry != 0xFFFFFFFF && now.UnixMilli() > o.At+int64(o.Expiry)*1000:
+			expired = append(expired, id)
+		}
+	}
+	st.mu.Unlock()
+	for _, c := range claims {
+		st.put(kindOwner, c.id, c.rec)
+	}
+	for _, id := range expired {
+		srv.regMu.Lock()
+		_, local := srv.sessions[id]
+		srv.regMu.Unlock()
+		if !local {
+			srv.metrics.sessionsExpired.Add(1)
+			st.forget(id, true) // nothing of it stays in Kafka
+		}
+	}
+}

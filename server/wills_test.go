@@ -1,0 +1,81 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server"
+)
+
+// crash stops an instance without any goodbye: its Kafka client goes first, so nothing it does while its
+// connections close (end records, offsets) reaches Kafka, as if the process had been killed.
+func (in *instance) crash() {
+	in.stopOnce.Do(func() {
+		in.mux.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = in.srv.Stop(ctx)
+	})
+}
+
+// The will of a client whose instance dies is published by another instance, once, within the detection
+// bound (dead after 1 s here) plus the Will Delay Interval.
+func TestWillOfCrashedInstance(t *testing.T) {
+	_, kafka := startKafka(t)
+	hb := server.Heartbeats(200*time.Millisecond, time.Second)
+	a := startInstance(t, kafka, hb)
+	b := startInstance(t, kafka, hb)
+	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+
+	r := dialRaw(t, a.addr)
+	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte("doomed"), CleanStart: true,
+		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/doomed"), WillPayload: []byte("gone")}
+	cp.Props.SessionExpiry = 60
+	cp.Props.Set(mqttcodec.PropSessionExpiry)
+	cp.WillProps.WillDelay = 1
+	cp.WillProps.Set(mqttcodec.PropWillDelay)
+	r.send(mqttcodec.AppendConnect(nil, &cp))
+	r.packet()
+	time.Sleep(500 * time.Millisecond) // the will and the owner record are in Kafka
+
+	start := time.Now()
+	a.crash()
+	m := watch.next(t)
+	took := time.Since(start)
+	if m.Topic != "wills/doomed" || string(m.Payload) != "gone" {
+		t.Fatalf("got %s %q", m.Topic, m.Payload)
+	}
+	// Dead after 1 s of silence, then the 1 s delay from the detection: about 2 s.
+	if took < time.Second || took > 6*time.Second {
+		t.Fatalf("will after %v, want after the delay and within detection (1 s) + delay (1 s) + slack", took)
+	}
+	t.Logf("will of a crashed instance's client published after %v", took)
+	watch.none(t, 2*time.Second) // exactly once
+}
+
+// A client that reconnects within the Will Delay Interval cancels its will, even on another instance.
+func TestWillCancelledByReconnect(t *testing.T) {
+	_, kafka := startKafka(t)
+	a := startInstance(t, kafka)
+	b := startInstance(t, kafka)
+	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "watcher2", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	r := dialRaw(t, a.addr)
+	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte("flaky"), CleanStart: true,
+		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/flaky"), WillPayload: []byte("gone")}
+	cp.Props.SessionExpiry = 60
+	cp.Props.Set(mqttcodec.PropSessionExpiry)
+	cp.WillProps.WillDelay = 2
+	cp.WillProps.Set(mqttcodec.PropWillDelay)
+	r.send(mqttcodec.AppendConnect(nil, &cp))
+	r.packet()
+	r.nc.Close() // an abnormal end: the will waits 2 s
+	time.Sleep(300 * time.Millisecond)
+	dialV5(t, b.addr, persistent("flaky", false))
+	watch.none(t, 3*time.Second) // [MQTT-3.1.3-9]
+}
