@@ -24,6 +24,7 @@ type Metrics struct {
 	kafkaErrors       atomic.Uint64
 	drops             [dropReasons]atomic.Uint64
 	subscriptions     atomic.Int64
+	refusedSubs       atomic.Uint64 // subscriptions refused by the per-session quota
 	willsSent         atomic.Uint64
 }
 

@@ -34,6 +34,8 @@ type cfg struct {
 	handoffTimeout   time.Duration // how long a CONNECT waits for another instance to hand a session over
 	saveEvery        time.Duration // how often delivery offsets of connected persistent sessions are written
 	loadTimeout      time.Duration // how long Start waits for the sessions topic to be read
+	maxSubs          int           // subscriptions per session
+	aliasBytes       int           // bytes of topic names one connection may hold as inbound topic aliases
 	heartbeatEvery   time.Duration // how often the instance writes its heartbeat to the sessions topic
 	deadAfter        time.Duration // an instance silent this long is dead: its clients' wills and sessions move on
 	log              *slog.Logger
@@ -56,6 +58,8 @@ func (c *cfg) defaults() {
 	c.handoffTimeout = 3 * time.Second
 	c.saveEvery = 2 * time.Second
 	c.loadTimeout = 60 * time.Second
+	c.maxSubs = 1000
+	c.aliasBytes = 16 << 10
 	c.heartbeatEvery = 2 * time.Second
 	c.deadAfter = 10 * time.Second
 	c.log = slog.Default()
@@ -87,6 +91,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("outbound budget must be at least 1024 bytes, not %d", c.outboundBudget)
 	case c.heartbeatEvery <= 0 || c.deadAfter < 2*c.heartbeatEvery:
 		return fmt.Errorf("heartbeats every %v with death after %v: want a positive interval and at least two of them before death", c.heartbeatEvery, c.deadAfter)
+	case c.maxSubs < 1:
+		return fmt.Errorf("max subscriptions must be at least 1, not %d", c.maxSubs)
 	case c.maxConnections < 0:
 		return fmt.Errorf("max connections must not be negative, not %d", c.maxConnections)
 	}
@@ -173,6 +179,14 @@ func SaveEvery(d time.Duration) Opt { return func(c *cfg) { c.saveEvery = d } }
 func Heartbeats(every, deadAfter time.Duration) Opt {
 	return func(c *cfg) { c.heartbeatEvery, c.deadAfter = every, deadAfter }
 }
+
+// MaxSubscriptions caps the subscriptions of one session; SUBSCRIBE beyond it gets 0x97 Quota Exceeded (v3:
+// 0x80) for the extra filters. Default 1000.
+func MaxSubscriptions(n int) Opt { return func(c *cfg) { c.maxSubs = n } }
+
+// TopicAliasBytes caps the bytes of topic names one connection may hold as inbound topic aliases (each
+// alias can name a 65,535-byte topic); a client going past it is disconnected with 0x97. Default 16 KiB.
+func TopicAliasBytes(n int) Opt { return func(c *cfg) { c.aliasBytes = n } }
 
 // Logger sets the structured logger. Default slog.Default().
 func Logger(l *slog.Logger) Opt { return func(c *cfg) { c.log = l } }

@@ -330,6 +330,14 @@ func (c *conn) resolveAlias(p *mqttcodec.Publish) ([]byte, error) {
 		if c.aliases == nil {
 			c.aliases = make(map[uint16]string)
 		}
+		held := len(p.Topic) - len(c.aliases[a])
+		for _, t := range c.aliases {
+			held += len(t)
+		}
+		if held > c.l.srv.cfg.aliasBytes {
+			// Aliases are memory the server keeps for the client: bounded like every other per-connection cost.
+			return nil, &mqttcodec.Error{Reason: mqttcodec.QuotaExceeded, Packet: mqttcodec.PUBLISH, Msg: "topic aliases exceed the connection's budget"}
+		}
 		c.aliases[a] = string(p.Topic) // [MQTT-3.3.2-12] a topic with an alias (re)defines it
 		return p.Topic, nil
 	}

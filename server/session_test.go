@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -246,4 +247,31 @@ func TestRetainOptions(t *testing.T) {
 	if m := c.next(t); !m.Retain {
 		t.Fatal("MQTT-3.3.1-13: Retain As Published subscription got RETAIN=0")
 	}
+}
+
+// Per-session quotas: subscriptions beyond the maximum get 0x97 in SUBACK, and topic aliases beyond their
+// byte budget end the connection with 0x97.
+func TestQuotas(t *testing.T) {
+	f := startFerry(t, server.MaxSubscriptions(2), server.TopicAliasBytes(64))
+	c := dialV5(t, f.addr, &paho.Connect{ClientID: "greedy", CleanStart: true})
+	sa, err := c.Subscribe(context.Background(), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "q/1", QoS: 1}, {Topic: "q/2", QoS: 1}, {Topic: "q/3", QoS: 1}}})
+	if sa == nil {
+		t.Fatalf("no SUBACK: %v", err)
+	}
+	if got := sa.Reasons; len(got) != 3 || got[0] != 1 || got[1] != 1 || got[2] != byte(mqttcodec.QuotaExceeded) {
+		t.Fatalf("SUBACK reasons %v, want [1 1 0x97]", got)
+	}
+	if sa := c.sub(t, paho.SubscribeOptions{Topic: "q/1", QoS: 0}); sa.Reasons[0] != 0 {
+		t.Fatalf("re-subscribing an existing filter: %v", sa.Reasons)
+	}
+	r := dialRaw(t, f.addr)
+	r.connect(5, "aliaser")
+	for i := uint16(1); i <= 3; i++ {
+		p := mqttcodec.Publish{Topic: bytes.Repeat([]byte{'a' + byte(i)}, 30), QoS: 0}
+		p.Props.TopicAlias = i
+		p.Props.Set(mqttcodec.PropTopicAlias)
+		r.send(mqttcodec.AppendPublish(nil, &p, 5))
+	}
+	r.expectDisconnect(mqttcodec.QuotaExceeded)
 }

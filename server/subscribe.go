@@ -23,6 +23,15 @@ func (c *conn) onSubscribe(p *mqttcodec.Subscribe) error {
 		}
 		granted := min(s.QoS, srv.cfg.maxQoS) // [MQTT-3.8.4-6]
 		filter := string(s.Filter)
+		sess.mu.Lock()
+		_, had := sess.subs[filter]
+		full := !had && len(sess.subs) >= srv.cfg.maxSubs
+		sess.mu.Unlock()
+		if full {
+			ack.Reasons = append(ack.Reasons, mqttcodec.QuotaExceeded) // v3: 0x80 (AppendSuback maps it)
+			srv.metrics.refusedSubs.Add(1)
+			continue
+		}
 		o := subOpts{qos: granted, noLocal: s.NoLocal, retainAsPub: s.RetainAsPublished,
 			retainHandling: s.RetainHandling, subID: subID}
 		existed := srv.trie.add(filter, sess, o)
