@@ -45,6 +45,7 @@ type cfg struct {
 	compression     []kgo.CompressionCodec // nil: by cluster kind, see ProduceCompression
 	extra           []kgo.Opt
 	recentBytes     int
+	healthTimeout   time.Duration
 }
 
 func defaults() cfg {
@@ -68,6 +69,7 @@ func defaults() cfg {
 		partRefresh:     30 * time.Second,
 		fetchMaxWait:    500 * time.Millisecond,
 		recentBytes:     64 << 20,
+		healthTimeout:   10 * time.Second,
 	}
 }
 
@@ -125,6 +127,8 @@ func (c *cfg) validate() error {
 		return errors.New("invalid produce compression: no codec")
 	case c.fetchMaxWait < 10*time.Millisecond:
 		return fmt.Errorf("invalid fetch max wait %v: must be at least 10ms", c.fetchMaxWait)
+	case c.healthTimeout < 100*time.Millisecond:
+		return fmt.Errorf("invalid health timeout %v: must be at least 100ms", c.healthTimeout)
 	}
 	return nil
 }

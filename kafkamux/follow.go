@@ -84,11 +84,15 @@ func (m *Mux) Follow(topic string, h Handler) error { return m.FollowFrom(topic,
 // h tells them from an empty payload by the flag.
 //
 // Latency: a topic followed while the reader already has a fetch waiting
-// at the broker (up to [FetchMaxWait]) joins the next fetch, so its first
-// records, and records produced to an empty topic that is "caught up" at
-// once, may reach h up to about two FetchMaxWait later than records of
-// topics already followed. Topics followed together by [Mux.FollowAll] are
-// in the same first fetch.
+// at the broker joins the next fetch, which starts when that one returns:
+// when records arrive for the topics it reads, or after [FetchMaxWait].
+// So the first records of a newly followed topic, and records produced to
+// an empty topic that was "caught up" at once, may reach h up to about
+// FetchMaxWait (observed: up to twice that) later than records of topics
+// already followed. [Mux.FollowAll] adds its topics' partitions in one
+// call, which usually puts them all in the first fetch; franz-go may still
+// start fetching the first partitions assigned before the rest are, so it
+// narrows the window rather than closing it.
 func (m *Mux) FollowFrom(topic string, start Start, h Handler, caughtUp func()) error {
 	return m.FollowAll(FollowSpec{Topic: topic, Start: start, Handler: h, CaughtUp: caughtUp})
 }
@@ -110,8 +114,9 @@ type FollowSpec struct {
 }
 
 // FollowAll follows several topics at once, each as [Mux.FollowFrom] does,
-// with the partitions of all of them added to the reader together, so the
-// first fetch reads them all: what a server starting up wants. It follows
+// with the offsets of all of them listed and their partitions added to the
+// reader together, so the first fetch usually reads them all (see the
+// latency note on FollowFrom): what a server starting up wants. It follows
 // all of them or, with an error, none.
 func (m *Mux) FollowAll(specs ...FollowSpec) error {
 	upNow, err := m.follow(specs)
@@ -285,10 +290,12 @@ func (m *Mux) read() {
 			if f == nil || len(ftp.Records) == 0 {
 				return
 			}
+			got := 0 // records handed on or skipped, for TopicStats
 			for _, r := range ftp.Records {
 				if r.Attrs.IsControl() {
 					continue // a transaction marker: kept only so catching up sees it (see FollowFrom)
 				}
+				got++
 				if f.raw != nil {
 					f.raw(r)
 					continue
@@ -311,6 +318,7 @@ func (m *Mux) read() {
 				}
 				f.h(r.Partition, r.Offset, msg)
 			}
+			m.stats.read[m.stats.role(ftp.Topic)].Add(uint64(got))
 			if f.behind != nil {
 				f.advance(ftp.Partition, ftp.Records[len(ftp.Records)-1].Offset)
 			}

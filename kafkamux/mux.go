@@ -49,6 +49,7 @@ type Mux struct {
 
 	skipped   atomic.Int64
 	closeOnce sync.Once
+	stats     kstats // per-topic counters and what Healthy needs (health.go)
 
 	recentMsgs *recent // recent records of the messages topic, for resumes
 }
@@ -69,6 +70,7 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 	}
 	m := &Mux{cfg: c, log: c.logger, conns: newConnTracker(), recentMsgs: newRecent(c.recentBytes)}
 	m.rl.init(time.Minute)
+	m.stats.topics = [roleOther]string{c.topicMessages, c.topicRetained, c.topicSessions}
 	empty := map[string]*follower{}
 	m.followers.Store(&empty)
 
@@ -196,7 +198,7 @@ func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
 		o = append(o, kgo.ProducerBatchCompression(kgo.NoCompression()))
 	}
 	if main {
-		o = append(o, kgo.WithHooks(m.conns), kgo.RetryBackoffFn(retryBackoff))
+		o = append(o, kgo.WithHooks(m.conns, &m.stats), kgo.RetryBackoffFn(retryBackoff))
 	}
 	return append(o, c.extra...)
 }

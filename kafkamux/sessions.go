@@ -2,6 +2,7 @@ package kafkamux
 
 import (
 	"context"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -40,5 +41,9 @@ func SessionClientID(key []byte) []byte {
 // on a franz-go goroutine once Kafka acked (acks=all) or failed the record.
 func (m *Mux) PutSession(key string, value []byte, done func(error)) {
 	r := &kgo.Record{Topic: m.cfg.topicSessions, Key: []byte(key), Value: value}
-	m.cl.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) { done(err) })
+	start := time.Now()
+	m.cl.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) {
+		m.stats.latency[roleSessions].Observe(time.Since(start))
+		done(err)
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ferrymq/ferry/kafkamux"
 )
@@ -72,14 +73,16 @@ func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
 	l.bytes += size
 	l.mu.Unlock()
 
+	start := time.Now() // produce latency, carried by the closure that exists anyway (kafkamux.Mux.ProduceLatency)
 	if rr == nil {
 		l.o.mux.Produce(context.Background(), r, func(_ *kafkamux.Record, err error) {
+			l.o.latMessages.Observe(time.Since(start))
 			l.release(1, size, err != nil)
 			l.finish(err, done)
 		})
 		return nil
 	}
-	p := &retainedPub{l: l, size: size, done: done}
+	p := &retainedPub{l: l, size: size, done: done, start: start}
 	p.left.Store(2)
 	l.o.mux.Produce(context.Background(), r, p.complete)
 	l.o.mux.Produce(context.Background(), rr, p.complete)
@@ -88,15 +91,21 @@ func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
 
 // retainedPub joins the two produces of a retained message.
 type retainedPub struct {
-	l    *Lane
-	size int
-	done func(error)
-	left atomic.Int32
-	mu   sync.Mutex
-	err  error
+	l     *Lane
+	size  int
+	done  func(error)
+	start time.Time
+	left  atomic.Int32
+	mu    sync.Mutex
+	err   error
 }
 
 func (p *retainedPub) complete(r *kafkamux.Record, err error) {
+	if r.Topic == p.l.o.retained {
+		p.l.o.latRetained.Observe(time.Since(p.start))
+	} else {
+		p.l.o.latMessages.Observe(time.Since(p.start))
+	}
 	if err != nil {
 		p.mu.Lock()
 		if p.err == nil {

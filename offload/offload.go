@@ -29,6 +29,11 @@ type (
 	Message  = kafkamux.Message
 	UserProp = kafkamux.UserProp
 	Handler  = kafkamux.Handler
+
+	// Histogram and HistogramSnapshot are kafkamux's lock-free duration histogram, for the server's own
+	// timings (event-loop lag).
+	Histogram         = kafkamux.Histogram
+	HistogramSnapshot = kafkamux.HistogramSnapshot
 )
 
 // ErrFull is returned by TryPublish when the lane's in-flight budget is
@@ -87,6 +92,8 @@ type Offload struct {
 	log      *slog.Logger
 	rl       *kafkamux.RateLimiter
 	lanes    []*Lane
+
+	latMessages, latRetained *kafkamux.Histogram // produce latency, owned by the mux
 }
 
 // New creates loops lanes over mux, producing to mux's messages topic. The
@@ -118,6 +125,9 @@ func New(mux *kafkamux.Mux, loops int, opts ...Opt) (*Offload, error) {
 		log:      mux.Logger(),
 		rl:       kafkamux.NewRateLimiter(time.Minute),
 		lanes:    make([]*Lane, loops),
+
+		latMessages: mux.ProduceLatency(mux.MessagesTopic()),
+		latRetained: mux.ProduceLatency(mux.RetainedTopic()),
 	}
 	for i := range o.lanes {
 		l := &Lane{

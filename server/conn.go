@@ -30,6 +30,8 @@ type conn struct {
 	closed    bool
 	blocked   bool        // holds publishes the lane refused (listed in l.blocked)
 	paused    bool        // inbound QoS>0 window is full: further packets stay in gnet's buffer
+	closeWhy  uint8       // why Ferry closes it, for metrics (closeReason infers the rest)
+	listener  uint8       // index of the listener that accepted it, for metrics
 	notified  atomic.Bool // queued in l.ready
 	keepAlive uint16      // seconds, 0 = none
 	lastRead  int64       // unix seconds of the last packet
@@ -53,8 +55,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	l := s.loopOf(gc.EventLoop())
 	c := &conn{gc: gc, l: l, lastRead: l.now}
 	gc.SetContext(c)
-	s.metrics.connsOpened.Add(1)
-	s.metrics.connsCurrent.Add(1)
+	s.metrics.connOpened(c)
 	// [MQTT-3.1.4-?] A socket that sends no CONNECT within the timeout is closed.
 	l.wheel.schedule(c, l.now+int64(s.cfg.connectTimeout.Seconds()+0.999))
 	return nil, gnet.None
@@ -66,7 +67,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	if c == nil {
 		return gnet.None
 	}
-	s.metrics.connsCurrent.Add(-1)
+	s.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
 	c.closed = true
 	c.endSession()
 	return gnet.None
@@ -133,11 +134,13 @@ func (c *conn) readPackets() {
 	}
 	if used > 0 {
 		_, _ = c.gc.Discard(used)
+		c.l.srv.metrics.bytesIn.Add(uint64(used))
 	}
 	if c.paused && c.gc.InboundBuffered() > c.l.srv.cfg.maxPacketSize+2*c.l.srv.cfg.outboundBudget {
 		// A v3 client keeps sending past the window the server can take; its bytes are not buffered without
 		// bound.
 		c.l.srv.warn("closing connection: client exceeds the in-flight window", "client", c.clientID())
+		c.closeWhy = closeQuota
 		c.close()
 	}
 }
@@ -213,7 +216,7 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 // [MQTT-4.13.1-1], a v3 client is simply disconnected, as its protocol prescribes.
 func (c *conn) protocolError(err error) {
 	reason := mqttcodec.ReasonOf(err)
-	c.l.srv.metrics.protocolErrors.Add(1)
+	c.l.srv.metrics.protocolError(c, reason)
 	c.l.srv.debug("closing connection on protocol error", "client", c.clientID(), "err", err)
 	if c.phase == phaseConnected && c.version >= mqttcodec.Version5 {
 		c.sendDisconnect(reason, err.Error())
@@ -265,6 +268,7 @@ func (c *conn) checkTimeout() {
 		deadline = c.lastRead + int64(c.l.srv.cfg.connectTimeout.Seconds()+0.999) + 1
 		if l.now >= deadline {
 			c.l.srv.metrics.connectTimeouts.Add(1)
+			c.closeWhy = closeConnectTimeout
 			c.close()
 			return
 		}
@@ -277,6 +281,7 @@ func (c *conn) checkTimeout() {
 		deadline = c.lastRead + (int64(c.keepAlive)*3+1)/2 + 1
 		if l.now >= deadline {
 			c.l.srv.metrics.keepAliveTimeouts.Add(1)
+			c.closeWhy = closeKeepAlive
 			if c.version >= mqttcodec.Version5 {
 				c.sendDisconnect(mqttcodec.KeepAliveTimeout, "keep-alive timeout")
 			}

@@ -85,6 +85,7 @@ func (c *conn) drain() {
 	if sess.overflowed {
 		sess.overflowed = false
 		c.l.srv.metrics.dropped(dropQueueFull)
+		c.closeWhy = closeQuota
 		c.l.srv.warn("disconnecting a client that does not keep up", "client", sess.id)
 		if c.version >= mqttcodec.Version5 {
 			c.sendDisconnect(mqttcodec.QuotaExceeded, "session queue full")
@@ -121,8 +122,8 @@ func (c *conn) drain() {
 		if d.qos > 0 {
 			sess.fl.add(id, *d)
 		}
+		c.l.srv.metrics.publishesOut[d.qos].Add(1) // before pop, which clears *d
 		sess.queue.pop()
-		c.l.srv.metrics.publishesOut[d.qos].Add(1)
 		if len(c.l.out) >= 64<<10 {
 			c.flushOut()
 		}

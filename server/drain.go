@@ -62,6 +62,7 @@ func (c *conn) shutDown() {
 		if c.version >= mqttcodec.Version5 && c.phase == phaseConnected {
 			c.sendDisconnect(mqttcodec.ServerShuttingDown, "server shutting down")
 		}
+		c.closeWhy = closeShutdown
 		c.close()
 		return nil
 	}))

@@ -31,6 +31,7 @@ type loop struct {
 	wheel   wheel
 	blocked []*conn // connections holding publishes that the lane had no room for
 	laneHot atomic.Bool
+	lag     loopLag // how late the one-second tick runs (metrics.go)
 
 	// decode targets reused for every packet on this loop (0 allocations per packet)
 	pub   mqttcodec.Publish
@@ -127,7 +128,9 @@ func (l *loop) block(c *conn) {
 
 // tick runs on the event loop once a second: keep-alive and CONNECT timeouts.
 func (l *loop) tick(context.Context) error {
-	l.now = time.Now().Unix()
+	now := time.Now()
+	l.now = now.Unix()
+	l.srv.metrics.tickLag(l, now)
 	l.wheel.advance(l.now, func(c *conn) { c.checkTimeout() })
 	return nil
 }

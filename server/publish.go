@@ -251,6 +251,7 @@ func (c *conn) flushAcks() {
 			if c.version < mqttcodec.Version5 {
 				// A v3 ack cannot say "failed": the connection closes without it, and the client re-sends.
 				releasePub(r)
+				c.closeWhy = closeKafkaError
 				c.close()
 				return
 			}

@@ -64,6 +64,7 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 		return nil, err
 	}
 	s.warnLim.every = 10 * time.Second
+	s.metrics.initListeners(s.cfg.listeners)
 	s.store = newStore(s)
 	return s, nil
 }
@@ -127,6 +128,7 @@ func (s *Server) Start() error {
 
 // Stop closes the listeners and every connection, and waits for the loops to end.
 func (s *Server) Stop(ctx context.Context) error {
+	s.metrics.stopping.Store(true)
 	if s.stopSaver != nil {
 		s.stopSaver()
 	}
@@ -156,7 +158,9 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.loopMu.Lock()
 	loops := s.order
 	s.loopMu.Unlock()
+	now := time.Now().UnixNano()
 	for _, l := range loops {
+		l.lag.tickAt.CompareAndSwap(0, now) // the tick measures how long it waited for the loop (loop lag)
 		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(l.tick))
 	}
 	return time.Second, gnet.None

@@ -159,7 +159,9 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 			}
 		}
 	}
-	if c.sess == nil && c.owner == nil && c.deliv == nil && c.will == nil {
+	if c.sess == nil && c.deliv == nil && c.will == nil && (c.owner == nil || c.owner.Expiry == 0) {
+		// A session that ends with its connection needs no index entry: its owner records only signal
+		// takeovers (handled below), so an idle clean-session client costs this instance nothing here.
 		delete(st.clients, id)
 	}
 	var h *handoff

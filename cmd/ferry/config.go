@@ -26,6 +26,7 @@ type config struct {
 	partitions        int
 	admin             string
 	pprof             bool
+	kafkaReadyTimeout time.Duration
 	maxConnections    int
 	eventLoops        int
 	maxPacketSize     int
@@ -78,6 +79,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.partitions, "partitions", 6, "partitions of the topics Ferry creates")
 	fs.StringVar(&c.admin, "admin", "", "admin HTTP address for /healthz, /readyz, /metrics (empty = off)")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve /debug/pprof on the admin address")
+	fs.DurationVar(&c.kafkaReadyTimeout, "kafka-ready-timeout", 10*time.Second, "/readyz fails when Kafka leaves Ferry's requests unanswered this long")
 	fs.IntVar(&c.maxConnections, "max-connections", 0, "maximum concurrent MQTT connections (0 = unlimited)")
 	fs.IntVar(&c.eventLoops, "event-loops", 0, "gnet event loops (0 = one per CPU)")
 	fs.IntVar(&c.maxPacketSize, "max-packet-size", 1<<20, "largest MQTT packet accepted, in bytes")
@@ -225,6 +227,7 @@ func (c *config) validate() error {
 		{c.serverKeepAlive >= 0 && c.serverKeepAlive <= 65535, "server-keep-alive", c.serverKeepAlive, "0 to 65535"},
 		{c.connectTimeout > 0, "connect-timeout", c.connectTimeout, "positive"},
 		{c.shutdownTimeout > 0, "shutdown-timeout", c.shutdownTimeout, "positive"},
+		{c.kafkaReadyTimeout >= 100*time.Millisecond, "kafka-ready-timeout", c.kafkaReadyTimeout, "at least 100ms"},
 		{c.v3SessionExpiry >= time.Second && c.v3SessionExpiry.Seconds() < 1<<32, "v3-session-expiry", c.v3SessionExpiry, "1s to 136 years"},
 		{c.maxSessionExpiry >= time.Second && c.maxSessionExpiry.Seconds() < 1<<32, "max-session-expiry", c.maxSessionExpiry, "1s to 136 years"},
 		{c.saveEvery >= 100*time.Millisecond, "save-every", c.saveEvery, "at least 100ms"},

@@ -98,6 +98,7 @@ func run(cfg *config) error {
 		kafkamux.Topics(cfg.topicMessages, cfg.topicRetained, cfg.topicSessions),
 		kafkamux.Partitions(int32(cfg.partitions)),
 		kafkamux.Logger(log),
+		kafkamux.HealthTimeout(cfg.kafkaReadyTimeout),
 	}
 	if cfg.kafkaBrokers != "" {
 		kopts = append(kopts, kafkamux.Brokers(strings.Split(cfg.kafkaBrokers, ",")...))
@@ -130,7 +131,7 @@ func run(cfg *config) error {
 		if err != nil {
 			return fmt.Errorf("cannot listen for admin HTTP on %s: %w", cfg.admin, err)
 		}
-		adminSrv = &http.Server{Handler: adminHandler(srv, mux, cfg.pprof), ReadHeaderTimeout: 5 * time.Second}
+		adminSrv = &http.Server{Handler: adminHandler(srv, off, mux, cfg.pprof), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = adminSrv.Serve(ln) }()
 		log.Info("admin HTTP listening", "addr", ln.Addr().String())
 	}
@@ -155,9 +156,8 @@ func run(cfg *config) error {
 	}()
 	ctx, cancel = context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
-	if adminSrv != nil {
-		_ = adminSrv.Shutdown(ctx)
-	}
+	// The admin listener stays up through the drain: /readyz answers 503 "draining" and /metrics shows the
+	// connections leaving.
 	if err := srv.Drain(ctx); err != nil {
 		log.Warn("not every client left before the shutdown timeout", "err", err)
 	}
@@ -166,6 +166,9 @@ func run(cfg *config) error {
 	}
 	if err := mux.Flush(ctx); err != nil {
 		log.Warn("not every record reached Kafka before the stop", "err", err)
+	}
+	if adminSrv != nil {
+		_ = adminSrv.Shutdown(ctx)
 	}
 	return nil
 }

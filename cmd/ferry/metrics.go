@@ -1,0 +1,227 @@
+package main
+
+import (
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+
+	"github.com/ferrymq/ferry/kafkamux"
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server"
+)
+
+// instance is what /metrics and /readyz read. off and mux may be nil in tests of the server alone.
+type instance struct {
+	srv *server.Server
+	off *offload.Offload
+	mux *kafkamux.Mux
+}
+
+// ready reports whether the instance should get new clients: not draining, retained messages loaded, and
+// Kafka answering (kafkamux.Mux.Healthy).
+func (in instance) ready() (bool, string) {
+	if ok, why := in.srv.Ready(); !ok {
+		return false, why
+	}
+	if in.mux != nil {
+		if ok, why := in.mux.Healthy(); !ok {
+			return false, why
+		}
+	}
+	return true, ""
+}
+
+// appendMetrics appends every metric of the instance in Prometheus text format. The names, types and labels
+// are documented in docs/operations.md ("Metrics"); keep both in step. Labels are listeners, Kafka topics,
+// QoS levels, event loops and reason codes: bounded by the configuration and the protocol, never by clients.
+func (in instance) appendMetrics(dst []byte) []byte {
+	p := &promWriter{b: dst}
+	s := in.srv.Metrics().Snapshot()
+	st := in.srv.State()
+
+	p.family("ferry_build_info", "gauge", "Always 1; the version label names the running build.")
+	p.u("ferry_build_info", 1, "version", version, "go", runtime.Version())
+	ready, _ := in.ready()
+	p.family("ferry_ready", "gauge", "1 when /readyz answers 200: not draining, retained messages loaded, Kafka answering.")
+	p.u("ferry_ready", b2u(ready))
+
+	// Connections, per listener.
+	ls := in.srv.Metrics().Listeners()
+	p.family("ferry_connections_current", "gauge", "MQTT network connections open now, CONNECT received or not.")
+	for _, l := range ls {
+		p.i("ferry_connections_current", l.Current, "listener", l.Listener)
+	}
+	p.family("ferry_connections_opened_total", "counter", "MQTT network connections accepted.")
+	for _, l := range ls {
+		p.u("ferry_connections_opened_total", l.Opened, "listener", l.Listener)
+	}
+	p.family("ferry_connections_closed_total", "counter", "MQTT network connections ended, by reason.")
+	for _, l := range ls {
+		for r, n := range l.Closed {
+			if r == 0 {
+				continue // "unknown" is never counted: every end has a reason
+			}
+			p.u("ferry_connections_closed_total", n, "listener", l.Listener, "reason", server.CloseReasonNames[r])
+		}
+	}
+	p.family("ferry_connects_refused_total", "counter", "CONNECTs answered with a failure CONNACK, by MQTT 5 reason code (v3 clients get the matching return code).")
+	writeCodes(p, "ferry_connects_refused_total", s.Refused)
+	p.family("ferry_protocol_errors_total", "counter", "Connections closed on a malformed or forbidden packet, by MQTT 5 reason code.")
+	writeCodes(p, "ferry_protocol_errors_total", s.ProtocolErrorsByCode)
+
+	// Sessions, subscriptions, retained messages.
+	p.family("ferry_sessions_connected", "gauge", "Sessions with a connected client (CONNACK sent).")
+	p.i("ferry_sessions_connected", s.SessionsConnected)
+	p.family("ferry_sessions_local", "gauge", "Sessions held by this instance: connected ones and persistent ones whose client is away.")
+	p.i("ferry_sessions_local", int64(st.SessionsLocal))
+	p.family("ferry_sessions_known", "gauge", "Clients the sessions topic knows, connected to any instance or away.")
+	p.i("ferry_sessions_known", int64(st.SessionsKnown))
+	p.family("ferry_sessions_expired_total", "counter", "Persistent sessions that expired while their client was away.")
+	p.u("ferry_sessions_expired_total", s.SessionsExpired)
+	p.family("ferry_takeovers_total", "counter", "Connections closed because their client id connected again (0x8E), here or on another instance.")
+	p.u("ferry_takeovers_total", s.Takeovers)
+	p.family("ferry_subscriptions", "gauge", "Subscriptions in this instance's index, offline persistent sessions' included.")
+	p.i("ferry_subscriptions", int64(st.Subscriptions))
+	p.family("ferry_subscriptions_refused_total", "counter", "Topic filters refused by the per-session subscription limit (0x97).")
+	p.u("ferry_subscriptions_refused_total", s.RefusedSubs)
+	p.family("ferry_retained_messages", "gauge", "Retained messages in the index.")
+	p.i("ferry_retained_messages", int64(st.Retained))
+	p.family("ferry_wills_total", "counter", "Will messages handed to Kafka.")
+	p.u("ferry_wills_total", s.WillsSent)
+
+	// Messages.
+	p.family("ferry_messages_in_total", "counter", "PUBLISH packets received from clients, by QoS.")
+	for q, n := range s.PublishesIn {
+		p.u("ferry_messages_in_total", n, "qos", strconv.Itoa(q))
+	}
+	p.family("ferry_messages_out_total", "counter", "PUBLISH packets sent to subscribers (first sends, not DUP re-sends), by QoS.")
+	for q, n := range s.PublishesOut {
+		p.u("ferry_messages_out_total", n, "qos", strconv.Itoa(q))
+	}
+	p.family("ferry_bytes_in_total", "counter", "MQTT bytes read from clients (whole packets).")
+	p.u("ferry_bytes_in_total", s.BytesIn)
+	p.family("ferry_bytes_out_total", "counter", "MQTT bytes written to clients.")
+	p.u("ferry_bytes_out_total", s.BytesOut)
+	p.family("ferry_dropped_total", "counter", "Messages dropped, by reason.")
+	for i, n := range server.DropReasonNames {
+		p.u("ferry_dropped_total", s.Drops[i], "reason", n)
+	}
+
+	// Event loops and their Kafka lanes.
+	p.family("ferry_event_loop_lag_seconds", "histogram", "How late an event loop ran its one-second tick: time queued behind the loop's other work.")
+	p.histogram("ferry_event_loop_lag_seconds", in.srv.Metrics().LoopLag())
+	p.family("ferry_event_loop_lag_max_seconds", "gauge", "Longest tick lag of each event loop over the current and the previous minute.")
+	for i, d := range in.srv.LoopLagMax() {
+		p.f("ferry_event_loop_lag_max_seconds", d.Seconds(), "loop", strconv.Itoa(i))
+	}
+	if in.off != nil {
+		lanes := make([]offload.Stats, in.off.Lanes())
+		for i := range lanes {
+			lanes[i] = in.off.Lane(i).Stats()
+		}
+		p.family("ferry_inflight_records", "gauge", "Records an event loop has handed to Kafka and not yet seen acknowledged (--inflight-records bounds it).")
+		for i, l := range lanes {
+			p.i("ferry_inflight_records", int64(l.InFlightRecords), "loop", strconv.Itoa(i))
+		}
+		p.family("ferry_inflight_bytes", "gauge", "Bytes an event loop has in flight to Kafka (--inflight-bytes bounds it).")
+		for i, l := range lanes {
+			p.i("ferry_inflight_bytes", int64(l.InFlightBytes), "loop", strconv.Itoa(i))
+		}
+		p.family("ferry_inflight_full_total", "counter", "Publishes an event loop could not hand to Kafka at once because its in-flight budget was spent.")
+		for i, l := range lanes {
+			p.u("ferry_inflight_full_total", l.Full, "loop", strconv.Itoa(i))
+		}
+	}
+
+	// Kafka.
+	if in.mux != nil {
+		ts := in.mux.TopicStats()
+		p.family("ferry_kafka_records_produced_total", "counter", "Records Kafka acknowledged (acks=all), by topic.")
+		for _, t := range ts {
+			p.u("ferry_kafka_records_produced_total", t.Produced, "topic", t.Topic)
+		}
+		p.family("ferry_kafka_produce_errors_total", "counter", "Records Kafka did not take (after franz-go's retries, or refused), by topic.")
+		for _, t := range ts {
+			p.u("ferry_kafka_produce_errors_total", t.ProduceErrors, "topic", t.Topic)
+		}
+		p.family("ferry_kafka_produce_seconds", "histogram", "Time from handing a record to the producer until Kafka acknowledged or failed it, by topic.")
+		for _, t := range ts {
+			p.histogram("ferry_kafka_produce_seconds", t.ProduceLatency, "topic", t.Topic)
+		}
+		p.family("ferry_kafka_records_read_total", "counter", "Records the shared reader fetched, by topic.")
+		for _, t := range ts {
+			p.u("ferry_kafka_records_read_total", t.Read, "topic", t.Topic)
+		}
+		p.family("ferry_kafka_records_skipped_total", "counter", "Records read that are not MQTT messages (bad key or reserved header) and were skipped.")
+		p.u("ferry_kafka_records_skipped_total", uint64(in.mux.Skipped()))
+		p.family("ferry_kafka_connections", "gauge", "Open TCP connections to Kafka brokers (a constant of the configuration: at most 3 per broker).")
+		p.i("ferry_kafka_connections", int64(in.mux.Connections()))
+		up, _ := in.mux.Healthy()
+		p.family("ferry_kafka_up", "gauge", "1 when Kafka answers and takes records (see /readyz), else 0.")
+		p.u("ferry_kafka_up", b2u(up))
+		p.family("ferry_kafka_last_response_seconds", "gauge", "Seconds since a Kafka broker last answered a request.")
+		if age := in.mux.LastResponseAge(); age < 1<<62 {
+			p.f("ferry_kafka_last_response_seconds", age.Seconds())
+		}
+	}
+
+	// Process.
+	p.family("go_goroutines", "gauge", "Goroutines that currently exist.")
+	p.i("go_goroutines", int64(runtime.NumGoroutine()))
+	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(sample)
+	p.family("go_memory_mapped_bytes", "gauge", "Memory mapped by the Go runtime (runtime/metrics /memory/classes/total:bytes).")
+	p.u("go_memory_mapped_bytes", sampleUint(sample[0]))
+	p.family("go_heap_objects_bytes", "gauge", "Bytes of live and not yet swept heap objects.")
+	p.u("go_heap_objects_bytes", sampleUint(sample[1]))
+	if rss, ok := residentBytes(); ok {
+		p.family("process_resident_memory_bytes", "gauge", "Resident set size of the process.")
+		p.u("process_resident_memory_bytes", rss)
+	}
+	return p.b
+}
+
+// writeCodes writes one sample per reason code that has been counted, labelled with the code and its name.
+func writeCodes(p *promWriter, name string, m map[mqttcodec.ReasonCode]uint64) {
+	for c := range 256 {
+		if n, ok := m[mqttcodec.ReasonCode(c)]; ok {
+			code := mqttcodec.ReasonCode(c)
+			p.u(name, n, "code", "0x"+strings.ToUpper(strconv.FormatUint(uint64(c)|0x100, 16)[1:]),
+				"reason", strings.ReplaceAll(code.String(), " ", "_"))
+		}
+	}
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func sampleUint(s metrics.Sample) uint64 {
+	if s.Value.Kind() == metrics.KindUint64 {
+		return s.Value.Uint64()
+	}
+	return 0
+}
+
+// residentBytes reads the resident set size from /proc (Linux only).
+func residentBytes() (uint64, bool) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, false
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return pages * uint64(os.Getpagesize()), true
+}
