@@ -95,11 +95,17 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
   TARGET=127.0.0.1:$p PIDS="" KAFKA=""
   case $name in
     ferry)
-      alloc_port; kp=$PORT
-      rm -rf "$TMP/ferry-data"
-      (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --data-dir "$TMP/ferry-data" \
-        --embedded-kafka-addr "127.0.0.1:$kp") >"$TMP/ferry.log" 2>&1 &
-      PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
+      local try
+      for try in 1 2 3; do # a port picked as free can be taken before Ferry binds it: pick again
+        alloc_port; kp=$PORT
+        rm -rf "$TMP/ferry-data"
+        (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --data-dir "$TMP/ferry-data" \
+          --embedded-kafka-addr "127.0.0.1:$kp") >"$TMP/ferry.log" 2>&1 &
+        PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
+        sleep 0.5
+        if kill -0 "$PIDS" 2>/dev/null || ! grep -q "address already in use" "$TMP/ferry.log"; then break; fi
+        alloc_port; p=$PORT; TARGET=127.0.0.1:$p
+      done
       if ! wait_port "$p" 30 || ! wait_port "$kp" 10; then
         FERRY_WHY="bin/ferry did not listen on MQTT $p / Kafka $kp within 30 s: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')"
         echo "FERRY DOES NOT RUN YET — $FERRY_WHY" >&2
