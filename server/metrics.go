@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -137,9 +139,13 @@ func (m *Metrics) connClosed(c *conn) {
 	if len(m.listeners) == 0 {
 		return
 	}
+	why := c.closeReason()
 	l := &m.listeners[c.listener]
 	l.current.Add(-1)
-	l.closed[c.closeReason()].Add(1)
+	l.closed[why].Add(1)
+	if srv := c.l.srv; srv.cfg.log.Enabled(context.Background(), slog.LevelDebug) {
+		srv.debug("client disconnected", "client", c.clientID(), "reason", CloseReasonNames[why])
+	}
 }
 
 // closeReason says why c ended. Where Ferry closes a connection it records the reason (closeWhy); the closes
