@@ -31,6 +31,12 @@ import (
 // Kafka producer) is delivered live but not retained; to retain from Kafka, write to the retained topic.
 // Once loaded, the index trails Kafka by the reader's fetch latency, as live delivery does.
 //
+// Known window: a retained PUBLISH is two records, one on each topic, read independently. If the reader
+// applies the retained one before it reaches the messages one (they arrive in different fetches, usually a
+// millisecond apart; up to FetchMaxWait while an instance starts, see kafkamux FollowFrom), a SUBSCRIBE that
+// lands in between gets the message twice: from the index with RETAIN=1, then live. The old design fed the
+// index from the messages topic and had no such window, but lost everything on restart.
+//
 // Index: a trie of topic levels. A filter walks only the branches it can match: a literal level is one
 // lookup, '+' visits the children of one node, '#' the subtree below one node; a SUBSCRIBE costs the matching
 // part of the index, not all of it. Nodes keep up to smallFanout children in a slice and switch to a map past
