@@ -369,6 +369,7 @@ func (s *Server) discard(sess *session) {
 	subs := sess.subs
 	sess.subs = nil
 	sess.ended = true
+	sess.c = nil
 	sess.queue.clear()
 	sess.fl = nil
 	sess.mu.Unlock()

@@ -38,9 +38,23 @@ func freePort(t testing.TB) int {
 
 func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 	t.Helper()
+	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, opts...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = f.srv.Stop(ctx)
+		f.mux.Close()
+	})
+	return f
+}
+
+// buildFerry starts a Ferry on the Kafka the options name (3 partitions per created topic, 2 event loops).
+// The caller arranges its stop.
+func buildFerry(t testing.TB, kopts []kafkamux.Opt, opts ...server.Opt) *ferry {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	mux, err := kafkamux.New(ctx, kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir(""), kafkamux.Partitions(3))
+	mux, err := kafkamux.New(ctx, append(kopts, kafkamux.Partitions(3))...)
 	if err != nil {
 		t.Fatalf("kafkamux: %v", err)
 	}
@@ -60,14 +74,7 @@ func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 		mux.Close()
 		t.Fatalf("start: %v", err)
 	}
-	f := &ferry{addr: addr, mux: mux, srv: srv}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Stop(ctx)
-		mux.Close()
-	})
-	return f
+	return &ferry{addr: addr, mux: mux, srv: srv}
 }
 
 // v5 is a paho.golang client with a channel of the messages it receives.

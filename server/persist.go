@@ -132,20 +132,8 @@ func (srv *Server) ownerChanged(id string, o *ownerRec) {
 func (srv *Server) handOver(sess *session, c *conn, newEpoch int64) {
 	srv.saveDelivery(sess, true, newEpoch)
 	srv.regMu.Lock()
-	if srv.sessions[sess.id] == sess {
-		delete(srv.sessions, sess.id)
-	}
-	sess.mu.Lock()
-	subs := sess.subs
-	sess.subs = nil
-	sess.ended = true
-	sess.c = nil
-	sess.queue.clear()
-	sess.mu.Unlock()
+	srv.discard(sess)
 	srv.regMu.Unlock()
-	for f := range subs {
-		srv.trie.remove(f, sess)
-	}
 	if c != nil {
 		c.kick(mqttcodec.SessionTakenOver) // [MQTT-3.1.4-3]
 	}

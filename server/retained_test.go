@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ferrymq/ferry/kafkamux"
-	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server"
 )
 
@@ -40,29 +38,7 @@ type instance struct {
 // startInstance starts a Ferry on the Kafka at addr. It does not wait for the retained index to load.
 func startInstance(t testing.TB, addr string, opts ...server.Opt) *instance {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	mux, err := kafkamux.New(ctx, kafkamux.Brokers(addr), kafkamux.Partitions(3))
-	if err != nil {
-		t.Fatalf("kafkamux: %v", err)
-	}
-	off, err := offload.New(mux, 2)
-	if err != nil {
-		mux.Close()
-		t.Fatalf("offload: %v", err)
-	}
-	mqtt := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	all := append([]server.Opt{server.Listen("tcp://" + mqtt), server.EventLoops(2), server.Logger(quietLog)}, opts...)
-	srv, err := server.New(off, all...)
-	if err != nil {
-		mux.Close()
-		t.Fatalf("server: %v", err)
-	}
-	if err := srv.Start(); err != nil {
-		mux.Close()
-		t.Fatalf("start: %v", err)
-	}
-	in := &instance{ferry: &ferry{addr: mqtt, mux: mux, srv: srv}}
+	in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(addr)}, opts...)}
 	t.Cleanup(in.stop)
 	return in
 }
