@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
@@ -133,7 +134,9 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	r.buf = append(r.buf[:0], topic...)
 	r.buf = append(r.buf, p.Payload...)
 	m := &r.msg
-	m.Topic = string(r.buf[:len(topic)])
+	// The topic aliases the pooled buffer (no allocation): offload copies string bytes into the record during
+	// TryPublish and nothing reads m.Topic after the request is released, when the buffer is reused.
+	m.Topic = unsafe.String(&r.buf[0], len(topic))
 	m.Payload = r.buf[len(topic):]
 	m.QoS, m.Retain, m.ClientID = p.QoS, p.Retain, sess.id
 	copyProps(m, &p.Props, time.Now())
