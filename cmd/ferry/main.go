@@ -32,6 +32,9 @@ func main() {
 		fmt.Println("ferry", version)
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "check-config" {
+		os.Exit(checkConfig(os.Args[2:]))
+	}
 	cfg, err := loadConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -60,13 +63,8 @@ func newLogger(cfg *config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// errConfig marks an error in the settings: the process exits with status 2, like for a bad flag.
-type errConfig struct{ error }
-
-func run(cfg *config) error {
-	log := newLogger(cfg)
-	slog.SetDefault(log)
-
+// serverOptions turns the settings into the server's options, with the number of event loops.
+func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 	loops := cfg.eventLoops
 	if loops == 0 {
 		loops = numCPU()
@@ -90,6 +88,40 @@ func run(cfg *config) error {
 	for _, l := range cfg.mqtt.vals {
 		sopts = append(sopts, server.Listen(l))
 	}
+	return loops, sopts
+}
+
+// checkConfig validates the settings (flags, FERRY_* variables, --config file) without starting anything:
+// `ferry check-config --config ferry.yaml`.
+func checkConfig(args []string) int {
+	cfg, err := loadConfig(args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err == nil {
+		_, sopts := serverOptions(cfg, slog.Default())
+		err = server.CheckOptions(sopts...)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ferry:", err)
+		return 2
+	}
+	src := "flags and defaults"
+	if cfg.configFile != "" {
+		src = cfg.configFile
+	}
+	fmt.Println("ferry: configuration ok:", src)
+	return 0
+}
+
+// errConfig marks an error in the settings: the process exits with status 2, like for a bad flag.
+type errConfig struct{ error }
+
+func run(cfg *config) error {
+	log := newLogger(cfg)
+	slog.SetDefault(log)
+
+	loops, sopts := serverOptions(cfg, log)
 	if err := server.CheckOptions(sopts...); err != nil {
 		return errConfig{err}
 	}

@@ -118,3 +118,27 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatalf("mqtt from env over file: %q", got)
 	}
 }
+
+// `ferry check-config` validates settings without starting anything; the annotated example config passes.
+func TestCheckConfig(t *testing.T) {
+	example, err := filepath.Abs("../../deploy/ferry.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out, err := exec.Command(binary, "check-config", "--config", example).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "configuration ok") {
+		t.Fatalf("example config: %v %s", err, out)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("receive-maximum: 10\nmax-qos: [1]\n"), 0o644)
+	cmd := exec.Command(binary, "check-config", "--config", bad)
+	cmd.Dir = dir
+	out, err = cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "line 2: max-qos") {
+		t.Fatalf("bad config: %v %q, want exit 2 naming line 2 and max-qos", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+		t.Fatal("check-config created a data directory")
+	}
+}
