@@ -278,10 +278,6 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 		old.mu.Lock()
 		oc := old.c
 		old.c = nil
-		if old.expireTimer != nil {
-			old.expireTimer.Stop()
-			old.expireTimer = nil
-		}
 		old.mu.Unlock()
 		if oc != nil {
 			s.metrics.takeovers.Add(1)
@@ -395,9 +391,6 @@ func (c *conn) endSession() {
 	}
 	sess.c = nil
 	expiry := sess.expiry
-	if expiry > 0 && expiry != 0xFFFFFFFF {
-		sess.expireTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { srv.expire(sess) })
-	}
 	sess.mu.Unlock()
 	willDue := c.will != nil && !c.disconnect
 	if c.will != nil && c.disconnect {
@@ -405,9 +398,19 @@ func (c *conn) endSession() {
 	}
 	if expiry > 0 {
 		// The session outlives the connection in Kafka: final offsets, then the end record, which also decides
-		// the will (wills.go).
+		// the will (wills.go). It then leaves this instance: the messages published while the client is away
+		// stay in Kafka (not in memory), and its next CONNECT — here or anywhere — restores it from the
+		// sessions topic and replays them. Its expiry is processed by its sessions partition's processor.
 		srv.saveDelivery(sess, true, 0)
 		srv.endConnection(sess.id, c.epoch, expiry, willDue)
+		srv.regMu.Lock()
+		sess.mu.Lock()
+		gone := sess.c == nil
+		sess.mu.Unlock()
+		if gone {
+			srv.discard(sess)
+		}
+		srv.regMu.Unlock()
 		return
 	}
 	srv.endConnection(sess.id, c.epoch, 0, willDue)
@@ -421,21 +424,6 @@ func (c *conn) endSession() {
 	srv.regMu.Unlock()
 	if orphan {
 		srv.store.forget(sess.id, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
-	}
-}
-
-// expire runs on a timer goroutine when an offline session's expiry interval has passed.
-func (s *Server) expire(sess *session) {
-	s.regMu.Lock()
-	defer s.regMu.Unlock()
-	sess.mu.Lock()
-	offline := sess.c == nil && sess.expireTimer != nil
-	sess.expireTimer = nil
-	sess.mu.Unlock()
-	if offline {
-		s.metrics.sessionsExpired.Add(1)
-		s.discard(sess)
-		s.store.forget(sess.id, true) // every key of the client is tombstoned: nothing accumulates in Kafka
 	}
 }
 

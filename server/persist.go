@@ -49,7 +49,7 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 		d := s.queue.at(i)
 		lower(d.part, d.off)
 	}
-	r := &deliveryRec{V: recVersion, Complete: complete}
+	r := &deliveryRec{V: recVersion, Complete: complete, Saved: time.Now().UnixNano()}
 	if s.ps != nil {
 		r.Epoch = s.ps.epoch
 	}

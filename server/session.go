@@ -2,7 +2,6 @@ package server
 
 import (
 	"sync"
-	"time"
 
 	"github.com/ferrymq/ferry/offload"
 )
@@ -53,8 +52,6 @@ type session struct {
 	ended      bool               // removed from the registry; nothing may be queued any more
 	resuming   bool               // replaying from stored offsets: live records skip it (guarded by matchMu too)
 	ps         *persisted         // Kafka-side state of a persistent session; nil for one that ends with its connection
-
-	expireTimer *time.Timer // runs while offline with a finite expiry
 
 	// matchGen and matchIdx are scratch for folding several matching subscriptions into one delivery; only
 	// the goroutine holding Server.matchMu touches them.

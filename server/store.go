@@ -62,6 +62,7 @@ type deliveryRec struct {
 	Out      []outRec         `json:"out,omitempty"`
 	QoS2In   []uint16         `json:"qos2_in,omitempty"`
 	Complete bool             `json:"complete"` // written when the connection ended (not a periodic save)
+	Saved    int64            `json:"saved"`    // unix nanoseconds of the write: a reader keeps the newest
 }
 
 // outRec is one outbound message the client had not completed.
@@ -144,7 +145,11 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	case kindOwner:
 		c.owner, err = decodeRec[ownerRec](value)
 	case kindDelivery:
-		c.deliv, err = decodeRec[deliveryRec](value)
+		var d *deliveryRec
+		d, err = decodeRec[deliveryRec](value)
+		if d == nil || c.deliv == nil || d.Saved >= c.deliv.Saved || err != nil {
+			c.deliv = d // an older record read after this instance's own newer write is ignored
+		}
 	case kindWill:
 		c.will, err = decodeRec[willRec](value)
 	default:
@@ -264,6 +269,23 @@ func (st *store) put(kind, id string, v any) {
 		}
 	}
 	key := storeKey(kind, id)
+	if value != nil && (kind == kindSession || kind == kindDelivery) {
+		// Write-through: this instance's own index knows at once what it wrote, so a client reconnecting
+		// here right after its connection ended resumes from the newest state, not from what was read back.
+		st.mu.Lock()
+		c := st.clients[id]
+		if c == nil {
+			c = &stored{}
+			st.clients[id] = c
+		}
+		switch r := v.(type) {
+		case *sessionRec:
+			c.sess = r
+		case *deliveryRec:
+			c.deliv = r
+		}
+		st.mu.Unlock()
+	}
 	st.srv.off.PutSession(key, value, func(err error) {
 		if err != nil {
 			st.srv.metrics.kafkaErrors.Add(1)
