@@ -35,6 +35,7 @@ type config struct {
 	serverKeepAlive   int
 	connectTimeout    time.Duration
 	sessionQueue      int
+	maxSubscriptions  int
 	v3SessionExpiry   time.Duration
 	maxSessionExpiry  time.Duration
 	saveEvery         time.Duration
@@ -88,6 +89,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.serverKeepAlive, "server-keep-alive", 0, "keep-alive in seconds imposed on v5 clients (0 = the client's)")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "time a new socket has to send CONNECT")
 	fs.IntVar(&c.sessionQueue, "session-queue", 10000, "messages queued per session")
+	fs.IntVar(&c.maxSubscriptions, "max-subscriptions", 1000, "subscriptions per session; more get SUBACK 0x97 (v3: 0x80)")
 	fs.DurationVar(&c.v3SessionExpiry, "v3-session-expiry", 2*time.Hour, "how long a v3 CleanSession=0 session outlives its connection")
 	fs.DurationVar(&c.maxSessionExpiry, "max-session-expiry", 7*24*time.Hour, "cap on a v5 client's Session Expiry Interval")
 	fs.DurationVar(&c.saveEvery, "save-every", 2*time.Second, "how often delivery offsets of connected persistent sessions are written to Kafka")

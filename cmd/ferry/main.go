@@ -78,6 +78,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.ServerKeepAlive(uint16(cfg.serverKeepAlive)),
 		server.ConnectTimeout(cfg.connectTimeout),
 		server.SessionQueue(cfg.sessionQueue),
+		server.MaxSubscriptions(cfg.maxSubscriptions),
 		server.V3SessionExpiry(uint32(cfg.v3SessionExpiry.Seconds())),
 		server.MaxSessionExpiry(uint32(cfg.maxSessionExpiry.Seconds())),
 		server.SaveEvery(cfg.saveEvery),
