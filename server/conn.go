@@ -25,18 +25,19 @@ type conn struct {
 	l    *loop
 	sess *session
 
-	phase     connPhase
-	version   byte
-	closed    bool
-	blocked   bool        // holds publishes the lane refused (listed in l.blocked)
-	paused    bool        // inbound QoS>0 window is full: further packets stay in gnet's buffer
-	closeWhy  uint8       // why Ferry closes it, for metrics (closeReason infers the rest)
-	listener  uint8       // index of the listener that accepted it, for metrics
-	notified  atomic.Bool // queued in l.ready
-	keepAlive uint16      // seconds, 0 = none
-	lastRead  int64       // unix seconds of the last packet
-	wheelAt   int64       // the second of c's live entry in the loop's timing wheel
-	epoch     int64       // unix nanoseconds of the CONNECT: orders connections of one client across instances
+	phase      connPhase
+	version    byte
+	closed     bool
+	blocked    bool        // holds publishes the lane refused (listed in l.blocked)
+	paused     bool        // inbound QoS>0 window is full: further packets stay in gnet's buffer
+	closeWhy   uint8       // why Ferry closes it, for metrics (closeReason infers the rest)
+	listener   uint8       // index of the listener that accepted it, for metrics
+	disconnect bool        // a DISCONNECT was received: the end is normal
+	notified   atomic.Bool // queued in l.ready
+	keepAlive  uint16      // seconds, 0 = none
+	lastRead   int64       // unix seconds of the last packet
+	wheelAt    int64       // the second of c's live entry in the loop's timing wheel
+	epoch      int64       // unix nanoseconds of the CONNECT: orders connections of one client across instances
 
 	clientMaxPacket uint32 // from CONNECT; 0 = no limit
 	clientRecvMax   uint16 // outbound QoS>0 window the client allows
@@ -44,10 +45,10 @@ type conn struct {
 	aliases         map[uint16]string // inbound topic aliases
 
 	pubq     []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
-	pubqHead int
+	pubqHead int32
+	nWaiting int32 // entries of pubq the lane has not taken yet (state reqWaiting)
 
-	will       *willMsg // published if the connection ends abnormally
-	disconnect bool     // a DISCONNECT was received: the end is normal
+	will *willMsg // published if the connection ends abnormally
 }
 
 // OnOpen runs on the connection's event loop.

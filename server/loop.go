@@ -20,6 +20,9 @@ type loop struct {
 	el   gnet.EventLoop
 	lane *offload.Lane
 
+	// the loop's tasks, bound once: scheduling them allocates nothing
+	serviceFn, unblockFn, tickFn gnet.RunnableFunc
+
 	mu        sync.Mutex
 	ready     []*conn // connections with completions or deliveries to service
 	scheduled bool    // a run of service is queued on the loop
@@ -47,6 +50,7 @@ func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {
 	l := &loop{srv: srv, idx: idx, el: el, lane: srv.off.Lane(idx)}
 	l.now = time.Now().Unix()
 	l.wheel.init(l.now)
+	l.serviceFn, l.unblockFn, l.tickFn = l.service, l.unblock, l.tick
 	l.lane.OnSpace(l.onSpace)
 	return l
 }
@@ -62,7 +66,7 @@ func (l *loop) notify(c *conn) {
 	l.scheduled = true
 	l.mu.Unlock()
 	if sched {
-		if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.service)); err != nil {
+		if err := l.el.Execute(context.Background(), l.serviceFn); err != nil {
 			// The engine is shutting down; connections are being closed anyway.
 			l.mu.Lock()
 			l.scheduled = false
@@ -97,7 +101,7 @@ func (l *loop) onSpace() {
 	if !l.laneHot.Swap(false) {
 		return
 	}
-	_ = l.el.Execute(context.Background(), gnet.RunnableFunc(l.unblock))
+	_ = l.el.Execute(context.Background(), l.unblockFn)
 }
 
 // unblock runs on the event loop and retries the publishes of connections the lane turned away.

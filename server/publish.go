@@ -141,7 +141,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	m.QoS, m.Retain, m.ClientID = p.QoS, p.Retain, sess.id
 	copyProps(m, &p.Props, time.Now())
 
-	if c.waiting() {
+	if c.nWaiting > 0 {
 		// Earlier publishes still wait for lane space; this one queues behind them to keep topic order.
 		return c.queueOrDrop(r)
 	}
@@ -151,7 +151,6 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 			releasePub(r)
 			return &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Packet: mqttcodec.PUBLISH, Msg: "cannot hand publish to Kafka", Err: err}
 		}
-		r.state.Store(reqWaiting)
 		return c.queueOrDrop(r)
 	}
 	if p.QoS > 0 {
@@ -170,6 +169,7 @@ func (c *conn) queueOrDrop(r *pubReq) error {
 		return nil
 	}
 	r.state.Store(reqWaiting)
+	c.nWaiting++
 	c.pubq = append(c.pubq, r)
 	c.l.block(c)
 	c.pauseIfFull()
@@ -188,7 +188,7 @@ func (c *conn) pauseIfFull() {
 
 // inflightIn counts inbound QoS>0 publishes not yet completed: waiting for Kafka, or (QoS 2) for PUBREL.
 func (c *conn) inflightIn() int {
-	n := len(c.pubq) - c.pubqHead
+	n := len(c.pubq) - int(c.pubqHead)
 	c.sess.mu.Lock()
 	n += c.sess.qos2InCount()
 	c.sess.mu.Unlock()
@@ -196,19 +196,10 @@ func (c *conn) inflightIn() int {
 }
 
 // toKafka counts this connection's QoS>0 publishes not yet acknowledged to the client.
-func (c *conn) toKafka() int { return len(c.pubq) - c.pubqHead }
-
-func (c *conn) waiting() bool {
-	for _, r := range c.pubq[c.pubqHead:] {
-		if r.state.Load() == reqWaiting {
-			return true
-		}
-	}
-	return false
-}
+func (c *conn) toKafka() int { return len(c.pubq) - int(c.pubqHead) }
 
 func (c *conn) inKafka(id uint16) bool {
-	for _, r := range c.pubq[c.pubqHead:] {
+	for _, r := range c.pubq[int(c.pubqHead):] {
 		if r.id == id && r.qos == 2 {
 			return true
 		}
@@ -218,7 +209,8 @@ func (c *conn) inKafka(id uint16) bool {
 
 // retryWaiting hands publishes the lane refused to Kafka again, in order. Runs on the loop.
 func (c *conn) retryWaiting() {
-	for _, r := range c.pubq[c.pubqHead:] {
+	for i := int(c.pubqHead); i < len(c.pubq) && c.nWaiting > 0; i++ {
+		r := c.pubq[i]
 		if r.state.Load() != reqWaiting {
 			continue
 		}
@@ -228,25 +220,26 @@ func (c *conn) retryWaiting() {
 			c.l.block(c)
 			return
 		}
+		c.nWaiting--
 	}
 }
 
 // flushAcks writes the PUBACK/PUBREC of every publish at the head of the queue whose record Kafka has acked,
 // in the order the PUBLISHes arrived [MQTT-4.6.0-2]. Runs on the loop.
 func (c *conn) flushAcks() {
-	if c.pubqHead == len(c.pubq) {
+	if int(c.pubqHead) == len(c.pubq) {
 		return
 	}
-	if !c.blocked {
+	if !c.blocked && c.nWaiting > 0 {
 		c.retryWaiting()
 	}
-	for c.pubqHead < len(c.pubq) && !c.closed {
-		r := c.pubq[c.pubqHead]
+	for int(c.pubqHead) < len(c.pubq) && !c.closed {
+		r := c.pubq[int(c.pubqHead)]
 		st := r.state.Load()
 		if st != reqAcked && st != reqFailed {
 			break
 		}
-		c.pubq[c.pubqHead] = nil
+		c.pubq[int(c.pubqHead)] = nil
 		c.pubqHead++
 		if st == reqFailed {
 			c.l.srv.metrics.kafkaErrors.Add(1)
@@ -273,7 +266,7 @@ func (c *conn) flushAcks() {
 		}
 		releasePub(r)
 	}
-	if c.pubqHead == len(c.pubq) {
+	if int(c.pubqHead) == len(c.pubq) {
 		clear(c.pubq)
 		c.pubq, c.pubqHead = c.pubq[:0], 0
 		if cap(c.pubq) > 256 {
@@ -288,14 +281,14 @@ func (c *conn) flushAcks() {
 // releasePublishes gives back the publishes of a closed connection: those Kafka still holds are released by
 // their callback. Runs on the loop.
 func (c *conn) releasePublishes() {
-	for i, r := range c.pubq[c.pubqHead:] {
-		c.pubq[c.pubqHead+i] = nil
+	for i, r := range c.pubq[int(c.pubqHead):] {
+		c.pubq[int(c.pubqHead)+i] = nil
 		if r.state.CompareAndSwap(reqInKafka, reqOrphaned) {
 			continue
 		}
 		releasePub(r)
 	}
-	c.pubq, c.pubqHead = nil, 0
+	c.pubq, c.pubqHead, c.nWaiting = nil, 0, 0
 }
 
 func ackFor(qos byte) byte {
@@ -349,7 +342,7 @@ func (c *conn) resolveAlias(p *mqttcodec.Publish) ([]byte, error) {
 	if !ok {
 		return nil, &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.PUBLISH, Msg: "topic alias not defined on this connection"}
 	}
-	return []byte(t), nil
+	return bytesOf(t), nil // only read: onPublish copies it
 }
 
 // copyProps copies the v5 message properties that travel with a message (borrowed → owned).

@@ -161,7 +161,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now().UnixNano()
 	for _, l := range loops {
 		l.lag.tickAt.CompareAndSwap(0, now) // the tick measures how long it waited for the loop (loop lag)
-		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(l.tick))
+		_ = l.el.Execute(context.Background(), l.tickFn)
 	}
 	return time.Second, gnet.None
 }
