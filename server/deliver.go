@@ -10,12 +10,35 @@ import (
 
 // aggDelivery folds every subscription of one session that matches a message.
 type aggDelivery struct {
-	s       *session
-	qos     byte
-	any     bool // at least one subscription survived No Local
-	rap     bool
-	subIDs  []uint32
-	hasSubs bool
+	s      *session
+	qos    byte
+	any    bool // at least one subscription survived No Local
+	rap    bool
+	subIDs []uint32
+}
+
+// add folds one of the session's subscriptions that match m. A No Local subscription does not take the
+// publisher's own messages [MQTT-3.8.3-3]; overlapping ones give one delivery at their highest QoS
+// [MQTT-3.3.4-2] with every subscription identifier [MQTT-3.3.4-3].
+func (a *aggDelivery) add(o *subOpts, sessID string, m *offload.Message) {
+	if o.noLocal && m.ClientID == sessID {
+		return
+	}
+	a.any = true
+	a.qos = max(a.qos, o.qos)
+	a.rap = a.rap || o.retainAsPub
+	if o.subID != 0 {
+		a.subIDs = append(a.subIDs, o.subID)
+	}
+}
+
+// delivery is the folded delivery of m at its position in the messages topic, if any subscription took it.
+// QoS is min(published, granted); RETAIN is kept only for Retain As Published [MQTT-3.3.1-12]/[MQTT-3.3.1-13].
+func (a *aggDelivery) delivery(m *offload.Message, part int32, off int64) (delivery, bool) {
+	if !a.any {
+		return delivery{}, false
+	}
+	return delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap, part: part, off: off, subIDs: a.subIDs}, true
 }
 
 // onRecord fans one Kafka record out to the local sessions whose subscriptions match it. It runs on the shared
@@ -38,28 +61,16 @@ func (s *Server) onRecord(part int32, off int64, m *offload.Message) {
 			e.s.matchIdx = int32(len(agg))
 			agg = append(agg, aggDelivery{s: e.s})
 		}
-		a := &agg[e.s.matchIdx]
 		if e.s.resuming {
 			continue // its replay delivers this record (resume in persist.go)
 		}
-		if e.noLocal && m.ClientID == e.s.id {
-			continue // [MQTT-3.8.3-3] not sent back to its publisher
-		}
-		a.any = true
-		a.qos = max(a.qos, e.qos) // [MQTT-3.3.4-2] the highest QoS of the overlapping subscriptions
-		a.rap = a.rap || e.retainAsPub
-		if e.subID != 0 {
-			a.subIDs = append(a.subIDs, e.subID) // [MQTT-3.3.4-3] every matching identifier
-		}
+		agg[e.s.matchIdx].add(&e.subOpts, e.s.id, m)
 	}
 	for i := range agg {
 		a := &agg[i]
-		if !a.any {
+		d, ok := a.delivery(m, part, off)
+		if !ok {
 			continue
-		}
-		d := delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap, part: part, off: off} // [MQTT-3.3.1-12]/[MQTT-3.3.1-13]
-		if len(a.subIDs) > 0 {
-			d.subIDs = a.subIDs
 		}
 		c, dropped := a.s.enqueue(d, s.cfg.sessionQueue)
 		if dropped {
@@ -120,7 +131,7 @@ func (c *conn) drain() {
 			continue
 		}
 		if d.qos > 0 {
-			sess.fl.add(id, *d)
+			sess.fl.add(id, *d, outPublished)
 		}
 		c.l.srv.metrics.publishesOut[d.qos].Add(1) // before pop, which clears *d
 		sess.queue.pop()
@@ -269,13 +280,12 @@ func (c *conn) resendReplayed(d *delivery, now time.Time) {
 	id := d.resendID
 	if d.released {
 		c.writeAck(mqttcodec.PUBREL, id, mqttcodec.Success, "")
-		fl.add(id, *d)
-		fl.find(id).state = outReleased
+		fl.add(id, *d, outReleased)
 		return
 	}
 	if d.qos == 0 || !c.writePublish(d, id, true, now) {
 		fl.free(id)
 		return
 	}
-	fl.add(id, *d)
+	fl.add(id, *d, outPublished)
 }

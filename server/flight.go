@@ -22,10 +22,11 @@ func (s *session) flights() *flight {
 	return s.fl
 }
 
-// add records a message sent with a fresh packet id (from allocID). s.mu is held.
-func (f *flight) add(id uint16, d delivery) {
+// add records a message sent with packet id id (from allocID, or re-sent with its original id) in state st.
+// s.mu is held.
+func (f *flight) add(id uint16, d delivery, st outState) {
 	f.ids[id] = f.base + uint64(len(f.out))
-	f.out = append(f.out, outFlight{id: id, state: outPublished, d: d})
+	f.out = append(f.out, outFlight{id: id, state: st, d: d})
 	f.pending++
 }
 

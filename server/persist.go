@@ -282,29 +282,14 @@ func (srv *Server) replayOne(s *session, p int32, off int64, m *offload.Message,
 
 // matchLocked folds the session's subscriptions matching m into one delivery, as onRecord does. s.mu is held.
 func (s *session) matchLocked(m *offload.Message) (delivery, bool) {
-	var d delivery
-	any := false
+	var a aggDelivery
 	topic := bytesOf(m.Topic)
 	for f, o := range s.subs {
-		if !mqttcodec.Match(bytesOf(f), topic) {
-			continue
-		}
-		if o.noLocal && m.ClientID == s.id {
-			continue
-		}
-		any = true
-		d.qos = max(d.qos, o.qos)
-		d.retain = d.retain || (o.retainAsPub && m.Retain)
-		if o.subID != 0 {
-			d.subIDs = append(d.subIDs, o.subID)
+		if mqttcodec.Match(bytesOf(f), topic) {
+			a.add(&o, s.id, m)
 		}
 	}
-	if !any {
-		return d, false
-	}
-	d.msg = m
-	d.qos = min(d.qos, m.QoS)
-	return d, true
+	return a.delivery(m, 0, 0) // the caller sets the record's position
 }
 
 // saver writes the delivery records of connected persistent sessions every interval, coalescing all the
