@@ -38,7 +38,7 @@ func freePort(t testing.TB) int {
 
 func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 	t.Helper()
-	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, opts...)
+	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, nil, opts...)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -50,7 +50,7 @@ func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 
 // buildFerry starts a Ferry on the Kafka the options name (3 partitions per created topic, 2 event loops).
 // The caller arranges its stop.
-func buildFerry(t testing.TB, kopts []kafkamux.Opt, opts ...server.Opt) *ferry {
+func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts ...server.Opt) *ferry {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -58,7 +58,7 @@ func buildFerry(t testing.TB, kopts []kafkamux.Opt, opts ...server.Opt) *ferry {
 	if err != nil {
 		t.Fatalf("kafkamux: %v", err)
 	}
-	off, err := offload.New(mux, 2)
+	off, err := offload.New(mux, 2, offOpts...)
 	if err != nil {
 		mux.Close()
 		t.Fatalf("offload: %v", err)

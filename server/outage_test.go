@@ -15,7 +15,6 @@ import (
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
-	"github.com/ferrymq/ferry/server"
 )
 
 // Kafka stops answering produce requests for a while under QoS 1 load: Ferry keeps the MQTT connections and
@@ -23,30 +22,15 @@ import (
 // client: Receive Maximum), drops and counts QoS 0, and once Kafka answers again acknowledges and delivers
 // everything, in order per topic, with nothing lost.
 func TestKafkaOutageUnderLoad(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	mux, err := kafkamux.New(ctx, kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir(""), kafkamux.Partitions(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mux.Close()
-	off, err := offload.New(mux, 2, offload.LaneRecords(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	srv, err := server.New(off, server.Listen("tcp://"+addr), server.EventLoops(2), server.Logger(quietLog))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")},
+		[]offload.Opt{offload.LaneRecords(100)})
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = srv.Stop(ctx)
+		_ = f.srv.Stop(ctx)
+		f.mux.Close()
 	}()
+	addr, mux, srv := f.addr, f.mux, f.srv
 
 	sub := dialV5(t, addr, &paho.Connect{ClientID: "outage-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "out/#", QoS: 1})

@@ -38,7 +38,7 @@ type instance struct {
 // startInstance starts a Ferry on the Kafka at addr. It does not wait for the retained index to load.
 func startInstance(t testing.TB, addr string, opts ...server.Opt) *instance {
 	t.Helper()
-	in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(addr)}, opts...)}
+	in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(addr)}, nil, opts...)}
 	t.Cleanup(in.stop)
 	return in
 }
