@@ -48,7 +48,8 @@ type conn struct {
 	pubqHead int32
 	nWaiting int32 // entries of pubq the lane has not taken yet (state reqWaiting)
 
-	will *willMsg // published if the connection ends abnormally
+	will *willMsg   // published if the connection ends abnormally
+	tr   *transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
 }
 
 // OnOpen runs on the connection's event loop.
@@ -57,6 +58,16 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &conn{gc: gc, l: l, lastRead: l.now}
 	gc.SetContext(c)
 	s.metrics.connOpened(c)
+	if ls := &s.specs[c.listener]; ls.layered() {
+		tr, err := s.newTransport(c, ls)
+		if err != nil {
+			s.warn("connection refused by its listener", "listener", ls.url, "remote", gc.RemoteAddr().String(), "err", err)
+			c.closeWhy = closeRefused
+			c.closed = true
+			return nil, gnet.Close
+		}
+		c.tr = tr
+	}
 	// [MQTT-3.1.4-?] A socket that sends no CONNECT within the timeout is closed.
 	l.wheel.schedule(c, l.now+int64(s.cfg.connectTimeout.Seconds()+0.999))
 	return nil, gnet.None
@@ -104,7 +115,18 @@ func (c *conn) service() {
 
 // readPackets decodes and handles the packets buffered for c until it runs out, pauses or closes.
 func (c *conn) readPackets() {
-	buf, _ := c.gc.Peek(-1)
+	// A transport takes a bounded chunk of the socket's bytes per step: read on while the socket holds more.
+	for c.readBuffered() > 0 && c.tr != nil && !c.closed && c.gc.InboundBuffered() > 0 {
+	}
+}
+
+// readBuffered handles the whole packets inbound holds and returns how many bytes it used.
+func (c *conn) readBuffered() int {
+	buf, err := c.inbound()
+	if err != nil {
+		c.transportError(err)
+		return 0
+	}
 	used := 0
 	for !c.closed && !c.paused && c.phase != phaseClosing && c.phase != phaseLoading {
 		max := c.l.srv.cfg.maxPacketSize
@@ -134,16 +156,30 @@ func (c *conn) readPackets() {
 		}
 	}
 	if used > 0 {
-		_, _ = c.gc.Discard(used)
+		c.consumed(used)
 		c.l.srv.metrics.bytesIn.Add(uint64(used))
 	}
-	if c.paused && c.gc.InboundBuffered() > c.l.srv.cfg.maxPacketSize+2*c.l.srv.cfg.outboundBudget {
+	if c.paused && c.inboundBuffered() > c.l.srv.cfg.maxPacketSize+2*c.l.srv.cfg.outboundBudget {
 		// A v3 client keeps sending past the window the server can take; its bytes are not buffered without
 		// bound.
 		c.l.srv.warn("closing connection: client exceeds the in-flight window", "client", c.clientID())
 		c.closeWhy = closeQuota
 		c.close()
 	}
+	return used
+}
+
+// transportError ends a connection whose transport failed: a TLS alert, a broken WebSocket frame, a bad PROXY
+// header. No MQTT DISCONNECT can be sent through a broken transport.
+func (c *conn) transportError(err error) {
+	if errors.Is(err, errClosedByPeer) {
+		c.closeWhy = closeClientGone
+	} else {
+		c.l.srv.metrics.transportErrors.Add(1)
+		c.closeWhy = closeProtocolError
+		c.l.srv.debug("closing connection on a transport error", "client", c.clientID(), "remote", c.remoteAddr().String(), "err", err)
+	}
+	c.close()
 }
 
 // handle dispatches one packet. Runs on the loop; body is borrowed until the caller's Discard.
@@ -242,6 +278,9 @@ func (c *conn) close() {
 		return
 	}
 	c.flushOut()
+	if c.tr != nil {
+		c.tr.goodbye()
+	}
 	c.closed = true
 	c.phase = phaseClosing
 	_ = c.gc.Close()
@@ -254,7 +293,11 @@ func (c *conn) flushOut() {
 		return
 	}
 	if !c.closed {
-		_, _ = c.gc.Write(l.out)
+		if c.tr != nil {
+			c.tr.write(l.out)
+		} else {
+			_, _ = c.gc.Write(l.out)
+		}
 		c.l.srv.metrics.bytesOut.Add(uint64(len(l.out)))
 	}
 	l.out = l.out[:0]

@@ -191,7 +191,7 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 		srv.saveSession(sess)
 	}
 	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
-	srv.debug("client connected", "client", pc.id, "version", pc.version, "session_present", present)
+	srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version, "session_present", present)
 	if present {
 		c.resend()
 	}

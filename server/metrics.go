@@ -36,6 +36,7 @@ type Metrics struct {
 	protocolErrors    atomic.Uint64
 	connectTimeouts   atomic.Uint64
 	keepAliveTimeouts atomic.Uint64
+	transportErrors   atomic.Uint64      // TLS, WebSocket and PROXY protocol failures
 	refused           [256]atomic.Uint64 // CONNECTs refused, by v5 reason code
 	protoErrs         [256]atomic.Uint64 // connections closed on a protocol error, by v5 reason code
 	publishesIn       [3]atomic.Uint64
@@ -238,6 +239,7 @@ type Snapshot struct {
 	ConnsCurrent, SessionsConnected, Subscriptions                                              int64
 	PublishesIn, PublishesOut                                                                   [3]uint64
 	RecordsIn, BytesIn, BytesOut, KafkaErrors, WillsSent, RefusedSubs                           uint64
+	TransportErrors                                                                             uint64
 	Drops                                                                                       [dropReasons]uint64
 	Refused                                                                                     map[mqttcodec.ReasonCode]uint64
 	ProtocolErrorsByCode                                                                        map[mqttcodec.ReasonCode]uint64
@@ -253,7 +255,8 @@ func (m *Metrics) Snapshot() Snapshot {
 		SessionsConnected: m.sessionsConnected.Load(), Subscriptions: m.subscriptions.Load(),
 		RecordsIn: m.recordsIn.Load(), BytesIn: m.bytesIn.Load(), BytesOut: m.bytesOut.Load(),
 		KafkaErrors: m.kafkaErrors.Load(), WillsSent: m.willsSent.Load(), RefusedSubs: m.refusedSubs.Load(),
-		Refused: map[mqttcodec.ReasonCode]uint64{}, ProtocolErrorsByCode: map[mqttcodec.ReasonCode]uint64{},
+		TransportErrors: m.transportErrors.Load(),
+		Refused:         map[mqttcodec.ReasonCode]uint64{}, ProtocolErrorsByCode: map[mqttcodec.ReasonCode]uint64{},
 	}
 	for i := range s.PublishesIn {
 		s.PublishesIn[i], s.PublishesOut[i] = m.publishesIn[i].Load(), m.publishesOut[i].Load()

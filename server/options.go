@@ -4,9 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
+	"net/netip"
 	"runtime"
-	"strings"
 	"time"
 )
 
@@ -15,7 +14,7 @@ import (
 type Opt func(*cfg)
 
 type cfg struct {
-	listeners        []string      // tcp://host:port, repeatable
+	listeners        []string      // tcp://host:port, ws://host:port/path, tls://, wss://; repeatable
 	eventLoops       int           // gnet event loops; default runtime.NumCPU()
 	maxConnections   int           // 0 = unlimited
 	maxPacketSize    int           // bytes; inbound limit advertised in CONNACK
@@ -38,6 +37,7 @@ type cfg struct {
 	aliasBytes       int           // bytes of topic names one connection may hold as inbound topic aliases
 	heartbeatEvery   time.Duration // how often the instance writes its heartbeat to the sessions topic
 	deadAfter        time.Duration // an instance silent this long is dead: its clients' wills and sessions move on
+	proxyTrusted     []netip.Prefix // peers allowed to send PROXY protocol headers
 	log              *slog.Logger
 }
 
@@ -62,6 +62,7 @@ func (c *cfg) defaults() {
 	c.aliasBytes = 16 << 10
 	c.heartbeatEvery = 2 * time.Second
 	c.deadAfter = 10 * time.Second
+	c.proxyTrusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	c.log = slog.Default()
 }
 
@@ -99,25 +100,14 @@ func (c *cfg) validate() error {
 	return nil
 }
 
-// parseListener turns tcp://host:port into the gnet address. Only tcp is served by this package today.
-func parseListener(s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", fmt.Errorf("invalid MQTT listener %q: %w", s, err)
-	}
-	switch u.Scheme {
-	case "tcp", "tcp4", "tcp6":
-	default:
-		return "", fmt.Errorf("invalid MQTT listener %q: scheme %q is not supported (use tcp://host:port)", s, u.Scheme)
-	}
-	if u.Host == "" || !strings.Contains(u.Host, ":") {
-		return "", fmt.Errorf("invalid MQTT listener %q: want tcp://host:port", s)
-	}
-	return u.Scheme + "://" + u.Host, nil
-}
-
-// Listen adds an MQTT listener, e.g. "tcp://0.0.0.0:1883". Repeatable; at least one is required.
+// Listen adds an MQTT listener: tcp://host:port, tls://host:port, ws://host:port/path or wss://host:port/path,
+// each optionally with ?proxy=true (connections start with a PROXY protocol header from a trusted load
+// balancer). Repeatable; at least one is required.
 func Listen(addr string) Opt { return func(c *cfg) { c.listeners = append(c.listeners, addr) } }
+
+// ProxyTrusted lists the networks whose peers may send PROXY protocol headers on ?proxy=true listeners; a
+// connection from anywhere else is refused there. Default: loopback only.
+func ProxyTrusted(p []netip.Prefix) Opt { return func(c *cfg) { c.proxyTrusted = p } }
 
 // EventLoops sets the number of gnet event loops. Default: one per CPU.
 func EventLoops(n int) Opt { return func(c *cfg) { c.eventLoops = n } }

@@ -21,8 +21,9 @@ import (
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	cfg cfg
-	off *offload.Offload
+	cfg   cfg
+	off   *offload.Offload
+	specs []listenerSpec // the parsed listeners, in configuration order
 
 	trie     *trie
 	retained retainedStore
@@ -63,6 +64,13 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 	if err := s.cfg.validate(); err != nil {
 		return nil, err
 	}
+	for _, l := range s.cfg.listeners {
+		ls, _ := parseListener(l) // validate checked it
+		s.specs = append(s.specs, ls)
+	}
+	if err := s.initTransports(); err != nil {
+		return nil, err
+	}
 	s.warnLim.every = 10 * time.Second
 	s.metrics.initListeners(s.cfg.listeners)
 	s.store = newStore(s)
@@ -100,9 +108,9 @@ func (s *Server) Start() error {
 	s.stopSaver = cancel
 	go s.saver(ctx, s.cfg.saveEvery)
 	go s.heartbeats(ctx)
-	addrs := make([]string, len(s.cfg.listeners))
-	for i, l := range s.cfg.listeners {
-		addrs[i], _ = parseListener(l)
+	addrs := make([]string, len(s.specs))
+	for i := range s.specs {
+		addrs[i] = s.specs[i].addr
 	}
 	go func() {
 		s.stopped <- gnet.Rotate(s, addrs,

@@ -71,6 +71,8 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	writeCodes(p, "ferry_connects_refused_total", s.Refused)
 	p.family("ferry_protocol_errors_total", "counter", "Connections closed on a malformed or forbidden packet, by MQTT 5 reason code.")
 	writeCodes(p, "ferry_protocol_errors_total", s.ProtocolErrorsByCode)
+	p.family("ferry_transport_errors_total", "counter", "Connections closed on a TLS, WebSocket or PROXY protocol failure.")
+	p.u("ferry_transport_errors_total", s.TransportErrors)
 
 	// Sessions, subscriptions, retained messages.
 	p.family("ferry_sessions_connected", "gauge", "Sessions with a connected client (CONNACK sent).")

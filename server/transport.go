@@ -1,0 +1,318 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+)
+
+// A listener's transport is the stack of layers between its sockets and MQTT: from the bottom, an optional
+// PROXY protocol header, optional TLS, optional WebSocket. A plain TCP listener has no layers: conn reads MQTT
+// straight from gnet's buffer with no copy (conn.tr is nil). Any other listener gives each connection a
+// transport, which turns the socket's bytes into MQTT bytes in its own buffer, and frames what Ferry writes.
+
+// listenerSpec is one parsed --mqtt URL.
+type listenerSpec struct {
+	url   string // as configured
+	addr  string // the address gnet listens on: tcp://host:port
+	tls   bool   // tls:// or wss://
+	ws    bool   // ws:// or wss://
+	path  string // WebSocket: the request path served ("" = any)
+	proxy bool   // ?proxy=true: every connection starts with a PROXY protocol v1 or v2 header
+}
+
+// layered reports whether connections of the listener need a transport.
+func (ls *listenerSpec) layered() bool { return ls.tls || ls.ws || ls.proxy }
+
+// parseListener parses a listener URL: tcp://host:port, ws://host:port/path, tls://host:port,
+// wss://host:port/path, each with an optional ?proxy=true.
+func parseListener(s string) (listenerSpec, error) {
+	ls := listenerSpec{url: s}
+	u, err := url.Parse(s)
+	if err != nil {
+		return ls, fmt.Errorf("invalid MQTT listener %q: %w", s, err)
+	}
+	network := "tcp"
+	switch u.Scheme {
+	case "tcp", "tcp4", "tcp6", "mqtt":
+		if u.Scheme != "mqtt" {
+			network = u.Scheme
+		}
+	case "tls", "ssl", "mqtts":
+		ls.tls = true
+	case "ws":
+		ls.ws = true
+	case "wss":
+		ls.ws, ls.tls = true, true
+	default:
+		return ls, fmt.Errorf("invalid MQTT listener %q: scheme %q is not supported (use tcp://, tls://, ws:// or wss://)", s, u.Scheme)
+	}
+	if u.Host == "" || u.Port() == "" {
+		return ls, fmt.Errorf("invalid MQTT listener %q: want %s://host:port", s, u.Scheme)
+	}
+	if _, err := strconv.ParseUint(u.Port(), 10, 16); err != nil {
+		return ls, fmt.Errorf("invalid MQTT listener %q: port %q is not a number from 0 to 65535", s, u.Port())
+	}
+	if ls.ws {
+		ls.path = u.EscapedPath()
+	} else if u.Path != "" && u.Path != "/" {
+		return ls, fmt.Errorf("invalid MQTT listener %q: a path is only meaningful for ws:// and wss://", s)
+	}
+	for k, v := range u.Query() {
+		switch k {
+		case "proxy":
+			b, err := strconv.ParseBool(v[len(v)-1])
+			if err != nil {
+				return ls, fmt.Errorf("invalid MQTT listener %q: proxy=%q is not true or false", s, v[len(v)-1])
+			}
+			ls.proxy = b
+		default:
+			return ls, fmt.Errorf("invalid MQTT listener %q: unknown parameter %q (known: proxy)", s, k)
+		}
+	}
+	ls.addr = network + "://" + u.Host
+	return ls, nil
+}
+
+// A layer turns the bytes of the layer below it into bytes for the layer above, and frames for the layer
+// below what the layer above writes. Layers run on the connection's event loop.
+type layer interface {
+	// unwrap consumes bytes from below (in) and appends what they yield for the layer above to out. It returns
+	// the grown out, how many bytes of in it used (it may stop short, waiting for more), and an error that ends
+	// the connection. A layer that must answer below by itself (a handshake, a WebSocket pong) writes with
+	// t.writeBelow.
+	unwrap(t *transport, out, in []byte) ([]byte, int, error)
+	// wrap appends p, framed for the layer below, to dst.
+	wrap(t *transport, dst, p []byte) []byte
+	// goodbye appends the bytes the layer sends before the socket closes (a WebSocket close frame, a TLS
+	// close_notify); it may append nothing.
+	goodbye(t *transport, dst []byte) []byte
+}
+
+// transport is the layer stack of one connection. Owned by the connection's loop.
+type transport struct {
+	c      *conn
+	layers []layer   // bottom (next to the socket) first
+	bufs   [][]byte  // bufs[i]: bytes yielded by layer i-1 that layer i has not used yet (bufs[0] unused)
+	in     []byte    // MQTT bytes yielded by the top layer, not yet read by conn
+	remote net.Addr  // the client's address given by a PROXY header; nil = the socket's peer
+	ident  string    // identity from a TLS client certificate; "" = none
+	scr    [2][]byte // scratch for framing writes through the layers
+}
+
+// pullChunk is the most raw bytes a transport takes from gnet per step: plaintext buffered in a transport
+// stays bounded by the largest packet plus this, whatever the client sends.
+const pullChunk = 64 << 10
+
+// errClosedByPeer ends a connection whose transport said goodbye (a WebSocket close frame, a TLS
+// close_notify): the client left without MQTT DISCONNECT.
+var errClosedByPeer = errors.New("the client closed the transport")
+
+// pull moves the socket's buffered bytes up through the layers into t.in, taking no more than needed to hold
+// one largest packet. It returns an error that must end the connection.
+func (t *transport) pull() error {
+	c := t.c
+	limit := c.l.srv.cfg.maxPacketSize + 5
+	for len(t.in) < limit {
+		raw, _ := c.gc.Peek(-1)
+		if len(raw) > pullChunk {
+			raw = raw[:pullChunk]
+		}
+		progressed := false
+		for i, ly := range t.layers {
+			var in []byte
+			if i == 0 {
+				in = raw
+			} else {
+				in = t.bufs[i]
+			}
+			if len(in) == 0 {
+				continue
+			}
+			var out []byte
+			if i+1 < len(t.layers) {
+				out = t.bufs[i+1]
+			} else {
+				out = t.in
+			}
+			out, n, err := ly.unwrap(t, out, in)
+			if i+1 < len(t.layers) {
+				t.bufs[i+1] = out
+				if len(out) > 2*limit+pullChunk {
+					return fmt.Errorf("%T holds %d bytes that the layer above cannot use", t.layers[i+1], len(out))
+				}
+			} else {
+				t.in = out
+			}
+			if n > 0 {
+				progressed = true
+				if i == 0 {
+					_, _ = c.gc.Discard(n)
+				} else {
+					t.bufs[i] = consume(t.bufs[i], n)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if c.closed {
+				return nil
+			}
+		}
+		if !progressed {
+			return nil
+		}
+	}
+	return nil
+}
+
+// consume drops the first n bytes of b, keeping its memory: the rest moves to the front.
+func consume(b []byte, n int) []byte {
+	if n >= len(b) {
+		if cap(b) > pullChunk {
+			return nil // a burst grew it: give the memory back
+		}
+		return b[:0]
+	}
+	m := copy(b, b[n:])
+	return b[:m]
+}
+
+// buffered is how many bytes the transport holds above the socket, not yet handled as MQTT.
+func (t *transport) buffered() int {
+	n := len(t.in)
+	for _, b := range t.bufs {
+		n += len(b)
+	}
+	return n
+}
+
+// write frames MQTT bytes through every layer and hands them to gnet. Runs on the loop.
+func (t *transport) write(p []byte) {
+	t.writeBelow(len(t.layers), p)
+}
+
+// writeBelow frames p, written by layer i (len(layers) = MQTT), through the layers under it and hands the
+// result to gnet. Runs on the loop.
+func (t *transport) writeBelow(i int, p []byte) {
+	k := 0
+	for j := i - 1; j >= 0; j-- {
+		t.scr[k] = t.layers[j].wrap(t, t.scr[k][:0], p)
+		p = t.scr[k]
+		k ^= 1
+	}
+	if len(p) > 0 {
+		_, _ = t.c.gc.Write(p)
+	}
+	for k := range t.scr {
+		if cap(t.scr[k]) > pullChunk {
+			t.scr[k] = nil
+		}
+	}
+}
+
+// goodbye writes each layer's farewell, top first, before the socket closes. Runs on the loop.
+func (t *transport) goodbye() {
+	for i := len(t.layers) - 1; i >= 0; i-- {
+		if b := t.layers[i].goodbye(t, nil); len(b) > 0 {
+			t.writeBelow(i, b)
+		}
+	}
+}
+
+// initTransports checks, once in New, that every layer a listener asks for can be built.
+func (s *Server) initTransports() error {
+	for i := range s.specs {
+		ls := &s.specs[i]
+		if ls.tls {
+			if err := s.initTLS(ls); err != nil {
+				return err
+			}
+		}
+		if ls.ws {
+			if err := s.initWS(ls); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newTransport builds the layers a listener's connections need; nil for plain TCP.
+func (s *Server) newTransport(c *conn, ls *listenerSpec) (*transport, error) {
+	if !ls.layered() {
+		return nil, nil
+	}
+	t := &transport{c: c}
+	if ls.proxy {
+		p, err := s.newProxyLayer(c)
+		if err != nil {
+			return nil, err
+		}
+		t.layers = append(t.layers, p)
+	}
+	if ls.tls {
+		ly, err := s.newTLSLayer(t, ls)
+		if err != nil {
+			return nil, err
+		}
+		t.layers = append(t.layers, ly)
+	}
+	if ls.ws {
+		ly, err := s.newWSLayer(t, ls)
+		if err != nil {
+			return nil, err
+		}
+		t.layers = append(t.layers, ly)
+	}
+	t.bufs = make([][]byte, len(t.layers))
+	return t, nil
+}
+
+// remoteAddr is the client's address: the one a trusted PROXY header gave, or the socket's peer.
+func (c *conn) remoteAddr() net.Addr {
+	if c.tr != nil && c.tr.remote != nil {
+		return c.tr.remote
+	}
+	return c.gc.RemoteAddr()
+}
+
+// certIdentity is the identity a verified TLS client certificate gives the connection, or "".
+func (c *conn) certIdentity() string {
+	if c.tr == nil {
+		return ""
+	}
+	return c.tr.ident
+}
+
+// inbound returns the MQTT bytes buffered for c, borrowed until consumed.
+func (c *conn) inbound() ([]byte, error) {
+	if c.tr == nil {
+		b, _ := c.gc.Peek(-1)
+		return b, nil
+	}
+	if err := c.tr.pull(); err != nil {
+		return nil, err
+	}
+	return c.tr.in, nil
+}
+
+// consumed drops n bytes returned by inbound.
+func (c *conn) consumed(n int) {
+	if c.tr == nil {
+		_, _ = c.gc.Discard(n)
+		return
+	}
+	c.tr.in = consume(c.tr.in, n)
+}
+
+// inboundBuffered counts the bytes received from c and not yet handled.
+func (c *conn) inboundBuffered() int {
+	n := c.gc.InboundBuffered()
+	if c.tr != nil {
+		n += c.tr.buffered()
+	}
+	return n
+}
