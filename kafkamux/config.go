@@ -1,6 +1,7 @@
 package kafkamux
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -46,7 +47,17 @@ type cfg struct {
 	extra           []kgo.Opt
 	recentBytes     int
 	healthTimeout   time.Duration
+
+	txnID        string        // "": no transactions (txn.go)
+	txnTimeout   time.Duration // Kafka aborts a transaction left open this long
+	sasl         *saslCfg      // nil: no SASL (security.go)
+	tls          *tls.Config   // nil: plaintext
+	batchBytes   int32         // 0: franz-go's default, 1,000,012
+	topicConfigs []topicConfig
 }
+
+// topicConfig is one extra config of the topics New creates; role "" = all three.
+type topicConfig struct{ role, key, value string }
 
 func defaults() cfg {
 	return cfg{
@@ -69,6 +80,7 @@ func defaults() cfg {
 		partRefresh:     30 * time.Second,
 		fetchMaxWait:    500 * time.Millisecond,
 		recentBytes:     64 << 20,
+		txnTimeout:      10 * time.Second,
 		healthTimeout:   10 * time.Second,
 	}
 }
@@ -87,6 +99,22 @@ func (c *cfg) validate() error {
 	for _, b := range c.brokers {
 		if b == "" {
 			return errors.New("invalid Kafka broker address: empty")
+		}
+	}
+	if len(c.brokers) == 0 && c.sasl != nil {
+		return errors.New("invalid SASL configuration: the embedded Kafka has no users; SASL needs external brokers")
+	}
+	if len(c.brokers) == 0 && c.tls != nil {
+		return errors.New("invalid TLS configuration: the embedded Kafka listens in plaintext; TLS needs external brokers")
+	}
+	if c.sasl != nil {
+		if err := c.sasl.validate(); err != nil {
+			return err
+		}
+	}
+	for _, tc := range c.topicConfigs {
+		if err := tc.validate(); err != nil {
+			return err
 		}
 	}
 	for _, t := range []struct{ role, name string }{
@@ -117,6 +145,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("invalid max buffered records %d: must be positive", c.maxBufRecords)
 	case c.deliveryTimeout < time.Second:
 		return fmt.Errorf("invalid record delivery timeout %v: must be at least 1s", c.deliveryTimeout)
+	case c.txnID != "" && c.txnTimeout < time.Second:
+		return fmt.Errorf("invalid transaction timeout %v: must be at least 1s", c.txnTimeout)
 	case c.dialTimeout < 100*time.Millisecond:
 		return fmt.Errorf("invalid dial timeout %v: must be at least 100ms", c.dialTimeout)
 	case c.closeTimeout < 0:
@@ -129,6 +159,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("invalid fetch max wait %v: must be at least 10ms", c.fetchMaxWait)
 	case c.healthTimeout < 100*time.Millisecond:
 		return fmt.Errorf("invalid health timeout %v: must be at least 100ms", c.healthTimeout)
+	case c.batchBytes != 0 && (c.batchBytes < 1024 || c.batchBytes > 1<<30):
+		return fmt.Errorf("invalid produce batch max bytes %d: must be 1024 to 1073741824", c.batchBytes)
 	}
 	return nil
 }
@@ -283,9 +315,53 @@ func ProduceCompression(codecs ...kgo.CompressionCodec) Opt {
 	return opt(func(c *cfg) { c.compression = append([]kgo.CompressionCodec(nil), codecs...) })
 }
 
+// ProduceBatchMaxBytes bounds the bytes of one record batch (one partition's
+// records in a produce request) before compression. A single record larger
+// than this fails with kerr.MessageTooLarge, so keep it above the largest
+// MQTT packet accepted plus its headers; keep it at or below the brokers'
+// message.max.bytes (and the topics' max.message.bytes). Larger batches
+// compress better and cost fewer requests under load. Default 0: franz-go's
+// 1,000,012 bytes, which mirrors Kafka's default; 1024 to 1 GiB otherwise.
+func ProduceBatchMaxBytes(n int32) Opt {
+	return opt(func(c *cfg) { c.batchBytes = n })
+}
+
+// TopicConfig adds a topic config (such as retention.ms=86400000 or
+// min.insync.replicas=2) to the topics New creates: role "messages",
+// "retained" or "sessions", or "" for all three. Applied only when New
+// creates a topic; existing topics are left alone (use kafka-configs).
+// cleanup.policy is set by the role and cannot be given. Repeatable; for
+// one key and role the last value wins, a role's own value wins over "".
+func TopicConfig(role, key, value string) Opt {
+	return opt(func(c *cfg) { c.topicConfigs = append(c.topicConfigs, topicConfig{role, key, value}) })
+}
+
+func (tc topicConfig) validate() error {
+	switch {
+	case tc.role != "" && tc.role != "messages" && tc.role != "retained" && tc.role != "sessions":
+		return fmt.Errorf("invalid topic config %s=%s: role %q, want messages, retained or sessions", tc.key, tc.value, tc.role)
+	case tc.key == "":
+		return fmt.Errorf("invalid topic config =%s: empty key", tc.value)
+	case tc.key == "cleanup.policy":
+		return errors.New("invalid topic config cleanup.policy: Ferry sets it by role (messages delete, retained and sessions compact)")
+	}
+	return nil
+}
+
 // ExtraKgoOpts appends franz-go options to the client's, after Ferry's own
 // (so they win): SASL, TLS, test hooks. Options that change the consuming
 // mode (groups, regex) break Follow.
 func ExtraKgoOpts(o ...kgo.Opt) Opt {
 	return opt(func(c *cfg) { c.extra = append(c.extra, o...) })
 }
+
+// Transactions makes every record the Mux produces part of a Kafka transaction with this transactional id
+// (see txn.go): records handed over together with [Mux.ProduceTogether] commit or abort together, which is
+// what stores a QoS 2 message and its session state exactly once. The id must be unique per instance and the
+// same across its restarts. Empty (the default) turns transactions off.
+func Transactions(id string) Opt { return opt(func(c *cfg) { c.txnID = id }) }
+
+// TransactionTimeout is how long Kafka lets a transaction stay open before aborting it: the longest a dead
+// instance's open transaction can hold back read_committed readers. Default 10 s; it must be within the
+// brokers' transaction.max.timeout.ms.
+func TransactionTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.txnTimeout = d }) }

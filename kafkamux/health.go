@@ -138,7 +138,7 @@ func (m *Mux) LastResponseAge() time.Duration {
 
 // waitsForKafka reports whether the client has a request outstanding that a live broker answers soon.
 func (m *Mux) waitsForKafka() bool {
-	return len(*m.followers.Load()) > 0 || m.cl.BufferedProduceRecords() > 0
+	return len(*m.followers.Load()) > 0 || m.cl.BufferedProduceRecords() > 0 || (m.txn != nil && m.txn.buffered() > 0)
 }
 
 // TopicStats are the counters of one of the Mux's three topics since it started.

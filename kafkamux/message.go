@@ -202,7 +202,13 @@ var ErrBadTopic = errors.New("not a valid MQTT topic name")
 // It fails when the key is not a valid MQTT topic name (null, empty, over
 // 65,535 bytes, invalid UTF-8, or containing '+', '#' or NUL) [MQTT-4.7.3-1]
 // [MQTT-4.7.3-2] [MQTT-4.7.3-3] [MQTT-1.5.4-1] [MQTT-1.5.4-2], or when a
-// reserved header has an invalid value.
+// reserved header has an invalid value: a QoS, retain or payload format
+// flag out of range, an unparsable expiry, a response topic that is not a
+// valid topic name, a content type that is not an MQTT UTF-8 string, or
+// correlation data over 65,535 bytes. A user-property header (any other
+// name, or an escaped one) whose name or value cannot be an MQTT UTF-8
+// string (invalid UTF-8, NUL, over 65,535 bytes) is dropped, the record
+// kept: Kafka producers add binary headers of their own.
 //
 // The Message references r.Value and r's correlation data header bytes.
 func MessageFromRecord(r *kgo.Record) (*Message, error) {
@@ -228,7 +234,9 @@ func MessageFromRecord(r *kgo.Record) (*Message, error) {
 	for i := range r.Headers {
 		k, v := r.Headers[i].Key, r.Headers[i].Value
 		if !strings.HasPrefix(k, HeaderPrefix) {
-			m.UserProps = append(m.UserProps, UserProp{Key: k, Value: string(v)})
+			if validMQTTString(k) && validMQTTBytes(v) { // [MQTT-1.5.4-1] [MQTT-1.5.4-2]: else dropped, see README
+				m.UserProps = append(m.UserProps, UserProp{Key: k, Value: string(v)})
+			}
 			continue
 		}
 		if err := m.setReserved(k, v); err != nil {
@@ -260,10 +268,19 @@ func (m *Message) setReserved(k string, v []byte) error {
 		}
 		m.PayloadFormat, m.HasPayloadFormat = b, true
 	case HeaderContentType:
+		if !validMQTTBytes(v) { // [MQTT-1.5.4-1] [MQTT-1.5.4-2]
+			return errors.New("not a valid MQTT UTF-8 string")
+		}
 		m.ContentType = string(v)
 	case HeaderResponseTopic:
+		if err := validTopicKey(v); err != nil { // [MQTT-3.3.2-13] [MQTT-3.3.2-14]
+			return fmt.Errorf("invalid response topic: %w", err)
+		}
 		m.ResponseTopic = string(v)
 	case HeaderCorrelationData:
+		if len(v) > 65535 { // MQTT Binary Data has a two-byte length
+			return fmt.Errorf("correlation data of %d bytes: at most 65535", len(v))
+		}
 		m.CorrelationData = v
 	case HeaderExpiresAt:
 		ms, err := strconv.ParseInt(string(v), 10, 64)
@@ -274,7 +291,7 @@ func (m *Message) setReserved(k string, v []byte) error {
 			m.ExpiresAt = time.Time{} // year 1: same as absent
 		}
 	default:
-		if name, ok := strings.CutPrefix(k, HeaderUserEscape); ok {
+		if name, ok := strings.CutPrefix(k, HeaderUserEscape); ok && validMQTTString(name) && validMQTTBytes(v) {
 			m.UserProps = append(m.UserProps, UserProp{Key: name, Value: string(v)})
 		}
 		// Other reserved names, including HeaderVersion, are ignored:
@@ -312,6 +329,25 @@ func validTopicKey(k []byte) error {
 		return fmt.Errorf("record key is not valid UTF-8: %w", ErrBadTopic)
 	}
 	return nil
+}
+
+// validMQTTBytes reports whether b can travel as an MQTT UTF-8 string: at most 65,535 bytes of valid UTF-8
+// without NUL [MQTT-1.5.4-1] [MQTT-1.5.4-2]. Kafka header values are arbitrary bytes (tracing ids, Java
+// serialised objects), and a client may close the connection on a string that breaks these rules.
+func validMQTTBytes(b []byte) bool {
+	if len(b) > 65535 || !utf8.Valid(b) {
+		return false
+	}
+	for _, c := range b {
+		if c == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func validMQTTString(s string) bool {
+	return len(s) <= 65535 && utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // Record is franz-go's record, aliased so that packages above kafkamux

@@ -1,6 +1,7 @@
 package kafkamux
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"strings"
@@ -189,6 +190,12 @@ func TestMessageFromRecordRejects(t *testing.T) {
 		{Key: HeaderRetain, Value: []byte("yes")},
 		{Key: HeaderPayloadFormat, Value: []byte("2")},
 		{Key: HeaderExpiresAt, Value: []byte("soon")},
+		{Key: HeaderResponseTopic, Value: []byte("replies/#")},   // [MQTT-3.3.2-14]
+		{Key: HeaderResponseTopic, Value: []byte{}},              // [MQTT-4.7.3-1]
+		{Key: HeaderResponseTopic, Value: []byte{'r', 0xff}},     // [MQTT-3.3.2-13]
+		{Key: HeaderContentType, Value: []byte("text\x00plain")}, // [MQTT-1.5.4-2]
+		{Key: HeaderContentType, Value: []byte{0xc3, 0x28}},      // [MQTT-1.5.4-1]
+		{Key: HeaderCorrelationData, Value: make([]byte, 65536)},
 	} {
 		_, err := MessageFromRecord(&kgo.Record{Key: []byte("ok"), Headers: []kgo.RecordHeader{h}})
 		if err == nil || !strings.Contains(err.Error(), h.Key) {
@@ -228,5 +235,35 @@ func BenchmarkMessageFromRecord(b *testing.B) {
 		if _, err := MessageFromRecord(r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Headers of Kafka producers that cannot be MQTT user properties are dropped; the record is kept.
+func TestMessageFromRecordDropsBadUserProps(t *testing.T) {
+	r := &kgo.Record{Key: []byte("a/b"), Value: []byte("v"), Headers: []kgo.RecordHeader{
+		{Key: "ok", Value: []byte("1")},
+		{Key: "binary", Value: []byte{0xde, 0xad, 0xbe, 0xef}},           // [MQTT-1.5.4-1]
+		{Key: "nul", Value: []byte("a\x00b")},                            // [MQTT-1.5.4-2]
+		{Key: "big", Value: bytes.Repeat([]byte("a"), 65536)},            // longer than an MQTT string
+		{Key: "bad\xffname", Value: []byte("x")},                         // [MQTT-1.5.4-1]
+		{Key: HeaderUserEscape + "mqtt.x\x00", Value: []byte("escaped")}, // escaped name with NUL
+		{Key: HeaderUserEscape + "mqtt.y", Value: []byte("kept")},
+		{Key: "ok", Value: []byte("2")},
+	}}
+	m, err := MessageFromRecord(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []UserProp{{"ok", "1"}, {"mqtt.y", "kept"}, {"ok", "2"}}
+	if !reflect.DeepEqual(m.UserProps, want) {
+		t.Fatalf("user properties %q, want %q", m.UserProps, want)
+	}
+	// The limits themselves are valid.
+	r = &kgo.Record{Key: []byte("a"), Headers: []kgo.RecordHeader{
+		{Key: HeaderCorrelationData, Value: make([]byte, 65535)}, {Key: "k", Value: bytes.Repeat([]byte("é"), 32767)},
+		{Key: HeaderResponseTopic, Value: []byte("$SYS/r é")},
+	}}
+	if m, err := MessageFromRecord(r); err != nil || len(m.UserProps) != 1 || len(m.CorrelationData) != 65535 {
+		t.Fatalf("at the limits: %+v, %v", m, err)
 	}
 }

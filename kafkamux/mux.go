@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -35,6 +36,7 @@ type Mux struct {
 	cluster *kfake.Cluster // nil with external brokers
 	addr    string
 	cl      *kgo.Client
+	txn     *txnPump // nil without a transactional id
 	adm     *kadm.Client
 	conns   *connTracker
 	rl      rateLimiter
@@ -102,6 +104,9 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 		return nil, fmt.Errorf("cannot create Kafka client: %w", err)
 	}
 	m.cl = cl
+	if c.txnID != "" {
+		m.txn = newTxnPump(m)
+	}
 	m.adm = kadm.NewClient(cl)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.retireBootstrapSeed(ctx, brokers)
@@ -138,7 +143,8 @@ func (m *Mux) retireBootstrapSeed(ctx context.Context, brokers []string) {
 // short-lived client, so the long-lived one never holds the extra
 // connection franz-go uses for requests with timeouts (CreateTopics).
 func (m *Mux) setup(ctx context.Context, brokers []string) error {
-	cl, err := kgo.NewClient(m.kgoOpts(brokers, false)...)
+	var authFail saslWatch
+	cl, err := kgo.NewClient(append(m.kgoOpts(brokers, false), kgo.WithHooks(&authFail))...)
 	if err != nil {
 		return fmt.Errorf("cannot create Kafka client: %w", err)
 	}
@@ -158,6 +164,11 @@ func (m *Mux) setup(ctx context.Context, brokers []string) error {
 	if err != nil {
 		if ctx.Err() != nil {
 			err = ctx.Err()
+		}
+		if s := m.cfg.sasl; s != nil && (authFail.failed.Load() || errors.Is(err, kerr.SaslAuthenticationFailed)) {
+			return fmt.Errorf("cannot reach Kafka at %s: SASL %s authentication as user %q failed "+
+				"(wrong user or password, or a mechanism the brokers do not enable): %w",
+				strings.Join(brokers, ","), s.mechanism, s.user, err)
 		}
 		return fmt.Errorf("cannot reach Kafka at %s: %w", strings.Join(brokers, ","), err)
 	}
@@ -191,6 +202,10 @@ func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.RecordPartitioner(partitioner{sessions: c.topicSessions}),
 	}
+	if c.batchBytes != 0 {
+		o = append(o, kgo.ProducerBatchMaxBytes(c.batchBytes))
+	}
+	o = append(o, c.securityOpts()...)
 	switch {
 	case c.compression != nil:
 		o = append(o, kgo.ProducerBatchCompression(c.compression...))
@@ -199,6 +214,10 @@ func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
 	}
 	if main {
 		o = append(o, kgo.WithHooks(m.conns, &m.stats), kgo.RetryBackoffFn(retryBackoff))
+		if c.txnID != "" {
+			// The pump aborts a transaction itself after half of this (txn.go).
+			o = append(o, kgo.TransactionalID(c.txnID), kgo.TransactionTimeout(c.txnTimeout))
+		}
 	}
 	return append(o, c.extra...)
 }
@@ -233,6 +252,10 @@ func (m *Mux) SessionsTopic() string { return m.cfg.topicSessions }
 // with other callbacks, and must not block. ctx cancels the record while it
 // is buffered; pass context.Background() unless that is wanted.
 func (m *Mux) Produce(ctx context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
+	if m.txn != nil {
+		m.txn.add(txnItem{r: r, done: done}) // ctx: a record in the transaction pump is not cancelled
+		return
+	}
 	m.cl.TryProduce(ctx, r, done)
 }
 
@@ -269,6 +292,9 @@ func (m *Mux) Close() {
 		m.followMu.Unlock()
 		m.readerWG.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.closeTimeout)
+		if m.txn != nil {
+			m.txn.close(ctx) // commits what is pending
+		}
 		if err := m.cl.Flush(ctx); err != nil {
 			m.log.Warn("Kafka producer not flushed at close; failing buffered records", "err", err)
 		}

@@ -224,6 +224,10 @@ func TestInvalidOptions(t *testing.T) {
 		{EmbeddedAddr("nohost"), `invalid embedded Kafka address "nohost"`},
 		{ReplicationFactor(0), "invalid replication factor 0"},
 		{RecordDeliveryTimeout(time.Millisecond), "invalid record delivery timeout"},
+		{ProduceBatchMaxBytes(100), "invalid produce batch max bytes 100"},
+		{TopicConfig("", "cleanup.policy", "delete"), "Ferry sets it by role"},
+		{TopicConfig("other", "retention.ms", "1"), `role "other"`},
+		{TopicConfig("", "", "1"), "empty key"},
 	} {
 		_, err := New(context.Background(), tc.opt)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

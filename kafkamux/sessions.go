@@ -1,6 +1,7 @@
 package kafkamux
 
 import (
+	"bytes"
 	"context"
 	"time"
 
@@ -29,9 +30,15 @@ func (c clientIDPartitioner) Partition(r *kgo.Record, n int) int {
 	return c.TopicPartitioner.Partition(&kgo.Record{Key: SessionClientID(r.Key)}, n)
 }
 
-// SessionClientID returns the client id part of a sessions-topic key.
+// SessionClientID returns the client id part of a sessions-topic key. A "q:" key (an inbound QoS 2 packet
+// id) ends with U+0000 and the packet id, after the client id.
 func SessionClientID(key []byte) []byte {
 	if len(key) >= 2 && key[1] == ':' {
+		if key[0] == 'q' {
+			if i := bytes.LastIndexByte(key, 0); i >= 2 {
+				return key[2:i]
+			}
+		}
 		return key[2:]
 	}
 	return key
@@ -42,7 +49,7 @@ func SessionClientID(key []byte) []byte {
 func (m *Mux) PutSession(key string, value []byte, done func(error)) {
 	r := &kgo.Record{Topic: m.cfg.topicSessions, Key: []byte(key), Value: value}
 	start := time.Now()
-	m.cl.TryProduce(context.Background(), r, func(_ *kgo.Record, err error) {
+	m.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
 		m.stats.latency[roleSessions].Observe(time.Since(start))
 		done(err)
 	})

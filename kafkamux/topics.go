@@ -53,14 +53,13 @@ func ensureTopics(ctx context.Context, adm *kadm.Client, c *cfg) error {
 		if r.compact {
 			policy = "compact"
 		}
-		resp, err := adm.CreateTopic(ctx, c.partitions, c.replication,
-			map[string]*string{"cleanup.policy": kadm.StringPtr(policy)}, r.name)
+		resp, err := adm.CreateTopic(ctx, c.partitions, c.replication, c.topicConfigsOf(r.role, policy), r.name)
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("cannot create %s topic %q: %w", r.role, r.name, err)
 		}
 		if err == nil {
 			c.logger.Info("created Kafka topic", "role", r.role, "topic", r.name,
-				"partitions", c.partitions, "cleanup.policy", policy)
+				"partitions", c.partitions, "replication_factor", c.replication, "cleanup.policy", policy)
 		}
 	}
 
@@ -94,4 +93,18 @@ func ensureTopics(ctx context.Context, adm *kadm.Client, c *cfg) error {
 		}
 	}
 	return nil
+}
+
+// topicConfigsOf returns the configs of a topic New creates for role: the
+// cleanup policy, then the [TopicConfig]s for all roles, then the role's own.
+func (c *cfg) topicConfigsOf(role, policy string) map[string]*string {
+	m := map[string]*string{"cleanup.policy": kadm.StringPtr(policy)}
+	for _, pass := range []string{"", role} {
+		for _, tc := range c.topicConfigs {
+			if tc.role == pass {
+				m[tc.key] = kadm.StringPtr(tc.value)
+			}
+		}
+	}
+	return m
 }

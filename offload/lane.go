@@ -52,14 +52,28 @@ type Lane struct {
 // not build them with unsafe over a reused buffer). msg itself and its
 // UserProps slice may be reused as soon as TryPublish returns.
 func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
+	return l.TryPublishWith(msg, "", nil, done)
+}
+
+// TryPublishWith is TryPublish with one more record for the sessions topic (sessKey not empty; sessValue nil
+// writes a tombstone) that Kafka must store together with the message: with transactions (kafkamux option
+// Transactions) the message, its retained copy and the session record commit or abort as one, which is how a
+// QoS 2 message and its packet-id state are stored exactly once. The session record counts against the budget
+// like the others; done reports them all, with the first error.
+func (l *Lane) TryPublishWith(msg *Message, sessKey string, sessValue []byte, done func(err error)) error {
 	r := msg.Record(l.o.topic)
 	size := kafkamux.RecordSize(r)
-	var rr *kafkamux.Record
+	var rr, sr *kafkamux.Record
 	recs := 1
 	if msg.Retain {
 		rr = msg.RetainedRecord(l.o.retained)
 		size += kafkamux.RecordSize(rr)
-		recs = 2
+		recs++
+	}
+	if sessKey != "" {
+		sr = &kafkamux.Record{Topic: l.o.mux.SessionsTopic(), Key: []byte(sessKey), Value: sessValue}
+		size += kafkamux.RecordSize(sr)
+		recs++
 	}
 
 	l.mu.Lock()
@@ -74,7 +88,7 @@ func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
 	l.mu.Unlock()
 
 	start := time.Now() // produce latency, carried by the closure that exists anyway (kafkamux.Mux.ProduceLatency)
-	if rr == nil {
+	if recs == 1 {
 		l.o.mux.Produce(context.Background(), r, func(_ *kafkamux.Record, err error) {
 			l.o.latMessages.Observe(time.Since(start))
 			l.release(1, size, err != nil)
@@ -82,16 +96,24 @@ func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
 		})
 		return nil
 	}
-	p := &retainedPub{l: l, size: size, done: done, start: start}
-	p.left.Store(2)
-	l.o.mux.Produce(context.Background(), r, p.complete)
-	l.o.mux.Produce(context.Background(), rr, p.complete)
+	p := &joinedPub{l: l, recs: recs, size: size, done: done, start: start}
+	p.left.Store(int32(recs))
+	all := [3]*kafkamux.Record{r}
+	batch := all[:1]
+	if rr != nil {
+		batch = append(batch, rr)
+	}
+	if sr != nil {
+		batch = append(batch, sr)
+	}
+	l.o.mux.ProduceTogether(batch, p.complete)
 	return nil
 }
 
-// retainedPub joins the two produces of a retained message.
-type retainedPub struct {
+// joinedPub joins the produces of a message with its retained copy or session record.
+type joinedPub struct {
 	l     *Lane
+	recs  int
 	size  int
 	done  func(error)
 	start time.Time
@@ -100,10 +122,11 @@ type retainedPub struct {
 	err   error
 }
 
-func (p *retainedPub) complete(r *kafkamux.Record, err error) {
-	if r.Topic == p.l.o.retained {
+func (p *joinedPub) complete(r *kafkamux.Record, err error) {
+	switch r.Topic {
+	case p.l.o.retained:
 		p.l.o.latRetained.Observe(time.Since(p.start))
-	} else {
+	case p.l.o.topic:
 		p.l.o.latMessages.Observe(time.Since(p.start))
 	}
 	if err != nil {
@@ -119,7 +142,7 @@ func (p *retainedPub) complete(r *kafkamux.Record, err error) {
 	p.mu.Lock()
 	err = p.err
 	p.mu.Unlock()
-	p.l.release(2, p.size, err != nil)
+	p.l.release(p.recs, p.size, err != nil)
 	p.l.finish(err, p.done)
 }
 

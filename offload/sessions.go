@@ -22,5 +22,8 @@ func (o *Offload) ReadRange(ctx context.Context, partition int32, from, to int64
 // Record is a Kafka record, for topics followed raw (FollowSpec.Raw).
 type Record = kafkamux.Record
 
+// Transactional reports whether records are written in Kafka transactions (see TryPublishWith).
+func (o *Offload) Transactional() bool { return o.mux.Transactional() }
+
 // SessionsTopic is the name of the sessions topic.
 func (o *Offload) SessionsTopic() string { return o.mux.SessionsTopic() }

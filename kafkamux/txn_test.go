@@ -1,0 +1,134 @@
+package kafkamux
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// readCommitted reads every committed record of topic with a separate read_committed client.
+func readCommitted(t *testing.T, addr, topic string, want int) map[string]int {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	seen := map[string]int{}
+	n := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for n < want && ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			seen[string(r.Key)+"="+string(r.Value)]++
+			n++
+		})
+	}
+	// Anything beyond want would be a duplicate: look a little longer for one.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	cl.PollFetches(ctx2).EachRecord(func(r *kgo.Record) { seen[string(r.Key)+"="+string(r.Value)]++ })
+	return seen
+}
+
+// With a transactional id every record is committed in a transaction shared by many records; records handed
+// over together land together; a read_committed reader sees each exactly once.
+func TestTransactionsCommitBatches(t *testing.T) {
+	m := newMux(t, Transactions("ferry-test-txn"))
+	const n = 2000
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	wg.Add(n)
+	done := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+		}
+		wg.Done()
+	}
+	for i := 0; i < n; i += 2 {
+		a := &kgo.Record{Topic: m.MessagesTopic(), Key: []byte(fmt.Sprintf("t/%d", i%7)), Value: []byte(fmt.Sprint(i))}
+		b := &kgo.Record{Topic: m.SessionsTopic(), Key: []byte(fmt.Sprintf("q:c%d", i)), Value: []byte(fmt.Sprint(i))}
+		if i%4 == 0 {
+			m.ProduceTogether([]*kgo.Record{a, b}, done)
+		} else {
+			m.Produce(context.Background(), a, done)
+			m.PutSession(string(b.Key), b.Value, func(err error) { done(nil, err) })
+		}
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d records failed", failed.Load())
+	}
+	txns := m.Transactions()
+	if txns == 0 || txns >= n/2 {
+		t.Fatalf("%d transactions for %d records: want several records per transaction", txns, n)
+	}
+	t.Logf("%d records in %d transactions", n, txns)
+	for _, topic := range []string{m.MessagesTopic(), m.SessionsTopic()} {
+		seen := readCommitted(t, m.Addr(), topic, n/2)
+		if len(seen) != n/2 {
+			t.Fatalf("%s: %d distinct records, want %d", topic, len(seen), n/2)
+		}
+		for k, c := range seen {
+			if c != 1 {
+				t.Fatalf("%s: %s read %d times", topic, k, c)
+			}
+		}
+	}
+}
+
+// A transaction Kafka refuses to commit is aborted and its records are written again in the next one: none
+// is lost, and a read_committed reader sees none twice (the aborted copies stay invisible).
+func TestTransactionsRetryAbortedCommit(t *testing.T) {
+	m := newMux(t, Transactions("ferry-test-abort"))
+	c := m.Cluster()
+	var refused atomic.Int32
+	c.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r := req.(*kmsg.EndTxnRequest)
+		if !r.Commit || refused.Add(1) > 2 {
+			return nil, nil, false
+		}
+		c.KeepControl()
+		resp := r.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.TransactionAbortable.Code
+		return resp, nil, true
+	})
+	const n = 50
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		m.Produce(context.Background(), &kgo.Record{Topic: m.MessagesTopic(), Key: []byte("a/b"), Value: []byte(fmt.Sprint(i))},
+			func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.Add(1)
+				}
+				wg.Done()
+			})
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d records failed", failed.Load())
+	}
+	if refused.Load() < 2 {
+		t.Fatalf("the cluster refused %d commits; the test wants 2", refused.Load())
+	}
+	seen := readCommitted(t, m.Addr(), m.MessagesTopic(), n)
+	if len(seen) != n {
+		t.Fatalf("%d distinct records committed, want %d", len(seen), n)
+	}
+	for k, c := range seen {
+		if c != 1 {
+			t.Fatalf("%s read %d times", k, c)
+		}
+	}
+}
