@@ -54,6 +54,10 @@ type Mux struct {
 	stats     kstats // per-topic counters and what Healthy needs (health.go)
 
 	recentMsgs *recent // recent records of the messages topic, for resumes
+
+	seeds    []string                  // bootstrap addresses, for GroupReaders (group.go)
+	groupsMu sync.Mutex                // guards groups
+	groups   map[*GroupReader]struct{} // open GroupReaders, closed by Close
 }
 
 // New connects to Kafka (starting the embedded cluster when no brokers are
@@ -104,7 +108,12 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 		return nil, fmt.Errorf("cannot create Kafka client: %w", err)
 	}
 	m.cl = cl
+	m.seeds = brokers
 	if c.txnID != "" {
+		if err := m.fence(ctx); err != nil {
+			cl.Close()
+			return nil, err
+		}
 		m.txn = newTxnPump(m)
 	}
 	m.adm = kadm.NewClient(cl)
@@ -291,6 +300,7 @@ func (m *Mux) Close() {
 		m.cancel()
 		m.followMu.Unlock()
 		m.readerWG.Wait()
+		m.closeGroups()
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.closeTimeout)
 		if m.txn != nil {
 			m.txn.close(ctx) // commits what is pending

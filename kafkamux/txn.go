@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // With a transactional id (option Transactions), every record the Mux produces is written inside a Kafka
@@ -262,6 +263,36 @@ func retriable(err error) bool {
 		return false
 	}
 	return true
+}
+
+// fence claims the transactional id before anything is read: Kafka bumps the id's epoch and aborts the
+// transaction a previous incarnation of this instance left open (killed while committing), which would
+// otherwise hold back every read_committed reader — this instance's own sessions loader included — until the
+// transaction timeout; an embedded Kafka restarted from its data dir may never time it out at all. franz-go
+// initialises its producer id only at the first produce, which comes after the sessions are loaded.
+func (m *Mux) fence(ctx context.Context) error {
+	id := m.cfg.txnID
+	for {
+		req := kmsg.NewPtrInitProducerIDRequest()
+		req.TransactionalID = &id
+		req.TransactionTimeoutMillis = int32(m.cfg.txnTimeout / time.Millisecond)
+		req.ProducerID, req.ProducerEpoch = -1, -1
+		resp, err := req.RequestWith(ctx, m.cl)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+		}
+		if err == nil {
+			return nil
+		}
+		if !kerr.IsRetriable(err) && !errors.Is(err, kerr.ConcurrentTransactions) {
+			return fmt.Errorf("cannot claim Kafka transactional id %q: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot claim Kafka transactional id %q: %w (last: %v)", id, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // ProduceTogether hands records over that Kafka must store together: with transactions, they commit or

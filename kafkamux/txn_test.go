@@ -132,3 +132,57 @@ func TestTransactionsRetryAbortedCommit(t *testing.T) {
 		}
 	}
 }
+
+// A transaction left open by a killed incarnation of the instance (same transactional id) is aborted when
+// the instance starts again, before it reads anything: its readers are not held back, even by an embedded
+// Kafka restarted from its data dir.
+func TestTransactionsFenceLeftOpenAtStart(t *testing.T) {
+	dir := t.TempDir()
+	opts := []Opt{EmbeddedAddr("127.0.0.1:0"), DataDir(dir), Logger(testLogger()), Partitions(2),
+		Transactions("ferry-fence-test"), TransactionTimeout(time.Minute)}
+	ctx := context.Background()
+	m, err := New(ctx, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	produceSync(t, m, &kgo.Record{Topic: m.MessagesTopic(), Key: []byte("a"), Value: []byte("committed")})
+	// The "killed" incarnation: a transaction with a record, never ended.
+	dead, err := kgo.NewClient(kgo.SeedBrokers(m.Addr()), kgo.TransactionalID("ferry-fence-test"), kgo.TransactionTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.ProduceSync(ctx, &kgo.Record{Topic: m.MessagesTopic(), Key: []byte("a"), Value: []byte("open")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	dead.Close()
+	m.Close()
+
+	m2, err := New(ctx, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	caught := make(chan struct{})
+	var got []string
+	var mu sync.Mutex
+	if err := m2.FollowFrom(m2.MessagesTopic(), FromStart, func(_ int32, _ int64, msg *Message) {
+		mu.Lock()
+		got = append(got, string(msg.Payload))
+		mu.Unlock()
+	}, func() { close(caught) }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-caught:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader is held back by the transaction the previous incarnation left open")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != "committed" {
+		t.Fatalf("read %q, want only the committed record", got)
+	}
+}
