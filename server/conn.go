@@ -50,6 +50,7 @@ type conn struct {
 
 	will *willMsg   // published if the connection ends abnormally
 	tr   *transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
+	auth *principal // authenticated client and its privileges (authz.go); nil when authorization is off
 }
 
 // OnOpen runs on the connection's event loop.
@@ -81,6 +82,10 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}
 	s.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
 	c.closed = true
+	if c.tr != nil {
+		c.tr.release() // a TLS handshake goroutine waiting for bytes gives up
+	}
+	c.forgetLimits()
 	c.endSession()
 	return gnet.None
 }
@@ -106,6 +111,8 @@ func (c *conn) service() {
 	c.flushAcks()
 	if !c.paused {
 		c.readPackets()
+	} else {
+		c.pausedOverflow() // gnet keeps reading the socket: its buffer is bounded here (limits.go)
 	}
 	if c.phase == phaseConnected && !c.closed {
 		c.drain()
@@ -116,17 +123,16 @@ func (c *conn) service() {
 // readPackets decodes and handles the packets buffered for c until it runs out, pauses or closes.
 func (c *conn) readPackets() {
 	// A transport takes a bounded chunk of the socket's bytes per step: read on while the socket holds more.
-	for c.readBuffered() > 0 && c.tr != nil && !c.closed && c.gc.InboundBuffered() > 0 {
+	// Bytes a layer left between layers (below a top layer that stopped at the packet bound) count too.
+	for c.readBuffered() > 0 && c.tr != nil && !c.closed && (c.gc.InboundBuffered() > 0 || c.tr.buffered() > len(c.tr.in)) {
 	}
 }
 
 // readBuffered handles the whole packets inbound holds and returns how many bytes it used.
 func (c *conn) readBuffered() int {
-	buf, err := c.inbound()
-	if err != nil {
-		c.transportError(err)
-		return 0
-	}
+	// A transport failure still lets the packets that arrived before it be handled: a DISCONNECT followed by a
+	// WebSocket close frame in one segment is a normal end, not a lost client.
+	buf, terr := c.inbound()
 	used := 0
 	for !c.closed && !c.paused && c.phase != phaseClosing && c.phase != phaseLoading {
 		max := c.l.srv.cfg.maxPacketSize
@@ -159,12 +165,16 @@ func (c *conn) readBuffered() int {
 		c.consumed(used)
 		c.l.srv.metrics.bytesIn.Add(uint64(used))
 	}
-	if c.paused && c.inboundBuffered() > c.l.srv.cfg.maxPacketSize+2*c.l.srv.cfg.outboundBudget {
-		// A v3 client keeps sending past the window the server can take; its bytes are not buffered without
-		// bound.
-		c.l.srv.warn("closing connection: client exceeds the in-flight window", "client", c.clientID())
-		c.closeWhy = closeQuota
-		c.close()
+	if c.paused {
+		// A v3 client keeps sending past the window the server can take, or a client past its publish rate:
+		// its bytes are not buffered without bound (limits.go).
+		c.pausedOverflow()
+	}
+	if terr != nil {
+		if !c.closed {
+			c.transportError(terr)
+		}
+		return 0
 	}
 	return used
 }

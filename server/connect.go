@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -49,7 +50,13 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		return nil
 	}
 	if srv.draining.Load() {
+		if c.redirectDraining(p) {
+			return nil // 0x9C to another live instance (redirect.go)
+		}
 		return refuse(mqttcodec.ServerUnavailable) // v3: return code 3
+	}
+	if !c.connectRateOK() {
+		return refuse(mqttcodec.ConnectionRateExceeded) // per source address (limits.go); v3: return code 3
 	}
 	if p.Version == mqttcodec.Version5 && p.Props.Has(mqttcodec.PropAuthMethod) {
 		return refuse(mqttcodec.BadAuthenticationMethod) // no enhanced authentication method is offered
@@ -59,6 +66,9 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 			return refuse(mqttcodec.QuotaExceeded)
 		}
 		return refuse(mqttcodec.ServerUnavailable)
+	}
+	if r := c.authenticate(p); r != mqttcodec.Success {
+		return refuse(r) // token and will topic (authz.go): 0x86 / 0x87, v3 return code 4 / 5
 	}
 
 	var props mqttcodec.Properties
@@ -74,6 +84,10 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		default:
 			return refuse(mqttcodec.ClientIdentifierNotValid) // [MQTT-3.1.3-8]
 		}
+	}
+
+	if c.redirectConnect(p.Version, id, len(p.ClientID) == 0) {
+		return nil // another live instance owns the client's shard: 0x9D / 0x9C (redirect.go)
 	}
 
 	c.keepAlive = p.KeepAlive
@@ -191,7 +205,7 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 		srv.saveSession(sess)
 	}
 	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
-	srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version, "session_present", present)
+	srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version, "session_present", present, "identity", c.certIdentity())
 	if present {
 		c.resend()
 	}
@@ -240,7 +254,10 @@ func (s *Server) capabilities(p *mqttcodec.Properties) {
 	p.Set(mqttcodec.PropMaximumPacketSize)
 	p.TopicAliasMaximum = s.cfg.topicAliasMax
 	p.Set(mqttcodec.PropTopicAliasMaximum)
-	p.SharedSubAvailable = 0 // shared subscriptions are not offered yet
+	p.SharedSubAvailable = 0
+	if s.cfg.share.enabled {
+		p.SharedSubAvailable = 1 // share.go
+	}
 	p.Set(mqttcodec.PropSharedSubAvailable)
 	// Retain, wildcard subscriptions and subscription identifiers are available: absent properties say so.
 }
@@ -330,9 +347,12 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 		sess.mu.Unlock()
 		s.matchMu.Unlock()
 		for f, o := range sess.subs {
-			s.trie.add(f, sess, o)
 			s.metrics.subscriptions.Add(1)
+			if !isShared(f) {
+				s.trie.add(f, sess, o)
+			}
 		}
+		s.resumeShares(sess) // share.go
 		if sess.ps == nil {
 			sess.ps = &persisted{epoch: c.epoch} // the replay keeps its position there even if expiry is now 0
 		}
@@ -361,6 +381,10 @@ func (s *Server) discard(sess *session) {
 	if s.sessions[sess.id] == sess {
 		delete(s.sessions, sess.id)
 	}
+	sess.mu.Lock()
+	shared := maps.Clone(sess.subs)
+	sess.mu.Unlock()
+	s.leaveShares(sess, shared) // its unacknowledged shared messages go to other members first (share.go)
 	sess.mu.Lock()
 	subs := sess.subs
 	sess.subs = nil

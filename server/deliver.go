@@ -127,6 +127,7 @@ func (c *conn) drain() {
 			if id != 0 {
 				sess.fl.free(id)
 			}
+			d.shareDone()
 			sess.queue.pop()
 			continue
 		}
@@ -151,14 +152,20 @@ func (c *conn) resend() {
 		return
 	}
 	now := time.Now()
+	var dropped []uint16
 	sess.fl.each(func(f *outFlight) {
 		switch f.state {
 		case outPublished:
-			c.writePublish(&f.d, f.id, true, now) // [MQTT-3.3.1-1] DUP on a re-delivery
+			if !c.writePublish(&f.d, f.id, true, now) { // [MQTT-3.3.1-1] DUP on a re-delivery
+				dropped = append(dropped, f.id)
+			}
 		case outReleased:
 			c.writeAck(mqttcodec.PUBREL, f.id, mqttcodec.Success, "")
 		}
 	})
+	for _, id := range dropped {
+		sess.fl.ack(id, outPublished, outDone) // not sent (expired, too large, not authorized): done as if delivered
+	}
 }
 
 // writePublish encodes d for this client. It reports false when the message must not be sent: expired
@@ -166,6 +173,9 @@ func (c *conn) resend() {
 // as if delivered. Runs on the loop with the session lock held.
 func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) bool {
 	m := d.msg
+	if c.auth != nil && !c.mayReceive(m.Topic) {
+		return false // outside the client's subscribe privileges (authz.go)
+	}
 	p := &c.l.pub
 	p.Reset()
 	p.Topic = bytesOf(m.Topic)
@@ -262,7 +272,12 @@ func (c *conn) onAck(a *mqttcodec.Ack) error {
 			_, found = sess.fl.qos2In[a.PacketID]
 			delete(sess.fl.qos2In, a.PacketID) // [MQTT-4.3.3-?] the packet id may be reused from now on
 		}
+		persistent := sess.ps != nil
 		sess.mu.Unlock()
+		if found && persistent {
+			c.qos2Released(a.PacketID) // PUBCOMP once the sessions topic forgot the id
+			return nil
+		}
 		reason := mqttcodec.Success
 		if !found {
 			reason = mqttcodec.PacketIdentifierNotFound

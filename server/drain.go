@@ -16,6 +16,7 @@ import (
 // Stop afterwards, then flush Kafka.
 func (s *Server) Drain(ctx context.Context) error {
 	s.draining.Store(true)
+	s.announceDraining(ctx) // with redirect: peers stop sending clients here before they are sent there
 	s.regMu.Lock()
 	var conns []*conn
 	for _, sess := range s.sessions {
@@ -60,7 +61,13 @@ func (c *conn) shutDown() {
 			return nil
 		}
 		if c.version >= mqttcodec.Version5 && c.phase == phaseConnected {
-			c.sendDisconnect(mqttcodec.ServerShuttingDown, "server shutting down")
+			if ref := c.drainTarget(); ref != "" {
+				// With redirect, the client is sent to the instance that owns its shard now (redirect.go).
+				c.sendDisconnectRef(mqttcodec.UseAnotherServer, ref)
+				c.l.srv.metrics.limits.drainRedirects.Add(1)
+			} else {
+				c.sendDisconnect(mqttcodec.ServerShuttingDown, "server shutting down")
+			}
 		}
 		c.closeWhy = closeShutdown
 		c.close()

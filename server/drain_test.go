@@ -66,8 +66,15 @@ func TestDrain(t *testing.T) {
 		t.Fatal("session lost in the drain")
 	}
 	for i := 20; i < 70; i++ {
-		if m := back.next(t); string(m.Payload) != fmt.Sprint(i) {
-			t.Fatalf("message %d: got %q", i, m.Payload)
+		m := back.next(t)
+		for i == 20 && m.Duplicate() && string(m.Payload) < "20" && len(m.Payload) == 2 {
+			// A message the client had received but whose PUBACK was still on its way when the drain closed
+			// the connection comes again, with DUP, as QoS 1 allows [MQTT-4.4.0-1].
+			t.Logf("re-sent with DUP: %s", m.Payload)
+			m = back.next(t)
+		}
+		if string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("message %d: got %q (dup %v)", i, m.Payload, m.Duplicate())
 		}
 	}
 }

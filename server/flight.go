@@ -62,6 +62,9 @@ func (f *flight) ack(id uint16, want, next outState) bool {
 	if e == nil || e.state != want {
 		return false
 	}
+	if e.d.share != nil && want == outPublished {
+		e.d.share.completed(e.d.part, e.d.off) // PUBACK or PUBREC: the client has it (share.go)
+	}
 	e.state = next
 	if next == outDone {
 		delete(f.ids, id)

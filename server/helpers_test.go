@@ -54,7 +54,9 @@ func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	mux, err := kafkamux.New(ctx, append(kopts, kafkamux.Partitions(3))...)
+	// Transactions on, as in the binary; a test may turn them off with kafkamux.Transactions("").
+	txnID := "ferry-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	mux, err := kafkamux.New(ctx, append(append([]kafkamux.Opt{kafkamux.Transactions(txnID)}, kopts...), kafkamux.Partitions(3))...)
 	if err != nil {
 		t.Fatalf("kafkamux: %v", err)
 	}

@@ -29,12 +29,16 @@ type loop struct {
 
 	// loop-owned
 	spare   []*conn
-	out     []byte // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
-	now     int64  // unix seconds, refreshed on every event
+	out     []byte    // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
+	tscr    [2][]byte // scratch for framing writes through a transport's layers (transport.writeBelow)
+	now     int64     // unix seconds, refreshed on every event
 	wheel   wheel
 	blocked []*conn // connections holding publishes that the lane had no room for
-	laneHot atomic.Bool
-	lag     loopLag // how late the one-second tick runs (metrics.go)
+	// publish rate limit (limits.go): the buckets of this loop's connections, and those paused by theirs
+	pubLimits map[*conn]*pubLimit
+	throttled []*conn
+	laneHot   atomic.Bool
+	lag       loopLag // how late the one-second tick runs (metrics.go)
 
 	// decode targets reused for every packet on this loop (0 allocations per packet)
 	pub   mqttcodec.Publish
@@ -130,11 +134,13 @@ func (l *loop) block(c *conn) {
 	}
 }
 
-// tick runs on the event loop once a second: keep-alive and CONNECT timeouts.
+// tick runs on the event loop once a second: keep-alive and CONNECT timeouts, and reading again from
+// connections paused by their publish rate.
 func (l *loop) tick(context.Context) error {
 	now := time.Now()
 	l.now = now.Unix()
 	l.srv.metrics.tickLag(l, now)
 	l.wheel.advance(l.now, func(c *conn) { c.checkTimeout() })
+	l.resumeThrottled()
 	return nil
 }

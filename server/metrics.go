@@ -49,6 +49,8 @@ type Metrics struct {
 	subscriptions     atomic.Int64
 	refusedSubs       atomic.Uint64 // subscriptions refused by the per-session quota
 	willsSent         atomic.Uint64
+	limits            limitMetrics               // rate limits and redirects (limits.go)
+	authDenied        [authDenials]atomic.Uint64 // authorization refusals, by kind (authz.go)
 
 	listeners []listenerMetrics // by the index of the listener in the configuration
 	loopLag   offload.Histogram // how late each loop ran its one-second tick
@@ -180,7 +182,7 @@ func (m *Metrics) protocolError(c *conn, r mqttcodec.ReasonCode) {
 	m.protocolErrors.Add(1)
 	m.protoErrs[r].Add(1)
 	c.closeWhy = closeProtocolError
-	if r == mqttcodec.QuotaExceeded || r == mqttcodec.ReceiveMaximumExceeded {
+	if r == mqttcodec.QuotaExceeded || r == mqttcodec.ReceiveMaximumExceeded || r == mqttcodec.MessageRateTooHigh {
 		c.closeWhy = closeQuota // a budget, not a malformed packet
 	}
 }
@@ -191,11 +193,12 @@ const (
 	dropQueueFull        // session queue full
 	dropExpired          // message expiry passed before delivery
 	dropTooLarge         // larger than the client's Maximum Packet Size
+	dropDenied           // outside the client's privileges: a QoS 0 or v3 publish, or a delivery (authz.go)
 	dropReasons
 )
 
 // DropReasonNames names the drop counters for metrics output.
-var DropReasonNames = [dropReasons]string{"lane_full", "queue_full", "expired", "too_large"}
+var DropReasonNames = [dropReasons]string{"lane_full", "queue_full", "expired", "too_large", "not_authorized"}
 
 func (m *Metrics) dropped(reason int) { m.drops[reason].Add(1) }
 
@@ -241,6 +244,7 @@ type Snapshot struct {
 	RecordsIn, BytesIn, BytesOut, KafkaErrors, WillsSent, RefusedSubs                           uint64
 	TransportErrors                                                                             uint64
 	Drops                                                                                       [dropReasons]uint64
+	AuthDenied                                                                                  [authDenials]uint64 // by kind, see AuthDeniedNames
 	Refused                                                                                     map[mqttcodec.ReasonCode]uint64
 	ProtocolErrorsByCode                                                                        map[mqttcodec.ReasonCode]uint64
 }
@@ -263,6 +267,9 @@ func (m *Metrics) Snapshot() Snapshot {
 	}
 	for i := range s.Drops {
 		s.Drops[i] = m.drops[i].Load()
+	}
+	for i := range s.AuthDenied {
+		s.AuthDenied[i] = m.authDenied[i].Load()
 	}
 	for i := range m.refused {
 		if v := m.refused[i].Load(); v != 0 {

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"runtime"
 	"time"
+
+	"github.com/ferrymq/ferry/server/auth"
 )
 
 // Opt configures a Server. Options follow franz-go's style: a function over an unexported config that has
@@ -14,31 +16,50 @@ import (
 type Opt func(*cfg)
 
 type cfg struct {
-	listeners        []string      // tcp://host:port, ws://host:port/path, tls://, wss://; repeatable
-	eventLoops       int           // gnet event loops; default runtime.NumCPU()
-	maxConnections   int           // 0 = unlimited
-	maxPacketSize    int           // bytes; inbound limit advertised in CONNACK
-	receiveMaximum   uint16        // inbound QoS>0 in flight per client, advertised in CONNACK
-	topicAliasMax    uint16        // inbound topic aliases per client, advertised in CONNACK
-	maxQoS           byte          // highest QoS the server accepts
-	serverKeepAlive  uint16        // seconds; 0 = accept the client's keep-alive
-	connectTimeout   time.Duration // a socket must send CONNECT within this
-	sessionQueue     int           // messages queued per session before QoS 0 drops / QoS>0 quota disconnect
-	outboundBudget   int           // bytes buffered towards one client before deliveries wait
-	maxSessionExpiry uint32        // seconds; caps the client's Session Expiry Interval
-	v3SessionExpiry  uint32        // seconds; expiry of a v3 CleanSession=0 session
-	allowEmptyV3ID   bool          // accept an empty client id from v3.1.1 clients with CleanSession=1
-	messagesTopic    string        // Kafka topic the shared reader follows
-	reasonStrings    bool          // send Reason String properties to v5 clients
-	handoffTimeout   time.Duration // how long a CONNECT waits for another instance to hand a session over
-	saveEvery        time.Duration // how often delivery offsets of connected persistent sessions are written
-	loadTimeout      time.Duration // how long Start waits for the sessions topic to be read
-	maxSubs          int           // subscriptions per session
-	aliasBytes       int           // bytes of topic names one connection may hold as inbound topic aliases
-	heartbeatEvery   time.Duration // how often the instance writes its heartbeat to the sessions topic
-	deadAfter        time.Duration // an instance silent this long is dead: its clients' wills and sessions move on
+	listeners        []string       // tcp://host:port, ws://host:port/path, tls://, wss://; repeatable
+	eventLoops       int            // gnet event loops; default runtime.NumCPU()
+	maxConnections   int            // 0 = unlimited
+	maxPacketSize    int            // bytes; inbound limit advertised in CONNACK
+	receiveMaximum   uint16         // inbound QoS>0 in flight per client, advertised in CONNACK
+	topicAliasMax    uint16         // inbound topic aliases per client, advertised in CONNACK
+	maxQoS           byte           // highest QoS the server accepts
+	serverKeepAlive  uint16         // seconds; 0 = accept the client's keep-alive
+	connectTimeout   time.Duration  // a socket must send CONNECT within this
+	sessionQueue     int            // messages queued per session before QoS 0 drops / QoS>0 quota disconnect
+	outboundBudget   int            // bytes buffered towards one client before deliveries wait
+	maxSessionExpiry uint32         // seconds; caps the client's Session Expiry Interval
+	v3SessionExpiry  uint32         // seconds; expiry of a v3 CleanSession=0 session
+	allowEmptyV3ID   bool           // accept an empty client id from v3.1.1 clients with CleanSession=1
+	messagesTopic    string         // Kafka topic the shared reader follows
+	reasonStrings    bool           // send Reason String properties to v5 clients
+	handoffTimeout   time.Duration  // how long a CONNECT waits for another instance to hand a session over
+	saveEvery        time.Duration  // how often delivery offsets of connected persistent sessions are written
+	loadTimeout      time.Duration  // how long Start waits for the sessions topic to be read
+	maxSubs          int            // subscriptions per session
+	aliasBytes       int            // bytes of topic names one connection may hold as inbound topic aliases
+	heartbeatEvery   time.Duration  // how often the instance writes its heartbeat to the sessions topic
+	deadAfter        time.Duration  // an instance silent this long is dead: its clients' wills and sessions move on
 	proxyTrusted     []netip.Prefix // peers allowed to send PROXY protocol headers
-	log              *slog.Logger
+
+	// Rate limits and redirect (limits.go, redirect.go); zero values are off.
+	connRate   float64       // CONNECTs per second per source address
+	connBurst  int           // 0 = one second's worth
+	pubRate    float64       // PUBLISHes per second per connection
+	pubBurst   int           // 0 = one second's worth
+	pubGrace   time.Duration // how long a connection may stay over pubRate before 0x96; 0 = 5 s
+	redirectBy string        // "", "client-id" or "identity"
+	advertise  string        // host:port clients use to reach this instance
+	log        *slog.Logger
+
+	auth *auth.Authority // authentication and topic authorization (authz.go); nil = off
+
+	share shareCfg // shared subscriptions (share.go)
+
+	tlsCert       string // PEM certificate chain of tls:// and wss:// listeners (transport_tls.go)
+	tlsKey        string // its PEM private key
+	tlsClientCA   string // PEM CAs that sign client certificates; "" = none asked for
+	tlsClientAuth string // TLSClientCertRequire or TLSClientCertVerifyGiven
+	tlsHandshakes int    // TLS handshakes in progress at once; 0 = no bound
 }
 
 func (c *cfg) defaults() {
@@ -59,9 +80,12 @@ func (c *cfg) defaults() {
 	c.saveEvery = 2 * time.Second
 	c.loadTimeout = 60 * time.Second
 	c.maxSubs = 1000
+	c.share.defaults()
 	c.aliasBytes = 16 << 10
 	c.heartbeatEvery = 2 * time.Second
 	c.deadAfter = 10 * time.Second
+	c.tlsClientAuth = TLSClientCertRequire
+	c.tlsHandshakes = 4096
 	c.proxyTrusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	c.log = slog.Default()
 }
@@ -71,9 +95,19 @@ func (c *cfg) validate() error {
 		return errors.New("no MQTT listener configured (use --mqtt tcp://host:port)")
 	}
 	for _, l := range c.listeners {
-		if _, err := parseListener(l); err != nil {
+		ls, err := parseListener(l)
+		if err != nil {
 			return err
 		}
+		if ls.tls && (c.tlsCert == "" || c.tlsKey == "") {
+			return fmt.Errorf("invalid MQTT listener %q: TLS needs a certificate and its key (--tls-cert and --tls-key)", l)
+		}
+	}
+	if c.tlsClientAuth != TLSClientCertRequire && c.tlsClientAuth != TLSClientCertVerifyGiven {
+		return fmt.Errorf("TLS client authentication must be %s or %s, not %q", TLSClientCertRequire, TLSClientCertVerifyGiven, c.tlsClientAuth)
+	}
+	if c.tlsHandshakes < 0 {
+		return fmt.Errorf("TLS handshakes in progress must be 0 (no bound) or more, not %d", c.tlsHandshakes)
 	}
 	switch {
 	case c.eventLoops < 1:
@@ -97,7 +131,10 @@ func (c *cfg) validate() error {
 	case c.maxConnections < 0:
 		return fmt.Errorf("max connections must not be negative, not %d", c.maxConnections)
 	}
-	return nil
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
+	return c.share.validate()
 }
 
 // Listen adds an MQTT listener: tcp://host:port, tls://host:port, ws://host:port/path or wss://host:port/path,
@@ -108,6 +145,24 @@ func Listen(addr string) Opt { return func(c *cfg) { c.listeners = append(c.list
 // ProxyTrusted lists the networks whose peers may send PROXY protocol headers on ?proxy=true listeners; a
 // connection from anywhere else is refused there. Default: loopback only.
 func ProxyTrusted(p []netip.Prefix) Opt { return func(c *cfg) { c.proxyTrusted = p } }
+
+// TLSFiles names the PEM files of tls:// and wss:// listeners: the server's certificate chain, its private
+// key and, if clientCA is not "", the CAs whose client certificates are accepted (mutual TLS; see
+// TLSClientAuth). A verified client certificate's Subject Common Name is the connection's identity. The files
+// are read by New and again by ReloadTLS. Default: none (TLS listeners then refuse to start).
+func TLSFiles(cert, key, clientCA string) Opt {
+	return func(c *cfg) { c.tlsCert, c.tlsKey, c.tlsClientCA = cert, key, clientCA }
+}
+
+// TLSClientAuth sets what a TLS listener with client CAs asks of clients: TLSClientCertRequire ("require", the
+// default: no handshake without a valid certificate) or TLSClientCertVerifyGiven ("verify-if-given": a
+// certificate is optional, but a client that sends one must send a valid one).
+func TLSClientAuth(mode string) Opt { return func(c *cfg) { c.tlsClientAuth = mode } }
+
+// TLSMaxHandshakes bounds the TLS handshakes in progress at once; more connections wait their turn, in order,
+// within the connect timeout. Each costs a goroutine and its crypto state until the client answers.
+// Default 4096; 0 = no bound.
+func TLSMaxHandshakes(n int) Opt { return func(c *cfg) { c.tlsHandshakes = n } }
 
 // EventLoops sets the number of gnet event loops. Default: one per CPU.
 func EventLoops(n int) Opt { return func(c *cfg) { c.eventLoops = n } }
@@ -189,5 +244,16 @@ func CheckOptions(opts ...Opt) error {
 	for _, o := range opts {
 		o(&c)
 	}
-	return c.validate()
+	if err := c.validate(); err != nil {
+		return err
+	}
+	for _, l := range c.listeners {
+		if ls, _ := parseListener(l); ls.tls {
+			if _, err := newTLSServer(&c); err != nil { // the files must be usable
+				return fmt.Errorf("invalid MQTT listener %q: %w", l, err)
+			}
+			break
+		}
+	}
+	return nil
 }

@@ -10,10 +10,11 @@ import (
 
 // persisted is the Kafka-side bookkeeping of a session that outlives its connection. Guarded by session.mu.
 type persisted struct {
-	epoch   int64           // owner epoch of the current connection (unix nanoseconds of its CONNECT)
-	from    map[int32]int64 // while resuming: the replay's position; otherwise nil
-	saved   time.Time       // last delivery record written
-	resumed chan struct{}   // closed when a resume has caught up (tests, drain)
+	epoch   int64               // owner epoch of the current connection (unix nanoseconds of its CONNECT)
+	from    map[int32]int64     // while resuming: the replay's position; otherwise nil
+	resend  map[[2]int64]outRec // while resuming: the stored state's messages in flight (read-only); otherwise nil
+	saved   time.Time           // last delivery record written
+	resumed chan struct{}       // closed when a resume has caught up (tests, drain)
 }
 
 // sessionRecord builds the "s:" value of a session. s.mu is held.
@@ -45,24 +46,36 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 			offs[p] = o
 		}
 	}
+	r := &deliveryRec{V: recVersion, Complete: complete, Saved: time.Now().UnixNano()}
 	for i := 0; i < s.queue.len(); i++ {
 		d := s.queue.at(i)
-		lower(d.part, d.off)
+		if d.share == nil { // a shared subscription's messages are its Kafka group's to re-deliver (share.go)
+			lower(d.part, d.off)
+		}
+		if d.resendID != 0 { // replayed, not yet re-sent: its packet id stays the client's
+			r.Out = append(r.Out, outRec{ID: d.resendID, Released: d.released, P: d.part, O: d.off})
+		}
 	}
-	r := &deliveryRec{V: recVersion, Complete: complete, Saved: time.Now().UnixNano()}
 	if s.ps != nil {
 		r.Epoch = s.ps.epoch
+		// A resume still running: messages in flight before it that the replay has not reached keep their
+		// packet ids too (those it passed are in the queue or in flight now, or did not match).
+		for _, o := range s.ps.resend {
+			if f, ok := s.ps.from[o.P]; !ok || o.O >= f {
+				r.Out = append(r.Out, o)
+			}
+		}
 	}
 	if s.fl != nil {
 		s.fl.each(func(f *outFlight) {
+			if f.d.share != nil {
+				return
+			}
 			lower(f.d.part, f.d.off)
 			if f.d.off >= 0 {
 				r.Out = append(r.Out, outRec{ID: f.id, Released: f.state == outReleased, P: f.d.part, O: f.d.off})
 			}
 		})
-		for id := range s.fl.qos2In {
-			r.QoS2In = append(r.QoS2In, id)
-		}
 	}
 	r.Offsets = offsetsJSON(offs)
 	return r
@@ -149,6 +162,13 @@ func (srv *Server) restore(s *session, st *stored) (from map[int32]int64, resend
 			s.subs[r.F] = o
 		}
 	}
+	if len(st.q2) > 0 {
+		fl := s.flights()
+		fl.qos2In = make(map[uint16]struct{}, len(st.q2))
+		for pid := range st.q2 {
+			fl.qos2In[pid] = struct{}{}
+		}
+	}
 	if st.deliv != nil {
 		from = offsetsFromJSON(st.deliv.Offsets)
 		if len(st.deliv.Out) > 0 {
@@ -157,13 +177,6 @@ func (srv *Server) restore(s *session, st *stored) (from map[int32]int64, resend
 			for _, o := range st.deliv.Out {
 				resend[[2]int64{int64(o.P), o.O}] = o
 				fl.ids[o.ID] = ^uint64(0) // reserved for the re-send, so new messages get other ids
-			}
-		}
-		if len(st.deliv.QoS2In) > 0 {
-			fl := s.flights()
-			fl.qos2In = make(map[uint16]struct{}, len(st.deliv.QoS2In))
-			for _, id := range st.deliv.QoS2In {
-				fl.qos2In[id] = struct{}{}
 			}
 		}
 	}
@@ -177,6 +190,7 @@ func (srv *Server) startResume(s *session, from map[int32]int64, resend map[[2]i
 	done := make(chan struct{})
 	s.mu.Lock()
 	s.ps.from = from
+	s.ps.resend = resend
 	s.ps.resumed = done
 	s.mu.Unlock()
 	go srv.resume(s, from, resend, done)
@@ -199,11 +213,16 @@ func (srv *Server) resume(s *session, from map[int32]int64, resend map[[2]int64]
 				caught = false
 			}
 		}
+		s.mu.Lock()
+		if len(s.subs) == 0 {
+			caught = true // no subscription: nothing to replay, and one made from now on takes live messages
+		}
+		s.mu.Unlock()
 		if caught {
 			s.mu.Lock()
 			s.resuming = false
 			if s.ps != nil {
-				s.ps.from = nil
+				s.ps.from, s.ps.resend = nil, nil
 			}
 			c := s.c
 			s.mu.Unlock()
@@ -248,14 +267,18 @@ func (srv *Server) resume(s *session, from map[int32]int64, resend map[[2]int64]
 var errSessionGone = &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Msg: "session ended during resume"}
 
 // replayOne queues one replayed record for s if its subscriptions match, waiting while the session's queue
-// is full. It reports false when the session is gone.
+// is full, and moves the replay's position past it: what a save writes from then on (deliveryRecord) covers
+// the record through the queue and the flights, so a resume cut short continues from there. It reports
+// false when the session is gone.
 func (srv *Server) replayOne(s *session, p int32, off int64, m *offload.Message, resend map[[2]int64]outRec) bool {
 	s.mu.Lock()
 	d, ok := s.matchLocked(m)
-	s.mu.Unlock()
 	if !ok {
+		s.replayedLocked(p, off)
+		s.mu.Unlock()
 		return true
 	}
+	s.mu.Unlock()
 	d.part, d.off = p, off
 	if o, was := resend[[2]int64{int64(p), off}]; was {
 		d.resendID, d.released = o.ID, o.Released
@@ -268,6 +291,7 @@ func (srv *Server) replayOne(s *session, p int32, off int64, m *offload.Message,
 		}
 		if s.queue.len() < srv.cfg.sessionQueue {
 			s.queue.push(d)
+			s.replayedLocked(p, off)
 			c := s.c
 			s.mu.Unlock()
 			if c != nil {
@@ -280,12 +304,19 @@ func (srv *Server) replayOne(s *session, p int32, off int64, m *offload.Message,
 	}
 }
 
+// replayedLocked moves the resume's position in partition p past offset off. s.mu is held.
+func (s *session) replayedLocked(p int32, off int64) {
+	if s.ps != nil && s.ps.from != nil && s.ps.from[p] <= off {
+		s.ps.from[p] = off + 1
+	}
+}
+
 // matchLocked folds the session's subscriptions matching m into one delivery, as onRecord does. s.mu is held.
 func (s *session) matchLocked(m *offload.Message) (delivery, bool) {
 	var a aggDelivery
 	topic := bytesOf(m.Topic)
 	for f, o := range s.subs {
-		if mqttcodec.Match(bytesOf(f), topic) {
+		if !isShared(f) && mqttcodec.Match(bytesOf(f), topic) { // shared ones are not replayed (share.go)
 			a.add(&o, s.id, m)
 		}
 	}
@@ -293,7 +324,9 @@ func (s *session) matchLocked(m *offload.Message) (delivery, bool) {
 }
 
 // saver writes the delivery records of connected persistent sessions every interval, coalescing all the
-// acknowledgements in between into one record per session.
+// acknowledgements in between into one record per session. Resuming sessions too: their record is the
+// replay's position (deliveryRecord), so a crash during a long replay does not send the next resume back to
+// where this one began.
 func (srv *Server) saver(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -307,7 +340,7 @@ func (srv *Server) saver(ctx context.Context, every time.Duration) {
 		var due []*session
 		for _, s := range srv.sessions {
 			s.mu.Lock()
-			if s.ps != nil && s.c != nil && !s.resuming {
+			if s.ps != nil && s.c != nil {
 				due = append(due, s)
 			}
 			s.mu.Unlock()

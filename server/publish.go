@@ -20,6 +20,7 @@ const (
 	reqAcked                  // Kafka acked: the PUBACK/PUBREC may be written
 	reqFailed                 // Kafka failed the record
 	reqOrphaned               // the connection closed while Kafka held the record
+	reqDenied                 // refused by authorization (authz.go): only its ack is owed, in order
 )
 
 // pubReq is one inbound PUBLISH on its way into Kafka. Its buffer holds the topic and payload copied out of
@@ -31,6 +32,7 @@ type pubReq struct {
 	c      *conn
 	id     uint16
 	qos    byte
+	q2Txn  bool // QoS 2 of a persistent session: its "q:" record goes in the message's transaction (qos2.go)
 	state  atomic.Uint32
 	err    error
 	doneFn func(error)
@@ -85,6 +87,11 @@ func (r *pubReq) complete(err error) {
 func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	srv := c.l.srv
 	srv.metrics.publishesIn[p.QoS].Add(1)
+	if srv.cfg.pubRate > 0 {
+		if err := c.publishRate(); err != nil { // --max-publish-rate (limits.go): may pause reading
+			return err
+		}
+	}
 	if p.QoS > srv.cfg.maxQoS {
 		// [MQTT-3.2.2-11] a QoS above the advertised maximum is a protocol error.
 		return &mqttcodec.Error{Reason: mqttcodec.QoSNotSupported, Packet: mqttcodec.PUBLISH, Msg: "QoS above the server maximum"}
@@ -120,6 +127,9 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 			}
 		}
 	}
+	if c.auth != nil && !c.mayPublish(topic) {
+		return c.denyPublish(p) // authz.go
+	}
 	if p.Props.PayloadFormat == 1 && !utf8.Valid(p.Payload) {
 		// The payload claims to be UTF-8 and is not [MQTT-3.3.2-?]: refused, not stored.
 		if p.QoS > 0 && c.version == mqttcodec.Version5 {
@@ -145,8 +155,9 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 		// Earlier publishes still wait for lane space; this one queues behind them to keep topic order.
 		return c.queueOrDrop(r)
 	}
+	r.q2Txn = c.qos2InTxn(r)
 	r.state.Store(reqInKafka)
-	if err := c.l.lane.TryPublish(m, r.doneFn); err != nil {
+	if err := c.tryPublish(r); err != nil {
 		if !errors.Is(err, offload.ErrFull) {
 			releasePub(r)
 			return &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Packet: mqttcodec.PUBLISH, Msg: "cannot hand publish to Kafka", Err: err}
@@ -215,7 +226,7 @@ func (c *conn) retryWaiting() {
 			continue
 		}
 		r.state.Store(reqInKafka)
-		if err := c.l.lane.TryPublish(&r.msg, r.doneFn); err != nil {
+		if err := c.tryPublish(r); err != nil {
 			r.state.Store(reqWaiting)
 			c.l.block(c)
 			return
@@ -236,12 +247,14 @@ func (c *conn) flushAcks() {
 	for int(c.pubqHead) < len(c.pubq) && !c.closed {
 		r := c.pubq[int(c.pubqHead)]
 		st := r.state.Load()
-		if st != reqAcked && st != reqFailed {
+		if st != reqAcked && st != reqFailed && st != reqDenied {
 			break
 		}
 		c.pubq[int(c.pubqHead)] = nil
 		c.pubqHead++
-		if st == reqFailed {
+		if st == reqDenied {
+			c.writeDeniedAck(r.qos, r.id)
+		} else if st == reqFailed {
 			c.l.srv.metrics.kafkaErrors.Add(1)
 			c.l.srv.warn("message not written to Kafka", "client", c.clientID(), "err", r.err)
 			if c.version < mqttcodec.Version5 {
@@ -259,7 +272,11 @@ func (c *conn) flushAcks() {
 				fl.qos2In = make(map[uint16]struct{})
 			}
 			fl.qos2In[r.id] = struct{}{}
+			persistent := c.sess.ps != nil
 			c.sess.mu.Unlock()
+			if persistent {
+				c.qos2Stored(r)
+			}
 			c.writeAck(mqttcodec.PUBREC, r.id, mqttcodec.Success, "")
 		} else {
 			c.writeAck(mqttcodec.PUBACK, r.id, mqttcodec.Success, "")
@@ -273,8 +290,8 @@ func (c *conn) flushAcks() {
 			c.pubq = nil
 		}
 	}
-	if c.paused && c.toKafka() < int(c.l.srv.cfg.receiveMaximum) {
-		c.paused = false
+	if c.paused && c.toKafka() < int(c.l.srv.cfg.receiveMaximum) && !c.throttled() {
+		c.paused = false // a pause for the publish rate is lifted by the loop's tick (limits.go)
 	}
 }
 

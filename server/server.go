@@ -24,6 +24,7 @@ type Server struct {
 	cfg   cfg
 	off   *offload.Offload
 	specs []listenerSpec // the parsed listeners, in configuration order
+	tls   *tlsServer     // certificates of TLS listeners (transport_tls.go); nil without one
 
 	trie     *trie
 	retained retainedStore
@@ -43,7 +44,10 @@ type Server struct {
 	gen     uint64
 	readPos map[int32]int64 // messages-topic partition → next offset the shared reader hands on
 
-	store     *store // the sessions topic
+	shares shareRegistry // shared subscriptions (share.go)
+
+	store     *store         // the sessions topic
+	connRate  *connRateTable // --max-connection-rate; nil = off (limits.go)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc
 
@@ -74,6 +78,9 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 	s.warnLim.every = 10 * time.Second
 	s.metrics.initListeners(s.cfg.listeners)
 	s.store = newStore(s)
+	if s.cfg.connRate > 0 {
+		s.connRate = newConnRateTable(s.cfg.connRate, s.cfg.connBurst, &s.metrics.limits)
+	}
 	return s, nil
 }
 

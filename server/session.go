@@ -18,7 +18,8 @@ type delivery struct {
 	// PUBREL when the client had already sent PUBREC [MQTT-4.4.0-1].
 	resendID uint16
 	released bool
-	subIDs   []uint32 // subscription identifiers of the matching subscriptions (v5)
+	subIDs   []uint32    // subscription identifiers of the matching subscriptions (v5)
+	share    *shareGroup // the share group it was delivered for (share.go); nil for a non-shared subscription
 }
 
 // outState is the progress of one outbound QoS 1/2 message.

@@ -16,7 +16,7 @@ import (
 const (
 	kindSession  = "s" // subscriptions and expiry of a persistent session
 	kindOwner    = "o" // which instance holds the client now: the takeover signal
-	kindDelivery = "d" // delivery offsets, outbound packet ids in flight, inbound QoS 2 ids
+	kindDelivery = "d" // delivery offsets, outbound packet ids in flight (inbound QoS 2 ids: "q:", qos2.go)
 	kindWill     = "w" // the will of the current connection
 	kindInstance = "i" // an instance's heartbeat (key i:<instance id>)
 	recVersion   = 1
@@ -60,7 +60,6 @@ type deliveryRec struct {
 	Epoch    int64            `json:"epoch"`   // the owner epoch the state was handed to (takeover) or written by
 	Offsets  map[string]int64 `json:"offsets"` // messages-topic partition → first offset not completed
 	Out      []outRec         `json:"out,omitempty"`
-	QoS2In   []uint16         `json:"qos2_in,omitempty"`
 	Complete bool             `json:"complete"` // written when the connection ended (not a periodic save)
 	Saved    int64            `json:"saved"`    // unix nanoseconds of the write: a reader keeps the newest
 }
@@ -79,8 +78,9 @@ type stored struct {
 	owner *ownerRec
 	deliv *deliveryRec
 	will  *willRec
-	part  int32    // the client's sessions-topic partition
-	ended [2]int64 // epoch and round of the first end record seen for the latest epoch
+	q2    map[uint16]struct{} // inbound QoS 2 ids waiting for PUBREL ("q:" keys); replaced, never changed in place
+	part  int32               // the client's sessions-topic partition
+	ended [2]int64            // epoch and round of the first end record seen for the latest epoch
 }
 
 // store is the instance's view of the sessions topic, fed by the shared reader from the topic's start, and
@@ -93,6 +93,7 @@ type store struct {
 	clients   map[string]*stored
 	waiters   map[string]*handoff  // connections waiting for another instance to hand a session over
 	instances map[string]time.Time // instance id → when its last heartbeat was read (this instance's clock)
+	peers     map[string]*peer     // instance id → its advertised address and liveness, for redirect (redirect.go)
 	ready     bool                 // the topic has been read to the end once: end records are acted on
 }
 
@@ -117,13 +118,24 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 		return
 	}
 	kind, id := key[:1], key[2:]
+	if kind == kindQoS2 {
+		st.onQoS2Record(key, value, part)
+		return
+	}
 	if kind == kindInstance {
+		hb, err := decodeRec[heartbeatRec](value)
+		if err != nil {
+			st.srv.warn("heartbeat record cannot be read; counted as alive without an advertised address", "key", key, "err", err)
+			hb = &heartbeatRec{}
+		}
 		st.mu.Lock()
+		now := time.Now()
 		if value == nil {
 			delete(st.instances, id)
 		} else {
-			st.instances[id] = time.Now()
+			st.instances[id] = now
 		}
+		st.notePeer(id, hb, now)
 		st.mu.Unlock()
 		return
 	}
@@ -164,7 +176,7 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 			}
 		}
 	}
-	if c.sess == nil && c.deliv == nil && c.will == nil && (c.owner == nil || c.owner.Expiry == 0) {
+	if c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && (c.owner == nil || c.owner.Expiry == 0) {
 		// A session that ends with its connection needs no index entry: its owner records only signal
 		// takeovers (handled below), so an idle clean-session client costs this instance nothing here.
 		delete(st.clients, id)
@@ -301,7 +313,14 @@ func (st *store) forget(id string, all bool) {
 	st.mu.Lock()
 	c := st.clients[id]
 	hasSess, hasDeliv := c != nil && c.sess != nil, c != nil && c.deliv != nil
+	var q2 map[uint16]struct{}
+	if c != nil {
+		q2, c.q2 = c.q2, nil
+	}
 	st.mu.Unlock()
+	for pid := range q2 {
+		st.srv.off.PutSession(qos2Key(id, pid), nil, func(error) {})
+	}
 	if all || hasSess {
 		st.put(kindSession, id, nil)
 	}

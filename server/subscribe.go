@@ -17,8 +17,12 @@ func (c *conn) onSubscribe(p *mqttcodec.Subscribe) error {
 	var grantedFor []byte
 	for i := range p.Subs {
 		s := &p.Subs[i]
-		if _, _, shared, _ := mqttcodec.ParseShared(s.Filter); shared {
-			ack.Reasons = append(ack.Reasons, mqttcodec.SharedSubscriptionsNotSupported)
+		if mqttcodec.IsShared(s.Filter) {
+			ack.Reasons = append(ack.Reasons, c.subscribeShared(s, subID)) // share.go
+			continue
+		}
+		if c.auth != nil && !c.maySubscribe(s.Filter) {
+			ack.Reasons = append(ack.Reasons, mqttcodec.NotAuthorized) // authz.go; v3: 0x80
 			continue
 		}
 		granted := min(s.QoS, srv.cfg.maxQoS) // [MQTT-3.8.4-6]
@@ -75,7 +79,12 @@ func (c *conn) onUnsubscribe(p *mqttcodec.Unsubscribe) error {
 	ack := mqttcodec.Unsuback{PacketID: p.PacketID} // [MQTT-3.10.4-4]
 	for _, f := range p.Filters {
 		filter := string(f)
-		removed := srv.trie.remove(filter, sess)
+		var removed bool
+		if mqttcodec.IsShared(f) {
+			removed = srv.leaveShare(filter, sess) // share.go
+		} else {
+			removed = srv.trie.remove(filter, sess)
+		}
 		sess.mu.Lock()
 		delete(sess.subs, filter)
 		sess.mu.Unlock()

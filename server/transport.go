@@ -94,12 +94,11 @@ type layer interface {
 // transport is the layer stack of one connection. Owned by the connection's loop.
 type transport struct {
 	c      *conn
-	layers []layer   // bottom (next to the socket) first
-	bufs   [][]byte  // bufs[i]: bytes yielded by layer i-1 that layer i has not used yet (bufs[0] unused)
-	in     []byte    // MQTT bytes yielded by the top layer, not yet read by conn
-	remote net.Addr  // the client's address given by a PROXY header; nil = the socket's peer
-	ident  string    // identity from a TLS client certificate; "" = none
-	scr    [2][]byte // scratch for framing writes through the layers
+	layers []layer  // bottom (next to the socket) first
+	bufs   [][]byte // bufs[i]: bytes yielded by layer i-1 that layer i has not used yet (bufs[0] unused)
+	in     []byte   // MQTT bytes yielded by the top layer, not yet read by conn
+	remote net.Addr // the client's address given by a PROXY header; nil = the socket's peer
+	ident  string   // identity from a TLS client certificate; "" = none
 }
 
 // pullChunk is the most raw bytes a transport takes from gnet per step: plaintext buffered in a transport
@@ -128,7 +127,7 @@ func (t *transport) pull() error {
 			} else {
 				in = t.bufs[i]
 			}
-			if len(in) == 0 {
+			if len(in) == 0 && !holds(ly) {
 				continue
 			}
 			var out []byte
@@ -168,6 +167,28 @@ func (t *transport) pull() error {
 	return nil
 }
 
+// A holder is a layer that may have bytes for the layer above without new bytes from below: the TLS layer
+// when its handshake goroutine has finished (application data came with the client's Finished). pull calls its
+// unwrap with nothing new when holding says so.
+type holder interface{ holding() bool }
+
+func holds(ly layer) bool {
+	h, ok := ly.(holder)
+	return ok && h.holding()
+}
+
+// A releaser is a layer that holds something until the socket closes (the TLS handshake goroutine).
+type releaser interface{ release(t *transport) }
+
+// release runs on the loop when the socket has closed (OnClose).
+func (t *transport) release() {
+	for _, ly := range t.layers {
+		if r, ok := ly.(releaser); ok {
+			r.release(t)
+		}
+	}
+}
+
 // consume drops the first n bytes of b, keeping its memory: the rest moves to the front.
 func consume(b []byte, n int) []byte {
 	if n >= len(b) {
@@ -197,18 +218,22 @@ func (t *transport) write(p []byte) {
 // writeBelow frames p, written by layer i (len(layers) = MQTT), through the layers under it and hands the
 // result to gnet. Runs on the loop.
 func (t *transport) writeBelow(i int, p []byte) {
+	// The scratch is the loop's, not the connection's: gnet copies what it cannot send at once, so no
+	// connection keeps a framing buffer (one per connection cost idle memory and kept up to pullChunk after a
+	// large write).
+	scr := &t.c.l.tscr
 	k := 0
 	for j := i - 1; j >= 0; j-- {
-		t.scr[k] = t.layers[j].wrap(t, t.scr[k][:0], p)
-		p = t.scr[k]
+		scr[k] = t.layers[j].wrap(t, scr[k][:0], p)
+		p = scr[k]
 		k ^= 1
 	}
 	if len(p) > 0 {
 		_, _ = t.c.gc.Write(p)
 	}
-	for k := range t.scr {
-		if cap(t.scr[k]) > pullChunk {
-			t.scr[k] = nil
+	for k := range scr {
+		if cap(scr[k]) > pullChunk {
+			scr[k] = nil
 		}
 	}
 }
@@ -267,7 +292,9 @@ func (s *Server) newTransport(c *conn, ls *listenerSpec) (*transport, error) {
 		}
 		t.layers = append(t.layers, ly)
 	}
-	t.bufs = make([][]byte, len(t.layers))
+	if len(t.layers) > 1 { // a single layer writes straight into t.in: no buffer between layers to keep
+		t.bufs = make([][]byte, len(t.layers))
+	}
 	return t, nil
 }
 
@@ -294,7 +321,7 @@ func (c *conn) inbound() ([]byte, error) {
 		return b, nil
 	}
 	if err := c.tr.pull(); err != nil {
-		return nil, err
+		return c.tr.in, err // what arrived before the failure is still handled
 	}
 	return c.tr.in, nil
 }

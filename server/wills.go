@@ -115,7 +115,7 @@ func (srv *Server) heartbeats(ctx context.Context) {
 	t := time.NewTicker(srv.cfg.heartbeatEvery)
 	defer t.Stop()
 	for {
-		srv.store.put(kindInstance, srv.store.instance, map[string]int64{"v": recVersion, "at": time.Now().UnixMilli()})
+		srv.store.put(kindInstance, srv.store.instance, srv.heartbeat()) // with the advertised address (redirect.go)
 		select {
 		case <-ctx.Done():
 			srv.store.put(kindInstance, srv.store.instance, nil)

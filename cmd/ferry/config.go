@@ -46,6 +46,12 @@ type config struct {
 	logFormat         string
 	shutdownTimeout   time.Duration
 	configFile        string
+	kafkaTxn          bool
+	kafkaTxnID        string
+	kafka             kafkaConfig // --kafka-* client settings (kafka.go)
+	auth              authConfig  // --auth-* authentication and authorization (auth.go)
+	edge              edgeConfig  // rate limits and redirect (edge.go)
+	tls               tlsConfig   // --tls-* certificates of tls:// and wss:// listeners (tls.go)
 }
 
 // listFlag is a repeatable string flag.
@@ -100,6 +106,12 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "time allowed for a graceful stop")
 	fs.StringVar(&c.configFile, "config", "", "YAML file with any of these settings")
+	fs.BoolVar(&c.kafkaTxn, "kafka-transactions", true, "write every record in Kafka transactions: a QoS 2 message and its session state are stored exactly once (readers use read_committed)")
+	fs.StringVar(&c.kafkaTxnID, "kafka-transactional-id", "", "transactional id, unique per instance and stable across its restarts (empty = ferry-<host name>-<first MQTT port>)")
+	addKafkaFlags(fs, &c.kafka)
+	addAuthFlags(fs, &c.auth)
+	addEdgeFlags(fs, &c.edge)
+	addTLSFlags(fs, &c.tls)
 	return fs
 }
 
@@ -241,7 +253,16 @@ func (c *config) validate() error {
 			return fmt.Errorf("invalid --%s %v: want %s", ch.name, ch.val, ch.want)
 		}
 	}
-	return nil
+	if err := c.auth.validate(); err != nil {
+		return err
+	}
+	if err := c.edge.validate(); err != nil {
+		return err
+	}
+	if err := c.tls.validate(); err != nil {
+		return err
+	}
+	return c.kafka.validate(c.kafkaBrokers != "")
 }
 
 func validLevel(s string) bool {

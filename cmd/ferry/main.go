@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -86,6 +87,8 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.MessagesTopic(cfg.topicMessages),
 		server.Logger(log),
 	}
+	sopts = append(sopts, cfg.edge.serverOpts()...) // rate limits and redirect (edge.go)
+	sopts = append(sopts, cfg.tls.serverOpts()...)  // certificates of TLS listeners (tls.go)
 	for _, l := range cfg.mqtt.vals {
 		sopts = append(sopts, server.Listen(l))
 	}
@@ -102,6 +105,9 @@ func checkConfig(args []string) int {
 	if err == nil {
 		_, sopts := serverOptions(cfg, slog.Default())
 		err = server.CheckOptions(sopts...)
+		if err == nil {
+			_, err = cfg.auth.authority() // reads the key and rules files
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ferry:", err)
@@ -126,12 +132,26 @@ func run(cfg *config) error {
 	if err := server.CheckOptions(sopts...); err != nil {
 		return errConfig{err}
 	}
+	// SIGHUP runs every reloader (auth.go); each builds its new state fully and keeps the old one on error.
+	var reloaders []reloader
+	authority, err := cfg.auth.authority()
+	if err != nil {
+		return errConfig{err}
+	}
+	if authority != nil {
+		sopts = append(sopts, server.Auth(authority))
+		reloaders = append(reloaders, reloader{name: "auth keys and rules", fn: cfg.auth.reloadFunc(authority)})
+	}
 	raiseFileLimit(log)
 	kopts := []kafkamux.Opt{
 		kafkamux.Topics(cfg.topicMessages, cfg.topicRetained, cfg.topicSessions),
 		kafkamux.Partitions(int32(cfg.partitions)),
 		kafkamux.Logger(log),
 		kafkamux.HealthTimeout(cfg.kafkaReadyTimeout),
+	}
+	kopts = append(kopts, cfg.kafka.kafkaOpts()...)
+	if cfg.kafkaTxn {
+		kopts = append(kopts, kafkamux.Transactions(transactionalID(cfg)))
 	}
 	if cfg.kafkaBrokers != "" {
 		kopts = append(kopts, kafkamux.Brokers(strings.Split(cfg.kafkaBrokers, ",")...))
@@ -152,6 +172,9 @@ func run(cfg *config) error {
 	srv, err := server.New(off, sopts...)
 	if err != nil {
 		return err
+	}
+	if cfg.tls.cert != "" {
+		reloaders = append(reloaders, reloader{name: "TLS certificates", fn: srv.ReloadTLS})
 	}
 	if err := srv.Start(); err != nil {
 		return err
@@ -175,9 +198,7 @@ func run(cfg *config) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			// Nothing is reloadable yet (TLS certificates, JWT keys and authorization rules will be); SIGHUP
-			// must not stop the broker, as its default action would.
-			log.Info("SIGHUP received: nothing to reload in this version")
+			reloadAll(log, reloaders) // SIGHUP must not stop the broker, as its default action would
 		}
 	}()
 	s := <-sig
@@ -204,4 +225,21 @@ func run(cfg *config) error {
 		_ = adminSrv.Shutdown(ctx)
 	}
 	return nil
+}
+
+// transactionalID is --kafka-transactional-id, or one derived from the host name and the first MQTT port:
+// stable across restarts, so a restarted instance fences its previous incarnation's open transaction at once,
+// and distinct for instances sharing a host on different ports.
+func transactionalID(cfg *config) string {
+	if cfg.kafkaTxnID != "" {
+		return cfg.kafkaTxnID
+	}
+	host, _ := os.Hostname()
+	port := "1883"
+	if len(cfg.mqtt.vals) > 0 {
+		if u, err := url.Parse(cfg.mqtt.vals[0]); err == nil && u.Port() != "" {
+			port = u.Port()
+		}
+	}
+	return "ferry-" + host + "-" + port
 }

@@ -73,6 +73,13 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	writeCodes(p, "ferry_protocol_errors_total", s.ProtocolErrorsByCode)
 	p.family("ferry_transport_errors_total", "counter", "Connections closed on a TLS, WebSocket or PROXY protocol failure.")
 	p.u("ferry_transport_errors_total", s.TransportErrors)
+	lim := in.srv.Metrics().Limits() // rate limits and redirects; their refusals are counted by code above
+	p.family("ferry_publish_throttled_total", "counter", "Times a connection was paused (not read until its loop's next tick) for exceeding --max-publish-rate.")
+	p.u("ferry_publish_throttled_total", lim.PublishThrottled)
+	p.family("ferry_connection_rate_evictions_total", "counter", "Source addresses still limited by --max-connection-rate that the full rate table forgot to make room for others.")
+	p.u("ferry_connection_rate_evictions_total", lim.ConnectionRateEvictions)
+	p.family("ferry_drain_redirects_total", "counter", "v5 clients a drain sent to another instance (DISCONNECT 0x9C with a Server Reference) instead of 0x8B.")
+	p.u("ferry_drain_redirects_total", lim.DrainRedirects)
 
 	// Sessions, subscriptions, retained messages.
 	p.family("ferry_sessions_connected", "gauge", "Sessions with a connected client (CONNACK sent).")
@@ -110,6 +117,10 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	p.family("ferry_dropped_total", "counter", "Messages dropped, by reason.")
 	for i, n := range server.DropReasonNames {
 		p.u("ferry_dropped_total", s.Drops[i], "reason", n)
+	}
+	p.family("ferry_auth_denied_total", "counter", "Authorization refusals: publishes, subscriptions, deliveries and will topics outside a client's privileges.")
+	for i, n := range server.AuthDeniedNames {
+		p.u("ferry_auth_denied_total", s.AuthDenied[i], "what", n)
 	}
 
 	// Event loops and their Kafka lanes.

@@ -1,0 +1,23 @@
+package offload
+
+import (
+	"context"
+
+	"github.com/ferrymq/ferry/kafkamux"
+)
+
+// GroupSpec and GroupReader are kafkamux's consumer-group reader of the messages topic (MQTT shared
+// subscriptions), aliased so that the server imports offload only.
+type (
+	GroupSpec   = kafkamux.GroupSpec
+	GroupReader = kafkamux.GroupReader
+)
+
+// JoinGroup makes this instance a member of the Kafka consumer group spec.Group over the messages topic
+// (see kafkamux.Mux.JoinGroup). It blocks for a few Kafka round trips: call it off the event loops.
+func (o *Offload) JoinGroup(ctx context.Context, spec GroupSpec) (*GroupReader, error) {
+	return o.mux.JoinGroup(ctx, o.topic, spec)
+}
+
+// GroupConnections returns the Kafka connections the instance's group readers hold.
+func (o *Offload) GroupConnections() int { return o.mux.GroupConnections() }

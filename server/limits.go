@@ -1,0 +1,339 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+)
+
+// Limits at the edge, besides the per-connection budgets of options.go:
+//
+//   - --max-connection-rate: CONNECTs per second per source address (IPv4 address, or IPv6 /64 — one host or
+//     customer usually holds a whole /64, so counting single IPv6 addresses would let one host rotate through
+//     2^64 of them), with a burst. Over it a v5 client gets CONNACK 0x9F Connection Rate Exceeded, a v3
+//     client return code 3. The check is made at CONNECT, not when the socket opens, because only a CONNACK
+//     can say why; it costs one hash, one striped lock and a few compares, after the CONNECT is decoded
+//     (decoding is a bounded, allocation-light parse of bytes already read; the CONNECT timeout bounds what
+//     a socket that never sends one can cost).
+//   - --max-publish-rate: PUBLISH packets per second per connection, with a burst. Over it the connection is
+//     first slowed: its packets stay unread until a one-second tick of its loop has refilled the bucket
+//     (gnet keeps buffering what the socket receives, so bytes piling up past the inbound budget end it). A
+//     client that is still over the rate after the grace period (5 s by default) is disconnected: v5 with
+//     DISCONNECT 0x96 Message Rate Too High, v3 by closing the socket.
+//
+// Both are token buckets. Refusals are counted by reason code (ferry_connects_refused_total{code="0x9F"},
+// ferry_protocol_errors_total{code="0x96"}), throttling and table evictions in limitMetrics.
+
+// limitMetrics are the counters of the rate limits.
+type limitMetrics struct {
+	pubThrottled   atomic.Uint64 // times a connection was paused for going over --max-publish-rate
+	rateEvictions  atomic.Uint64 // connection-rate entries dropped while still limiting, to make room
+	drainRedirects atomic.Uint64 // clients told DISCONNECT 0x9C with a Server Reference by a drain
+}
+
+// LimitStats are the counters of the rate limits and of redirects.
+type LimitStats struct {
+	PublishThrottled        uint64 // connections paused for exceeding the publish rate
+	ConnectionRateEvictions uint64 // source addresses forgotten while still limited because the table was full
+	DrainRedirects          uint64 // v5 clients sent to another instance by a drain (DISCONNECT 0x9C)
+}
+
+// Limits returns the counters of the rate limits and redirects.
+func (m *Metrics) Limits() LimitStats {
+	return LimitStats{PublishThrottled: m.limits.pubThrottled.Load(),
+		ConnectionRateEvictions: m.limits.rateEvictions.Load(), DrainRedirects: m.limits.drainRedirects.Load()}
+}
+
+// MaxConnectionRate limits new connections per source address (IPv4 address or IPv6 /64) to perSecond per
+// second, with bursts of burst (0 = one second's worth, at least 1). CONNECTs over it get CONNACK 0x9F (v5) /
+// return code 3 (v3). Default 0 = no limit. Up to 65,536 source addresses are tracked at once (about 1.6 MB);
+// see connRateTable.
+func MaxConnectionRate(perSecond float64, burst int) Opt {
+	return func(c *cfg) { c.connRate, c.connBurst = perSecond, burst }
+}
+
+// MaxPublishRate limits the PUBLISH packets of one connection to perSecond per second, with bursts of burst
+// (0 = one second's worth, at least 1). A connection over it is not read until its loop's next one-second
+// tick refills the bucket; one still over it after grace (0 = 5 s) is disconnected (v5: DISCONNECT 0x96).
+// Default 0 = no limit.
+func MaxPublishRate(perSecond float64, burst int, grace time.Duration) Opt {
+	return func(c *cfg) { c.pubRate, c.pubBurst, c.pubGrace = perSecond, burst, grace }
+}
+
+// validateLimits checks the rate limit and redirect settings. Called by cfg.validate.
+func (c *cfg) validateLimits() error {
+	switch {
+	case c.connRate < 0 || math.IsNaN(c.connRate) || math.IsInf(c.connRate, 0):
+		return fmt.Errorf("max connection rate must be 0 (off) or a positive number per second, not %v", c.connRate)
+	case c.connBurst < 0:
+		return fmt.Errorf("connection burst must not be negative, not %d", c.connBurst)
+	case c.pubRate < 0 || math.IsNaN(c.pubRate) || math.IsInf(c.pubRate, 0):
+		return fmt.Errorf("max publish rate must be 0 (off) or a positive number per second, not %v", c.pubRate)
+	case c.pubRate > 0 && c.pubRate < 0.001:
+		return fmt.Errorf("max publish rate must be at least 0.001 per second, not %v", c.pubRate)
+	case c.pubBurst < 0 || c.pubBurst > 1<<20:
+		return fmt.Errorf("publish burst must be 0 to %d, not %d", 1<<20, c.pubBurst)
+	case c.pubGrace < 0:
+		return fmt.Errorf("publish rate grace must not be negative, not %v", c.pubGrace)
+	}
+	return c.validateRedirect()
+}
+
+// burstOf is the bucket size for a rate and a configured burst (0 = one second's worth, at least 1).
+func burstOf(rate float64, burst int) float64 {
+	if burst > 0 {
+		return float64(burst)
+	}
+	return max(1, math.Ceil(rate))
+}
+
+// --- Connection rate per source address ---
+
+// connRateTable is the token buckets of the source addresses that connected recently, in a fixed-size,
+// set-associative table shared by the event loops: gnet spreads one address's connections over every loop,
+// so a table per loop would let an address through once per loop. Each set of rateWays entries has its own
+// mutex, held for a few compares and never across I/O, so loops contend only when two CONNECTs hash to the
+// same one of connRateSets sets at the same moment: there is no global lock.
+//
+// Memory is fixed when the server starts: connRateSets × rateWays entries (65,536 addresses, about 1.6 MB),
+// whatever the number of addresses. When an address's set is full, the entry used longest ago is replaced:
+// that address starts again with a full bucket when it comes back. A flood from more addresses than the
+// table holds therefore weakens the limit for the flooding addresses (each gets about a burst per eviction
+// cycle) but never refuses an address that is under its rate, and never grows memory. Replacing an entry that
+// was still limiting its address is counted (ferry_connection_rate_evictions_total); a steady count means the
+// table is too small for the flood, and the listener's max-connections and the CONNECT timeout remain the
+// backstop. Entries need no pruning: an idle one is simply the first to be replaced.
+type connRateTable struct {
+	rate  float64 // tokens per nanosecond
+	burst float64
+	seed  uint64 // random: which set an address lands in cannot be chosen from outside
+	sets  []rateSet
+	m     *limitMetrics
+}
+
+const (
+	connRateSets = 8192
+	rateWays     = 8
+)
+
+type rateSet struct {
+	mu sync.Mutex
+	e  [rateWays]rateEntry
+}
+
+type rateEntry struct {
+	key    uint64 // mixed address group; 0 = free
+	at     int64  // unix ns of the last refill
+	tokens float64
+}
+
+func newConnRateTable(rate float64, burst int, m *limitMetrics) *connRateTable {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails on Linux
+	seed := binary.LittleEndian.Uint64(b[:])
+	return &connRateTable{rate: rate / 1e9, burst: burstOf(rate, burst), seed: seed,
+		sets: make([]rateSet, connRateSets), m: m}
+}
+
+// addrGroup is the part of an address that is limited as one source: the IPv4 address, or the /64 of an
+// IPv6 address. IPv4-mapped IPv6 addresses count as IPv4.
+func addrGroup(a netip.Addr) uint64 {
+	a = a.Unmap()
+	if a.Is4() {
+		b := a.As4()
+		return 1<<32 | uint64(binary.BigEndian.Uint32(b[:])) // 0:1::/32 is unassigned IPv6 space: no overlap
+	}
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8])
+}
+
+// mix64 is splitmix64's finalizer: a bijection that spreads every input bit over the output.
+func mix64(z uint64) uint64 {
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// allow takes a token for one connection from a, at unix ns now. It may run on any loop.
+func (t *connRateTable) allow(a netip.Addr, now int64) bool {
+	if !a.IsValid() {
+		return true // no address to count (a PROXY LOCAL header without one): not limited
+	}
+	key := mix64(addrGroup(a)^t.seed) | 1 // never 0, which marks a free entry
+	s := &t.sets[(key>>1)%connRateSets]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var victim *rateEntry
+	for i := range s.e {
+		e := &s.e[i]
+		if e.key == key {
+			e.tokens = min(t.burst, e.tokens+float64(now-e.at)*t.rate)
+			e.at = now
+			if e.tokens < 1 {
+				return false
+			}
+			e.tokens--
+			return true
+		}
+		if victim == nil || e.key == 0 || (victim.key != 0 && e.at < victim.at) {
+			victim = e
+		}
+	}
+	if victim.key != 0 && victim.tokens+float64(now-victim.at)*t.rate < t.burst {
+		t.m.rateEvictions.Add(1) // it still limited its address
+	}
+	*victim = rateEntry{key: key, at: now, tokens: t.burst - 1}
+	return true
+}
+
+// connectRateOK applies --max-connection-rate to c's CONNECT. Runs on c's loop.
+func (c *conn) connectRateOK() bool {
+	t := c.l.srv.connRate
+	if t == nil {
+		return true
+	}
+	return t.allow(addrPort(c.remoteAddr()).Addr(), time.Now().UnixNano())
+}
+
+// --- Publish rate per connection ---
+
+// pubLimit is the publish token bucket of one connection, kept only when --max-publish-rate is set, in its
+// loop's pubLimits map rather than in conn: conn is on every idle connection's budget (its malloc size class
+// is full), while this costs only the connections of an instance that enables the limit, about 80 bytes
+// each, and one map lookup per PUBLISH (no allocation after the connection's first). Tokens are counted in
+// thousandths of a message and refilled from the loop's one-second clock (l.now), so a PUBLISH costs no
+// clock read: the bucket is refilled in one-second steps, which is as fine as the resume tick anyway.
+type pubLimit struct {
+	milli     int64 // tokens × 1000
+	at        int64 // loop second of the last refill
+	overSince int64 // loop second the current excess began; 0 = not over
+	lastOver  int64 // loop second the connection was last throttled
+	throttled bool  // paused by the rate (listed in l.throttled)
+}
+
+// refill adds the tokens earned since the last refill. Runs on the loop.
+func (p *pubLimit) refill(now int64, cfg *cfg) {
+	if now > p.at {
+		p.milli = min(int64(burstOf(cfg.pubRate, cfg.pubBurst)*1000), p.milli+(now-p.at)*int64(cfg.pubRate*1000))
+		p.at = now
+	}
+}
+
+// errMessageRate ends a connection that stayed over --max-publish-rate for the grace period.
+var errMessageRate = &mqttcodec.Error{Reason: mqttcodec.MessageRateTooHigh, Packet: mqttcodec.PUBLISH,
+	Msg: "publish rate above the server's limit for too long"}
+
+// publishRate takes a token for one PUBLISH. Out of tokens, the publish is still handled, but nothing more
+// is read from the connection until a tick refills its bucket (resumeThrottled); a connection still over
+// the rate after the grace period gets errMessageRate, which protocolError turns into DISCONNECT 0x96 (v5)
+// or a close (v3). Runs on the loop; allocates only at a connection's first PUBLISH.
+func (c *conn) publishRate() error {
+	l := c.l
+	cfg := &l.srv.cfg
+	p := l.pubLimits[c]
+	if p == nil {
+		p = &pubLimit{milli: int64(burstOf(cfg.pubRate, cfg.pubBurst) * 1000), at: l.now}
+		if l.pubLimits == nil {
+			l.pubLimits = make(map[*conn]*pubLimit)
+		}
+		l.pubLimits[c] = p
+	}
+	p.refill(l.now, cfg)
+	if p.milli >= 1000 {
+		p.milli -= 1000
+		return nil
+	}
+	// Over the rate: a new excess starts unless the previous throttle was just before (it is still the
+	// same excess, read again after a tick).
+	if p.overSince == 0 || l.now-p.lastOver > 2 {
+		p.overSince = l.now
+	}
+	p.lastOver = l.now
+	grace := cfg.pubGrace
+	if grace == 0 {
+		grace = 5 * time.Second
+	}
+	if l.now-p.overSince >= int64(grace/time.Second) {
+		return errMessageRate
+	}
+	if !p.throttled {
+		p.throttled = true
+		l.throttled = append(l.throttled, c)
+		l.srv.metrics.limits.pubThrottled.Add(1)
+	}
+	c.paused = true
+	return nil
+}
+
+// throttled reports whether c is paused by its publish rate. Runs on the loop.
+func (c *conn) throttled() bool {
+	if c.l.pubLimits == nil {
+		return false
+	}
+	p := c.l.pubLimits[c]
+	return p != nil && p.throttled
+}
+
+// forgetLimits drops the per-connection limit state of a closed connection. Runs on the loop.
+func (c *conn) forgetLimits() {
+	if c.l.pubLimits != nil {
+		delete(c.l.pubLimits, c)
+	}
+}
+
+// resumeThrottled reads again from the connections whose publish bucket has refilled. Runs on the loop's
+// one-second tick.
+func (l *loop) resumeThrottled() {
+	if len(l.throttled) == 0 {
+		return
+	}
+	keep := l.throttled[:0]
+	var resume []*conn
+	for _, c := range l.throttled {
+		p := l.pubLimits[c]
+		if c.closed || p == nil {
+			continue
+		}
+		p.refill(l.now, &l.srv.cfg)
+		if p.milli < 1000 {
+			keep = append(keep, c)
+			continue
+		}
+		p.throttled = false
+		// The inbound QoS>0 window may still hold a v3 client (pauseIfFull); flushAcks lifts that pause.
+		c.paused = c.version < mqttcodec.Version5 && c.toKafka() >= int(l.srv.cfg.receiveMaximum)
+		resume = append(resume, c)
+	}
+	clear(l.throttled[len(keep):])
+	l.throttled = keep
+	for _, c := range resume {
+		if !c.closed {
+			c.service()
+		}
+	}
+}
+
+// pausedOverflow ends a paused connection whose client keeps sending past what the server buffers for it:
+// gnet goes on reading a socket whose packets Ferry does not handle, so this is what bounds that memory.
+// Runs on the loop.
+func (c *conn) pausedOverflow() {
+	cfg := &c.l.srv.cfg
+	if c.closed || c.inboundBuffered() <= cfg.maxPacketSize+2*cfg.outboundBudget {
+		return
+	}
+	if c.throttled() {
+		c.l.srv.warn("closing connection: client keeps publishing above the rate limit", "client", c.clientID())
+		c.protocolError(errMessageRate)
+		return
+	}
+	c.l.srv.warn("closing connection: client exceeds the in-flight window", "client", c.clientID())
+	c.closeWhy = closeQuota
+	c.close()
+}

@@ -1,0 +1,180 @@
+package server
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+)
+
+// Inbound QoS 2 exactly once, across crashes and instances.
+//
+// A persistent session's inbound QoS 2 message that got its PUBREC and waits for PUBREL is recorded in the
+// sessions topic under its own key "q:<client id>\x00<packet id>". With Kafka transactions (the default), that
+// record is written in the same transaction as the message itself (offload.Lane.TryPublishWith), so Kafka
+// holds both or neither: after any crash, a client that re-sends the PUBLISH (it got no PUBREC) finds the id
+// recorded exactly when the message is stored, and gets PUBREC without a second copy. A PUBREL tombstones the
+// key, and PUBCOMP is sent only once the tombstone is stored: a client reuses a packet id only after PUBCOMP,
+// so a recorded id never stands for an older message. Without transactions the record is written after Kafka
+// acknowledged the message: a crash between the two leaves the message stored and the id unrecorded, so a
+// re-sent PUBLISH is stored twice (at least once), never lost.
+//
+// A client id never contains U+0000 [MQTT-1.5.4-2], so the key parses back unambiguously; all keys of a client
+// share its sessions partition (kafkamux partitions by the client id part).
+
+const kindQoS2 = "q"
+
+// qos2Key is the sessions-topic key recording inbound QoS 2 packet id pid of client id.
+func qos2Key(id string, pid uint16) string {
+	return kindQoS2 + ":" + id + "\x00" + strconv.Itoa(int(pid))
+}
+
+// parseQoS2Key splits the part of a "q:" key after the kind.
+func parseQoS2Key(rest string) (id string, pid uint16, ok bool) {
+	i := strings.LastIndexByte(rest, 0)
+	if i < 0 {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(rest[i+1:], 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, false
+	}
+	return rest[:i], uint16(n), true
+}
+
+// qos2Value is the value of a "q:" key: the version and when it was written, for people reading the topic.
+func qos2Value() []byte {
+	return []byte(`{"v":1,"at":` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `}`)
+}
+
+// qos2InTxn reports whether a QoS 2 publish of c must carry its "q:" record in the message's transaction.
+func (c *conn) qos2InTxn(r *pubReq) bool {
+	return r.qos == 2 && c.sess.ps != nil && c.l.srv.off.Transactional()
+}
+
+// tryPublish hands r to the loop's lane, with its "q:" record when the session needs one. Runs on the loop.
+func (c *conn) tryPublish(r *pubReq) error {
+	if r.q2Txn {
+		return c.l.lane.TryPublishWith(&r.msg, qos2Key(c.sess.id, r.id), qos2Value(), r.doneFn)
+	}
+	return c.l.lane.TryPublish(&r.msg, r.doneFn)
+}
+
+// qos2Stored runs on the loop when Kafka stored the QoS 2 message r of a persistent session, before PUBREC:
+// the id is known to this instance's index at once (a reconnect here sees it), and written to the topic now if
+// the message's transaction did not carry it.
+func (c *conn) qos2Stored(r *pubReq) {
+	srv := c.l.srv
+	srv.store.setQoS2(c.sess.id, r.id, true)
+	if !r.q2Txn {
+		srv.off.PutSession(qos2Key(c.sess.id, r.id), qos2Value(), func(err error) {
+			if err != nil {
+				srv.metrics.kafkaErrors.Add(1)
+				srv.warn("cannot record a QoS 2 packet id in the sessions topic", "client", c.sess.id, "err", err)
+			}
+		})
+	}
+}
+
+// qos2Released runs on the loop for a PUBREL of a persistent session's recorded id: the "q:" key is
+// tombstoned, and PUBCOMP follows once Kafka stored the tombstone. If it cannot be stored the connection is
+// closed without PUBCOMP: the client sends PUBREL again when it reconnects.
+func (c *conn) qos2Released(pid uint16) {
+	srv, sess, l := c.l.srv, c.sess, c.l
+	srv.store.setQoS2(sess.id, pid, false)
+	srv.off.PutSession(qos2Key(sess.id, pid), nil, func(err error) {
+		if err != nil {
+			srv.metrics.kafkaErrors.Add(1)
+			srv.warn("cannot release a QoS 2 packet id in the sessions topic", "client", sess.id, "err", err)
+			sess.mu.Lock()
+			sess.flights().qos2In[pid] = struct{}{} // a PUBREL sent again finds it
+			sess.mu.Unlock()
+		}
+		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			if c.closed || c.sess != sess {
+				return nil
+			}
+			if err != nil {
+				c.closeWhy = closeKafkaError
+				c.close()
+				return nil
+			}
+			c.writeAck(mqttcodec.PUBCOMP, pid, mqttcodec.Success, "")
+			c.flushOut()
+			return nil
+		}))
+	})
+}
+
+// setQoS2 records in the index that a client's inbound QoS 2 id is (or no longer is) waiting for PUBREL,
+// before the reader reads the record back. The set is replaced, never changed in place: lookups hand out
+// copies of stored that share it.
+func (st *store) setQoS2(id string, pid uint16, on bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.clients[id]
+	if c == nil {
+		if !on {
+			return
+		}
+		c = &stored{}
+		st.clients[id] = c
+	}
+	c.q2 = withQoS2(c.q2, pid, on)
+}
+
+// withQoS2 returns a copy of set with pid added or removed; nil when empty.
+func withQoS2(set map[uint16]struct{}, pid uint16, on bool) map[uint16]struct{} {
+	if _, ok := set[pid]; ok == on {
+		return set
+	}
+	out := make(map[uint16]struct{}, len(set)+1)
+	for k := range set {
+		out[k] = struct{}{}
+	}
+	if on {
+		out[pid] = struct{}{}
+	} else {
+		delete(out, pid)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// onQoS2Record applies a "q:" record read from the sessions topic. Runs on the reader goroutine.
+func (st *store) onQoS2Record(key string, value []byte, part int32) {
+	id, pid, ok := parseQoS2Key(key[2:])
+	if !ok {
+		st.srv.warn("skipping sessions record with an unknown key", "key", key)
+		return
+	}
+	if value != nil {
+		if _, err := decodeRec[struct {
+			V int `json:"v"`
+		}](value); err != nil {
+			st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
+			return
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.clients[id]
+	if c == nil {
+		if value == nil {
+			return
+		}
+		c = &stored{}
+		st.clients[id] = c
+	}
+	c.part = part
+	c.q2 = withQoS2(c.q2, pid, value != nil)
+	if c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && (c.owner == nil || c.owner.Expiry == 0) {
+		delete(st.clients, id)
+	}
+}

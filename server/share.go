@@ -1,0 +1,743 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+)
+
+// Shared subscriptions, "$share/{ShareName}/{filter}" [MQTT 5.0 §4.8.2], also accepted from v3.1.1 clients.
+//
+// A shared subscription is identified by its share name AND its filter, so a share group here is one
+// (name, filter) pair, keyed by the subscribed string. Each record of the messages topic that matches the
+// filter goes to exactly one member of the group, across all instances:
+//
+//   - Across instances, a Kafka consumer group per share group ("<prefix><name>/<filter>") splits the
+//     partitions of the messages topic between the instances that have online members. Each such instance
+//     reads its partitions through the group's own franz-go client (kafkamux/group.go) — not through the
+//     shared reader, so the trie and onRecord know nothing of shared subscriptions and the non-shared hot
+//     path costs exactly what it did. Partitions are split in proportion to each instance's number of local
+//     members (kafkamux's weighted balancer), so members, not instances, get equal shares — at the
+//     granularity of partitions: the split is fair when the groups's traffic is spread over the partitions.
+//   - On one instance, each matching record goes to the least loaded online member (queued + unacknowledged
+//     messages), round robin among equals; a member whose window and queue are full is skipped, and when all
+//     are full the group's reader waits: the group's backpressure, which slows only the group's own Kafka
+//     consumer. QoS is min(published, member's granted) [MQTT-3.8.4-6 for shared ones too].
+//   - Offsets are committed only up to the first record not completed by a member (acknowledged: PUBACK for
+//     QoS 1, PUBREC for QoS 2; QoS 0 on hand-off). A member that leaves (unsubscribes, disconnects, is taken
+//     over) hands its queued and unacknowledged messages of the group to another local member, as new
+//     messages (new packet id, DUP=0), which §4.8.2 allows once the member's session has ended; without a
+//     local member left, the instance leaves the Kafka group and the next owner of the partitions starts at
+//     the committed offset. A rebalance or a crash therefore re-delivers rather than loses: QoS 1 and 2
+//     shared messages are delivered at least once overall. At a rebalance the instance stops reading the
+//     revoked partitions and waits (revokeWait) for their deliveries to be acknowledged before committing,
+//     which keeps the duplicates to those not acknowledged in time.
+//   - Retained messages are not sent when a shared subscription is made (§3.3.1.3 sends them for a new
+//     non-shared subscription only); a message published with RETAIN reaches a member like any other.
+//   - A persistent session keeps its shared subscriptions in its session record (the "$share/…" string);
+//     it is a member only while connected: messages published while it is offline go to the online members,
+//     and none are replayed to it on resume.
+//
+// Locks: shareRegistry.mu, then shareGroup.mu, then session.mu, then shareGroup.pmu (a leaf). The Kafka
+// group's callbacks take shareGroup.mu and pmu, never the registry lock while holding them.
+
+// shareCfg configures shared subscriptions.
+type shareCfg struct {
+	enabled     bool          // shared subscriptions are offered; default true
+	maxGroups   int           // share groups this instance takes part in at once; default 100
+	prefix      string        // Kafka consumer group id prefix; default "ferry-share-"
+	heartbeat   time.Duration // Kafka group heartbeat; bounds how fast partitions move; default 1s
+	commitEvery time.Duration // how often offsets are committed; default 1s
+	revokeWait  time.Duration // how long a rebalance waits for acknowledgements before committing; default 2s
+}
+
+func (c *shareCfg) defaults() {
+	c.enabled = true
+	c.maxGroups = 100
+	c.prefix = "ferry-share-"
+	c.heartbeat = time.Second
+	c.commitEvery = time.Second
+	c.revokeWait = 2 * time.Second
+}
+
+func (c *shareCfg) validate() error {
+	switch {
+	case c.maxGroups < 0:
+		return fmt.Errorf("max share groups must not be negative, not %d", c.maxGroups)
+	case c.prefix == "":
+		return errors.New("the share group prefix must not be empty")
+	case c.heartbeat <= 0 || c.commitEvery <= 0 || c.revokeWait < 0:
+		return fmt.Errorf("share group timings %v, %v, %v: want positive heartbeat and commit intervals", c.heartbeat, c.commitEvery, c.revokeWait)
+	}
+	return nil
+}
+
+// SharedSubscriptions turns shared subscriptions on or off. Default on; off, they are refused with 0x9E and
+// CONNACK says Shared Subscription Available = 0.
+func SharedSubscriptions(on bool) Opt { return func(c *cfg) { c.share.enabled = on } }
+
+// MaxShareGroups caps the share groups (share name + filter) this instance takes part in at once; each costs
+// a Kafka consumer group member with its own franz-go client (up to 3 connections per broker). A SUBSCRIBE
+// that would start one more is refused with 0x97 Quota Exceeded. Default 100.
+func MaxShareGroups(n int) Opt { return func(c *cfg) { c.share.maxGroups = n } }
+
+// ShareGroupPrefix is the prefix of the Kafka consumer group ids of share groups. Default "ferry-share-".
+func ShareGroupPrefix(p string) Opt { return func(c *cfg) { c.share.prefix = p } }
+
+// ShareTimings sets the Kafka group heartbeat of share groups (a rebalance starts within about one, the
+// session timeout is ten), how often their offsets are committed, and how long a rebalance waits for
+// acknowledgements. Defaults 1s, 1s, 2s.
+func ShareTimings(heartbeat, commitEvery, revokeWait time.Duration) Opt {
+	return func(c *cfg) {
+		c.share.heartbeat, c.share.commitEvery, c.share.revokeWait = heartbeat, commitEvery, revokeWait
+	}
+}
+
+const (
+	shareMaxInFlight = 256 // unacknowledged messages of one member counted against its window (≤ its Receive Maximum)
+	shareMaxQueued   = 64  // messages queued for a member beyond its window before it counts as full
+)
+
+// shareRegistry holds this instance's share groups by subscribed string.
+type shareRegistry struct {
+	mu       sync.Mutex
+	m        map[string]*shareGroup
+	handoffs atomic.Uint64 // messages handed from a member that left to another one
+}
+
+// ShareStats describes this instance's shared subscriptions.
+type ShareStats struct {
+	Groups           int    // share groups with local members
+	Members          int    // local members, over all groups
+	Partitions       int    // messages-topic partitions assigned to this instance, over all groups
+	Handoffs         uint64 // messages handed from a member that left to another member, since start
+	KafkaConnections int    // connections held by the share groups' Kafka clients
+}
+
+// ShareStats returns the state of this instance's shared subscriptions.
+func (s *Server) ShareStats() ShareStats {
+	s.shares.mu.Lock()
+	st := ShareStats{Groups: len(s.shares.m), Handoffs: s.shares.handoffs.Load()}
+	gs := make([]*shareGroup, 0, len(s.shares.m))
+	for _, g := range s.shares.m {
+		gs = append(gs, g)
+	}
+	s.shares.mu.Unlock()
+	for _, g := range gs {
+		g.mu.Lock()
+		st.Members += len(g.members)
+		g.mu.Unlock()
+		g.pmu.Lock()
+		st.Partitions += len(g.parts)
+		g.pmu.Unlock()
+	}
+	st.KafkaConnections = s.off.GroupConnections()
+	return st
+}
+
+// shareGroup is one share group's local state.
+type shareGroup struct {
+	srv    *Server
+	key    string // "$share/{name}/{filter}"
+	filter string
+
+	mu      sync.Mutex
+	members []shareMember
+	next    int                  // round-robin start
+	orphans []delivery           // messages of members that left, waiting for a member with room
+	reader  *offload.GroupReader // nil until joined
+	closed  bool                 // no local member any more: leaving the Kafka group
+
+	wake chan struct{} // capacity 1: a member acknowledged something or joined
+
+	pmu      sync.Mutex
+	parts    map[int32]*sharePart // partitions assigned to this instance
+	revoking map[int32]*sharePart // partitions being revoked, still counting acknowledgements
+}
+
+type shareMember struct {
+	s *session
+	o subOpts
+}
+
+// sharePart is the progress in one assigned partition.
+type sharePart struct {
+	next int64              // first offset not yet read; -1 before the first record
+	pend map[int64]struct{} // offsets handed to a member at QoS>0 and not yet acknowledged
+}
+
+// subscribeShared handles one "$share/…" filter of a SUBSCRIBE. Runs on the loop. It returns the SUBACK
+// reason.
+func (c *conn) subscribeShared(s *mqttcodec.Subscription, subID uint32) mqttcodec.ReasonCode {
+	srv, sess := c.l.srv, c.sess
+	if !srv.cfg.share.enabled {
+		return mqttcodec.SharedSubscriptionsNotSupported
+	}
+	_, inner, _, err := mqttcodec.ParseShared(s.Filter)
+	if err != nil {
+		return mqttcodec.TopicFilterInvalid // the decoder already checks; kept for a direct caller
+	}
+	if c.auth != nil && !c.maySubscribe(inner) {
+		return mqttcodec.NotAuthorized // the privilege is on the filter, not on the share name (authz.go)
+	}
+	granted := min(s.QoS, srv.cfg.maxQoS) // [MQTT-3.8.4-6]
+	key := string(s.Filter)
+	sess.mu.Lock()
+	_, had := sess.subs[key]
+	full := !had && len(sess.subs) >= srv.cfg.maxSubs
+	sess.mu.Unlock()
+	if full {
+		srv.metrics.refusedSubs.Add(1)
+		return mqttcodec.QuotaExceeded
+	}
+	o := subOpts{qos: granted, retainAsPub: s.RetainAsPublished, retainHandling: s.RetainHandling, subID: subID}
+	if !srv.joinShare(key, string(inner), sess, o) {
+		srv.metrics.refusedSubs.Add(1)
+		srv.warn("refusing a shared subscription: too many share groups (--max-share-groups)", "filter", key)
+		return mqttcodec.QuotaExceeded
+	}
+	sess.mu.Lock()
+	if sess.subs == nil {
+		sess.subs = make(map[string]subOpts)
+	}
+	sess.subs[key] = o
+	sess.mu.Unlock()
+	if !had {
+		srv.metrics.subscriptions.Add(1)
+	}
+	// No retained messages for a shared subscription (§3.3.1.3: only a new non-shared one gets them).
+	return mqttcodec.ReasonCode(granted)
+}
+
+// isShared reports whether a stored subscription string is a shared subscription.
+func isShared(filter string) bool { return strings.HasPrefix(filter, "$share/") }
+
+// joinShare makes s a member of the share group key (filter is the part after the share name), creating
+// the group and joining its Kafka consumer group if it is the first local member. It reports false when the
+// group would exceed --max-share-groups. Runs on a loop.
+func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
+	r := &srv.shares
+	r.mu.Lock()
+	g := r.m[key]
+	create := g == nil
+	if create {
+		if len(r.m) >= srv.cfg.share.maxGroups {
+			r.mu.Unlock()
+			return false
+		}
+		g = &shareGroup{srv: srv, key: key, filter: filter, wake: make(chan struct{}, 1), parts: make(map[int32]*sharePart)}
+		if r.m == nil {
+			r.m = make(map[string]*shareGroup)
+		}
+		r.m[key] = g
+	}
+	g.mu.Lock()
+	r.mu.Unlock()
+	added := true
+	for i := range g.members {
+		if g.members[i].s == s {
+			g.members[i].o = o // [MQTT-3.8.4-3] replaces the subscription
+			added = false
+		}
+	}
+	if added {
+		g.members = append(g.members, shareMember{s: s, o: o})
+	}
+	reader := g.reader
+	g.placeOrphansLocked()
+	g.mu.Unlock()
+	g.signal()
+	switch {
+	case create:
+		srv.matchMu.Lock()
+		begin := make(map[int32]int64, len(srv.readPos))
+		for p, off := range srv.readPos {
+			begin[p] = off // records from where the shared reader is now: as for a non-shared subscription
+		}
+		srv.matchMu.Unlock()
+		go g.run(begin)
+	case added && reader != nil:
+		go reader.Rebalance() // this instance's weight changed
+	}
+	return true
+}
+
+// run joins the Kafka consumer group, retrying while the group still has local members. Runs on its own
+// goroutine until joined.
+func (g *shareGroup) run(begin map[int32]int64) {
+	srv := g.srv
+	spec := offload.GroupSpec{
+		Group:       srv.cfg.share.prefix + strings.TrimPrefix(g.key, "$share/"),
+		Begin:       begin,
+		Handler:     g.onRecord,
+		Weight:      g.weight,
+		Assigned:    g.assigned,
+		Revoked:     g.revoked,
+		Lost:        g.lost,
+		Committable: g.committable,
+		CommitEvery: srv.cfg.share.commitEvery,
+		Heartbeat:   srv.cfg.share.heartbeat,
+	}
+	for try, wait := 1, 50*time.Millisecond; ; try, wait = try+1, min(2*wait, 5*time.Second) {
+		if g.isClosed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		reader, err := srv.off.JoinGroup(ctx, spec)
+		cancel()
+		if err == nil {
+			g.mu.Lock()
+			closed := g.closed
+			if !closed {
+				g.reader = reader
+			}
+			g.mu.Unlock()
+			if closed {
+				g.shutdown(reader)
+			}
+			return
+		}
+		if try > 2 { // a first failure is often a seed connection the instance's client parked (kafkamux/conns.go)
+			srv.warn("cannot join the Kafka consumer group of a shared subscription; retrying", "filter", g.key, "err", err)
+		}
+		time.Sleep(wait)
+	}
+}
+
+func (g *shareGroup) isClosed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closed
+}
+
+// shutdown leaves the Kafka group (committing through revoked) and closes its client. Runs on its own
+// goroutine.
+func (g *shareGroup) shutdown(reader *offload.GroupReader) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reader.Close(ctx)
+}
+
+// signal wakes the group's reader if it waits for room.
+func (g *shareGroup) signal() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+// weight is this instance's share of the group's partitions: its number of local members.
+func (g *shareGroup) weight() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return max(len(g.members), 1)
+}
+
+// onRecord delivers one record of an assigned partition to one member. It runs on the group reader's
+// goroutine and waits while every member is full (backpressure on this group's consumer only), or returns
+// at once if the partition was revoked meanwhile (its next owner delivers the record).
+func (g *shareGroup) onRecord(part int32, off int64, m *offload.Message) {
+	if !mqttcodec.Match(bytesOf(g.filter), bytesOf(m.Topic)) {
+		g.advance(part, off, false)
+		return
+	}
+	var timer *time.Timer
+	for {
+		delivered, gone := g.deliver(part, off, m)
+		if delivered || gone {
+			if timer != nil {
+				timer.Stop()
+			}
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(20 * time.Millisecond)
+		} else {
+			timer.Reset(20 * time.Millisecond) // the queues also drain without an acknowledgement
+		}
+		select {
+		case <-g.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// deliver hands the record to the least loaded member with room. It reports whether it did, and gone when
+// the record is no longer this instance's to deliver (partition revoked, group closed).
+func (g *shareGroup) deliver(part int32, off int64, m *offload.Message) (delivered, gone bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed || !g.owns(part) {
+		return false, true
+	}
+	g.placeOrphansLocked()
+	i := g.pickLocked()
+	if i < 0 {
+		return false, false
+	}
+	mem := &g.members[i]
+	d := delivery{msg: m, qos: min(m.QoS, mem.o.qos), retain: m.Retain && mem.o.retainAsPub, part: part, off: off, share: g}
+	if mem.o.subID != 0 {
+		d.subIDs = []uint32{mem.o.subID}
+	}
+	if !g.advance(part, off, d.qos > 0) {
+		return false, true
+	}
+	if !g.pushLocked(mem.s, d) {
+		// The member went offline after it was picked: the message waits for another.
+		g.orphans = append(g.orphans, d)
+	}
+	return true, false
+}
+
+// pickLocked returns the index of the next online member, round robin, that has room: fewer queued and
+// unacknowledged messages than its window (Receive Maximum, at most shareMaxInFlight) plus shareMaxQueued.
+// Members that keep up take strict turns, so they get equal shares; one that falls behind is skipped until
+// it catches up, so the others take its share. -1 if every member is full. g.mu is held; it takes each
+// member's session lock in turn.
+func (g *shareGroup) pickLocked() int {
+	n := len(g.members)
+	for k := 0; k < n; k++ {
+		i := (g.next + k) % n
+		s := g.members[i].s
+		s.mu.Lock()
+		c := s.c
+		ok := c != nil && !s.ended && s.queue.len() < g.srv.cfg.sessionQueue &&
+			s.queue.len()+s.pendingOut() < min(int(c.clientRecvMax), shareMaxInFlight)+shareMaxQueued
+		s.mu.Unlock()
+		if ok {
+			g.next = i + 1
+			return i
+		}
+	}
+	return -1
+}
+
+// pushLocked queues d for s and wakes its connection. It reports false if s is offline. g.mu is held.
+func (g *shareGroup) pushLocked(s *session, d delivery) bool {
+	s.mu.Lock()
+	c := s.c
+	if c == nil || s.ended {
+		s.mu.Unlock()
+		return false
+	}
+	s.queue.push(d)
+	s.mu.Unlock()
+	c.l.notify(c)
+	return true
+}
+
+// placeOrphansLocked hands the messages of members that left to members with room. g.mu is held.
+func (g *shareGroup) placeOrphansLocked() {
+	for len(g.orphans) > 0 {
+		d := g.orphans[0]
+		if !g.owns(d.part) {
+			g.orphans[0] = delivery{}
+			g.orphans = g.orphans[1:] // revoked: its next owner delivers it from the committed offset
+			continue
+		}
+		i := g.pickLocked()
+		if i < 0 {
+			return
+		}
+		mem := &g.members[i]
+		d.qos = min(d.msg.QoS, mem.o.qos)
+		d.retain = d.msg.Retain && mem.o.retainAsPub
+		d.subIDs = nil
+		if mem.o.subID != 0 {
+			d.subIDs = []uint32{mem.o.subID}
+		}
+		if d.qos == 0 {
+			g.completed(d.part, d.off) // at most once from here on
+		}
+		if !g.pushLocked(mem.s, d) {
+			return
+		}
+		g.orphans[0] = delivery{}
+		g.orphans = g.orphans[1:]
+		g.srv.shares.handoffs.Add(1)
+	}
+	g.orphans = nil
+}
+
+// owns reports whether part is assigned to this instance.
+func (g *shareGroup) owns(part int32) bool {
+	g.pmu.Lock()
+	defer g.pmu.Unlock()
+	return g.parts[part] != nil
+}
+
+// advance records that the record at off was read, and handed to a member at QoS>0 if pend. It reports
+// false if the partition is not assigned to this instance (the group is being left).
+func (g *shareGroup) advance(part int32, off int64, pend bool) bool {
+	g.pmu.Lock()
+	defer g.pmu.Unlock()
+	p := g.parts[part]
+	if p == nil {
+		return false
+	}
+	if pend {
+		p.pend[off] = struct{}{}
+	}
+	p.next = off + 1
+	return true
+}
+
+// completed records that a member acknowledged the record at off (PUBACK, PUBREC) or that it is otherwise
+// done with. It may run with a session lock held.
+func (g *shareGroup) completed(part int32, off int64) {
+	g.pmu.Lock()
+	if p := g.parts[part]; p != nil {
+		delete(p.pend, off)
+	} else if p := g.revoking[part]; p != nil {
+		delete(p.pend, off)
+	}
+	g.pmu.Unlock()
+	g.signal()
+}
+
+// commitOffset is where the partition's committed offset may go: its first record not completed. pmu is held.
+func (p *sharePart) commitOffset() (int64, bool) {
+	o := p.next
+	for off := range p.pend {
+		o = min(o, off)
+	}
+	return o, o >= 0
+}
+
+// committable runs on the group's commit goroutine.
+func (g *shareGroup) committable() map[int32]int64 {
+	g.pmu.Lock()
+	defer g.pmu.Unlock()
+	offs := make(map[int32]int64, len(g.parts))
+	for part, p := range g.parts {
+		if o, ok := p.commitOffset(); ok {
+			offs[part] = o
+		}
+	}
+	return offs
+}
+
+// assigned runs on franz-go's group goroutine.
+func (g *shareGroup) assigned(parts []int32) {
+	g.pmu.Lock()
+	for _, part := range parts {
+		if g.parts[part] == nil {
+			g.parts[part] = &sharePart{next: -1, pend: make(map[int64]struct{})}
+		}
+	}
+	g.pmu.Unlock()
+	g.srv.debug("share group partitions assigned", "filter", g.key, "partitions", parts)
+}
+
+// revoked runs on franz-go's group goroutine before parts go to another instance (or the group is left):
+// reading them stops at once, then it waits up to revokeWait for their messages to be acknowledged — unless
+// no member is left to acknowledge them — and returns the offsets to commit.
+func (g *shareGroup) revoked(parts []int32) map[int32]int64 {
+	g.pmu.Lock()
+	held := make(map[int32]*sharePart, len(parts))
+	for _, part := range parts {
+		if p := g.parts[part]; p != nil {
+			held[part] = p
+			delete(g.parts, part) // the reader stops delivering them; acks still land in held via completedHeld
+		}
+	}
+	g.revoking = held
+	g.pmu.Unlock()
+	deadline := time.Now().Add(g.srv.cfg.share.revokeWait)
+	for time.Now().Before(deadline) && !g.isClosed() {
+		g.pmu.Lock()
+		busy := false
+		for _, p := range held {
+			busy = busy || len(p.pend) > 0
+		}
+		g.pmu.Unlock()
+		if !busy {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.pmu.Lock()
+	defer g.pmu.Unlock()
+	g.revoking = nil
+	offs := make(map[int32]int64, len(held))
+	for part, p := range held {
+		if o, ok := p.commitOffset(); ok {
+			offs[part] = o
+		}
+	}
+	if n := len(held); n > 0 {
+		g.srv.debug("share group partitions revoked", "filter", g.key, "partitions", parts, "commit", offs)
+	}
+	return offs
+}
+
+// lost runs on franz-go's group goroutine when partitions were taken away without a commit.
+func (g *shareGroup) lost(parts []int32) {
+	g.pmu.Lock()
+	for _, part := range parts {
+		delete(g.parts, part)
+	}
+	g.pmu.Unlock()
+}
+
+// leaveShare removes s from the share group key (UNSUBSCRIBE). It reports whether s was a member.
+func (srv *Server) leaveShare(key string, s *session) bool {
+	srv.shares.mu.Lock()
+	g := srv.shares.m[key]
+	srv.shares.mu.Unlock()
+	return g != nil && g.remove(s)
+}
+
+// leaveShares removes s from every share group it is a member of: its session ends on this instance or its
+// connection closed. Runs before the session's queue and packet-id state are dropped.
+func (srv *Server) leaveShares(s *session, subs map[string]subOpts) {
+	for f := range subs {
+		if isShared(f) {
+			srv.leaveShare(f, s)
+		}
+	}
+}
+
+// remove takes s out of the group and hands its queued and unacknowledged messages of the group to the
+// other members. When no member is left, the group leaves its Kafka consumer group; the messages s had not
+// completed stay uncommitted, so the instance that takes the partitions over delivers them.
+func (g *shareGroup) remove(s *session) bool {
+	srv := g.srv
+	srv.shares.mu.Lock()
+	g.mu.Lock()
+	idx := -1
+	for i := range g.members {
+		if g.members[i].s == s {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		g.mu.Unlock()
+		srv.shares.mu.Unlock()
+		return false
+	}
+	g.members = append(g.members[:idx], g.members[idx+1:]...)
+	if g.next > idx {
+		g.next--
+	}
+	last := len(g.members) == 0
+	if last {
+		g.closed = true
+		if srv.shares.m[g.key] == g {
+			delete(srv.shares.m, g.key)
+		}
+	}
+	srv.shares.mu.Unlock()
+	s.mu.Lock()
+	g.orphans = s.takeShared(g, g.orphans)
+	s.mu.Unlock()
+	reader := g.reader
+	if !last {
+		g.placeOrphansLocked()
+	} else {
+		g.orphans = nil // uncommitted: the next owner of the partitions re-delivers them
+	}
+	g.mu.Unlock()
+	switch {
+	case last && reader != nil:
+		go g.shutdown(reader)
+	case !last && reader != nil:
+		go reader.Rebalance() // this instance's weight changed
+	}
+	return true
+}
+
+// takeShared removes the session's queued messages of group g and its unacknowledged ones (PUBLISH sent, no
+// PUBACK/PUBREC yet), appending them to dst for another member. Messages past PUBREC stay: the client has
+// them. s.mu is held.
+func (s *session) takeShared(g *shareGroup, dst []delivery) []delivery {
+	if s.fl != nil {
+		f := s.fl
+		for i := f.head; i < len(f.out); i++ {
+			e := &f.out[i]
+			if e.state == outPublished && e.d.share == g {
+				d := e.d
+				d.resendID, d.released = 0, false
+				dst = append(dst, d)
+				delete(f.ids, e.id)
+				e.state, e.d = outDone, delivery{}
+				f.pending--
+			}
+		}
+		f.compact()
+	}
+	if n := s.queue.len(); n > 0 {
+		var keep ring
+		for i := 0; i < n; i++ {
+			d := s.queue.at(i)
+			if d.share == g {
+				dst = append(dst, *d)
+			} else {
+				keep.push(*d)
+			}
+		}
+		s.queue.clear()
+		s.queue = keep
+	}
+	return dst
+}
+
+// shareDone is called when a delivery leaves a session without being sent (expired, too large, not
+// authorized): for the group it is completed. s.mu is held.
+func (d *delivery) shareDone() {
+	if d.share != nil && d.qos > 0 {
+		d.share.completed(d.part, d.off)
+	}
+}
+
+// resumeShares makes a restored session a member of its stored shared subscriptions. Runs on the loop.
+func (srv *Server) resumeShares(s *session) {
+	s.mu.Lock()
+	var shared []string
+	var opts []subOpts
+	for f, o := range s.subs {
+		if isShared(f) {
+			shared = append(shared, f)
+			opts = append(opts, o)
+		}
+	}
+	s.mu.Unlock()
+	for i, f := range shared {
+		_, inner, _, err := mqttcodec.ParseShared(bytesOf(f))
+		if err != nil || !srv.cfg.share.enabled || !srv.joinShare(f, string(inner), s, opts[i]) {
+			srv.warn("cannot resume a shared subscription", "client", s.id, "filter", f)
+		}
+	}
+}
+
+// ShareDebug is a temporary dump for tests. TODO remove.
+func (s *Server) ShareDebug() string {
+	s.shares.mu.Lock()
+	defer s.shares.mu.Unlock()
+	out := ""
+	for k, g := range s.shares.m {
+		g.mu.Lock()
+		out += fmt.Sprintf("group %s members %d orphans %d\n", k, len(g.members), len(g.orphans))
+		for _, m := range g.members {
+			m.s.mu.Lock()
+			out += fmt.Sprintf("  member %s queue %d pending %d online %v\n", m.s.id, m.s.queue.len(), m.s.pendingOut(), m.s.c != nil)
+			m.s.mu.Unlock()
+		}
+		g.mu.Unlock()
+		g.pmu.Lock()
+		for p, sp := range g.parts {
+			o, _ := sp.commitOffset()
+			out += fmt.Sprintf("  part %d next %d pend %d commit %d\n", p, sp.next, len(sp.pend), o)
+		}
+		g.pmu.Unlock()
+	}
+	return out
+}
