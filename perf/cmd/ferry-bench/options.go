@@ -15,6 +15,9 @@ type options struct {
 	scenario   string
 	args       []string
 	target     string
+	wsPath     string // --target ws://host:port/path: MQTT over WebSocket at this path
+	tls        bool   // --target tls://host:port or wss://: TLS on every connection
+	tlsCA      string // --tls-ca: PEM CA file that verifies the server ("" = no verification)
 	serverPids []int
 	echo       bool
 	workers    int
@@ -68,7 +71,8 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	o := &options{scenario: scenario, args: args}
 	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
 	var pids string
-	fs.StringVar(&o.target, "target", "127.0.0.1:1883", "MQTT broker host:port")
+	fs.StringVar(&o.target, "target", "127.0.0.1:1883", "MQTT broker host:port, or ws://host:port/path for MQTT over WebSocket")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "with a tls:// or wss:// target: PEM CA file to verify the server's certificate (empty = not verified)")
 	fs.StringVar(&pids, "server-pid", "", "broker process id(s), comma separated, for RSS and CPU (e.g. mosquitto,bridge,kfake)")
 	fs.BoolVar(&o.echo, "echo", false, "measure the generator itself: run the trivial in-harness sink and target it")
 	fs.IntVar(&o.workers, "workers", 0, "worker processes (0 = max(2, connections/6000))")
@@ -171,6 +175,18 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	}
 	if scenario == "kafka-ingest" && o.qos == 0 {
 		fmt.Fprintln(os.Stderr, "warning: kafka-ingest at QoS 0: loss is not an error")
+	}
+	for _, p := range []string{"tls://", "ssl://", "mqtts://"} {
+		if rest, ok := strings.CutPrefix(o.target, p); ok {
+			o.target, o.tls = rest, true
+		}
+	}
+	if rest, ok := strings.CutPrefix(o.target, "wss://"); ok {
+		o.target, o.tls = "ws://"+rest, true
+	}
+	if rest, ok := strings.CutPrefix(o.target, "ws://"); ok {
+		host, path, _ := strings.Cut(rest, "/")
+		o.target, o.wsPath = host, "/"+path
 	}
 	if o.topic == "" {
 		o.topic = "bench/{i}"

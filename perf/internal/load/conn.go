@@ -30,7 +30,7 @@ type client struct {
 	w    *worker
 	id   int // global id within its role
 	role role
-	nc   *net.TCPConn
+	nc   net.Conn // TCP, or MQTT over WebSocket on it (wsConn)
 
 	wmu       sync.Mutex
 	wbuf      []byte

@@ -27,7 +27,10 @@ import (
 type WorkerConfig struct {
 	Worker       int      `json:"worker"`
 	Target       string   `json:"target"`
-	SrcIPs       []string `json:"src_ips"` // local addresses to bind, round robin
+	WSPath       string   `json:"ws_path,omitempty"` // set: MQTT over WebSocket at this path
+	TLS          bool     `json:"tls,omitempty"`     // TLS on the TCP connection (under WebSocket if both)
+	TLSCA        string   `json:"tls_ca,omitempty"`  // PEM CA file to verify the server; "" = no verification
+	SrcIPs       []string `json:"src_ips"`           // local addresses to bind, round robin
 	ClientPrefix string   `json:"client_prefix"`
 	KeepAlive    int      `json:"keep_alive"` // seconds; 0 = no PINGREQ
 	Username     string   `json:"username,omitempty"`

@@ -42,6 +42,7 @@ type worker struct {
 	stop                    chan struct{}
 	pubWG                   sync.WaitGroup
 	dialSeq                 atomic.Int64
+	tlsConf                 tlsConfOnce // tls.go
 }
 
 // RunWorker is the body of a worker process: it reads Commands from in and
@@ -267,6 +268,22 @@ func (w *worker) open(s spec) *client {
 	c.nc = nc
 	if s.role == rolePub && cfg.PubSndBuf > 0 {
 		_ = nc.SetWriteBuffer(cfg.PubSndBuf)
+	}
+	if cfg.TLS {
+		if c.nc, err = w.tlsClient(nc); err != nil {
+			w.cnt.connFail.Add(1)
+			w.noteErr(errText(err))
+			_ = nc.Close()
+			return nil
+		}
+	}
+	if cfg.WSPath != "" {
+		if c.nc, err = wsUpgrade(c.nc, cfg.Target, cfg.WSPath, time.Duration(cfg.ConnTimeout)*time.Second); err != nil {
+			w.cnt.connFail.Add(1)
+			w.noteErr(errText(err))
+			_ = nc.Close()
+			return nil
+		}
 	}
 	tag := [...]string{roleIdle: "i", roleSub: "s", rolePub: "p"}[s.role]
 	if err := c.handshake(cfg.ClientPrefix + tag + strconv.Itoa(s.id)); err != nil {
