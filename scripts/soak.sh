@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# soak.sh — nothing grows without bound over a long mixed run.
+#
+# Ferry (with --kafka-brokers on the standalone kfake process, so that Ferry's RSS is Ferry's alone: kfake keeps
+# every record in memory) serves for DURATION a mixed workload (ferry-chaos soak): QoS 0, 1 and 2 publishers,
+# retained messages on 10 topics, wildcard and exact subscribers, 10 persistent sessions that leave and come
+# back every 15–30 s, and a short-lived client every 500 ms that reads the retained messages and leaves.
+# Ferry's RSS (/proc/PID/smaps_rollup), goroutines (go_goroutines in /metrics) and open fds (/proc/PID/fd) are
+# sampled every EVERY. After the warm-up (the first 20 %), the median of the last quarter of the samples must
+# not exceed the median of the second quarter by more than: RSS +10 % + 8 MiB, goroutines +10 % + 20,
+# fds +5 % + 10. The least-squares slope per minute is printed too. A dropped connection, a persistent
+# session not found on return, or a short-lived client missing retained messages also fails the run.
+#
+# Environment: DURATION [10m]  EVERY [5s]  FERRY_BIN (a prebuilt ferry)  KEEP [0]
+# Verdict: "soak: PASS|FAIL …" with the figures; exit 1 on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10m}
+EVERY=${EVERY:-5s}
+work=$(mktemp -d /tmp/ferry-soak.XXXXXX)
+pids=()
+cleanup() {
+  exec 2>/dev/null # no "Killed" job notices
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [[ "${KEEP:-0}" == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+if [[ -n ${FERRY_BIN:-} ]]; then cp "$FERRY_BIN" "$work/ferry"; else go build -o "$work/ferry" ./cmd/ferry; fi
+go build -o "$work/ferry-chaos" ./perf/cmd/ferry-chaos
+(cd perf/peers/kfake && go build -o "$work/kfake" .)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { local i; for ((i = 0; i < 300; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+MQTT=$(free_port); KAFKA=$(free_port); ADMIN=$(free_port)
+"$work/kfake" --addr "127.0.0.1:$KAFKA" --partitions 6 >"$work/kfake.log" 2>&1 &
+pids+=($!)
+wait_port "$KAFKA" || { echo "soak: FAIL kfake did not listen"; exit 1; }
+"$work/ferry" --mqtt "tcp://127.0.0.1:$MQTT" --kafka-brokers "127.0.0.1:$KAFKA" --admin "127.0.0.1:$ADMIN" \
+  --log-level warn >"$work/ferry.log" 2>&1 &
+fpid=$!; pids+=("$fpid")
+for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/readyz" && break; sleep 0.1; done
+curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/readyz" || { echo "soak: FAIL Ferry did not become ready"; tail "$work/ferry.log"; exit 1; }
+rc=0
+"$work/ferry-chaos" soak --target "127.0.0.1:$MQTT" --admin "127.0.0.1:$ADMIN" --ferry-pid "$fpid" \
+  --duration "$DURATION" --every "$EVERY" --samples "$work/samples.txt" --run "s$RANDOM" \
+  >"$work/soak.out" 2>"$work/soak.err" || rc=$?
+line=$(grep '^soak:' "$work/soak.out" | sed 's/^soak: //' || true)
+if ((rc == 0)); then
+  echo "soak: PASS $line"
+else
+  echo "soak: FAIL $line — $(grep FAIL "$work/soak.err" | tail -1)"
+  echo "--- last lines of ferry.log"; tail -15 "$work/ferry.log"
+  KEEP=1
+fi
+exit $rc
