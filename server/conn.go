@@ -187,7 +187,9 @@ func (c *conn) transportError(err error) {
 	} else {
 		c.l.srv.metrics.transportErrors.Add(1)
 		c.closeWhy = closeProtocolError
-		c.l.srv.debug("closing connection on a transport error", "client", c.clientID(), "remote", c.remoteAddr().String(), "err", err)
+		if c.l.srv.debugOn() {
+			c.l.srv.debug("closing connection on a transport error", "client", c.clientID(), "remote", c.remoteAddr().String(), "err", err)
+		}
 	}
 	c.close()
 }

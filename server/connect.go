@@ -205,7 +205,9 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 		srv.saveSession(sess)
 	}
 	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
-	srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version, "session_present", present, "identity", c.certIdentity())
+	if srv.debugOn() {
+		srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version, "session_present", present, "identity", c.certIdentity())
+	}
 	if present {
 		c.resend()
 	}

@@ -55,6 +55,7 @@ type Server struct {
 	booted  chan struct{}
 	stopped chan error
 	warnLim rateLimiter
+	events  eventLimiter // connection-event log lines (debug)
 }
 
 // New builds a Server that hands messages to off. Call Start to listen.
@@ -212,7 +213,63 @@ func (s *Server) sendWill(m *offload.Message) {
 	try()
 }
 
-func (s *Server) debug(msg string, args ...any) { s.cfg.log.Debug(msg, args...) }
+// debug logs a connection event (connect, disconnect with its reason, refusal, authentication failure,
+// transport error) at debug level — on with --log-level debug. A flood of one kind of event cannot flood the
+// log: at most eventBurst lines per kind (the message) per second get through, and the first line of the next
+// second says how many were left out.
+func (s *Server) debug(msg string, args ...any) {
+	if !s.debugOn() {
+		return
+	}
+	if n, ok := s.events.allow(msg, time.Now()); ok {
+		if n > 0 {
+			args = append(args, "suppressed_before", n)
+		}
+		s.cfg.log.Debug(msg, args...)
+	}
+}
+
+// debugOn reports whether debug lines are logged; callers check it before building costly arguments.
+func (s *Server) debugOn() bool { return s.cfg.log.Enabled(context.Background(), slog.LevelDebug) }
+
+const eventBurst = 50
+
+// eventLimiter counts log lines per kind in one-second windows.
+type eventLimiter struct {
+	mu    sync.Mutex
+	kinds map[string]*eventWindow
+}
+
+type eventWindow struct {
+	start      time.Time
+	n          int // lines let through in the window
+	suppressed int // lines left out since the last one let through
+}
+
+// allow reports whether a line of this kind may be logged now, and how many were left out before it.
+func (e *eventLimiter) allow(kind string, now time.Time) (int, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.kinds == nil {
+		e.kinds = make(map[string]*eventWindow)
+	}
+	w := e.kinds[kind]
+	if w == nil {
+		w = &eventWindow{start: now}
+		e.kinds[kind] = w
+	}
+	if now.Sub(w.start) >= time.Second {
+		w.start, w.n = now, 0
+	}
+	if w.n >= eventBurst {
+		w.suppressed++
+		return 0, false
+	}
+	w.n++
+	n := w.suppressed
+	w.suppressed = 0
+	return n, true
+}
 
 // warn logs at warning level, at most once per period for the same message so a misbehaving fleet cannot
 // flood the log.
