@@ -34,9 +34,10 @@ type GroupReader struct {
 	cl    *kgo.Client
 	conns *connTracker
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closing chan struct{} // closed when Close begins
 
 	closeOnce sync.Once
 }
@@ -95,7 +96,7 @@ func (m *Mux) JoinGroup(ctx context.Context, topic string, spec GroupSpec) (*Gro
 	if err := m.resetIfEmpty(ctx, topic, spec); err != nil {
 		return nil, err
 	}
-	g := &GroupReader{m: m, topic: topic, spec: spec, conns: newConnTracker()}
+	g := &GroupReader{m: m, topic: topic, spec: spec, conns: newConnTracker(), closing: make(chan struct{})}
 	opts := append(m.kgoOpts(m.seeds, false),
 		kgo.WithHooks(g.conns), kgo.RetryBackoffFn(retryBackoff),
 		kgo.ConsumerGroup(spec.Group),
@@ -252,6 +253,9 @@ func (g *GroupReader) lost(_ context.Context, _ *kgo.Client, l map[string][]int3
 // Rebalance asks the group to rebalance because this member's weight changed.
 func (g *GroupReader) Rebalance() { g.cl.ForceRebalance() }
 
+// Closing is closed when Close begins: a Handler waiting for room must return then (Close waits for it).
+func (g *GroupReader) Closing() <-chan struct{} { return g.closing }
+
 // Connections returns the reader's open connections to Kafka brokers.
 func (g *GroupReader) Connections() int { return g.conns.count() }
 
@@ -259,6 +263,7 @@ func (g *GroupReader) Connections() int { return g.conns.count() }
 // and closes the client. It blocks for at most about ctx's deadline. Idempotent.
 func (g *GroupReader) Close(ctx context.Context) {
 	g.closeOnce.Do(func() {
+		close(g.closing)
 		if err := g.cl.LeaveGroupContext(ctx); err != nil && ctx.Err() == nil {
 			g.m.log.Warn("cannot leave consumer group", "group", g.spec.Group, "err", err)
 		}

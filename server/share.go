@@ -25,20 +25,25 @@ import (
 //     shared reader, so the trie and onRecord know nothing of shared subscriptions and the non-shared hot
 //     path costs exactly what it did. Partitions are split in proportion to each instance's number of local
 //     members (kafkamux's weighted balancer), so members, not instances, get equal shares — at the
-//     granularity of partitions: the split is fair when the groups's traffic is spread over the partitions.
-//   - On one instance, each matching record goes to the least loaded online member (queued + unacknowledged
-//     messages), round robin among equals; a member whose window and queue are full is skipped, and when all
-//     are full the group's reader waits: the group's backpressure, which slows only the group's own Kafka
-//     consumer. QoS is min(published, member's granted) [MQTT-3.8.4-6 for shared ones too].
+//     granularity of partitions: the split is fair when the group's traffic is spread over the partitions,
+//     and an instance gets nothing when there are fewer partitions than instances with members.
+//   - On one instance, each matching record goes to the next online member in round-robin order that has
+//     room (queued + unacknowledged messages below its window, min(Receive Maximum, shareMaxInFlight), plus
+//     shareMaxQueued): members that keep up get strictly equal shares, and one that falls behind is skipped
+//     until it catches up. When all are full the group's reader waits: the group's backpressure, which slows
+//     only the group's own Kafka consumer, never the shared reader. QoS is min(published, member's granted)
+//     [MQTT-3.8.4-6].
 //   - Offsets are committed only up to the first record not completed by a member (acknowledged: PUBACK for
 //     QoS 1, PUBREC for QoS 2; QoS 0 on hand-off). A member that leaves (unsubscribes, disconnects, is taken
 //     over) hands its queued and unacknowledged messages of the group to another local member, as new
 //     messages (new packet id, DUP=0), which §4.8.2 allows once the member's session has ended; without a
 //     local member left, the instance leaves the Kafka group and the next owner of the partitions starts at
 //     the committed offset. A rebalance or a crash therefore re-delivers rather than loses: QoS 1 and 2
-//     shared messages are delivered at least once overall. At a rebalance the instance stops reading the
-//     revoked partitions and waits (revokeWait) for their deliveries to be acknowledged before committing,
-//     which keeps the duplicates to those not acknowledged in time.
+//     shared messages are delivered at least once overall. The balancer is eager (every rebalance revokes
+//     every partition and the group re-reads from the committed offsets), rebalances wait for the batch in
+//     hand (BlockRebalanceOnPoll), and a revocation waits up to revokeWait for the members to acknowledge
+//     what they hold before committing: the duplicates of a rebalance are the messages not acknowledged in
+//     time, plus — when an instance leaves or dies — those after the first one it had not completed.
 //   - Retained messages are not sent when a shared subscription is made (§3.3.1.3 sends them for a new
 //     non-shared subscription only); a message published with RETAIN reaches a member like any other.
 //   - A persistent session keeps its shared subscriptions in its session record (the "$share/…" string);
@@ -286,7 +291,7 @@ func (g *shareGroup) run(begin map[int32]int64) {
 		Heartbeat:   srv.cfg.share.heartbeat,
 	}
 	for try, wait := 1, 50*time.Millisecond; ; try, wait = try+1, min(2*wait, 5*time.Second) {
-		if g.isClosed() {
+		if g.isClosed() || srv.metrics.stopping.Load() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -349,6 +354,12 @@ func (g *shareGroup) onRecord(part int32, off int64, m *offload.Message) {
 		return
 	}
 	var timer *time.Timer
+	g.mu.Lock()
+	var closing <-chan struct{} // nil (never ready) until the reader is known
+	if g.reader != nil {
+		closing = g.reader.Closing()
+	}
+	g.mu.Unlock()
 	for {
 		delivered, gone := g.deliver(part, off, m)
 		if delivered || gone {
@@ -365,6 +376,9 @@ func (g *shareGroup) onRecord(part int32, off int64, m *offload.Message) {
 		select {
 		case <-g.wake:
 		case <-timer.C:
+		case <-closing:
+			timer.Stop()
+			return // the reader is closing (Kafka side shut down): uncommitted, delivered by the next owner
 		}
 	}
 }
@@ -465,6 +479,22 @@ func (g *shareGroup) placeOrphansLocked() {
 		g.srv.shares.handoffs.Add(1)
 	}
 	g.orphans = nil
+}
+
+// placeLater retries placing orphans until none is left or the group closes. Runs on its own goroutine.
+func (g *shareGroup) placeLater() {
+	for {
+		time.Sleep(20 * time.Millisecond)
+		g.mu.Lock()
+		if !g.closed {
+			g.placeOrphansLocked()
+		}
+		done := g.closed || len(g.orphans) == 0
+		g.mu.Unlock()
+		if done {
+			return
+		}
+	}
 }
 
 // owns reports whether part is assigned to this instance.
@@ -642,6 +672,9 @@ func (g *shareGroup) remove(s *session) bool {
 	reader := g.reader
 	if !last {
 		g.placeOrphansLocked()
+		if len(g.orphans) > 0 {
+			go g.placeLater() // every member is full: place them as room appears, even if no record comes
+		}
 	} else {
 		g.orphans = nil // uncommitted: the next owner of the partitions re-delivers them
 	}
@@ -716,28 +749,4 @@ func (srv *Server) resumeShares(s *session) {
 			srv.warn("cannot resume a shared subscription", "client", s.id, "filter", f)
 		}
 	}
-}
-
-// ShareDebug is a temporary dump for tests. TODO remove.
-func (s *Server) ShareDebug() string {
-	s.shares.mu.Lock()
-	defer s.shares.mu.Unlock()
-	out := ""
-	for k, g := range s.shares.m {
-		g.mu.Lock()
-		out += fmt.Sprintf("group %s members %d orphans %d\n", k, len(g.members), len(g.orphans))
-		for _, m := range g.members {
-			m.s.mu.Lock()
-			out += fmt.Sprintf("  member %s queue %d pending %d online %v\n", m.s.id, m.s.queue.len(), m.s.pendingOut(), m.s.c != nil)
-			m.s.mu.Unlock()
-		}
-		g.mu.Unlock()
-		g.pmu.Lock()
-		for p, sp := range g.parts {
-			o, _ := sp.commitOffset()
-			out += fmt.Sprintf("  part %d next %d pend %d commit %d\n", p, sp.next, len(sp.pend), o)
-		}
-		g.pmu.Unlock()
-	}
-	return out
 }

@@ -36,6 +36,7 @@ type config struct {
 	connectTimeout    time.Duration
 	sessionQueue      int
 	maxSubscriptions  int
+	maxShareGroups    int
 	v3SessionExpiry   time.Duration
 	maxSessionExpiry  time.Duration
 	saveEvery         time.Duration
@@ -96,6 +97,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "time a new socket has to send CONNECT")
 	fs.IntVar(&c.sessionQueue, "session-queue", 10000, "messages queued per session")
 	fs.IntVar(&c.maxSubscriptions, "max-subscriptions", 1000, "subscriptions per session; more get SUBACK 0x97 (v3: 0x80)")
+	fs.IntVar(&c.maxShareGroups, "max-share-groups", 100, "shared subscription groups ($share/name/filter) one instance serves at once, each a Kafka consumer group member with up to 3 connections per broker; 0 turns shared subscriptions off")
 	fs.DurationVar(&c.v3SessionExpiry, "v3-session-expiry", 2*time.Hour, "how long a v3 CleanSession=0 session outlives its connection")
 	fs.DurationVar(&c.maxSessionExpiry, "max-session-expiry", 7*24*time.Hour, "cap on a v5 client's Session Expiry Interval")
 	fs.DurationVar(&c.saveEvery, "save-every", 2*time.Second, "how often delivery offsets of connected persistent sessions are written to Kafka")
