@@ -40,6 +40,7 @@ type cfg struct {
 	heartbeatEvery   time.Duration  // how often the instance writes its heartbeat to the sessions topic
 	deadAfter        time.Duration  // an instance silent this long is dead: its clients' wills and sessions move on
 	proxyTrusted     []netip.Prefix // peers allowed to send PROXY protocol headers
+	instanceID       string         // stable id of this instance in the sessions topic; "" = random per start
 
 	// Rate limits and redirect (limits.go, redirect.go); zero values are off.
 	connRate   float64       // CONNECTs per second per source address
@@ -141,6 +142,12 @@ func (c *cfg) validate() error {
 // each optionally with ?proxy=true (connections start with a PROXY protocol header from a trusted load
 // balancer). Repeatable; at least one is required.
 func Listen(addr string) Opt { return func(c *cfg) { c.listeners = append(c.listeners, addr) } }
+
+// InstanceID names this instance in the sessions topic (owner records, heartbeats). With the same id across
+// restarts, a restarted instance knows its previous run's connections are gone: their clients resume at once
+// instead of waiting HandoffTimeout for a dead owner, and their wills are published (recoverOwnConnections).
+// Each running instance needs its own. Default: random per start.
+func InstanceID(id string) Opt { return func(c *cfg) { c.instanceID = id } }
 
 // ProxyTrusted lists the networks whose peers may send PROXY protocol headers on ?proxy=true listeners; a
 // connection from anywhere else is refused there. Default: loopback only.

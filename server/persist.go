@@ -110,6 +110,10 @@ func (srv *Server) saveSession(s *session) {
 	r := s.sessionRecord()
 	s.mu.Unlock()
 	srv.store.put(kindSession, s.id, r)
+	// Where the session stands goes with it: a session whose instance dies before the next periodic save
+	// resumes from here, not from wherever the reader is when it comes back. saveDelivery takes matchMu,
+	// which the shared reader holds while it fans out: not on the loop.
+	go srv.saveDelivery(s, false, 0)
 }
 
 // saveOwner writes the "o:" record of a connection's start or end.

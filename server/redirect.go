@@ -87,10 +87,11 @@ type heartbeatRec struct {
 	At       int64  `json:"at"`                 // unix milliseconds of the write
 	Addr     string `json:"addr,omitempty"`     // advertised MQTT address (--advertise)
 	Draining bool   `json:"draining,omitempty"` // a drain has begun: send no clients here
+	Run      string `json:"run,omitempty"`      // random per process start (store.incarnation)
 }
 
 func (s *Server) heartbeat() *heartbeatRec {
-	return &heartbeatRec{V: recVersion, At: time.Now().UnixMilli(), Addr: s.cfg.advertise, Draining: s.draining.Load()}
+	return &heartbeatRec{V: recVersion, At: time.Now().UnixMilli(), Addr: s.cfg.advertise, Draining: s.draining.Load(), Run: s.store.incarnation}
 }
 
 // peer is an instance as its heartbeats describe it.

@@ -112,6 +112,7 @@ func (s *Server) Start() error {
 	s.store.mu.Lock()
 	s.store.ready = true // from now on, end records decide wills (see wills.go)
 	s.store.mu.Unlock()
+	s.recoverOwnConnections(time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopSaver = cancel
 	go s.saver(ctx, s.cfg.saveEvery)

@@ -86,8 +86,9 @@ type stored struct {
 // store is the instance's view of the sessions topic, fed by the shared reader from the topic's start, and
 // its writer. mu guards the maps; it is taken alone (never with a session lock held inside or outside it).
 type store struct {
-	srv      *Server
-	instance string
+	srv         *Server
+	instance    string // this instance's id: --instance-id, stable across restarts, or random
+	incarnation string // random per start: tells this run's heartbeats from another process's with the same id
 
 	mu        sync.Mutex
 	clients   map[string]*stored
@@ -107,7 +108,11 @@ type handoff struct {
 func newStore(srv *Server) *store {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &store{srv: srv, instance: hex.EncodeToString(b[:]), clients: make(map[string]*stored),
+	id := srv.cfg.instanceID
+	if id == "" {
+		id = hex.EncodeToString(b[:])
+	}
+	return &store{srv: srv, instance: id, incarnation: hex.EncodeToString(b[:]), clients: make(map[string]*stored),
 		waiters: make(map[string]*handoff), instances: make(map[string]time.Time)}
 }
 
@@ -127,6 +132,10 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 		if err != nil {
 			st.srv.warn("heartbeat record cannot be read; counted as alive without an advertised address", "key", key, "err", err)
 			hb = &heartbeatRec{}
+		}
+		if id == st.instance && value != nil && hb.Run != "" && hb.Run != st.incarnation && st.ready {
+			st.srv.cfg.log.Error("another Ferry instance runs with this instance's id: give each instance its own --instance-id",
+				"instance", id)
 		}
 		st.mu.Lock()
 		now := time.Now()

@@ -183,3 +183,33 @@ func (srv *Server) processPartitions(now time.Time) {
 		}
 	}
 }
+
+// recoverOwnConnections ends the connections a previous run of this instance (same InstanceID) held when it
+// stopped without a goodbye: their owner records still say connected, here. Other instances cannot tell — this
+// id is alive again — so this run writes the end records itself, on every partition, before serving: a will
+// due is published after its delay (the first end record of the epoch decides, as for any death), and the
+// session's expiry counts from now. Runs once in Start, after the sessions topic is loaded.
+func (srv *Server) recoverOwnConnections(now time.Time) {
+	st := srv.store
+	type end struct {
+		id  string
+		rec *ownerRec
+	}
+	var ends []end
+	st.mu.Lock()
+	for id, c := range st.clients {
+		o := c.owner
+		if o == nil || !o.Connected || o.Instance != st.instance {
+			continue
+		}
+		ends = append(ends, end{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
+			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}})
+	}
+	st.mu.Unlock()
+	for _, e := range ends {
+		st.put(kindOwner, e.id, e.rec)
+	}
+	if len(ends) > 0 {
+		srv.cfg.log.Info("ended the connections of this instance's previous run", "instance", st.instance, "connections", len(ends))
+	}
+}

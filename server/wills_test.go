@@ -79,3 +79,51 @@ func TestWillCancelledByReconnect(t *testing.T) {
 	dialV5(t, b.addr, persistent("flaky", false))
 	watch.none(t, 3*time.Second) // [MQTT-3.1.3-9]
 }
+
+// An instance restarted with its instance id after dying without a goodbye ends its previous run's connections
+// itself: their wills are published once, promptly (nobody else would: the id is alive again), and their
+// persistent clients resume at once instead of waiting for a hand-off from the dead run.
+func TestRestartedInstanceRecoversItsConnections(t *testing.T) {
+	_, kafka := startKafka(t)
+	hb := server.Heartbeats(200*time.Millisecond, 10*time.Second) // death would take 10 s to notice
+	a := startInstance(t, kafka, hb, server.InstanceID("node-1"))
+	b := startInstance(t, kafka, hb, server.InstanceID("node-2"))
+	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	keeper := dialV5(t, a.addr, persistent("keeper", true))
+	keeper.sub(t, paho.SubscribeOptions{Topic: "rs/#", QoS: 1})
+
+	r := dialRaw(t, a.addr)
+	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte("doomed"), CleanStart: true,
+		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/doomed"), WillPayload: []byte("gone")}
+	cp.Props.SessionExpiry = 60
+	cp.Props.Set(mqttcodec.PropSessionExpiry)
+	r.send(mqttcodec.AppendConnect(nil, &cp))
+	r.packet()
+	time.Sleep(500 * time.Millisecond) // the will and the owner records are in Kafka
+
+	a.crash()
+	pub := dialV5(t, b.addr, &paho.Connect{ClientID: "rs-pub", CleanStart: true})
+	pub.pub(t, &paho.Publish{Topic: "rs/x", QoS: 1, Payload: []byte("while away")})
+
+	start := time.Now()
+	a2 := startInstance(t, kafka, hb, server.InstanceID("node-1"))
+	m := watch.next(t)
+	if m.Topic != "wills/doomed" || string(m.Payload) != "gone" {
+		t.Fatalf("got %s %q", m.Topic, m.Payload)
+	}
+	t.Logf("will of the previous run's client published %v after the restart began", time.Since(start))
+
+	t0 := time.Now()
+	back := dialV5(t, a2.addr, persistent("keeper", false))
+	if took := time.Since(t0); took > 1500*time.Millisecond {
+		t.Fatalf("CONNACK after %v: the restarted instance waited for a hand-off from its own dead run", took)
+	}
+	if !back.connack.SessionPresent {
+		t.Fatal("session lost")
+	}
+	if m := back.next(t); string(m.Payload) != "while away" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	watch.none(t, 2*time.Second) // the will exactly once
+}

@@ -49,6 +49,7 @@ type config struct {
 	configFile        string
 	kafkaTxn          bool
 	kafkaTxnID        string
+	instanceID        string
 	kafka             kafkaConfig // --kafka-* client settings (kafka.go)
 	auth              authConfig  // --auth-* authentication and authorization (auth.go)
 	edge              edgeConfig  // rate limits and redirect (edge.go)
@@ -110,6 +111,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.configFile, "config", "", "YAML file with any of these settings")
 	fs.BoolVar(&c.kafkaTxn, "kafka-transactions", true, "write every record in Kafka transactions: a QoS 2 message and its session state are stored exactly once (readers use read_committed)")
 	fs.StringVar(&c.kafkaTxnID, "kafka-transactional-id", "", "transactional id, unique per instance and stable across its restarts (empty = ferry-<host name>-<first MQTT port>)")
+	fs.StringVar(&c.instanceID, "instance-id", "", "this instance's id in the sessions topic, unique per instance and stable across restarts: clients of a crashed run resume at once after a restart (empty = ferry-<host name>-<first MQTT port>)")
 	addKafkaFlags(fs, &c.kafka)
 	addAuthFlags(fs, &c.auth)
 	addEdgeFlags(fs, &c.edge)

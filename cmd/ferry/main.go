@@ -71,6 +71,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		loops = numCPU()
 	}
 	sopts := []server.Opt{
+		server.InstanceID(instanceID(cfg)),
 		server.EventLoops(loops),
 		server.MaxConnections(cfg.maxConnections),
 		server.MaxPacketSize(cfg.maxPacketSize),
@@ -235,6 +236,19 @@ func transactionalID(cfg *config) string {
 	if cfg.kafkaTxnID != "" {
 		return cfg.kafkaTxnID
 	}
+	return defaultInstanceName(cfg)
+}
+
+// instanceID is --instance-id, or the same default as the transactional id.
+func instanceID(cfg *config) string {
+	if cfg.instanceID != "" {
+		return cfg.instanceID
+	}
+	return defaultInstanceName(cfg)
+}
+
+// defaultInstanceName is ferry-<host name>-<first MQTT port>.
+func defaultInstanceName(cfg *config) string {
 	host, _ := os.Hostname()
 	port := "1883"
 	if len(cfg.mqtt.vals) > 0 {
