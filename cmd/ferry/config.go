@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -50,10 +51,12 @@ type config struct {
 	kafkaTxn          bool
 	kafkaTxnID        string
 	instanceID        string
-	kafka             kafkaConfig // --kafka-* client settings (kafka.go)
-	auth              authConfig  // --auth-* authentication and authorization (auth.go)
-	edge              edgeConfig  // rate limits and redirect (edge.go)
-	tls               tlsConfig   // --tls-* certificates of tls:// and wss:// listeners (tls.go)
+	proxyTrusted      listFlag
+	proxyNets         []netip.Prefix // parsed by validate
+	kafka             kafkaConfig    // --kafka-* client settings (kafka.go)
+	auth              authConfig     // --auth-* authentication and authorization (auth.go)
+	edge              edgeConfig     // rate limits and redirect (edge.go)
+	tls               tlsConfig      // --tls-* certificates of tls:// and wss:// listeners (tls.go)
 }
 
 // listFlag is a repeatable string flag.
@@ -78,7 +81,9 @@ func (l *listFlag) Set(v string) error {
 func newFlagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("ferry", flag.ContinueOnError)
 	c.mqtt.vals = []string{"tcp://0.0.0.0:1883"}
-	fs.Var(&c.mqtt, "mqtt", "MQTT listener URL, repeatable (tcp://host:port)")
+	fs.Var(&c.mqtt, "mqtt", "MQTT listener URL, repeatable: tcp://host:port, tls://host:port, ws://host:port/path, wss://host:port/path, optionally ?proxy=true")
+	c.proxyTrusted.vals = []string{"127.0.0.0/8", "::1/128"}
+	fs.Var(&c.proxyTrusted, "proxy-trusted", "networks (CIDR, comma-separated or repeated) whose peers may send PROXY protocol headers on ?proxy=true listeners")
 	fs.StringVar(&c.kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers; empty = start the embedded Kafka")
 	fs.StringVar(&c.embeddedKafkaAddr, "embedded-kafka-addr", "127.0.0.1:9092", "address the embedded Kafka listens on (for kcat and other Kafka tools)")
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory the embedded Kafka persists to")
@@ -256,6 +261,18 @@ func (c *config) validate() error {
 		if !ch.ok {
 			return fmt.Errorf("invalid --%s %v: want %s", ch.name, ch.val, ch.want)
 		}
+	}
+	c.proxyNets = c.proxyNets[:0]
+	for _, v := range c.proxyTrusted.vals {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(v); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				return fmt.Errorf("invalid --proxy-trusted %q: want a network such as 10.0.0.0/8 or an address", v)
+			}
+		}
+		c.proxyNets = append(c.proxyNets, p.Masked())
 	}
 	if err := c.auth.validate(); err != nil {
 		return err

@@ -72,6 +72,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 	}
 	sopts := []server.Opt{
 		server.InstanceID(instanceID(cfg)),
+		server.ProxyTrusted(cfg.proxyNets),
 		server.EventLoops(loops),
 		server.MaxConnections(cfg.maxConnections),
 		server.MaxPacketSize(cfg.maxPacketSize),
