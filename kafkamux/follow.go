@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -36,12 +38,19 @@ type follower struct {
 	raw   func(*kgo.Record)
 	parts map[int32]struct{} // partitions being read; guarded by Mux.followMu
 
-	// Catch-up state, touched only by the reader goroutine once the follower
-	// is published: the partitions still short of the end offset listed
+	// Catch-up state, guarded by mu (the reader goroutine and the catch-up
+	// watch touch it): the partitions still short of the end offset listed
 	// when following began, each mapped to the offset that, once read,
-	// catches it up (end-1). caughtUp is nil once called.
+	// catches it up (end-1); where each stands (the offset after the last
+	// record seen, control records included) and when it last moved.
+	// caughtUp is nil once called. catching is false once caught up, so the
+	// reader skips mu from then on.
+	mu       sync.Mutex
 	behind   map[int32]int64
+	pos      map[int32]int64
+	moved    map[int32]time.Time
 	caughtUp func()
+	catching atomic.Bool
 }
 
 // Follow starts reading every partition of topic from its current end, with
@@ -220,6 +229,13 @@ func (m *Mux) follow(specs []FollowSpec) (upNow []bool, err error) {
 		next[f.topic] = f
 	}
 	m.followers.Store(&next) // before the partitions are added: the reader must know the topics
+	for _, f := range fs {
+		if f.behind != nil {
+			f.catching.Store(true)
+			m.readerWG.Add(1)
+			go m.watchCatchUp(f)
+		}
+	}
 	m.cl.AddConsumePartitions(add)
 
 	if !m.started {
@@ -240,7 +256,8 @@ func newFollower(sp FollowSpec, ends map[int32]kadm.ListedOffset, starts, hwms k
 	if len(ends) == 0 {
 		return nil, nil, nil, fmt.Errorf("cannot follow topic %q: %w", sp.Topic, kerr.UnknownTopicOrPartition)
 	}
-	f := &follower{topic: sp.Topic, h: sp.Handler, raw: sp.Raw, parts: make(map[int32]struct{}, len(ends)), caughtUp: sp.CaughtUp}
+	f := &follower{topic: sp.Topic, h: sp.Handler, raw: sp.Raw, parts: make(map[int32]struct{}, len(ends)), caughtUp: sp.CaughtUp,
+		pos: make(map[int32]int64), moved: make(map[int32]time.Time)}
 	at := make(map[int32]kgo.Offset, len(ends))
 	begin := make(map[int32]int64, len(ends))
 	for p, end := range ends {
@@ -257,6 +274,7 @@ func newFollower(sp FollowSpec, ends map[int32]kadm.ListedOffset, starts, hwms k
 		}
 		at[p] = kgo.NewOffset().At(first.Offset)
 		begin[p] = first.Offset
+		f.pos[p], f.moved[p] = first.Offset, time.Now()
 		if hwm.Offset > first.Offset {
 			if f.behind == nil {
 				f.behind = make(map[int32]int64)
@@ -319,7 +337,7 @@ func (m *Mux) read() {
 				f.h(r.Partition, r.Offset, msg)
 			}
 			m.stats.read[m.stats.role(ftp.Topic)].Add(uint64(got))
-			if f.behind != nil {
+			if f.catching.Load() {
 				f.advance(ftp.Partition, ftp.Records[len(ftp.Records)-1].Offset)
 			}
 		})
@@ -330,19 +348,87 @@ func (m *Mux) read() {
 // caughtUp when that was the last partition short of its end. Runs on the
 // reader goroutine.
 func (f *follower) advance(p int32, last int64) {
+	f.mu.Lock()
 	end, ok := f.behind[p]
-	if !ok || last < end {
+	if !ok {
+		f.mu.Unlock()
+		return
+	}
+	f.pos[p], f.moved[p] = last+1, time.Now()
+	if last < end {
+		f.mu.Unlock()
 		return
 	}
 	delete(f.behind, p)
-	if len(f.behind) > 0 {
-		return
+	var cb func()
+	if len(f.behind) == 0 {
+		f.behind = nil
+		f.catching.Store(false)
+		cb, f.caughtUp = f.caughtUp, nil
 	}
-	f.behind = nil
-	if cb := f.caughtUp; cb != nil {
-		f.caughtUp = nil
+	f.mu.Unlock()
+	if cb != nil {
 		cb()
 	}
+}
+
+// watchCatchUp settles partitions whose last records the reader will never see: the rest of a partition up
+// to its end can be records of aborted transactions with no abort marker after them (an embedded Kafka
+// restarted after a crash aborts the transactions that were open without writing markers). A partition that
+// has not moved for a while is checked with a Fetch of its own: if nothing readable is left up to its end,
+// it is caught up. Runs on its own goroutine until the follower is caught up or the Mux closes.
+func (m *Mux) watchCatchUp(f *follower) {
+	defer m.readerWG.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for f.catching.Load() {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		type part struct {
+			p         int32
+			from, end int64
+		}
+		var stalled []part
+		f.mu.Lock()
+		for p, end := range f.behind {
+			if time.Since(f.moved[p]) >= 500*time.Millisecond {
+				stalled = append(stalled, part{p, f.pos[p], end})
+			}
+		}
+		f.mu.Unlock()
+		for _, sp := range stalled {
+			ctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+			none, err := m.nothingReadable(ctx, f.topic, sp.p, sp.from, sp.end)
+			cancel()
+			if err == nil && none {
+				f.advance(sp.p, sp.end)
+			}
+		}
+	}
+}
+
+// nothingReadable reports whether partition p of topic holds no record a read_committed reader would get
+// with from ≤ offset ≤ end (only control records and records of aborted transactions).
+func (m *Mux) nothingReadable(ctx context.Context, topic string, p int32, from, end int64) (bool, error) {
+	for from <= end {
+		fp, covered, err := m.fetchAt(ctx, topic, p, from)
+		if err != nil {
+			return false, err
+		}
+		for _, r := range fp.Records {
+			if r.Offset >= from && r.Offset <= end {
+				return false, nil
+			}
+		}
+		if covered <= from {
+			return false, nil // nothing there yet: the reader has not reached the end either
+		}
+		from = covered
+	}
+	return true, nil
 }
 
 // refreshPartitions periodically looks for partitions added to followed

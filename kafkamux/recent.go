@@ -2,6 +2,7 @@ package kafkamux
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -149,58 +150,15 @@ func (m *Mux) ReadRange(ctx context.Context, topic string, partition int32, from
 // fetchRange issues one Fetch for the partition at from and hands on the records below to. It returns the
 // offset to continue at.
 func (m *Mux) fetchRange(ctx context.Context, topic string, partition int32, from, to int64, fn func(int64, *Message) error) (int64, error) {
-	details, err := m.adm.ListTopics(ctx, topic)
+	fp, _, err := m.fetchAt(ctx, topic, partition, from)
 	if err != nil {
-		return from, fmt.Errorf("cannot read %s/%d: %w", topic, partition, err)
-	}
-	td, ok := details[topic]
-	if !ok || td.Err != nil {
-		return from, fmt.Errorf("cannot read %s/%d: topic not found: %v", topic, partition, td.Err)
-	}
-	pd, ok := td.Partitions[partition]
-	if !ok {
-		return from, fmt.Errorf("cannot read %s/%d: %w", topic, partition, kerr.UnknownTopicOrPartition)
-	}
-	req := kmsg.NewPtrFetchRequest()
-	req.ReplicaID = -1
-	req.MaxWaitMillis = 0
-	req.MinBytes = 1
-	req.MaxBytes = 16 << 20
-	req.IsolationLevel = 1 // read_committed, as the shared reader
-	req.SessionEpoch = -1  // no fetch session
-	rt := kmsg.NewFetchRequestTopic()
-	rt.Topic = topic
-	rt.TopicID = td.ID
-	rp := kmsg.NewFetchRequestTopicPartition()
-	rp.Partition = partition
-	rp.FetchOffset = from
-	rp.CurrentLeaderEpoch = -1
-	rp.LogStartOffset = -1
-	rp.PartitionMaxBytes = 8 << 20
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := m.cl.Broker(int(pd.Leader)).Request(ctx, req)
-	if err != nil {
-		return from, fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, from, err)
-	}
-	fr := resp.(*kmsg.FetchResponse)
-	if err := kerr.ErrorForCode(fr.ErrorCode); err != nil {
-		return from, fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, from, err)
-	}
-	if len(fr.Topics) != 1 || len(fr.Topics[0].Partitions) != 1 {
-		return from, fmt.Errorf("cannot fetch %s/%d at %d: unexpected response shape", topic, partition, from)
-	}
-	fp, _ := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
-		Offset: from, IsolationLevel: kgo.ReadCommitted(), Topic: topic, Partition: partition,
-	}, &fr.Topics[0].Partitions[0], kgo.DefaultDecompressor(), nil)
-	if fp.Err != nil {
 		if fp.Err == kerr.OffsetOutOfRange && from < fp.LogStartOffset {
 			// Retention removed what the session had not read: it resumes at the log start.
 			m.log.Warn("resume starts after records already deleted by retention", "topic", topic,
 				"partition", partition, "from", from, "log_start", fp.LogStartOffset)
 			return fp.LogStartOffset, nil
 		}
-		return from, fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, from, fp.Err)
+		return from, err
 	}
 	next := from
 	for _, r := range fp.Records {
@@ -237,4 +195,69 @@ func (m *Mux) recentOf(topic string) *recent {
 		return m.recentMsgs
 	}
 	return nil
+}
+
+// fetchAt issues one read_committed Fetch for the partition at from, on the partition leader's connection of
+// the instance's one client, and returns the readable records and the offset after the last record batch the
+// response held (readable or not). fp.Err is set, and returned, on a partition error.
+func (m *Mux) fetchAt(ctx context.Context, topic string, partition int32, from int64) (kgo.FetchPartition, int64, error) {
+	var fp kgo.FetchPartition
+	details, err := m.adm.ListTopics(ctx, topic)
+	if err != nil {
+		return fp, from, fmt.Errorf("cannot read %s/%d: %w", topic, partition, err)
+	}
+	td, ok := details[topic]
+	if !ok || td.Err != nil {
+		return fp, from, fmt.Errorf("cannot read %s/%d: topic not found: %v", topic, partition, td.Err)
+	}
+	pd, ok := td.Partitions[partition]
+	if !ok {
+		return fp, from, fmt.Errorf("cannot read %s/%d: %w", topic, partition, kerr.UnknownTopicOrPartition)
+	}
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = 0
+	req.MinBytes = 1
+	req.MaxBytes = 16 << 20
+	req.IsolationLevel = 1 // read_committed, as the shared reader
+	req.SessionEpoch = -1  // no fetch session
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = topic
+	rt.TopicID = td.ID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition = partition
+	rp.FetchOffset = from
+	rp.CurrentLeaderEpoch = -1
+	rp.LogStartOffset = -1
+	rp.PartitionMaxBytes = 8 << 20
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := m.cl.Broker(int(pd.Leader)).Request(ctx, req)
+	if err != nil {
+		return fp, from, fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, from, err)
+	}
+	fr := resp.(*kmsg.FetchResponse)
+	if err := kerr.ErrorForCode(fr.ErrorCode); err != nil {
+		return fp, from, fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, from, err)
+	}
+	if len(fr.Topics) != 1 || len(fr.Topics[0].Partitions) != 1 {
+		return fp, from, fmt.Errorf("cannot fetch %s/%d at %d: unexpected response shape", topic, partition, from)
+	}
+	raw := &fr.Topics[0].Partitions[0]
+	covered := from
+	for b := raw.RecordBatches; len(b) >= 61; { // batch headers: base offset, length, …, last offset delta
+		n := 12 + int(binary.BigEndian.Uint32(b[8:12]))
+		if n > len(b) {
+			break // a partial batch at the end of the response
+		}
+		covered = max(covered, int64(binary.BigEndian.Uint64(b[0:8]))+int64(int32(binary.BigEndian.Uint32(b[23:27])))+1)
+		b = b[n:]
+	}
+	fp, _ = kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+		Offset: from, IsolationLevel: kgo.ReadCommitted(), Topic: topic, Partition: partition,
+	}, raw, kgo.DefaultDecompressor(), nil)
+	if fp.Err != nil {
+		return fp, from, fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, from, fp.Err)
+	}
+	return fp, covered, nil
 }

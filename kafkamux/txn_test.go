@@ -3,6 +3,7 @@ package kafkamux
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -184,5 +185,51 @@ func TestTransactionsFenceLeftOpenAtStart(t *testing.T) {
 	defer mu.Unlock()
 	if len(got) != 1 || got[0] != "committed" {
 		t.Fatalf("read %q, want only the committed record", got)
+	}
+}
+
+// After a crash (a copy of the data dir taken while the cluster runs stands for one), the embedded Kafka treats
+// a transaction that was open as aborted without writing an abort marker. A reader starting from the beginning
+// must still know when it has caught up, though the partition ends in records it will never see.
+func TestCaughtUpPastCrashAbortedTail(t *testing.T) {
+	dir, crashDir := t.TempDir(), t.TempDir()
+	opts := []Opt{EmbeddedAddr("127.0.0.1:0"), Logger(testLogger()), Partitions(1), Transactions("ferry-crash-tail")}
+	ctx := context.Background()
+	m, err := New(ctx, append(opts, DataDir(dir))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	produceSync(t, m, &kgo.Record{Topic: m.SessionsTopic(), Key: []byte("s:a"), Value: []byte(`{"v":1}`)})
+	other, err := kgo.NewClient(kgo.SeedBrokers(m.Addr()), kgo.TransactionalID("someone-else"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := other.ProduceSync(ctx, &kgo.Record{Topic: m.SessionsTopic(), Key: []byte("s:b"), Value: []byte(`{"v":1}`)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.CopyFS(crashDir, os.DirFS(dir)); err != nil { // the state on disk at the crash
+		t.Fatal(err)
+	}
+	other.Close()
+	m.Close()
+
+	m2, err := New(ctx, append(opts, DataDir(crashDir))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	caught := make(chan struct{})
+	if err := m2.FollowFrom(m2.SessionsTopic(), FromStart, func(int32, int64, *Message) {}, func() { close(caught) }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-caught:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never caught up: the reader waits for records of a transaction the crash aborted")
 	}
 }
