@@ -324,7 +324,7 @@ func (m *Mux) read() {
 					if err != nil {
 						cached = nil // a skipped record: its offset is still covered
 					}
-					m.recentMsgs.add(r.Partition, r.Offset, cached)
+					m.recentMsgs.add(r.Partition, r.Offset, cached, RecordSize(r))
 				}
 				if err != nil {
 					m.skipped.Add(1)

@@ -32,9 +32,15 @@ type recentPart struct {
 }
 
 type recentRec struct {
-	off int64
-	msg *Message
+	off  int64
+	msg  *Message
+	size int // what the record counts against the budget
 }
+
+// recentOverhead is what a cached record costs besides its bytes: the decoded Message (200 bytes), the
+// cache's slot, and the framing of the record in the fetch buffer its payload points into (which stays alive
+// as long as the message does).
+const recentOverhead = 200 + 32 + 64
 
 // RecentCacheBytes sets the memory for the recent-records cache of the messages topic: records kept decoded
 // per partition so resumes need no Kafka fetch. Default 64 MiB; 0 turns the cache off.
@@ -44,9 +50,10 @@ func newRecent(capBytes int) *recent {
 	return &recent{parts: make(map[int32]*recentPart), capBytes: capBytes}
 }
 
-// add records that the reader saw offset off of partition p (msg nil: not an MQTT message). Runs on the
-// reader goroutine.
-func (r *recent) add(p int32, off int64, msg *Message) {
+// add records that the reader saw offset off of partition p (msg nil: not an MQTT message); wire is the
+// record's size in Kafka (RecordSize): its key, value and headers, which the message's strings and payload
+// share. Runs on the reader goroutine.
+func (r *recent) add(p int32, off int64, msg *Message, wire int) {
 	if r == nil || r.capBytes <= 0 {
 		return
 	}
@@ -69,12 +76,12 @@ func (r *recent) add(p int32, off int64, msg *Message) {
 	if msg == nil {
 		return
 	}
-	size := 64 + len(msg.Topic) + len(msg.Payload)
-	pc.recs = append(pc.recs, recentRec{off: off, msg: msg})
+	size := recentOverhead + wire
+	pc.recs = append(pc.recs, recentRec{off: off, msg: msg, size: size})
 	pc.bytes += size
 	for pc.bytes > r.perPart && pc.head < len(pc.recs)-1 {
 		old := pc.recs[pc.head]
-		pc.bytes -= 64 + len(old.msg.Topic) + len(old.msg.Payload)
+		pc.bytes -= old.size
 		pc.recs[pc.head] = recentRec{}
 		pc.head++
 		pc.from = pc.recs[pc.head].off

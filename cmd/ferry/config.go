@@ -51,6 +51,7 @@ type config struct {
 	kafkaTxn          bool
 	kafkaTxnID        string
 	instanceID        string
+	recentCacheBytes  int
 	proxyTrusted      listFlag
 	proxyNets         []netip.Prefix // parsed by validate
 	kafka             kafkaConfig    // --kafka-* client settings (kafka.go)
@@ -116,6 +117,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.configFile, "config", "", "YAML file with any of these settings")
 	fs.BoolVar(&c.kafkaTxn, "kafka-transactions", true, "write every record in Kafka transactions: a QoS 2 message and its session state are stored exactly once (readers use read_committed)")
 	fs.StringVar(&c.kafkaTxnID, "kafka-transactional-id", "", "transactional id, unique per instance and stable across its restarts (empty = ferry-<host name>-<first MQTT port>)")
+	fs.IntVar(&c.recentCacheBytes, "recent-cache-bytes", 64<<20, "memory for recently read messages kept decoded, so resuming sessions need no Kafka fetch (0 = off)")
 	fs.StringVar(&c.instanceID, "instance-id", "", "this instance's id in the sessions topic, unique per instance and stable across restarts: clients of a crashed run resume at once after a restart (empty = ferry-<host name>-<first MQTT port>)")
 	addKafkaFlags(fs, &c.kafka)
 	addAuthFlags(fs, &c.auth)
@@ -261,6 +263,9 @@ func (c *config) validate() error {
 		if !ch.ok {
 			return fmt.Errorf("invalid --%s %v: want %s", ch.name, ch.val, ch.want)
 		}
+	}
+	if c.recentCacheBytes < 0 {
+		return fmt.Errorf("invalid --recent-cache-bytes %d: want 0 (off) or more", c.recentCacheBytes)
 	}
 	c.proxyNets = c.proxyNets[:0]
 	for _, v := range c.proxyTrusted.vals {

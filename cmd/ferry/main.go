@@ -153,6 +153,7 @@ func run(cfg *config) error {
 		kafkamux.HealthTimeout(cfg.kafkaReadyTimeout),
 	}
 	kopts = append(kopts, cfg.kafka.kafkaOpts()...)
+	kopts = append(kopts, kafkamux.RecentCacheBytes(cfg.recentCacheBytes))
 	if cfg.kafkaTxn {
 		kopts = append(kopts, kafkamux.Transactions(transactionalID(cfg)))
 	}
