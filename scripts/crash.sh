@@ -27,23 +27,9 @@ MODE=${MODE:-both}
 UP_MIN_MS=${UP_MIN_MS:-500}
 UP_MAX_MS=${UP_MAX_MS:-5000}
 STRICT_QOS2=${STRICT_QOS2:-0}
-work=$(mktemp -d /tmp/ferry-crash.XXXXXX)
-pids=()
-cleanup() {
-  exec 2>/dev/null # no "Killed" job notices
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  if [[ -f "$work/ferry.pid" ]]; then kill -9 "$(cat "$work/ferry.pid")" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  if [[ "${KEEP:-0}" == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+source scripts/lib/fault.sh
+fault_init crash kfake
 
-if [[ -n ${FERRY_BIN:-} ]]; then cp "$FERRY_BIN" "$work/ferry"; else go build -o "$work/ferry" ./cmd/ferry; fi
-go build -o "$work/ferry-chaos" ./perf/cmd/ferry-chaos
-(cd perf/peers/kfake && go build -o "$work/kfake" .)
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { local i; for ((i = 0; i < 300; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 connected() { curl -sf "http://$1/metrics" | awk '$1=="ferry_sessions_connected"{print $2}'; }
 wait_connected() { # admin address, count, seconds: the load has reconnected
   local i n

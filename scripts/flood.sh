@@ -25,19 +25,9 @@ BASE=${BASE:-10s}
 HOLD=${HOLD:-5s}
 FLOOD=${FLOOD:-10s}
 PUB_RATE=${PUB_RATE:-1000}
-work=$(mktemp -d /tmp/ferry-flood.XXXXXX)
-pids=()
-cleanup() {
-  exec 2>/dev/null # no "Killed" job notices
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  if [[ -f "$work/ferry.pid" ]]; then kill -9 "$(cat "$work/ferry.pid")" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  if [[ "${KEEP:-0}" == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-if [[ -n ${FERRY_BIN:-} ]]; then cp "$FERRY_BIN" "$work/ferry"; else go build -o "$work/ferry" ./cmd/ferry; fi
-go build -o "$work/ferry-chaos" ./perf/cmd/ferry-chaos
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+source scripts/lib/fault.sh
+fault_init flood
+
 MQTT=$(free_port); KAFKA=$(free_port); ADMIN=$(free_port)
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 fargs=(--mqtt "tcp://127.0.0.1:$MQTT" --embedded-kafka-addr "127.0.0.1:$KAFKA" --data-dir "$work/data" --admin "127.0.0.1:$ADMIN" --log-level warn)

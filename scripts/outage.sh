@@ -25,21 +25,9 @@ INFLIGHT_RECORDS=${INFLIGHT_RECORDS:-1000}
 INFLIGHT_BYTES=${INFLIGHT_BYTES:-1048576}
 OUTBOUND_BUDGET=${OUTBOUND_BUDGET:-1048576}
 LOOPS=${LOOPS:-2}
-work=$(mktemp -d /tmp/ferry-outage.XXXXXX)
-pids=()
-cleanup() {
-  exec 2>/dev/null # no "Killed" job notices
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [[ "${KEEP:-0}" == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+source scripts/lib/fault.sh
+fault_init outage kfake
 
-if [[ -n ${FERRY_BIN:-} ]]; then cp "$FERRY_BIN" "$work/ferry"; else go build -o "$work/ferry" ./cmd/ferry; fi
-go build -o "$work/ferry-chaos" ./perf/cmd/ferry-chaos
-(cd perf/peers/kfake && go build -o "$work/kfake" .)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { local i; for ((i = 0; i < 300; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 MQTT=$(free_port); KAFKA=$(free_port); ADMIN=$(free_port)
 
 "$work/kfake" --addr "127.0.0.1:$KAFKA" --partitions 6 >"$work/kfake.log" 2>&1 &
