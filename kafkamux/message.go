@@ -39,6 +39,7 @@ const (
 	HeaderCorrelationData = "mqtt.correlation_data" // MQTT 5 correlation data, raw bytes
 	HeaderExpiresAt       = "mqtt.expires_at"       // absolute expiry deadline, unix milliseconds, decimal
 	HeaderUserEscape      = "mqtt.u."               // prefix of escaped user properties
+	HeaderPartitionKey    = "mqtt.pk"               // partition key of a route rule (hashed instead of the key); last header
 )
 
 // KafkaBornQoS is the QoS given to a record that has no HeaderQoS, such as
@@ -353,6 +354,9 @@ func validMQTTString(s string) bool {
 // Record is franz-go's record, aliased so that packages above kafkamux
 // handle records without importing franz-go.
 type Record = kgo.Record
+
+// RecordHeader is a Kafka record header.
+type RecordHeader = kgo.RecordHeader
 
 // RecordSize is the size franz-go's producer accounts for r against
 // [MaxBufferedBytes]: key, value, and header keys and values.

@@ -19,9 +19,25 @@ type partitioner struct{ sessions string }
 func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
 	base := kgo.StickyKeyPartitioner(nil).ForTopic(topic)
 	if topic != p.sessions {
-		return base
+		return partitionKeyPartitioner{base}
 	}
 	return clientIDPartitioner{base}
+}
+
+// partitionKeyPartitioner hashes the value of a [HeaderPartitionKey] header instead of the key when the record
+// carries one (route rules with a partition key, see README.md): Ferry writes it as the last header, so the
+// check costs one comparison for every other record.
+type partitionKeyPartitioner struct{ kgo.TopicPartitioner }
+
+func (p partitionKeyPartitioner) Partition(r *kgo.Record, n int) int {
+	if h := len(r.Headers); h > 0 && r.Headers[h-1].Key == HeaderPartitionKey {
+		v := r.Headers[h-1].Value
+		if v == nil {
+			v = []byte{} // an empty key is still a key (hashed), not "no key" (sticky)
+		}
+		return p.TopicPartitioner.Partition(&kgo.Record{Key: v}, n)
+	}
+	return p.TopicPartitioner.Partition(r, n)
 }
 
 type clientIDPartitioner struct{ kgo.TopicPartitioner }

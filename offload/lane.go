@@ -61,7 +61,34 @@ func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
 // QoS 2 message and its packet-id state are stored exactly once. The session record counts against the budget
 // like the others; done reports them all, with the first error.
 func (l *Lane) TryPublishWith(msg *Message, sessKey string, sessValue []byte, done func(err error)) error {
-	r := msg.Record(l.o.topic)
+	return l.TryPublishRouted(msg, Route{}, sessKey, sessValue, done)
+}
+
+// Route says where a message goes when it is not the messages topic (route rules, server/route).
+type Route struct {
+	// Topic is the Kafka topic of the message; "" = the messages topic. Its retained copy still goes to the
+	// retained topic.
+	Topic string
+	// KeyFrom and KeyTo, when KeyTo > KeyFrom or HasKey, select the partition key as a byte range of
+	// msg.Topic: the record carries it in the kafkamux.HeaderPartitionKey header (its last), and the
+	// instance's partitioner hashes it instead of the record key, so the messages of one device stay in one
+	// partition whatever topic they go to.
+	KeyFrom, KeyTo int
+	HasKey         bool
+}
+
+// TryPublishRouted is TryPublishWith for a message that goes to rt.Topic, with an optional partition key.
+// The zero Route is the messages topic, exactly as TryPublishWith.
+func (l *Lane) TryPublishRouted(msg *Message, rt Route, sessKey string, sessValue []byte, done func(err error)) error {
+	topic := l.o.topic
+	if rt.Topic != "" {
+		topic = rt.Topic
+	}
+	r := msg.Record(topic)
+	if rt.HasKey {
+		// The key range points into the record's own copy of the topic (r.Key = msg.Topic's bytes): no copy.
+		r.Headers = append(r.Headers, kafkamux.RecordHeader{Key: kafkamux.HeaderPartitionKey, Value: r.Key[rt.KeyFrom:rt.KeyTo:rt.KeyTo]})
+	}
 	size := kafkamux.RecordSize(r)
 	var rr, sr *kafkamux.Record
 	recs := 1
@@ -126,7 +153,8 @@ func (p *joinedPub) complete(r *kafkamux.Record, err error) {
 	switch r.Topic {
 	case p.l.o.retained:
 		p.l.o.latRetained.Observe(time.Since(p.start))
-	case p.l.o.topic:
+	case p.l.o.mux.SessionsTopic():
+	default: // the messages topic or a routed one
 		p.l.o.latMessages.Observe(time.Since(p.start))
 	}
 	if err != nil {

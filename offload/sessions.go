@@ -19,6 +19,26 @@ func (o *Offload) ReadRange(ctx context.Context, partition int32, from, to int64
 	return o.mux.ReadRange(ctx, o.topic, partition, from, to, fn)
 }
 
+// ReadRangeOf is ReadRange for any followed topic of MQTT messages (a routed topic): only the messages topic
+// has a recent-records cache, so the others are read with Kafka fetches.
+func (o *Offload) ReadRangeOf(ctx context.Context, topic string, partition int32, from, to int64, fn func(off int64, m *Message) error) error {
+	return o.mux.ReadRange(ctx, topic, partition, from, to, fn)
+}
+
+// CreatesTopics, CreateTopic and ListTopicNames pass through to kafkamux: routed topics (server/route).
+func (o *Offload) CreatesTopics() bool { return o.mux.CreatesTopics() }
+
+// CreateTopic creates a routed topic with the messages topic's settings; see kafkamux.Mux.CreateTopic. It
+// blocks: never call it on an event loop.
+func (o *Offload) CreateTopic(ctx context.Context, name string) error {
+	return o.mux.CreateTopic(ctx, name)
+}
+
+// ListTopicNames lists the cluster's topics; see kafkamux.Mux.ListTopicNames. It blocks.
+func (o *Offload) ListTopicNames(ctx context.Context) ([]string, error) {
+	return o.mux.ListTopicNames(ctx)
+}
+
 // Record is a Kafka record, for topics followed raw (FollowSpec.Raw).
 type Record = kafkamux.Record
 

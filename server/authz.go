@@ -114,31 +114,15 @@ func (c *conn) mayReceive(topic string) bool {
 // denyPublish answers a PUBLISH c may not make (see the file comment). Its ack waits behind earlier
 // publishes still on their way to Kafka, as a request in state reqDenied.
 func (c *conn) denyPublish(p *mqttcodec.Publish) error {
-	m := &c.l.srv.metrics
-	m.authDenied[deniedPublish].Add(1)
-	if p.QoS == 0 || c.version < mqttcodec.Version5 {
-		m.dropped(dropDenied) // the client is not told
-	}
-	if p.QoS == 0 {
-		return nil
-	}
-	if c.toKafka() == 0 {
-		c.writeDeniedAck(p.QoS, p.PacketID)
-		return nil
-	}
-	r := acquirePub()
-	r.c, r.id, r.qos = c, p.PacketID, p.QoS
-	r.state.Store(reqDenied)
-	c.pubq = append(c.pubq, r)
-	c.pauseIfFull()
-	return nil
+	c.l.srv.metrics.authDenied[deniedPublish].Add(1)
+	return c.refusePublish(p, mqttcodec.NotAuthorized, "not authorized") // routing.go
 }
 
-// writeDeniedAck writes the PUBACK/PUBREC of a refused publish: 0x87 for v5; positive for v3
-// [MQTT-3.3.5-2].
-func (c *conn) writeDeniedAck(qos byte, id uint16) {
+// writeDeniedAck writes the PUBACK/PUBREC of a refused publish: reason (0x87 for authorization, 0x90 for
+// routing) for v5; positive for v3 [MQTT-3.3.5-2].
+func (c *conn) writeDeniedAck(qos byte, id uint16, reason mqttcodec.ReasonCode, why string) {
 	if c.version >= mqttcodec.Version5 {
-		c.writeAck(ackFor(qos), id, mqttcodec.NotAuthorized, "not authorized")
+		c.writeAck(ackFor(qos), id, reason, why)
 		return
 	}
 	c.writeAck(ackFor(qos), id, mqttcodec.Success, "")

@@ -289,7 +289,7 @@ func (s *Server) assignID() string {
 // it, or restoring it from the sessions topic (restore non-nil). It reports whether an existing session was
 // resumed and, for a restored one, where its replay starts. Runs on c's loop; takes the registry lock, then
 // matchMu and the session lock.
-func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *stored) (*session, bool, map[int32]int64, map[[2]int64]outRec) {
+func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *stored) (*session, bool, map[tp]int64, map[resendKey]outRec) {
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
 	old := s.sessions[id]
@@ -310,8 +310,8 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 	}
 	present := old != nil
 	sess := old
-	var from map[int32]int64
-	var resend map[[2]int64]outRec
+	var from map[tp]int64
+	var resend map[resendKey]outRec
 	if sess == nil {
 		sess = &session{id: id}
 		if restore != nil {
@@ -334,13 +334,14 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 	sess.mu.Unlock()
 	if restore != nil {
 		if from == nil {
-			from = map[int32]int64{}
+			from = map[tp]int64{}
 		}
-		// Live records skip the session until its replay has caught up; partitions the stored offsets do not
-		// name start where the shared reader is now.
+		// Live records skip the session until its replay has caught up; messages-topic partitions the stored
+		// offsets do not name start where the shared reader is now (routed topics they do not name start where
+		// the reader began them: resume in persist.go).
 		s.matchMu.Lock()
 		for p, o := range s.readPos {
-			if _, ok := from[p]; !ok {
+			if _, ok := from[p]; !ok && p.t == 0 {
 				from[p] = o
 			}
 		}

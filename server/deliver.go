@@ -34,20 +34,33 @@ func (a *aggDelivery) add(o *subOpts, sessID string, m *offload.Message) {
 
 // delivery is the folded delivery of m at its position in the messages topic, if any subscription took it.
 // QoS is min(published, granted); RETAIN is kept only for Retain As Published [MQTT-3.3.1-12]/[MQTT-3.3.1-13].
-func (a *aggDelivery) delivery(m *offload.Message, part int32, off int64) (delivery, bool) {
+func (a *aggDelivery) delivery(m *offload.Message, k tp, off int64) (delivery, bool) {
 	if !a.any {
 		return delivery{}, false
 	}
-	return delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap, part: part, off: off, subIDs: a.subIDs}, true
+	return delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap, topic: k.t, part: k.p, off: off, subIDs: a.subIDs}, true
 }
 
-// onRecord fans one Kafka record out to the local sessions whose subscriptions match it. It runs on the shared
-// reader's goroutine and must not block: it only queues deliveries and wakes loops.
+// onRecord fans one record of the messages topic out to the local sessions whose subscriptions match it. It
+// runs on the shared reader's goroutine and must not block: it only queues deliveries and wakes loops.
 func (s *Server) onRecord(part int32, off int64, m *offload.Message) {
+	s.deliverRecord(0, part, off, m)
+}
+
+// deliverRecord fans one record of Kafka topic t (0: the messages topic; else a routed one, routing.go) out.
+// With route rules, a record whose MQTT topic does not route to t is skipped and counted. Runs on the shared
+// reader's goroutine.
+func (s *Server) deliverRecord(t uint16, part int32, off int64, m *offload.Message) {
 	s.metrics.recordsIn.Add(1)
+	skip := s.rt != nil && !s.rt.tbl.RoutesTo(m.Topic, s.rt.name(t))
+	k := tp{t, part}
 	s.matchMu.Lock()
 	defer s.matchMu.Unlock()
-	s.readPos[part] = off + 1
+	s.readPos[k] = off + 1
+	if skip {
+		s.metrics.misrouted.Add(1)
+		return
+	}
 	s.scratch = s.trie.match(m.Topic, s.scratch[:0])
 	if len(s.scratch) == 0 {
 		return
@@ -68,7 +81,7 @@ func (s *Server) onRecord(part int32, off int64, m *offload.Message) {
 	}
 	for i := range agg {
 		a := &agg[i]
-		d, ok := a.delivery(m, part, off)
+		d, ok := a.delivery(m, k, off)
 		if !ok {
 			continue
 		}

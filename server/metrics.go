@@ -49,8 +49,10 @@ type Metrics struct {
 	subscriptions     atomic.Int64
 	refusedSubs       atomic.Uint64 // subscriptions refused by the per-session quota
 	willsSent         atomic.Uint64
-	limits            limitMetrics               // rate limits and redirects (limits.go)
-	authDenied        [authDenials]atomic.Uint64 // authorization refusals, by kind (authz.go)
+	limits            limitMetrics                // rate limits and redirects (limits.go)
+	authDenied        [authDenials]atomic.Uint64  // authorization refusals, by kind (authz.go)
+	routeRefused      [routeReasons]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
+	misrouted         atomic.Uint64               // records read from a Kafka topic their MQTT topic does not route to
 
 	listeners []listenerMetrics // by the index of the listener in the configuration
 	loopLag   offload.Histogram // how late each loop ran its one-second tick
@@ -244,7 +246,9 @@ type Snapshot struct {
 	RecordsIn, BytesIn, BytesOut, KafkaErrors, WillsSent, RefusedSubs                           uint64
 	TransportErrors                                                                             uint64
 	Drops                                                                                       [dropReasons]uint64
-	AuthDenied                                                                                  [authDenials]uint64 // by kind, see AuthDeniedNames
+	AuthDenied                                                                                  [authDenials]uint64  // by kind, see AuthDeniedNames
+	RouteRefused                                                                                [routeReasons]uint64 // by reason, see RouteRefusedNames
+	Misrouted                                                                                   uint64               // records skipped: their MQTT topic routes to another Kafka topic
 	Refused                                                                                     map[mqttcodec.ReasonCode]uint64
 	ProtocolErrorsByCode                                                                        map[mqttcodec.ReasonCode]uint64
 }
@@ -271,6 +275,10 @@ func (m *Metrics) Snapshot() Snapshot {
 	for i := range s.AuthDenied {
 		s.AuthDenied[i] = m.authDenied[i].Load()
 	}
+	for i := range s.RouteRefused {
+		s.RouteRefused[i] = m.routeRefused[i].Load()
+	}
+	s.Misrouted = m.misrouted.Load()
 	for i := range m.refused {
 		if v := m.refused[i].Load(); v != 0 {
 			s.Refused[mqttcodec.ReasonCode(i)] = v

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/server/auth"
+	"github.com/ferrymq/ferry/server/route"
 )
 
 // Opt configures a Server. Options follow franz-go's style: a function over an unexported config that has
@@ -55,6 +56,9 @@ type cfg struct {
 	auth *auth.Authority // authentication and topic authorization (authz.go); nil = off
 
 	share shareCfg // shared subscriptions (share.go)
+
+	routes         []string // route rules, in order (routing.go); none = every message to messagesTopic
+	refuseUnrouted bool     // refuse publishes no rule matches
 
 	tlsCert       string // PEM certificate chain of tls:// and wss:// listeners (transport_tls.go)
 	tlsKey        string // its PEM private key
@@ -131,6 +135,11 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("max subscriptions must be at least 1, not %d", c.maxSubs)
 	case c.maxConnections < 0:
 		return fmt.Errorf("max connections must not be negative, not %d", c.maxConnections)
+	}
+	if len(c.routes) > 0 {
+		if _, err := route.NewTable(c.routes, c.messagesTopic, c.refuseUnrouted); err != nil {
+			return fmt.Errorf("invalid %w", err)
+		}
 	}
 	if err := c.validateLimits(); err != nil {
 		return err

@@ -10,11 +10,11 @@ import (
 
 // persisted is the Kafka-side bookkeeping of a session that outlives its connection. Guarded by session.mu.
 type persisted struct {
-	epoch   int64               // owner epoch of the current connection (unix nanoseconds of its CONNECT)
-	from    map[int32]int64     // while resuming: the replay's position; otherwise nil
-	resend  map[[2]int64]outRec // while resuming: the stored state's messages in flight (read-only); otherwise nil
-	saved   time.Time           // last delivery record written
-	resumed chan struct{}       // closed when a resume has caught up (tests, drain)
+	epoch   int64                // owner epoch of the current connection (unix nanoseconds of its CONNECT)
+	from    map[tp]int64         // while resuming: the replay's position per topic-partition; otherwise nil
+	resend  map[resendKey]outRec // while resuming: the stored state's messages in flight (read-only); otherwise nil
+	saved   time.Time            // last delivery record written
+	resumed chan struct{}        // closed when a resume has caught up (tests, drain)
 }
 
 // sessionRecord builds the "s:" value of a session. s.mu is held.
@@ -26,11 +26,18 @@ func (s *session) sessionRecord() *sessionRec {
 	return r
 }
 
-// deliveryRecord computes where the session stands in the messages topic: for every partition, the first
-// offset not yet completed for it. Records before it are acknowledged (or were not for this session).
-// The caller holds srv.matchMu, then s.mu.
+// resendKey is the position of a message the client had in flight: Kafka topic index, partition, offset.
+type resendKey struct {
+	t uint16
+	p int32
+	o int64
+}
+
+// deliveryRecord computes where the session stands in the messages topic and the routed topics: for every
+// topic-partition, the first offset not yet completed for it. Records before it are acknowledged (or were not
+// for this session). The caller holds srv.matchMu, then s.mu.
 func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
-	offs := make(map[int32]int64, len(srv.readPos))
+	offs := make(map[tp]int64, len(srv.readPos))
 	base := srv.readPos
 	if s.ps != nil && s.ps.from != nil {
 		base = s.ps.from
@@ -38,7 +45,7 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 	for p, o := range base {
 		offs[p] = o
 	}
-	lower := func(p int32, o int64) {
+	lower := func(p tp, o int64) {
 		if o < 0 {
 			return
 		}
@@ -50,18 +57,18 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 	for i := 0; i < s.queue.len(); i++ {
 		d := s.queue.at(i)
 		if d.share == nil { // a shared subscription's messages are its Kafka group's to re-deliver (share.go)
-			lower(d.part, d.off)
+			lower(tp{d.topic, d.part}, d.off)
 		}
 		if d.resendID != 0 { // replayed, not yet re-sent: its packet id stays the client's
-			r.Out = append(r.Out, outRec{ID: d.resendID, Released: d.released, P: d.part, O: d.off})
+			r.Out = append(r.Out, outRec{ID: d.resendID, Released: d.released, T: srv.routedName(d.topic), P: d.part, O: d.off})
 		}
 	}
 	if s.ps != nil {
 		r.Epoch = s.ps.epoch
 		// A resume still running: messages in flight before it that the replay has not reached keep their
 		// packet ids too (those it passed are in the queue or in flight now, or did not match).
-		for _, o := range s.ps.resend {
-			if f, ok := s.ps.from[o.P]; !ok || o.O >= f {
+		for k, o := range s.ps.resend {
+			if f, ok := s.ps.from[tp{k.t, k.p}]; !ok || o.O >= f {
 				r.Out = append(r.Out, o)
 			}
 		}
@@ -71,13 +78,13 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 			if f.d.share != nil {
 				return
 			}
-			lower(f.d.part, f.d.off)
+			lower(tp{f.d.topic, f.d.part}, f.d.off)
 			if f.d.off >= 0 {
-				r.Out = append(r.Out, outRec{ID: f.id, Released: f.state == outReleased, P: f.d.part, O: f.d.off})
+				r.Out = append(r.Out, outRec{ID: f.id, Released: f.state == outReleased, T: srv.routedName(f.d.topic), P: f.d.part, O: f.d.off})
 			}
 		})
 	}
-	r.Offsets = offsetsJSON(offs)
+	r.Offsets = srv.offsetsJSON(offs)
 	return r
 }
 
@@ -158,7 +165,7 @@ func (srv *Server) handOver(sess *session, c *conn, newEpoch int64) {
 
 // restore rebuilds a session from the sessions topic: subscriptions into the trie, packet-id state, and the
 // offsets its resume starts from. s.mu is not held; s is not yet visible to the reader.
-func (srv *Server) restore(s *session, st *stored) (from map[int32]int64, resend map[[2]int64]outRec) {
+func (srv *Server) restore(s *session, st *stored) (from map[tp]int64, resend map[resendKey]outRec) {
 	if st.sess != nil {
 		s.subs = make(map[string]subOpts, len(st.sess.Subs))
 		for _, r := range st.sess.Subs {
@@ -174,12 +181,16 @@ func (srv *Server) restore(s *session, st *stored) (from map[int32]int64, resend
 		}
 	}
 	if st.deliv != nil {
-		from = offsetsFromJSON(st.deliv.Offsets)
+		from = srv.offsetsFromJSON(st.deliv.Offsets)
 		if len(st.deliv.Out) > 0 {
-			resend = make(map[[2]int64]outRec, len(st.deliv.Out))
+			resend = make(map[resendKey]outRec, len(st.deliv.Out))
 			fl := s.flights()
 			for _, o := range st.deliv.Out {
-				resend[[2]int64{int64(o.P), o.O}] = o
+				t, ok := srv.topicIndex(o.T)
+				if !ok {
+					continue // a routed topic this instance does not follow (yet): its message is not re-sent
+				}
+				resend[resendKey{t, o.P, o.O}] = o
 				fl.ids[o.ID] = ^uint64(0) // reserved for the re-send, so new messages get other ids
 			}
 		}
@@ -190,7 +201,7 @@ func (srv *Server) restore(s *session, st *stored) (from map[int32]int64, resend
 // startResume begins replaying a restored session from its stored offsets. The subscriptions are in the
 // trie already, with s.resuming set, so live records skip the session until the replay has caught up with
 // the shared reader; then, under matchMu, it switches to live delivery with no gap and no overlap.
-func (srv *Server) startResume(s *session, from map[int32]int64, resend map[[2]int64]outRec) {
+func (srv *Server) startResume(s *session, from map[tp]int64, resend map[resendKey]outRec) {
 	done := make(chan struct{})
 	s.mu.Lock()
 	s.ps.from = from
@@ -202,22 +213,35 @@ func (srv *Server) startResume(s *session, from map[int32]int64, resend map[[2]i
 
 // resume runs on its own goroutine (one per resuming session, ending when caught up): it reads the records
 // the session missed, from the recent-records cache or Kafka, and queues the matching ones.
-func (srv *Server) resume(s *session, from map[int32]int64, resend map[[2]int64]outRec, done chan struct{}) {
+//
+// Per topic-partition: the target of a round is where the shared reader stands in every topic-partition it
+// reads (readPos, under matchMu); the session is caught up when its replay has reached that position in each.
+// A topic-partition the reader started reading after the session's stored state was written (a routed topic
+// discovered since, so absent from from) is replayed from where the reader began it (topicBegin): live records
+// skip the session while it resumes, so the replay must cover them. The switch to live delivery happens under
+// matchMu, when no record can be between the replay's position and the reader's in any topic-partition.
+func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]outRec, done chan struct{}) {
 	defer close(done)
 	ctx := context.Background()
 	start := time.Now()
 	n := 0
 	for {
 		srv.matchMu.Lock()
-		target := make(map[int32]int64, len(srv.readPos))
+		target := make(map[tp]int64, len(srv.readPos))
 		caught := true
+		s.mu.Lock()
 		for p, o := range srv.readPos {
 			target[p] = o
-			if f, ok := from[p]; ok && f < o {
+			f, ok := from[p]
+			if !ok && p.t != 0 {
+				if f, ok = srv.topicBegin[p]; ok {
+					from[p] = f // from is s.ps.from: written under s.mu
+				}
+			}
+			if ok && f < o {
 				caught = false
 			}
 		}
-		s.mu.Lock()
 		if len(s.subs) == 0 {
 			caught = true // no subscription: nothing to replay, and one made from now on takes live messages
 		}
@@ -243,13 +267,19 @@ func (srv *Server) resume(s *session, from map[int32]int64, resend map[[2]int64]
 			if !ok || f >= to {
 				continue
 			}
-			err := srv.off.ReadRange(ctx, p, f, to, func(off int64, m *offload.Message) error {
+			fn := func(off int64, m *offload.Message) error {
 				if !srv.replayOne(s, p, off, m, resend) {
 					return errSessionGone
 				}
 				n++
 				return nil
-			})
+			}
+			var err error
+			if p.t == 0 {
+				err = srv.off.ReadRange(ctx, p.p, f, to, fn) // the messages topic: from the recent-records cache when it can
+			} else {
+				err = srv.off.ReadRangeOf(ctx, srv.rt.name(p.t), p.p, f, to, fn) // routed topics: Kafka fetches
+			}
 			if err == errSessionGone {
 				return
 			}
@@ -274,17 +304,20 @@ var errSessionGone = &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Msg: "
 // is full, and moves the replay's position past it: what a save writes from then on (deliveryRecord) covers
 // the record through the queue and the flights, so a resume cut short continues from there. It reports
 // false when the session is gone.
-func (srv *Server) replayOne(s *session, p int32, off int64, m *offload.Message, resend map[[2]int64]outRec) bool {
+func (srv *Server) replayOne(s *session, p tp, off int64, m *offload.Message, resend map[resendKey]outRec) bool {
 	s.mu.Lock()
 	d, ok := s.matchLocked(m)
+	if ok && srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.name(p.t)) {
+		ok = false // misrouted: not delivered live either (deliverRecord)
+	}
 	if !ok {
 		s.replayedLocked(p, off)
 		s.mu.Unlock()
 		return true
 	}
 	s.mu.Unlock()
-	d.part, d.off = p, off
-	if o, was := resend[[2]int64{int64(p), off}]; was {
+	d.topic, d.part, d.off = p.t, p.p, off
+	if o, was := resend[resendKey{p.t, p.p, off}]; was {
 		d.resendID, d.released = o.ID, o.Released
 	}
 	for {
@@ -308,8 +341,8 @@ func (srv *Server) replayOne(s *session, p int32, off int64, m *offload.Message,
 	}
 }
 
-// replayedLocked moves the resume's position in partition p past offset off. s.mu is held.
-func (s *session) replayedLocked(p int32, off int64) {
+// replayedLocked moves the resume's position in topic-partition p past offset off. s.mu is held.
+func (s *session) replayedLocked(p tp, off int64) {
 	if s.ps != nil && s.ps.from != nil && s.ps.from[p] <= off {
 		s.ps.from[p] = off + 1
 	}
@@ -324,7 +357,7 @@ func (s *session) matchLocked(m *offload.Message) (delivery, bool) {
 			a.add(&o, s.id, m)
 		}
 	}
-	return a.delivery(m, 0, 0) // the caller sets the record's position
+	return a.delivery(m, tp{}, 0) // the caller sets the record's position
 }
 
 // saver writes the delivery records of connected persistent sessions every interval, coalescing all the

@@ -27,15 +27,18 @@ const (
 // gnet's read buffer; the record references that buffer until Kafka's callback, then the request goes back to
 // the pool.
 type pubReq struct {
-	msg    offload.Message
-	buf    []byte
-	c      *conn
-	id     uint16
-	qos    byte
-	q2Txn  bool // QoS 2 of a persistent session: its "q:" record goes in the message's transaction (qos2.go)
-	state  atomic.Uint32
-	err    error
-	doneFn func(error)
+	msg     offload.Message
+	buf     []byte
+	c       *conn
+	id      uint16
+	qos     byte
+	q2Txn   bool                 // QoS 2 of a persistent session: its "q:" record goes in the message's transaction (qos2.go)
+	deny    mqttcodec.ReasonCode // reqDenied: the v5 reason of its ack
+	denyWhy string
+	route   offload.Route // where the record goes (routing.go); zero = the messages topic
+	state   atomic.Uint32
+	err     error
+	doneFn  func(error)
 }
 
 var pubPool sync.Pool
@@ -130,6 +133,14 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	if c.auth != nil && !c.mayPublish(topic) {
 		return c.denyPublish(p) // authz.go
 	}
+	var rt offload.Route
+	if srv.rt != nil {
+		var reason int
+		var ok bool
+		if rt, reason, ok = srv.routeFor(unsafeString(topic)); !ok {
+			return c.refuseRoute(p, reason) // routing.go
+		}
+	}
 	if p.Props.PayloadFormat == 1 && !utf8.Valid(p.Payload) {
 		// The payload claims to be UTF-8 and is not [MQTT-3.3.2-?]: refused, not stored.
 		if p.QoS > 0 && c.version == mqttcodec.Version5 {
@@ -140,7 +151,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	}
 
 	r := acquirePub()
-	r.c, r.id, r.qos = c, p.PacketID, p.QoS
+	r.c, r.id, r.qos, r.route = c, p.PacketID, p.QoS, rt
 	r.buf = append(r.buf[:0], topic...)
 	r.buf = append(r.buf, p.Payload...)
 	m := &r.msg
@@ -253,7 +264,7 @@ func (c *conn) flushAcks() {
 		c.pubq[int(c.pubqHead)] = nil
 		c.pubqHead++
 		if st == reqDenied {
-			c.writeDeniedAck(r.qos, r.id)
+			c.writeDeniedAck(r.qos, r.id, r.deny, r.denyWhy)
 		} else if st == reqFailed {
 			c.l.srv.metrics.kafkaErrors.Add(1)
 			c.l.srv.warn("message not written to Kafka", "client", c.clientID(), "err", r.err)

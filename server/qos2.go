@@ -59,7 +59,10 @@ func (c *conn) qos2InTxn(r *pubReq) bool {
 // tryPublish hands r to the loop's lane, with its "q:" record when the session needs one. Runs on the loop.
 func (c *conn) tryPublish(r *pubReq) error {
 	if r.q2Txn {
-		return c.l.lane.TryPublishWith(&r.msg, qos2Key(c.sess.id, r.id), qos2Value(), r.doneFn)
+		return c.l.lane.TryPublishRouted(&r.msg, r.route, qos2Key(c.sess.id, r.id), qos2Value(), r.doneFn)
+	}
+	if r.route.Topic != "" || r.route.HasKey {
+		return c.l.lane.TryPublishRouted(&r.msg, r.route, "", nil, r.doneFn)
 	}
 	return c.l.lane.TryPublish(&r.msg, r.doneFn)
 }

@@ -38,11 +38,14 @@ type Server struct {
 	order  []*loop
 
 	// reader-side scratch for folding matches, and the reader's position; guarded by matchMu
-	matchMu sync.Mutex
-	scratch []subEntry
-	agg     []aggDelivery
-	gen     uint64
-	readPos map[int32]int64 // messages-topic partition → next offset the shared reader hands on
+	matchMu    sync.Mutex
+	scratch    []subEntry
+	agg        []aggDelivery
+	gen        uint64
+	readPos    map[tp]int64 // topic-partition → next offset the shared reader hands on (tp: routing.go)
+	topicBegin map[tp]int64 // routed topic-partition → offset the shared reader began it at
+
+	rt *routing // topic routing (routing.go); nil without route rules
 
 	shares shareRegistry // shared subscriptions (share.go)
 
@@ -60,7 +63,7 @@ type Server struct {
 
 // New builds a Server that hands messages to off. Call Start to listen.
 func New(off *offload.Offload, opts ...Opt) (*Server, error) {
-	s := &Server{off: off, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[int32]int64),
+	s := &Server{off: off, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[tp]int64),
 		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), stopped: make(chan error, 1)}
 	s.cfg.defaults()
 	for _, o := range opts {
@@ -79,6 +82,13 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 	s.warnLim.every = 10 * time.Second
 	s.metrics.initListeners(s.cfg.listeners)
 	s.store = newStore(s)
+	if len(s.cfg.routes) > 0 {
+		rt, err := newRouting(&s.cfg, off.RetainedTopic(), off.SessionsTopic(), off.CreatesTopics())
+		if err != nil {
+			return nil, err
+		}
+		s.rt = rt
+	}
 	if s.cfg.connRate > 0 {
 		s.connRate = newConnRateTable(s.cfg.connRate, s.cfg.connBurst, &s.metrics.limits)
 	}
@@ -92,15 +102,27 @@ func (s *Server) Start() error {
 	// One call, so the first fetch reads every topic; the retained one loads in the background
 	// (retained.go); sessions must be known before the first CONNECT is answered, so Start waits for them.
 	sessionsLoaded := make(chan struct{})
-	err := s.off.FollowAll(
-		offload.FollowSpec{Topic: s.cfg.messagesTopic, Handler: s.onRecord, Started: s.initReadPos},
+	specs := []offload.FollowSpec{
+		{Topic: s.cfg.messagesTopic, Handler: s.onRecord, Started: s.initReadPos},
 		s.retainedFollow(),
-		offload.FollowSpec{Topic: s.off.SessionsTopic(), Start: offload.FromStart,
+		{Topic: s.off.SessionsTopic(), Start: offload.FromStart,
 			Raw:      func(r *offload.Record) { s.store.onRecord(string(r.Key), r.Value, r.Partition) },
 			CaughtUp: func() { close(sessionsLoaded) }},
-	)
-	if err != nil {
+	}
+	var routed []offload.FollowSpec
+	if s.rt != nil {
+		var err error
+		if routed, err = s.routedFollowSpecs(); err != nil { // routing.go
+			return fmt.Errorf("cannot prepare routed Kafka topics: %w", err)
+		}
+		specs = append(specs, routed...)
+	}
+	if err := s.off.FollowAll(specs...); err != nil {
 		return fmt.Errorf("cannot follow Kafka topics: %w", err)
+	}
+	if s.rt != nil {
+		s.rt.markReady(routed)
+		go s.discoverLoop()
 	}
 	t0 := time.Now()
 	select {
@@ -148,6 +170,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.metrics.stopping.Store(true)
 	if s.stopSaver != nil {
 		s.stopSaver()
+	}
+	if s.rt != nil {
+		s.rt.cancel()
 	}
 	if err := s.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("cannot stop the event loops: %w", err)
@@ -199,10 +224,20 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 // sendWill publishes a will message into Kafka. It may run on any goroutine (lanes are safe to call from
 // any): it uses the first lane, and retries while the lane is full.
 func (s *Server) sendWill(m *offload.Message) {
+	var rt offload.Route
+	if s.rt != nil { // a will follows the route rules like any publish (routing.go)
+		var reason int
+		var ok bool
+		if rt, reason, ok = s.routeFor(m.Topic); !ok {
+			s.metrics.routeRefused[reason].Add(1)
+			s.warn("will message not published: its topic is not routed", "topic", m.Topic, "reason", RouteRefusedNames[reason])
+			return
+		}
+	}
 	s.metrics.willsSent.Add(1)
 	var try func()
 	try = func() {
-		err := s.off.Lane(0).TryPublish(m, func(err error) {
+		err := s.off.Lane(0).TryPublishRouted(m, rt, "", nil, func(err error) {
 			if err != nil {
 				s.warn("will message not written to Kafka", "topic", m.Topic, "err", err)
 			}
@@ -312,12 +347,4 @@ func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprint
 
 // initReadPos records where the shared reader starts in each partition of the messages topic, so resumes
 // know the reader's position before its first record. Runs before any record is handed on.
-func (s *Server) initReadPos(begin map[int32]int64) {
-	s.matchMu.Lock()
-	defer s.matchMu.Unlock()
-	for p, o := range begin {
-		if _, ok := s.readPos[p]; !ok {
-			s.readPos[p] = o
-		}
-	}
-}
+func (s *Server) initReadPos(begin map[int32]int64) { s.initTopicPos(0, begin) }

@@ -12,7 +12,8 @@ type delivery struct {
 	msg    *offload.Message // shared, read-only
 	qos    byte             // min(published, granted)
 	retain bool             // RETAIN flag to send
-	part   int32            // messages-topic partition of the record
+	topic  uint16           // Kafka topic of the record: 0 = the messages topic, else a routed one (routing.go); fits in padding
+	part   int32            // partition of the record in that topic
 	off    int64            // its offset; -1 for a retained message (not a position in the messages topic)
 	// A replayed message the client had in flight before: re-sent with its packet id (and DUP), or only its
 	// PUBREL when the client had already sent PUBREC [MQTT-4.4.0-1].

@@ -263,8 +263,10 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 	case create:
 		srv.matchMu.Lock()
 		begin := make(map[int32]int64, len(srv.readPos))
-		for p, off := range srv.readPos {
-			begin[p] = off // records from where the shared reader is now: as for a non-shared subscription
+		for k, off := range srv.readPos {
+			if k.t == 0 { // shared subscriptions read the messages topic only (see the file comment)
+				begin[k.p] = off // records from where the shared reader is now: as for a non-shared subscription
+			}
 		}
 		srv.matchMu.Unlock()
 		go g.run(begin)

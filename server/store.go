@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -58,7 +59,7 @@ type ownerRec struct {
 type deliveryRec struct {
 	V        int              `json:"v"`
 	Epoch    int64            `json:"epoch"`   // the owner epoch the state was handed to (takeover) or written by
-	Offsets  map[string]int64 `json:"offsets"` // messages-topic partition → first offset not completed
+	Offsets  map[string]int64 `json:"offsets"` // "<partition>" (messages topic) or "<routed topic>/<partition>" → first offset not completed
 	Out      []outRec         `json:"out,omitempty"`
 	Complete bool             `json:"complete"` // written when the connection ended (not a periodic save)
 	Saved    int64            `json:"saved"`    // unix nanoseconds of the write: a reader keeps the newest
@@ -68,6 +69,7 @@ type deliveryRec struct {
 type outRec struct {
 	ID       uint16 `json:"id"`
 	Released bool   `json:"released,omitempty"` // QoS 2: PUBREC received, PUBREL sent
+	T        string `json:"t,omitempty"`        // routed Kafka topic; absent = the messages topic
 	P        int32  `json:"p"`
 	O        int64  `json:"o"`
 }
@@ -339,20 +341,39 @@ func (st *store) forget(id string, all bool) {
 	st.put(kindOwner, id, nil)
 }
 
-func offsetsJSON(m map[int32]int64) map[string]int64 {
+// offsetsJSON encodes delivery positions: the plain partition number for the messages topic (as before routes
+// existed, so older records read the same), "<topic>/<partition>" for a routed topic (Kafka topic names have
+// no '/').
+func (srv *Server) offsetsJSON(m map[tp]int64) map[string]int64 {
 	out := make(map[string]int64, len(m))
-	for p, o := range m {
-		out[strconv.Itoa(int(p))] = o
+	for k, o := range m {
+		key := strconv.Itoa(int(k.p))
+		if k.t != 0 {
+			key = srv.routedName(k.t) + "/" + key
+		}
+		out[key] = o
 	}
 	return out
 }
 
-func offsetsFromJSON(m map[string]int64) map[int32]int64 {
-	out := make(map[int32]int64, len(m))
+// offsetsFromJSON decodes delivery positions; those of routed topics this instance does not follow (yet) are
+// left out (docs/sessions.md).
+func (srv *Server) offsetsFromJSON(m map[string]int64) map[tp]int64 {
+	out := make(map[tp]int64, len(m))
 	for k, o := range m {
-		if p, err := strconv.Atoi(k); err == nil {
-			out[int32(p)] = o
+		topic, part := "", k
+		if i := strings.LastIndexByte(k, '/'); i >= 0 {
+			topic, part = k[:i], k[i+1:]
 		}
+		p, err := strconv.Atoi(part)
+		if err != nil {
+			continue
+		}
+		t, ok := srv.topicIndex(topic)
+		if !ok {
+			continue
+		}
+		out[tp{t, int32(p)}] = o
 	}
 	return out
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ferrymq/ferry/server/route"
 )
 
 // config holds every setting of the binary. Each one is a flag, a YAML key of the same name in --config, and an
@@ -48,11 +50,13 @@ type config struct {
 	logFormat         string
 	shutdownTimeout   time.Duration
 	configFile        string
-	kafkaTxn          bool
+	kafkaTxn          string
 	kafkaTxnID        string
 	instanceID        string
 	recentCacheBytes  int
 	proxyTrusted      listFlag
+	route             listFlag // route rules, in order (server/route)
+	routeUnrouted     string
 	proxyNets         []netip.Prefix // parsed by validate
 	kafka             kafkaConfig    // --kafka-* client settings (kafka.go)
 	auth              authConfig     // --auth-* authentication and authorization (auth.go)
@@ -85,6 +89,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.Var(&c.mqtt, "mqtt", "MQTT listener URL, repeatable: tcp://host:port, tls://host:port, ws://host:port/path, wss://host:port/path, optionally ?proxy=true")
 	c.proxyTrusted.vals = []string{"127.0.0.0/8", "::1/128"}
 	fs.Var(&c.proxyTrusted, "proxy-trusted", "networks (CIDR, comma-separated or repeated) whose peers may send PROXY protocol headers on ?proxy=true listeners")
+	fs.Var(&c.route, "route", "route rule FILTER>KAFKA_TOPIC[@{capture}], repeatable, first match wins: e.g. 'place/{site}/device/{dev}/#>devices-{site}@{dev}' sends those topics to devices-<site>, partitioned by <dev> (no commas inside a rule: they separate rules)")
+	fs.StringVar(&c.routeUnrouted, "route-unrouted", "accept", "publishes no --route rule matches: accept (to the messages topic) or refuse (v5 PUBACK/PUBREC 0x90)")
 	fs.StringVar(&c.kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka bootstrap brokers; empty = start the embedded Kafka")
 	fs.StringVar(&c.embeddedKafkaAddr, "embedded-kafka-addr", "127.0.0.1:9092", "address the embedded Kafka listens on (for kcat and other Kafka tools)")
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory the embedded Kafka persists to")
@@ -115,7 +121,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "time allowed for a graceful stop")
 	fs.StringVar(&c.configFile, "config", "", "YAML file with any of these settings")
-	fs.BoolVar(&c.kafkaTxn, "kafka-transactions", true, "write every record in Kafka transactions: a QoS 2 message and its session state are stored exactly once (readers use read_committed)")
+	fs.StringVar(&c.kafkaTxn, "kafka-transactions", "auto", "write every record in Kafka transactions, so a QoS 2 message and its session state are stored exactly once (readers use read_committed): true, false, or auto = true with --kafka-brokers, false with the embedded Kafka (see docs/sessions.md)")
 	fs.StringVar(&c.kafkaTxnID, "kafka-transactional-id", "", "transactional id, unique per instance and stable across its restarts (empty = ferry-<host name>-<first MQTT port>)")
 	fs.IntVar(&c.recentCacheBytes, "recent-cache-bytes", 64<<20, "memory for recently read messages kept decoded, so resuming sessions need no Kafka fetch (0 = off)")
 	fs.StringVar(&c.instanceID, "instance-id", "", "this instance's id in the sessions topic, unique per instance and stable across restarts: clients of a crashed run resume at once after a restart (empty = ferry-<host name>-<first MQTT port>)")
@@ -263,6 +269,19 @@ func (c *config) validate() error {
 		if !ch.ok {
 			return fmt.Errorf("invalid --%s %v: want %s", ch.name, ch.val, ch.want)
 		}
+	}
+	if c.routeUnrouted != "accept" && c.routeUnrouted != "refuse" {
+		return fmt.Errorf("invalid --route-unrouted %q: want accept or refuse", c.routeUnrouted)
+	}
+	for _, r := range c.route.vals {
+		if _, err := route.Parse(r); err != nil {
+			return fmt.Errorf("invalid --route %q: %w", r, err)
+		}
+	}
+	switch c.kafkaTxn {
+	case "auto", "true", "false":
+	default:
+		return fmt.Errorf("invalid --kafka-transactions %q: want auto, true or false", c.kafkaTxn)
 	}
 	if c.recentCacheBytes < 0 {
 		return fmt.Errorf("invalid --recent-cache-bytes %d: want 0 (off) or more", c.recentCacheBytes)

@@ -88,6 +88,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.SaveEvery(cfg.saveEvery),
 		server.OutboundBudget(cfg.outboundBudget),
 		server.MessagesTopic(cfg.topicMessages),
+		server.Routes(cfg.route.vals, cfg.routeUnrouted == "refuse"),
 		server.Logger(log),
 	}
 	sopts = append(sopts, cfg.edge.serverOpts()...) // rate limits and redirect (edge.go)
@@ -154,7 +155,7 @@ func run(cfg *config) error {
 	}
 	kopts = append(kopts, cfg.kafka.kafkaOpts()...)
 	kopts = append(kopts, kafkamux.RecentCacheBytes(cfg.recentCacheBytes))
-	if cfg.kafkaTxn {
+	if cfg.kafkaTxn == "true" || cfg.kafkaTxn == "auto" && cfg.kafkaBrokers != "" {
 		kopts = append(kopts, kafkamux.Transactions(transactionalID(cfg)))
 	}
 	if cfg.kafkaBrokers != "" {

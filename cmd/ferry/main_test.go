@@ -142,3 +142,36 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal("check-config created a data directory")
 	}
 }
+
+// Route rules: repeatable flag, YAML list, environment; a bad rule is one line naming the flag and the rule.
+func TestConfigRoutes(t *testing.T) {
+	none := func(string) string { return "" }
+	c, err := loadConfig([]string{"--route", "place/{site}/device/{dev}/#>devices-{site}@{dev}", "--route", "place/#>places",
+		"--route-unrouted", "refuse"}, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.route.vals) != 2 || c.route.vals[1] != "place/#>places" || c.routeUnrouted != "refuse" {
+		t.Fatalf("routes %q unrouted %q", c.route.vals, c.routeUnrouted)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "ferry.yaml")
+	if err := os.WriteFile(file, []byte("route:\n  - a/{x}/#>ta-{x}\n  - b/#>tb\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = loadConfig([]string{"--config", file}, none); err != nil || len(c.route.vals) != 2 || c.routeUnrouted != "accept" {
+		t.Fatalf("from YAML: %v %q", err, c.route.vals)
+	}
+	for _, tc := range []struct{ args []string }{
+		{[]string{"--route", "a/{x}>t-{y}"}},
+		{[]string{"--route", "a/b"}},
+		{[]string{"--route", "a/b>bad/name"}},
+		{[]string{"--route-unrouted", "drop"}},
+	} {
+		_, err := loadConfig(tc.args, none)
+		if err == nil || !strings.Contains(err.Error(), tc.args[0]) || !strings.Contains(err.Error(), tc.args[1]) ||
+			strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: error %v, want one line naming the flag and the rule", tc.args, err)
+		}
+	}
+}

@@ -122,6 +122,12 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	for i, n := range server.AuthDeniedNames {
 		p.u("ferry_auth_denied_total", s.AuthDenied[i], "what", n)
 	}
+	p.family("ferry_route_refused_total", "counter", "Publishes and wills refused by the route rules (--route), by reason.")
+	for i, n := range server.RouteRefusedNames {
+		p.u("ferry_route_refused_total", s.RouteRefused[i], "reason", n)
+	}
+	p.family("ferry_route_misrouted_total", "counter", "Records read from a Kafka topic their MQTT topic does not route to, skipped.")
+	p.u("ferry_route_misrouted_total", s.Misrouted)
 
 	// Event loops and their Kafka lanes.
 	p.family("ferry_event_loop_lag_seconds", "histogram", "How late an event loop ran its one-second tick: time queued behind the loop's other work.")
