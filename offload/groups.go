@@ -6,15 +6,17 @@ import (
 	"github.com/ferrymq/ferry/kafkamux"
 )
 
-// GroupSpec and GroupReader are kafkamux's consumer-group reader of the messages topic (MQTT shared
-// subscriptions), aliased so that the server imports offload only.
+// GroupSpec and GroupReader are kafkamux's consumer-group reader of the messages topic and routed topics
+// (MQTT shared subscriptions), aliased so that the server imports offload only.
 type (
-	GroupSpec   = kafkamux.GroupSpec
-	GroupReader = kafkamux.GroupReader
+	GroupSpec       = kafkamux.GroupSpec
+	GroupReader     = kafkamux.GroupReader
+	TopicPartitions = kafkamux.TopicPartitions
+	TopicOffsets    = kafkamux.TopicOffsets
 )
 
-// JoinGroup makes this instance a member of the Kafka consumer group spec.Group over the messages topic
-// (see kafkamux.Mux.JoinGroup). It blocks for a few Kafka round trips: call it off the event loops.
+// JoinGroup makes this instance a member of the Kafka consumer group spec.Group over the messages topic and
+// spec.Topics (see kafkamux.Mux.JoinGroup). It blocks for a few Kafka round trips: call it off the event loops.
 func (o *Offload) JoinGroup(ctx context.Context, spec GroupSpec) (*GroupReader, error) {
 	return o.mux.JoinGroup(ctx, o.topic, spec)
 }

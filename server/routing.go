@@ -43,7 +43,8 @@ import (
 // receives from every Kafka topic whose rules can match its filter, and nothing twice.
 //
 // Persistent sessions: delivery positions are per (Kafka topic, partition): tp below; see persist.go and
-// docs/sessions.md. Shared subscriptions read the messages topic only (share.go).
+// docs/sessions.md. Shared subscriptions read, through their Kafka consumer groups, the same Kafka topics a
+// subscription to their filter receives from, and skip misrouted records the same way (share.go).
 
 // tp is a position key: a Kafka topic (index into routing names; 0 = the messages topic) and partition.
 type tp struct {
@@ -347,9 +348,12 @@ func (s *Server) discover() (pending bool) {
 			return true
 		}
 		rt.markReady(specs)
-		for _, sp := range specs {
+		names := make([]string, len(specs))
+		for i, sp := range specs {
 			s.cfg.log.Info("following routed Kafka topic", "topic", sp.Topic)
+			names[i] = sp.Topic
 		}
+		s.shareAddTopics(names) // share.go: the share groups whose filters need them read them too
 	}
 	rt.state.Range(func(k, v any) bool {
 		switch v.(uint32) {

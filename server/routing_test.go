@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -254,4 +256,128 @@ func TestRouteSessionResume(t *testing.T) {
 		next[m.Topic]++
 	}
 	back.none(t, 500*time.Millisecond)
+}
+
+// spreadBy returns n MQTT topics made by name whose record keys Kafka's key hash puts in n different partitions
+// of a topic with n partitions.
+func spreadBy(n int, name func(i int) string) []string {
+	p := kgo.StickyKeyPartitioner(nil).ForTopic("any")
+	out := make([]string, n)
+	for i, found := 0, 0; found < n; i++ {
+		topic := name(i)
+		if part := p.Partition(&kgo.Record{Key: []byte(topic)}, n); out[part] == "" {
+			out[part] = topic
+			found++
+		}
+	}
+	return out
+}
+
+// Shared subscriptions receive from routed Kafka topics too: with a fixed routed topic (existing at start) and a
+// templated one (created by the test's first publish, so each instance finds it later), three members of
+// $share/g/place/# over two instances share 3,000 QoS 1 messages published to both routed topics and the
+// messages topic — each delivered once in total, a third to each member ±20%. A Kafka-born record in the wrong
+// routed topic is skipped by the share group as by the shared reader.
+func TestSharedRouted(t *testing.T) {
+	const filter = "$share/g/place/#"
+	rules := []string{"place/{site}/device/#>share-dev-{site}", "place/+/alarm>share-alarms"}
+	_, kafka := startKafka(t)
+	a := startInstance(t, kafka, server.Routes(rules, false))
+	b := startInstance(t, kafka, server.Routes(rules, false))
+	member := func(addr, id string) *v5 {
+		c := dialV5(t, addr, &paho.Connect{ClientID: id, CleanStart: true})
+		if sa := c.sub(t, paho.SubscribeOptions{Topic: filter, QoS: 1}); sa.Reasons[0] != 1 {
+			t.Fatalf("SUBACK %v", sa.Reasons)
+		}
+		return c
+	}
+	ms := []*v5{member(a.addr, "rs-a0"), member(a.addr, "rs-a1"), member(b.addr, "rs-b0")}
+	// The messages topic and share-alarms, 3 partitions each, split 2:1.
+	waitPartitions(t, a.srv, 4)
+	waitPartitions(t, b.srv, 2)
+
+	const n = 3000
+	devs := spreadBy(3, func(i int) string { return "place/x/device/d" + strconv.Itoa(i) })
+	alarms := spreadBy(3, func(i int) string { return "place/s" + strconv.Itoa(i) + "/alarm" })
+	plain := spreadBy(3, func(i int) string { return "place/other/" + strconv.Itoa(i) }) // no rule: messages topic
+	topics := append(append(append([]string{}, devs...), alarms...), plain...)
+
+	tl := newTally(len(ms))
+	tl.srvs = []*server.Server{a.srv, b.srv}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Add(1)
+		go tl.collect(i, m, stop, &wg)
+	}
+	pub := dialV5(t, a.addr, &paho.Connect{ClientID: "rs-boss", CleanStart: true})
+	// Message 0 creates share-dev-x: each instance's discovery adds it to the share group, which reads it from
+	// its start (message 0 is in it already) and splits its partitions 2:1 once both read it.
+	if r := pub.pub(t, &paho.Publish{Topic: devs[0], QoS: 1, Payload: []byte("0")}); r.ReasonCode != 0 {
+		t.Fatalf("publish: reason %#x", r.ReasonCode)
+	}
+	waitPartitions(t, a.srv, 6)
+	waitPartitions(t, b.srv, 3)
+	var pw sync.WaitGroup
+	for k := 0; k < 8; k++ {
+		pw.Add(1)
+		go func() {
+			defer pw.Done()
+			for i := 1 + k; i < n; i += 8 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				r, err := pub.Publish(ctx, &paho.Publish{Topic: topics[i%len(topics)], QoS: 1, Payload: []byte(strconv.Itoa(i))})
+				cancel()
+				if err != nil || r.ReasonCode != 0 {
+					t.Errorf("publish %d: %v %v", i, r, err)
+					return
+				}
+			}
+		}()
+	}
+	pw.Wait()
+	tl.waitUnique(t, n, 30*time.Second)
+	if d := tl.duplicates(); len(d) > 0 {
+		t.Errorf("%d messages delivered more than once, e.g. %v", len(d), d[:min(len(d), 5)])
+	}
+	tl.mu.Lock()
+	total := tl.total
+	tl.mu.Unlock()
+	if total != n {
+		t.Errorf("%d deliveries for %d messages", total, n)
+	}
+	checkFair(t, tl.counts(), n)
+	for _, kt := range []string{"share-dev-x", "share-alarms", a.mux.MessagesTopic()} {
+		if hw := highWatermark(t, a.ferry, kt); hw < n/3 {
+			t.Errorf("Kafka topic %s holds %d records, want about %d", kt, hw, n/3)
+		}
+	}
+
+	// A Kafka producer writes place/other/… (no rule: the messages topic) into share-alarms: skipped; a
+	// correctly routed record written next to it is delivered once.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, key := range alarms { // one pair in each partition, whoever holds it
+		if err := cl.ProduceSync(ctx,
+			&kgo.Record{Topic: "share-alarms", Key: []byte("place/other/x"), Value: []byte("wrong")},
+			&kgo.Record{Topic: "share-alarms", Key: []byte(key), Value: []byte("right " + key)},
+		).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tl.waitUnique(t, n+len(alarms), 10*time.Second)
+	close(stop)
+	wg.Wait()
+	for i, m := range tl.by {
+		if m["wrong"] > 0 {
+			t.Errorf("member %d received a misrouted record", i)
+		}
+	}
+	if d := tl.duplicates(); len(d) > 0 {
+		t.Errorf("duplicates after the Kafka-born records: %v", d[:min(len(d), 5)])
+	}
 }

@@ -16,17 +16,25 @@ import (
 // Shared subscriptions, "$share/{ShareName}/{filter}" [MQTT 5.0 §4.8.2], also accepted from v3.1.1 clients.
 //
 // A shared subscription is identified by its share name AND its filter, so a share group here is one
-// (name, filter) pair, keyed by the subscribed string. Each record of the messages topic that matches the
-// filter goes to exactly one member of the group, across all instances:
+// (name, filter) pair, keyed by the subscribed string. Each record that matches the filter goes to exactly one
+// member of the group, across all instances:
 //
 //   - Across instances, a Kafka consumer group per share group ("<prefix><name>/<filter>") splits the
-//     partitions of the messages topic between the instances that have online members. Each such instance
-//     reads its partitions through the group's own franz-go client (kafkamux/group.go) — not through the
-//     shared reader, so the trie and onRecord know nothing of shared subscriptions and the non-shared hot
+//     partitions of the Kafka topics it reads between the instances that have online members. Each such
+//     instance reads its partitions through the group's own franz-go client (kafkamux/group.go) — not through
+//     the shared reader, so the trie and onRecord know nothing of shared subscriptions and the non-shared hot
 //     path costs exactly what it did. Partitions are split in proportion to each instance's number of local
-//     members (kafkamux's weighted balancer), so members, not instances, get equal shares — at the
-//     granularity of partitions: the split is fair when the group's traffic is spread over the partitions,
-//     and an instance gets nothing when there are fewer partitions than instances with members.
+//     members (kafkamux's weighted balancer, topic by topic), so members, not instances, get equal shares — at
+//     the granularity of partitions: the split is fair when the group's traffic is spread over the
+//     partitions, and an instance gets nothing when there are fewer partitions than instances with members.
+//   - The Kafka topics read are those a non-shared subscription to the filter receives from (routing.go): the
+//     messages topic and every routed topic this instance follows that a rule able to match the filter can
+//     produce (route.Table.MayHold) — fixed ones and templated ones found at start, and templated ones found
+//     later, which discovery adds to every group concerned (addTopics) and which the group reads from their
+//     start unless it committed offsets in them (a routed topic read since the group started on this
+//     instance and without commits starts where the shared reader was then: GroupSpec.Begin). A record whose
+//     MQTT topic does not route to the Kafka topic it is in is skipped, as the shared reader skips it
+//     (counted there only). Without route rules the group reads the messages topic alone, as it always did.
 //   - On one instance, each matching record goes to the next online member in round-robin order that has
 //     room (queued + unacknowledged messages below its window, min(Receive Maximum, shareMaxInFlight), plus
 //     shareMaxQueued): members that keep up get strictly equal shares, and one that falls behind is skipped
@@ -121,7 +129,7 @@ type shareRegistry struct {
 type ShareStats struct {
 	Groups           int    // share groups with local members
 	Members          int    // local members, over all groups
-	Partitions       int    // messages-topic partitions assigned to this instance, over all groups
+	Partitions       int    // partitions (messages topic and routed topics) assigned to this instance, over all groups
 	Handoffs         uint64 // messages handed from a member that left to another member, since start
 	KafkaConnections int    // connections held by the share groups' Kafka clients
 }
@@ -159,12 +167,13 @@ type shareGroup struct {
 	orphans []delivery           // messages of members that left, waiting for a member with room
 	reader  *offload.GroupReader // nil until joined
 	closed  bool                 // no local member any more: leaving the Kafka group
+	routed  map[string]bool      // routed Kafka topics the group reads besides the messages topic
 
 	wake chan struct{} // capacity 1: a member acknowledged something or joined
 
 	pmu      sync.Mutex
-	parts    map[int32]*sharePart // partitions assigned to this instance
-	revoking map[int32]*sharePart // partitions being revoked, still counting acknowledgements
+	parts    map[tp]*sharePart // partitions assigned to this instance, by Kafka topic index (routing.go)
+	revoking map[tp]*sharePart // partitions being revoked, still counting acknowledgements
 }
 
 type shareMember struct {
@@ -172,7 +181,7 @@ type shareMember struct {
 	o subOpts
 }
 
-// sharePart is the progress in one assigned partition.
+// sharePart is the progress in one assigned partition (of the messages topic or a routed topic).
 type sharePart struct {
 	next int64              // first offset not yet read; -1 before the first record
 	pend map[int64]struct{} // offsets handed to a member at QoS>0 and not yet acknowledged
@@ -237,7 +246,7 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 			r.mu.Unlock()
 			return false
 		}
-		g = &shareGroup{srv: srv, key: key, filter: filter, wake: make(chan struct{}, 1), parts: make(map[int32]*sharePart)}
+		g = &shareGroup{srv: srv, key: key, filter: filter, wake: make(chan struct{}, 1), parts: make(map[tp]*sharePart)}
 		if r.m == nil {
 			r.m = make(map[string]*shareGroup)
 		}
@@ -261,11 +270,25 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 	g.signal()
 	switch {
 	case create:
+		// The routed topics are listed after the group is in the registry: a topic discovery makes ready
+		// meanwhile is either listed here or added by discovery (shareAddTopics).
+		routed := srv.shareTopics(filter)
+		g.addTopics(routed)
+		read := map[uint16]bool{0: true}
+		for _, name := range routed {
+			if t, ok := srv.kafkaTopicIndex(name); ok {
+				read[t] = true
+			}
+		}
 		srv.matchMu.Lock()
-		begin := make(map[int32]int64, len(srv.readPos))
+		begin := make(offload.TopicOffsets)
 		for k, off := range srv.readPos {
-			if k.t == 0 { // shared subscriptions read the messages topic only (see the file comment)
-				begin[k.p] = off // records from where the shared reader is now: as for a non-shared subscription
+			if read[k.t] {
+				name := srv.kafkaTopicName(k.t)
+				if begin[name] == nil {
+					begin[name] = make(map[int32]int64)
+				}
+				begin[name][k.p] = off // records from where the shared reader is now: as for a non-shared subscription
 			}
 		}
 		srv.matchMu.Unlock()
@@ -278,10 +301,11 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 
 // run joins the Kafka consumer group, retrying while the group still has local members. Runs on its own
 // goroutine until joined.
-func (g *shareGroup) run(begin map[int32]int64) {
+func (g *shareGroup) run(begin offload.TopicOffsets) {
 	srv := g.srv
 	spec := offload.GroupSpec{
 		Group:       srv.cfg.share.prefix + strings.TrimPrefix(g.key, "$share/"),
+		Topics:      g.routedTopics(),
 		Begin:       begin,
 		Handler:     g.onRecord,
 		Weight:      g.weight,
@@ -308,6 +332,8 @@ func (g *shareGroup) run(begin map[int32]int64) {
 			g.mu.Unlock()
 			if closed {
 				g.shutdown(reader)
+			} else {
+				reader.AddTopics(g.routedTopics()...) // those discovery found while joining; no-op otherwise
 			}
 			return
 		}
@@ -316,6 +342,91 @@ func (g *shareGroup) run(begin map[int32]int64) {
 		}
 		time.Sleep(wait)
 	}
+}
+
+// routedTopics returns the routed Kafka topics the group reads.
+func (g *shareGroup) routedTopics() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]string, 0, len(g.routed))
+	for name := range g.routed {
+		out = append(out, name)
+	}
+	return out
+}
+
+// addTopics makes the group read more routed Kafka topics (already filtered for its filter).
+func (g *shareGroup) addTopics(names []string) {
+	if len(names) == 0 {
+		return
+	}
+	g.mu.Lock()
+	if g.routed == nil {
+		g.routed = make(map[string]bool)
+	}
+	for _, name := range names {
+		g.routed[name] = true
+	}
+	reader := g.reader
+	if g.closed {
+		reader = nil // leaving the Kafka group
+	}
+	g.mu.Unlock()
+	if reader != nil {
+		reader.AddTopics(names...) // not joined yet: run adds them once it is
+	}
+}
+
+// shareTopics returns the routed Kafka topics this instance follows that a shared subscription to filter reads
+// (route.Table.MayHold), for a new share group; none without route rules.
+func (s *Server) shareTopics(filter string) []string {
+	if s.rt == nil {
+		return nil
+	}
+	var out []string
+	for _, name := range (*s.rt.names.Load())[1:] {
+		if v, ok := s.rt.state.Load(name); ok && v.(uint32) == topicReady && s.rt.tbl.MayHold(filter, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// shareAddTopics has the share groups read routed topics discovery just followed, each the ones its filter
+// needs. Runs on the discovery goroutine.
+func (s *Server) shareAddTopics(names []string) {
+	s.shares.mu.Lock()
+	gs := make([]*shareGroup, 0, len(s.shares.m))
+	for _, g := range s.shares.m {
+		gs = append(gs, g)
+	}
+	s.shares.mu.Unlock()
+	for _, g := range gs {
+		var add []string
+		for _, name := range names {
+			if s.rt.tbl.MayHold(g.filter, name) {
+				add = append(add, name)
+			}
+		}
+		g.addTopics(add)
+	}
+}
+
+// kafkaTopicIndex returns the index (routing.go) of a Kafka topic a share group reads: 0 for the messages
+// topic.
+func (s *Server) kafkaTopicIndex(name string) (uint16, bool) {
+	if s.rt == nil || name == s.off.MessagesTopic() {
+		return 0, true
+	}
+	return s.topicIndex(name)
+}
+
+// kafkaTopicName returns the Kafka topic of index t.
+func (s *Server) kafkaTopicName(t uint16) string {
+	if t == 0 {
+		return s.off.MessagesTopic()
+	}
+	return s.rt.name(t)
 }
 
 func (g *shareGroup) isClosed() bool {
@@ -350,8 +461,16 @@ func (g *shareGroup) weight() int {
 // onRecord delivers one record of an assigned partition to one member. It runs on the group reader's
 // goroutine and waits while every member is full (backpressure on this group's consumer only), or returns
 // at once if the partition was revoked meanwhile (its next owner delivers the record).
-func (g *shareGroup) onRecord(part int32, off int64, m *offload.Message) {
-	if !mqttcodec.Match(bytesOf(g.filter), bytesOf(m.Topic)) {
+func (g *shareGroup) onRecord(topic string, p int32, off int64, m *offload.Message) {
+	srv := g.srv
+	t, ok := srv.kafkaTopicIndex(topic)
+	if !ok {
+		return // not a topic this instance follows: never assigned (addTopics only adds followed ones)
+	}
+	part := tp{t, p}
+	// As the shared reader (deliverRecord): a record whose MQTT topic does not route to the Kafka topic it is
+	// in is skipped (the shared reader counts it).
+	if (srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.name(t))) || !mqttcodec.Match(bytesOf(g.filter), bytesOf(m.Topic)) {
 		g.advance(part, off, false)
 		return
 	}
@@ -387,7 +506,7 @@ func (g *shareGroup) onRecord(part int32, off int64, m *offload.Message) {
 
 // deliver hands the record to the least loaded member with room. It reports whether it did, and gone when
 // the record is no longer this instance's to deliver (partition revoked, group closed).
-func (g *shareGroup) deliver(part int32, off int64, m *offload.Message) (delivered, gone bool) {
+func (g *shareGroup) deliver(part tp, off int64, m *offload.Message) (delivered, gone bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed || !g.owns(part) {
@@ -399,7 +518,7 @@ func (g *shareGroup) deliver(part int32, off int64, m *offload.Message) (deliver
 		return false, false
 	}
 	mem := &g.members[i]
-	d := delivery{msg: m, qos: min(m.QoS, mem.o.qos), retain: m.Retain && mem.o.retainAsPub, part: part, off: off, share: g}
+	d := delivery{msg: m, qos: min(m.QoS, mem.o.qos), retain: m.Retain && mem.o.retainAsPub, topic: part.t, part: part.p, off: off, share: g}
 	if mem.o.subID != 0 {
 		d.subIDs = []uint32{mem.o.subID}
 	}
@@ -454,7 +573,7 @@ func (g *shareGroup) pushLocked(s *session, d delivery) bool {
 func (g *shareGroup) placeOrphansLocked() {
 	for len(g.orphans) > 0 {
 		d := g.orphans[0]
-		if !g.owns(d.part) {
+		if !g.owns(tp{d.topic, d.part}) {
 			g.orphans[0] = delivery{}
 			g.orphans = g.orphans[1:] // revoked: its next owner delivers it from the committed offset
 			continue
@@ -471,7 +590,7 @@ func (g *shareGroup) placeOrphansLocked() {
 			d.subIDs = []uint32{mem.o.subID}
 		}
 		if d.qos == 0 {
-			g.completed(d.part, d.off) // at most once from here on
+			g.completed(tp{d.topic, d.part}, d.off) // at most once from here on
 		}
 		if !g.pushLocked(mem.s, d) {
 			return
@@ -500,7 +619,7 @@ func (g *shareGroup) placeLater() {
 }
 
 // owns reports whether part is assigned to this instance.
-func (g *shareGroup) owns(part int32) bool {
+func (g *shareGroup) owns(part tp) bool {
 	g.pmu.Lock()
 	defer g.pmu.Unlock()
 	return g.parts[part] != nil
@@ -508,7 +627,7 @@ func (g *shareGroup) owns(part int32) bool {
 
 // advance records that the record at off was read, and handed to a member at QoS>0 if pend. It reports
 // false if the partition is not assigned to this instance (the group is being left).
-func (g *shareGroup) advance(part int32, off int64, pend bool) bool {
+func (g *shareGroup) advance(part tp, off int64, pend bool) bool {
 	g.pmu.Lock()
 	defer g.pmu.Unlock()
 	p := g.parts[part]
@@ -524,7 +643,7 @@ func (g *shareGroup) advance(part int32, off int64, pend bool) bool {
 
 // completed records that a member acknowledged the record at off (PUBACK, PUBREC) or that it is otherwise
 // done with. It may run with a session lock held.
-func (g *shareGroup) completed(part int32, off int64) {
+func (g *shareGroup) completed(part tp, off int64) {
 	g.pmu.Lock()
 	if p := g.parts[part]; p != nil {
 		delete(p.pend, off)
@@ -544,23 +663,47 @@ func (p *sharePart) commitOffset() (int64, bool) {
 	return o, o >= 0
 }
 
-// committable runs on the group's commit goroutine.
-func (g *shareGroup) committable() map[int32]int64 {
-	g.pmu.Lock()
-	defer g.pmu.Unlock()
-	offs := make(map[int32]int64, len(g.parts))
-	for part, p := range g.parts {
+// commitOffsets returns, by Kafka topic, the offsets of held that may be committed. pmu is held.
+func (g *shareGroup) commitOffsets(held map[tp]*sharePart) offload.TopicOffsets {
+	offs := make(offload.TopicOffsets)
+	for part, p := range held {
 		if o, ok := p.commitOffset(); ok {
-			offs[part] = o
+			name := g.srv.kafkaTopicName(part.t)
+			if offs[name] == nil {
+				offs[name] = make(map[int32]int64)
+			}
+			offs[name][part.p] = o
 		}
 	}
 	return offs
 }
 
-// assigned runs on franz-go's group goroutine.
-func (g *shareGroup) assigned(parts []int32) {
+// committable runs on the group's commit goroutine.
+func (g *shareGroup) committable() offload.TopicOffsets {
 	g.pmu.Lock()
-	for _, part := range parts {
+	defer g.pmu.Unlock()
+	return g.commitOffsets(g.parts)
+}
+
+// keys returns the position keys of parts, leaving out topics this instance does not follow.
+func (g *shareGroup) keys(parts offload.TopicPartitions) []tp {
+	var out []tp
+	for name, ps := range parts {
+		t, ok := g.srv.kafkaTopicIndex(name)
+		if !ok {
+			continue
+		}
+		for _, p := range ps {
+			out = append(out, tp{t, p})
+		}
+	}
+	return out
+}
+
+// assigned runs on franz-go's group goroutine.
+func (g *shareGroup) assigned(parts offload.TopicPartitions) {
+	g.pmu.Lock()
+	for _, part := range g.keys(parts) {
 		if g.parts[part] == nil {
 			g.parts[part] = &sharePart{next: -1, pend: make(map[int64]struct{})}
 		}
@@ -572,10 +715,11 @@ func (g *shareGroup) assigned(parts []int32) {
 // revoked runs on franz-go's group goroutine before parts go to another instance (or the group is left):
 // reading them stops at once, then it waits up to revokeWait for their messages to be acknowledged — unless
 // no member is left to acknowledge them — and returns the offsets to commit.
-func (g *shareGroup) revoked(parts []int32) map[int32]int64 {
+func (g *shareGroup) revoked(parts offload.TopicPartitions) offload.TopicOffsets {
 	g.pmu.Lock()
-	held := make(map[int32]*sharePart, len(parts))
-	for _, part := range parts {
+	keys := g.keys(parts)
+	held := make(map[tp]*sharePart, len(keys))
+	for _, part := range keys {
 		if p := g.parts[part]; p != nil {
 			held[part] = p
 			delete(g.parts, part) // the reader stops delivering them; acks still land in held via completedHeld
@@ -599,12 +743,7 @@ func (g *shareGroup) revoked(parts []int32) map[int32]int64 {
 	g.pmu.Lock()
 	defer g.pmu.Unlock()
 	g.revoking = nil
-	offs := make(map[int32]int64, len(held))
-	for part, p := range held {
-		if o, ok := p.commitOffset(); ok {
-			offs[part] = o
-		}
-	}
+	offs := g.commitOffsets(held)
 	if n := len(held); n > 0 {
 		g.srv.debug("share group partitions revoked", "filter", g.key, "partitions", parts, "commit", offs)
 	}
@@ -612,9 +751,9 @@ func (g *shareGroup) revoked(parts []int32) map[int32]int64 {
 }
 
 // lost runs on franz-go's group goroutine when partitions were taken away without a commit.
-func (g *shareGroup) lost(parts []int32) {
+func (g *shareGroup) lost(parts offload.TopicPartitions) {
 	g.pmu.Lock()
-	for _, part := range parts {
+	for _, part := range g.keys(parts) {
 		delete(g.parts, part)
 	}
 	g.pmu.Unlock()
@@ -729,7 +868,7 @@ func (s *session) takeShared(g *shareGroup, dst []delivery) []delivery {
 // authorized): for the group it is completed. s.mu is held.
 func (d *delivery) shareDone() {
 	if d.share != nil && d.qos > 0 {
-		d.share.completed(d.part, d.off)
+		d.share.completed(tp{d.topic, d.part}, d.off)
 	}
 }
 

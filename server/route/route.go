@@ -405,3 +405,54 @@ func (t *Table) MatchesTemplate(name string) bool {
 	}
 	return false
 }
+
+// Overlaps reports whether some MQTT topic matches both the rule's filter and the MQTT topic filter f (a
+// subscription's: '+' and a trailing '#' are wildcards): whether records the rule routes can match f.
+func (r *Rule) Overlaps(f string) bool {
+	fl := strings.Split(f, "/")
+	for i := 0; ; i++ {
+		rEnd, fEnd := i >= len(r.levels), i >= len(fl)
+		rHash := !rEnd && r.levels[i].kind == hashLevel
+		fHash := !fEnd && fl[i] == "#"
+		if rHash || fHash {
+			// '#' matches what is left, none or more levels; in the first level, not a '$' topic.
+			if i == 0 {
+				return !(rHash && !fHash && fl[0] != "+" && strings.HasPrefix(fl[0], "$")) &&
+					!(fHash && !rHash && r.levels[0].kind == litLevel && strings.HasPrefix(r.levels[0].lit, "$"))
+			}
+			return true
+		}
+		if rEnd || fEnd {
+			return rEnd && fEnd
+		}
+		rWild, fWild := r.levels[i].kind != litLevel, fl[i] == "+"
+		switch {
+		case rWild && fWild:
+		case rWild:
+			if i == 0 && strings.HasPrefix(fl[0], "$") {
+				return false // [MQTT-4.7.2-1]
+			}
+		case fWild:
+			if i == 0 && strings.HasPrefix(r.levels[0].lit, "$") {
+				return false
+			}
+		case r.levels[i].lit != fl[i]:
+			return false
+		}
+	}
+}
+
+// MayHold reports whether the Kafka topic may hold records that a subscription to the MQTT topic filter f
+// receives: it is the default topic (which holds what no rule matches), or a rule that can produce its name
+// routes topics that can match f. A reader of f needs every Kafka topic for which it is true, and no other.
+func (t *Table) MayHold(f, kafkaTopic string) bool {
+	if kafkaTopic == t.def {
+		return true
+	}
+	for _, r := range t.rules {
+		if r.MatchesTemplate(kafkaTopic) && r.Overlaps(f) {
+			return true
+		}
+	}
+	return false
+}

@@ -136,3 +136,63 @@ func TestRouteAllocs(t *testing.T) {
 		t.Errorf("Route to a templated topic: %v allocations, want 1", n)
 	}
 }
+
+// Overlaps: some topic matches both the rule's filter and a subscription filter; MayHold: which Kafka topics a
+// subscription needs.
+func TestOverlapsMayHold(t *testing.T) {
+	cases := []struct {
+		rule, filter string
+		want         bool
+	}{
+		{"place/{site}/device/#>d-{site}", "place/#", true},
+		{"place/{site}/device/#>d-{site}", "place/a/device", true}, // '#' matches the parent level
+		{"place/{site}/device/#>d-{site}", "place/+/alarm", false},
+		{"place/{site}/device/#>d-{site}", "place", false},
+		{"place/{site}/device/#>d-{site}", "#", true},
+		{"place/{site}/device/#>d-{site}", "+/+/+/x/y", true},
+		{"place/+/alarm>alarms", "place/a/alarm", true},
+		{"place/+/alarm>alarms", "place/a/alarm/x", false},
+		{"place/+/alarm>alarms", "place/a", false},
+		{"place/+/alarm>alarms", "jobs/#", false},
+		{"#>all", "$SYS/x", false},  // [MQTT-4.7.2-1]
+		{"+/x>px", "$SYS/x", false}, // idem
+		{"$SYS/#>sys", "#", false},
+		{"$SYS/#>sys", "+/x", false},
+		{"$SYS/#>sys", "$SYS/x", true},
+		{"#>all", "#", true},
+		{"a>fixed", "a/#", true},
+		{"a/b>fixed", "a/+", true},
+		{"a/b>fixed", "a/c", false},
+	}
+	for _, c := range cases {
+		r, err := Parse(c.rule)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Overlaps(c.filter); got != c.want {
+			t.Errorf("%q overlaps %q: %v, want %v", c.rule, c.filter, got, c.want)
+		}
+	}
+	tbl, err := NewTable([]string{"place/{site}/device/#>devices-{site}", "place/+/alarm>alarms", "jobs/#>jobs"}, "msgs", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"place/#", "msgs", true},
+		{"place/#", "devices-a", true},
+		{"place/#", "alarms", true},
+		{"place/#", "jobs", false},
+		{"place/a/alarm", "devices-a", false},
+		{"jobs/+", "jobs", true},
+		{"jobs/+", "alarms", false},
+		{"other/#", "msgs", true},
+		{"other/#", "devices-x", false},
+	} {
+		if got := tbl.MayHold(c.filter, c.topic); got != c.want {
+			t.Errorf("MayHold(%q, %q) = %v, want %v", c.filter, c.topic, got, c.want)
+		}
+	}
+}
