@@ -49,6 +49,7 @@ type cfg struct {
 	healthTimeout   time.Duration
 
 	txnID        string        // "": no transactions (txn.go)
+	qos0Acks     int16         // -1 (all, the default): QoS 0 shares the main producer; 0 or 1: a second producer
 	txnTimeout   time.Duration // Kafka aborts a transaction left open this long
 	sasl         *saslCfg      // nil: no SASL (security.go)
 	tls          *tls.Config   // nil: plaintext
@@ -81,6 +82,7 @@ func defaults() cfg {
 		fetchMaxWait:    500 * time.Millisecond,
 		recentBytes:     64 << 20,
 		txnTimeout:      10 * time.Second,
+		qos0Acks:        -1,
 		healthTimeout:   10 * time.Second,
 	}
 }
@@ -145,6 +147,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("invalid max buffered records %d: must be positive", c.maxBufRecords)
 	case c.deliveryTimeout < time.Second:
 		return fmt.Errorf("invalid record delivery timeout %v: must be at least 1s", c.deliveryTimeout)
+	case c.qos0Acks < -1 || c.qos0Acks > 1:
+		return fmt.Errorf("invalid QoS 0 acks %d: want -1 (all), 0 or 1", c.qos0Acks)
 	case c.txnID != "" && c.txnTimeout < time.Second:
 		return fmt.Errorf("invalid transaction timeout %v: must be at least 1s", c.txnTimeout)
 	case c.dialTimeout < 100*time.Millisecond:
@@ -365,3 +369,10 @@ func Transactions(id string) Opt { return opt(func(c *cfg) { c.txnID = id }) }
 // instance's open transaction can hold back read_committed readers. Default 10 s; it must be within the
 // brokers' transaction.max.timeout.ms.
 func TransactionTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.txnTimeout = d }) }
+
+// QoS0Acks sets the acks level of QoS 0 messages' records: -1 (all, the default) writes them with every other
+// record on the main idempotent (or transactional) producer; 1 (the partition leader) or 0 (none) writes them
+// on a second producer client with that level, outside transactions. That client opens its own connections (a
+// produce connection per broker it writes to, and one for metadata): the instance's Kafka connections stay a
+// constant of its configuration, but go past the 3-per-broker budget by up to 2, so it is an explicit choice.
+func QoS0Acks(n int16) Opt { return opt(func(c *cfg) { c.qos0Acks = n }) }

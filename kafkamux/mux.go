@@ -36,7 +36,8 @@ type Mux struct {
 	cluster *kfake.Cluster // nil with external brokers
 	addr    string
 	cl      *kgo.Client
-	txn     *txnPump // nil without a transactional id
+	cl0     *kgo.Client // QoS 0 records at their own acks level (QoS0Acks); nil: they use cl
+	txn     *txnPump    // nil without a transactional id
 	adm     *kadm.Client
 	conns   *connTracker
 	rl      rateLimiter
@@ -115,6 +116,19 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 			return nil, err
 		}
 		m.txn = newTxnPump(m)
+	}
+	if c.qos0Acks != -1 {
+		acks := kgo.LeaderAck()
+		if c.qos0Acks == 0 {
+			acks = kgo.NoAck()
+		}
+		// Not watched by the connection tracker, which retires the main client's seed connections.
+		o := append(m.kgoOpts(brokers, false), kgo.ClientID(c.clientID+"-qos0"), kgo.RequiredAcks(acks),
+			kgo.DisableIdempotentWrite())
+		if m.cl0, err = kgo.NewClient(o...); err != nil {
+			cl.Close()
+			return nil, fmt.Errorf("cannot create the Kafka client of QoS 0 records: %w", err)
+		}
 	}
 	m.adm = kadm.NewClient(cl)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
@@ -268,6 +282,16 @@ func (m *Mux) Produce(ctx context.Context, r *kgo.Record, done func(*kgo.Record,
 	m.cl.TryProduce(ctx, r, done)
 }
 
+// ProduceQoS0 is Produce for the records of a QoS 0 message: on the client with the QoS 0 acks level when
+// QoS0Acks set one (outside transactions: a QoS 0 message is written at most once anyway), else Produce.
+func (m *Mux) ProduceQoS0(ctx context.Context, r *kgo.Record, done func(*kgo.Record, error)) {
+	if m.cl0 == nil {
+		m.Produce(ctx, r, done)
+		return
+	}
+	m.cl0.TryProduce(ctx, r, done)
+}
+
 // Flush waits until every buffered record is acknowledged or failed, or ctx
 // is done.
 func (m *Mux) Flush(ctx context.Context) error {
@@ -304,6 +328,12 @@ func (m *Mux) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.closeTimeout)
 		if m.txn != nil {
 			m.txn.close(ctx) // commits what is pending
+		}
+		if m.cl0 != nil {
+			if err := m.cl0.Flush(ctx); err != nil {
+				m.log.Warn("QoS 0 records not flushed at close", "err", err)
+			}
+			m.cl0.Close()
 		}
 		if err := m.cl.Flush(ctx); err != nil {
 			m.log.Warn("Kafka producer not flushed at close; failing buffered records", "err", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func produceSync(t testing.TB, m *Mux, r *kgo.Record) *kgo.Record {
@@ -586,5 +587,41 @@ func TestConnectionsOverTime(t *testing.T) {
 	t.Logf("max connections %d, parked seed connections %d", maxConns, m.conns.parked.Load())
 	if maxConns > 3 {
 		t.Fatalf("%d connections, budget 3", maxConns)
+	}
+}
+
+// With a QoS 0 acks level, QoS 0 records go to Kafka at that level on their own client, the others stay
+// acks=all; both are stored.
+func TestQoS0Acks(t *testing.T) {
+	m := newMux(t, QoS0Acks(1))
+	var mu sync.Mutex
+	acks := map[int16]int{}
+	c := m.Cluster()
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		acks[req.(*kmsg.ProduceRequest).Acks]++
+		mu.Unlock()
+		return nil, nil, false
+	})
+	errc := make(chan error, 2)
+	m.ProduceQoS0(context.Background(), &kgo.Record{Topic: m.MessagesTopic(), Key: []byte("q0"), Value: []byte("fast")},
+		func(_ *kgo.Record, err error) { errc <- err })
+	m.Produce(context.Background(), &kgo.Record{Topic: m.MessagesTopic(), Key: []byte("q1"), Value: []byte("safe")},
+		func(_ *kgo.Record, err error) { errc <- err })
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no ack")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if acks[1] == 0 || acks[-1] == 0 {
+		t.Fatalf("produce requests by acks level: %v; want some with acks=1 (QoS 0) and some with acks=-1", acks)
 	}
 }

@@ -116,7 +116,11 @@ func (l *Lane) TryPublishRouted(msg *Message, rt Route, sessKey string, sessValu
 
 	start := time.Now() // produce latency, carried by the closure that exists anyway (kafkamux.Mux.ProduceLatency)
 	if recs == 1 {
-		l.o.mux.Produce(context.Background(), r, func(_ *kafkamux.Record, err error) {
+		produce := l.o.mux.Produce
+		if msg.QoS == 0 {
+			produce = l.o.mux.ProduceQoS0 // the QoS 0 acks level, when one is set (kafkamux.QoS0Acks)
+		}
+		produce(context.Background(), r, func(_ *kafkamux.Record, err error) {
 			l.o.latMessages.Observe(time.Since(start))
 			l.release(1, size, err != nil)
 			l.finish(err, done)
@@ -132,6 +136,12 @@ func (l *Lane) TryPublishRouted(msg *Message, rt Route, sessKey string, sessValu
 	}
 	if sr != nil {
 		batch = append(batch, sr)
+	}
+	if msg.QoS == 0 && sr == nil {
+		for _, b := range batch {
+			l.o.mux.ProduceQoS0(context.Background(), b, p.complete)
+		}
+		return nil
 	}
 	l.o.mux.ProduceTogether(batch, p.complete)
 	return nil

@@ -9,6 +9,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferrymq/ferry/kafkamux"
 )
 
 // Every MQTT PUBLISH is a record on the messages topic: key = topic, value = payload, headers = properties.
@@ -134,4 +136,29 @@ func TestThousandPublishers(t *testing.T) {
 		t.Fatalf("Kafka connections grew from %d to %d with %d MQTT clients", before, during, clients)
 	}
 	t.Logf("Kafka connections: %d before, %d with %d MQTT clients", before, during, clients)
+}
+
+// With a QoS 0 acks level, QoS 0 messages travel on their own producer client and still reach subscribers;
+// QoS 1 messages keep acks=all and their PUBACK.
+func TestQoS0OwnAcksLevel(t *testing.T) {
+	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir(""), kafkamux.QoS0Acks(1)}, nil)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = f.srv.Stop(ctx)
+		f.mux.Close()
+	}()
+	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "q0-sub", CleanStart: true})
+	sub.sub(t, paho.SubscribeOptions{Topic: "q0/#", QoS: 1})
+	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "q0-pub", CleanStart: true})
+	pub.pub(t, &paho.Publish{Topic: "q0/a", QoS: 0, Payload: []byte("fast")})
+	pub.pub(t, &paho.Publish{Topic: "q0/b", QoS: 1, Payload: []byte("safe")})
+	got := map[string]bool{}
+	for i := 0; i < 2; i++ {
+		m := sub.next(t)
+		got[string(m.Payload)] = true
+	}
+	if !got["fast"] || !got["safe"] {
+		t.Fatalf("received %v", got)
+	}
 }

@@ -52,7 +52,7 @@ func addKafkaFlags(fs *flag.FlagSet, k *kafkaConfig) {
 	fs.StringVar(&k.compression, "kafka-compression", "auto", "produce compression: auto (none embedded, snappy external), none, gzip, snappy, lz4 or zstd")
 	fs.DurationVar(&k.linger, "kafka-linger", 0, "how long the producer waits to fill a batch (0 = send at once; batches still form under load)")
 	fs.IntVar(&k.batchBytes, "kafka-batch-bytes", 0, "max bytes of one record batch before compression (0 = 1000012); must exceed the largest record")
-	fs.StringVar(&k.qos0Acks, "kafka-qos0-acks", "all", "Kafka acks for QoS 0 records: all (the only value: see docs/operations.md)")
+	fs.StringVar(&k.qos0Acks, "kafka-qos0-acks", "all", "Kafka acks for QoS 0 records: all (with every other record), 1 (leader) or 0 (none) on a second producer client with up to 2 more connections per broker (docs/operations.md)")
 	fs.StringVar(&k.clientID, "kafka-client-id", "ferry", "Kafka client id (broker logs, quotas, ACL audit)")
 	fs.BoolVar(&k.createTopics, "kafka-create-topics", true, "create missing topics at start; false = a missing topic is an error")
 	fs.IntVar(&k.replication, "kafka-replication-factor", -1, "replication factor of the topics Ferry creates (-1 = the brokers' default)")
@@ -121,12 +121,11 @@ func (k *kafkaConfig) validate(external bool) error {
 		return fmt.Errorf("invalid --kafka-linger %v: want 0 to 1m", k.linger)
 	case k.batchBytes != 0 && (k.batchBytes < 1024 || k.batchBytes > 1<<30):
 		return fmt.Errorf("invalid --kafka-batch-bytes %d: want 0 (franz-go's 1000012) or 1024 to 1073741824", k.batchBytes)
-	case k.qos0Acks != "all":
-		// One idempotent producer (acks=all, which idempotence requires) writes every record; franz-go sets acks
-		// per client, so other acks for QoS 0 need a second producer client: two more connections per broker,
-		// over the budget of three (DESIGN §6).
-		return fmt.Errorf("invalid --kafka-qos0-acks %s: want all (QoS 0 records share the idempotent acks=all producer; "+
-			"another acks level would need a second producer and break the budget of 3 Kafka connections per broker)", k.qos0Acks)
+	case k.qos0Acks != "all" && k.qos0Acks != "1" && k.qos0Acks != "0":
+		// One idempotent producer (acks=all, which idempotence and transactions require) writes every record;
+		// franz-go sets acks per client, so 1 or 0 for QoS 0 means a second producer client: up to two more
+		// connections per broker, past the budget of three (DESIGN §6) — the operator's explicit choice.
+		return fmt.Errorf("invalid --kafka-qos0-acks %s: want all, 1 or 0", k.qos0Acks)
 	case k.clientID == "":
 		return fmt.Errorf("invalid --kafka-client-id: empty")
 	case k.replication == 0 || k.replication < -1 || k.replication > 32767:
@@ -169,6 +168,12 @@ func (k *kafkaConfig) kafkaOpts() []kafkamux.Opt {
 	}
 	if c, ok := codecs[k.compression]; ok {
 		o = append(o, kafkamux.ProduceCompression(c))
+	}
+	switch k.qos0Acks {
+	case "1":
+		o = append(o, kafkamux.QoS0Acks(1))
+	case "0":
+		o = append(o, kafkamux.QoS0Acks(0))
 	}
 	if k.saslMechanism != "" {
 		o = append(o, kafkamux.SASL(k.saslMechanism, k.saslUser, k.password))
