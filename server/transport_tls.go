@@ -321,7 +321,15 @@ func (l *tlsLayer) release(t *transport) {
 
 // handshake runs on a handshake goroutine (hsLimiter) and hands tls.Conn back to the loop when it ends.
 func (l *tlsLayer) handshake(h *hsLimiter) {
-	l.wrote = func(gnet.Conn, error) error { l.pendingW.Add(-1); return nil }
+	l.wrote = func(c gnet.Conn, _ error) error {
+		// The last of the handshake's records is out. If the loop found them still queued when bytes came,
+		// those bytes wait in the pipe: wake it so it takes the connection over and reads them now, not at
+		// the client's next packet.
+		if l.pendingW.Add(-1) == 0 && l.state.Load() == hsDone {
+			_ = c.Wake(nil)
+		}
+		return nil
+	}
 	l.pipe.hs = h
 	h.cpuTake()
 	l.pipe.busy = true
