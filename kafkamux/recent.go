@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"sort"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -68,10 +69,8 @@ func (r *recent) add(p int32, off int64, msg *Message, wire int) {
 	if off < pc.next {
 		return // a re-delivery after a reader reset: already covered
 	}
-	if off > pc.next && pc.next != pc.from {
-		// Offsets between next and off were never seen (they were skipped by the client): keep covering; the
-		// window's contract is about what the reader handed on, which is what this reports.
-	}
+	// Offsets between next and off, if any, were never handed on (the client skipped them): the window still
+	// covers them, as its contract is about what the reader handed on.
 	pc.next = off + 1
 	if msg == nil {
 		return
@@ -79,17 +78,16 @@ func (r *recent) add(p int32, off int64, msg *Message, wire int) {
 	size := recentOverhead + wire
 	pc.recs = append(pc.recs, recentRec{off: off, msg: msg, size: size})
 	pc.bytes += size
+	// Slots before head are never written again: a scan may still be reading them through the slice it took
+	// (scan runs its callback without the lock). Evicted records are let go when the live ones move to a fresh
+	// array, once a quarter of the slots are evicted ones.
 	for pc.bytes > r.perPart && pc.head < len(pc.recs)-1 {
-		old := pc.recs[pc.head]
-		pc.bytes -= old.size
-		pc.recs[pc.head] = recentRec{}
+		pc.bytes -= pc.recs[pc.head].size
 		pc.head++
 		pc.from = pc.recs[pc.head].off
 	}
-	if pc.head > 1024 && pc.head > len(pc.recs)/2 {
-		n := copy(pc.recs, pc.recs[pc.head:])
-		clear(pc.recs[n:])
-		pc.recs, pc.head = pc.recs[:n], 0
+	if pc.head > 256 && pc.head >= len(pc.recs)/4 {
+		pc.recs, pc.head = append(make([]recentRec, 0, 2*(len(pc.recs)-pc.head)), pc.recs[pc.head:]...), 0
 	}
 }
 
@@ -105,19 +103,11 @@ func (r *recent) scan(p int32, from, to int64, fn func(int64, *Message) error) (
 		r.mu.RUnlock()
 		return from, nil
 	}
-	// Copy the slice header: the records themselves are immutable once added.
+	// The slice header is copied under the lock; add never writes to slots it already filled, so the records
+	// stay valid while fn runs without the lock (it may wait for a session's queue).
 	recs := pc.recs[pc.head:]
 	r.mu.RUnlock()
-	i := 0
-	for lo, hi := 0, len(recs); lo < hi; {
-		mid := (lo + hi) / 2
-		if recs[mid].off < from {
-			lo = mid + 1
-		} else {
-			hi = mid
-		}
-		i = lo
-	}
+	i := sort.Search(len(recs), func(k int) bool { return recs[k].off >= from })
 	for ; i < len(recs) && recs[i].off < to; i++ {
 		if err := fn(recs[i].off, recs[i].msg); err != nil {
 			return recs[i].off, err

@@ -67,12 +67,17 @@ func (f *flight) ack(id uint16, want, next outState) bool {
 	}
 	e.state = next
 	if next == outDone {
-		delete(f.ids, id)
-		e.d = delivery{}
-		f.pending--
+		f.drop(e)
 		f.compact()
 	}
 	return true
+}
+
+// drop marks an entry done and forgets its packet id and delivery; the caller compacts. s.mu is held.
+func (f *flight) drop(e *outFlight) {
+	delete(f.ids, e.id)
+	e.state, e.d = outDone, delivery{}
+	f.pending--
 }
 
 // compact drops done entries from the head, and moves the live ones down once the dead prefix is large.

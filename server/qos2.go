@@ -74,12 +74,7 @@ func (c *conn) qos2Stored(r *pubReq) {
 	srv := c.l.srv
 	srv.store.setQoS2(c.sess.id, r.id, true)
 	if !r.q2Txn {
-		srv.off.PutSession(qos2Key(c.sess.id, r.id), qos2Value(), func(err error) {
-			if err != nil {
-				srv.metrics.kafkaErrors.Add(1)
-				srv.warn("cannot record a QoS 2 packet id in the sessions topic", "client", c.sess.id, "err", err)
-			}
-		})
+		srv.store.write(qos2Key(c.sess.id, r.id), qos2Value())
 	}
 }
 
@@ -94,7 +89,13 @@ func (c *conn) qos2Released(pid uint16) {
 			srv.metrics.kafkaErrors.Add(1)
 			srv.warn("cannot release a QoS 2 packet id in the sessions topic", "client", sess.id, "err", err)
 			sess.mu.Lock()
-			sess.flights().qos2In[pid] = struct{}{} // a PUBREL sent again finds it
+			if !sess.ended { // a discarded session is gone with its packet ids
+				fl := sess.flights()
+				if fl.qos2In == nil {
+					fl.qos2In = make(map[uint16]struct{})
+				}
+				fl.qos2In[pid] = struct{}{} // a PUBREL sent again finds it
+			}
 			sess.mu.Unlock()
 		}
 		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {

@@ -494,9 +494,7 @@ func (s *session) takeShared(g *shareGroup, dst []delivery) []delivery {
 				d := e.d
 				d.resendID, d.released = 0, false
 				dst = append(dst, d)
-				delete(f.ids, e.id)
-				e.state, e.d = outDone, delivery{}
-				f.pending--
+				f.drop(e) // not acked: the group is not told it completed (flight.ack would)
 			}
 		}
 		f.compact()

@@ -309,6 +309,11 @@ func (st *store) put(kind, id string, v any) {
 		}
 		st.mu.Unlock()
 	}
+	st.write(key, value)
+}
+
+// write produces one sessions-topic record by its full key; a failure is counted and logged.
+func (st *store) write(key string, value []byte) {
 	st.srv.off.PutSession(key, value, func(err error) {
 		if err != nil {
 			st.srv.metrics.kafkaErrors.Add(1)
@@ -330,7 +335,7 @@ func (st *store) forget(id string, all bool) {
 	}
 	st.mu.Unlock()
 	for pid := range q2 {
-		st.srv.off.PutSession(qos2Key(id, pid), nil, func(error) {})
+		st.write(qos2Key(id, pid), nil)
 	}
 	if all || hasSess {
 		st.put(kindSession, id, nil)
