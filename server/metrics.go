@@ -61,8 +61,8 @@ type Metrics struct {
 
 // listenerMetrics are the connection counters of one listener.
 type listenerMetrics struct {
-	name    string // as configured, e.g. tcp://0.0.0.0:1883
-	ip      net.IP // nil: any address (0.0.0.0, ::, or a host name)
+	name    string   // as configured, e.g. tcp://0.0.0.0:1883
+	ips     []net.IP // the addresses it listens on; none: any address (0.0.0.0, ::)
 	port    int
 	opened  atomic.Uint64
 	current atomic.Int64
@@ -78,15 +78,22 @@ func (m *Metrics) initListeners(listeners []string) {
 		if u, err := url.Parse(l); err == nil {
 			host, port, _ := net.SplitHostPort(u.Host)
 			lm.port, _ = strconv.Atoi(port)
-			if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-				lm.ip = ip
+			if ip := net.ParseIP(host); ip != nil {
+				if !ip.IsUnspecified() {
+					lm.ips = []net.IP{ip}
+				}
+			} else if host != "" {
+				lm.ips, _ = net.LookupIP(host) // a host name: the addresses the listener is bound to
 			}
 		}
 	}
 }
 
 // listenerOf returns the index of the listener that accepted a connection, from gnet's local address (the
-// listener's own address). With one listener, or none matching (port 0), it is 0.
+// listener's own address): a listener bound to that very address first, then one bound to any address on the
+// port. OnOpen builds the connection's transport from it, so it must be exact: cfg.validate refuses what
+// could not be told apart (port 0 or more than 256 listeners, when there are several). With one listener it
+// is 0.
 func (m *Metrics) listenerOf(local net.Addr) int {
 	if len(m.listeners) < 2 {
 		return 0
@@ -95,13 +102,25 @@ func (m *Metrics) listenerOf(local net.Addr) int {
 	if !ok {
 		return 0
 	}
+	any := -1
 	for i := range m.listeners {
 		l := &m.listeners[i]
-		if l.port == a.Port && (l.ip == nil || l.ip.Equal(a.IP)) && i <= 255 { // conn.listener is a byte
-			return i
+		if l.port != a.Port {
+			continue
+		}
+		if len(l.ips) == 0 {
+			if any < 0 {
+				any = i
+			}
+			continue
+		}
+		for _, ip := range l.ips {
+			if ip.Equal(a.IP) {
+				return i
+			}
 		}
 	}
-	return 0
+	return max(any, 0)
 }
 
 // Why a connection ended, for ferry_connections_closed_total{reason}.

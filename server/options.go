@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/ferrymq/ferry/server/auth"
@@ -99,10 +100,17 @@ func (c *cfg) validate() error {
 	if len(c.listeners) == 0 {
 		return errors.New("no MQTT listener configured (use --mqtt tcp://host:port)")
 	}
+	if len(c.listeners) > 256 {
+		return fmt.Errorf("%d MQTT listeners: at most 256", len(c.listeners))
+	}
 	for _, l := range c.listeners {
 		ls, err := parseListener(l)
 		if err != nil {
 			return err
+		}
+		if len(c.listeners) > 1 && strings.HasSuffix(ls.addr, ":0") {
+			// A connection is matched to its listener by its local address: a random port cannot be told apart.
+			return fmt.Errorf("invalid MQTT listener %q: port 0 is allowed only with a single listener", l)
 		}
 		if ls.tls && (c.tlsCert == "" || c.tlsKey == "") {
 			return fmt.Errorf("invalid MQTT listener %q: TLS needs a certificate and its key (--tls-cert and --tls-key)", l)

@@ -147,3 +147,23 @@ func TestProxyProtocolUntrustedPeer(t *testing.T) {
 	r.send([]byte(fmt.Sprintf("PROXY TCP4 198.51.100.1 127.0.0.1 1234 %d\r\n", 1883)))
 	r.expectClosed()
 }
+
+// Two listeners on one port, told apart by address: a host name listener is matched by the addresses it
+// resolves to, so each connection gets its own listener's transport whatever the order of the listeners.
+func TestListenersToldApartByAddress(t *testing.T) {
+	port := strconv.Itoa(freePort(t))
+	startFerry(t, server.Listen("tcp://localhost:"+port+"?proxy=true"), server.Listen("tcp://127.0.0.2:"+port))
+	plain := dialRaw(t, "127.0.0.2:"+port)
+	plain.connect(5, "plain-on-127.0.0.2") // no PROXY header: this listener has none
+	proxied := dialRaw(t, "127.0.0.1:"+port)
+	proxied.send([]byte("PROXY TCP4 192.0.2.9 127.0.0.1 4000 " + port + "\r\n"))
+	proxied.connect(5, "proxied-on-localhost")
+}
+
+// With several listeners, port 0 cannot be matched to a listener and is refused.
+func TestListenerPortZeroNeedsSingleListener(t *testing.T) {
+	if err := server.CheckOptions(server.Listen("tcp://127.0.0.1:0"), server.Listen("tcp://127.0.0.1:1884")); err == nil ||
+		!strings.Contains(err.Error(), "port 0") {
+		t.Fatalf("got %v, want an error about port 0", err)
+	}
+}
