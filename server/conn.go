@@ -275,8 +275,18 @@ func (c *conn) protocolError(err error) {
 
 // sendDisconnect writes a v5 DISCONNECT. Runs on the loop.
 func (c *conn) sendDisconnect(reason mqttcodec.ReasonCode, why string) {
+	c.sendDisconnectRef(reason, why, "")
+}
+
+// sendDisconnectRef writes a v5 DISCONNECT with a Server Reference naming where to go (none when ref is empty),
+// as long as it fits the client's Maximum Packet Size. Runs on the loop.
+func (c *conn) sendDisconnectRef(reason mqttcodec.ReasonCode, why, ref string) {
 	var d mqttcodec.Disconnect
 	d.Reason = reason
+	if ref != "" && (c.clientMaxPacket == 0 || len(ref)+len(why)+32 <= int(c.clientMaxPacket)) {
+		d.Props.ServerReference = []byte(ref)
+		d.Props.Set(mqttcodec.PropServerReference)
+	}
 	if why != "" && c.reasonStringFits(len(why)) {
 		d.Props.ReasonString = []byte(why)
 		d.Props.Set(mqttcodec.PropReasonString)

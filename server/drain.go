@@ -63,7 +63,7 @@ func (c *conn) shutDown() {
 		if c.version >= mqttcodec.Version5 && c.phase == phaseConnected {
 			if ref := c.drainTarget(); ref != "" {
 				// With redirect, the client is sent to the instance that owns its shard now (redirect.go).
-				c.sendDisconnectRef(mqttcodec.UseAnotherServer, ref)
+				c.sendDisconnectRef(mqttcodec.UseAnotherServer, "", ref)
 				c.l.srv.metrics.limits.drainRedirects.Add(1)
 			} else {
 				c.sendDisconnect(mqttcodec.ServerShuttingDown, "server shutting down")

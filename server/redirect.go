@@ -251,15 +251,6 @@ func (c *conn) drainTarget() string {
 	return addr
 }
 
-// sendDisconnectRef writes a v5 DISCONNECT with a Server Reference. Runs on the loop.
-func (c *conn) sendDisconnectRef(reason mqttcodec.ReasonCode, ref string) {
-	var d mqttcodec.Disconnect
-	d.Reason = reason
-	d.Props.ServerReference = []byte(ref)
-	d.Props.Set(mqttcodec.PropServerReference)
-	c.l.out = mqttcodec.AppendDisconnect(c.l.out, &d, c.version)
-}
-
 // announceDraining writes this instance's heartbeat marked draining and waits (up to a second) until it has
 // read it back from the sessions topic — the others read it at about the same time — so clients the drain
 // sends away are not sent back here. Only with redirect configured.

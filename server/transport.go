@@ -231,8 +231,10 @@ func (t *transport) writeBelow(i int, p []byte) {
 	if len(p) > 0 {
 		_, _ = t.c.gc.Write(p)
 	}
+	// One buffer per loop: keep it up to a largest packet and its framing, so large messages do not allocate
+	// on every write; a larger one (a burst of acks and deliveries in one flush) is let go.
 	for k := range scr {
-		if cap(scr[k]) > pullChunk {
+		if cap(scr[k]) > t.c.l.srv.cfg.maxPacketSize+pullChunk {
 			scr[k] = nil
 		}
 	}
