@@ -295,6 +295,16 @@ func (m *Mux) ProduceQoS0(ctx context.Context, r *kgo.Record, done func(*kgo.Rec
 // Flush waits until every buffered record is acknowledged or failed, or ctx
 // is done.
 func (m *Mux) Flush(ctx context.Context) error {
+	if m.txn != nil {
+		if err := m.txn.flush(ctx); err != nil {
+			return fmt.Errorf("cannot flush Kafka transactions: %w", err)
+		}
+	}
+	if m.cl0 != nil {
+		if err := m.cl0.Flush(ctx); err != nil {
+			return fmt.Errorf("cannot flush the QoS 0 producer: %w", err)
+		}
+	}
 	if err := m.cl.Flush(ctx); err != nil {
 		return fmt.Errorf("cannot flush Kafka producer: %w", err)
 	}

@@ -56,6 +56,19 @@ type txnPump struct {
 	// pump-owned
 	batch []txnItem
 	txns  atomic.Uint64 // transactions committed, for tests and metrics
+	busy  atomic.Bool   // a transaction is being written or ended
+}
+
+// flush waits until every record handed over so far is committed or failed, or ctx ends.
+func (p *txnPump) flush(ctx context.Context) error {
+	for p.buffered() > 0 || p.busy.Load() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 func newTxnPump(m *Mux) *txnPump {
@@ -124,12 +137,14 @@ func (p *txnPump) run() {
 			if max := p.m.cfg.maxBufRecords; n > max {
 				n = max // the producer buffers no more than this: the rest waits for the next transaction
 			}
+			p.busy.Store(true) // under mu with the swap: flush never sees neither pending nor busy
 			p.batch = append(p.batch[:0], p.pending[:n]...)
 			rest := copy(p.pending, p.pending[n:])
 			clear(p.pending[rest:])
 			p.pending = p.pending[:rest]
 			p.mu.Unlock()
 			p.transact()
+			p.busy.Store(false)
 		}
 	}
 }

@@ -233,3 +233,22 @@ func TestCaughtUpPastCrashAbortedTail(t *testing.T) {
 		t.Fatal("never caught up: the reader waits for records of a transaction the crash aborted")
 	}
 }
+
+// Flush returns once every record handed over is committed: a read_committed reader sees them all at once.
+func TestTransactionsFlush(t *testing.T) {
+	m := newMux(t, Transactions("ferry-flush-test"))
+	for i := 0; i < 300; i++ {
+		m.Produce(context.Background(), &kgo.Record{Topic: m.MessagesTopic(), Key: []byte("f/x"), Value: []byte(fmt.Sprint(i))}, nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.txn.buffered(); n != 0 || m.txn.busy.Load() {
+		t.Fatalf("after Flush: %d records pending, busy %v", n, m.txn.busy.Load())
+	}
+	if seen := readCommitted(t, m.Addr(), m.MessagesTopic(), 300); len(seen) != 300 {
+		t.Fatalf("%d records committed after Flush, want 300", len(seen))
+	}
+}
