@@ -54,11 +54,12 @@ type Server struct {
 	draining  atomic.Bool
 	stopSaver context.CancelFunc
 
-	eng     gnet.Engine
-	booted  chan struct{}
-	stopped chan error
-	warnLim rateLimiter
-	events  eventLimiter // connection-event log lines (debug)
+	eng       gnet.Engine
+	procsHeld int // Ps reserved for the loops while they run (procs.go)
+	booted    chan struct{}
+	stopped   chan error
+	warnLim   rateLimiter
+	events    eventLimiter // connection-event log lines (debug)
 }
 
 // New builds a Server that hands messages to off. Call Start to listen.
@@ -143,6 +144,10 @@ func (s *Server) Start() error {
 	for i := range s.specs {
 		addrs[i] = s.specs[i].addr
 	}
+	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
+	// connections) always has one (procs.go).
+	procs.reserve(s.cfg.eventLoops)
+	s.procsHeld = s.cfg.eventLoops
 	go func() {
 		s.stopped <- gnet.Rotate(s, addrs,
 			gnet.WithMulticore(true),
@@ -158,6 +163,7 @@ func (s *Server) Start() error {
 	case <-s.booted:
 		return nil
 	case err := <-s.stopped:
+		s.releaseProcs()
 		if err == nil {
 			err = errors.New("event loops stopped at once")
 		}
@@ -179,10 +185,17 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	select {
 	case <-s.stopped:
+		s.releaseProcs()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	return nil
+}
+
+// releaseProcs gives back the Ps reserved for the loops once they have ended (procs.go).
+func (s *Server) releaseProcs() {
+	procs.release(s.procsHeld)
+	s.procsHeld = 0
 }
 
 // Metrics returns the server's counters.
