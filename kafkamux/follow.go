@@ -303,6 +303,7 @@ func (m *Mux) read() {
 			}
 		})
 		fs := *m.followers.Load()
+		fetched := time.Now().UnixNano() // one clock read per poll: the records' "received" time (Message.Fetched)
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			f := fs[ftp.Topic]
 			if f == nil || len(ftp.Records) == 0 {
@@ -319,6 +320,9 @@ func (m *Mux) read() {
 					continue
 				}
 				msg, err := MessageFromRecord(r)
+				if err == nil {
+					msg.Fetched = fetched
+				}
 				if ftp.Topic == m.cfg.topicMessages {
 					cached := msg
 					if err != nil {

@@ -65,6 +65,9 @@ type Message struct {
 	ExpiresAt        time.Time  // absolute message-expiry deadline; zero = none
 	UserProps        []UserProp // MQTT 5 user properties, order and repeats kept
 	Timestamp        time.Time  // record timestamp (read side only; ignored when writing)
+	// Fetched is when the shared reader received the record, in Unix nanoseconds (read side only; 0 when the
+	// message did not come through a follower): the start of a delivery's "write" latency stage.
+	Fetched int64
 }
 
 // UserProp is one MQTT 5 user property.

@@ -38,7 +38,7 @@ func (a *aggDelivery) delivery(m *offload.Message, k tp, off int64) (delivery, b
 	if !a.any {
 		return delivery{}, false
 	}
-	return delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap, topic: k.t, part: k.p, off: off, subIDs: a.subIDs}, true
+	return delivery{msg: m, qos: min(a.qos, m.QoS), retain: m.Retain && a.rap, topic: k.t, part: k.p, off: off, subIDs: a.subIDs, live: true}, true
 }
 
 // onRecord fans one record of the messages topic out to the local sessions whose subscriptions match it. It
@@ -52,6 +52,9 @@ func (s *Server) onRecord(part int32, off int64, m *offload.Message) {
 // reader's goroutine.
 func (s *Server) deliverRecord(t uint16, part int32, off int64, m *offload.Message) {
 	s.metrics.recordsIn.Add(1)
+	if m.Fetched != 0 && !m.Timestamp.IsZero() {
+		s.metrics.delStage[stageRead].Observe(time.Duration(m.Fetched - m.Timestamp.UnixNano()))
+	}
 	skip := s.rt != nil && !s.rt.tbl.RoutesTo(m.Topic, s.rt.name(t))
 	k := tp{t, part}
 	s.matchMu.Lock()
@@ -118,6 +121,7 @@ func (c *conn) drain() {
 		return
 	}
 	now := time.Now()
+	var wall int64 // now in Unix nanoseconds, read once a live delivery is written
 	budget := c.l.srv.cfg.outboundBudget
 	for sess.queue.len() > 0 {
 		if c.gc.OutboundBuffered()+len(c.l.out) >= budget {
@@ -146,6 +150,12 @@ func (c *conn) drain() {
 		}
 		if d.qos > 0 {
 			sess.fl.add(id, *d, outPublished)
+		}
+		if d.live && d.msg.Fetched != 0 {
+			if wall == 0 {
+				wall = now.UnixNano()
+			}
+			c.l.srv.metrics.delStage[stageWrite].Observe(time.Duration(wall - d.msg.Fetched))
 		}
 		c.l.srv.metrics.publishesOut[d.qos].Add(1) // before pop, which clears *d
 		sess.queue.pop()

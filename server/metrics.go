@@ -54,9 +54,11 @@ type Metrics struct {
 	routeRefused      [routeReasons]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
 	misrouted         atomic.Uint64               // records read from a Kafka topic their MQTT topic does not route to
 
-	listeners []listenerMetrics // by the index of the listener in the configuration
-	loopLag   offload.Histogram // how late each loop ran its one-second tick
-	stopping  atomic.Bool       // Stop was called: connections the engine closes end by "server_shutdown"
+	listeners []listenerMetrics                 // by the index of the listener in the configuration
+	loopLag   offload.Histogram                 // how late each loop ran its one-second tick
+	pubStage  [pubStages]offload.Histogram      // where a QoS 1/2 PUBLISH's time goes (stages.go)
+	delStage  [deliveryStages]offload.Histogram // where a delivery's time goes (stages.go)
+	stopping  atomic.Bool                       // Stop was called: connections the engine closes end by "server_shutdown"
 }
 
 // listenerMetrics are the connection counters of one listener.

@@ -36,9 +36,12 @@ type pubReq struct {
 	deny    mqttcodec.ReasonCode // reqDenied: the v5 reason of its ack
 	denyWhy string
 	route   offload.Route // where the record goes (routing.go); zero = the messages topic
-	state   atomic.Uint32
-	err     error
-	doneFn  func(error)
+	// monoNow timestamps of the publish stages (stages.go): decoded on the loop, handed to the producer,
+	// acknowledged by Kafka (written by the Kafka callback before the state swap that publishes it)
+	decoded, handed, acked int64
+	state                  atomic.Uint32
+	err                    error
+	doneFn                 func(error)
 }
 
 var pubPool sync.Pool
@@ -74,6 +77,8 @@ func (r *pubReq) complete(err error) {
 		return
 	}
 	c := r.c // read before the swap: once it succeeds, the loop may release r at any moment
+	r.acked = monoNow()
+	c.l.srv.metrics.pubStage[stageKafka].Observe(time.Duration(r.acked - r.handed))
 	next := reqAcked
 	if err != nil {
 		next = reqFailed
@@ -152,6 +157,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 
 	r := acquirePub()
 	r.c, r.id, r.qos, r.route = c, p.PacketID, p.QoS, rt
+	r.decoded = monoNow()
 	r.buf = append(r.buf[:0], topic...)
 	r.buf = append(r.buf, p.Payload...)
 	m := &r.msg
@@ -168,6 +174,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	}
 	r.q2Txn = c.qos2InTxn(r)
 	r.state.Store(reqInKafka)
+	r.handed = r.decoded // set before the hand-off: the callback may run before tryPublish returns
 	if err := c.tryPublish(r); err != nil {
 		if !errors.Is(err, offload.ErrFull) {
 			releasePub(r)
@@ -176,6 +183,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 		return c.queueOrDrop(r)
 	}
 	if p.QoS > 0 {
+		srv.metrics.pubStage[stageQueued].Observe(0)
 		c.pubq = append(c.pubq, r)
 		c.pauseIfFull()
 	}
@@ -237,11 +245,14 @@ func (c *conn) retryWaiting() {
 			continue
 		}
 		r.state.Store(reqInKafka)
+		handed := monoNow()
+		r.handed = handed
 		if err := c.tryPublish(r); err != nil {
 			r.state.Store(reqWaiting)
 			c.l.block(c)
 			return
 		}
+		c.l.srv.metrics.pubStage[stageQueued].Observe(time.Duration(handed - r.decoded))
 		c.nWaiting--
 	}
 }
@@ -255,6 +266,7 @@ func (c *conn) flushAcks() {
 	if !c.blocked && c.nWaiting > 0 {
 		c.retryWaiting()
 	}
+	now := monoNow()
 	for int(c.pubqHead) < len(c.pubq) && !c.closed {
 		r := c.pubq[int(c.pubqHead)]
 		st := r.state.Load()
@@ -291,6 +303,9 @@ func (c *conn) flushAcks() {
 			c.writeAck(mqttcodec.PUBREC, r.id, mqttcodec.Success, "")
 		} else {
 			c.writeAck(mqttcodec.PUBACK, r.id, mqttcodec.Success, "")
+		}
+		if st == reqAcked {
+			c.l.srv.metrics.pubStage[stageAck].Observe(time.Duration(now - r.acked))
 		}
 		releasePub(r)
 	}

@@ -19,6 +19,7 @@ type delivery struct {
 	// PUBREL when the client had already sent PUBREC [MQTT-4.4.0-1].
 	resendID uint16
 	released bool
+	live     bool        // handed on by the shared reader as it arrived (not a replay): its write stage is measured (stages.go)
 	subIDs   []uint32    // subscription identifiers of the matching subscriptions (v5)
 	share    *shareGroup // the share group it was delivered for (share.go); nil for a non-shared subscription
 }

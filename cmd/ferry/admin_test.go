@@ -147,6 +147,11 @@ func TestAdminEndToEnd(t *testing.T) {
 		`ferry_kafka_produce_errors_total{topic="mqtt-messages"}`:                              0,
 		`ferry_kafka_records_skipped_total`:                                                    0,
 		`ferry_dropped_total{reason="lane_full"}`:                                              0,
+		`ferry_publish_stage_seconds_count{stage="queued"}`:                                    n1,
+		`ferry_publish_stage_seconds_count{stage="kafka"}`:                                     n1,
+		`ferry_publish_stage_seconds_count{stage="ack"}`:                                       n1,
+		`ferry_delivery_stage_seconds_count{stage="read"}`:                                     n0 + n1,
+		`ferry_delivery_stage_seconds_count{stage="write"}`:                                    n0 + n1,
 	})
 	if d := m[`ferry_bytes_in_total`] - before[`ferry_bytes_in_total`]; d < (n0+n1)*10 {
 		t.Errorf("ferry_bytes_in_total moved by %v for %d publishes", d, n0+n1)

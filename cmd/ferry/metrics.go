@@ -129,6 +129,18 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	p.family("ferry_route_misrouted_total", "counter", "Records read from a Kafka topic their MQTT topic does not route to, skipped.")
 	p.u("ferry_route_misrouted_total", s.Misrouted)
 
+	// Where a message's time goes (server/stages.go).
+	p.family("ferry_publish_stage_seconds", "histogram", "QoS 1/2 PUBLISH latency by stage: queued (decoded → handed to the Kafka producer), kafka (→ acknowledged by Kafka), ack (→ PUBACK/PUBREC written).")
+	for i, h := range in.srv.Metrics().PublishStages() {
+		p.histogram("ferry_publish_stage_seconds", h, "stage", server.PublishStageNames[i])
+	}
+	p.family("ferry_delivery_stage_seconds", "histogram", "Delivery latency by stage: read (record timestamp → received by the shared reader), write (→ PUBLISH written to the subscriber).")
+	for i, h := range in.srv.Metrics().DeliveryStages() {
+		p.histogram("ferry_delivery_stage_seconds", h, "stage", server.DeliveryStageNames[i])
+	}
+	p.family("ferry_gomaxprocs", "gauge", "GOMAXPROCS: the runtime's default plus one P per event loop, so Go's network poller always has one (docs/architecture.md).")
+	p.f("ferry_gomaxprocs", float64(runtime.GOMAXPROCS(0)))
+
 	// Event loops and their Kafka lanes.
 	p.family("ferry_event_loop_lag_seconds", "histogram", "How late an event loop ran its one-second tick: time queued behind the loop's other work.")
 	p.histogram("ferry_event_loop_lag_seconds", in.srv.Metrics().LoopLag())
