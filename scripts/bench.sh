@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # bench.sh — the standard Ferry comparison, side by side on this machine:
 #   ferry             bin/ferry with its embedded Kafka
+#   ferry-kafka       bin/ferry with --kafka-brokers on a separate Kafka process (perf/peers/kfake; transactions
+#                     on, as with any cluster): the stand-in for a Kafka cluster
 #   mosquitto         Mosquitto 2.x from Debian (installed if missing)
 #   mochi             Mochi MQTT v2 with defaults (perf/peers/mochi)
 #   mosquitto+bridge  Mosquitto + perf/peers/bridge (paho → franz-go, acks=all,
@@ -16,7 +18,12 @@
 #   IDLE_CONNS [15000] IDLE_SUBS [10]           IDLE_HOLD [10s]  IDLE_RATE [5000] conn/s
 #   FANIN_PUBS [100]   FANOUT_SUBS [1000]       FIXED_RATE [20000] msg/s
 #   SCENARIOS          subset of: idle fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo
-#   TARGETS            subset of: ferry mosquitto mochi bridge
+#                      latency-1k latency-20k
+#   TARGETS            subset of: ferry ferry-kafka mosquitto mochi bridge
+#   SET=latency        the latency set: SCENARIOS="latency-1k latency-20k fanout fanin-qos0 fanin-qos1",
+#                      TARGETS="ferry ferry-kafka mosquitto" (unless given); PUBACK and delivery p50/p99 of
+#                      10 publishers at 1,000 msg/s, 100 → 1 at 20,000 msg/s, fan-out 1 → 1,000 at 100 msg/s and
+#                      saturated fan-in, Ferry (embedded and separate Kafka) against Mosquitto
 #   OUT [perf/results/<time>]   WRITE_BENCHMARKS [1]   PLOTS [1]
 set -euo pipefail
 
@@ -25,6 +32,9 @@ cd "$ROOT"
 
 if [[ "${QUICK:-0}" == 1 ]]; then
   : "${DURATION:=3s}" "${IDLE_CONNS:=3000}" "${IDLE_HOLD:=2s}" "${FANOUT_SUBS:=200}"
+fi
+if [[ "${SET:-}" == latency ]]; then
+  : "${SCENARIOS:=latency-1k latency-20k fanout fanin-qos0 fanin-qos1}" "${TARGETS:=ferry ferry-kafka mosquitto}"
 fi
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
@@ -54,7 +64,7 @@ go build -o bin/ferry-bench ./perf/cmd/ferry-bench
 
 FERRY_OK=0
 FERRY_WHY=""
-if [[ " $TARGETS " == *" ferry "* ]]; then
+if [[ " $TARGETS " == *" ferry "* || " $TARGETS " == *" ferry-kafka "* ]]; then
   log "building Ferry"
   if go build -o bin/ferry ./cmd/ferry 2>"$TMP/ferry-build.log"; then
     FERRY_OK=1
@@ -111,6 +121,18 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
         echo "FERRY DOES NOT RUN YET — $FERRY_WHY" >&2
         stop_target; FERRY_OK=0; return 1
       fi ;;
+    ferry-kafka)
+      alloc_port; kp=$PORT
+      bin/kfake --addr "127.0.0.1:$kp" --topic bench-seed >"$TMP/kfake.log" 2>&1 &
+      local kpid=$!; STARTED+=("$kpid")
+      wait_port "$kp" 10 || { echo "kfake did not start" >&2; return 1; }
+      (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --kafka-brokers "127.0.0.1:$kp") >"$TMP/ferry.log" 2>&1 &
+      PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
+      if ! wait_port "$p" 30; then
+        echo "bin/ferry with --kafka-brokers did not listen on $p: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')" >&2
+        kill "$kpid" 2>/dev/null; return 1
+      fi
+      PIDS="$PIDS,$kpid" ;;
     mosquitto|bridge)
       write_mosquitto_conf "$p" >"$TMP/mosquitto.conf"
       (ulimit -n 20000; exec mosquitto -c "$TMP/mosquitto.conf") >"$TMP/mosquitto.log" 2>&1 &
@@ -168,7 +190,7 @@ run_scenario() {
   local t i extra
   for t in $targets; do
     [[ " $TARGETS " == *" $t "* ]] || continue
-    [[ $t == ferry && $FERRY_OK != 1 ]] && continue
+    [[ ( $t == ferry || $t == ferry-kafka ) && $FERRY_OK != 1 ]] && continue
     for ((i = 1; i <= RUNS; i++)); do
       log "$label on $(COLUMN "$t"), run $i/$RUNS"
       start_target "$t" || continue
@@ -185,6 +207,10 @@ run_scenario() {
 
 run_scenario idle "ferry mosquitto mochi" idle --conns "$IDLE_CONNS" --subs-per-conn "$IDLE_SUBS" \
   --hold "$IDLE_HOLD" --conn-rate "$IDLE_RATE"
+run_scenario latency-1k "ferry ferry-kafka mosquitto" fanin --qos 1 --window 16 --pubs 10 --subs 1 --payload 64 \
+  --rate 1000 --duration "$DURATION"
+run_scenario latency-20k "ferry ferry-kafka mosquitto" fanin --qos 1 --window 16 --pubs 100 --subs 1 --payload 64 \
+  --rate 20000 --duration "$DURATION"
 run_scenario fanin-qos0 "ferry mosquitto mochi" fanin --qos 0 --pubs "$FANIN_PUBS" --subs 1 --payload 64 --duration "$DURATION"
 run_scenario fanin-qos1 "ferry mosquitto mochi" fanin --qos 1 --window 16 --pubs "$FANIN_PUBS" --subs 1 --payload 64 --duration "$DURATION"
 run_scenario fanin-qos1-fixed "ferry mosquitto mochi" fanin --qos 1 --window 16 --pubs "$FANIN_PUBS" --subs 1 --payload 64 \

@@ -450,6 +450,7 @@ func headline(o *options, r *report.Result) {
 			r.Add("delivery latency p99.9", r.Delivery.P999, "ms", "lower")
 		}
 		if o.qos > 0 {
+			r.Add("PUBLISH→ack p50", r.Ack.P50, "ms", "lower")
 			r.Add("PUBLISH→ack p99", r.Ack.P99, "ms", "lower")
 		}
 		if r.Kafka != nil && o.scenario == "kafka-ingest" {
@@ -465,6 +466,9 @@ func headline(o *options, r *report.Result) {
 		}
 		if servers {
 			r.Add("server busy cores", d.BusyCores, "cores", "lower")
+			if msgs := rt.Published * r.DurationSec; msgs > 0 && d.LoadCPUSec > 0 {
+				r.Add("server CPU per 1,000 messages", d.LoadCPUSec*1e3/(msgs/1e3), "ms", "lower")
+			}
 			if o.scenario != "kafka-ingest" && d.MsgPerBusyCore > 0 {
 				r.Add("delivered per busy server core", d.MsgPerBusyCore, "msg/s", "higher")
 			}
