@@ -237,7 +237,7 @@ SUMMARY="$OUT/summary.md"
 {
   echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); ${MOSQ_VERSION}; Mochi $(cd perf/peers/mochi && go list -m -f '{{.Version}}' github.com/mochi-mqtt/server/v2)."
   echo
-  echo "Command: \`QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
+  echo "Command: \`${SET:+SET=$SET }TARGETS=\"$TARGETS\" SCENARIOS=\"$SCENARIOS\" QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
   if [[ $FERRY_OK != 1 && " $TARGETS " == *" ferry "* ]]; then
     echo
     echo "**Ferry was not measured:** ${FERRY_WHY:-it did not build or run}"
