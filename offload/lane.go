@@ -17,14 +17,26 @@ type Lane struct {
 	o   *Offload
 	idx int
 
-	maxRecs, maxBytes    int
-	resumeRec, resumeByt int
+	maxRecs, maxBytes int
+	resumePct         int // resume mark in percent of the record limit in force
+	resumeByt         int
+	maxDelay          time.Duration // time bound (LaneDelay); 0 = off
+	minRecs           int           // floor of the time bound
 
 	mu      sync.Mutex
 	recs    int
 	bytes   int
 	paused  bool // returned ErrFull since the last OnSpace call
 	onSpace func()
+	// The time bound: limRecs is the record limit in force, min(maxRecs, what Kafka completes in maxDelay at
+	// the rate of the last window). A window closes every laneWindow of completions.
+	limRecs   int
+	winStart  time.Time
+	winDone   int           // records completed in the window
+	winMin    time.Duration // fastest completion in the window
+	winFull   bool          // the limit turned a record away in the window
+	baseMin   time.Duration // fastest completion over the last laneBaseHorizon: Kafka's own round trip
+	baseStart time.Time
 
 	published, failed, full uint64 // counters, guarded by mu
 }
@@ -104,9 +116,10 @@ func (l *Lane) TryPublishRouted(msg *Message, rt Route, sessKey string, sessValu
 	}
 
 	l.mu.Lock()
-	if l.recs > 0 && (l.recs+recs > l.maxRecs || l.bytes+size > l.maxBytes) {
+	if l.recs > 0 && (l.recs+recs > l.limRecs || l.bytes+size > l.maxBytes) {
 		l.paused = true
 		l.full++
+		l.winFull = true
 		l.mu.Unlock()
 		return ErrFull
 	}
@@ -121,8 +134,9 @@ func (l *Lane) TryPublishRouted(msg *Message, rt Route, sessKey string, sessValu
 			produce = l.o.mux.ProduceQoS0 // the QoS 0 acks level, when one is set (kafkamux.QoS0Acks)
 		}
 		produce(context.Background(), r, func(_ *kafkamux.Record, err error) {
-			l.o.latMessages.Observe(time.Since(start))
-			l.release(1, size, err != nil)
+			lat := time.Since(start)
+			l.o.latMessages.Observe(lat)
+			l.release(1, size, err != nil, lat)
 			l.finish(err, done)
 		})
 		return nil
@@ -180,7 +194,7 @@ func (p *joinedPub) complete(r *kafkamux.Record, err error) {
 	p.mu.Lock()
 	err = p.err
 	p.mu.Unlock()
-	p.l.release(p.recs, p.size, err != nil)
+	p.l.release(p.recs, p.size, err != nil, time.Since(p.start))
 	p.l.finish(err, p.done)
 }
 
@@ -194,10 +208,17 @@ func (l *Lane) finish(err error, done func(error)) {
 	}
 }
 
-// release returns size bytes and recs records to the budget and, if the lane
-// is paused and now at or below its resume mark, calls OnSpace. Runs on a
-// Kafka callback goroutine.
-func (l *Lane) release(recs, size int, failed bool) {
+// laneWindow is how often a lane re-derives its time bound from the completions it saw; laneBaseHorizon is
+// how long the fastest completion counts as Kafka's own round trip.
+const (
+	laneWindow      = 50 * time.Millisecond
+	laneBaseHorizon = 10 * time.Second
+)
+
+// release returns size bytes and recs records, which took lat from hand-off to completion, to the budget and,
+// if the lane is paused and now at or below its resume mark, calls OnSpace. Runs on a Kafka callback
+// goroutine.
+func (l *Lane) release(recs, size int, failed bool, lat time.Duration) {
 	l.mu.Lock()
 	if failed {
 		l.failed++
@@ -210,8 +231,11 @@ func (l *Lane) release(recs, size int, failed bool) {
 		l.mu.Unlock()
 		panic(fmt.Sprintf("BUG: offload lane %d released more than it took: %d records, %d bytes", l.idx, l.recs, l.bytes))
 	}
+	if l.maxDelay > 0 {
+		l.timeBound(recs, lat)
+	}
 	var fn func()
-	if l.paused && l.recs <= l.resumeRec && l.bytes <= l.resumeByt {
+	if l.paused && l.recs <= l.limRecs*l.resumePct/100 && l.bytes <= l.resumeByt {
 		l.paused = false
 		fn = l.onSpace
 	}
@@ -219,6 +243,41 @@ func (l *Lane) release(recs, size int, failed bool) {
 	if fn != nil {
 		fn()
 	}
+}
+
+// timeBound counts recs completions that took lat, and at the end of a window moves the record limit.
+//
+// The lane's delay is its LaneDelay, or twice Kafka's own round trip (the fastest completion of the last
+// laneBaseHorizon) when that is longer, so a distant cluster is not mistaken for a queue. A standing queue —
+// every completion of the window took longer than the delay, so records wait in Kafka's hands longer than the
+// delay whatever the burst — tightens the limit to what Kafka completes in the delay at the window's rate
+// (records in flight ÷ completion rate is the time a new record waits: Little's law). Without one, a limit
+// that turned records away in the window grows by half, back up to the count budget. So a burst while Kafka
+// keeps up is taken whole, and only a Kafka that falls behind bounds the queue by time. l.mu is held.
+func (l *Lane) timeBound(recs int, lat time.Duration) {
+	now := time.Now()
+	if l.winStart.IsZero() {
+		l.winStart, l.winMin = now, lat
+	}
+	l.winDone += recs
+	l.winMin = min(l.winMin, lat)
+	el := now.Sub(l.winStart)
+	if el < laneWindow {
+		return
+	}
+	if l.baseStart.IsZero() || now.Sub(l.baseStart) >= laneBaseHorizon {
+		l.baseMin, l.baseStart = l.winMin, now
+	} else {
+		l.baseMin = min(l.baseMin, l.winMin)
+	}
+	delay := max(l.maxDelay, 2*l.baseMin)
+	switch {
+	case l.winMin > delay:
+		l.limRecs = max(l.minRecs, min(l.maxRecs, int(float64(l.winDone)*float64(delay)/float64(el))))
+	case l.winFull:
+		l.limRecs = min(l.maxRecs, l.limRecs+l.limRecs/2)
+	}
+	l.winStart, l.winDone, l.winMin, l.winFull = now, 0, lat, false
 }
 
 // OnSpace sets the function called when a lane that returned ErrFull has
@@ -245,11 +304,12 @@ type Stats struct {
 	Failed                         uint64 // publishes that failed (done got an error)
 	Full                           uint64 // TryPublish calls refused with ErrFull
 	InFlightRecords, InFlightBytes int
+	LimitRecords                   int // the record limit in force: the count budget, or lower by the time bound (LaneDelay)
 }
 
 // Stats returns the lane's counters. Safe from any goroutine.
 func (l *Lane) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Stats{Published: l.published, Failed: l.failed, Full: l.full, InFlightRecords: l.recs, InFlightBytes: l.bytes}
+	return Stats{Published: l.published, Failed: l.failed, Full: l.full, InFlightRecords: l.recs, InFlightBytes: l.bytes, LimitRecords: l.limRecs}
 }

@@ -51,10 +51,12 @@ type cfg struct {
 	laneBytes   int
 	laneRecords int
 	resumePct   int
+	maxDelay    time.Duration
+	minRecords  int
 }
 
 func defaults() cfg {
-	return cfg{laneBytes: 8 << 20, laneRecords: 8192, resumePct: 75}
+	return cfg{laneBytes: 8 << 20, laneRecords: 8192, resumePct: 75, maxDelay: 10 * time.Millisecond, minRecords: 256}
 }
 
 func (c *cfg) validate() error {
@@ -65,6 +67,10 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("invalid lane records %d: must be positive", c.laneRecords)
 	case c.resumePct < 0 || c.resumePct > 100:
 		return fmt.Errorf("invalid resume mark %d%%: must be 0 to 100", c.resumePct)
+	case c.maxDelay < 0:
+		return fmt.Errorf("invalid lane delay %v: must be 0 (off) or positive", c.maxDelay)
+	case c.minRecords < 1:
+		return fmt.Errorf("invalid lane minimum records %d: must be positive", c.minRecords)
 	}
 	return nil
 }
@@ -77,6 +83,19 @@ func LaneBytes(n int) Opt { return opt(func(c *cfg) { c.laneBytes = n }) }
 
 // LaneRecords bounds the records one lane may have in flight. Default 8192.
 func LaneRecords(n int) Opt { return opt(func(c *cfg) { c.laneRecords = n }) }
+
+// LaneDelay bounds a lane by time as well as by count: the records a lane may have in flight are also limited
+// to what Kafka completes in that time at the rate it is completing them now (Little's law), so when Ferry is
+// pushed past what Kafka takes, records wait in Kafka's hands about this long, not as long as the count budget
+// allows. QoS 0 messages beyond it are dropped (as QoS 0 allows) and QoS 1/2 publishes wait on their
+// connection, as with the count budget. When Kafka's own round trip is longer, the bound follows it (twice the
+// fastest completion of the last window), so a slow cluster is never throttled below its throughput. 0 turns
+// the time bound off. Default 10 ms.
+func LaneDelay(d time.Duration) Opt { return opt(func(c *cfg) { c.maxDelay = d }) }
+
+// LaneMinRecords is the floor of the time bound (LaneDelay): a lane may always have this many records in
+// flight, whatever the rate. Default 256.
+func LaneMinRecords(n int) Opt { return opt(func(c *cfg) { c.minRecords = n }) }
 
 // ResumeAt sets the resume mark, in percent of both budgets: a lane that
 // returned ErrFull calls its OnSpace function once its in-flight records and
@@ -135,8 +154,11 @@ func New(mux *kafkamux.Mux, loops int, opts ...Opt) (*Offload, error) {
 			idx:       i,
 			maxRecs:   c.laneRecords,
 			maxBytes:  c.laneBytes,
-			resumeRec: c.laneRecords * c.resumePct / 100,
+			resumePct: c.resumePct,
 			resumeByt: c.laneBytes * c.resumePct / 100,
+			maxDelay:  c.maxDelay,
+			minRecs:   min(c.minRecords, c.laneRecords),
+			limRecs:   c.laneRecords,
 		}
 		o.lanes[i] = l
 	}
@@ -159,6 +181,7 @@ func (o *Offload) Stats() Stats {
 		s.Full += ls.Full
 		s.InFlightRecords += ls.InFlightRecords
 		s.InFlightBytes += ls.InFlightBytes
+		s.LimitRecords += ls.LimitRecords
 	}
 	return s
 }

@@ -46,6 +46,7 @@ type config struct {
 	outboundBudget    int
 	laneBytes         int
 	laneRecords       int
+	laneDelay         time.Duration
 	logLevel          string
 	logFormat         string
 	shutdownTimeout   time.Duration
@@ -117,6 +118,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.outboundBudget, "outbound-budget", 1<<20, "bytes buffered towards one client before deliveries wait")
 	fs.IntVar(&c.laneBytes, "inflight-bytes", 8<<20, "bytes in flight to Kafka per event loop")
 	fs.IntVar(&c.laneRecords, "inflight-records", 8192, "records in flight to Kafka per event loop")
+	fs.DurationVar(&c.laneDelay, "inflight-delay", 10*time.Millisecond, "when Kafka falls behind, records in flight per event loop are also limited to what Kafka completes in this time (0 = count and bytes only)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "time allowed for a graceful stop")
@@ -262,6 +264,7 @@ func (c *config) validate() error {
 		{c.v3SessionExpiry >= time.Second && c.v3SessionExpiry.Seconds() < 1<<32, "v3-session-expiry", c.v3SessionExpiry, "1s to 136 years"},
 		{c.maxSessionExpiry >= time.Second && c.maxSessionExpiry.Seconds() < 1<<32, "max-session-expiry", c.maxSessionExpiry, "1s to 136 years"},
 		{c.saveEvery >= 100*time.Millisecond, "save-every", c.saveEvery, "at least 100ms"},
+		{c.laneDelay >= 0, "inflight-delay", c.laneDelay, "0 (off) or positive"},
 		{c.logFormat == "text" || c.logFormat == "json", "log-format", c.logFormat, "text or json"},
 		{validLevel(c.logLevel), "log-level", c.logLevel, "debug, info, warn or error"},
 	}

@@ -170,7 +170,8 @@ func run(cfg *config) error {
 		return err
 	}
 	defer mux.Close()
-	off, err := offload.New(mux, loops, offload.LaneBytes(cfg.laneBytes), offload.LaneRecords(cfg.laneRecords))
+	off, err := offload.New(mux, loops, offload.LaneBytes(cfg.laneBytes), offload.LaneRecords(cfg.laneRecords),
+		offload.LaneDelay(cfg.laneDelay))
 	if err != nil {
 		return err
 	}

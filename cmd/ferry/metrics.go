@@ -157,6 +157,10 @@ func (in instance) appendMetrics(dst []byte) []byte {
 		for i, l := range lanes {
 			p.i("ferry_inflight_records", int64(l.InFlightRecords), "loop", strconv.Itoa(i))
 		}
+		p.family("ferry_inflight_limit_records", "gauge", "The record limit in force per event loop: --inflight-records, or lower while Kafka falls behind (--inflight-delay).")
+		for i, l := range lanes {
+			p.i("ferry_inflight_limit_records", int64(l.LimitRecords), "loop", strconv.Itoa(i))
+		}
 		p.family("ferry_inflight_bytes", "gauge", "Bytes an event loop has in flight to Kafka (--inflight-bytes bounds it).")
 		for i, l := range lanes {
 			p.i("ferry_inflight_bytes", int64(l.InFlightBytes), "loop", strconv.Itoa(i))
