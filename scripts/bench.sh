@@ -98,19 +98,21 @@ wait_port() { # port seconds
 }
 
 STARTED=()   # pids this script started; only these are ever killed
-TARGET="" PIDS="" KAFKA=""
+TARGET="" PIDS="" KAFKA="" METRICS=""
 start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
-  local name=$1 p kp
+  local name=$1 p kp ap
   alloc_port; p=$PORT
-  TARGET=127.0.0.1:$p PIDS="" KAFKA=""
+  TARGET=127.0.0.1:$p PIDS="" KAFKA="" METRICS=""
   case $name in
     ferry)
       local try
       for try in 1 2 3; do # a port picked as free can be taken before Ferry binds it: pick again
         alloc_port; kp=$PORT
+        alloc_port; ap=$PORT
         rm -rf "$TMP/ferry-data"
         (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --data-dir "$TMP/ferry-data" \
-          --embedded-kafka-addr "127.0.0.1:$kp") >"$TMP/ferry.log" 2>&1 &
+          --embedded-kafka-addr "127.0.0.1:$kp" --admin "127.0.0.1:$ap") >"$TMP/ferry.log" 2>&1 &
+        METRICS=http://127.0.0.1:$ap/metrics
         PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
         sleep 0.5
         if kill -0 "$PIDS" 2>/dev/null || ! grep -q "address already in use" "$TMP/ferry.log"; then break; fi
@@ -126,7 +128,10 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
       bin/kfake --addr "127.0.0.1:$kp" --topic bench-seed >"$TMP/kfake.log" 2>&1 &
       local kpid=$!; STARTED+=("$kpid")
       wait_port "$kp" 10 || { echo "kfake did not start" >&2; return 1; }
-      (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --kafka-brokers "127.0.0.1:$kp") >"$TMP/ferry.log" 2>&1 &
+      alloc_port; ap=$PORT
+      (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --kafka-brokers "127.0.0.1:$kp" \
+        --admin "127.0.0.1:$ap") >"$TMP/ferry.log" 2>&1 &
+      METRICS=http://127.0.0.1:$ap/metrics
       PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
       if ! wait_port "$p" 30; then
         echo "bin/ferry with --kafka-brokers did not listen on $p: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')" >&2
@@ -197,6 +202,7 @@ run_scenario() {
       extra=()
       [[ -n $KAFKA && ( $1 == kafka-ingest || $1 == idle ) ]] && extra+=(--kafka "$KAFKA")
       [[ $PLOTS == 1 && $i == 1 ]] && extra+=(--plot "$OUT/plots")
+      [[ -n $METRICS && $1 != idle ]] && extra+=(--metrics "$METRICS")
       bin/ferry-bench "$@" --target "$TARGET" --server-pid "$PIDS" "${extra[@]}" \
         --label "$label" --target-name "$(COLUMN "$t")" --json "$OUT/$label-$t-$i.json" \
         || echo "run failed: $label $t $i" >&2

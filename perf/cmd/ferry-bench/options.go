@@ -54,6 +54,7 @@ type options struct {
 
 	kafka      string
 	kafkaTopic string
+	metricsURL string
 	pubSndBuf  int
 	minSentNs  int64
 	qos0Flow   bool
@@ -119,6 +120,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.StringVar(&o.filter, "filter", "", "subscription filter (default bench/#; fanout: the topic)")
 	fs.StringVar(&o.kafka, "kafka", "", "Kafka bootstrap host:port (kafka-ingest: required; idle: count the server's Kafka connections)")
 	fs.StringVar(&o.kafkaTopic, "kafka-topic", "mqtt-messages", "Kafka topic the broker writes MQTT messages to")
+	fs.StringVar(&o.metricsURL, "metrics", "", "Ferry's /metrics URL: report its own latency stages over the load window next to the harness's view")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: ferry-bench %s --target host:port [flags]\n", scenario)
 		fs.PrintDefaults()

@@ -215,6 +215,10 @@ func run(o *options) (err error) {
 		}
 		mon.setPhase("load")
 		ss.sample(func(s *report.Server, p procstat.Sample) { s.LoadStart = ptr(p) })
+		stages0, serr := scrapeStages(o.metricsURL)
+		if serr != nil {
+			return serr
+		}
 		genCPU0 := procstat.SelfCPU() + workersCPU(coord)
 		tStart := time.Now()
 		if err := coord.Broadcast(load.Command{Cmd: "start"}); err != nil {
@@ -234,6 +238,11 @@ func run(o *options) (err error) {
 			k1 = kr.count.Load()
 		}
 		ss.sample(func(s *report.Server, p procstat.Sample) { s.LoadEnd = ptr(p) })
+		if stages1, err := scrapeStages(o.metricsURL); err != nil {
+			return err
+		} else if stages1 != nil {
+			res.Stages = stageQuantiles(stages0, stages1)
+		}
 		res.Generator.LoadCores = (procstat.SelfCPU() + workersCPU(coord) - genCPU0) / dur
 		if o.kafka != "" {
 			countKafkaConns(o, res)
@@ -453,6 +462,10 @@ func headline(o *options, r *report.Result) {
 			r.Add("PUBLISH→ack p50", r.Ack.P50, "ms", "lower")
 			r.Add("PUBLISH→ack p99", r.Ack.P99, "ms", "lower")
 		}
+		for _, st := range r.Stages {
+			r.Add("server stage "+st.Name+" p50", st.P50, "ms", "lower")
+			r.Add("server stage "+st.Name+" p99", st.P99, "ms", "lower")
+		}
 		if r.Kafka != nil && o.scenario == "kafka-ingest" {
 			r.Add("into Kafka", rt.Kafka, "msg/s", "higher")
 			if servers && d.MsgPerBusyCore > 0 {
@@ -550,6 +563,10 @@ func smokeCheck(o *options, r *report.Result) error {
 		}
 		if o.qos > 0 && r.Loss != nil && r.Loss.Lost > 0 {
 			bad = append(bad, fmt.Sprintf("%d acknowledged messages lost", r.Loss.Lost))
+		}
+		for _, st := range r.Stages {
+			r.Add("server stage "+st.Name+" p50", st.P50, "ms", "lower")
+			r.Add("server stage "+st.Name+" p99", st.P99, "ms", "lower")
 		}
 		if r.Kafka != nil && o.scenario == "kafka-ingest" {
 			if r.Kafka.Records == 0 {

@@ -42,6 +42,7 @@ type Result struct {
 	Ack         *stats.Percentiles `json:"ack_latency,omitempty"`
 	Loss        *stats.Loss        `json:"loss,omitempty"`
 	Kafka       *Kafka             `json:"kafka,omitempty"`
+	Stages      []Stage            `json:"server_stages,omitempty"` // the server's own stage histograms (--metrics)
 
 	Servers   []Server       `json:"servers,omitempty"`
 	Derived   Derived        `json:"derived"`
@@ -50,6 +51,15 @@ type Result struct {
 	Errors    map[string]int `json:"errors,omitempty"`
 	Notes     []string       `json:"notes,omitempty"`
 	Headline  []Metric       `json:"headline"`
+}
+
+// Stage is one latency stage as the server measured it over the load window (Ferry's /metrics): p50 and p99
+// are the upper bounds of the histogram buckets they fall in, in ms.
+type Stage struct {
+	Name  string  `json:"name"` // e.g. publish/kafka
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
 }
 
 // Host describes the machine.

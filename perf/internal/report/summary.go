@@ -135,7 +135,7 @@ func summarizeLabel(w io.Writer, label string, rs []*Result, order []string, ref
 		fmt.Fprintln(w, row)
 	}
 	if cmd != "" {
-		fmt.Fprintf(w, "\nCommand (plus --target, --server-pid, --kafka per target): `%s`\n", cmd)
+		fmt.Fprintf(w, "\nCommand (plus --target, --server-pid, --kafka, --metrics per target): `%s`\n", cmd)
 	}
 }
 
@@ -159,7 +159,7 @@ func contains(xs []string, s string) bool {
 // so one line stands for all the runs of a table.
 func genericCommand(cmd string) string {
 	drop := map[string]bool{"--target": true, "--server-pid": true, "--kafka": true, "--json": true,
-		"--plot": true, "--label": true, "--target-name": true}
+		"--plot": true, "--label": true, "--target-name": true, "--metrics": true}
 	f := strings.Fields(cmd)
 	var out []string
 	for i := 0; i < len(f); i++ {
