@@ -21,7 +21,8 @@ import (
 //   - write: received by the shared reader → the PUBLISH written to the subscriber's socket
 //
 // The clock is monotonic for the publish stages; the read stage compares two wall clocks (the producer's and
-// this host's), exact for records Ferry produced itself.
+// this host's, the same for records Ferry produced itself) and Kafka keeps record timestamps in milliseconds,
+// so a read stage reads up to 1 ms long.
 const (
 	stageQueued = iota
 	stageKafka

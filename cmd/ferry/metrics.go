@@ -134,7 +134,7 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	for i, h := range in.srv.Metrics().PublishStages() {
 		p.histogram("ferry_publish_stage_seconds", h, "stage", server.PublishStageNames[i])
 	}
-	p.family("ferry_delivery_stage_seconds", "histogram", "Delivery latency by stage: read (record timestamp → received by the shared reader), write (→ PUBLISH written to the subscriber).")
+	p.family("ferry_delivery_stage_seconds", "histogram", "Delivery latency by stage: read (record timestamp, in Kafka's milliseconds → received by the shared reader), write (→ PUBLISH written to the subscriber).")
 	for i, h := range in.srv.Metrics().DeliveryStages() {
 		p.histogram("ferry_delivery_stage_seconds", h, "stage", server.DeliveryStageNames[i])
 	}
