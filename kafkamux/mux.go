@@ -34,6 +34,7 @@ type Mux struct {
 	cfg     cfg
 	log     *slog.Logger
 	cluster *kfake.Cluster // nil with external brokers
+	dirLock *dirLock       // the embedded cluster's data dir, held until Close; nil without one
 	addr    string
 	cl      *kgo.Client
 	cl0     *kgo.Client // QoS 0 records at their own acks level (QoS0Acks); nil: they use cl
@@ -83,8 +84,16 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 
 	brokers := c.brokers
 	if len(brokers) == 0 {
+		if c.dataDir != "" {
+			lk, err := lockDataDir(c.dataDir) // before kfake reads (and rewrites) a file of it
+			if err != nil {
+				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
+			}
+			m.dirLock = lk
+		}
 		cluster, addr, err := startEmbedded(&m.cfg)
 		if err != nil {
+			m.dirLock.release()
 			return nil, err
 		}
 		m.cluster, m.addr = cluster, addr
@@ -97,6 +106,7 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 	defer func() {
 		if !ok && m.cluster != nil {
 			m.cluster.Close()
+			m.dirLock.release()
 		}
 	}()
 
@@ -352,6 +362,7 @@ func (m *Mux) Close() {
 		m.cl.Close()
 		if m.cluster != nil {
 			m.cluster.Close()
+			m.dirLock.release() // after the cluster has written its last file
 			m.log.Info("embedded Kafka stopped", "data_dir", m.cfg.dataDir)
 		}
 	})
