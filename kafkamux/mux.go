@@ -35,6 +35,7 @@ type Mux struct {
 	log     *slog.Logger
 	cluster *kfake.Cluster // nil with external brokers
 	dirLock *dirLock       // the embedded cluster's data dir, held until Close; nil without one
+	cleaner *cleaner       // the embedded cluster's retention and compaction; nil with external brokers
 	addr    string
 	cl      *kgo.Client
 	cl0     *kgo.Client // QoS 0 records at their own acks level (QoS0Acks); nil: they use cl
@@ -83,6 +84,7 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 	m.followers.Store(&empty)
 
 	brokers := c.brokers
+	m.cfg.embedded = len(brokers) == 0
 	if len(brokers) == 0 {
 		if c.dataDir != "" {
 			lk, err := lockDataDir(c.dataDir) // before kfake reads (and rewrites) a file of it
@@ -143,6 +145,9 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 	m.adm = kadm.NewClient(cl)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.retireBootstrapSeed(ctx, brokers)
+	if m.cluster != nil {
+		m.startCleaner()
+	}
 	ok = true
 	return m, nil
 }
@@ -207,7 +212,14 @@ func (m *Mux) setup(ctx context.Context, brokers []string) error {
 	}
 	actx, cancel := context.WithTimeout(ctx, m.cfg.dialTimeout+30*time.Second)
 	defer cancel()
-	return ensureTopics(actx, kadm.NewClient(cl), &m.cfg)
+	adm := kadm.NewClient(cl)
+	if err := ensureTopics(actx, adm, &m.cfg); err != nil {
+		return err
+	}
+	if m.cluster != nil {
+		return applyEmbeddedRetention(actx, adm, &m.cfg)
+	}
+	return nil
 }
 
 func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
@@ -359,6 +371,9 @@ func (m *Mux) Close() {
 			m.log.Warn("Kafka producer not flushed at close; failing buffered records", "err", err)
 		}
 		cancel()
+		if m.cleaner != nil {
+			<-m.cleaner.done // its pass needs the cluster and the client
+		}
 		m.cl.Close()
 		if m.cluster != nil {
 			m.cluster.Close()
