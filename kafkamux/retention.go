@@ -25,7 +25,7 @@ const (
 	DefaultEmbeddedRetention = 24 * time.Hour
 	// DefaultEmbeddedRetentionBytes is the default bound of the messages
 	// topic's records on the embedded Kafka's disk, all partitions together.
-	DefaultEmbeddedRetentionBytes = 1 << 30
+	DefaultEmbeddedRetentionBytes = 512 << 20
 	// DefaultEmbeddedCleanInterval is how often retention and compaction
 	// run on the embedded Kafka by default.
 	DefaultEmbeddedCleanInterval = 2 * time.Minute

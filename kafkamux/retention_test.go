@@ -121,7 +121,7 @@ func TestEmbeddedRetentionDefaults(t *testing.T) {
 			t.Errorf("%s %s = %q, want %q", c.topic, c.key, got, c.want)
 		}
 	}
-	if DefaultEmbeddedRetention != 24*time.Hour || DefaultEmbeddedRetentionBytes != 1<<30 || DefaultEmbeddedCleanInterval != 2*time.Minute {
+	if DefaultEmbeddedRetention != 24*time.Hour || DefaultEmbeddedRetentionBytes != 512<<20 || DefaultEmbeddedCleanInterval != 2*time.Minute {
 		t.Errorf("defaults changed: update docs/operations.md and the flags' help")
 	}
 }
