@@ -107,6 +107,7 @@ func (cl *cleaner) pass() {
 		cl.starts = now
 	}
 	topics := cl.diskUsage()
+	cl.m.storage.check() // a full data dir clears even when nobody asks /readyz
 
 	cl.mu.Lock()
 	defer cl.mu.Unlock()

@@ -36,6 +36,7 @@ type Mux struct {
 	cluster *kfake.Cluster // nil with external brokers
 	dirLock *dirLock       // the embedded cluster's data dir, held until Close; nil without one
 	cleaner *cleaner       // the embedded cluster's retention and compaction; nil with external brokers
+	storage *storage       // whether the embedded cluster's data dir is full; nil without one
 	addr    string
 	cl      *kgo.Client
 	cl0     *kgo.Client // QoS 0 records at their own acks level (QoS0Acks); nil: they use cl
@@ -92,8 +93,9 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
 			}
 			m.dirLock = lk
+			m.storage = &storage{dir: c.dataDir, log: m.log}
 		}
-		cluster, addr, err := startEmbedded(&m.cfg)
+		cluster, addr, err := startEmbedded(&m.cfg, m.storage)
 		if err != nil {
 			m.dirLock.release()
 			return nil, err
