@@ -32,6 +32,16 @@ const (
 
 	minSegmentBytes = 64 << 10
 	maxSegmentBytes = 64 << 20
+
+	// embeddedTombstoneRetention is the delete.retention.ms of the embedded
+	// compacted topics: how long compaction keeps a tombstone. Kafka's
+	// default, 24 h, would keep every tombstone of the sessions topic (QoS 2
+	// packet-id state alone writes two records per QoS 2 message) for a day:
+	// its index then grows with a day of traffic. A reader only misses a
+	// delete if it lags this far behind the log end while a pass runs;
+	// Ferry's own follower reads the sessions topic live and loads it in
+	// seconds at start.
+	embeddedTombstoneRetention = 15 * time.Minute
 )
 
 // EmbeddedRetention sets how long the embedded Kafka keeps a record of the
@@ -92,13 +102,14 @@ func (c *cfg) segmentBytes() int64 {
 }
 
 // embeddedConfigs returns the retention configs of a topic of the embedded
-// cluster: bounded by time and size for delete topics, unbounded for
-// compacted ones (kfake applies retention.ms, 7 days by default, to compacted
+// cluster: bounded by time and size for delete topics; for compacted ones,
+// tombstones kept 15 minutes and no retention (kfake applies retention.ms, 7 days by default, to compacted
 // topics too, which would delete sessions and retained messages whose key
 // has not been written for a week).
 func (c *cfg) embeddedConfigs(compact bool) map[string]string {
 	if compact {
-		return map[string]string{"retention.ms": "-1", "retention.bytes": "-1"}
+		return map[string]string{"retention.ms": "-1", "retention.bytes": "-1",
+			"delete.retention.ms": strconv.FormatInt(embeddedTombstoneRetention.Milliseconds(), 10)}
 	}
 	ms := int64(-1)
 	if c.retention > 0 {
