@@ -78,4 +78,4 @@ func (s *storage) check() (bool, string) {
 
 // StorageFull reports whether the embedded Kafka's data dir filled up and has not had room again since:
 // records that fail meanwhile failed for want of space. An atomic load: callable from an event loop.
-func (m *Mux) StorageFull() bool { return m.storage != nil && m.storage.full.Load() }
+func (m *Mux) StorageFull() bool { return m != nil && m.storage != nil && m.storage.full.Load() }
