@@ -68,20 +68,27 @@ func (m *Mux) startCleaner() {
 	go cl.run()
 }
 
-// run is the cleaner's goroutine: a pass at once (so a restart applies the
-// bounds before the first interval), then one per interval until Close.
+// run is the cleaner's goroutine: it measures the data dir at once, then
+// runs a pass every interval until Close. The first pass waits an interval
+// too: compacting while Ferry loads the retained and sessions topics at
+// start would be legal Kafka behaviour, but nothing needs it sooner (a
+// restart with tighter bounds applies them within one interval).
 func (cl *cleaner) run() {
 	defer close(cl.done)
 	cl.starts = cl.startOffsets() // baseline: nothing deleted yet
+	topics := cl.diskUsage()
+	cl.mu.Lock()
+	cl.stats.Topics = topics
+	cl.mu.Unlock()
 	t := time.NewTicker(cl.m.cfg.cleanEvery)
 	defer t.Stop()
 	for {
-		cl.pass()
 		select {
 		case <-cl.m.ctx.Done():
 			return
 		case <-t.C:
 		}
+		cl.pass()
 	}
 }
 
