@@ -55,6 +55,11 @@ type cfg struct {
 	tls          *tls.Config   // nil: plaintext
 	batchBytes   int32         // 0: franz-go's default, 1,000,012
 	topicConfigs []topicConfig
+
+	embedded       bool          // no brokers: New starts kfake (set by New)
+	retention      time.Duration // embedded messages topic's retention.ms; 0: none (retention.go)
+	retentionBytes int64         // embedded messages topic's bytes, all partitions; 0: none
+	cleanEvery     time.Duration // embedded retention and compaction interval
 }
 
 // topicConfig is one extra config of the topics New creates; role "" = all three.
@@ -84,6 +89,9 @@ func defaults() cfg {
 		txnTimeout:      10 * time.Second,
 		qos0Acks:        -1,
 		healthTimeout:   10 * time.Second,
+		retention:       DefaultEmbeddedRetention,
+		retentionBytes:  DefaultEmbeddedRetentionBytes,
+		cleanEvery:      DefaultEmbeddedCleanInterval,
 	}
 }
 
@@ -113,6 +121,9 @@ func (c *cfg) validate() error {
 		if err := c.sasl.validate(); err != nil {
 			return err
 		}
+	}
+	if err := c.validateRetention(); err != nil {
+		return err
 	}
 	for _, tc := range c.topicConfigs {
 		if err := tc.validate(); err != nil {

@@ -9,13 +9,14 @@ import (
 )
 
 // startEmbedded starts a one-broker in-process Kafka (kfake) listening on
-// c.embeddedAddr and persisting to c.dataDir ("" = memory only). It returns
-// the address the broker advertises.
+// c.embeddedAddr and persisting to c.dataDir ("" = memory only), telling st
+// when the data dir is full (nil: nobody). It returns the address the broker
+// advertises.
 //
 // kfake always listens on 127.0.0.1 and advertises its listener's address;
 // its ListenFn hook lets us listen on the configured host instead and
 // advertise c.advertised (see [EmbeddedAdvertisedAddr]).
-func startEmbedded(c *cfg) (*kfake.Cluster, string, error) {
+func startEmbedded(c *cfg, st *storage) (*kfake.Cluster, string, error) {
 	host, port, err := net.SplitHostPort(c.embeddedAddr)
 	if err != nil {
 		return nil, "", fmt.Errorf("cannot start embedded Kafka: address %q: %w", c.embeddedAddr, err)
@@ -24,7 +25,7 @@ func startEmbedded(c *cfg) (*kfake.Cluster, string, error) {
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.ClusterID("ferry-embedded"),
-		kfake.WithLogger(kfakeLogger{c.logger}),
+		kfake.WithLogger(kfakeLogger{c.logger, st}),
 		kfake.DefaultNumPartitions(int(c.partitions)),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			ln, err := net.Listen(network, net.JoinHostPort(host, port))

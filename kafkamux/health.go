@@ -94,6 +94,8 @@ func HealthTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.healthTime
 
 // Healthy reports whether Kafka serves this instance, and if not, why. It is false while
 //
+//   - the embedded Kafka's data dir is full ([Mux.StorageFull]) and its filesystem has not had a few MiB free
+//     since; or
 //   - the Mux waits for Kafka (a topic is followed, so a fetch is always outstanding, or produced records are
 //     buffered) and no discovered broker has answered any request for [HealthTimeout]; or
 //   - the last record that failed for a reason on Kafka's side (not a record too large or invalid, not the
@@ -106,6 +108,9 @@ func HealthTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.healthTime
 // Both flip back within about a FetchMaxWait (plus franz-go's reconnect backoff, at most a second) once a
 // broker answers again. Cheap: atomic loads and the producer's buffer count. Safe for concurrent use.
 func (m *Mux) Healthy() (bool, string) {
+	if full, why := m.storage.check(); full {
+		return false, why
+	}
 	now := time.Now()
 	if m.waitsForKafka() {
 		if age := m.LastResponseAge(); age > m.cfg.healthTimeout {

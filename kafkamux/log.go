@@ -90,10 +90,17 @@ func (r *rateLimiter) allow(kind string) (bool, int64) {
 	return true, s
 }
 
-// kfakeLogger forwards the embedded cluster's errors and warnings to slog.
-type kfakeLogger struct{ l *slog.Logger }
+// kfakeLogger forwards the embedded cluster's errors and warnings to slog; a failed write for want of space
+// goes to storage instead, which logs it once.
+type kfakeLogger struct {
+	l       *slog.Logger
+	storage *storage // nil: none
+}
 
 func (k kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
+	if level <= kfake.LogLevelWarn && k.storage != nil && k.storage.noSpace(args) {
+		return
+	}
 	var lvl slog.Level
 	switch level {
 	case kfake.LogLevelError:

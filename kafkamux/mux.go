@@ -34,6 +34,9 @@ type Mux struct {
 	cfg     cfg
 	log     *slog.Logger
 	cluster *kfake.Cluster // nil with external brokers
+	dirLock *dirLock       // the embedded cluster's data dir, held until Close; nil without one
+	cleaner *cleaner       // the embedded cluster's retention and compaction; nil with external brokers
+	storage *storage       // whether the embedded cluster's data dir is full; nil without one
 	addr    string
 	cl      *kgo.Client
 	cl0     *kgo.Client // QoS 0 records at their own acks level (QoS0Acks); nil: they use cl
@@ -82,9 +85,19 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 	m.followers.Store(&empty)
 
 	brokers := c.brokers
+	m.cfg.embedded = len(brokers) == 0
 	if len(brokers) == 0 {
-		cluster, addr, err := startEmbedded(&m.cfg)
+		if c.dataDir != "" {
+			lk, err := lockDataDir(c.dataDir) // before kfake reads (and rewrites) a file of it
+			if err != nil {
+				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
+			}
+			m.dirLock = lk
+			m.storage = &storage{dir: c.dataDir, log: m.log}
+		}
+		cluster, addr, err := startEmbedded(&m.cfg, m.storage)
 		if err != nil {
+			m.dirLock.release()
 			return nil, err
 		}
 		m.cluster, m.addr = cluster, addr
@@ -97,6 +110,7 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 	defer func() {
 		if !ok && m.cluster != nil {
 			m.cluster.Close()
+			m.dirLock.release()
 		}
 	}()
 
@@ -133,6 +147,9 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 	m.adm = kadm.NewClient(cl)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.retireBootstrapSeed(ctx, brokers)
+	if m.cluster != nil {
+		m.startCleaner()
+	}
 	ok = true
 	return m, nil
 }
@@ -197,7 +214,14 @@ func (m *Mux) setup(ctx context.Context, brokers []string) error {
 	}
 	actx, cancel := context.WithTimeout(ctx, m.cfg.dialTimeout+30*time.Second)
 	defer cancel()
-	return ensureTopics(actx, kadm.NewClient(cl), &m.cfg)
+	adm := kadm.NewClient(cl)
+	if err := ensureTopics(actx, adm, &m.cfg); err != nil {
+		return err
+	}
+	if m.cluster != nil {
+		return applyEmbeddedRetention(actx, adm, &m.cfg)
+	}
+	return nil
 }
 
 func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
@@ -349,9 +373,13 @@ func (m *Mux) Close() {
 			m.log.Warn("Kafka producer not flushed at close; failing buffered records", "err", err)
 		}
 		cancel()
+		if m.cleaner != nil {
+			<-m.cleaner.done // its pass needs the cluster and the client
+		}
 		m.cl.Close()
 		if m.cluster != nil {
 			m.cluster.Close()
+			m.dirLock.release() // after the cluster has written its last file
 			m.log.Info("embedded Kafka stopped", "data_dir", m.cfg.dataDir)
 		}
 	})

@@ -96,9 +96,15 @@ func ensureTopics(ctx context.Context, adm *kadm.Client, c *cfg) error {
 }
 
 // topicConfigsOf returns the configs of a topic New creates for role: the
-// cleanup policy, then the [TopicConfig]s for all roles, then the role's own.
+// cleanup policy, the embedded cluster's bounds (retention.go), then the
+// [TopicConfig]s for all roles, then the role's own.
 func (c *cfg) topicConfigsOf(role, policy string) map[string]*string {
 	m := map[string]*string{"cleanup.policy": kadm.StringPtr(policy)}
+	if c.embedded {
+		for k, v := range c.embeddedConfigs(policy == "compact") {
+			m[k] = kadm.StringPtr(v)
+		}
+	}
 	for _, pass := range []string{"", role} {
 		for _, tc := range c.topicConfigs {
 			if tc.role == pass {

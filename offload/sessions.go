@@ -25,6 +25,10 @@ func (o *Offload) ReadRangeOf(ctx context.Context, topic string, partition int32
 	return o.mux.ReadRange(ctx, topic, partition, from, to, fn)
 }
 
+// StorageFull reports whether the embedded Kafka's data dir is full (kafkamux.Mux.StorageFull): a record
+// that failed meanwhile failed for want of space. An atomic load: callable from an event loop.
+func (o *Offload) StorageFull() bool { return o.mux.StorageFull() }
+
 // CreatesTopics, CreateTopic and ListTopicNames pass through to kafkamux: routed topics (server/route).
 func (o *Offload) CreatesTopics() bool { return o.mux.CreatesTopics() }
 

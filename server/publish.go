@@ -287,7 +287,12 @@ func (c *conn) flushAcks() {
 				c.close()
 				return
 			}
-			c.writeAck(ackFor(r.qos), r.id, mqttcodec.UnspecifiedError, "kafka write failed")
+			if c.l.srv.off.StorageFull() {
+				// 0x97: "an implementation or administrative imposed limit has been exceeded" (MQTT 5 §3.4.2.1).
+				c.writeAck(ackFor(r.qos), r.id, mqttcodec.QuotaExceeded, "Kafka's storage is full")
+			} else {
+				c.writeAck(ackFor(r.qos), r.id, mqttcodec.UnspecifiedError, "kafka write failed")
+			}
 		} else if r.qos == 2 {
 			c.sess.mu.Lock()
 			fl := c.sess.flights()

@@ -63,6 +63,7 @@ type config struct {
 	auth              authConfig     // --auth-* authentication and authorization (auth.go)
 	edge              edgeConfig     // rate limits and redirect (edge.go)
 	tls               tlsConfig      // --tls-* certificates of tls:// and wss:// listeners (tls.go)
+	embedded          embeddedConfig // --embedded-* bounds of the embedded Kafka (embedded.go)
 }
 
 // listFlag is a repeatable string flag.
@@ -131,6 +132,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	addAuthFlags(fs, &c.auth)
 	addEdgeFlags(fs, &c.edge)
 	addTLSFlags(fs, &c.tls)
+	addEmbeddedFlags(fs, &c.embedded)
 	return fs
 }
 
@@ -308,6 +310,9 @@ func (c *config) validate() error {
 		return err
 	}
 	if err := c.tls.validate(); err != nil {
+		return err
+	}
+	if err := c.embedded.validate(c.partitions); err != nil {
 		return err
 	}
 	return c.kafka.validate(c.kafkaBrokers != "")

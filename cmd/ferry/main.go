@@ -162,6 +162,7 @@ func run(cfg *config) error {
 		kopts = append(kopts, kafkamux.Brokers(strings.Split(cfg.kafkaBrokers, ",")...))
 	} else {
 		kopts = append(kopts, kafkamux.EmbeddedAddr(cfg.embeddedKafkaAddr), kafkamux.DataDir(cfg.dataDir))
+		kopts = append(kopts, cfg.embedded.opts()...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	mux, err := kafkamux.New(ctx, kopts...)

@@ -45,6 +45,9 @@ func TestBadSettings(t *testing.T) {
 		{[]string{"--config", yamlType}, "line 1: max-qos"},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "cannot read config file"},
 		{[]string{"extra-arg"}, `unexpected argument "extra-arg"`},
+		{[]string{"--embedded-retention-bytes", "1000"}, "--embedded-retention-bytes 1000"},
+		{[]string{"--embedded-retention", "1s"}, "--embedded-retention 1s"},
+		{[]string{"--embedded-clean-interval", "0s"}, "--embedded-clean-interval"},
 	} {
 		cmd := exec.Command(binary, tc.args...)
 		cmd.Dir = dir

@@ -203,6 +203,10 @@ func (in instance) appendMetrics(dst []byte) []byte {
 		}
 	}
 
+	if in.mux != nil {
+		appendEmbeddedMetrics(p, in.mux)
+	}
+
 	// Process.
 	p.family("go_goroutines", "gauge", "Goroutines that currently exist.")
 	p.i("go_goroutines", int64(runtime.NumGoroutine()))
@@ -259,4 +263,39 @@ func residentBytes() (uint64, bool) {
 		return 0, false
 	}
 	return pages * uint64(os.Getpagesize()), true
+}
+
+// appendEmbeddedMetrics writes the embedded Kafka's disk, index and cleaning figures, as its cleaner measured
+// them after its last pass (kafkamux.Mux.EmbeddedStats); nothing with --kafka-brokers. topic is the messages,
+// retained or sessions topic, or "other" for routed topics together.
+func appendEmbeddedMetrics(p *promWriter, mux *kafkamux.Mux) {
+	es, ok := mux.EmbeddedStats()
+	if !ok {
+		return
+	}
+	p.family("ferry_embedded_kafka_disk_bytes", "gauge", "Bytes of the embedded Kafka's segment and index files, by topic (routed topics together as other).")
+	for _, t := range es.Topics {
+		p.i("ferry_embedded_kafka_disk_bytes", t.DiskBytes, "topic", t.Topic)
+	}
+	p.family("ferry_embedded_kafka_index_entries", "gauge", "Record batches the embedded Kafka holds, by topic: one in-memory index entry of "+
+		strconv.Itoa(kafkamux.EmbeddedIndexEntryBytes)+" bytes each.")
+	var entries int64
+	for _, t := range es.Topics {
+		p.i("ferry_embedded_kafka_index_entries", t.IndexEntries, "topic", t.Topic)
+		entries += t.IndexEntries
+	}
+	p.family("ferry_embedded_kafka_index_memory_bytes", "gauge", "Estimated memory of the embedded Kafka's batch index, all topics.")
+	p.i("ferry_embedded_kafka_index_memory_bytes", entries*kafkamux.EmbeddedIndexEntryBytes)
+	p.family("ferry_embedded_kafka_records_deleted_total", "counter", "Records retention and compaction removed from the start of the embedded Kafka's logs since start, by topic.")
+	for _, t := range es.Topics {
+		p.u("ferry_embedded_kafka_records_deleted_total", t.RecordsDeleted, "topic", t.Topic)
+	}
+	p.family("ferry_embedded_kafka_clean_passes_total", "counter", "Retention and compaction passes of the embedded Kafka (--embedded-clean-interval).")
+	p.u("ferry_embedded_kafka_clean_passes_total", es.Passes)
+	if !es.LastPass.IsZero() {
+		p.family("ferry_embedded_kafka_last_clean_timestamp_seconds", "gauge", "Unix time the last retention and compaction pass ended.")
+		p.f("ferry_embedded_kafka_last_clean_timestamp_seconds", float64(es.LastPass.UnixMilli())/1000)
+		p.family("ferry_embedded_kafka_last_clean_duration_seconds", "gauge", "How long the last pass held the embedded Kafka (produce and fetch wait meanwhile).")
+		p.f("ferry_embedded_kafka_last_clean_duration_seconds", es.LastDuration.Seconds())
+	}
 }

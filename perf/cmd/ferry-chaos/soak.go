@@ -20,6 +20,9 @@ import (
 // median of the last quarter is compared with the median of the second: growth beyond the tolerance (relative
 // and absolute, per resource) fails the run. A least-squares slope per minute over the same samples is
 // printed beside it.
+// baseSoakRate is the msg/s of the default mix's QoS 0, 1 and 2 publishers: 4×50 + 4×50 + 2×25.
+const baseSoakRate = 450
+
 func soak(args []string) error {
 	fs := flag.NewFlagSet("soak", flag.ExitOnError)
 	target := fs.String("target", "127.0.0.1:1883", "MQTT address")
@@ -36,7 +39,12 @@ func soak(args []string) error {
 	fdAbs := fs.Int64("fds-abs", 10, "allowed fd growth, absolute")
 	out := fs.String("samples", "soak-samples.txt", "samples file: unix_ms rss goroutines fds")
 	run := fs.String("run", "s", "run id")
+	rate := fs.Float64("rate", baseSoakRate, "msg/s of the QoS 0, 1 and 2 publishers together, shared in the default mix's proportions (retained publishers stay at 1 msg/s each)")
 	_ = fs.Parse(args)
+	if *rate <= 0 {
+		return fmt.Errorf("--rate %v: want more than 0", *rate)
+	}
+	scale := *rate / baseSoakRate
 	if *pid == 0 {
 		return fmt.Errorf("--ferry-pid is required")
 	}
@@ -52,11 +60,11 @@ func soak(args []string) error {
 		go func() { defer wg.Done(); pc.run(stop, hard) }()
 	}
 	for i := 0; i < 4; i++ {
-		addPub(pubCfg{cid: fmt.Sprintf("soak-%s-q0-%d", *run, i), topic: fmt.Sprintf("%sq0/%d", p, i), pub: uint32(i), qos: 0, clean: true, rate: 50})
-		addPub(pubCfg{cid: fmt.Sprintf("soak-%s-q1-%d", *run, i), topic: fmt.Sprintf("%sq1/%d", p, i), pub: uint32(10 + i), qos: 1, rate: 50, window: 16})
+		addPub(pubCfg{cid: fmt.Sprintf("soak-%s-q0-%d", *run, i), topic: fmt.Sprintf("%sq0/%d", p, i), pub: uint32(i), qos: 0, clean: true, rate: 50 * scale})
+		addPub(pubCfg{cid: fmt.Sprintf("soak-%s-q1-%d", *run, i), topic: fmt.Sprintf("%sq1/%d", p, i), pub: uint32(10 + i), qos: 1, rate: 50 * scale, window: 16})
 	}
 	for i := 0; i < 2; i++ {
-		addPub(pubCfg{cid: fmt.Sprintf("soak-%s-q2-%d", *run, i), topic: fmt.Sprintf("%sq2/%d", p, i), pub: uint32(20 + i), qos: 2, rate: 25, window: 8})
+		addPub(pubCfg{cid: fmt.Sprintf("soak-%s-q2-%d", *run, i), topic: fmt.Sprintf("%sq2/%d", p, i), pub: uint32(20 + i), qos: 2, rate: 25 * scale, window: 8})
 	}
 	const retainedTopics = 10
 	for i := 0; i < retainedTopics; i++ {
