@@ -103,8 +103,11 @@ func TestMessageRoundTripThroughKafka(t *testing.T) {
 		if out.Timestamp.IsZero() {
 			t.Fatal("no timestamp")
 		}
+		if out.Fetched == 0 {
+			t.Fatal("no fetch time from the follower")
+		}
 		w := *want
-		w.Timestamp = out.Timestamp
+		w.Timestamp, w.Fetched = out.Timestamp, out.Fetched // read-side fields
 		if w.Payload == nil {
 			w.Payload = []byte{}
 			if out.Payload == nil {
