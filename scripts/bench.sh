@@ -82,7 +82,9 @@ MOSQ_VERSION=$(mosquitto -h 2>/dev/null | head -1 || true)
 
 # ---- ports and processes ----------------------------------------------------
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-NEXT_PORT=$(( 23000 + RANDOM % 20000 ))
+# Below the kernel's ephemeral range (32768–60999), so the harness's own thousands of client sockets cannot
+# take a port between the check and the bind.
+NEXT_PORT=$(( 20000 + RANDOM % 10000 ))
 PORT=0
 alloc_port() { # sets PORT (no subshell, so NEXT_PORT advances)
   while ! port_free "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
@@ -114,15 +116,18 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
           --embedded-kafka-addr "127.0.0.1:$kp" --admin "127.0.0.1:$ap") >"$TMP/ferry.log" 2>&1 &
         METRICS=http://127.0.0.1:$ap/metrics
         PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
-        sleep 0.5
-        if kill -0 "$PIDS" 2>/dev/null || ! grep -q "address already in use" "$TMP/ferry.log"; then break; fi
-        alloc_port; p=$PORT; TARGET=127.0.0.1:$p
-      done
-      if ! wait_port "$p" 30 || ! wait_port "$kp" 10; then
-        FERRY_WHY="bin/ferry did not listen on MQTT $p / Kafka $kp within 30 s: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')"
-        echo "FERRY DOES NOT RUN YET — $FERRY_WHY" >&2
-        stop_target; FERRY_OK=0; return 1
-      fi ;;
+        # Up when MQTT, Kafka and admin all listen and the process is still there a moment later.
+        if wait_port "$p" 30 && wait_port "$kp" 10 && wait_port "$ap" 10 && sleep 0.3 && kill -0 "$PIDS" 2>/dev/null; then
+          break
+        fi
+        if try_left=$((3 - try)) && ((try_left > 0)) && grep -q "address already in use" "$TMP/ferry.log"; then
+          stop_target; alloc_port; p=$PORT; TARGET=127.0.0.1:$p
+          continue
+        fi
+        FERRY_WHY="bin/ferry did not listen on MQTT $p / Kafka $kp / admin $ap within 30 s: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')"
+        echo "FERRY DOES NOT RUN — $FERRY_WHY" >&2
+        stop_target; return 1
+      done ;;
     ferry-kafka)
       alloc_port; kp=$PORT
       bin/kfake --addr "127.0.0.1:$kp" --topic bench-seed >"$TMP/kfake.log" 2>&1 &
@@ -133,8 +138,8 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
         --admin "127.0.0.1:$ap") >"$TMP/ferry.log" 2>&1 &
       METRICS=http://127.0.0.1:$ap/metrics
       PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
-      if ! wait_port "$p" 30; then
-        echo "bin/ferry with --kafka-brokers did not listen on $p: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')" >&2
+      if ! wait_port "$p" 30 || ! wait_port "$ap" 10; then
+        echo "bin/ferry with --kafka-brokers did not listen on $p / admin $ap: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')" >&2
         kill "$kpid" 2>/dev/null; return 1
       fi
       PIDS="$PIDS,$kpid" ;;
