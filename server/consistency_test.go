@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server"
 )
 
 // Read your writes across instances (docs/sessions.md, "Consistency"): an instance decides nothing about a
@@ -100,5 +102,84 @@ func TestFastTakeoverReadsYourWrites(t *testing.T) {
 			t.Fatalf("round %d: the subscription made on A did not deliver on B", i)
 		}
 		_ = second.Disconnect(&paho.Disconnect{})
+	}
+}
+
+// connackReason sends a CONNECT of the given version and returns the CONNACK's reason (v3: return code) and
+// how long it took.
+func connackReason(t *testing.T, addr string, version byte, id string) (byte, time.Duration) {
+	t.Helper()
+	r := dialRaw(t, addr)
+	p := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: version, CleanStart: false, KeepAlive: 30, ClientID: []byte(id)}
+	if version == mqttcodec.Version5 {
+		p.Props.SessionExpiry = 300
+		p.Props.Set(mqttcodec.PropSessionExpiry)
+	}
+	start := time.Now()
+	r.send(mqttcodec.AppendConnect(nil, &p))
+	fh, body := r.packet()
+	took := time.Since(start)
+	var ack mqttcodec.Connack
+	if fh.Type != mqttcodec.CONNACK {
+		t.Fatalf("got %s, want CONNACK", mqttcodec.TypeName(fh.Type))
+	}
+	if err := ack.Decode(fh, body, version); err != nil {
+		t.Fatalf("CONNACK: %v", err)
+	}
+	if ack.Reason != 0 {
+		r.expectClosed()
+	}
+	return byte(ack.Reason), took
+}
+
+// When Kafka does not let the instance read the client's sessions partition in time — writes that are not
+// acknowledged, or reads that do not return — the CONNECT is refused within SessionsReadWait with 0x88 Server
+// Unavailable (v3: return code 3), never answered with a session decided on a partial view; once Kafka
+// answers again, the same clients connect.
+func TestConnectSessionsReadBound(t *testing.T) {
+	for _, stall := range []kmsg.Key{kmsg.Produce, kmsg.Fetch} {
+		t.Run(stall.Name(), func(t *testing.T) {
+			const wait = 700 * time.Millisecond
+			f := startFerry(t, server.SessionsReadWait(wait))
+			gate := make(chan struct{})
+			var open sync.Once
+			release := func() { open.Do(func() { close(gate) }) }
+			defer release()
+			c := f.mux.Cluster()
+			c.ControlKey(int16(stall), func(kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				c.SleepControl(func() { <-gate })
+				return nil, nil, false
+			})
+			time.Sleep(100 * time.Millisecond) // a fetch already at the broker may still return once
+			for _, v := range []byte{mqttcodec.Version5, mqttcodec.Version311} {
+				want := byte(mqttcodec.ServerUnavailable)
+				if v != mqttcodec.Version5 {
+					want = 3
+				}
+				id := fmt.Sprintf("stalled-v%d", v)
+				reason, took := connackReason(t, f.addr, v, id)
+				if reason != want {
+					t.Fatalf("v%d: CONNACK %#x while Kafka stalls, want %#x", v, reason, want)
+				}
+				if took < wait/2 || took > wait+time.Second {
+					t.Fatalf("v%d: refused after %v, want about the read wait (%v)", v, took, wait)
+				}
+			}
+			release()
+			for _, v := range []byte{mqttcodec.Version5, mqttcodec.Version311} {
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					reason, _ := connackReason(t, f.addr, v, fmt.Sprintf("stalled-v%d", v))
+					if reason == 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("v%d: CONNACK %#x after Kafka answers again", v, reason)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		})
 	}
 }
