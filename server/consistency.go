@@ -145,6 +145,15 @@ func (st *store) ownRecordRead(id string, epoch int64, f *fence, prev *stored) {
 		Expiry: prev.owner.Expiry})
 }
 
+// alive reports whether instance inst's heartbeat was read within the death window: a CONNECT does not wait
+// for a dead instance to hand a session over (its processor ends the old connection; wills.go).
+func (st *store) alive(inst string) bool {
+	st.mu.Lock()
+	seen, ok := st.instances[inst]
+	st.mu.Unlock()
+	return !ok || time.Since(seen) < st.srv.cfg.deadAfter // never seen: perhaps its first heartbeat is on its way
+}
+
 // runOnLoop runs fn on c's event loop. Runs on any goroutine.
 func (c *conn) runOnLoop(fn func()) {
 	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
@@ -189,7 +198,7 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 	srv.regMu.Lock()
 	_, local := srv.sessions[pc.id]
 	srv.regMu.Unlock()
-	if !local && !pc.clean && o != nil && o.Connected && o.Instance != srv.store.instance {
+	if !local && !pc.clean && o != nil && o.Connected && o.Instance != srv.store.instance && srv.store.alive(o.Instance) {
 		// Registered here, on the reader goroutine, before the reader can hand on the hand-over's record.
 		srv.store.awaitHandoff(pc.id, c.epoch, srv.cfg.handoffTimeout, func(snap *stored) {
 			c.runOnLoop(func() {

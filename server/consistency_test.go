@@ -183,3 +183,51 @@ func TestConnectSessionsReadBound(t *testing.T) {
 		})
 	}
 }
+
+// A dead instance is noticed within the documented bound: the ends of its connections are claimed within
+// deadAfter + heartbeatEvery of its death, so its clients' wills (delay 0) go out within that (plus Kafka round
+// trips), once; and its clients are takeable on another instance: once the death is noticed, a CONNECT there
+// resumes the session without waiting for a hand-over that cannot come.
+func TestInstanceDeathBound(t *testing.T) {
+	const every, deadAfter = 250 * time.Millisecond, time.Second
+	_, kafka := startKafka(t)
+	hb := server.Heartbeats(every, deadAfter)
+	a := startInstance(t, kafka, hb)
+	b := startInstance(t, kafka, hb)
+	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "death-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	mortal := dialV5(t, a.addr, &paho.Connect{ClientID: "mortal", CleanStart: true, KeepAlive: 60,
+		Properties:  &paho.ConnectProperties{SessionExpiryInterval: u32(600)},
+		WillMessage: &paho.WillMessage{Topic: "wills/mortal", Payload: []byte("gone"), QoS: 1}})
+	mortal.sub(t, paho.SubscribeOptions{Topic: "mortal/in", QoS: 1})
+	time.Sleep(300 * time.Millisecond) // the subscription's record is in Kafka
+
+	start := time.Now()
+	a.crash()
+	m := watch.next(t)
+	took := time.Since(start)
+	if m.Topic != "wills/mortal" || string(m.Payload) != "gone" {
+		t.Fatalf("got %s %q", m.Topic, m.Payload)
+	}
+	t.Logf("will of a dead instance's client published %v after the death (bound: deadAfter %v + heartbeat %v)", took, deadAfter, every)
+	if bound := deadAfter + every + 750*time.Millisecond; took > bound { // slack: Kafka round trips under -race
+		t.Fatalf("will after %v, want within %v", took, bound)
+	}
+
+	start = time.Now()
+	back := dialV5(t, b.addr, &paho.Connect{ClientID: "mortal", CleanStart: false, KeepAlive: 60,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(600)}})
+	connack := time.Since(start)
+	if !back.connack.SessionPresent {
+		t.Fatal("MQTT-3.2.2-2: session present = 0 for a dead instance's client")
+	}
+	if connack > time.Second { // well under HandoffTimeout (3 s): nothing is waited for
+		t.Fatalf("CONNACK after %v for a client of an instance known dead", connack)
+	}
+	pub := dialV5(t, b.addr, &paho.Connect{ClientID: "death-pub", CleanStart: true})
+	pub.pub(t, &paho.Publish{Topic: "mortal/in", QoS: 1, Payload: []byte("after")})
+	if m := back.next(t); string(m.Payload) != "after" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	watch.none(t, time.Second) // the will went out once
+}

@@ -91,7 +91,7 @@ func (c *cfg) defaults() {
 	c.share.defaults()
 	c.aliasBytes = 16 << 10
 	c.heartbeatEvery = 2 * time.Second
-	c.deadAfter = 10 * time.Second
+	c.deadAfter = 6 * time.Second
 	c.tlsClientAuth = TLSClientCertRequire
 	c.tlsHandshakes = 4096
 	c.proxyTrusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -252,9 +252,12 @@ func SessionsReadWait(d time.Duration) Opt { return func(c *cfg) { c.sessionsWai
 // every acknowledgement in between; they are also written when a connection ends. Default 2 s.
 func SaveEvery(d time.Duration) Opt { return func(c *cfg) { c.saveEvery = d } }
 
-// Heartbeats sets how often the instance announces itself in the sessions topic and after how much silence
-// another instance counts as dead, so that the wills and expiries of its clients are processed elsewhere.
-// Defaults 2 s and 10 s: a dead instance's clients' wills go out within 10 s plus their Will Delay Interval.
+// Heartbeats sets how often the instance announces itself in the sessions topic (and processes its sessions
+// partitions) and after how much silence another instance counts as dead, so that the wills and expiries of
+// its clients are processed elsewhere. Defaults 2 s and 6 s. The ends of a dead instance's connections are
+// claimed within deadAfter + every of its death (8 s by default; docs/sessions.md, "Instance death"), its
+// clients' wills go out that long plus their Will Delay Interval after it, and its clients can connect
+// elsewhere at once (the CONNACK waits at most HandoffTimeout).
 func Heartbeats(every, deadAfter time.Duration) Opt {
 	return func(c *cfg) { c.heartbeatEvery, c.deadAfter = every, deadAfter }
 }
