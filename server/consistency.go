@@ -198,8 +198,11 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 	srv.regMu.Lock()
 	_, local := srv.sessions[pc.id]
 	srv.regMu.Unlock()
-	if !local && !pc.clean && o != nil && o.Connected && o.Instance != srv.store.instance && srv.store.alive(o.Instance) {
+	if !local && o != nil && o.Connected && o.Instance != srv.store.instance && srv.store.alive(o.Instance) {
 		// Registered here, on the reader goroutine, before the reader can hand on the hand-over's record.
+		// A clean start waits too: the previous instance's last writes (a SUBSCRIBE acknowledged just before
+		// the client moved) come before its hand-over record, so the tombstones of this clean start come
+		// after them and no discarded subscription is resurrected by a late write.
 		srv.store.awaitHandoff(pc.id, c.epoch, srv.cfg.handoffTimeout, func(snap *stored) {
 			c.runOnLoop(func() {
 				if c.closed || c.phase != phaseLoading {
