@@ -44,7 +44,8 @@ type follower struct {
 	// catches it up (end-1); where each stands (the offset after the last
 	// record seen, control records included) and when it last moved.
 	// caughtUp is nil once called. catching is false once caught up, so the
-	// reader skips mu from then on.
+	// reader skips mu from then on — except for a raw follower (the sessions
+	// topic, few records), whose pos it keeps current for ReadUpTo.
 	mu       sync.Mutex
 	behind   map[int32]int64
 	pos      map[int32]int64
@@ -344,6 +345,9 @@ func (m *Mux) read() {
 			if f.catching.Load() {
 				f.advance(ftp.Partition, ftp.Records[len(ftp.Records)-1].Offset)
 			}
+			if f.raw != nil {
+				f.readTo(ftp.Partition, ftp.Records[len(ftp.Records)-1].Offset) // for ReadUpTo
+			}
 		})
 	}
 }
@@ -373,6 +377,65 @@ func (f *follower) advance(p int32, last int64) {
 	f.mu.Unlock()
 	if cb != nil {
 		cb()
+	}
+}
+
+// readTo notes that partition p of a raw follower has been read up to offset last (control records count).
+// Runs on the reader goroutine.
+func (f *follower) readTo(p int32, last int64) {
+	f.mu.Lock()
+	if f.pos[p] <= last {
+		f.pos[p] = last + 1
+	}
+	f.mu.Unlock()
+}
+
+// ReadUpTo waits until the reader has handed on every record of topic that was in Kafka when ReadUpTo was
+// called: it lists the partitions' end offsets (high watermarks, one ListOffsets request on the Mux's client)
+// and waits until the reader's position in each has reached them. A record of a transaction still open counts
+// once the transaction ends, so the wait can last until it commits or aborts. It returns ctx's error if that
+// ends first. Only for topics followed Raw (the sessions topic, whose decisions need a complete view); it
+// blocks: never call it on an event loop or the reader goroutine.
+func (m *Mux) ReadUpTo(ctx context.Context, topic string) error {
+	f := (*m.followers.Load())[topic]
+	if f == nil || f.raw == nil {
+		return fmt.Errorf("cannot read topic %q up to its end: not followed raw", topic)
+	}
+	ends, err := m.adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("cannot read topic %q up to its end: cannot list its end offsets: %w", topic, err)
+	}
+	start := time.Now()
+	for {
+		behind, from, end := int32(-1), int64(0), int64(0)
+		f.mu.Lock()
+		for p, e := range ends[topic] {
+			if f.pos[p] < e.Offset {
+				behind, from, end = p, f.pos[p], e.Offset
+				break
+			}
+		}
+		f.mu.Unlock()
+		if behind < 0 {
+			return nil
+		}
+		if time.Since(start) >= 500*time.Millisecond {
+			start = time.Now() // at most one such Fetch per 500 ms
+			// The rest up to the end may be records of aborted transactions with no marker after them, which
+			// the reader never sees (see watchCatchUp): a Fetch of its own settles it.
+			if none, err := m.nothingReadable(ctx, topic, behind, from, end-1); err == nil && none {
+				f.readTo(behind, end-1)
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot read topic %q up to its end: %w", topic, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
 

@@ -13,6 +13,12 @@ func (o *Offload) PutSession(key string, value []byte, done func(error)) {
 	o.mux.PutSession(key, value, done)
 }
 
+// ReadSessionsUpTo waits until every record the sessions topic held when it was called has been handed to
+// its raw follower, or ctx ends; see kafkamux.Mux.ReadUpTo. It blocks: never call it on an event loop.
+func (o *Offload) ReadSessionsUpTo(ctx context.Context) error {
+	return o.mux.ReadUpTo(ctx, o.mux.SessionsTopic())
+}
+
 // ReadRange calls fn for every message of the messages topic's partition with from ≤ offset < to, from the
 // recent-records cache or Kafka. It blocks: resumes call it on their own goroutine, never on an event loop.
 func (o *Offload) ReadRange(ctx context.Context, partition int32, from, to int64, fn func(off int64, m *Message) error) error {

@@ -132,48 +132,6 @@ type pendingConnect struct {
 	props   mqttcodec.Properties // CONNACK properties decided so far
 }
 
-// connectSession finds the client's session: on this instance, in the sessions topic, or new. If another
-// instance holds the client right now, the CONNACK waits (without blocking the loop) until that instance
-// has handed the session over, or until the hand-off times out. Runs on the loop.
-func (c *conn) connectSession(pc *pendingConnect) error {
-	srv := c.l.srv
-	srv.regMu.Lock()
-	_, local := srv.sessions[pc.id]
-	srv.regMu.Unlock()
-	st, known := srv.store.lookup(pc.id)
-	srv.saveOwner(pc.id, c.epoch, true, pc.expiry) // every instance reads it: the takeover signal
-	switch {
-	case c.will != nil:
-		srv.store.put(kindWill, pc.id, newWillRec(c.epoch, c.will))
-	case known && st.will != nil:
-		srv.store.put(kindWill, pc.id, nil) // an earlier connection's will is cancelled by this one [MQTT-3.1.3-9]
-	}
-	if !local && !pc.clean && known && st.owner != nil && st.owner.Connected && st.owner.Instance != srv.store.instance {
-		c.phase = phaseLoading // no packet is read until the session is here
-		srv.store.awaitHandoff(pc.id, c.epoch, srv.cfg.handoffTimeout, func(snap *stored) {
-			_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-				if c.closed || c.phase != phaseLoading {
-					return nil
-				}
-				if snap == nil { // superseded by a newer CONNECT of the same client
-					c.close()
-					return nil
-				}
-				c.finishConnect(pc, snap)
-				c.service()
-				return nil
-			}))
-		})
-		return nil
-	}
-	var snap *stored
-	if known {
-		snap = &st
-	}
-	c.finishConnect(pc, snap)
-	return nil
-}
-
 // finishConnect attaches the session and answers CONNACK. snap is what the sessions topic says of the client
 // (nil if nothing). Runs on the loop.
 func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {

@@ -35,6 +35,7 @@ type cfg struct {
 	messagesTopic    string         // Kafka topic the shared reader follows
 	reasonStrings    bool           // send Reason String properties to v5 clients
 	handoffTimeout   time.Duration  // how long a CONNECT waits for another instance to hand a session over
+	sessionsWait     time.Duration  // how long a CONNECT waits to read its client's sessions partition (consistency.go)
 	saveEvery        time.Duration  // how often delivery offsets of connected persistent sessions are written
 	loadTimeout      time.Duration  // how long Start waits for the sessions topic to be read
 	maxSubs          int            // subscriptions per session
@@ -83,13 +84,14 @@ func (c *cfg) defaults() {
 	c.messagesTopic = "mqtt-messages"
 	c.reasonStrings = true
 	c.handoffTimeout = 3 * time.Second
+	c.sessionsWait = 5 * time.Second
 	c.saveEvery = 2 * time.Second
 	c.loadTimeout = 60 * time.Second
 	c.maxSubs = 1000
 	c.share.defaults()
 	c.aliasBytes = 16 << 10
 	c.heartbeatEvery = 2 * time.Second
-	c.deadAfter = 10 * time.Second
+	c.deadAfter = 6 * time.Second
 	c.tlsClientAuth = TLSClientCertRequire
 	c.tlsHandshakes = 4096
 	c.proxyTrusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -133,6 +135,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("maximum QoS must be 0, 1 or 2, not %d", c.maxQoS)
 	case c.connectTimeout <= 0:
 		return errors.New("connect timeout must be positive")
+	case c.sessionsWait <= 0:
+		return errors.New("sessions read wait must be positive")
 	case c.sessionQueue < 1:
 		return fmt.Errorf("session queue must hold at least 1 message, not %d", c.sessionQueue)
 	case c.outboundBudget < 1024:
@@ -238,13 +242,22 @@ func MessagesTopic(t string) Opt { return func(c *cfg) { c.messagesTopic = t } }
 // over (write its final offsets); after it the session resumes from the last stored state. Default 3 s.
 func HandoffTimeout(d time.Duration) Opt { return func(c *cfg) { c.handoffTimeout = d } }
 
+// SessionsReadWait bounds how long a CONNECT waits until this instance has read the client's sessions
+// partition up to the CONNECT's own owner record, so that nothing about the session is decided on a partial
+// view (docs/sessions.md, "Consistency"). A CONNECT that cannot be answered within it gets CONNACK 0x88
+// Server Unavailable (v3: return code 3). Default 5 s.
+func SessionsReadWait(d time.Duration) Opt { return func(c *cfg) { c.sessionsWait = d } }
+
 // SaveEvery is how often the delivery offsets of connected persistent sessions are written to Kafka, coalescing
 // every acknowledgement in between; they are also written when a connection ends. Default 2 s.
 func SaveEvery(d time.Duration) Opt { return func(c *cfg) { c.saveEvery = d } }
 
-// Heartbeats sets how often the instance announces itself in the sessions topic and after how much silence
-// another instance counts as dead, so that the wills and expiries of its clients are processed elsewhere.
-// Defaults 2 s and 10 s: a dead instance's clients' wills go out within 10 s plus their Will Delay Interval.
+// Heartbeats sets how often the instance announces itself in the sessions topic (and processes its sessions
+// partitions) and after how much silence another instance counts as dead, so that the wills and expiries of
+// its clients are processed elsewhere. Defaults 2 s and 6 s. The ends of a dead instance's connections are
+// claimed within deadAfter + every of its death (8 s by default; docs/sessions.md, "Instance death"), its
+// clients' wills go out that long plus their Will Delay Interval after it, and its clients can connect
+// elsewhere at once (the CONNACK waits at most HandoffTimeout).
 func Heartbeats(every, deadAfter time.Duration) Opt {
 	return func(c *cfg) { c.heartbeatEvery, c.deadAfter = every, deadAfter }
 }

@@ -35,7 +35,21 @@ func TestKafkaOutageUnderLoad(t *testing.T) {
 	sub := dialV5(t, addr, &paho.Connect{ClientID: "outage-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "out/#", QoS: 1})
 
-	// The outage: every produce request waits at the broker until the gate opens.
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	const clients, each = 5, 300
+	pubs := make([]*raw, clients)
+	for i := range pubs {
+		pubs[i] = dialRaw(t, addr)
+		pubs[i].connect(5, fmt.Sprintf("outage-pub-%d", i))
+	}
+	qos0 := dialRaw(t, addr)
+	qos0.connect(5, "outage-qos0")
+
+	// The outage: every produce request waits at the broker until the gate opens. The clients connected
+	// before it: a CONNECT during it is refused with 0x88 once SessionsReadWait passes (consistency.go).
 	gate := make(chan struct{})
 	c := mux.Cluster()
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -47,15 +61,7 @@ func TestKafkaOutageUnderLoad(t *testing.T) {
 	release := func() { open.Do(func() { close(gate) }) }
 	defer release()
 
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-
-	const clients, each = 5, 300
-	pubs := make([]*raw, clients)
 	for i := range pubs {
-		pubs[i] = dialRaw(t, addr)
-		pubs[i].connect(5, fmt.Sprintf("outage-pub-%d", i))
 		var batch []byte
 		for j := 1; j <= each; j++ {
 			p := mqttcodec.Publish{Topic: []byte(fmt.Sprintf("out/%d", i)), QoS: 1, PacketID: uint16(j), Payload: []byte(strconv.Itoa(j))}
@@ -63,8 +69,6 @@ func TestKafkaOutageUnderLoad(t *testing.T) {
 		}
 		pubs[i].send(batch)
 	}
-	qos0 := dialRaw(t, addr)
-	qos0.connect(5, "outage-qos0")
 	var burst []byte
 	for j := 0; j < 2000; j++ {
 		p := mqttcodec.Publish{Topic: []byte("out0/x"), Payload: make([]byte, 100)}

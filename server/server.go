@@ -53,6 +53,7 @@ type Server struct {
 	connRate  *connRateTable // --max-connection-rate; nil = off (limits.go)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc
+	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
 
 	eng       gnet.Engine
 	procsHeld int // Ps reserved for the loops while they run (procs.go)
@@ -132,14 +133,15 @@ func (s *Server) Start() error {
 	case <-time.After(s.cfg.loadTimeout):
 		return fmt.Errorf("cannot load sessions from Kafka topic %s within %v", s.off.SessionsTopic(), s.cfg.loadTimeout)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopSaver, s.runCtx = cancel, ctx // before ready: a will due at once reads runCtx
 	s.store.mu.Lock()
 	s.store.ready = true // from now on, end records decide wills (see wills.go)
 	s.store.mu.Unlock()
 	s.recoverOwnConnections(time.Now())
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stopSaver = cancel
 	go s.saver(ctx, s.cfg.saveEvery)
 	go s.heartbeats(ctx)
+	go s.processor(ctx)
 	addrs := make([]string, len(s.specs))
 	for i := range s.specs {
 		addrs[i] = s.specs[i].addr

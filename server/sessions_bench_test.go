@@ -3,6 +3,8 @@ package server_test
 import (
 	"fmt"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,4 +115,31 @@ func TestResumeTenThousand(t *testing.T) {
 		}
 	}
 	t.Logf("resume of %d queued messages on another instance: CONNACK after %v, last message after %v", n, connack, time.Since(start))
+}
+
+// BenchmarkConnectConcurrent: CONNECT→CONNACK of new persistent sessions, 32 clients connecting at once (the
+// fences of concurrent CONNECTs share produce batches and fetches); connects/s is the rate reached.
+func BenchmarkConnectConcurrent(b *testing.B) {
+	_, kafka := startKafka(b)
+	a := startInstance(b, kafka)
+	var mu sync.Mutex
+	ds := make([]time.Duration, 0, b.N)
+	var n atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			d, _, r := connectOnce(b, a.addr, fmt.Sprintf("conc-%d", n.Add(1)), true)
+			mine = append(mine, d)
+			r.nc.Close()
+		}
+		mu.Lock()
+		ds = append(ds, mine...)
+		mu.Unlock()
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "connects/s")
+	b.StopTimer()
+	reportPercentiles(b, ds)
 }

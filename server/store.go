@@ -98,6 +98,7 @@ type store struct {
 	instances map[string]time.Time // instance id → when its last heartbeat was read (this instance's clock)
 	peers     map[string]*peer     // instance id → its advertised address and liveness, for redirect (redirect.go)
 	ready     bool                 // the topic has been read to the end once: end records are acted on
+	fences    map[fenceKey]*fence  // CONNECTs waiting to read their own owner record back (consistency.go)
 }
 
 // handoff is a CONNECT waiting for the previous owner's final delivery record.
@@ -162,11 +163,18 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	}
 	c.part = part
 	var err error
+	var fenced *fence
+	var prev stored
 	switch kind {
 	case kindSession:
 		c.sess, err = decodeRec[sessionRec](value)
 	case kindOwner:
-		c.owner, err = decodeRec[ownerRec](value)
+		var o *ownerRec
+		o, err = decodeRec[ownerRec](value)
+		if f := st.takeFence(id, o); f != nil {
+			fenced, prev = f, *c // the view the CONNECT decides on: everything before its own record
+		}
+		c.owner = o
 	case kindDelivery:
 		var d *deliveryRec
 		d, err = decodeRec[deliveryRec](value)
@@ -193,9 +201,16 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 		delete(st.clients, id)
 	}
 	var h *handoff
-	if kind == kindDelivery && c.deliv != nil {
-		if w := st.waiters[id]; w != nil && c.deliv.Epoch == w.epoch {
+	if w := st.waiters[id]; w != nil {
+		switch {
+		case kind == kindDelivery && c.deliv != nil && c.deliv.Epoch == w.epoch:
+			h = w // the previous owner handed the session over
+		case kind == kindOwner && c.owner != nil && !c.owner.Connected && c.owner.Epoch < w.epoch:
+			// The previous connection ended (its final delivery record came before its end record), or the
+			// partition's processor ended it for its dead instance: nothing more is coming.
 			h = w
+		}
+		if h != nil {
 			delete(st.waiters, id)
 		}
 	}
@@ -205,6 +220,9 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	if err != nil {
 		// A corrupt or newer record is logged and skipped: the session starts clean, the instance goes on.
 		st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
+	}
+	if fenced != nil {
+		st.ownRecordRead(id, owner.Epoch, fenced, &prev)
 	}
 	if h != nil {
 		h.timer.Stop()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"time"
 
@@ -96,8 +97,17 @@ func (srv *Server) connectionEnded(id string, end *ownerRec) {
 }
 
 // publishStoredWill publishes the will of epoch unless the client connected again or the will is gone, then
-// tombstones it. Runs on a timer goroutine.
+// tombstones it. The decision is taken once the sessions topic has been read up to its end (a CONNECT on
+// another instance a moment ago cancels the will); if it cannot be read, the decision is tried again a second
+// later. Runs on a timer goroutine.
 func (srv *Server) publishStoredWill(id string, epoch int64) {
+	if srv.runCtx.Err() != nil {
+		return // stopping: the will stays in Kafka for the next processor
+	}
+	if !srv.readSessionsUpTo(srv.runCtx) {
+		time.AfterFunc(time.Second, func() { srv.publishStoredWill(id, epoch) })
+		return
+	}
 	st, ok := srv.store.lookup(id)
 	if !ok || st.will == nil || st.will.Epoch != epoch {
 		return
@@ -109,8 +119,9 @@ func (srv *Server) publishStoredWill(id string, epoch int64) {
 	srv.store.put(kindWill, id, nil)
 }
 
-// heartbeats writes this instance's heartbeat and acts for dead instances on the partitions this instance
-// processes. Runs on its own goroutine until ctx ends; the heartbeat is tombstoned at the end.
+// heartbeats writes this instance's heartbeat every heartbeatEvery. Runs on its own goroutine until ctx ends;
+// the heartbeat is tombstoned at the end. Nothing else runs here, so a slow Kafka read cannot delay a
+// heartbeat into a false death.
 func (srv *Server) heartbeats(ctx context.Context) {
 	t := time.NewTicker(srv.cfg.heartbeatEvery)
 	defer t.Stop()
@@ -122,13 +133,49 @@ func (srv *Server) heartbeats(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		srv.processPartitions(time.Now())
 	}
+}
+
+// processor acts for dead instances on the partitions this instance processes, every heartbeatEvery. Runs
+// on its own goroutine until ctx ends.
+//
+// The bound on noticing a death (docs/sessions.md, "Instance death"): an instance's last heartbeat is read
+// about when it dies; it counts as dead deadAfter later, which the next round (at most heartbeatEvery after)
+// notices. So the end of its connections is claimed within deadAfter + heartbeatEvery of its death, plus the
+// Kafka round trips of the round (read the partitions up to their end, write the claim, read it back).
+func (srv *Server) processor(ctx context.Context) {
+	t := time.NewTicker(srv.cfg.heartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if srv.readSessionsUpTo(ctx) {
+			srv.processPartitions(time.Now())
+		}
+	}
+}
+
+// readSessionsUpTo waits, at most SessionsReadWait, until the sessions topic has been read up to where it
+// ended when called: what a will or expiry decision is taken on (read your writes). It reports false, and
+// logs, if that could not be done. Blocks: never on an event loop or the reader goroutine.
+func (srv *Server) readSessionsUpTo(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, srv.cfg.sessionsWait)
+	defer cancel()
+	if err := srv.off.ReadSessionsUpTo(ctx); err != nil {
+		if ctx.Err() == nil || !errors.Is(err, context.Canceled) {
+			srv.warn("deciding no will or expiry now: the sessions topic could not be read up to its end", "err", err)
+		}
+		return false
+	}
+	return true
 }
 
 // processPartitions claims the ends of connections held by dead instances, and of wills whose publisher died,
 // on the sessions partitions this instance processes, and expires sessions whose expiry passed while no
-// instance held them.
+// instance held them. The caller has read the sessions topic up to its end first (readSessionsUpTo).
 func (srv *Server) processPartitions(now time.Time) {
 	deadAfter := srv.cfg.deadAfter
 	st := srv.store

@@ -43,6 +43,9 @@ type config struct {
 	v3SessionExpiry   time.Duration
 	maxSessionExpiry  time.Duration
 	saveEvery         time.Duration
+	sessionsReadWait  time.Duration
+	heartbeatEvery    time.Duration
+	deadAfter         time.Duration
 	outboundBudget    int
 	laneBytes         int
 	laneRecords       int
@@ -116,6 +119,9 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.v3SessionExpiry, "v3-session-expiry", 2*time.Hour, "how long a v3 CleanSession=0 session outlives its connection")
 	fs.DurationVar(&c.maxSessionExpiry, "max-session-expiry", 7*24*time.Hour, "cap on a v5 client's Session Expiry Interval")
 	fs.DurationVar(&c.saveEvery, "save-every", 2*time.Second, "how often delivery offsets of connected persistent sessions are written to Kafka")
+	fs.DurationVar(&c.sessionsReadWait, "sessions-read-wait", 5*time.Second, "how long a CONNECT may wait to read its client's sessions partition; after it, CONNACK 0x88 (v3: 3)")
+	fs.DurationVar(&c.heartbeatEvery, "heartbeat-every", 2*time.Second, "how often the instance writes its heartbeat and processes its sessions partitions")
+	fs.DurationVar(&c.deadAfter, "dead-after", 6*time.Second, "an instance silent this long is dead: its connections are ended within dead-after + heartbeat-every")
 	fs.IntVar(&c.outboundBudget, "outbound-budget", 1<<20, "bytes buffered towards one client before deliveries wait")
 	fs.IntVar(&c.laneBytes, "inflight-bytes", 8<<20, "bytes in flight to Kafka per event loop")
 	fs.IntVar(&c.laneRecords, "inflight-records", 8192, "records in flight to Kafka per event loop")
@@ -267,6 +273,9 @@ func (c *config) validate() error {
 		{c.maxSessionExpiry >= time.Second && c.maxSessionExpiry.Seconds() < 1<<32, "max-session-expiry", c.maxSessionExpiry, "1s to 136 years"},
 		{c.saveEvery >= 100*time.Millisecond, "save-every", c.saveEvery, "at least 100ms"},
 		{c.laneDelay >= 0, "inflight-delay", c.laneDelay, "0 (off) or positive"},
+		{c.sessionsReadWait >= 100*time.Millisecond, "sessions-read-wait", c.sessionsReadWait, "at least 100ms"},
+		{c.heartbeatEvery >= 100*time.Millisecond, "heartbeat-every", c.heartbeatEvery, "at least 100ms"},
+		{c.deadAfter >= 2*c.heartbeatEvery, "dead-after", c.deadAfter, "at least two heartbeat intervals"},
 		{c.logFormat == "text" || c.logFormat == "json", "log-format", c.logFormat, "text or json"},
 		{validLevel(c.logLevel), "log-level", c.logLevel, "debug, info, warn or error"},
 	}

@@ -86,6 +86,8 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.V3SessionExpiry(uint32(cfg.v3SessionExpiry.Seconds())),
 		server.MaxSessionExpiry(uint32(cfg.maxSessionExpiry.Seconds())),
 		server.SaveEvery(cfg.saveEvery),
+		server.SessionsReadWait(cfg.sessionsReadWait),
+		server.Heartbeats(cfg.heartbeatEvery, cfg.deadAfter),
 		server.OutboundBudget(cfg.outboundBudget),
 		server.MessagesTopic(cfg.topicMessages),
 		server.Routes(cfg.route.vals, cfg.routeUnrouted == "refuse"),

@@ -13,6 +13,7 @@
 //	ferry-chaos probe-report --samples FILE --phases FILE
 //	ferry-chaos soak --target ADDR --ferry-pid PID --admin ADDR --duration 10m
 //	ferry-chaos sample --pid PID --admin ADDR --out FILE                        # RSS, goroutines, fds until SIGTERM
+//	ferry-chaos sessions --targets ADDR,ADDR[,…] --clients 50 --duration 30s    # session history, Porcupine-checked
 //
 // Every command prints its figures on one line on stdout and exits 1 when a check failed.
 package main
@@ -24,7 +25,7 @@ import (
 
 const usage = `usage: ferry-chaos <command> [flags]   (ferry-chaos <command> -h lists the flags)
 
-commands: crash-load verify outage flood-conns flood-pub probe probe-report soak sample`
+commands: crash-load verify outage flood-conns flood-pub probe probe-report soak sample sessions`
 
 func main() {
 	if len(os.Args) < 2 {
@@ -41,6 +42,7 @@ func main() {
 		"probe-report": probeReport,
 		"soak":         soak,
 		"sample":       sample,
+		"sessions":     sessions,
 	}
 	fn := cmds[os.Args[1]]
 	if fn == nil {
