@@ -39,10 +39,11 @@ type conn struct {
 	wheelAt    int64       // the second of c's live entry in the loop's timing wheel
 	epoch      int64       // unix nanoseconds of the CONNECT: orders connections of one client across instances
 
-	clientMaxPacket uint32 // from CONNECT; 0 = no limit
-	clientRecvMax   uint16 // outbound QoS>0 window the client allows
-	clientAliasMax  uint16
+	clientMaxPacket uint32            // from CONNECT; 0 = no limit
+	clientRecvMax   uint16            // outbound QoS>0 window the client allows
+	clientAliasMax  uint16            // the client's Topic Alias Maximum: outbound aliases it takes (0: none)
 	aliases         map[uint16]string // inbound topic aliases
+	outAlias        *outAliases       // outbound topic aliases (alias_out.go); nil until the first one
 
 	pubq     []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
 	pubqHead int32

@@ -193,7 +193,8 @@ func (c *conn) resend() {
 
 // writePublish encodes d for this client. It reports false when the message must not be sent: expired
 // [MQTT-3.3.2-5] or larger than the client's Maximum Packet Size [MQTT-3.1.2-25], in which case it is dropped
-// as if delivered. Runs on the loop with the session lock held.
+// as if delivered. A v5 client that takes topic aliases gets one (alias_out.go). Runs on the loop with the
+// session lock held.
 func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) bool {
 	m := d.msg
 	if c.auth != nil && !c.mayReceive(m.Topic) {
@@ -222,11 +223,15 @@ func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) boo
 			p.Props.Set(mqttcodec.PropSubscriptionID)
 		}
 	}
+	alias, known := c.setOutAlias(p, m.Topic) // alias_out.go
 	if max := c.clientMaxPacket; max > 0 && mqttcodec.PublishSize(p, c.version) > int(max) {
 		c.l.srv.metrics.dropped(dropTooLarge)
-		return false
+		return false // the alias table is left as it was: the client never saw this PUBLISH
 	}
 	c.l.out = mqttcodec.AppendPublish(c.l.out, p, c.version)
+	if alias != 0 {
+		c.outAlias.commit(m.Topic, alias, known)
+	}
 	return true
 }
 

@@ -44,6 +44,8 @@ type config struct {
 	maxSessionExpiry  time.Duration
 	saveEvery         time.Duration
 	outboundBudget    int
+	outAliases        int
+	outAliasBytes     int
 	laneBytes         int
 	laneRecords       int
 	laneDelay         time.Duration
@@ -116,6 +118,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.maxSessionExpiry, "max-session-expiry", 7*24*time.Hour, "cap on a v5 client's Session Expiry Interval")
 	fs.DurationVar(&c.saveEvery, "save-every", 2*time.Second, "how often delivery offsets of connected persistent sessions are written to Kafka")
 	fs.IntVar(&c.outboundBudget, "outbound-budget", 1<<20, "bytes buffered towards one client before deliveries wait")
+	fs.IntVar(&c.outAliases, "outbound-topic-aliases", 16, "topic aliases used towards one v5 client that announces a Topic Alias Maximum, least recently used replaced first (0 = none)")
+	fs.IntVar(&c.outAliasBytes, "outbound-topic-alias-bytes", 2048, "memory of one connection's outbound topic alias table: 32 bytes per alias plus its topic")
 	fs.IntVar(&c.laneBytes, "inflight-bytes", 8<<20, "bytes in flight to Kafka per event loop")
 	fs.IntVar(&c.laneRecords, "inflight-records", 8192, "records in flight to Kafka per event loop")
 	fs.DurationVar(&c.laneDelay, "inflight-delay", 10*time.Millisecond, "when Kafka falls behind, records in flight per event loop are also limited to what Kafka completes in this time (0 = count and bytes only)")
@@ -265,6 +269,8 @@ func (c *config) validate() error {
 		{c.maxSessionExpiry >= time.Second && c.maxSessionExpiry.Seconds() < 1<<32, "max-session-expiry", c.maxSessionExpiry, "1s to 136 years"},
 		{c.saveEvery >= 100*time.Millisecond, "save-every", c.saveEvery, "at least 100ms"},
 		{c.laneDelay >= 0, "inflight-delay", c.laneDelay, "0 (off) or positive"},
+		{c.outAliases >= 0 && c.outAliases <= 65535, "outbound-topic-aliases", c.outAliases, "0 to 65535"},
+		{c.outAliasBytes >= 0, "outbound-topic-alias-bytes", c.outAliasBytes, "0 or more"},
 		{c.logFormat == "text" || c.logFormat == "json", "log-format", c.logFormat, "text or json"},
 		{validLevel(c.logLevel), "log-level", c.logLevel, "debug, info, warn or error"},
 	}

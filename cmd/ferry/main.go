@@ -87,6 +87,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.MaxSessionExpiry(uint32(cfg.maxSessionExpiry.Seconds())),
 		server.SaveEvery(cfg.saveEvery),
 		server.OutboundBudget(cfg.outboundBudget),
+		server.OutboundTopicAliases(cfg.outAliases), server.OutboundTopicAliasBytes(cfg.outAliasBytes),
 		server.MessagesTopic(cfg.topicMessages),
 		server.Routes(cfg.route.vals, cfg.routeUnrouted == "refuse"),
 		server.Logger(log),
