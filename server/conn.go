@@ -17,6 +17,7 @@ const (
 	phaseLoading                       // CONNECT read; the session is being handed over by another instance
 	phaseConnected                     // CONNECT accepted
 	phaseClosing                       // DISCONNECT sent or received; no more packets are read
+	phaseLinger                        // MQTT ended; the socket is read and discarded until it closes (linger.go)
 )
 
 // conn is one MQTT network connection. All fields except notified are owned by the connection's event loop.
@@ -33,6 +34,7 @@ type conn struct {
 	closeWhy   uint8       // why Ferry closes it, for metrics (closeReason infers the rest)
 	listener   uint8       // index of the listener that accepted it, for metrics
 	disconnect bool        // a DISCONNECT was received: the end is normal
+	halfClosed bool        // lingering: the write side is shut (linger.go)
 	notified   atomic.Bool // queued in l.ready
 	keepAlive  uint16      // seconds, 0 = none
 	lastRead   int64       // unix seconds of the last packet
@@ -45,9 +47,10 @@ type conn struct {
 	aliases         map[uint16]string // inbound topic aliases
 	outAlias        *outAliases       // outbound topic aliases (alias_out.go); nil until the first one
 
-	pubq     []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
-	pubqHead int32
-	nWaiting int32 // entries of pubq the lane has not taken yet (state reqWaiting)
+	pubq        []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
+	pubqHead    int32
+	nWaiting    int32 // entries of pubq the lane has not taken yet (state reqWaiting)
+	lingerBytes int32 // lingering: bytes read and discarded (linger.go)
 
 	will *willMsg   // published if the connection ends abnormally
 	tr   *transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
@@ -81,6 +84,10 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	if c == nil {
 		return gnet.None
 	}
+	if c.phase == phaseLinger {
+		c.lingerClosed() // its MQTT end was done when the linger began
+		return gnet.None
+	}
 	s.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
 	c.closed = true
 	if c.tr != nil {
@@ -96,12 +103,15 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 // Kafka, a will, a client id) is copied before Discard.
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, _ := gc.Context().(*conn)
+	if c != nil && c.phase == phaseLinger {
+		return c.lingerTraffic()
+	}
 	if c == nil || c.closed {
 		return gnet.Close
 	}
 	c.l.now = time.Now().Unix()
 	c.service()
-	if c.closed {
+	if c.closed && c.phase != phaseLinger {
 		return gnet.Close
 	}
 	return gnet.None
@@ -270,6 +280,8 @@ func (c *conn) protocolError(err error) {
 	c.l.srv.debug("closing connection on protocol error", "client", c.clientID(), "err", err)
 	if c.phase == phaseConnected && c.version >= mqttcodec.Version5 {
 		c.sendDisconnect(reason, err.Error())
+		c.closeLinger() // the client may still be sending: it must be able to read the reason (linger.go)
+		return
 	}
 	c.close()
 }
@@ -355,6 +367,9 @@ func (c *conn) checkTimeout() {
 			c.close()
 			return
 		}
+	case phaseLinger:
+		c.lingerTick()
+		return
 	default:
 		return
 	}

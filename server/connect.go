@@ -35,7 +35,7 @@ func (c *conn) connectError(p *mqttcodec.Connect, err error) error {
 	case reason == mqttcodec.ClientIdentifierNotValid:
 		c.writeConnack(p.Version, false, reason, nil) // [MQTT-3.1.3-9] return code 2
 	}
-	c.close()
+	c.closeLinger() // the client may have sent more behind its CONNECT: it must read the CONNACK (linger.go)
 	return nil
 }
 
@@ -46,7 +46,7 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 	refuse := func(r mqttcodec.ReasonCode) error {
 		srv.metrics.connectRefused(r)
 		c.writeConnack(p.Version, false, r, nil)
-		c.close()
+		c.closeLinger() // linger.go
 		return nil
 	}
 	if srv.draining.Load() {
@@ -372,6 +372,8 @@ func (c *conn) kick(reason mqttcodec.ReasonCode) {
 		c.disconnect = true // the session moved on: the old connection's will is not sent
 		if c.version >= mqttcodec.Version5 {
 			c.sendDisconnect(reason, "")
+			c.closeLinger() // the old client may be sending: it reads 0x8E (linger.go)
+			return nil
 		}
 		c.close()
 		return nil

@@ -237,7 +237,7 @@ func (c *conn) refuseWithReference(reason mqttcodec.ReasonCode, addr string) {
 	props.Set(mqttcodec.PropServerReference)
 	c.l.srv.metrics.connectRefused(reason)
 	c.writeConnack(mqttcodec.Version5, false, reason, &props)
-	c.close()
+	c.closeLinger() // linger.go
 }
 
 // drainTarget is where a drain sends c: its owner among the other live instances, or "" (tell it 0x8B).

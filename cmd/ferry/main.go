@@ -88,6 +88,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.SaveEvery(cfg.saveEvery),
 		server.OutboundBudget(cfg.outboundBudget),
 		server.OutboundTopicAliases(cfg.outAliases), server.OutboundTopicAliasBytes(cfg.outAliasBytes),
+		server.Linger(cfg.lingerTimeout, cfg.lingerBytes, cfg.maxLingering),
 		server.MessagesTopic(cfg.topicMessages),
 		server.Routes(cfg.route.vals, cfg.routeUnrouted == "refuse"),
 		server.Logger(log),
