@@ -25,6 +25,9 @@ import (
 //     after every reconnect). The ack keeps its place in the order of the PUBLISHes [MQTT-4.6.0-2].
 //   - SUBSCRIBE: a filter is granted only if one subscribe pattern covers every topic it matches (a '#' or a
 //     '+' at the identity level is refused where the pattern names the identity): v5 0x87, v3 0x80.
+//   - Deny patterns (deny_publish, deny_subscribe) refuse inside what is allowed, and deny wins: a PUBLISH to
+//     a denied topic gets the refusal above; a filter every topic of which is denied is refused; a wider
+//     filter is granted but never delivers a denied topic (package auth, RoleRules).
 //   - Delivery: every message written to the client — live, replayed, retained, re-sent — is checked against
 //     the subscribe patterns (writePublish), so a subscription granted under older rules or to another
 //     identity of the same client id receives nothing outside the current privileges. For a role that may

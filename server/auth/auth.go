@@ -128,8 +128,8 @@ func (pr *Principal) Roles() string { return pr.g.name }
 func (pr *Principal) MayPublish(topic string) bool { return pr.g.mayPublish(topic, pr.identity) }
 
 // MaySubscribe reports whether the principal may subscribe to filter (a valid topic filter): true only if
-// one subscribe pattern covers every topic the filter matches, so a wildcard cannot widen access.
-// Allocation-free.
+// one subscribe pattern covers every topic the filter matches, so a wildcard cannot widen access, and no
+// deny pattern covers it (deny wins). Allocation-free.
 func (pr *Principal) MaySubscribe(filter string) bool { return pr.g.maySubscribe(filter, pr.identity) }
 
 // MayReceive reports whether a message on topic may be delivered to the principal: its topic must match one
