@@ -114,8 +114,8 @@ func TestLingerConnackRefusalReadable(t *testing.T) {
 		version byte
 		want    byte // reason code (v5) or return code (v3)
 	}{
-		{"MQTT-3.2.2-8/v5-bad-auth-method-0x8C", mqttcodec.Version5, byte(mqttcodec.BadAuthenticationMethod)},
-		{"MQTT-3.1.3-9/v311-empty-id-persistent-rc2", mqttcodec.Version311, 2},
+		{"MQTT-3.2.2-7/v5-bad-auth-method-0x8C", mqttcodec.Version5, byte(mqttcodec.BadAuthenticationMethod)},
+		{"MQTT-3.2.2-5/v311-empty-id-persistent-rc2", mqttcodec.Version311, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nc, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
