@@ -73,7 +73,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		}
 		c.tr = tr
 	}
-	// [MQTT-3.1.4-?] A socket that sends no CONNECT within the timeout is closed.
+	// A socket that sends no CONNECT within the timeout is closed (MQTT 5 §3.1.4, a SHOULD without a number).
 	l.wheel.schedule(c, l.now+int64(s.cfg.connectTimeout.Seconds()+0.999))
 	return nil, gnet.None
 }
@@ -353,7 +353,7 @@ func (c *conn) checkTimeout() {
 		}
 	case phaseConnected:
 		if c.keepAlive == 0 {
-			return // [MQTT-3.1.2-?] keep-alive 0 turns the mechanism off
+			return // keep-alive 0 turns the mechanism off (MQTT 5 §3.1.2.10, no numbered statement)
 		}
 		// [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: one and a half keep-alive periods without a packet ends it.
 		// The loop's clock has one-second steps: one more second keeps the close from coming early.

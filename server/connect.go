@@ -108,7 +108,7 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		expiry = p.Props.SessionExpiry
 		if expiry > srv.cfg.maxSessionExpiry {
 			expiry = srv.cfg.maxSessionExpiry
-			props.SessionExpiry = expiry // the server's choice is announced [MQTT-3.2.2-?]
+			props.SessionExpiry = expiry // the server's choice is announced (MQTT 5 §3.2.2.3.2, no numbered statement)
 			props.Set(mqttcodec.PropSessionExpiry)
 		}
 	} else if !p.CleanStart {
@@ -274,7 +274,7 @@ func copyWill(p *mqttcodec.Connect, id string) *willMsg {
 		ClientID: id,
 	}
 	copyProps(m, &p.WillProps, time.Now())
-	m.ExpiresAt = time.Time{} // the will's expiry runs from its publication [MQTT-3.1.3-?]
+	m.ExpiresAt = time.Time{} // the will's expiry runs from its publication (MQTT 5 §3.1.3.2.4, no numbered statement)
 	return &willMsg{msg: m, delay: p.WillProps.WillDelay, expiry: p.WillProps.MessageExpiry}
 }
 

@@ -274,7 +274,7 @@ func (c *conn) onAck(a *mqttcodec.Ack) error {
 		sess.mu.Lock()
 		next := outReleased
 		if a.Reason >= 0x80 {
-			next = outDone // [MQTT-4.3.3-?] a failed PUBREC ends the exchange
+			next = outDone // [MQTT-4.3.3-4] a PUBREC of 0x80 or above ends the exchange: no PUBREL
 		}
 		found := sess.ack(a.PacketID, outPublished, next)
 		if !found {
@@ -298,7 +298,7 @@ func (c *conn) onAck(a *mqttcodec.Ack) error {
 		found := false
 		if sess.fl != nil {
 			_, found = sess.fl.qos2In[a.PacketID]
-			delete(sess.fl.qos2In, a.PacketID) // [MQTT-4.3.3-?] the packet id may be reused from now on
+			delete(sess.fl.qos2In, a.PacketID) // [MQTT-4.3.3-12] after the PUBCOMP the packet id is a new message
 		}
 		persistent := sess.ps != nil
 		sess.mu.Unlock()
