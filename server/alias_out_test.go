@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server"
 )
 
 // aliasReader resolves the topic aliases of the PUBLISHes a paho.golang client receives (paho hands them over
@@ -96,7 +99,7 @@ func TestOutboundTopicAliases(t *testing.T) {
 			t.Fatalf("highest alias %d, want %d (one per topic)", r.maxSeen, len(topics))
 		}
 	})
-	t.Run("MQTT-3.3.2-11/replaced-when-full", func(t *testing.T) {
+	t.Run("MQTT-3.1.2-26/narrow-client-replaced-when-full", func(t *testing.T) {
 		r := check("narrow", narrow, 2)
 		if r.aliased != rounds*len(topics) {
 			t.Fatalf("%d of %d PUBLISHes carried an alias", r.aliased, rounds*len(topics))
@@ -118,6 +121,48 @@ func TestOutboundTopicAliases(t *testing.T) {
 		if m.Topic != topics[0] {
 			t.Fatalf("first PUBLISH on a new connection has topic %q (alias %v): the old connection's alias leaked", m.Topic, m.Properties.TopicAlias)
 		}
+	})
+}
+
+// Inbound aliases: the server takes aliases up to its own maximum and refuses the others with 0x94, takes
+// none when it announced 0, and an alias defined on one connection means nothing on another.
+func TestInboundTopicAliasLimits(t *testing.T) {
+	connect := func(t *testing.T, addr, id string) *raw {
+		r := dialRaw(t, addr)
+		r.connect(mqttcodec.Version5, id)
+		return r
+	}
+	aliased := func(topic string, alias uint16) []byte {
+		p := mqttcodec.Publish{Topic: []byte(topic), QoS: 1, PacketID: 1, Payload: []byte("x")}
+		p.Props.TopicAlias = alias
+		p.Props.Set(mqttcodec.PropTopicAlias)
+		return mqttcodec.AppendPublish(nil, &p, mqttcodec.Version5)
+	}
+	f := startFerry(t, server.TopicAliasMaximum(4))
+	t.Run("MQTT-3.3.2-12/accepts-up-to-own-maximum", func(t *testing.T) {
+		r := connect(t, f.addr, "in-max")
+		r.send(aliased("in/a", 4))
+		if fh, _ := r.packet(); fh.Type != mqttcodec.PUBACK {
+			t.Fatalf("alias 4 of 4: got %s, want PUBACK", mqttcodec.TypeName(fh.Type))
+		}
+		r.send(aliased("in/a", 5))
+		r.expectDisconnect(mqttcodec.TopicAliasInvalid)
+	})
+	t.Run("MQTT-3.3.2-7/inbound-alias-not-shared-between-connections", func(t *testing.T) {
+		a := connect(t, f.addr, "in-a")
+		a.send(aliased("in/defined", 1))
+		if fh, _ := a.packet(); fh.Type != mqttcodec.PUBACK {
+			t.Fatal("no PUBACK")
+		}
+		b := connect(t, f.addr, "in-b")
+		b.send(aliased("", 1)) // alias 1 is a's, not b's
+		b.expectDisconnect(mqttcodec.ProtocolError)
+	})
+	t.Run("MQTT-3.2.2-18/server-announced-zero", func(t *testing.T) {
+		g := startFerry(t, server.TopicAliasMaximum(0))
+		r := connect(t, g.addr, "in-zero")
+		r.send(aliased("in/a", 1))
+		r.expectDisconnect(mqttcodec.TopicAliasInvalid)
 	})
 }
 

@@ -82,27 +82,64 @@ func TestLingerDisconnectReadable(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	wait()
 	fhs, bodies, err := readAll(t, nc)
-	t.Run("MQTT-3.3.4-9/disconnect-0x93-readable", func(t *testing.T) {
-		for i, fh := range fhs {
-			if fh.Type != mqttcodec.DISCONNECT {
-				continue
-			}
-			var d mqttcodec.Disconnect
+	at := -1
+	var d mqttcodec.Disconnect
+	for i, fh := range fhs {
+		if fh.Type == mqttcodec.DISCONNECT {
+			at = i
 			if derr := d.Decode(fh, bodies[i], mqttcodec.Version5); derr != nil {
 				t.Fatal(derr)
 			}
-			if d.Reason != mqttcodec.ReceiveMaximumExceeded {
-				t.Fatalf("DISCONNECT reason %s, want 0x93", d.Reason)
-			}
-			if i != len(fhs)-1 {
-				t.Fatalf("%d packets after the DISCONNECT [MQTT-3.14.4-1]", len(fhs)-1-i)
-			}
-			if !errors.Is(err, io.EOF) {
-				t.Fatalf("stream ended by %v after the DISCONNECT, want end of stream", err)
-			}
-			return
+			break
 		}
+	}
+	if at < 0 {
 		t.Fatalf("no DISCONNECT among %d packets; the read ended with %v", len(fhs), err)
+	}
+	t.Run("MQTT-3.3.4-9/disconnect-0x93-readable", func(t *testing.T) {
+		if d.Reason != mqttcodec.ReceiveMaximumExceeded {
+			t.Fatalf("DISCONNECT reason %s, want 0x93", d.Reason)
+		}
+	})
+	t.Run("MQTT-3.14.4-1/nothing-after-disconnect", func(t *testing.T) {
+		if at != len(fhs)-1 {
+			t.Fatalf("%d packets after the DISCONNECT", len(fhs)-1-at)
+		}
+	})
+	t.Run("MQTT-3.14.4-2/closed-after-disconnect", func(t *testing.T) {
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("stream ended by %v after the DISCONNECT, want end of stream", err)
+		}
+	})
+	t.Run("MQTT-3.14.2-2/no-session-expiry", func(t *testing.T) {
+		if d.Props.Has(mqttcodec.PropSessionExpiry) {
+			t.Fatal("the server's DISCONNECT carries a Session Expiry Interval")
+		}
+	})
+	t.Run("MQTT-3.14.2-4/no-user-property", func(t *testing.T) {
+		if len(d.Props.User) > 0 {
+			t.Fatalf("DISCONNECT with %d user properties", len(d.Props.User))
+		}
+	})
+}
+
+// No DISCONNECT before a successful CONNACK: a connection whose first packet is not CONNECT is closed
+// without one.
+func TestNoDisconnectBeforeConnack(t *testing.T) {
+	f := startFerry(t)
+	t.Run("MQTT-3.14.0-1/first-packet-not-connect", func(t *testing.T) {
+		nc, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		p := mqttcodec.Publish{Topic: []byte("early"), Payload: []byte("x")}
+		if _, err := nc.Write(mqttcodec.AppendPublish(nil, &p, mqttcodec.Version5)); err != nil {
+			t.Fatal(err)
+		}
+		if fhs, _, err := readAll(t, nc); len(fhs) != 0 {
+			t.Fatalf("got %s before any CONNACK (read ended by %v)", mqttcodec.TypeName(fhs[0].Type), err)
+		}
 	})
 }
 
