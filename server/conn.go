@@ -35,6 +35,7 @@ type conn struct {
 	listener   uint8       // index of the listener that accepted it, for metrics
 	disconnect bool        // a DISCONNECT was received: the end is normal
 	halfClosed bool        // lingering: the write side is shut (linger.go)
+	pwDone     bool        // the CONNECT's password was checked off the loop; c.auth holds the outcome (authz_password.go)
 	notified   atomic.Bool // queued in l.ready
 	keepAlive  uint16      // seconds, 0 = none
 	lastRead   int64       // unix seconds of the last packet
@@ -215,10 +216,13 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "second CONNECT on a connection"}
 		}
 		l.conn.Reset()
+		l.connFH, l.connBody = fh, body // a password check copies them (authz_password.go)
 		if err := l.conn.Decode(fh, body); err != nil {
 			return c.connectError(&l.conn, err)
 		}
-		return c.onConnect(&l.conn)
+		err := c.onConnect(&l.conn)
+		l.connBody = nil
+		return err
 	case mqttcodec.PUBLISH:
 		l.pub.Reset()
 		if err := l.pub.Decode(fh, body, c.version); err != nil {

@@ -55,7 +55,7 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		}
 		return refuse(mqttcodec.ServerUnavailable) // v3: return code 3
 	}
-	if !c.connectRateOK() {
+	if !c.pwDone && !c.connectRateOK() { // counted once, not again when a password check resumes the CONNECT
 		return refuse(mqttcodec.ConnectionRateExceeded) // per source address (limits.go); v3: return code 3
 	}
 	if p.Version == mqttcodec.Version5 && p.Props.Has(mqttcodec.PropAuthMethod) {
@@ -67,8 +67,12 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		}
 		return refuse(mqttcodec.ServerUnavailable)
 	}
-	if r := c.authenticate(p); r != mqttcodec.Success {
-		return refuse(r) // token and will topic (authz.go): 0x86 / 0x87, v3 return code 4 / 5
+	switch r := c.authenticate(p); r {
+	case mqttcodec.Success:
+	case authPending:
+		return nil // the password is checked off the loop; onConnect runs again then (authz_password.go)
+	default:
+		return refuse(r) // token, password and will topic (authz.go): 0x86 / 0x87, v3 return code 4 / 5
 	}
 
 	var props mqttcodec.Properties

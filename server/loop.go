@@ -48,7 +48,10 @@ type loop struct {
 	unsub mqttcodec.Unsubscribe
 	disc  mqttcodec.Disconnect
 	conn  mqttcodec.Connect
-	auth  mqttcodec.Auth
+	// the CONNECT being handled, borrowed from the read buffer until handle returns
+	connFH   mqttcodec.FixedHeader
+	connBody []byte
+	auth     mqttcodec.Auth
 }
 
 func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {
