@@ -55,3 +55,22 @@ func TestPasswordFile(t *testing.T) {
 		t.Fatalf("unknown user: %v", err)
 	}
 }
+
+// BenchmarkVerifyPassword is the CPU one password CONNECT costs at the default cost (the figure in
+// docs/operations.md): go test -run '^$' -bench VerifyPassword -benchtime 20x ./server/auth/
+func BenchmarkVerifyPassword(b *testing.B) {
+	h, err := HashPassword([]byte("pw"), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pol, err := NewPolicy(Settings{Users: Users{"u": {Hash: h}}}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := pol.VerifyPassword([]byte("u"), []byte("pw")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
