@@ -109,6 +109,8 @@ func (c *conn) lingerTick() {
 
 // lingerClosed runs from OnClose for a connection that lingered: its MQTT end was done by closeLinger.
 func (c *conn) lingerClosed() {
+	// Out of the wheel's reach: the socket is gone and its descriptor may already be another connection's.
+	c.phase = phaseClosing
 	c.l.lingering--
 	c.l.srv.metrics.lingering.Add(-1)
 }
