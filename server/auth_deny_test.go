@@ -56,7 +56,7 @@ func TestAuthDenyRules(t *testing.T) {
 			}
 		}
 	})
-	t.Run("MQTT-3.3.5-2/v5-publish-denied-0x87", func(t *testing.T) {
+	t.Run("MQTT-3.3.4-1/v5-publish-denied-0x87", func(t *testing.T) {
 		c := mustConnect(t, f.addr, &paho.Connect{ClientID: "deny-pub-v5", CleanStart: true})
 		r, _ := c.Publish(context.Background(), &paho.Publish{Topic: "ops/internal/secret", QoS: 1, Payload: []byte("no")})
 		if r == nil || r.ReasonCode != 0x87 {

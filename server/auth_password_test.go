@@ -59,7 +59,7 @@ func TestAuthPasswords(t *testing.T) {
 			t.Fatalf("unknown user, no token: CONNACK 0x%02x, want a refusal", code)
 		}
 	})
-	t.Run("MQTT-3.1.4-2/v311-good-and-wrong", func(t *testing.T) {
+	t.Run("v311-good-and-wrong-password-rc4", func(t *testing.T) {
 		if rc, _ := connectV3Code(t, f.addr, "pw-v3", "op", "op-pass"); rc != 0 {
 			t.Fatalf("v3 good password: return code %d", rc)
 		}

@@ -129,7 +129,7 @@ func (c *conn) drain() {
 		}
 		d := sess.queue.front()
 		if d.qos > 0 && sess.pendingOut() >= int(c.clientRecvMax) {
-			break // [MQTT-3.3.4-7] the client's Receive Maximum
+			break // [MQTT-3.3.4-9] the client's Receive Maximum
 		}
 		if d.resendID != 0 {
 			c.resendReplayed(d, now)

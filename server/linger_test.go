@@ -70,7 +70,7 @@ func TestLingerDisconnectReadable(t *testing.T) {
 	if _, err := nc.Write(mqttcodec.AppendConnect(nil, &cp)); err != nil {
 		t.Fatal(err)
 	}
-	// QoS 2 PUBLISHes never released (no PUBREL) stay in the Receive Maximum window [MQTT-3.3.4-9]: the 6th
+	// QoS 2 PUBLISHes never released (no PUBREL) stay in the Receive Maximum window [MQTT-3.3.4-7]: the 6th
 	// is one too many.
 	var chunk []byte
 	payload := bytes.Repeat([]byte("p"), 1000)
@@ -96,7 +96,7 @@ func TestLingerDisconnectReadable(t *testing.T) {
 	if at < 0 {
 		t.Fatalf("no DISCONNECT among %d packets; the read ended with %v", len(fhs), err)
 	}
-	t.Run("MQTT-3.3.4-9/disconnect-0x93-readable", func(t *testing.T) {
+	t.Run("MQTT-3.3.4-7/disconnect-0x93-readable", func(t *testing.T) {
 		if d.Reason != mqttcodec.ReceiveMaximumExceeded {
 			t.Fatalf("DISCONNECT reason %s, want 0x93", d.Reason)
 		}

@@ -114,7 +114,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	sess := c.sess
 	if p.QoS > 0 {
 		if c.inflightIn() >= int(srv.cfg.receiveMaximum) {
-			// [MQTT-3.3.4-9] more unacknowledged QoS>0 publishes than Receive Maximum.
+			// [MQTT-3.3.4-7] more unacknowledged QoS>0 publishes than the server's Receive Maximum.
 			return &mqttcodec.Error{Reason: mqttcodec.ReceiveMaximumExceeded, Packet: mqttcodec.PUBLISH,
 				Msg: "more QoS 1/2 publishes in flight than the server's Receive Maximum"}
 		}
