@@ -20,9 +20,11 @@ import (
 //  3. whatever the client still sends is read and discarded, for at most LingerTimeout and LingerBytes;
 //  4. then, or when the client closes its side, the socket is closed.
 //
-// Bounded: each event loop lingers at most LingerMax / event loops sockets at once; past that, and on
-// layered transports (TLS, WebSocket, PROXY: their own close handshakes), a connection is closed at once as
-// before. A flood of refused connections holds a socket for at most LingerTimeout (rounded up to the loop's
+// On TLS and WebSocket connections the layers' goodbye (close_notify, a close frame) goes out before the FIN,
+// as with close; what the client sends afterwards is discarded undecoded.
+//
+// Bounded: each event loop lingers at most LingerMax / event loops sockets at once; past that a connection is
+// closed at once as before. A flood of refused connections holds a socket for at most LingerTimeout (rounded up to the loop's
 // one-second tick) and costs only the discarded reads.
 //
 // Everything here runs on the connection's event loop.
@@ -35,14 +37,17 @@ func (c *conn) closeLinger() {
 	if c.closed {
 		return
 	}
-	if c.tr != nil || cfg.lingerTimeout <= 0 || l.lingering >= cfg.lingerPerLoop() {
-		if c.tr == nil && cfg.lingerTimeout > 0 {
+	if cfg.lingerTimeout <= 0 || l.lingering >= cfg.lingerPerLoop() {
+		if cfg.lingerTimeout > 0 {
 			l.srv.metrics.lingerSkipped.Add(1)
 		}
 		c.close()
 		return
 	}
 	c.flushOut()
+	if c.tr != nil {
+		c.tr.goodbye() // TLS close_notify, WebSocket close frame: before the FIN, as close does
+	}
 	c.closed = true
 	c.phase = phaseLinger
 	l.lingering++
@@ -113,6 +118,9 @@ func (c *conn) lingerClosed() {
 	c.phase = phaseClosing
 	c.l.lingering--
 	c.l.srv.metrics.lingering.Add(-1)
+	if c.tr != nil {
+		c.tr.release()
+	}
 }
 
 // lingerPerLoop is how many sockets one event loop may hold lingering at once.

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -298,5 +299,54 @@ func TestLingerPahoPacketTooLarge(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("paho saw no DISCONNECT from the server")
 		}
+	})
+}
+
+// Over TLS too: the client pipelining past Receive Maximum reads DISCONNECT 0x93, then close_notify (EOF),
+// not a reset.
+func TestLingerTLS(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	_, addr := startTLSFerry(t, writeTLSFiles(t, ca, "localhost", 1, nil), server.ReceiveMaximum(5))
+	nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: ca.pool(), ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: mqttcodec.Version5, CleanStart: true, KeepAlive: 30, ClientID: []byte("tls-pipeliner")}
+	if _, err := nc.Write(mqttcodec.AppendConnect(nil, &cp)); err != nil {
+		t.Fatal(err)
+	}
+	// The CONNACK first: a client may not flood a TLS listener before its handshake is done on the server
+	// (Ferry closes one that sends more than a bound before it), which is not what this test is about.
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 64)
+	n, err := nc.Read(b)
+	if fh, _, _, ferr := mqttcodec.Frame(b[:n], 0); err != nil || ferr != nil || fh.Type != mqttcodec.CONNACK {
+		t.Fatalf("no CONNACK: %v %v", err, ferr)
+	}
+	var chunk []byte
+	for i := range 100 {
+		p := mqttcodec.Publish{Topic: []byte("pipeline/t"), QoS: 2, PacketID: uint16(i + 1), Payload: bytes.Repeat([]byte("p"), 1000)}
+		chunk = mqttcodec.AppendPublish(chunk, &p, mqttcodec.Version5)
+	}
+	wait := pipeline(nc, chunk, 20)
+	time.Sleep(300 * time.Millisecond)
+	wait()
+	fhs, bodies, err := readAll(t, nc)
+	t.Run("MQTT-3.3.4-7/tls-disconnect-0x93-readable", func(t *testing.T) {
+		for i, fh := range fhs {
+			if fh.Type != mqttcodec.DISCONNECT {
+				continue
+			}
+			var d mqttcodec.Disconnect
+			if derr := d.Decode(fh, bodies[i], mqttcodec.Version5); derr != nil || d.Reason != mqttcodec.ReceiveMaximumExceeded {
+				t.Fatalf("DISCONNECT %v, reason %s, want 0x93", derr, d.Reason)
+			}
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("stream ended by %v after the DISCONNECT, want close_notify / end of stream", err)
+			}
+			return
+		}
+		t.Fatalf("no DISCONNECT among %d packets; the read ended with %v", len(fhs), err)
 	})
 }
