@@ -2,7 +2,9 @@ package mqttcodec
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -30,13 +32,25 @@ func TestConformanceDocument(t *testing.T) {
 			tests[name] = true
 		}
 	}
-	rowRe := regexp.MustCompile("(?m)^\\| (MQTT-[0-9.\\-]+) \\|[^\\n]*\\| (?:codec: `([^`]+)`|not a codec concern \\(server\\)) \\|$")
+	rowRe := regexp.MustCompile("(?m)^\\| (MQTT-[0-9.\\-]+) \\|[^\\n]*\\| (?:codec: `([^`]+)`|server: `([^`]+)`|not a codec concern \\(server\\)) \\|$")
 	rows := rowRe.FindAllSubmatch(doc, -1)
 	if n := len(regexp.MustCompile(`(?m)^\| MQTT-`).FindAll(doc, -1)); n != len(rows) || n < 200 {
 		t.Fatalf("%d statement rows, %d well-formed", n, len(rows))
 	}
+	server := serverTests(t)
 	named := map[string]bool{}
 	for _, r := range rows {
+		if len(r[3]) > 0 {
+			fn, _, _ := strings.Cut(string(r[3]), "/")
+			if !server.funcs[fn] {
+				t.Errorf("CONFORMANCE.md row %s names %s: server/*_test.go defines no %s", r[1], r[3], fn)
+			}
+			if !strings.Contains(server.text, string(r[1])+"/") && !strings.Contains(server.text, "["+string(r[1])+"]") &&
+				!strings.Contains(server.text, string(r[1])+":") {
+				t.Errorf("CONFORMANCE.md row %s: no server test cites it", r[1])
+			}
+			continue
+		}
 		if len(r[2]) == 0 {
 			continue
 		}
@@ -54,4 +68,34 @@ func TestConformanceDocument(t *testing.T) {
 			t.Errorf("subtest %s has no row in CONFORMANCE.md", name)
 		}
 	}
+}
+
+// serverTestSources are the test functions of ../server and the text of its test files, for the
+// "server:" rows (read as text: mqttcodec imports nothing of the server).
+type serverTestSources struct {
+	funcs map[string]bool
+	text  string
+}
+
+func serverTests(t *testing.T) serverTestSources {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "server", "*_test.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("server tests: %v (%d files)", err, len(files))
+	}
+	st := serverTestSources{funcs: map[string]bool{}}
+	var b strings.Builder
+	fnRe := regexp.MustCompile(`(?m)^func (Test[A-Za-z0-9_]+)\(`)
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range fnRe.FindAllSubmatch(src, -1) {
+			st.funcs[string(m[1])] = true
+		}
+		b.Write(src)
+	}
+	st.text = b.String()
+	return st
 }

@@ -13,6 +13,8 @@ import (
 // Without the Auth option every client is accepted with every privilege, and each hook below costs one nil
 // check of conn.auth. With it:
 //
+//   - CONNECT from a user of the password file (--auth-passwords): its bcrypt hash is checked off the loop
+//     (authz_password.go), the user name is the identity; a wrong password gets 0x86 / return code 4.
 //   - CONNECT: the token (password or user name field) is verified on the loop; without a token, a verified
 //     TLS client certificate's identity (conn.certIdentity, transport.go) gets the default role — a few µs of CPU for HS256,
 //     tens of µs for ES256/RS256 (BenchmarkAuthVerify* in server/auth). A refused CONNECT gets v5 0x86 (bad
@@ -25,6 +27,9 @@ import (
 //     after every reconnect). The ack keeps its place in the order of the PUBLISHes [MQTT-4.6.0-2].
 //   - SUBSCRIBE: a filter is granted only if one subscribe pattern covers every topic it matches (a '#' or a
 //     '+' at the identity level is refused where the pattern names the identity): v5 0x87, v3 0x80.
+//   - Deny patterns (deny_publish, deny_subscribe) refuse inside what is allowed, and deny wins: a PUBLISH to
+//     a denied topic gets the refusal above; a filter every topic of which is denied is refused; a wider
+//     filter is granted but never delivers a denied topic (package auth, RoleRules).
 //   - Delivery: every message written to the client — live, replayed, retained, re-sent — is checked against
 //     the subscribe patterns (writePublish), so a subscription granted under older rules or to another
 //     identity of the same client id receives nothing outside the current privileges. For a role that may
@@ -55,19 +60,33 @@ const (
 var AuthDeniedNames = [authDenials]string{"publish", "subscribe", "delivery", "will"}
 
 // authenticate checks a CONNECT's credentials and will topic, and keeps the principal in c.auth. It returns
-// Success, or the reason to refuse the CONNECT with.
+// Success, the reason to refuse the CONNECT with, or authPending when a password is being checked off the
+// loop (the CONNECT is handled again when the check is done, with c.pwDone set).
 func (c *conn) authenticate(p *mqttcodec.Connect) mqttcodec.ReasonCode {
 	srv := c.l.srv
 	if srv.cfg.auth == nil {
 		return mqttcodec.Success
 	}
-	pr, err := srv.cfg.auth.Policy().Authenticate(p.Username, p.Password, c.certIdentity())
-	if err != nil {
-		srv.debug("refusing CONNECT: authentication failed", "client", string(p.ClientID), "err", err)
-		if errors.Is(err, auth.ErrBadCredentials) {
+	pol := srv.cfg.auth.Policy()
+	var pr *principal
+	switch {
+	case c.pwDone: // the password was checked off the loop (authz_password.go)
+		if c.auth == nil {
 			return mqttcodec.BadUserNameOrPassword // v3: return code 4
 		}
-		return mqttcodec.NotAuthorized // v3: return code 5
+		pr = c.auth
+	case pol.IsPasswordUser(p.Username):
+		return c.checkPassword(pol, p) // authPending, or 0x89 when too many wait
+	default:
+		var err error
+		pr, err = pol.Authenticate(p.Username, p.Password, c.certIdentity())
+		if err != nil {
+			srv.debug("refusing CONNECT: authentication failed", "client", string(p.ClientID), "err", err)
+			if errors.Is(err, auth.ErrBadCredentials) {
+				return mqttcodec.BadUserNameOrPassword // v3: return code 4
+			}
+			return mqttcodec.NotAuthorized // v3: return code 5
+		}
 	}
 	if p.WillFlag && !pr.MayPublish(unsafeString(p.WillTopic)) {
 		srv.metrics.authDenied[deniedWill].Add(1)

@@ -217,7 +217,7 @@ func TestBadInput(t *testing.T) {
 		r.send(b)
 		r.expectClosed() // v3 has no DISCONNECT from the server
 	})
-	t.Run("MQTT-3.3.4-9/receive-maximum-exceeded", func(t *testing.T) {
+	t.Run("MQTT-3.3.4-7/receive-maximum-exceeded", func(t *testing.T) {
 		r := dialRaw(t, f.addr)
 		r.connect(5, "flood")
 		// QoS 2 publishes stay in flight until PUBREL, which this client never sends: the 1,025th breaks the

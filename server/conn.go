@@ -17,6 +17,7 @@ const (
 	phaseLoading                       // CONNECT read; the session is being handed over by another instance
 	phaseConnected                     // CONNECT accepted
 	phaseClosing                       // DISCONNECT sent or received; no more packets are read
+	phaseLinger                        // MQTT ended; the socket is read and discarded until it closes (linger.go)
 )
 
 // conn is one MQTT network connection. All fields except notified are owned by the connection's event loop.
@@ -33,20 +34,24 @@ type conn struct {
 	closeWhy   uint8       // why Ferry closes it, for metrics (closeReason infers the rest)
 	listener   uint8       // index of the listener that accepted it, for metrics
 	disconnect bool        // a DISCONNECT was received: the end is normal
+	halfClosed bool        // lingering: the write side is shut (linger.go)
+	pwDone     bool        // the CONNECT's password was checked off the loop; c.auth holds the outcome (authz_password.go)
 	notified   atomic.Bool // queued in l.ready
 	keepAlive  uint16      // seconds, 0 = none
 	lastRead   int64       // unix seconds of the last packet
 	wheelAt    int64       // the second of c's live entry in the loop's timing wheel
 	epoch      int64       // unix nanoseconds of the CONNECT: orders connections of one client across instances
 
-	clientMaxPacket uint32 // from CONNECT; 0 = no limit
-	clientRecvMax   uint16 // outbound QoS>0 window the client allows
-	clientAliasMax  uint16
+	clientMaxPacket uint32            // from CONNECT; 0 = no limit
+	clientRecvMax   uint16            // outbound QoS>0 window the client allows
+	clientAliasMax  uint16            // the client's Topic Alias Maximum: outbound aliases it takes (0: none)
 	aliases         map[uint16]string // inbound topic aliases
+	outAlias        *outAliases       // outbound topic aliases (alias_out.go); nil until the first one
 
-	pubq     []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
-	pubqHead int32
-	nWaiting int32 // entries of pubq the lane has not taken yet (state reqWaiting)
+	pubq        []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
+	pubqHead    int32
+	nWaiting    int32 // entries of pubq the lane has not taken yet (state reqWaiting)
+	lingerBytes int32 // lingering: bytes read and discarded (linger.go)
 
 	will *willMsg   // published if the connection ends abnormally
 	tr   *transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
@@ -69,7 +74,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		}
 		c.tr = tr
 	}
-	// [MQTT-3.1.4-?] A socket that sends no CONNECT within the timeout is closed.
+	// A socket that sends no CONNECT within the timeout is closed (MQTT 5 §3.1.4, a SHOULD without a number).
 	l.wheel.schedule(c, l.now+int64(s.cfg.connectTimeout.Seconds()+0.999))
 	return nil, gnet.None
 }
@@ -78,6 +83,10 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, _ := gc.Context().(*conn)
 	if c == nil {
+		return gnet.None
+	}
+	if c.phase == phaseLinger {
+		c.lingerClosed() // its MQTT end was done when the linger began
 		return gnet.None
 	}
 	s.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
@@ -95,12 +104,15 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 // Kafka, a will, a client id) is copied before Discard.
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, _ := gc.Context().(*conn)
+	if c != nil && c.phase == phaseLinger {
+		return c.lingerTraffic()
+	}
 	if c == nil || c.closed {
 		return gnet.Close
 	}
 	c.l.now = time.Now().Unix()
 	c.service()
-	if c.closed {
+	if c.closed && c.phase != phaseLinger {
 		return gnet.Close
 	}
 	return gnet.None
@@ -204,10 +216,13 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "second CONNECT on a connection"}
 		}
 		l.conn.Reset()
+		l.connFH, l.connBody = fh, body // a password check copies them (authz_password.go)
 		if err := l.conn.Decode(fh, body); err != nil {
 			return c.connectError(&l.conn, err)
 		}
-		return c.onConnect(&l.conn)
+		err := c.onConnect(&l.conn)
+		l.connBody = nil
+		return err
 	case mqttcodec.PUBLISH:
 		l.pub.Reset()
 		if err := l.pub.Decode(fh, body, c.version); err != nil {
@@ -269,6 +284,8 @@ func (c *conn) protocolError(err error) {
 	c.l.srv.debug("closing connection on protocol error", "client", c.clientID(), "err", err)
 	if c.phase == phaseConnected && c.version >= mqttcodec.Version5 {
 		c.sendDisconnect(reason, err.Error())
+		c.closeLinger() // the client may still be sending: it must be able to read the reason (linger.go)
+		return
 	}
 	c.close()
 }
@@ -340,7 +357,7 @@ func (c *conn) checkTimeout() {
 		}
 	case phaseConnected:
 		if c.keepAlive == 0 {
-			return // [MQTT-3.1.2-?] keep-alive 0 turns the mechanism off
+			return // keep-alive 0 turns the mechanism off (MQTT 5 §3.1.2.10, no numbered statement)
 		}
 		// [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: one and a half keep-alive periods without a packet ends it.
 		// The loop's clock has one-second steps: one more second keeps the close from coming early.
@@ -354,6 +371,9 @@ func (c *conn) checkTimeout() {
 			c.close()
 			return
 		}
+	case phaseLinger:
+		c.lingerTick()
+		return
 	default:
 		return
 	}

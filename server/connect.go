@@ -35,7 +35,7 @@ func (c *conn) connectError(p *mqttcodec.Connect, err error) error {
 	case reason == mqttcodec.ClientIdentifierNotValid:
 		c.writeConnack(p.Version, false, reason, nil) // [MQTT-3.1.3-9] return code 2
 	}
-	c.close()
+	c.closeLinger() // the client may have sent more behind its CONNECT: it must read the CONNACK (linger.go)
 	return nil
 }
 
@@ -46,7 +46,7 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 	refuse := func(r mqttcodec.ReasonCode) error {
 		srv.metrics.connectRefused(r)
 		c.writeConnack(p.Version, false, r, nil)
-		c.close()
+		c.closeLinger() // linger.go
 		return nil
 	}
 	if srv.draining.Load() {
@@ -55,7 +55,7 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		}
 		return refuse(mqttcodec.ServerUnavailable) // v3: return code 3
 	}
-	if !c.connectRateOK() {
+	if !c.pwDone && !c.connectRateOK() { // counted once, not again when a password check resumes the CONNECT
 		return refuse(mqttcodec.ConnectionRateExceeded) // per source address (limits.go); v3: return code 3
 	}
 	if p.Version == mqttcodec.Version5 && p.Props.Has(mqttcodec.PropAuthMethod) {
@@ -67,8 +67,12 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		}
 		return refuse(mqttcodec.ServerUnavailable)
 	}
-	if r := c.authenticate(p); r != mqttcodec.Success {
-		return refuse(r) // token and will topic (authz.go): 0x86 / 0x87, v3 return code 4 / 5
+	switch r := c.authenticate(p); r {
+	case mqttcodec.Success:
+	case authPending:
+		return nil // the password is checked off the loop; onConnect runs again then (authz_password.go)
+	default:
+		return refuse(r) // token, password and will topic (authz.go): 0x86 / 0x87, v3 return code 4 / 5
 	}
 
 	var props mqttcodec.Properties
@@ -108,7 +112,7 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 		expiry = p.Props.SessionExpiry
 		if expiry > srv.cfg.maxSessionExpiry {
 			expiry = srv.cfg.maxSessionExpiry
-			props.SessionExpiry = expiry // the server's choice is announced [MQTT-3.2.2-?]
+			props.SessionExpiry = expiry // the server's choice is announced (MQTT 5 §3.2.2.3.2, no numbered statement)
 			props.Set(mqttcodec.PropSessionExpiry)
 		}
 	} else if !p.CleanStart {
@@ -232,7 +236,7 @@ func copyWill(p *mqttcodec.Connect, id string) *willMsg {
 		ClientID: id,
 	}
 	copyProps(m, &p.WillProps, time.Now())
-	m.ExpiresAt = time.Time{} // the will's expiry runs from its publication [MQTT-3.1.3-?]
+	m.ExpiresAt = time.Time{} // the will's expiry runs from its publication (MQTT 5 §3.1.3.2.4, no numbered statement)
 	return &willMsg{msg: m, delay: p.WillProps.WillDelay, expiry: p.WillProps.MessageExpiry}
 }
 
@@ -330,6 +334,8 @@ func (c *conn) kick(reason mqttcodec.ReasonCode) {
 		c.disconnect = true // the session moved on: the old connection's will is not sent
 		if c.version >= mqttcodec.Version5 {
 			c.sendDisconnect(reason, "")
+			c.closeLinger() // the old client may be sending: it reads 0x8E (linger.go)
+			return nil
 		}
 		c.close()
 		return nil

@@ -129,7 +129,7 @@ func (c *conn) drain() {
 		}
 		d := sess.queue.front()
 		if d.qos > 0 && sess.pendingOut() >= int(c.clientRecvMax) {
-			break // [MQTT-3.3.4-7] the client's Receive Maximum
+			break // [MQTT-3.3.4-9] the client's Receive Maximum
 		}
 		if d.resendID != 0 {
 			c.resendReplayed(d, now)
@@ -193,7 +193,8 @@ func (c *conn) resend() {
 
 // writePublish encodes d for this client. It reports false when the message must not be sent: expired
 // [MQTT-3.3.2-5] or larger than the client's Maximum Packet Size [MQTT-3.1.2-25], in which case it is dropped
-// as if delivered. Runs on the loop with the session lock held.
+// as if delivered. A v5 client that takes topic aliases gets one (alias_out.go). Runs on the loop with the
+// session lock held.
 func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) bool {
 	m := d.msg
 	if c.auth != nil && !c.mayReceive(m.Topic) {
@@ -222,11 +223,15 @@ func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) boo
 			p.Props.Set(mqttcodec.PropSubscriptionID)
 		}
 	}
+	alias, known := c.setOutAlias(p, m.Topic) // alias_out.go
 	if max := c.clientMaxPacket; max > 0 && mqttcodec.PublishSize(p, c.version) > int(max) {
 		c.l.srv.metrics.dropped(dropTooLarge)
-		return false
+		return false // the alias table is left as it was: the client never saw this PUBLISH
 	}
 	c.l.out = mqttcodec.AppendPublish(c.l.out, p, c.version)
+	if alias != 0 {
+		c.outAlias.commit(m.Topic, alias, known)
+	}
 	return true
 }
 
@@ -269,7 +274,7 @@ func (c *conn) onAck(a *mqttcodec.Ack) error {
 		sess.mu.Lock()
 		next := outReleased
 		if a.Reason >= 0x80 {
-			next = outDone // [MQTT-4.3.3-?] a failed PUBREC ends the exchange
+			next = outDone // [MQTT-4.3.3-4] a PUBREC of 0x80 or above ends the exchange: no PUBREL
 		}
 		found := sess.ack(a.PacketID, outPublished, next)
 		if !found {
@@ -293,7 +298,7 @@ func (c *conn) onAck(a *mqttcodec.Ack) error {
 		found := false
 		if sess.fl != nil {
 			_, found = sess.fl.qos2In[a.PacketID]
-			delete(sess.fl.qos2In, a.PacketID) // [MQTT-4.3.3-?] the packet id may be reused from now on
+			delete(sess.fl.qos2In, a.PacketID) // [MQTT-4.3.3-12] after the PUBCOMP the packet id is a new message
 		}
 		persistent := sess.ps != nil
 		sess.mu.Unlock()

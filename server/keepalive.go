@@ -38,7 +38,7 @@ func (w *wheel) advance(now int64, check func(*conn)) {
 		w.slots[i] = nil
 		for j, c := range due {
 			due[j] = nil
-			if !c.closed && c.wheelAt == w.at {
+			if (!c.closed || c.phase == phaseLinger) && c.wheelAt == w.at {
 				check(c)
 			}
 		}

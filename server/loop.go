@@ -28,12 +28,13 @@ type loop struct {
 	scheduled bool    // a run of service is queued on the loop
 
 	// loop-owned
-	spare   []*conn
-	out     []byte    // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
-	tscr    [2][]byte // scratch for framing writes through a transport's layers (transport.writeBelow)
-	now     int64     // unix seconds, refreshed on every event
-	wheel   wheel
-	blocked []*conn // connections holding publishes that the lane had no room for
+	spare     []*conn
+	out       []byte    // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
+	tscr      [2][]byte // scratch for framing writes through a transport's layers (transport.writeBelow)
+	now       int64     // unix seconds, refreshed on every event
+	wheel     wheel
+	blocked   []*conn // connections holding publishes that the lane had no room for
+	lingering int     // sockets of this loop in a lingering close (linger.go)
 	// publish rate limit (limits.go): the buckets of this loop's connections, and those paused by theirs
 	pubLimits map[*conn]*pubLimit
 	throttled []*conn
@@ -47,7 +48,10 @@ type loop struct {
 	unsub mqttcodec.Unsubscribe
 	disc  mqttcodec.Disconnect
 	conn  mqttcodec.Connect
-	auth  mqttcodec.Auth
+	// the CONNECT being handled, borrowed from the read buffer until handle returns
+	connFH   mqttcodec.FixedHeader
+	connBody []byte
+	auth     mqttcodec.Auth
 }
 
 func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {

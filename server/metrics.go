@@ -53,6 +53,8 @@ type Metrics struct {
 	authDenied        [authDenials]atomic.Uint64  // authorization refusals, by kind (authz.go)
 	routeRefused      [routeReasons]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
 	misrouted         atomic.Uint64               // records read from a Kafka topic their MQTT topic does not route to
+	lingering         atomic.Int64                // sockets in a lingering close (linger.go)
+	lingerSkipped     atomic.Uint64               // closes that would have lingered but found the loop's lingering sockets at their cap
 
 	listeners []listenerMetrics                 // by the index of the listener in the configuration
 	loopLag   offload.Histogram                 // how late each loop ran its one-second tick
@@ -270,6 +272,8 @@ type Snapshot struct {
 	AuthDenied                                                                                  [authDenials]uint64  // by kind, see AuthDeniedNames
 	RouteRefused                                                                                [routeReasons]uint64 // by reason, see RouteRefusedNames
 	Misrouted                                                                                   uint64               // records skipped: their MQTT topic routes to another Kafka topic
+	Lingering                                                                                   int64                // sockets in a lingering close (linger.go)
+	LingerSkipped                                                                               uint64               // closes that found the lingering sockets at their cap and closed at once
 	Refused                                                                                     map[mqttcodec.ReasonCode]uint64
 	ProtocolErrorsByCode                                                                        map[mqttcodec.ReasonCode]uint64
 }
@@ -284,8 +288,8 @@ func (m *Metrics) Snapshot() Snapshot {
 		SessionsConnected: m.sessionsConnected.Load(), Subscriptions: m.subscriptions.Load(),
 		RecordsIn: m.recordsIn.Load(), BytesIn: m.bytesIn.Load(), BytesOut: m.bytesOut.Load(),
 		KafkaErrors: m.kafkaErrors.Load(), WillsSent: m.willsSent.Load(), RefusedSubs: m.refusedSubs.Load(),
-		TransportErrors: m.transportErrors.Load(),
-		Refused:         map[mqttcodec.ReasonCode]uint64{}, ProtocolErrorsByCode: map[mqttcodec.ReasonCode]uint64{},
+		TransportErrors: m.transportErrors.Load(), Lingering: m.lingering.Load(), LingerSkipped: m.lingerSkipped.Load(),
+		Refused: map[mqttcodec.ReasonCode]uint64{}, ProtocolErrorsByCode: map[mqttcodec.ReasonCode]uint64{},
 	}
 	for i := range s.PublishesIn {
 		s.PublishesIn[i], s.PublishesOut[i] = m.publishesIn[i].Load(), m.publishesOut[i].Load()

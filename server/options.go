@@ -40,6 +40,11 @@ type cfg struct {
 	loadTimeout      time.Duration  // how long Start waits for the sessions topic to be read
 	maxSubs          int            // subscriptions per session
 	aliasBytes       int            // bytes of topic names one connection may hold as inbound topic aliases
+	outAliasMax      int            // outbound topic aliases per connection (alias_out.go); 0 = none sent
+	outAliasBytes    int            // bytes one connection's outbound alias table may hold
+	lingerTimeout    time.Duration  // how long a closed connection's socket is read and discarded (linger.go); 0 = off
+	lingerBytes      int            // bytes a lingering socket may read before it is closed
+	lingerMax        int            // sockets lingering at once, per instance
 	heartbeatEvery   time.Duration  // how often the instance writes its heartbeat to the sessions topic
 	deadAfter        time.Duration  // an instance silent this long is dead: its clients' wills and sessions move on
 	proxyTrusted     []netip.Prefix // peers allowed to send PROXY protocol headers
@@ -90,6 +95,11 @@ func (c *cfg) defaults() {
 	c.maxSubs = 1000
 	c.share.defaults()
 	c.aliasBytes = 16 << 10
+	c.outAliasMax = 16
+	c.outAliasBytes = 2 << 10
+	c.lingerTimeout = 2 * time.Second
+	c.lingerBytes = 64 << 10
+	c.lingerMax = 1024
 	c.heartbeatEvery = 2 * time.Second
 	c.deadAfter = 6 * time.Second
 	c.tlsClientAuth = TLSClientCertRequire
@@ -145,6 +155,12 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("heartbeats every %v with death after %v: want a positive interval and at least two of them before death", c.heartbeatEvery, c.deadAfter)
 	case c.maxSubs < 1:
 		return fmt.Errorf("max subscriptions must be at least 1, not %d", c.maxSubs)
+	case c.outAliasMax < 0 || c.outAliasMax > 65535:
+		return fmt.Errorf("outbound topic aliases must be between 0 and 65535, not %d", c.outAliasMax)
+	case c.outAliasBytes < 0:
+		return fmt.Errorf("outbound topic alias bytes must not be negative, not %d", c.outAliasBytes)
+	case c.lingerTimeout < 0 || c.lingerBytes < 0 || c.lingerMax < 0:
+		return fmt.Errorf("lingering close: timeout %v, bytes %d and sockets %d must not be negative", c.lingerTimeout, c.lingerBytes, c.lingerMax)
 	case c.maxConnections < 0:
 		return fmt.Errorf("max connections must not be negative, not %d", c.maxConnections)
 	}
@@ -269,6 +285,24 @@ func MaxSubscriptions(n int) Opt { return func(c *cfg) { c.maxSubs = n } }
 // TopicAliasBytes caps the bytes of topic names one connection may hold as inbound topic aliases (each
 // alias can name a 65,535-byte topic); a client going past it is disconnected with 0x97. Default 16 KiB.
 func TopicAliasBytes(n int) Opt { return func(c *cfg) { c.aliasBytes = n } }
+
+// OutboundTopicAliases caps the topic aliases Ferry uses towards one v5 client that announces a Topic Alias
+// Maximum: the table holds min(the client's maximum, n) aliases, replaced least recently used first
+// (alias_out.go). 0 turns outbound aliases off. Default 16.
+func OutboundTopicAliases(n int) Opt { return func(c *cfg) { c.outAliasMax = n } }
+
+// OutboundTopicAliasBytes caps the memory of one connection's outbound alias table: 32 bytes per alias plus
+// the bytes of its topic name. The table is allocated on the first aliased PUBLISH, so idle connections pay
+// nothing. Default 2 KiB.
+func OutboundTopicAliasBytes(n int) Opt { return func(c *cfg) { c.outAliasBytes = n } }
+
+// Linger sets the lingering close (linger.go): after Ferry writes a DISCONNECT or a CONNACK refusal, it
+// shuts the socket's write side and reads and discards what the client still sends for up to timeout and
+// bytes, so the client can read the reason instead of a connection reset; at most sockets connections
+// linger at once (past it they close at once). timeout 0 turns it off. Defaults 2 s, 64 KiB, 1024.
+func Linger(timeout time.Duration, bytes, sockets int) Opt {
+	return func(c *cfg) { c.lingerTimeout, c.lingerBytes, c.lingerMax = timeout, bytes, sockets }
+}
 
 // Logger sets the structured logger. Default slog.Default().
 func Logger(l *slog.Logger) Opt { return func(c *cfg) { c.log = l } }

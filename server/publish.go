@@ -114,7 +114,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	sess := c.sess
 	if p.QoS > 0 {
 		if c.inflightIn() >= int(srv.cfg.receiveMaximum) {
-			// [MQTT-3.3.4-9] more unacknowledged QoS>0 publishes than Receive Maximum.
+			// [MQTT-3.3.4-7] more unacknowledged QoS>0 publishes than the server's Receive Maximum.
 			return &mqttcodec.Error{Reason: mqttcodec.ReceiveMaximumExceeded, Packet: mqttcodec.PUBLISH,
 				Msg: "more QoS 1/2 publishes in flight than the server's Receive Maximum"}
 		}
@@ -126,7 +126,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 			}
 			sess.mu.Unlock()
 			if dup {
-				// [MQTT-4.3.3-?] a re-sent QoS 2 PUBLISH already stored: acknowledge again, do not store twice.
+				// [MQTT-4.3.3-10] a re-sent QoS 2 PUBLISH already stored: acknowledge again, do not store twice.
 				c.writeAck(mqttcodec.PUBREC, p.PacketID, mqttcodec.Success, "")
 				return nil
 			}
@@ -147,7 +147,8 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 		}
 	}
 	if p.Props.PayloadFormat == 1 && !utf8.Valid(p.Payload) {
-		// The payload claims to be UTF-8 and is not [MQTT-3.3.2-?]: refused, not stored.
+		// The payload claims to be UTF-8 and is not (MQTT 5 §3.3.2.3.2: a receiver MAY check it; 0x99):
+		// refused, not stored.
 		if p.QoS > 0 && c.version == mqttcodec.Version5 {
 			c.writeAck(ackFor(p.QoS), p.PacketID, mqttcodec.PayloadFormatInvalid, "payload is not valid UTF-8")
 			return nil

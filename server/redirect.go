@@ -233,11 +233,11 @@ func (c *conn) redirectDraining(p *mqttcodec.Connect) bool {
 
 func (c *conn) refuseWithReference(reason mqttcodec.ReasonCode, addr string) {
 	var props mqttcodec.Properties
-	props.ServerReference = []byte(addr) // [MQTT-3.2.2-?] Server Reference with 0x9C / 0x9D
+	props.ServerReference = []byte(addr) // Server Reference with 0x9C / 0x9D (MQTT 5 §3.2.2.3.18, §4.11: no numbered statement)
 	props.Set(mqttcodec.PropServerReference)
 	c.l.srv.metrics.connectRefused(reason)
 	c.writeConnack(mqttcodec.Version5, false, reason, &props)
-	c.close()
+	c.closeLinger() // linger.go
 }
 
 // drainTarget is where a drain sends c: its owner among the other live instances, or "" (tell it 0x8B).

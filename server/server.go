@@ -48,6 +48,7 @@ type Server struct {
 	rt *routing // topic routing (routing.go); nil without route rules
 
 	shares shareRegistry // shared subscriptions (share.go)
+	pw     pwPool        // password checks off the event loops (authz_password.go)
 
 	store     *store         // the sessions topic
 	connRate  *connRateTable // --max-connection-rate; nil = off (limits.go)

@@ -135,7 +135,7 @@ func TestWill(t *testing.T) {
 	})
 }
 
-// The client's Receive Maximum bounds unacknowledged QoS 1 deliveries [MQTT-3.3.4-7].
+// The client's Receive Maximum bounds unacknowledged QoS 1 deliveries [MQTT-3.3.4-9].
 func TestOutboundReceiveMaximum(t *testing.T) {
 	f := startFerry(t)
 	r := dialRaw(t, f.addr)
@@ -162,7 +162,7 @@ func TestOutboundReceiveMaximum(t *testing.T) {
 	}
 	_ = r.nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if _, _, err := r.tryPacket(); err == nil {
-		t.Fatal("MQTT-3.3.4-7: a third PUBLISH arrived with a Receive Maximum of 2")
+		t.Fatal("MQTT-3.3.4-9: a third PUBLISH arrived with a Receive Maximum of 2")
 	}
 	a := mqttcodec.Ack{Type: mqttcodec.PUBACK, PacketID: ids[0]}
 	r.send(mqttcodec.AppendAck(nil, &a, 5))

@@ -26,6 +26,7 @@ type authConfig struct {
 	issuer        string
 	audience      string
 	rules         string // YAML rules file
+	passwords     string // password file: name:bcrypt-hash[:roles] (ferry passwd)
 	anonymous     bool
 }
 
@@ -38,12 +39,15 @@ func addAuthFlags(fs *flag.FlagSet, c *authConfig) {
 	fs.StringVar(&c.issuer, "auth-issuer", "", "required token issuer (iss); empty = not checked")
 	fs.StringVar(&c.audience, "auth-audience", "", "required token audience (aud); empty = not checked")
 	fs.StringVar(&c.rules, "auth-rules", "", "YAML file of roles and their publish/subscribe topic patterns (deploy/auth-rules.yaml); empty = every authenticated client may do everything")
+	fs.StringVar(&c.passwords, "auth-passwords", "", "file of user names and bcrypt password hashes, one name:hash[:role,role] a line, written by `ferry passwd`; turns authentication on")
 	fs.BoolVar(&c.anonymous, "auth-anonymous", false, "with authentication on, accept clients without a token (they get the rules' anonymous_role)")
 }
 
 // enabled reports whether authentication and authorization are on: a key or a rules file is configured.
 // Without them every client is accepted with every privilege, as before.
-func (c *authConfig) enabled() bool { return c.jwtKey != "" || c.jwks != "" || c.rules != "" }
+func (c *authConfig) enabled() bool {
+	return c.jwtKey != "" || c.jwks != "" || c.rules != "" || c.passwords != ""
+}
 
 // validate checks the settings without reading the files.
 func (c *authConfig) validate() error {
@@ -53,8 +57,8 @@ func (c *authConfig) validate() error {
 	if c.identityClaim == "" || c.rolesClaim == "" {
 		return errors.New("invalid --auth-identity-claim or --auth-roles-claim: want a claim name")
 	}
-	if c.enabled() && c.jwtKey == "" && c.jwks == "" && !c.anonymous {
-		return errors.New("--auth-rules without --auth-jwt-key or --auth-jwks needs --auth-anonymous: every client would be refused")
+	if c.enabled() && c.jwtKey == "" && c.jwks == "" && c.passwords == "" && !c.anonymous {
+		return errors.New("--auth-rules without --auth-jwt-key, --auth-jwks or --auth-passwords needs --auth-anonymous: every client would be refused")
 	}
 	return nil
 }
@@ -76,6 +80,14 @@ func (c *authConfig) policy() (*auth.Policy, error) {
 		}
 		keys = keys.Merge(k)
 	}
+	var users auth.Users
+	if c.passwords != "" {
+		u, err := readWith(c.passwords, auth.ParsePasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--auth-passwords %s: %w", c.passwords, err)
+		}
+		users = u
+	}
 	var rules *auth.Rules
 	if c.rules != "" {
 		r, err := readWith(c.rules, parseRules)
@@ -85,7 +97,7 @@ func (c *authConfig) policy() (*auth.Policy, error) {
 		rules = r
 	}
 	p, err := auth.NewPolicy(auth.Settings{TokenField: c.tokenField, IdentityClaim: c.identityClaim,
-		RolesClaim: c.rolesClaim, Issuer: c.issuer, Audience: c.audience, Anonymous: c.anonymous}, keys, rules)
+		RolesClaim: c.rolesClaim, Issuer: c.issuer, Audience: c.audience, Anonymous: c.anonymous, Users: users}, keys, rules)
 	if err != nil {
 		if c.rules != "" {
 			return nil, fmt.Errorf("--auth-rules %s: %w", c.rules, err) // the settings were checked: the rules are wrong

@@ -47,6 +47,11 @@ type config struct {
 	heartbeatEvery    time.Duration
 	deadAfter         time.Duration
 	outboundBudget    int
+	outAliases        int
+	outAliasBytes     int
+	lingerTimeout     time.Duration
+	lingerBytes       int
+	maxLingering      int
 	laneBytes         int
 	laneRecords       int
 	laneDelay         time.Duration
@@ -123,6 +128,11 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.heartbeatEvery, "heartbeat-every", 2*time.Second, "how often the instance writes its heartbeat and processes its sessions partitions")
 	fs.DurationVar(&c.deadAfter, "dead-after", 6*time.Second, "an instance silent this long is dead: its connections are ended within dead-after + heartbeat-every")
 	fs.IntVar(&c.outboundBudget, "outbound-budget", 1<<20, "bytes buffered towards one client before deliveries wait")
+	fs.IntVar(&c.outAliases, "outbound-topic-aliases", 16, "topic aliases used towards one v5 client that announces a Topic Alias Maximum, least recently used replaced first (0 = none)")
+	fs.IntVar(&c.outAliasBytes, "outbound-topic-alias-bytes", 2048, "memory of one connection's outbound topic alias table: 32 bytes per alias plus its topic")
+	fs.DurationVar(&c.lingerTimeout, "linger-timeout", 2*time.Second, "after a DISCONNECT or CONNACK refusal, how long the socket is half-closed and read (and discarded) so the client can read the reason instead of a reset (0 = close at once)")
+	fs.IntVar(&c.lingerBytes, "linger-bytes", 64<<10, "bytes a lingering socket may read before it is closed")
+	fs.IntVar(&c.maxLingering, "max-lingering", 1024, "sockets lingering at once; past it a connection closes at once")
 	fs.IntVar(&c.laneBytes, "inflight-bytes", 8<<20, "bytes in flight to Kafka per event loop")
 	fs.IntVar(&c.laneRecords, "inflight-records", 8192, "records in flight to Kafka per event loop")
 	fs.DurationVar(&c.laneDelay, "inflight-delay", 10*time.Millisecond, "when Kafka falls behind, records in flight per event loop are also limited to what Kafka completes in this time (0 = count and bytes only)")
@@ -276,6 +286,11 @@ func (c *config) validate() error {
 		{c.sessionsReadWait >= 100*time.Millisecond, "sessions-read-wait", c.sessionsReadWait, "at least 100ms"},
 		{c.heartbeatEvery >= 100*time.Millisecond, "heartbeat-every", c.heartbeatEvery, "at least 100ms"},
 		{c.deadAfter >= 2*c.heartbeatEvery, "dead-after", c.deadAfter, "at least two heartbeat intervals"},
+		{c.outAliases >= 0 && c.outAliases <= 65535, "outbound-topic-aliases", c.outAliases, "0 to 65535"},
+		{c.outAliasBytes >= 0, "outbound-topic-alias-bytes", c.outAliasBytes, "0 or more"},
+		{c.lingerTimeout >= 0, "linger-timeout", c.lingerTimeout, "0 (off) or positive"},
+		{c.lingerBytes >= 0, "linger-bytes", c.lingerBytes, "0 or more"},
+		{c.maxLingering >= 0, "max-lingering", c.maxLingering, "0 or more"},
 		{c.logFormat == "text" || c.logFormat == "json", "log-format", c.logFormat, "text or json"},
 		{validLevel(c.logLevel), "log-level", c.logLevel, "debug, info, warn or error"},
 	}

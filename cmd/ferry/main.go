@@ -36,6 +36,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "check-config" {
 		os.Exit(checkConfig(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "passwd" {
+		os.Exit(passwd(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	cfg, err := loadConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -89,6 +92,8 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.SessionsReadWait(cfg.sessionsReadWait),
 		server.Heartbeats(cfg.heartbeatEvery, cfg.deadAfter),
 		server.OutboundBudget(cfg.outboundBudget),
+		server.OutboundTopicAliases(cfg.outAliases), server.OutboundTopicAliasBytes(cfg.outAliasBytes),
+		server.Linger(cfg.lingerTimeout, cfg.lingerBytes, cfg.maxLingering),
 		server.MessagesTopic(cfg.topicMessages),
 		server.Routes(cfg.route.vals, cfg.routeUnrouted == "refuse"),
 		server.Logger(log),

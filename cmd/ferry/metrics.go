@@ -73,6 +73,10 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	writeCodes(p, "ferry_protocol_errors_total", s.ProtocolErrorsByCode)
 	p.family("ferry_transport_errors_total", "counter", "Connections closed on a TLS, WebSocket or PROXY protocol failure.")
 	p.u("ferry_transport_errors_total", s.TransportErrors)
+	p.family("ferry_lingering_connections", "gauge", "Sockets in a lingering close: the reason is sent, the client's bytes are read and discarded until it closes or --linger-timeout.")
+	p.i("ferry_lingering_connections", s.Lingering)
+	p.family("ferry_linger_skipped_total", "counter", "Closes that would have lingered but found --max-lingering sockets lingering already, and closed at once.")
+	p.u("ferry_linger_skipped_total", s.LingerSkipped)
 	lim := in.srv.Metrics().Limits() // rate limits and redirects; their refusals are counted by code above
 	p.family("ferry_publish_throttled_total", "counter", "Times a connection was paused (not read until its loop's next tick) for exceeding --max-publish-rate.")
 	p.u("ferry_publish_throttled_total", lim.PublishThrottled)

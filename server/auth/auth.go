@@ -1,4 +1,5 @@
-// Package auth authenticates MQTT clients with JSON Web Tokens and authorizes their topics.
+// Package auth authenticates MQTT clients with JSON Web Tokens or user names and bcrypt-hashed passwords
+// (passwords.go), and authorizes their topics.
 //
 // A Policy is immutable: verification keys, how tokens are read, and the compiled rules (roles → publish and
 // subscribe patterns, with {identity} replaced by the client's identity when a topic is checked). An
@@ -41,6 +42,7 @@ type Settings struct {
 	Issuer        string // required "iss", if set
 	Audience      string // required in "aud", if set
 	Anonymous     bool   // clients without a token are accepted, with the rules' anonymous_role
+	Users         Users  // user name / password clients (passwords.go); checked before tokens
 }
 
 func (s *Settings) defaults() {
@@ -76,8 +78,8 @@ func NewPolicy(s Settings, keys *Keys, rules *Rules) (*Policy, error) {
 	if s.TokenField != "password" && s.TokenField != "username" {
 		return nil, fmt.Errorf("token field %q: want password or username", s.TokenField)
 	}
-	if keys.Len() == 0 && !s.Anonymous {
-		return nil, errors.New("no token key and anonymous access off: every client would be refused")
+	if keys.Len() == 0 && !s.Anonymous && len(s.Users) == 0 {
+		return nil, errors.New("no token key, no password file and anonymous access off: every client would be refused")
 	}
 	p := &Policy{s: s, keys: keys, sets: map[string]*grants{}}
 	if keys.Len() > 0 {
@@ -128,8 +130,8 @@ func (pr *Principal) Roles() string { return pr.g.name }
 func (pr *Principal) MayPublish(topic string) bool { return pr.g.mayPublish(topic, pr.identity) }
 
 // MaySubscribe reports whether the principal may subscribe to filter (a valid topic filter): true only if
-// one subscribe pattern covers every topic the filter matches, so a wildcard cannot widen access.
-// Allocation-free.
+// one subscribe pattern covers every topic the filter matches, so a wildcard cannot widen access, and no
+// deny pattern covers it (deny wins). Allocation-free.
 func (pr *Principal) MaySubscribe(filter string) bool { return pr.g.maySubscribe(filter, pr.identity) }
 
 // MayReceive reports whether a message on topic may be delivered to the principal: its topic must match one

@@ -21,9 +21,19 @@ type Rules struct {
 
 // RoleRules are the topic privileges of one role: MQTT topic filters in which a whole level may be
 // {identity}, replaced by the client's identity when a topic or filter is checked.
+//
+// Deny patterns refuse inside what the allow patterns grant, and deny wins, whatever the order and across
+// all the roles of a client (mosquitto's "deny" works the same way):
+//   - a PUBLISH to a topic matched by a DenyPublish pattern is refused, even if a Publish pattern matches;
+//   - a SUBSCRIBE filter covered by a DenySubscribe pattern (every topic it can match is denied, e.g.
+//     ops/internal/# or ops/internal/+/log under a deny of ops/internal/#) is refused;
+//   - a wider filter that only overlaps a denied tree (# or ops/+/# there) is granted, but no message on a
+//     denied topic is ever delivered through it: every delivery is checked (MayReceive).
 type RoleRules struct {
-	Publish   []string `yaml:"publish" json:"publish"`
-	Subscribe []string `yaml:"subscribe" json:"subscribe"`
+	Publish       []string `yaml:"publish" json:"publish"`
+	Subscribe     []string `yaml:"subscribe" json:"subscribe"`
+	DenyPublish   []string `yaml:"deny_publish" json:"deny_publish"`
+	DenySubscribe []string `yaml:"deny_subscribe" json:"deny_subscribe"`
 }
 
 // identityToken is the placeholder for the client's identity in a pattern; it must be a whole topic level.
@@ -179,8 +189,10 @@ type grants struct {
 	name      string // the roles, sorted and joined with ',', for logs
 	publish   []pattern
 	subscribe []pattern
-	pubAll    bool // publish has "#": every topic not starting with '$'
-	subAll    bool // subscribe has "#"
+	denyPub   []pattern // deny wins over publish (RoleRules)
+	denySub   []pattern // deny wins over subscribe and delivery
+	pubAll    bool      // publish has "#": every topic not starting with '$'
+	subAll    bool      // subscribe has "#"
 }
 
 // everything is the grant of a policy without rules: authentication only.
@@ -191,35 +203,52 @@ var everything = &grants{name: "*", pubAll: true, subAll: true}
 var nothing = &grants{name: ""}
 
 func (g *grants) mayPublish(topic, id string) bool {
-	if g.pubAll && (len(topic) == 0 || topic[0] != '$') || g == everything {
+	if g == everything {
 		return true
 	}
-	for i := range g.publish {
-		if g.publish[i].matchTopic(topic, id) {
-			return true
-		}
+	if matchesAny(g.denyPub, topic, id) {
+		return false // deny wins
 	}
-	return false
+	if g.pubAll && (len(topic) == 0 || topic[0] != '$') {
+		return true
+	}
+	return matchesAny(g.publish, topic, id)
 }
 
 func (g *grants) mayReceive(topic, id string) bool {
-	if g.subAll && (len(topic) == 0 || topic[0] != '$') || g == everything {
+	if g == everything {
 		return true
 	}
-	for i := range g.subscribe {
-		if g.subscribe[i].matchTopic(topic, id) {
-			return true
-		}
+	if matchesAny(g.denySub, topic, id) {
+		return false // deny wins, also through a wider filter granted before
 	}
-	return false
+	if g.subAll && (len(topic) == 0 || topic[0] != '$') {
+		return true
+	}
+	return matchesAny(g.subscribe, topic, id)
 }
 
 func (g *grants) maySubscribe(filter, id string) bool {
 	if g == everything {
 		return true
 	}
+	for i := range g.denySub {
+		if g.denySub[i].coversFilter(filter, id) {
+			return false // deny wins: every topic the filter matches is denied
+		}
+	}
 	for i := range g.subscribe {
 		if g.subscribe[i].coversFilter(filter, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchesAny reports whether one of ps matches topic for identity id.
+func matchesAny(ps []pattern, topic, id string) bool {
+	for i := range ps {
+		if ps[i].matchTopic(topic, id) {
 			return true
 		}
 	}
@@ -263,6 +292,20 @@ func compileRules(r *Rules) (*compiledRules, error) {
 			}
 			g.subscribe = append(g.subscribe, p)
 		}
+		for _, s := range rr.DenyPublish {
+			p, err := compilePattern(s)
+			if err != nil {
+				return nil, fmt.Errorf("role %s: deny_publish: %w", n, err)
+			}
+			g.denyPub = append(g.denyPub, p)
+		}
+		for _, s := range rr.DenySubscribe {
+			p, err := compilePattern(s)
+			if err != nil {
+				return nil, fmt.Errorf("role %s: deny_subscribe: %w", n, err)
+			}
+			g.denySub = append(g.denySub, p)
+		}
 		g.finish()
 		cr.roles[n] = g
 	}
@@ -300,6 +343,8 @@ func union(gs []*grants) *grants {
 		names[i] = g.name
 		u.publish = append(u.publish, g.publish...)
 		u.subscribe = append(u.subscribe, g.subscribe...)
+		u.denyPub = append(u.denyPub, g.denyPub...) // a deny of any role wins
+		u.denySub = append(u.denySub, g.denySub...)
 	}
 	u.name = strings.Join(names, ",")
 	u.finish()

@@ -231,3 +231,60 @@ func TestAuthAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per check, want 0", n)
 	}
 }
+
+// Deny patterns refuse inside an allowed tree; deny wins over any allow, of the same role or another one.
+func TestAuthDenyPrecedence(t *testing.T) {
+	pol, err := NewPolicy(Settings{Anonymous: true}, nil, &Rules{AnonymousRole: "all",
+		Roles: map[string]RoleRules{
+			"all": {Publish: []string{"#"}, Subscribe: []string{"#"},
+				DenyPublish: []string{"ops/internal/#", "place/{identity}/cmd"}, DenySubscribe: []string{"ops/internal/#"}},
+			"ops":   {Publish: []string{"ops/#"}, Subscribe: []string{"ops/#"}},
+			"quiet": {DenySubscribe: []string{"ops/public/noise"}},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := pol.principal("", nil, fromAnonymous)
+	for _, c := range []struct {
+		what string
+		got  bool
+		want bool
+	}{
+		{"publish ops/internal/x", all.MayPublish("ops/internal/x"), false},
+		{"publish ops/internal", all.MayPublish("ops/internal"), false}, // '#' matches the parent level
+		{"publish ops/public/x", all.MayPublish("ops/public/x"), true},
+		{"subscribe ops/internal/#", all.MaySubscribe("ops/internal/#"), false},
+		{"subscribe ops/internal/+/log", all.MaySubscribe("ops/internal/+/log"), false},
+		{"subscribe # (overlaps: granted)", all.MaySubscribe("#"), true},
+		{"subscribe ops/+/x (overlaps: granted)", all.MaySubscribe("ops/+/x"), true},
+		{"receive ops/internal/x through a wide filter", all.MayReceive("ops/internal/x"), false},
+		{"receive ops/public/x", all.MayReceive("ops/public/x"), true},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %v, want %v", c.what, c.got, c.want)
+		}
+	}
+	// {identity} in a deny pattern.
+	dev := pol.principal("dev1", []string{"all"}, fromRoles)
+	if dev.MayPublish("place/dev1/cmd") || !dev.MayPublish("place/dev2/cmd") {
+		t.Fatal("{identity} in deny_publish")
+	}
+	// Across roles: the deny of "all" wins over the allow of "ops"; a role with only denies takes away.
+	both := pol.principal("x", []string{"ops", "all"}, fromRoles)
+	if both.MayPublish("ops/internal/x") || both.MaySubscribe("ops/internal/#") || both.MayReceive("ops/internal/y") {
+		t.Fatal("an allow of another role beat a deny")
+	}
+	q := pol.principal("x", []string{"ops", "quiet"}, fromRoles)
+	if q.MaySubscribe("ops/public/noise") || !q.MaySubscribe("ops/public/#") || q.MayReceive("ops/public/noise") {
+		t.Fatal("deny-only role")
+	}
+	if _, err := NewPolicy(Settings{Anonymous: true}, nil, &Rules{Roles: map[string]RoleRules{"r": {DenySubscribe: []string{"a/#/b"}}}}); err == nil || !strings.Contains(err.Error(), "deny_subscribe") {
+		t.Fatalf("bad deny pattern: %v", err)
+	}
+	n := testing.AllocsPerRun(100, func() {
+		_ = all.MayPublish("ops/internal/x") || all.MaySubscribe("ops/internal/#") || all.MayReceive("ops/internal/x")
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per deny check", n)
+	}
+}
