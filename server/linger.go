@@ -17,7 +17,9 @@ import (
 //  1. the reason is written and the MQTT side of the connection ends at once, as with close (the session is
 //     detached, the will decided, metrics counted): nothing MQTT happens on the socket after this;
 //  2. once gnet's outbound buffer is empty, the write side is shut (FIN after the reason);
-//  3. whatever the client still sends is read and discarded, for at most LingerTimeout and LingerBytes;
+//  3. whatever the client still sends is read and discarded, for at most LingerTimeout and LingerBytes — but a
+//     client that floods past LingerBytes still gets a full second before the close (lingerBytesSpent): a
+//     reset sent while its reader has not yet read the reason would destroy the reason;
 //  4. then, or when the client closes its side, the socket is closed.
 //
 // On TLS and WebSocket connections the layers' goodbye (close_notify, a close frame) goes out before the FIN,
@@ -73,10 +75,17 @@ func (c *conn) lingerDeadline() int64 {
 func (c *conn) lingerTraffic() gnet.Action {
 	c.discardInbound()
 	c.shutWrite()
-	if int(c.lingerBytes) > c.l.srv.cfg.lingerBytes {
+	if c.lingerBytesSpent() {
 		return gnet.Close
 	}
 	return gnet.None
+}
+
+// lingerBytesSpent reports whether a lingering c has sent more than LingerBytes and has had at least a whole
+// second (two ticks of the loop's one-second clock) to read the reason: a client flooding the socket is
+// usually also slow to read, and closing with its bytes unread sends the reset that drops the reason.
+func (c *conn) lingerBytesSpent() bool {
+	return int(c.lingerBytes) > c.l.srv.cfg.lingerBytes && c.l.now-c.lastRead >= 2
 }
 
 // discardInbound drops what gnet holds for c, counting it against the linger's bytes.
@@ -100,7 +109,7 @@ func (c *conn) shutWrite() {
 // lingerTick runs when a lingering c's wheel slot comes round: close at the deadline, else try the half-close
 // again a second later.
 func (c *conn) lingerTick() {
-	if c.l.now >= c.lingerDeadline() || int(c.lingerBytes) > c.l.srv.cfg.lingerBytes {
+	if c.l.now >= c.lingerDeadline() || c.lingerBytesSpent() {
 		_ = c.gc.Close()
 		return
 	}
