@@ -101,8 +101,12 @@ fi
 # the binary built above instead of whatever this machine has (or lacks) there, and the targets the unit
 # names (network-online.target, multi-user.target) come from a copy of this machine's systemd units. A
 # container without systemd running is fine: verify only loads and checks unit files.
-mkdir -p "$root/etc/systemd/system" "$root/usr/lib/systemd"
+mkdir -p "$root/etc/systemd/system" "$root/usr/lib/systemd" "$root/bin"
 cp deploy/ferry.service "$root/etc/systemd/system/ferry.service"
+# ExecReload=/bin/kill must exist in the root too (verify checks every Exec*= command): procps' kill.
+killbin=$(type -P kill || true)
+[ -n "$killbin" ] || fail "no kill executable (procps) on this machine to stand for the unit's /bin/kill"
+cp "$killbin" "$root/bin/kill"
 sysunits=/usr/lib/systemd/system
 [ -d "$sysunits" ] || sysunits=/lib/systemd/system
 cp -a "$sysunits" "$root/usr/lib/systemd/" || fail "cannot copy $sysunits into the temporary root"
