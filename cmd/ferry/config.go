@@ -232,7 +232,7 @@ func loadConfig(args []string, env func(string) string) (*config, error) {
 }
 
 // applyFile sets flags from a YAML mapping of setting names to values, and records in src the file and line of
-// each. Unknown keys and wrong types are errors naming the key and the line.
+// each (path:line). Unknown keys and wrong types are errors naming the key, the file and the line.
 func applyFile(fs *flag.FlagSet, path string, src map[string]string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -247,13 +247,13 @@ func applyFile(fs *flag.FlagSet, path string, src map[string]string) error {
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return fmt.Errorf("config file %s line %d: want a mapping of setting names to values", path, root.Line)
+		return fmt.Errorf("%s:%d: want a mapping of setting names to values", path, root.Line)
 	}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		f := fs.Lookup(k.Value)
 		if f == nil || k.Value == "config" {
-			return fmt.Errorf("config file %s line %d: unknown setting %q", path, k.Line, k.Value)
+			return fmt.Errorf("%s:%d: unknown setting %q", path, k.Line, k.Value)
 		}
 		var vals []string
 		switch v.Kind {
@@ -261,23 +261,23 @@ func applyFile(fs *flag.FlagSet, path string, src map[string]string) error {
 			vals = []string{v.Value}
 		case yaml.SequenceNode:
 			if _, ok := f.Value.(*listFlag); !ok {
-				return fmt.Errorf("config file %s line %d: %s takes one value, not a list", path, v.Line, k.Value)
+				return fmt.Errorf("%s:%d: %s takes one value, not a list", path, v.Line, k.Value)
 			}
 			for _, e := range v.Content {
 				if e.Kind != yaml.ScalarNode {
-					return fmt.Errorf("config file %s line %d: %s: list entries must be plain values", path, e.Line, k.Value)
+					return fmt.Errorf("%s:%d: %s: list entries must be plain values", path, e.Line, k.Value)
 				}
 				vals = append(vals, e.Value)
 			}
 		default:
-			return fmt.Errorf("config file %s line %d: %s: want a plain value", path, v.Line, k.Value)
+			return fmt.Errorf("%s:%d: %s: want a plain value", path, v.Line, k.Value)
 		}
 		for _, s := range vals {
 			if err := fs.Set(k.Value, s); err != nil {
-				return fmt.Errorf("config file %s line %d: %s: invalid value %q: %w", path, v.Line, k.Value, s, err)
+				return fmt.Errorf("%s:%d: %s: invalid value %q: %w", path, v.Line, k.Value, s, err)
 			}
 		}
-		src[k.Value] = fmt.Sprintf("config file %s line %d", path, k.Line)
+		src[k.Value] = fmt.Sprintf("%s:%d", path, k.Line)
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ var settingRef = regexp.MustCompile(`--[a-z0-9]+(?:-[a-z0-9]+)*`)
 
 // explain rewrites a settings error so that each setting it names is named by its source: a flag stays
 // --name, a variable becomes FERRY_NAME, and a key of the --config file loses its dashes while the message
-// starts with the file and the key's line ("config file ferry.yaml line 12: invalid max-qos 9: want 0, 1 or
+// starts with the file and the key's line, as compilers do ("ferry.yaml:12: invalid max-qos 9: want 0, 1 or
 // 2"). Settings left at their defaults stay --name.
 func (c *config) explain(err error) error {
 	if err == nil || len(c.sources) == 0 {
@@ -37,15 +37,16 @@ func (c *config) explain(err error) error {
 	msg := settingRef.ReplaceAllStringFunc(err.Error(), func(m string) string {
 		name := m[2:]
 		switch s := c.sources[name]; {
+		case s == "" || strings.HasPrefix(s, "--"):
+			return m
 		case strings.HasPrefix(s, "FERRY_"):
 			return s
-		case strings.HasPrefix(s, "config file "):
+		default: // file:line
 			if where == "" {
 				where = s
 			}
 			return name
 		}
-		return m
 	})
 	if where != "" {
 		msg = where + ": " + msg

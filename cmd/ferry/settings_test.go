@@ -32,7 +32,7 @@ func TestSettingErrorsNameTheirSource(t *testing.T) {
 	}{
 		{"flag", []string{"--max-qos", "9"}, nil, "invalid --max-qos 9: want 0, 1 or 2"},
 		{"variable", nil, map[string]string{"FERRY_MAX_QOS": "9"}, "invalid FERRY_MAX_QOS 9: want 0, 1 or 2"},
-		{"file", []string{"--config", file}, nil, "config file " + file + " line 2: invalid max-qos 9: want 0, 1 or 2"},
+		{"file", []string{"--config", file}, nil, file + ":2: invalid max-qos 9: want 0, 1 or 2"},
 		{"variable over file", []string{"--config", file}, map[string]string{"FERRY_MAX_QOS": "7"}, "invalid FERRY_MAX_QOS 7"},
 		{"flag over variable", []string{"--max-qos", "8"}, map[string]string{"FERRY_MAX_QOS": "7"}, "invalid --max-qos 8"},
 		{"variable in a listener", nil, map[string]string{"FERRY_MQTT": "mqtt://127.0.0.1:1883"}, `invalid FERRY_MQTT "mqtt://127.0.0.1:1883"`},
