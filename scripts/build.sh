@@ -5,7 +5,11 @@
 #
 #   scripts/build.sh                      # dist/ferry-<version>-linux-<host arch>
 #   GOARCH=arm64 scripts/build.sh         # cross-compile; 'ferry version' is then checked only if it runs here
-#   VERSION=1.2.0 scripts/build.sh        # default: git describe --tags --always --dirty, else "dev"
+#   VERSION=1.2.0 scripts/build.sh        # default: git describe --tags --always, -dirty with local changes, else "dev"
+#
+# Releases are git tags vMAJOR.MINOR.PATCH on main, with their CHANGELOG.md section: a build of the tagged commit
+# is named after the tag. "-dirty" is added for changes to tracked files other than go.mod and go.sum, which
+# CI's GOFLAGS=-mod=mod may rewrite (adding go.sum lines) without changing what is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +18,15 @@ fail() {
 	exit 1
 }
 
-VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+if [ -z "${VERSION:-}" ]; then
+	if VERSION=$(git describe --tags --always 2>/dev/null); then
+		if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)go.mod' ':(exclude)go.sum' 2>/dev/null)" ]; then
+			VERSION="$VERSION-dirty"
+		fi
+	else
+		VERSION=dev
+	fi
+fi
 [[ $VERSION =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] || fail "VERSION '$VERSION' is not usable in a file name"
 GOARCH=${GOARCH:-$(go env GOARCH)}
 export GOOS=linux GOARCH CGO_ENABLED=0

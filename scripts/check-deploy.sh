@@ -50,10 +50,10 @@ grep -q "serving MQTT" "$work/ferry.log" || fail "ferry did not say 'serving MQT
 # log-format: json comes from the file, so this also shows the file's values were applied.
 grep -q '"msg":"ferry is serving MQTT"' "$work/ferry.log" || fail "the log is not JSON: log-format from deploy/ferry.yaml was not applied"
 
-# The example is meant to show every setting: name any that `ferry --help` has and the file lacks (a note,
-# not a failure, so that adding a flag does not break this check before the example catches up).
+# The example is meant to show every setting, as a key or a commented-out "# key: value" line: name any that
+# `ferry --help` has and the file lacks (a note here; TestFlagsDocumented in cmd/ferry makes it a failure).
 missing=$("$bin" --help | sed -n 's/^  -\([a-z0-9-]*\).*/\1/p' | grep -vx config | while read -r name; do
-	grep -q "^$name:" deploy/ferry.yaml || echo "$name"
+	grep -qE "^(# ?)?$name:" deploy/ferry.yaml || echo "$name"
 done | tr '\n' ' ')
 [ -z "$missing" ] || echo "check-deploy: note: settings of ferry --help not in deploy/ferry.yaml: ${missing% }"
 
@@ -101,8 +101,12 @@ fi
 # the binary built above instead of whatever this machine has (or lacks) there, and the targets the unit
 # names (network-online.target, multi-user.target) come from a copy of this machine's systemd units. A
 # container without systemd running is fine: verify only loads and checks unit files.
-mkdir -p "$root/etc/systemd/system" "$root/usr/lib/systemd"
+mkdir -p "$root/etc/systemd/system" "$root/usr/lib/systemd" "$root/bin"
 cp deploy/ferry.service "$root/etc/systemd/system/ferry.service"
+# ExecReload=/bin/kill must exist in the root too (verify checks every Exec*= command): procps' kill.
+killbin=$(type -P kill || true)
+[ -n "$killbin" ] || fail "no kill executable (procps) on this machine to stand for the unit's /bin/kill"
+cp "$killbin" "$root/bin/kill"
 sysunits=/usr/lib/systemd/system
 [ -d "$sysunits" ] || sysunits=/lib/systemd/system
 cp -a "$sysunits" "$root/usr/lib/systemd/" || fail "cannot copy $sysunits into the temporary root"

@@ -66,13 +66,28 @@ type config struct {
 	proxyTrusted      listFlag
 	route             listFlag // route rules, in order (server/route)
 	routeUnrouted     string
-	proxyNets         []netip.Prefix // parsed by validate
-	kafka             kafkaConfig    // --kafka-* client settings (kafka.go)
-	auth              authConfig     // --auth-* authentication and authorization (auth.go)
-	edge              edgeConfig     // rate limits and redirect (edge.go)
-	tls               tlsConfig      // --tls-* certificates of tls:// and wss:// listeners (tls.go)
-	embedded          embeddedConfig // --embedded-* bounds of the embedded Kafka (embedded.go)
+	proxyNets         []netip.Prefix    // parsed by validate
+	sources           map[string]string // setting name → where its value came from (see explain)
+	kafka             kafkaConfig       // --kafka-* client settings (kafka.go)
+	auth              authConfig        // --auth-* authentication and authorization (auth.go)
+	edge              edgeConfig        // rate limits and redirect (edge.go)
+	tls               tlsConfig         // --tls-* certificates of tls:// and wss:// listeners (tls.go)
+	embedded          embeddedConfig    // --embedded-* bounds of the embedded Kafka (embedded.go)
 }
+
+// defaultListener is the listener of a Ferry started without --mqtt: loopback only, so that the first command
+// of the README does not open an unauthenticated broker to the network (as Mosquitto 2.0 does).
+const defaultListener = "tcp://127.0.0.1:1883"
+
+// usage heads `ferry --help`, before the flags.
+const usage = `usage: ferry [flags]                 run the broker; every flag is also a YAML key (--config) and a FERRY_<NAME> variable
+       ferry check-config [flags]    check the settings and the files they name, without starting anything
+       ferry passwd [--cost N] [--roles a,b] [--delete] FILE USER
+                                     add, replace or delete a user of an --auth-passwords file (password on stdin)
+       ferry version                 print the version
+
+flags:
+`
 
 // listFlag is a repeatable string flag.
 type listFlag struct {
@@ -95,8 +110,8 @@ func (l *listFlag) Set(v string) error {
 
 func newFlagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("ferry", flag.ContinueOnError)
-	c.mqtt.vals = []string{"tcp://0.0.0.0:1883"}
-	fs.Var(&c.mqtt, "mqtt", "MQTT listener URL, repeatable: tcp://host:port, tls://host:port, ws://host:port/path, wss://host:port/path, optionally ?proxy=true")
+	c.mqtt.vals = []string{defaultListener}
+	fs.Var(&c.mqtt, "mqtt", "MQTT listener URL, repeatable: tcp://host:port (host:port alone means tcp://), tls://host:port, ws://host:port/path, wss://host:port/path, optionally ?proxy=true. The default listens on loopback only; a listener on another address needs authentication (--auth-passwords, --auth-jwt-key, --auth-jwks) or --auth-anonymous")
 	c.proxyTrusted.vals = []string{"127.0.0.0/8", "::1/128"}
 	fs.Var(&c.proxyTrusted, "proxy-trusted", "networks (CIDR, comma-separated or repeated) whose peers may send PROXY protocol headers on ?proxy=true listeners")
 	fs.Var(&c.route, "route", "route rule FILTER>KAFKA_TOPIC[@{capture}], repeatable, first match wins: e.g. 'place/{site}/device/{dev}/#>devices-{site}@{dev}' sends those topics to devices-<site>, partitioned by <dev> (no commas inside a rule: they separate rules)")
@@ -161,11 +176,11 @@ func loadConfig(args []string, env func(string) string) (*config, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(os.Stdout)
-			fmt.Fprintln(os.Stdout, "usage: ferry [flags]      (ferry version prints the version)")
+			fmt.Fprint(os.Stdout, usage)
 			fs.PrintDefaults()
 			return nil, err
 		}
-		return nil, err
+		return nil, unknownFlagHint(err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (settings are flags: ferry --help)", fs.Arg(0))
@@ -182,16 +197,18 @@ func loadConfig(args []string, env func(string) string) (*config, error) {
 	if cfgFile == "" {
 		cfgFile = env("FERRY_CONFIG")
 	}
+	src := map[string]string{}
 	if cfgFile != "" {
-		if err := applyFile(fs, cfgFile); err != nil {
+		if err := applyFile(fs, cfgFile, src); err != nil {
 			return nil, err
 		}
 	}
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	for _, n := range names {
-		key := "FERRY_" + strings.ToUpper(strings.ReplaceAll(n, "-", "_"))
+		key := envName(n)
 		if v := env(key); v != "" && !fromFlags[n] {
+			src[n] = key
 			if l, ok := fs.Lookup(n).Value.(*listFlag); ok {
 				l.set = false // the environment replaces the file's list
 			}
@@ -207,14 +224,16 @@ func loadConfig(args []string, env func(string) string) (*config, error) {
 		if err := fs.Set(n, v); err != nil {
 			return nil, fmt.Errorf("invalid flag --%s=%q: %w", n, v, err)
 		}
+		src[n] = "--" + n
 	}
 	fresh.configFile = cfgFile
-	return fresh, fresh.validate()
+	fresh.sources = src
+	return fresh, fresh.explain(fresh.validate())
 }
 
-// applyFile sets flags from a YAML mapping of setting names to values. Unknown keys and wrong types are errors
-// naming the key and the line.
-func applyFile(fs *flag.FlagSet, path string) error {
+// applyFile sets flags from a YAML mapping of setting names to values, and records in src the file and line of
+// each (path:line). Unknown keys and wrong types are errors naming the key, the file and the line.
+func applyFile(fs *flag.FlagSet, path string, src map[string]string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("cannot read config file: %w", err)
@@ -228,13 +247,13 @@ func applyFile(fs *flag.FlagSet, path string) error {
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return fmt.Errorf("config file %s line %d: want a mapping of setting names to values", path, root.Line)
+		return fmt.Errorf("%s:%d: want a mapping of setting names to values", path, root.Line)
 	}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		f := fs.Lookup(k.Value)
 		if f == nil || k.Value == "config" {
-			return fmt.Errorf("config file %s line %d: unknown setting %q", path, k.Line, k.Value)
+			return fmt.Errorf("%s:%d: unknown setting %q", path, k.Line, k.Value)
 		}
 		var vals []string
 		switch v.Kind {
@@ -242,27 +261,31 @@ func applyFile(fs *flag.FlagSet, path string) error {
 			vals = []string{v.Value}
 		case yaml.SequenceNode:
 			if _, ok := f.Value.(*listFlag); !ok {
-				return fmt.Errorf("config file %s line %d: %s takes one value, not a list", path, v.Line, k.Value)
+				return fmt.Errorf("%s:%d: %s takes one value, not a list", path, v.Line, k.Value)
 			}
 			for _, e := range v.Content {
 				if e.Kind != yaml.ScalarNode {
-					return fmt.Errorf("config file %s line %d: %s: list entries must be plain values", path, e.Line, k.Value)
+					return fmt.Errorf("%s:%d: %s: list entries must be plain values", path, e.Line, k.Value)
 				}
 				vals = append(vals, e.Value)
 			}
 		default:
-			return fmt.Errorf("config file %s line %d: %s: want a plain value", path, v.Line, k.Value)
+			return fmt.Errorf("%s:%d: %s: want a plain value", path, v.Line, k.Value)
 		}
 		for _, s := range vals {
 			if err := fs.Set(k.Value, s); err != nil {
-				return fmt.Errorf("config file %s line %d: %s: invalid value %q: %w", path, v.Line, k.Value, s, err)
+				return fmt.Errorf("%s:%d: %s: invalid value %q: %w", path, v.Line, k.Value, s, err)
 			}
 		}
+		src[k.Value] = fmt.Sprintf("%s:%d", path, k.Line)
 	}
 	return nil
 }
 
 func (c *config) validate() error {
+	if err := c.validateListeners(); err != nil {
+		return err
+	}
 	checks := []struct {
 		ok   bool
 		name string

@@ -1,7 +1,9 @@
 // Command ferry runs the Ferry MQTT broker: MQTT on gnet event loops, every message a Kafka record.
 //
-//	ferry                      # MQTT on :1883, embedded Kafka persisted in ./data
+//	ferry                      # MQTT on 127.0.0.1:1883, embedded Kafka persisted in ./data
 //	ferry --help               # every setting; each is also a YAML key and a FERRY_<NAME> variable
+//	ferry check-config --config ferry.yaml
+//	ferry passwd FILE USER
 //	ferry version
 package main
 
@@ -10,12 +12,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -25,8 +29,26 @@ import (
 	"github.com/ferrymq/ferry/server"
 )
 
-// version is stamped by scripts/build.sh (-ldflags "-X main.version=…").
+// version is stamped by scripts/build.sh and the Dockerfile (-ldflags "-X main.version=…"); a plain `go build`
+// in a git checkout gets the version Go derives from the tags instead (buildVersion, in init: -X only sets a
+// variable initialised to a constant).
 var version = "dev"
+
+func init() { version = buildVersion(version) }
+
+// buildVersion is the stamped version, or else the main module's version that the go command records from
+// version control: the tag (v1.2.3) when the commit has one, a pseudo-version after the last tag
+// (v1.2.4-0.20261206233958-f97f163abcde) otherwise, "+dirty" with local changes. "dev" when neither is known
+// (go run, or a build outside a git checkout).
+func buildVersion(stamped string) string {
+	if stamped != "dev" {
+		return stamped
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return stamped
+}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "version" {
@@ -39,7 +61,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "passwd" {
 		os.Exit(passwd(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	cfg, err := loadConfig(os.Args[1:], os.Getenv)
+	cfg, err := loadProcessConfig(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
@@ -57,14 +79,35 @@ func main() {
 	}
 }
 
-func newLogger(cfg *config) *slog.Logger {
+// loadProcessConfig is loadConfig over the process's environment, refusing FERRY_* variables that name no
+// setting.
+func loadProcessConfig(args []string) (*config, error) {
+	cfg, err := loadConfig(args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, err
+	}
+	if envErr := checkEnvironment(os.Environ()); envErr != nil {
+		return nil, envErr
+	}
+	return cfg, err
+}
+
+// newLogger writes the log to w in --log-format at --log-level. Durations are written as Go duration strings
+// with their unit ("1.5s", "250ms") in both formats: slog's JSON handler would write integer nanoseconds.
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.logLevel))
 	opts := &slog.HandlerOptions{Level: lvl}
 	if cfg.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // serverOptions turns the settings into the server's options, with the number of event loops.
@@ -109,7 +152,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 // checkConfig validates the settings (flags, FERRY_* variables, --config file) without starting anything:
 // `ferry check-config --config ferry.yaml`.
 func checkConfig(args []string) int {
-	cfg, err := loadConfig(args, os.Getenv)
+	cfg, err := loadProcessConfig(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -119,6 +162,7 @@ func checkConfig(args []string) int {
 		if err == nil {
 			_, err = cfg.auth.authority() // reads the key and rules files
 		}
+		err = cfg.explain(err)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ferry:", err)
@@ -136,19 +180,20 @@ func checkConfig(args []string) int {
 type errConfig struct{ error }
 
 func run(cfg *config) error {
-	log := newLogger(cfg)
+	log := newLogger(cfg, os.Stderr)
 	slog.SetDefault(log)
 
 	loops, sopts := serverOptions(cfg, log)
 	if err := server.CheckOptions(sopts...); err != nil {
-		return errConfig{err}
+		return errConfig{cfg.explain(err)}
 	}
 	// SIGHUP runs every reloader (auth.go); each builds its new state fully and keeps the old one on error.
 	var reloaders []reloader
 	authority, err := cfg.auth.authority()
 	if err != nil {
-		return errConfig{err}
+		return errConfig{cfg.explain(err)}
 	}
+	logAccess(log, cfg)
 	if authority != nil {
 		sopts = append(sopts, server.Auth(authority))
 		reloaders = append(reloaders, reloader{name: "auth keys and rules", fn: cfg.auth.reloadFunc(authority)})

@@ -41,8 +41,8 @@ func TestBadSettings(t *testing.T) {
 		{[]string{"--mqtt", "udp://127.0.0.1:1"}, `"udp://127.0.0.1:1"`},
 		{[]string{"--receive-maximum", "0"}, "--receive-maximum"},
 		{[]string{"--log-format", "xml"}, "--log-format"},
-		{[]string{"--config", yamlBad}, `line 2: unknown setting "bogus"`},
-		{[]string{"--config", yamlType}, "line 1: max-qos"},
+		{[]string{"--config", yamlBad}, `bad.yaml:2: unknown setting "bogus"`},
+		{[]string{"--config", yamlType}, "type.yaml:1: max-qos"},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, "cannot read config file"},
 		{[]string{"extra-arg"}, `unexpected argument "extra-arg"`},
 		{[]string{"--embedded-retention-bytes", "1000"}, "--embedded-retention-bytes 1000"},
@@ -138,8 +138,8 @@ func TestCheckConfig(t *testing.T) {
 	cmd := exec.Command(binary, "check-config", "--config", bad)
 	cmd.Dir = dir
 	out, err = cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "line 2: max-qos") {
-		t.Fatalf("bad config: %v %q, want exit 2 naming line 2 and max-qos", err, out)
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "bad.yaml:2: max-qos") {
+		t.Fatalf("bad config: %v %q, want exit 2 naming bad.yaml:2 and max-qos", err, out)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
 		t.Fatal("check-config created a data directory")
