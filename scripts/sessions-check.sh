@@ -10,7 +10,8 @@
 # UNSUBACK. Model and limits: docs/sessions.md, "History checker".
 #
 # KILLS > 0: during the run an instance picked at random is killed with SIGKILL KILLS times, at random
-# intervals (uniform in [0.5, 1.5] × DURATION/(KILLS+1), counted from the previous restart being ready), and
+# intervals (uniform in [0.5, 1.5] × the time left / (kills left + 1), counted from the previous restart being
+# ready), and
 # restarted on the same ports with the same --instance-id (it ends its previous run's connections itself) and
 # the same --kafka-transactional-id (stable per instance, so the restart fences the dead run's open
 # transaction at once), as scripts/crash.sh does with MODE=external. One instance is down at a time. The
@@ -57,10 +58,14 @@ rc=0
 (IFS=,; exec "$work/ferry-chaos" sessions --targets "${targets[*]}" --clients "$CLIENTS" --duration "$DURATION" \
   --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
 cpid=$!; pids+=("$cpid")
+end_ms=$(( $(date +%s%N) / 1000000 + $(seconds "$DURATION") * 1000 ))
 kills=0 why=""
 if ((KILLS > 0)); then
-  gap_ms=$(( $(seconds "$DURATION") * 1000 / (KILLS + 1) ))
   for ((k = 1; k <= KILLS; k++)); do
+    # The time left is shared among the kills still to do, so restarts that take long do not push them past
+    # the end of the run.
+    gap_ms=$(( (end_ms - $(date +%s%N) / 1000000) / (KILLS - k + 2) ))
+    ((gap_ms > 100)) || break
     up=$(( gap_ms / 2 + (RANDOM * 32768 + RANDOM) % (gap_ms + 1) ))
     sleep "$(printf '%d.%03d' $((up / 1000)) $((up % 1000)))"
     kill -0 "$cpid" 2>/dev/null || break
