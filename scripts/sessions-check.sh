@@ -17,7 +17,8 @@
 # transaction at once), as scripts/crash.sh does with MODE=external. One instance is down at a time. The
 # clients' operations cut off by a kill have an unknown outcome and the clients connect again elsewhere.
 #
-# Environment: DURATION [30s]  CLIENTS [40]  KILLS [0]  KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
+# Environment: DURATION [30s]  CLIENTS [40]  KILLS [0]  THINK [0s] (ferry-chaos sessions --think: a random pause
+#   before each operation; kfake does not compact, so a long run with kills wants a smaller sessions topic)  KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
 # Verdict: "sessions: PASS|FAIL …" with the kills done and the session moves; exit 1 on a violation, when an
 # instance does not start or restart, or when fewer than KILLS kills were done.
 set -euo pipefail
@@ -25,6 +26,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-30s}
 CLIENTS=${CLIENTS:-40}
 KILLS=${KILLS:-0}
+THINK=${THINK:-0s}
 source scripts/lib/fault.sh
 fault_init sessions kfake
 
@@ -56,7 +58,7 @@ seconds() { # a Go duration of s, m or h (e.g. 90s, 3m) in whole seconds
 }
 rc=0
 (IFS=,; exec "$work/ferry-chaos" sessions --targets "${targets[*]}" --clients "$CLIENTS" --duration "$DURATION" \
-  --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
+  --think "$THINK" --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
 cpid=$!; pids+=("$cpid")
 end_ms=$(( $(date +%s%N) / 1000000 + $(seconds "$DURATION") * 1000 ))
 kills=0 why=""
@@ -82,9 +84,9 @@ wait "$cpid" || rc=$?
 summary=$(grep '^sessions: [0-9]* operations' "$work/sessions.out" | sed 's/^sessions: //' || true)
 if ((rc == 0 && kills < KILLS)); then rc=1; why=" — only $kills of $KILLS kills were done before the run ended"; fi
 if ((rc == 0)); then
-  echo "sessions: PASS duration=$DURATION clients=$CLIENTS kills=$kills $summary"
+  echo "sessions: PASS duration=$DURATION clients=$CLIENTS think=$THINK kills=$kills $summary"
 else
-  echo "sessions: FAIL duration=$DURATION clients=$CLIENTS kills=$kills $summary$why"
+  echo "sessions: FAIL duration=$DURATION clients=$CLIENTS think=$THINK kills=$kills $summary$why"
   head -60 "$work/sessions.out"; tail -5 "$work/sessions.err"
   KEEP=1
   exit 1

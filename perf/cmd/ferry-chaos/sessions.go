@@ -41,6 +41,7 @@ func sessions(args []string) error {
 	filters := fs.Int("filters", 4, "topic filters each client subscribes and unsubscribes (at most 64)")
 	duration := fs.Duration("duration", 30*time.Second, "how long the clients hop")
 	hopEvery := fs.Int("hop-every", 3, "a client moves to another instance after about one operation in this many")
+	think := fs.Duration("think", 0, "a pause, uniform in [0, think), before each SUBSCRIBE or UNSUBSCRIBE (a move still follows its operation at once): less load, a smaller sessions topic for restarts to read")
 	viz := fs.String("viz", "sessions-violation.html", "where to write Porcupine's rendering of a violating history")
 	run := fs.String("run", fmt.Sprintf("h%d", time.Now().UnixNano()%1e9), "run id: client ids are hist-<run>-<n>")
 	_ = fs.Parse(args)
@@ -61,7 +62,7 @@ func sessions(args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h := &hopper{id: fmt.Sprintf("hist-%s-%d", *run, i), n: i, addrs: addrs, filters: *filters, t0: start}
+			h := &hopper{id: fmt.Sprintf("hist-%s-%d", *run, i), n: i, addrs: addrs, filters: *filters, t0: start, think: *think}
 			ops, err := h.run(deadline, *hopEvery, &st)
 			if err != nil {
 				failed.Add(1)
@@ -254,6 +255,7 @@ type hopper struct {
 	n       int
 	addrs   []string
 	filters int
+	think   time.Duration
 	t0      time.Time
 	c       *paho.Client
 	nc      net.Conn
@@ -312,6 +314,9 @@ func (h *hopper) run(deadline time.Time, hopEvery int, st *sessionStats) ([]porc
 		return h.ops, errors.New("no instance accepted the first CONNECT before the deadline")
 	}
 	for time.Now().Before(deadline) {
+		if h.think > 0 {
+			time.Sleep(rand.N(h.think))
+		}
 		f := rand.IntN(h.filters)
 		var err error
 		switch r := rand.IntN(10); {
