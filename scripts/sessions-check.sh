@@ -60,7 +60,8 @@ rc=0
 (IFS=,; exec "$work/ferry-chaos" sessions --targets "${targets[*]}" --clients "$CLIENTS" --duration "$DURATION" \
   --think "$THINK" --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
 cpid=$!; pids+=("$cpid")
-end_ms=$(( $(date +%s%N) / 1000000 + $(seconds "$DURATION") * 1000 ))
+start_ms=$(( $(date +%s%N) / 1000000 )) # about the checker's time 0: its histories' times compare with the kills'
+end_ms=$(( start_ms + $(seconds "$DURATION") * 1000 ))
 kills=0 why=""
 if ((KILLS > 0)); then
   for ((k = 1; k <= KILLS; k++)); do
@@ -72,12 +73,13 @@ if ((KILLS > 0)); then
     sleep "$(printf '%d.%03d' $((up / 1000)) $((up % 1000)))"
     kill -0 "$cpid" 2>/dev/null || break
     i=$(( RANDOM % 3 + 1 ))
+    at_ms=$(( $(date +%s%N) / 1000000 - start_ms ))
     kill -9 "${ipid[$i]}"
     wait "${ipid[$i]}" 2>/dev/null || true
     t0=$(date +%s%N)
     start_instance "$i" || { kill -9 "$cpid" 2>/dev/null; exit 1; }
     kills=$k
-    echo "sessions: kill $k/$KILLS of instance $i after ${up} ms; ready again in $(( ($(date +%s%N) - t0) / 1000000 )) ms" >&2
+    echo "sessions: kill $k/$KILLS of instance $i (127.0.0.1:${mqtt[$i]}) at ${at_ms} ms of the run; ready again in $(( ($(date +%s%N) - t0) / 1000000 )) ms" >&2
   done
 fi
 wait "$cpid" || rc=$?
