@@ -18,7 +18,8 @@
 # clients' operations cut off by a kill have an unknown outcome and the clients connect again elsewhere.
 #
 # Environment: DURATION [30s]  CLIENTS [40]  KILLS [0]  THINK [0s] (ferry-chaos sessions --think: a random pause
-#   before each operation; kfake does not compact, so a long run with kills wants a smaller sessions topic)  KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
+#   before each operation; kfake does not compact, so a long run with kills wants a smaller sessions topic)
+#   CLOSE_EVERY [0] (ferry-chaos sessions --close-every: one move in this many first closes the connection)  KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
 # Verdict: "sessions: PASS|FAIL …" with the kills done and the session moves; exit 1 on a violation, when an
 # instance does not start or restart, or when fewer than KILLS kills were done.
 set -euo pipefail
@@ -27,6 +28,7 @@ DURATION=${DURATION:-30s}
 CLIENTS=${CLIENTS:-40}
 KILLS=${KILLS:-0}
 THINK=${THINK:-0s}
+CLOSE_EVERY=${CLOSE_EVERY:-0}
 source scripts/lib/fault.sh
 fault_init sessions kfake
 
@@ -58,7 +60,7 @@ seconds() { # a Go duration of s, m or h (e.g. 90s, 3m) in whole seconds
 }
 rc=0
 (IFS=,; exec "$work/ferry-chaos" sessions --targets "${targets[*]}" --clients "$CLIENTS" --duration "$DURATION" \
-  --think "$THINK" --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
+  --think "$THINK" --close-every "$CLOSE_EVERY" --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
 cpid=$!; pids+=("$cpid")
 start_ms=$(( $(date +%s%N) / 1000000 )) # about the checker's time 0: its histories' times compare with the kills'
 end_ms=$(( start_ms + $(seconds "$DURATION") * 1000 ))
@@ -86,9 +88,9 @@ wait "$cpid" || rc=$?
 summary=$(grep '^sessions: [0-9]* operations' "$work/sessions.out" | sed 's/^sessions: //' || true)
 if ((rc == 0 && kills < KILLS)); then rc=1; why=" — only $kills of $KILLS kills were done before the run ended"; fi
 if ((rc == 0)); then
-  echo "sessions: PASS duration=$DURATION clients=$CLIENTS think=$THINK kills=$kills $summary"
+  echo "sessions: PASS duration=$DURATION clients=$CLIENTS think=$THINK close_every=$CLOSE_EVERY kills=$kills $summary"
 else
-  echo "sessions: FAIL duration=$DURATION clients=$CLIENTS think=$THINK kills=$kills $summary$why"
+  echo "sessions: FAIL duration=$DURATION clients=$CLIENTS think=$THINK close_every=$CLOSE_EVERY kills=$kills $summary$why"
   head -60 "$work/sessions.out"; tail -5 "$work/sessions.err"
   KEEP=1
   exit 1

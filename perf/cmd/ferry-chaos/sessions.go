@@ -41,6 +41,7 @@ func sessions(args []string) error {
 	filters := fs.Int("filters", 4, "topic filters each client subscribes and unsubscribes (at most 64)")
 	duration := fs.Duration("duration", 30*time.Second, "how long the clients hop")
 	hopEvery := fs.Int("hop-every", 3, "a client moves to another instance after about one operation in this many")
+	closeEvery := fs.Int("close-every", 0, "if > 0, about one move in this many first closes the client's connection (no DISCONNECT), as a client whose move's dial failed does")
 	think := fs.Duration("think", 0, "a pause, uniform in [0, think), before each SUBSCRIBE or UNSUBSCRIBE (a move still follows its operation at once): less load, a smaller sessions topic for restarts to read")
 	viz := fs.String("viz", "sessions-violation.html", "where to write Porcupine's rendering of a violating history")
 	run := fs.String("run", fmt.Sprintf("h%d", time.Now().UnixNano()%1e9), "run id: client ids are hist-<run>-<n>")
@@ -62,7 +63,7 @@ func sessions(args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h := &hopper{id: fmt.Sprintf("hist-%s-%d", *run, i), n: i, addrs: addrs, filters: *filters, t0: start, think: *think}
+			h := &hopper{id: fmt.Sprintf("hist-%s-%d", *run, i), n: i, addrs: addrs, filters: *filters, t0: start, think: *think, closeEvery: *closeEvery}
 			ops, err := h.run(deadline, *hopEvery, &st)
 			if err != nil {
 				failed.Add(1)
@@ -251,16 +252,17 @@ func outString(output any) string {
 
 // hopper is one client moving between instances.
 type hopper struct {
-	id      string
-	n       int
-	addrs   []string
-	filters int
-	think   time.Duration
-	t0      time.Time
-	c       *paho.Client
-	nc      net.Conn
-	addr    string // of the current connection
-	ops     []porcupine.Operation
+	id         string
+	n          int
+	addrs      []string
+	filters    int
+	think      time.Duration
+	closeEvery int
+	t0         time.Time
+	c          *paho.Client
+	nc         net.Conn
+	addr       string // of the current connection
+	ops        []porcupine.Operation
 }
 
 func (h *hopper) now() int64 { return int64(time.Since(h.t0)) }
@@ -327,6 +329,9 @@ func (h *hopper) run(deadline time.Time, hopEvery int, st *sessionStats) ([]porc
 		}
 		if err == nil && rand.IntN(hopEvery) == 0 {
 			st.moves.Add(1)
+			if h.closeEvery > 0 && rand.IntN(h.closeEvery) == 0 {
+				h.nc.Close() // the server sees the socket end, then at once a CONNECT elsewhere
+			}
 			err = h.connect(h.addrs[rand.IntN(len(h.addrs))], rand.IntN(20) == 0) // no pause: within a millisecond
 		}
 		if err != nil {
