@@ -178,6 +178,7 @@ type sessionOp struct {
 	clean bool
 	f     int
 	addr  string
+	after string // connect: how the previous connection ended, for the printouts ("closed", "failed"); not in the model
 }
 
 // sessionState is a client's session as the checker models it; subs is a bit per filter.
@@ -227,7 +228,11 @@ var sessionModel = porcupine.Model{
 		in := input.(sessionOp)
 		switch in.kind {
 		case 'c':
-			return fmt.Sprintf("connect %s clean=%v → present=%s", in.addr, in.clean, outString(output))
+			after := ""
+			if in.after != "" {
+				after = " (previous connection " + in.after + ")"
+			}
+			return fmt.Sprintf("connect %s clean=%v → present=%s%s", in.addr, in.clean, outString(output), after)
 		case 's':
 			if _, unk := output.(unknown); unk {
 				return fmt.Sprintf("subscribe f%d → unknown (on %s)", in.f, in.addr)
@@ -257,6 +262,7 @@ type hopper struct {
 	addrs      []string
 	filters    int
 	think      time.Duration
+	after      string // how the current connection was ended before the next connect, if it was
 	closeEvery int
 	t0         time.Time
 	c          *paho.Client
@@ -331,6 +337,7 @@ func (h *hopper) run(deadline time.Time, hopEvery int, st *sessionStats) ([]porc
 			st.moves.Add(1)
 			if h.closeEvery > 0 && rand.IntN(h.closeEvery) == 0 {
 				h.nc.Close() // the server sees the socket end, then at once a CONNECT elsewhere
+				h.after = "closed"
 			}
 			err = h.connect(h.addrs[rand.IntN(len(h.addrs))], rand.IntN(20) == 0) // no pause: within a millisecond
 		}
@@ -354,6 +361,7 @@ func (h *hopper) reconnect(deadline time.Time, clean bool, st *sessionStats) boo
 	if h.nc != nil {
 		h.nc.Close()
 		h.c, h.nc = nil, nil
+		h.after = "failed"
 	}
 	backoff := 50 * time.Millisecond
 	for time.Now().Before(deadline) {
@@ -373,7 +381,7 @@ func (h *hopper) reconnect(deadline time.Time, clean bool, st *sessionStats) boo
 // is recorded with an unknown outcome: Ferry may have written its record before refusing (docs/sessions.md,
 // "Consistency", 3).
 func (h *hopper) connect(addr string, clean bool) error {
-	in := sessionOp{kind: 'c', clean: clean, addr: addr}
+	in := sessionOp{kind: 'c', clean: clean, addr: addr, after: h.after}
 	call := h.now()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -387,12 +395,14 @@ func (h *hopper) connect(addr string, clean bool) error {
 	if err != nil || ca.ReasonCode != 0 {
 		nc.Close()
 		h.recordUnknown(in, call)
+		h.after = ""
 		if err == nil {
 			err = fmt.Errorf("reason %#x", ca.ReasonCode)
 		}
 		return fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	h.record(in, call, ca.SessionPresent)
+	h.after = ""
 	h.c, h.nc, h.addr = c, nc, addr // the previous client is closed by the server (taken over); paho ends it then
 	return nil
 }
