@@ -23,7 +23,7 @@
 # (24h, 1 GiB: the index then grows for the whole of any short run).
 #
 # Environment: DURATION [10m]  EVERY [5s]  MODE [kfake|embedded]  RATE [450] (msg/s of the QoS 0/1/2 publishers)
-# WARMUP [0.2]  RECENT_CACHE [8388608]  FERRY_BIN (a prebuilt ferry)  FERRY_ARGS  KEEP [0]
+# WARMUP [0.2]  RSS_ABS [8388608] (bytes of RSS growth allowed on top of 10 %)  RECENT_CACHE [8388608]  FERRY_BIN (a prebuilt ferry)  FERRY_ARGS  KEEP [0]
 # Verdict: "soak: PASS|FAIL …" with the figures; exit 1 on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +57,7 @@ curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/readyz" || { echo "soak: FAIL Fer
 rc=0
 "$work/ferry-chaos" soak --target "127.0.0.1:$MQTT" --admin "127.0.0.1:$ADMIN" --ferry-pid "$fpid" \
   --duration "$DURATION" --every "$EVERY" --samples "$work/samples.txt" --run "s$RANDOM" \
-  --rate "${RATE:-450}" --warmup "${WARMUP:-0.2}" \
+  --rate "${RATE:-450}" --warmup "${WARMUP:-0.2}" --rss-abs "${RSS_ABS:-8388608}" \
   >"$work/soak.out" 2>"$work/soak.err" || rc=$?
 line=$(grep '^soak:' "$work/soak.out" | sed 's/^soak: //' || true)
 if [[ $MODE == embedded ]]; then
