@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -147,7 +148,11 @@ func startTLSFerry(t testing.TB, f tlsFiles, opts ...server.Opt) (*ferry, string
 	return startFerry(t, all...), addr
 }
 
-// dialTLSV5 connects paho.golang over TLS.
+// dialTLSV5 connects paho.golang over TLS. paho.golang writes a packet in several Writes (fixed header,
+// variable header, payload) and its pinger writes from a goroutine of its own; on a tls.Conn (or any conn
+// without writev) a PINGREQ sent right after CONNACK can land inside a SUBSCRIBE, which Ferry rightly refuses
+// as malformed (0x81). packets.NewThreadSafeConn makes paho hold a lock over each packet's writes, as its
+// ClientConfig.Conn documentation asks for such conns.
 func dialTLSV5(addr string, conf *tls.Config, cp *paho.Connect) (*v5, *tls.Conn, error) {
 	nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, conf)
 	if err != nil {
@@ -155,7 +160,7 @@ func dialTLSV5(addr string, conf *tls.Config, cp *paho.Connect) (*v5, *tls.Conn,
 	}
 	c := &v5{msgs: make(chan *paho.Publish, 1000), discons: make(chan *paho.Disconnect, 4)}
 	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn: nc,
+		Conn: packets.NewThreadSafeConn(nc), // see above
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.msgs <- pr.Packet
 			return true, nil
@@ -534,7 +539,7 @@ func TestTLSWebSocket(t *testing.T) {
 		t.Fatalf("wss dial: %v", err)
 	}
 	c := &v5{msgs: make(chan *paho.Publish, 100), discons: make(chan *paho.Disconnect, 4)}
-	c.Client = paho.NewClient(paho.ClientConfig{Conn: nc,
+	c.Client = paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(nc), // see dialTLSV5
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.msgs <- pr.Packet
 			return true, nil
