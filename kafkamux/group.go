@@ -372,6 +372,9 @@ func (m *Mux) GroupConnections() int {
 	for g := range m.groups {
 		n += g.Connections()
 	}
+	for g := range m.shareReaders {
+		n += g.Connections()
+	}
 	return n
 }
 
@@ -382,10 +385,17 @@ func (m *Mux) closeGroups() {
 	for g := range m.groups {
 		gs = append(gs, g)
 	}
+	ss := make([]*ShareReader, 0, len(m.shareReaders))
+	for g := range m.shareReaders {
+		ss = append(ss, g)
+	}
 	m.groupsMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.closeTimeout)
 	defer cancel()
 	for _, g := range gs {
+		g.Close(ctx)
+	}
+	for _, g := range ss {
 		g.Close(ctx)
 	}
 }

@@ -59,9 +59,10 @@ type Mux struct {
 
 	recentMsgs *recent // recent records of the messages topic, for resumes
 
-	seeds    []string                  // bootstrap addresses, for GroupReaders (group.go)
-	groupsMu sync.Mutex                // guards groups
-	groups   map[*GroupReader]struct{} // open GroupReaders, closed by Close
+	seeds        []string                  // bootstrap addresses, for GroupReaders (group.go)
+	groupsMu     sync.Mutex                // guards groups
+	groups       map[*GroupReader]struct{} // open GroupReaders, closed by Close
+	shareReaders map[*ShareReader]struct{} // open ShareReaders (share.go), closed by Close
 }
 
 // New connects to Kafka (starting the embedded cluster when no brokers are

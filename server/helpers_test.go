@@ -66,7 +66,10 @@ func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts 
 		t.Fatalf("offload: %v", err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(2), server.Logger(quietLog)}, opts...)
+	// Shared subscriptions in the consumer-group mode the tests were written for, unless a test asks for
+	// another (share_group_test.go).
+	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(2), server.Logger(quietLog),
+		server.SharedSubscriptionMode(server.ShareModeConsumerGroup)}, opts...)
 	srv, err := server.New(off, all...)
 	if err != nil {
 		mux.Close()

@@ -120,6 +120,7 @@ func (s *Server) Start() error {
 		}
 		specs = append(specs, routed...)
 	}
+	s.resolveShareMode() // share_group.go
 	if err := s.off.FollowAll(specs...); err != nil {
 		return fmt.Errorf("cannot follow Kafka topics: %w", err)
 	}

@@ -68,6 +68,10 @@ type shareCfg struct {
 	heartbeat   time.Duration // Kafka group heartbeat; bounds how fast partitions move; default 1s
 	commitEvery time.Duration // how often offsets are committed; default 1s
 	revokeWait  time.Duration // how long a rebalance waits for acknowledgements before committing; default 2s
+
+	mode          string        // ShareModeAuto, ShareModeShareGroup or ShareModeConsumerGroup (share_group.go); default auto
+	deliveryLimit int           // share-group mode: deliveries before a record is rejected as poison; default 4
+	hold          time.Duration // share-group mode: how long a record may wait for an acknowledgement; default 20s
 }
 
 func (c *shareCfg) defaults() {
@@ -77,6 +81,9 @@ func (c *shareCfg) defaults() {
 	c.heartbeat = time.Second
 	c.commitEvery = time.Second
 	c.revokeWait = 2 * time.Second
+	c.mode = ShareModeAuto
+	c.deliveryLimit = 4
+	c.hold = 20 * time.Second
 }
 
 func (c *shareCfg) validate() error {
@@ -88,7 +95,7 @@ func (c *shareCfg) validate() error {
 	case c.heartbeat <= 0 || c.commitEvery <= 0 || c.revokeWait < 0:
 		return fmt.Errorf("share group timings %v, %v, %v: want positive heartbeat and commit intervals", c.heartbeat, c.commitEvery, c.revokeWait)
 	}
-	return nil
+	return c.validateMode() // share_group.go
 }
 
 // SharedSubscriptions turns shared subscriptions on or off. Default on; off, they are refused with 0x9E and
@@ -122,6 +129,9 @@ type shareRegistry struct {
 	mu       sync.Mutex
 	m        map[string]*shareGroup
 	handoffs atomic.Uint64 // messages handed from a member that left to another one
+
+	mode        string                   // the mode in use, decided at Start (share_group.go)
+	closedStats offload.ShareReaderStats // counters of share readers closed since start (share_group.go)
 }
 
 // ShareStats describes this instance's shared subscriptions.
@@ -131,6 +141,12 @@ type ShareStats struct {
 	Partitions       int    // partitions (messages topic and routed topics) assigned to this instance, over all groups
 	Handoffs         uint64 // messages handed from a member that left to another member, since start
 	KafkaConnections int    // connections held by the share groups' Kafka clients
+
+	Mode           string // ShareModeShareGroup or ShareModeConsumerGroup (share_group.go)
+	PoisonRejected uint64 // share-group mode: records rejected after --share-delivery-limit deliveries, since start
+	Released       uint64 // share-group mode: records released for another consumer (member left, or held too long)
+	HeldTooLong    uint64 // share-group mode: of Released, those held past --share-hold
+	AckErrors      uint64 // share-group mode: acknowledgements Kafka refused (those records are delivered again)
 }
 
 // ShareStats returns the state of this instance's shared subscriptions.
@@ -151,6 +167,7 @@ func (s *Server) ShareStats() ShareStats {
 		g.pmu.Unlock()
 	}
 	st.KafkaConnections = s.off.GroupConnections()
+	s.shareGroupStats(&st, gs)
 	return st
 }
 
@@ -167,6 +184,7 @@ type shareGroup struct {
 	reader  *offload.GroupReader // nil until joined
 	closed  bool                 // no local member any more: leaving the Kafka group
 	routed  map[string]bool      // routed Kafka topics the group reads besides the messages topic
+	sq      *shareQ              // share-group mode state (share_group.go); nil in consumer-group mode
 
 	wake chan struct{} // capacity 1: a member acknowledged something or joined
 
@@ -246,6 +264,9 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 			return false
 		}
 		g = &shareGroup{srv: srv, key: key, filter: filter, wake: make(chan struct{}, 1), parts: make(map[tp]*sharePart)}
+		if r.mode == ShareModeShareGroup {
+			g.sq = &shareQ{held: make(map[shareKey]*offload.ShareRecord)}
+		}
 		if r.m == nil {
 			r.m = make(map[string]*shareGroup)
 		}
@@ -291,7 +312,11 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 			}
 		}
 		srv.matchMu.Unlock()
-		go g.run(begin)
+		if g.sq != nil {
+			go g.runShare(begin) // share_group.go
+		} else {
+			go g.run(begin)
+		}
 	case added && reader != nil:
 		go reader.Rebalance() // this instance's weight changed
 	}
@@ -365,6 +390,10 @@ func (g *shareGroup) pushLocked(s *session, d delivery) bool {
 
 // placeOrphansLocked hands the messages of members that left to members with room. g.mu is held.
 func (g *shareGroup) placeOrphansLocked() {
+	if g.sq != nil {
+		g.releaseOrphansLocked() // share-group mode: the broker hands them to another consumer (share_group.go)
+		return
+	}
 	for len(g.orphans) > 0 {
 		d := g.orphans[0]
 		if !g.owns(tp{d.topic, d.part}) {
@@ -469,10 +498,21 @@ func (g *shareGroup) remove(s *session) bool {
 		if len(g.orphans) > 0 {
 			go g.placeLater() // every member is full: place them as room appears, even if no record comes
 		}
+	} else if g.sq != nil {
+		g.releaseOrphansLocked() // share-group mode: released at once for the other instances' members
 	} else {
 		g.orphans = nil // uncommitted: the next owner of the partitions re-delivers them
 	}
+	var sreader *offload.ShareReader
+	if last && g.sq != nil {
+		g.sq.mu.Lock()
+		sreader = g.sq.reader
+		g.sq.mu.Unlock()
+	}
 	g.mu.Unlock()
+	if sreader != nil {
+		go g.shutdownShare(sreader)
+	}
 	switch {
 	case last && reader != nil:
 		go g.shutdown(reader)

@@ -243,6 +243,11 @@ func (g *shareGroup) advance(part tp, off int64, pend bool) bool {
 // completed records that a member acknowledged the record at off (PUBACK, PUBREC) or that it is otherwise
 // done with. It may run with a session lock held.
 func (g *shareGroup) completed(part tp, off int64) {
+	if g.sq != nil {
+		g.sq.settle(shareKey{part, off}, offload.ShareAccept) // share-group mode: accepted in Kafka (share_group.go)
+		g.signal()
+		return
+	}
 	g.pmu.Lock()
 	if p := g.parts[part]; p != nil {
 		delete(p.pend, off)
