@@ -1,13 +1,19 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/server"
 )
 
@@ -47,4 +53,267 @@ func TestShareGroupSingleInstance(t *testing.T) {
 		t.Errorf("ShareStats %+v, want share-group mode, 1 group of %d members", st, members)
 	}
 	t.Logf("messages per member %v; %+v", tl.counts(), st)
+}
+
+// startShareKafka starts a kfake cluster whose messages topic has one partition, with extra broker configs.
+func startShareKafka(t testing.TB, configs map[string]string) string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "mqtt-messages"), kfake.BrokerConfigs(configs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()[0]
+}
+
+// startShareInstances starts n Ferry instances in share-group mode on the Kafka at addr.
+func startShareInstances(t testing.TB, addr string, n int, opts ...server.Opt) []*instance {
+	t.Helper()
+	out := make([]*instance, n)
+	for i := range out {
+		in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(addr)}, nil,
+			append([]server.Opt{shareGroupMode}, opts...)...)}
+		t.Cleanup(in.stop)
+		out[i] = in
+	}
+	return out
+}
+
+func srvsOf(ins []*instance) []*server.Server {
+	out := make([]*server.Server, len(ins))
+	for i, in := range ins {
+		out[i] = in.srv
+	}
+	return out
+}
+
+// publishUntil publishes QoS 1 messages "from".."from+k-1" on jobs/0, in rounds, until done reports true
+// or max is reached; it returns the next payload number.
+func publishUntil(t *testing.T, pub *v5, from, round, max int, done func() bool) int {
+	t.Helper()
+	next := from
+	for next < max && !done() {
+		k := min(round, max-next)
+		topics := []string{"jobs/0"}
+		var wg sync.WaitGroup
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := next + w; i < next+k; i += 4 {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					_, err := pub.Publish(ctx, &paho.Publish{Topic: topics[0], QoS: 1, Payload: []byte(strconv.Itoa(i))})
+					cancel()
+					if err != nil {
+						t.Errorf("publish %d: %v", i, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		next += k
+		time.Sleep(50 * time.Millisecond)
+	}
+	return next
+}
+
+// Three instances, ten members of one share group, a topic of ONE partition: every member receives
+// messages (a consumer-group split would feed one instance only), and each message reaches exactly one.
+func TestShareGroupTenMembersOnePartition(t *testing.T) {
+	ins := startShareInstances(t, startShareKafka(t, nil), 3)
+	const members = 10
+	ms := make([]*v5, members)
+	for i := range ms {
+		ms[i] = shareMember(t, ins[i%3].addr, fmt.Sprintf("worker-%d", i), 1)
+	}
+	pub := dialV5(t, ins[0].addr, &paho.Connect{ClientID: "boss", CleanStart: true})
+	tl := newTally(members)
+	tl.srvs = srvsOf(ins)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Add(1)
+		go tl.collect(i, m, stop, &wg)
+	}
+	allGot := func() bool {
+		for _, c := range tl.counts() {
+			if c == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	// Rounds of 100 until every member has some (the instances join the share group at their own pace),
+	// then at least 2,000 in all.
+	n := publishUntil(t, pub, 0, 100, 20000, allGot)
+	n = publishUntil(t, pub, n, 100, max(n+100, 2000), func() bool { return false })
+	tl.waitUnique(t, n, 60*time.Second)
+	close(stop)
+	wg.Wait()
+	if d := tl.duplicates(); len(d) > 0 {
+		t.Errorf("%d messages delivered more than once, e.g. %v", len(d), d[:min(len(d), 5)])
+	}
+	if tl.total != n {
+		t.Errorf("%d deliveries for %d messages", tl.total, n)
+	}
+	for i, c := range tl.counts() {
+		if c == 0 {
+			t.Errorf("member %d received nothing (counts %v)", i, tl.counts())
+		}
+	}
+	for _, in := range ins {
+		st := in.srv.ShareStats()
+		if st.Mode != server.ShareModeShareGroup || st.KafkaConnections > 4 {
+			t.Errorf("ShareStats %+v: want share-group mode and at most 3 Kafka connections (+1 seed while bootstrapping) for one group", st)
+		}
+	}
+	t.Logf("%d messages; per member %v", n, tl.counts())
+}
+
+// A member that holds unacknowledged QoS 1 messages is killed (socket closed, no DISCONNECT): its instance
+// releases them in Kafka and they arrive at the other members, on any instance. Nothing is lost; the only
+// duplicates are messages the killed member had received.
+func TestShareGroupKilledMemberReleases(t *testing.T) {
+	ins := startShareInstances(t, startShareKafka(t, nil), 3)
+	const n = 3000
+	ms := []*v5{shareMember(t, ins[0].addr, "stayer-a", 1), shareMember(t, ins[1].addr, "stayer-b", 1), nil}
+	var conn net.Conn
+	ms[2], conn = stubbornMember(t, ins[2].addr, "victim")
+	pub := dialV5(t, ins[0].addr, &paho.Connect{ClientID: "boss", CleanStart: true})
+	tl := newTally(len(ms))
+	tl.srvs = srvsOf(ins)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Add(1)
+		go tl.collect(i, m, stop, &wg)
+	}
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		publishAll(t, pub, []string{"jobs/0"}, n, 8, 1)
+	}()
+	for tl.counts()[2] == 0 {
+		select {
+		case <-published:
+			t.Fatalf("all %d published and the victim received none (counts %v)", n, tl.counts())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // let it hold a few more
+	conn.Close()
+	<-published
+	tl.waitUnique(t, n, 60*time.Second)
+	close(stop)
+	wg.Wait()
+	tl.mu.Lock()
+	held := len(tl.by[2])
+	var notRedelivered []string
+	for p := range tl.by[2] {
+		if tl.by[0][p]+tl.by[1][p] == 0 {
+			notRedelivered = append(notRedelivered, p)
+		}
+	}
+	tl.mu.Unlock()
+	if len(notRedelivered) > 0 {
+		t.Errorf("%d messages the killed member held never reached another member, e.g. %v", len(notRedelivered), notRedelivered[:min(5, len(notRedelivered))])
+	}
+	dups := tl.duplicates()
+	for _, p := range dups {
+		if tl.by[2][p] == 0 {
+			t.Errorf("message %s delivered twice, but not to the killed member", p)
+		}
+	}
+	released := ins[2].srv.ShareStats().Released
+	if released == 0 {
+		t.Errorf("the killed member's instance released nothing (%+v)", ins[2].srv.ShareStats())
+	}
+	t.Logf("counts %v; the killed member held %d, %d released by its instance, %d delivered twice", tl.counts(), held, released, len(dups))
+}
+
+// A record that keeps coming back (its members die holding it) is rejected after --share-delivery-limit
+// deliveries and counted, never looped forever.
+func TestShareGroupPoisonRejected(t *testing.T) {
+	ins := startShareInstances(t, startShareKafka(t, nil), 1, server.ShareDeliveryLimit(2))
+	in := ins[0]
+	type member struct {
+		c    *v5
+		conn net.Conn
+	}
+	ms := make([]member, 3)
+	for i := range ms {
+		ms[i].c, ms[i].conn = stubbornMember(t, in.addr, fmt.Sprintf("doomed-%d", i))
+	}
+	pub := dialV5(t, in.addr, &paho.Connect{ClientID: "boss", CleanStart: true})
+	if _, err := pub.Publish(context.Background(), &paho.Publish{Topic: "jobs/poison", QoS: 1, Payload: []byte("poison")}); err != nil {
+		t.Fatal(err)
+	}
+	alive := map[int]bool{0: true, 1: true, 2: true}
+	for kill := 1; kill <= 2; kill++ { // deliveries 1 and 2, each to a member that dies holding it
+		got := -1
+		deadline := time.After(30 * time.Second)
+		for got < 0 {
+			for i := range ms {
+				if !alive[i] {
+					continue
+				}
+				select {
+				case <-ms[i].c.msgs:
+					got = i
+				default:
+				}
+			}
+			if got < 0 {
+				select {
+				case <-deadline:
+					t.Fatalf("delivery %d did not arrive (%+v)", kill, in.srv.ShareStats())
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}
+		ms[got].conn.Close()
+		delete(alive, got)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for in.srv.ShareStats().PoisonRejected == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the record was not rejected after 2 deliveries: %+v", in.srv.ShareStats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i := range alive {
+		select {
+		case m := <-ms[i].c.msgs:
+			t.Errorf("the last member received %q a third time", m.Payload)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	t.Logf("%+v", in.srv.ShareStats())
+}
+
+// auto picks share groups when the brokers advertise them, consumer groups when they do not (Kafka 3.9).
+func TestShareGroupAutoMode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []kfake.Opt
+		want string
+	}{
+		{"kfake", nil, server.ShareModeShareGroup},
+		{"kafka-3.9", []kfake.Opt{kfake.MaxVersions(kversion.V3_9_0())}, server.ShareModeConsumerGroup},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, tc.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(c.ListenAddrs()[0])}, nil,
+				server.SharedSubscriptionMode(server.ShareModeAuto))}
+			t.Cleanup(in.stop)
+			if got := in.srv.ShareStats().Mode; got != tc.want {
+				t.Errorf("mode %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
