@@ -129,6 +129,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.SessionQueue(cfg.sessionQueue),
 		server.MaxSubscriptions(cfg.maxSubscriptions),
 		server.MaxShareGroups(cfg.maxShareGroups), server.SharedSubscriptions(cfg.maxShareGroups > 0),
+		server.SharedSubscriptionMode(cfg.shareMode), server.ShareDeliveryLimit(cfg.shareDelivLimit), server.ShareHold(cfg.shareHold),
 		server.V3SessionExpiry(uint32(cfg.v3SessionExpiry.Seconds())),
 		server.MaxSessionExpiry(uint32(cfg.maxSessionExpiry.Seconds())),
 		server.SaveEvery(cfg.saveEvery),
