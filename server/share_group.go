@@ -77,6 +77,9 @@ func (c *shareCfg) validateMode() error {
 func (s *Server) resolveShareMode() {
 	c := &s.cfg.share
 	mode, why := c.mode, "configured"
+	if mode == ShareModeAuto && !c.enabled {
+		mode = ShareModeConsumerGroup // not asked: shared subscriptions are off
+	}
 	if mode == ShareModeAuto {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		ok, err := s.off.ShareGroupsSupported(ctx)
