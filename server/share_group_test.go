@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/ferrymq/ferry/kafkamux"
@@ -380,4 +381,86 @@ func TestShareGroup100k(t *testing.T) {
 		t.Errorf("%d duplicates, but only %d records released", len(dups), released)
 	}
 	t.Logf("%d messages, 0 lost; per member %v; killed member held %d; released %d; duplicates %d", n, tl.counts(), len(tl.by[members-1]), released, len(dups))
+}
+
+// Routing in share-group mode: members of $share/g/place/# over two instances receive from a fixed routed
+// topic, a templated one created by the test's first publish (found later by discovery and read from its
+// earliest record), and the messages topic — each message once in total; a Kafka-born record in the wrong
+// routed topic is skipped.
+func TestShareGroupRouted(t *testing.T) {
+	const filter = "$share/g/place/#"
+	rules := []string{"place/{site}/device/#>share-dev-{site}", "place/+/alarm>share-alarms"}
+	_, kafka := startKafka(t)
+	a := startInstance(t, kafka, server.Routes(rules, false), shareGroupMode)
+	b := startInstance(t, kafka, server.Routes(rules, false), shareGroupMode)
+	member := func(addr, id string) *v5 {
+		c := dialV5(t, addr, &paho.Connect{ClientID: id, CleanStart: true})
+		if sa := c.sub(t, paho.SubscribeOptions{Topic: filter, QoS: 1}); sa.Reasons[0] != 1 {
+			t.Fatalf("SUBACK %v", sa.Reasons)
+		}
+		return c
+	}
+	ms := []*v5{member(a.addr, "rs-a0"), member(a.addr, "rs-a1"), member(b.addr, "rs-b0")}
+	const n = 3000
+	devs := spreadBy(3, func(i int) string { return "place/x/device/d" + strconv.Itoa(i) })
+	alarms := spreadBy(3, func(i int) string { return "place/s" + strconv.Itoa(i) + "/alarm" })
+	plain := spreadBy(3, func(i int) string { return "place/other/" + strconv.Itoa(i) }) // no rule: messages topic
+	topics := append(append(append([]string{}, devs...), alarms...), plain...)
+	tl := newTally(len(ms))
+	tl.srvs = []*server.Server{a.srv, b.srv}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Add(1)
+		go tl.collect(i, m, stop, &wg)
+	}
+	pub := dialV5(t, a.addr, &paho.Connect{ClientID: "rs-boss", CleanStart: true})
+	var pw sync.WaitGroup
+	for k := 0; k < 8; k++ {
+		pw.Add(1)
+		go func() {
+			defer pw.Done()
+			for i := k; i < n; i += 8 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				r, err := pub.Publish(ctx, &paho.Publish{Topic: topics[i%len(topics)], QoS: 1, Payload: []byte(strconv.Itoa(i))})
+				cancel()
+				if err != nil || r.ReasonCode != 0 {
+					t.Errorf("publish %d: %v %v", i, r, err)
+					return
+				}
+			}
+		}()
+	}
+	pw.Wait()
+	tl.waitUnique(t, n, 60*time.Second)
+	if d := tl.duplicates(); len(d) > 0 {
+		t.Errorf("%d messages delivered more than once, e.g. %v", len(d), d[:min(len(d), 5)])
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, key := range alarms {
+		if err := cl.ProduceSync(ctx,
+			&kgo.Record{Topic: "share-alarms", Key: []byte("place/other/x"), Value: []byte("wrong")},
+			&kgo.Record{Topic: "share-alarms", Key: []byte(key), Value: []byte("right " + key)},
+		).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tl.waitUnique(t, n+len(alarms), 20*time.Second)
+	close(stop)
+	wg.Wait()
+	for i, m := range tl.by {
+		if m["wrong"] > 0 {
+			t.Errorf("member %d received a misrouted record", i)
+		}
+	}
+	if d := tl.duplicates(); len(d) > 0 {
+		t.Errorf("duplicates after the Kafka-born records: %v", d[:min(len(d), 5)])
+	}
+	t.Logf("per member %v", tl.counts())
 }

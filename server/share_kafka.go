@@ -81,12 +81,21 @@ func (g *shareGroup) addTopics(names []string) {
 		g.routed[name] = true
 	}
 	reader := g.reader
+	var sreader *offload.ShareReader
+	if g.sq != nil {
+		g.sq.mu.Lock()
+		sreader = g.sq.reader // share-group mode (share_group.go)
+		g.sq.mu.Unlock()
+	}
 	if g.closed {
-		reader = nil // leaving the Kafka group
+		reader, sreader = nil, nil // leaving the Kafka group
 	}
 	g.mu.Unlock()
 	if reader != nil {
 		reader.AddTopics(names...) // not joined yet: run adds them once it is
+	}
+	if sreader != nil {
+		sreader.AddTopics(names...) // not joined yet: runShare adds them once it is
 	}
 }
 
