@@ -352,19 +352,24 @@ func (g *shareGroup) deliver(part tp, off int64, m *offload.Message) (delivered,
 }
 
 // pickLocked returns the index of the next online member, round robin, that has room: fewer queued and
-// unacknowledged messages than its window (Receive Maximum, at most shareMaxInFlight) plus shareMaxQueued.
+// unacknowledged messages than its window (Receive Maximum, at most shareMaxInFlight) plus shareMaxQueued (none
+// in share-group mode).
 // Members that keep up take strict turns, so they get equal shares; one that falls behind is skipped until
 // it catches up, so the others take its share. -1 if every member is full. g.mu is held; it takes each
 // member's session lock in turn.
 func (g *shareGroup) pickLocked() int {
 	n := len(g.members)
+	queued := shareMaxQueued
+	if g.sq != nil {
+		queued = 0 // share-group mode: a record queued for a member is locked from all others (share_group.go)
+	}
 	for k := 0; k < n; k++ {
 		i := (g.next + k) % n
 		s := g.members[i].s
 		s.mu.Lock()
 		c := s.c
 		ok := c != nil && !s.ended && s.queue.len() < g.srv.cfg.sessionQueue &&
-			s.queue.len()+s.pendingOut() < min(int(c.clientRecvMax), shareMaxInFlight)+shareMaxQueued
+			s.queue.len()+s.pendingOut() < min(int(c.clientRecvMax), shareMaxInFlight)+queued
 		s.mu.Unlock()
 		if ok {
 			g.next = i + 1

@@ -464,3 +464,69 @@ func TestShareGroupRouted(t *testing.T) {
 	}
 	t.Logf("per member %v", tl.counts())
 }
+
+// A slow member (Receive Maximum 2, acknowledging each message late) gets fewer messages than a fast one:
+// it is handed records only while its window has room. Nothing is lost or duplicated.
+func TestShareGroupSlowMemberGetsFewer(t *testing.T) {
+	f := startFerry(t, shareGroupMode)
+	fast := shareMember(t, f.addr, "fast", 1)
+	conn, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &v5{msgs: make(chan *paho.Publish, 100000)}
+	acks := make(chan *paho.Publish, 100000)
+	slow.Client = paho.NewClient(paho.ClientConfig{
+		Conn:                       conn,
+		EnableManualAcknowledgment: true,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			slow.msgs <- pr.Packet
+			acks <- pr.Packet
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := slow.Connect(ctx, &paho.Connect{ClientID: "slow", CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: paho.Uint16(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = slow.Disconnect(&paho.Disconnect{}) })
+	if sa := slow.sub(t, paho.SubscribeOptions{Topic: shareFilter, QoS: 1}); sa.Reasons[0] != 1 {
+		t.Fatalf("SUBACK %v", sa.Reasons)
+	}
+	stopAck := make(chan struct{})
+	defer close(stopAck)
+	go func() { // acknowledges each message 20 ms after it arrived
+		for {
+			select {
+			case p := <-acks:
+				time.Sleep(20 * time.Millisecond)
+				_ = slow.Ack(p)
+			case <-stopAck:
+				return
+			}
+		}
+	}()
+	const n = 1000
+	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "boss", CleanStart: true})
+	tl := newTally(2)
+	tl.srvs = []*server.Server{f.srv}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go tl.collect(0, fast, stop, &wg)
+	go tl.collect(1, slow, stop, &wg)
+	publishAll(t, pub, spreadTopics(3), n, 8, 1)
+	tl.waitUnique(t, n, 60*time.Second)
+	close(stop)
+	wg.Wait()
+	counts := tl.counts()
+	if d := tl.duplicates(); len(d) > 0 {
+		t.Errorf("%d messages delivered more than once", len(d))
+	}
+	if counts[1] >= counts[0] {
+		t.Errorf("the slow member got %d messages, the fast one %d: want fewer for the slow one", counts[1], counts[0])
+	}
+	t.Logf("fast %d, slow %d", counts[0], counts[1])
+}
