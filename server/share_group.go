@@ -101,6 +101,13 @@ func (s *Server) resolveShareMode() {
 	}
 }
 
+// shareFetchRecords is the most records one share fetch acquires and one poll hands on. The reader polls
+// again only when every record of a poll is settled, so a poll is a barrier: 64 made the embedded benchmark
+// (10 members, QoS 1, scripts/bench-shared.sh) fall behind its publishers, 1,024 gave the lowest p99; 512
+// keeps two buffered fetches within Kafka's default 2,000 record locks per partition and shares a
+// 1-partition topic between instances.
+const shareFetchRecords = 512
+
 // shareQ is a share group's share-group mode state: its reader and the records acquired for local members.
 type shareQ struct {
 	mu     sync.Mutex
@@ -123,7 +130,7 @@ func (g *shareGroup) runShare(begin offload.TopicOffsets) {
 		Begin:         begin,
 		DeliveryLimit: srv.cfg.share.deliveryLimit,
 		Hold:          srv.cfg.share.hold,
-		MaxRecords:    shareMaxInFlight,
+		MaxRecords:    shareFetchRecords,
 		Handler:       g.onShareRecord,
 	}
 	for try, wait := 1, 50*time.Millisecond; ; try, wait = try+1, min(2*wait, 5*time.Second) {
