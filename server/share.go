@@ -103,7 +103,8 @@ func (c *shareCfg) validate() error {
 func SharedSubscriptions(on bool) Opt { return func(c *cfg) { c.share.enabled = on } }
 
 // MaxShareGroups caps the share groups (share name + filter) this instance takes part in at once; each costs
-// a Kafka consumer group member with its own franz-go client (up to 3 connections per broker). A SUBSCRIBE
+// a Kafka consumer group or share group member with its own franz-go client (up to 3 connections per broker
+// in consumer-group mode; 2 + the number of brokers in share-group mode, share_group.go). A SUBSCRIBE
 // that would start one more is refused with 0x97 Quota Exceeded. Default 100.
 func MaxShareGroups(n int) Opt { return func(c *cfg) { c.share.maxGroups = n } }
 
