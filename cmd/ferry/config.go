@@ -138,7 +138,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 10*time.Second, "time a new socket has to send CONNECT")
 	fs.IntVar(&c.sessionQueue, "session-queue", 10000, "messages queued per session")
 	fs.IntVar(&c.maxSubscriptions, "max-subscriptions", 1000, "subscriptions per session; more get SUBACK 0x97 (v3: 0x80)")
-	fs.IntVar(&c.maxShareGroups, "max-share-groups", 100, "shared subscription groups ($share/name/filter) one instance serves at once, each a Kafka consumer group member with up to 3 connections per broker; 0 turns shared subscriptions off")
+	fs.IntVar(&c.maxShareGroups, "max-share-groups", 100, "shared subscription groups ($share/name/filter) one instance serves at once, each a Kafka consumer group or share group member with its own client (about 3 connections per broker); 0 turns shared subscriptions off")
 	fs.StringVar(&c.shareMode, "shared-subscriptions", "auto", "how shared subscriptions use Kafka: share-group (KIP-932 share groups, Kafka 4.2+), consumer-group (one consumer group per share group, split by partition) or auto (share-group when the brokers advertise the share group APIs)")
 	fs.IntVar(&c.shareDelivLimit, "share-delivery-limit", 4, "share-group mode: deliveries after which a record is rejected as poison (1-9; the group's share.delivery.count.limit is set one above)")
 	fs.DurationVar(&c.shareHold, "share-hold", 20*time.Second, "share-group mode: how long a record may wait for its member's acknowledgement before it is released for another (keep below group.share.record.lock.duration.ms)")
