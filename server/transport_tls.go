@@ -408,14 +408,6 @@ func (p *tlsPipe) adopt() {
 	p.mu.Unlock()
 }
 
-func (p *tlsPipe) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.pend = nil
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
-
 func (p *tlsPipe) isClosed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
