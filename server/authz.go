@@ -45,7 +45,7 @@ type principal = auth.Principal
 
 // Auth turns on authentication and topic authorization with a's current Policy; a.Replace swaps in a new one
 // at any time. Default: off, every client is accepted with every privilege.
-func Auth(a *auth.Authority) Opt { return func(c *cfg) { c.auth = a } }
+func Auth(a *auth.Authority) Opt { return opt(func(c *cfg) { c.auth = a }) }
 
 // Kinds of authorization denials, for ferry_auth_denied_total{what}.
 const (

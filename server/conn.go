@@ -158,8 +158,8 @@ func (c *conn) readBuffered() int {
 		}
 		if c.phase == phaseAwaitConnect && fh.Type != mqttcodec.CONNECT {
 			// [MQTT-3.1.0-1] the first packet must be CONNECT.
-			c.protocolError(&mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type,
-				Msg: "first packet is " + mqttcodec.TypeName(fh.Type) + ", not CONNECT"})
+			c.protocolError(refuse(fh.Type, mqttcodec.ProtocolError,
+				"first packet is "+mqttcodec.TypeName(fh.Type)+", not CONNECT"))
 			break
 		}
 		if err := c.handle(fh, body); err != nil {
@@ -213,7 +213,7 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 	case mqttcodec.CONNECT:
 		if c.phase != phaseAwaitConnect {
 			// [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
-			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "second CONNECT on a connection"}
+			return refuse(fh.Type, mqttcodec.ProtocolError, "second CONNECT on a connection")
 		}
 		l.conn.Reset()
 		l.connFH, l.connBody = fh, body // a password check copies them (authz_password.go)
@@ -249,7 +249,7 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 		return c.onUnsubscribe(&l.unsub)
 	case mqttcodec.PINGREQ:
 		if fh.Remaining != 0 {
-			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "PINGREQ with a body"}
+			return refuse(fh.Type, mqttcodec.MalformedPacket, "PINGREQ with a body")
 		}
 		l.out = mqttcodec.AppendPingresp(l.out) // [MQTT-3.12.4-1]
 		return nil
@@ -261,18 +261,17 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 		return c.onDisconnect(&l.disc)
 	case mqttcodec.AUTH:
 		if c.version < mqttcodec.Version5 {
-			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "AUTH is not a v3 packet"}
+			return refuse(fh.Type, mqttcodec.MalformedPacket, "AUTH is not a v3 packet")
 		}
 		l.auth.Reset()
 		if err := l.auth.Decode(fh, body, c.version); err != nil {
 			return err
 		}
 		// Ferry offers no enhanced authentication method, so no AUTH exchange can have started.
-		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "AUTH without an authentication method"}
+		return refuse(fh.Type, mqttcodec.ProtocolError, "AUTH without an authentication method")
 	default:
 		// CONNACK, SUBACK, UNSUBACK, PINGRESP are server-to-client only.
-		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type,
-			Msg: mqttcodec.TypeName(fh.Type) + " is not sent by clients"}
+		return refuse(fh.Type, mqttcodec.ProtocolError, mqttcodec.TypeName(fh.Type)+" is not sent by clients")
 	}
 }
 

@@ -292,7 +292,7 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 	}
 }
 
-var errSessionGone = &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Msg: "session ended during resume"}
+var errSessionGone = refuse(0, mqttcodec.UnspecifiedError, "session ended during resume")
 
 // replayOne queues one replayed record for s if its subscriptions match, waiting while the session's queue
 // is full, and moves the replay's position past it: what a save writes from then on (deliveryRecord) covers

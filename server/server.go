@@ -70,10 +70,18 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), stopped: make(chan error, 1)}
 	s.cfg.defaults()
 	for _, o := range opts {
-		o(&s.cfg)
+		o.apply(&s.cfg)
 	}
 	if err := s.cfg.validate(); err != nil {
 		return nil, err
+	}
+	if off == nil {
+		return nil, errors.New("invalid server configuration: nil offload")
+	}
+	if n := off.Lanes(); s.cfg.eventLoops > n {
+		// Each loop owns one lane (loop.go): a loop without one would index past the lanes at its first OnBoot.
+		return nil, fmt.Errorf("invalid server configuration: %d event loops but the offload has %d lanes; "+
+			"build it with offload.New(mux, loops) for at least as many loops", s.cfg.eventLoops, n)
 	}
 	for _, l := range s.cfg.listeners {
 		ls, _ := parseListener(l) // validate checked it
