@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 )
 
@@ -117,7 +118,7 @@ type Offload struct {
 	topic    string // messages
 	retained string
 	log      *slog.Logger
-	rl       *kafkamux.RateLimiter
+	rl       throttle.Limiter // produce failures: one line per error text per minute
 	lanes    []*Lane
 
 	latMessages, latRetained *kafkamux.Histogram // produce latency, owned by the mux
@@ -150,7 +151,7 @@ func New(mux *kafkamux.Mux, loops int, opts ...Opt) (*Offload, error) {
 		topic:    mux.MessagesTopic(),
 		retained: mux.RetainedTopic(),
 		log:      mux.Logger(),
-		rl:       kafkamux.NewRateLimiter(time.Minute),
+		rl:       throttle.Limiter{Window: time.Minute},
 		lanes:    make([]*Lane, loops),
 
 		latMessages: mux.ProduceLatency(mux.MessagesTopic()),

@@ -14,6 +14,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/offload"
 )
 
@@ -60,8 +61,8 @@ type Server struct {
 	procsHeld int // Ps reserved for the loops while they run (procs.go)
 	booted    chan struct{}
 	stopped   chan error
-	warnLim   rateLimiter
-	events    eventLimiter // connection-event log lines (debug)
+	warnLim   throttle.Limiter // warn: one line per message per 10 s
+	events    throttle.Limiter // debug: connection-event lines, eventBurst per kind per second
 }
 
 // New builds a Server that hands messages to off. Call Start to listen.
@@ -90,7 +91,8 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 	if err := s.initTransports(); err != nil {
 		return nil, err
 	}
-	s.warnLim.every = 10 * time.Second
+	s.warnLim.Window = 10 * time.Second
+	s.events.Window, s.events.Burst = time.Second, eventBurst
 	s.metrics.initListeners(s.cfg.listeners)
 	s.store = newStore(s)
 	if len(s.cfg.routes) > 0 {
@@ -281,7 +283,7 @@ func (s *Server) debug(msg string, args ...any) {
 	if !s.debugOn() {
 		return
 	}
-	if n, ok := s.events.allow(msg, time.Now()); ok {
+	if ok, n := s.events.Allow(msg); ok {
 		if n > 0 {
 			args = append(args, "suppressed_before", n)
 		}
@@ -292,72 +294,15 @@ func (s *Server) debug(msg string, args ...any) {
 // debugOn reports whether debug lines are logged; callers check it before building costly arguments.
 func (s *Server) debugOn() bool { return s.cfg.log.Enabled(context.Background(), slog.LevelDebug) }
 
+// eventBurst is how many connection-event lines of one kind debug lets through per second.
 const eventBurst = 50
-
-// eventLimiter counts log lines per kind in one-second windows.
-type eventLimiter struct {
-	mu    sync.Mutex
-	kinds map[string]*eventWindow
-}
-
-type eventWindow struct {
-	start      time.Time
-	n          int // lines let through in the window
-	suppressed int // lines left out since the last one let through
-}
-
-// allow reports whether a line of this kind may be logged now, and how many were left out before it.
-func (e *eventLimiter) allow(kind string, now time.Time) (int, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.kinds == nil {
-		e.kinds = make(map[string]*eventWindow)
-	}
-	w := e.kinds[kind]
-	if w == nil {
-		w = &eventWindow{start: now}
-		e.kinds[kind] = w
-	}
-	if now.Sub(w.start) >= time.Second {
-		w.start, w.n = now, 0
-	}
-	if w.n >= eventBurst {
-		w.suppressed++
-		return 0, false
-	}
-	w.n++
-	n := w.suppressed
-	w.suppressed = 0
-	return n, true
-}
 
 // warn logs at warning level, at most once per period for the same message so a misbehaving fleet cannot
 // flood the log.
 func (s *Server) warn(msg string, args ...any) {
-	if s.warnLim.allow(msg) {
+	if ok, _ := s.warnLim.Allow(msg); ok {
 		s.cfg.log.Warn(msg, args...)
 	}
-}
-
-// rateLimiter lets one log line per key through per period.
-type rateLimiter struct {
-	mu    sync.Mutex
-	every time.Duration
-	last  map[string]time.Time
-}
-
-func (r *rateLimiter) allow(key string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if r.last == nil {
-		r.last = make(map[string]time.Time)
-	}
-	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
-		return false
-	}
-	r.last[key] = now
-	return true
 }
 
 // gnetLogger sends gnet's own log lines to slog, its chatter at debug level.
