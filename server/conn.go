@@ -8,6 +8,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 type connPhase uint8
@@ -53,9 +54,9 @@ type conn struct {
 	nWaiting    int32 // entries of pubq the lane has not taken yet (state reqWaiting)
 	lingerBytes int32 // lingering: bytes read and discarded (linger.go)
 
-	will *willMsg   // published if the connection ends abnormally
-	tr   *transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
-	auth *principal // authenticated client and its privileges (authz.go); nil when authorization is off
+	will *willMsg             // published if the connection ends abnormally
+	tr   *transport.Transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
+	auth *principal           // authenticated client and its privileges (authz.go); nil when authorization is off
 }
 
 // OnOpen runs on the connection's event loop.
@@ -64,10 +65,10 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &conn{gc: gc, l: l, lastRead: l.now}
 	gc.SetContext(c)
 	s.metrics.connOpened(c)
-	if ls := &s.specs[c.listener]; ls.layered() {
-		tr, err := s.newTransport(c, ls)
+	if ls := &s.specs[c.listener]; ls.Layered() {
+		tr, err := transport.New(c, ls)
 		if err != nil {
-			s.warn("connection refused by its listener", "listener", ls.url, "remote", gc.RemoteAddr().String(), "err", err)
+			s.warn("connection refused by its listener", "listener", ls.URL(), "remote", gc.RemoteAddr().String(), "err", err)
 			c.closeWhy = closeRefused
 			c.closed = true
 			return nil, gnet.Close
@@ -92,7 +93,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	s.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
 	c.closed = true
 	if c.tr != nil {
-		c.tr.release() // a TLS handshake goroutine waiting for bytes gives up
+		c.tr.Release() // a TLS handshake goroutine waiting for bytes gives up
 	}
 	c.forgetLimits()
 	c.endSession()
@@ -136,7 +137,7 @@ func (c *conn) service() {
 func (c *conn) readPackets() {
 	// A transport takes a bounded chunk of the socket's bytes per step: read on while the socket holds more.
 	// Bytes a layer left between layers (below a top layer that stopped at the packet bound) count too.
-	for c.readBuffered() > 0 && c.tr != nil && !c.closed && (c.gc.InboundBuffered() > 0 || c.tr.buffered() > len(c.tr.in)) {
+	for c.readBuffered() > 0 && c.tr != nil && !c.closed && (c.gc.InboundBuffered() > 0 || c.tr.BelowMQTT() > 0) {
 	}
 }
 
@@ -194,7 +195,7 @@ func (c *conn) readBuffered() int {
 // transportError ends a connection whose transport failed: a TLS alert, a broken WebSocket frame, a bad PROXY
 // header. No MQTT DISCONNECT can be sent through a broken transport.
 func (c *conn) transportError(err error) {
-	if errors.Is(err, errClosedByPeer) {
+	if errors.Is(err, transport.ErrClosedByPeer) {
 		c.closeWhy = closeClientGone
 	} else {
 		c.l.srv.metrics.transportErrors.Add(1)
@@ -317,7 +318,7 @@ func (c *conn) close() {
 	}
 	c.flushOut()
 	if c.tr != nil {
-		c.tr.goodbye()
+		c.tr.Goodbye()
 	}
 	c.closed = true
 	c.phase = phaseClosing
@@ -332,7 +333,7 @@ func (c *conn) flushOut() {
 	}
 	if !c.closed {
 		if c.tr != nil {
-			c.tr.write(l.out)
+			c.tr.Write(l.out)
 		} else {
 			_, _ = c.gc.Write(l.out)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 // Limits at the edge, besides the per-connection budgets of options.go:
@@ -199,7 +200,7 @@ func (c *conn) connectRateOK() bool {
 	if t == nil {
 		return true
 	}
-	return t.allow(addrPort(c.remoteAddr()).Addr(), time.Now().UnixNano())
+	return t.allow(transport.AddrPort(c.remoteAddr()).Addr(), time.Now().UnixNano())
 }
 
 // --- Publish rate per connection ---

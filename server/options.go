@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferrymq/ferry/server/auth"
 	"github.com/ferrymq/ferry/server/route"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 // Opt configures a Server. Options follow franz-go's style (as offload's and kafkamux's do): an interface
@@ -71,7 +72,7 @@ type cfg struct {
 	routes         []string // route rules, in order (routing.go); none = every message to messagesTopic
 	refuseUnrouted bool     // refuse publishes no rule matches
 
-	tlsCert       string // PEM certificate chain of tls:// and wss:// listeners (transport_tls.go)
+	tlsCert       string // PEM certificate chain of tls:// and wss:// listeners (server/transport/tls.go)
 	tlsKey        string // its PEM private key
 	tlsClientCA   string // PEM CAs that sign client certificates; "" = none asked for
 	tlsClientAuth string // TLSClientCertRequire or TLSClientCertVerifyGiven
@@ -120,15 +121,15 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("%d MQTT listeners: at most 256", len(c.listeners))
 	}
 	for _, l := range c.listeners {
-		ls, err := parseListener(l)
+		ls, err := transport.ParseListener(l)
 		if err != nil {
 			return err
 		}
-		if len(c.listeners) > 1 && strings.HasSuffix(ls.addr, ":0") {
+		if len(c.listeners) > 1 && strings.HasSuffix(ls.Addr(), ":0") {
 			// A connection is matched to its listener by its local address: a random port cannot be told apart.
 			return fmt.Errorf("invalid MQTT listener %q: port 0 is allowed only with a single listener", l)
 		}
-		if ls.tls && (c.tlsCert == "" || c.tlsKey == "") {
+		if ls.TLS() && (c.tlsCert == "" || c.tlsKey == "") {
 			return fmt.Errorf("invalid MQTT listener %q: TLS needs a certificate and its key (--tls-cert and --tls-key)", l)
 		}
 	}
@@ -311,6 +312,12 @@ func Linger(timeout time.Duration, bytes, sockets int) Opt {
 // Logger sets the structured logger. Default slog.Default().
 func Logger(l *slog.Logger) Opt { return opt(func(c *cfg) { c.log = l }) }
 
+// tlsFiles are the TLS settings for server/transport.
+func (c *cfg) tlsFiles() transport.TLSFiles {
+	return transport.TLSFiles{Cert: c.tlsCert, Key: c.tlsKey, ClientCA: c.tlsClientCA, ClientAuth: c.tlsClientAuth,
+		MaxHandshakes: c.tlsHandshakes}
+}
+
 // CheckOptions validates options without building a Server, so a command can refuse bad settings before it
 // starts anything.
 func CheckOptions(opts ...Opt) error {
@@ -323,8 +330,8 @@ func CheckOptions(opts ...Opt) error {
 		return err
 	}
 	for _, l := range c.listeners {
-		if ls, _ := parseListener(l); ls.tls {
-			if _, err := newTLSServer(&c); err != nil { // the files must be usable
+		if ls, _ := transport.ParseListener(l); ls.TLS() {
+			if err := transport.CheckTLS(c.tlsFiles()); err != nil { // the files must be usable
 				return fmt.Errorf("invalid MQTT listener %q: %w", l, err)
 			}
 			break

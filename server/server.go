@@ -16,16 +16,17 @@ import (
 
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 // Server is one Ferry instance's MQTT side.
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	cfg   cfg
-	off   *offload.Offload
-	specs []listenerSpec // the parsed listeners, in configuration order
-	tls   *tlsServer     // certificates of TLS listeners (transport_tls.go); nil without one
+	cfg        cfg
+	off        *offload.Offload
+	specs      []transport.Spec  // the parsed listeners, in configuration order
+	transports *transport.Shared // what the listeners' transports share: limits, PROXY trust, TLS certificates
 
 	trie     *trie
 	retained retainedStore
@@ -85,10 +86,16 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 			"build it with offload.New(mux, loops) for at least as many loops", s.cfg.eventLoops, n)
 	}
 	for _, l := range s.cfg.listeners {
-		ls, _ := parseListener(l) // validate checked it
+		ls, _ := transport.ParseListener(l) // validate checked it
 		s.specs = append(s.specs, ls)
 	}
-	if err := s.initTransports(); err != nil {
+	var err error
+	s.transports, err = transport.NewShared(s.specs, transport.Options{MaxPacketSize: s.cfg.maxPacketSize,
+		ProxyTrusted: s.cfg.proxyTrusted, TLS: s.cfg.tlsFiles(), HandshakeFailed: func(err error) {
+			s.metrics.transportErrors.Add(1)
+			s.debug("TLS handshake failed", "err", err)
+		}})
+	if err != nil {
 		return nil, err
 	}
 	s.warnLim.Window = 10 * time.Second
@@ -155,7 +162,7 @@ func (s *Server) Start() error {
 	go s.processor(ctx)
 	addrs := make([]string, len(s.specs))
 	for i := range s.specs {
-		addrs[i] = s.specs[i].addr
+		addrs[i] = s.specs[i].Addr()
 	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
 	// connections) always has one (procs.go).
