@@ -1,6 +1,3 @@
-// Package server is Ferry's MQTT front end: gnet event loops own every plain TCP connection, decode packets in
-// place with mqttcodec, run the session state machine, and exchange records with Kafka through offload.
-// No goroutine is started per connection, and no loop ever waits for Kafka.
 package server
 
 import (
