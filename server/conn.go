@@ -8,6 +8,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 type connPhase uint8
@@ -53,9 +54,9 @@ type conn struct {
 	nWaiting    int32 // entries of pubq the lane has not taken yet (state reqWaiting)
 	lingerBytes int32 // lingering: bytes read and discarded (linger.go)
 
-	will *willMsg   // published if the connection ends abnormally
-	tr   *transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
-	auth *principal // authenticated client and its privileges (authz.go); nil when authorization is off
+	will *willMsg             // published if the connection ends abnormally
+	tr   *transport.Transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
+	auth *principal           // authenticated client and its privileges (authz.go); nil when authorization is off
 }
 
 // OnOpen runs on the connection's event loop.
@@ -64,10 +65,10 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &conn{gc: gc, l: l, lastRead: l.now}
 	gc.SetContext(c)
 	s.metrics.connOpened(c)
-	if ls := &s.specs[c.listener]; ls.layered() {
-		tr, err := s.newTransport(c, ls)
+	if ls := &s.specs[c.listener]; ls.Layered() {
+		tr, err := transport.New(c, ls)
 		if err != nil {
-			s.warn("connection refused by its listener", "listener", ls.url, "remote", gc.RemoteAddr().String(), "err", err)
+			s.warn("connection refused by its listener", "listener", ls.URL(), "remote", gc.RemoteAddr().String(), "err", err)
 			c.closeWhy = closeRefused
 			c.closed = true
 			return nil, gnet.Close
@@ -92,7 +93,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	s.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
 	c.closed = true
 	if c.tr != nil {
-		c.tr.release() // a TLS handshake goroutine waiting for bytes gives up
+		c.tr.Release() // a TLS handshake goroutine waiting for bytes gives up
 	}
 	c.forgetLimits()
 	c.endSession()
@@ -136,7 +137,7 @@ func (c *conn) service() {
 func (c *conn) readPackets() {
 	// A transport takes a bounded chunk of the socket's bytes per step: read on while the socket holds more.
 	// Bytes a layer left between layers (below a top layer that stopped at the packet bound) count too.
-	for c.readBuffered() > 0 && c.tr != nil && !c.closed && (c.gc.InboundBuffered() > 0 || c.tr.buffered() > len(c.tr.in)) {
+	for c.readBuffered() > 0 && c.tr != nil && !c.closed && (c.gc.InboundBuffered() > 0 || c.tr.BelowMQTT() > 0) {
 	}
 }
 
@@ -158,8 +159,8 @@ func (c *conn) readBuffered() int {
 		}
 		if c.phase == phaseAwaitConnect && fh.Type != mqttcodec.CONNECT {
 			// [MQTT-3.1.0-1] the first packet must be CONNECT.
-			c.protocolError(&mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type,
-				Msg: "first packet is " + mqttcodec.TypeName(fh.Type) + ", not CONNECT"})
+			c.protocolError(refuse(fh.Type, mqttcodec.ProtocolError,
+				"first packet is "+mqttcodec.TypeName(fh.Type)+", not CONNECT"))
 			break
 		}
 		if err := c.handle(fh, body); err != nil {
@@ -194,7 +195,7 @@ func (c *conn) readBuffered() int {
 // transportError ends a connection whose transport failed: a TLS alert, a broken WebSocket frame, a bad PROXY
 // header. No MQTT DISCONNECT can be sent through a broken transport.
 func (c *conn) transportError(err error) {
-	if errors.Is(err, errClosedByPeer) {
+	if errors.Is(err, transport.ErrClosedByPeer) {
 		c.closeWhy = closeClientGone
 	} else {
 		c.l.srv.metrics.transportErrors.Add(1)
@@ -213,7 +214,7 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 	case mqttcodec.CONNECT:
 		if c.phase != phaseAwaitConnect {
 			// [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
-			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "second CONNECT on a connection"}
+			return refuse(fh.Type, mqttcodec.ProtocolError, "second CONNECT on a connection")
 		}
 		l.conn.Reset()
 		l.connFH, l.connBody = fh, body // a password check copies them (authz_password.go)
@@ -249,7 +250,7 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 		return c.onUnsubscribe(&l.unsub)
 	case mqttcodec.PINGREQ:
 		if fh.Remaining != 0 {
-			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "PINGREQ with a body"}
+			return refuse(fh.Type, mqttcodec.MalformedPacket, "PINGREQ with a body")
 		}
 		l.out = mqttcodec.AppendPingresp(l.out) // [MQTT-3.12.4-1]
 		return nil
@@ -261,18 +262,17 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 		return c.onDisconnect(&l.disc)
 	case mqttcodec.AUTH:
 		if c.version < mqttcodec.Version5 {
-			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "AUTH is not a v3 packet"}
+			return refuse(fh.Type, mqttcodec.MalformedPacket, "AUTH is not a v3 packet")
 		}
 		l.auth.Reset()
 		if err := l.auth.Decode(fh, body, c.version); err != nil {
 			return err
 		}
 		// Ferry offers no enhanced authentication method, so no AUTH exchange can have started.
-		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "AUTH without an authentication method"}
+		return refuse(fh.Type, mqttcodec.ProtocolError, "AUTH without an authentication method")
 	default:
 		// CONNACK, SUBACK, UNSUBACK, PINGRESP are server-to-client only.
-		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type,
-			Msg: mqttcodec.TypeName(fh.Type) + " is not sent by clients"}
+		return refuse(fh.Type, mqttcodec.ProtocolError, mqttcodec.TypeName(fh.Type)+" is not sent by clients")
 	}
 }
 
@@ -318,7 +318,7 @@ func (c *conn) close() {
 	}
 	c.flushOut()
 	if c.tr != nil {
-		c.tr.goodbye()
+		c.tr.Goodbye()
 	}
 	c.closed = true
 	c.phase = phaseClosing
@@ -333,7 +333,7 @@ func (c *conn) flushOut() {
 	}
 	if !c.closed {
 		if c.tr != nil {
-			c.tr.write(l.out)
+			c.tr.Write(l.out)
 		} else {
 			_, _ = c.gc.Write(l.out)
 		}

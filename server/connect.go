@@ -426,8 +426,8 @@ func (c *conn) onDisconnect(p *mqttcodec.Disconnect) error {
 		if was == 0 && p.Props.SessionExpiry != 0 {
 			c.sess.mu.Unlock()
 			// [MQTT-3.14.2-2] a session that was to end with the connection cannot be given an expiry now.
-			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.DISCONNECT,
-				Msg: "session expiry set on DISCONNECT after CONNECT set none"}
+			return refuse(mqttcodec.DISCONNECT, mqttcodec.ProtocolError,
+				"session expiry set on DISCONNECT after CONNECT set none")
 		}
 		c.sess.expiry = min(p.Props.SessionExpiry, c.l.srv.cfg.maxSessionExpiry)
 		c.sess.mu.Unlock()

@@ -52,6 +52,12 @@ func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 // The caller arranges its stop.
 func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts ...server.Opt) *ferry {
 	t.Helper()
+	return buildFerryLoops(t, 2, kopts, offOpts, opts...)
+}
+
+// buildFerryLoops is buildFerry with loops event loops (and as many offload lanes).
+func buildFerryLoops(t testing.TB, loops int, kopts []kafkamux.Opt, offOpts []offload.Opt, opts ...server.Opt) *ferry {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// Transactions on, as in the binary; a test may turn them off with kafkamux.Transactions("").
@@ -60,13 +66,13 @@ func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts 
 	if err != nil {
 		t.Fatalf("kafkamux: %v", err)
 	}
-	off, err := offload.New(mux, 2, offOpts...)
+	off, err := offload.New(mux, loops, offOpts...)
 	if err != nil {
 		mux.Close()
 		t.Fatalf("offload: %v", err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(2), server.Logger(quietLog)}, opts...)
+	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(loops), server.Logger(quietLog)}, opts...)
 	srv, err := server.New(off, all...)
 	if err != nil {
 		mux.Close()

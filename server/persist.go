@@ -123,12 +123,6 @@ func (srv *Server) saveSession(s *session) {
 	go srv.saveDelivery(s, false, 0)
 }
 
-// saveOwner writes the "o:" record of a connection's start or end.
-func (srv *Server) saveOwner(id string, epoch int64, connected bool, expiry uint32) {
-	srv.store.put(kindOwner, id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
-		Connected: connected, At: time.Now().UnixMilli(), Expiry: expiry})
-}
-
 // ownerChanged runs on the reader goroutine when an "o:" record says a client connected somewhere. If this
 // instance holds an older connection of that client, it hands the session over: the connection is told
 // 0x8E and closed, and the final delivery state is written for the new owner's epoch.
@@ -298,7 +292,7 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 	}
 }
 
-var errSessionGone = &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Msg: "session ended during resume"}
+var errSessionGone = refuse(0, mqttcodec.UnspecifiedError, "session ended during resume")
 
 // replayOne queues one replayed record for s if its subscriptions match, waiting while the session's queue
 // is full, and moves the replay's position past it: what a save writes from then on (deliveryRecord) covers

@@ -9,21 +9,24 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferrymq/ferry/internal/sessionkey"
 )
 
 // The sessions topic (compacted) holds every per-client record, keyed "<kind>:<client id>" so a Kafka tool
 // can read it and the kind never clashes with an id (documented in docs/sessions.md). All keys of one client
-// share a partition: they are partitioned by the client id alone.
+// share a partition: they are partitioned by the client id alone. The key format is internal/sessionkey's,
+// shared with kafkamux's partitioner; the short names below are this package's for it.
 const (
-	kindSession  = "s" // subscriptions and expiry of a persistent session
-	kindOwner    = "o" // which instance holds the client now: the takeover signal
-	kindDelivery = "d" // delivery offsets, outbound packet ids in flight (inbound QoS 2 ids: "q:", qos2.go)
-	kindWill     = "w" // the will of the current connection
-	kindInstance = "i" // an instance's heartbeat (key i:<instance id>)
-	recVersion   = 1
+	kindSession  = sessionkey.Session
+	kindOwner    = sessionkey.Owner
+	kindDelivery = sessionkey.Delivery // inbound QoS 2 ids have their own kind, sessionkey.QoS2 (qos2.go)
+	kindWill     = sessionkey.Will
+	kindInstance = sessionkey.Instance
+	recVersion   = sessionkey.Version
 )
 
-func storeKey(kind, id string) string { return kind + ":" + id }
+func storeKey(kind, id string) string { return sessionkey.Key(kind, id) }
 
 // sessionRec is the value of an "s:" key.
 type sessionRec struct {
@@ -121,12 +124,12 @@ func newStore(srv *Server) *store {
 
 // onRecord applies one sessions-topic record. It runs on the reader goroutine and must not block.
 func (st *store) onRecord(key string, value []byte, part int32) {
-	if len(key) < 3 || key[1] != ':' {
+	kind, id, ok := sessionkey.Split(key)
+	if !ok {
 		st.srv.warn("skipping sessions record with an unknown key", "key", key)
 		return
 	}
-	kind, id := key[:1], key[2:]
-	if kind == kindQoS2 {
+	if kind == sessionkey.QoS2 {
 		st.onQoS2Record(key, value, part)
 		return
 	}
@@ -353,7 +356,7 @@ func (st *store) forget(id string, all bool) {
 	}
 	st.mu.Unlock()
 	for pid := range q2 {
-		st.write(qos2Key(id, pid), nil)
+		st.write(sessionkey.QoS2Key(id, pid), nil)
 	}
 	if all || hasSess {
 		st.put(kindSession, id, nil)

@@ -33,7 +33,6 @@ type client struct {
 	nc   net.Conn // TCP, or MQTT over WebSocket on it (wsConn)
 
 	wmu       sync.Mutex
-	wbuf      []byte
 	lastWrite atomic.Int64 // unix ns
 
 	rbuf []byte // owned by the reader goroutine
