@@ -164,7 +164,7 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 	}
 	srv.metrics.sessionsConnected.Add(1)
 	if pc.expiry > 0 {
-		srv.saveSession(sess)
+		srv.saveSession(sess, nil)
 	}
 	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
 	if srv.debugOn() {

@@ -301,7 +301,11 @@ func (st *store) awaitHandoff(id string, epoch int64, timeout time.Duration, don
 }
 
 // put writes one record of a client; value nil writes a tombstone.
-func (st *store) put(kind, id string, v any) {
+func (st *store) put(kind, id string, v any) { st.putThen(kind, id, v, nil) }
+
+// putThen is put with done, which runs on a Kafka callback goroutine once Kafka acknowledged the record
+// (err nil) or failed it; it must not block. done may be nil.
+func (st *store) putThen(kind, id string, v any, done func(error)) {
 	var value []byte
 	if v != nil {
 		var err error
@@ -327,15 +331,22 @@ func (st *store) put(kind, id string, v any) {
 		}
 		st.mu.Unlock()
 	}
-	st.write(key, value)
+	st.writeThen(key, value, done)
 }
 
 // write produces one sessions-topic record by its full key; a failure is counted and logged.
-func (st *store) write(key string, value []byte) {
+func (st *store) write(key string, value []byte) { st.writeThen(key, value, nil) }
+
+// writeThen is write with done (may be nil), run on a Kafka callback goroutine once the record is
+// acknowledged or failed.
+func (st *store) writeThen(key string, value []byte, done func(error)) {
 	st.srv.off.PutSession(key, value, func(err error) {
 		if err != nil {
 			st.srv.metrics.kafkaErrors.Add(1)
 			st.srv.warn("cannot write sessions record", "key", key, "err", err)
+		}
+		if done != nil {
+			done(err)
 		}
 	})
 }
