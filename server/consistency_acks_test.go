@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,10 +34,13 @@ func startInstanceTxn(t testing.TB, addr, txn string, opts ...server.Opt) *insta
 }
 
 // fromTxn reports whether a produce request comes from transactional id txn and carries a record whose
-// (uncompressed) bytes contain key.
+// (uncompressed) bytes contain key; with key nil, whether it comes from txn.
 func fromTxn(req *kmsg.ProduceRequest, txn string, key []byte) bool {
 	if req.TransactionID == nil || *req.TransactionID != txn {
 		return false
+	}
+	if key == nil {
+		return true
 	}
 	for _, rt := range req.Topics {
 		for _, rp := range rt.Partitions {
@@ -160,4 +164,91 @@ func TestSessionChangeAckedOnlyOnceStored(t *testing.T) {
 			t.Fatalf("UNSUBACK %#x on the other instance: the refused UNSUBSCRIBE took effect", ua.Reasons[0])
 		}
 	})
+}
+
+// A client whose connection drops (no DISCONNECT) and that connects at once to another instance, then moves
+// on to a third: the third instance waits for the second one's hand-over, however late the first instance's
+// end record of the dropped connection reaches Kafka. The index follows the newest connection of a client:
+// an end record of an older connection, read after a newer CONNECT, does not make the client look
+// disconnected. Without that, the third instance decided without the hand-over and resumed from the second
+// one's last periodic state — found by `ferry-chaos sessions --close-every 5`, where it lost subscriptions and
+// resurrected unsubscribed ones; here it shows as QoS 1 messages the client had acknowledged on the second
+// instance being delivered again on the third.
+func TestLateEndRecordOfDroppedConnection(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	a := startInstanceTxn(t, kafka, "late-a")
+	b := startInstance(t, kafka, server.HandoffTimeout(300*time.Millisecond), server.SaveEvery(time.Hour))
+	c := startInstance(t, kafka)
+	pub := dialV5(t, c.addr, &paho.Connect{ClientID: "late-pub", CleanStart: true})
+	cp := func(clean bool) *paho.Connect {
+		return &paho.Connect{ClientID: "late", CleanStart: clean, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(600)}}
+	}
+	first := dialV5(t, a.addr, cp(true))
+	first.sub(t, paho.SubscribeOptions{Topic: "late/in", QoS: 1})
+
+	// From the record that ends the dropped connection on, A's writes wait until release.
+	gate := make(chan struct{})
+	var stalling atomic.Bool
+	stalled := make(chan struct{})
+	cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-gate:
+			cluster.DropControl()
+			return nil, nil, false
+		default:
+		}
+		cluster.KeepControl()
+		req := kr.(*kmsg.ProduceRequest)
+		if !fromTxn(req, "late-a", nil) || (!stalling.Load() && !fromTxn(req, "late-a", []byte("o:late"))) {
+			return nil, nil, false
+		}
+		if !stalling.Swap(true) {
+			close(stalled)
+		}
+		cluster.SleepControl(func() { <-gate })
+		return nil, nil, false
+	})
+	release := sync.OnceFunc(func() { close(gate) })
+	defer release()
+
+	first.nc.Close() // dropped: no DISCONNECT
+	select {
+	case <-stalled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("A wrote no end record for the dropped connection")
+	}
+	// B cannot get a hand-over from A (its end record is held back): it resumes from the stored state.
+	second := dialV5(t, b.addr, cp(false))
+	if !second.connack.SessionPresent {
+		t.Fatal("MQTT-3.2.2-2: B answered Session Present 0")
+	}
+	release() // A's end record of the dropped connection lands after B's CONNECT
+	onA := dialV5(t, a.addr, &paho.Connect{ClientID: "late-sync", CleanStart: true})
+	onA.pub(t, &paho.Publish{Topic: "late/sync", QoS: 1}) // PUBACK: A's earlier transactions are committed
+
+	for i := 1; i <= 3; i++ {
+		pub.pub(t, &paho.Publish{Topic: "late/in", QoS: 1, Payload: []byte{byte('0' + i)}})
+		if m := second.next(t); string(m.Payload) != string(rune('0'+i)) {
+			t.Fatalf("B delivered %q, want %d", m.Payload, i)
+		}
+	}
+	// The client's own QoS 1 PUBLISH is read after its PUBACKs: once it is acknowledged, B has them all.
+	second.pub(t, &paho.Publish{Topic: "late/sync", QoS: 1})
+
+	third := dialV5(t, c.addr, cp(false))
+	if !third.connack.SessionPresent {
+		t.Fatal("MQTT-3.2.2-2: C answered Session Present 0")
+	}
+	select {
+	case d := <-second.discons:
+		if d.ReasonCode != byte(mqttcodec.SessionTakenOver) {
+			t.Fatalf("B's connection got DISCONNECT %#x, want 0x8E", d.ReasonCode)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("MQTT-3.1.4-3: B's connection was not told of the takeover")
+	}
+	pub.pub(t, &paho.Publish{Topic: "late/in", QoS: 1, Payload: []byte("4")})
+	if m := third.next(t); string(m.Payload) != "4" {
+		t.Fatalf("C delivered %q first, want 4: messages acknowledged on B came again (C did not wait for B's hand-over)", m.Payload)
+	}
 }
