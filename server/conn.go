@@ -127,7 +127,7 @@ func (c *conn) service() {
 	} else {
 		c.pausedOverflow() // gnet keeps reading the socket: its buffer is bounded here (limits.go)
 	}
-	if c.phase == phaseConnected && !c.closed {
+	if c.phase == phaseConnected && !c.closed && (c.held == nil || !c.held.connack) {
 		c.drain()
 	}
 	c.flushOut()

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,6 +113,27 @@ func TestSessionChangeAckedOnlyOnceStored(t *testing.T) {
 			t.Fatalf("%s refused by Kafka: no DISCONNECT", what)
 		}
 	}
+
+	// A CONNECT that creates a session: CONNACK 0x88 (v3: return code 3), never a session that Kafka does not
+	// hold; the other instance finds none.
+	t.Run("CONNECT", func(t *testing.T) {
+		for _, v := range []byte{mqttcodec.Version5, mqttcodec.Version311} {
+			id := fmt.Sprintf("refused-new-v%d", v)
+			want := byte(mqttcodec.ServerUnavailable)
+			if v != mqttcodec.Version5 {
+				want = 3
+			}
+			refuse.Store(&id)
+			if reason, _ := connackReason(t, a.addr, v, id); reason != want {
+				t.Fatalf("v%d: CONNACK %#x for a session Kafka refused to store, want %#x", v, reason, want)
+			}
+			refuse.Store(nil)
+			back := dialV5(t, b.addr, cp(id, false))
+			if back.connack.SessionPresent {
+				t.Fatalf("v%d: MQTT-3.2.2-2: Session Present 1 for a session that was never stored", v)
+			}
+		}
+	})
 
 	t.Run("SUBSCRIBE", func(t *testing.T) {
 		id := "refused-sub"

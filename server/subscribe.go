@@ -108,10 +108,12 @@ func (c *conn) onUnsubscribe(p *mqttcodec.Unsubscribe) error {
 	return nil
 }
 
-// heldAck is a SUBACK or UNSUBACK held until the session record of its change is in Kafka.
+// heldAck is a SUBACK or UNSUBACK held until the session record of its change is in Kafka, or the CONNACK
+// of a CONNECT that created or cleared a session (finishConnect).
 type heldAck struct {
-	pkt   []byte // the encoded ack, copied out of the loop's scratch output
-	after func() // runs on the loop once the ack is written (retained messages of a SUBSCRIBE); may be nil
+	pkt     []byte // the encoded ack, copied out of the loop's scratch output
+	after   func() // runs on the loop once the ack is written (retained messages of a SUBSCRIBE); may be nil
+	connack bool   // a CONNACK (finishConnect): no message may go out before it
 }
 
 // ackWhenSaved writes the session record of a SUBSCRIBE or UNSUBSCRIBE whose ack was just appended to the
@@ -143,6 +145,16 @@ func (c *conn) releaseAck(sess *session, h *heldAck, err error) {
 		return // the connection ended (or was taken over) meanwhile: nothing was acknowledged
 	}
 	c.held = nil
+	if err != nil && h.connack {
+		// As when the CONNECT's own record cannot be read back in time: the client retries, the session is
+		// as Kafka holds it (docs/sessions.md, "Consistency", 3).
+		c.l.srv.warn("refusing CONNECT: its session record could not be written to Kafka", "client", sess.id, "err", err)
+		c.l.srv.metrics.connectRefused(mqttcodec.ServerUnavailable)
+		c.closeWhy = closeKafkaError
+		c.writeConnack(c.version, false, mqttcodec.ServerUnavailable, nil) // v3: return code 3
+		c.close()
+		return
+	}
 	if err != nil {
 		c.closeWhy = closeKafkaError
 		if c.version >= mqttcodec.Version5 {
