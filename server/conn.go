@@ -299,6 +299,9 @@ func (c *conn) sendDisconnect(reason mqttcodec.ReasonCode, why string) {
 // sendDisconnectRef writes a v5 DISCONNECT with a Server Reference naming where to go (none when ref is empty),
 // as long as it fits the client's Maximum Packet Size. Runs on the loop.
 func (c *conn) sendDisconnectRef(reason mqttcodec.ReasonCode, why, ref string) {
+	if c.held != nil && c.held.connack {
+		return // [MQTT-3.2.0-1] nothing but CONNACK goes first: a connection whose CONNACK waits is just closed
+	}
 	var d mqttcodec.Disconnect
 	d.Reason = reason
 	if ref != "" && (c.clientMaxPacket == 0 || len(ref)+len(why)+32 <= int(c.clientMaxPacket)) {
