@@ -54,6 +54,7 @@ type conn struct {
 	nWaiting    int32 // entries of pubq the lane has not taken yet (state reqWaiting)
 	lingerBytes int32 // lingering: bytes read and discarded (linger.go)
 
+	held *heldAck             // a SUBACK/UNSUBACK waiting for its session record to be in Kafka: no packet is read meanwhile (subscribe.go)
 	will *willMsg             // published if the connection ends abnormally
 	tr   *transport.Transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
 	auth *principal           // authenticated client and its privileges (authz.go); nil when authorization is off
@@ -127,7 +128,7 @@ func (c *conn) service() {
 	} else {
 		c.pausedOverflow() // gnet keeps reading the socket: its buffer is bounded here (limits.go)
 	}
-	if c.phase == phaseConnected && !c.closed {
+	if c.phase == phaseConnected && !c.closed && (c.held == nil || !c.held.connack) {
 		c.drain()
 	}
 	c.flushOut()
@@ -147,7 +148,7 @@ func (c *conn) readBuffered() int {
 	// WebSocket close frame in one segment is a normal end, not a lost client.
 	buf, terr := c.inbound()
 	used := 0
-	for !c.closed && !c.paused && c.phase != phaseClosing && c.phase != phaseLoading {
+	for !c.closed && !c.paused && c.held == nil && c.phase != phaseClosing && c.phase != phaseLoading {
 		max := c.l.srv.cfg.maxPacketSize
 		fh, body, n, err := mqttcodec.Frame(buf[used:], max)
 		if errors.Is(err, mqttcodec.ErrIncomplete) {
@@ -178,9 +179,9 @@ func (c *conn) readBuffered() int {
 		c.consumed(used)
 		c.l.srv.metrics.bytesIn.Add(uint64(used))
 	}
-	if c.paused {
-		// A v3 client keeps sending past the window the server can take, or a client past its publish rate:
-		// its bytes are not buffered without bound (limits.go).
+	if c.paused || c.held != nil {
+		// A v3 client keeps sending past the window the server can take, or a client past its publish rate,
+		// or while its SUBACK waits for Kafka: its bytes are not buffered without bound (limits.go).
 		c.pausedOverflow()
 	}
 	if terr != nil {
@@ -298,6 +299,9 @@ func (c *conn) sendDisconnect(reason mqttcodec.ReasonCode, why string) {
 // sendDisconnectRef writes a v5 DISCONNECT with a Server Reference naming where to go (none when ref is empty),
 // as long as it fits the client's Maximum Packet Size. Runs on the loop.
 func (c *conn) sendDisconnectRef(reason mqttcodec.ReasonCode, why, ref string) {
+	if c.held != nil && c.held.connack {
+		return // [MQTT-3.2.0-1] nothing but CONNACK goes first: a connection whose CONNACK waits is just closed
+	}
 	var d mqttcodec.Disconnect
 	d.Reason = reason
 	if ref != "" && (c.clientMaxPacket == 0 || len(ref)+len(why)+32 <= int(c.clientMaxPacket)) {

@@ -91,6 +91,7 @@ type v5 struct {
 	msgs    chan *paho.Publish
 	discons chan *paho.Disconnect
 	connack *paho.Connack
+	nc      net.Conn // its socket, for a test that drops the connection without DISCONNECT
 }
 
 func dialV5(t testing.TB, addr string, cp *paho.Connect) *v5 {
@@ -108,7 +109,7 @@ func connectV5(addr string, cp *paho.Connect) (*v5, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &v5{msgs: make(chan *paho.Publish, 100000), discons: make(chan *paho.Disconnect, 4)}
+	c := &v5{msgs: make(chan *paho.Publish, 100000), discons: make(chan *paho.Disconnect, 4), nc: conn}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {

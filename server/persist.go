@@ -107,20 +107,23 @@ func (srv *Server) saveDelivery(s *session, complete bool, handoffEpoch int64) {
 	srv.store.put(kindDelivery, s.id, r)
 }
 
-// saveSession writes the "s:" record after the subscriptions or the expiry changed. Runs on the loop.
-func (srv *Server) saveSession(s *session) {
+// saveSession writes the "s:" record after the subscriptions or the expiry changed, and reports whether it
+// did: a session that ends with its connection has no record. done (may be nil) runs on a Kafka callback
+// goroutine once Kafka acknowledged the record or failed it, only if it was written. Runs on the loop.
+func (srv *Server) saveSession(s *session, done func(error)) bool {
 	s.mu.Lock()
 	if s.ps == nil || s.ended {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	r := s.sessionRecord()
 	s.mu.Unlock()
-	srv.store.put(kindSession, s.id, r)
+	srv.store.putThen(kindSession, s.id, r, done)
 	// Where the session stands goes with it: a session whose instance dies before the next periodic save
 	// resumes from here, not from wherever the reader is when it comes back. saveDelivery takes matchMu,
 	// which the shared reader holds while it fans out: not on the loop.
 	go srv.saveDelivery(s, false, 0)
+	return true
 }
 
 // ownerChanged runs on the reader goroutine when an "o:" record says a client connected somewhere. If this

@@ -35,6 +35,7 @@ type options struct {
 	connTO     int
 	settle     time.Duration
 	username   string
+	persistent bool
 	password   string
 
 	conns       int
@@ -91,6 +92,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.IntVar(&o.connTO, "conn-timeout", 15, "seconds allowed for TCP connect + CONNECT→CONNACK (+ SUBSCRIBE→SUBACK)")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "wait before reading server memory after a phase")
 	fs.StringVar(&o.username, "username", "", "MQTT username")
+	fs.BoolVar(&o.persistent, "persistent", false, "CONNECT with CleanSession=0 (persistent sessions: Ferry stores each in Kafka) instead of 1")
 	fs.StringVar(&o.password, "password", "", "MQTT password")
 
 	fs.IntVar(&o.conns, "conns", 15000, "idle: connections")

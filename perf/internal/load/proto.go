@@ -35,6 +35,7 @@ type WorkerConfig struct {
 	KeepAlive    int      `json:"keep_alive"` // seconds; 0 = no PINGREQ
 	Username     string   `json:"username,omitempty"`
 	Password     string   `json:"password,omitempty"`
+	Persistent   bool     `json:"persistent,omitempty"` // CONNECT with CleanSession=0: sessions Ferry stores in Kafka
 
 	// Connection establishment.
 	ConnRate    float64 `json:"conn_rate"`    // new connections per second for this worker (0 = unbounded)
