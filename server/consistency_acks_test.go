@@ -75,11 +75,16 @@ func produceError(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
 // refuseSessionRecords makes Kafka refuse (INVALID_RECORD, not retried) the writes of instance txn that carry
 // the session record of the client named in *key, while key holds a name.
 func refuseSessionRecords(c *kfake.Cluster, txn string, key *atomic.Pointer[string]) {
+	refuseRecords(c, txn, "s:", key)
+}
+
+// refuseRecords is refuseSessionRecords for the records whose key is prefix followed by the client id.
+func refuseRecords(c *kfake.Cluster, txn, prefix string, key *atomic.Pointer[string]) {
 	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		req := kr.(*kmsg.ProduceRequest)
 		id := key.Load()
-		if id == nil || !fromTxn(req, txn, []byte("s:"+*id)) {
+		if id == nil || !fromTxn(req, txn, []byte(prefix+*id)) {
 			return nil, nil, false
 		}
 		return produceError(req, kerr.InvalidRecord.Code), nil, true
@@ -299,5 +304,55 @@ func TestLateEndRecordOfDroppedConnection(t *testing.T) {
 	pub.pub(t, &paho.Publish{Topic: "late/in", QoS: 1, Payload: []byte("4")})
 	if m := third.next(t); string(m.Payload) != "4" {
 		t.Fatalf("C delivered %q first, want 4: messages acknowledged on B came again (C did not wait for B's hand-over)", m.Payload)
+	}
+}
+
+// A SUBACK promises that the messages published from then on reach the session, across a crash of its
+// instance: the session's position in the messages topic (its "d:" record) must be in Kafka with its
+// subscriptions, or a resume after a crash has a subscription without a position and replays nothing
+// published while the instance was down. So the SUBACK waits for the delivery record too: when Kafka refuses
+// it, the client gets DISCONNECT 0x80 and no SUBACK. Without transactions, so that the position record is
+// refused on its own rather than with the transaction that carries the subscription (when both records go in
+// one produce request, both are refused: no SUBACK either way).
+func TestSubackWaitsForTheSessionsPosition(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	a := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(kafka), kafkamux.Transactions(""),
+		kafkamux.ProduceCompression(kgo.NoCompression())}, nil)}
+	t.Cleanup(a.stop)
+	id := "refused-position"
+	var refuse atomic.Bool
+	cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		req := kr.(*kmsg.ProduceRequest)
+		if !refuse.Load() {
+			return nil, nil, false
+		}
+		pos := false
+		for _, rt := range req.Topics {
+			for _, rp := range rt.Partitions {
+				pos = pos || bytes.Contains(rp.Records, []byte("d:"+id))
+			}
+		}
+		if !pos {
+			return nil, nil, false
+		}
+		return produceError(req, kerr.InvalidRecord.Code), nil, true
+	})
+	c := dialV5(t, a.addr, &paho.Connect{ClientID: id, CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(600)}})
+	refuse.Store(true)
+	defer refuse.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "pos/1", QoS: 1}}}); err == nil {
+		t.Fatal("SUBACK although Kafka refused the session's position record")
+	}
+	select {
+	case d := <-c.discons:
+		if d.ReasonCode != byte(mqttcodec.UnspecifiedError) {
+			t.Fatalf("DISCONNECT %#x, want 0x80", d.ReasonCode)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DISCONNECT")
 	}
 }
