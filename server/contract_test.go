@@ -8,11 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bufbuild/protocompile"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
@@ -295,4 +299,65 @@ func TestPayloadRegistryDown(t *testing.T) {
 			t.Fatalf("unvalidated record written: %s", r.Key)
 		}
 	}
+}
+
+const telemetryProto = `syntax = "proto3";
+package acme;
+message Other { string x = 1; }
+message Telemetry { string device = 1; double temp = 2; int64 seq = 3; }`
+
+// Protobuf from the registry: device JSON (protojson) becomes a Protobuf record in the Confluent wire format
+// with the message-index array, decoded on the Kafka side with the registry's schema; a Protobuf record from a
+// Kafka application reaches a subscriber as JSON.
+func TestPayloadProtobuf(t *testing.T) {
+	reg, cl := registry(t)
+	reg.SeedSchema("telemetry-value", 1, 21, sr.Schema{Schema: telemetryProto, Type: sr.TypeProtobuf})
+	set := payloadSet(t, []string{"pb/#=protobuf:registry:telemetry-value;message=acme.Telemetry;deliver=json"}, payload.Registry(cl))
+	f := startFerry(t, server.Payload(set, false))
+	waitUntil(t, func() bool { ok, _ := f.srv.Ready(); return ok })
+	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "pb-sub", CleanStart: true})
+	sub.sub(t, paho.SubscribeOptions{Topic: "pb/#", QoS: 1})
+	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "pb-pub", CleanStart: true})
+	if r := pubAck(t, pub, &paho.Publish{Topic: "pb/d1", QoS: 1, Payload: []byte(`{"device":"d1","temp":2.5,"seq":"4"}`)}); r.ReasonCode != 0 {
+		t.Fatalf("publish: %#x %s", r.ReasonCode, r.Properties.ReasonString)
+	}
+	if r := pubAck(t, pub, &paho.Publish{Topic: "pb/d1", QoS: 1, Payload: []byte(`{"device":"d1","bogus":1}`)}); r.ReasonCode != 0x99 {
+		t.Fatalf("unknown field: %#x", r.ReasonCode)
+	}
+	recs := kafkaRecords(t, f.mux.Addr(), f.mux.MessagesTopic(), 1)
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	var ch sr.ConfluentHeader
+	id, rest, err := ch.DecodeID(recs[0].Value)
+	if err != nil || id != 21 {
+		t.Fatalf("id %d %v", id, err)
+	}
+	idx, body, err := ch.DecodeIndex(rest, 8)
+	if err != nil || len(idx) != 1 || idx[0] != 1 {
+		t.Fatalf("message index %v %v", idx, err)
+	}
+	md := compileProto(t, telemetryProto).Messages().Get(idx[0])
+	m := dynamicpb.NewMessage(md)
+	if err := proto.Unmarshal(body, m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Get(md.Fields().ByName("device")).String() != "d1" || m.Get(md.Fields().ByName("seq")).Int() != 4 {
+		t.Fatalf("decoded %v", m)
+	}
+	if got := sub.next(t); got.Properties.ContentType != "application/json" || !strings.Contains(string(got.Payload), `"seq":"4"`) {
+		t.Fatalf("subscriber got %s (%q)", got.Payload, got.Properties.ContentType)
+	}
+}
+
+func compileProto(t *testing.T, text string) protoreflect.FileDescriptor {
+	t.Helper()
+	comp := protocompile.Compiler{Resolver: &protocompile.SourceResolver{
+		Accessor: protocompile.SourceAccessorFromMap(map[string]string{"t.proto": text}),
+	}}
+	files, err := comp.Compile(context.Background(), "t.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files[0]
 }
