@@ -1,11 +1,18 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/pem"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
 )
 
 // Payload settings: bad rules, a registry rule without a registry and half-given credentials are one line
@@ -47,5 +54,49 @@ func TestPayloadSettings(t *testing.T) {
 	}
 	if _, err := c.payload.set(slog.Default()); err == nil || !strings.Contains(err.Error(), "cannot parse Avro schema") {
 		t.Fatalf("broken schema file: %v", err)
+	}
+}
+
+// The registry settings reach the registry: basic auth and a CA file for an https:// registry (srfake, franz-go's
+// fake registry, behind an httptest TLS server). A wrong password leaves the rule without its schema, and the
+// reason names the subject.
+func TestPayloadRegistryAuthTLS(t *testing.T) {
+	reg := srfake.New(srfake.WithAuth("Basic " + base64.StdEncoding.EncodeToString([]byte("ferry:s3cret"))))
+	defer reg.Close()
+	reg.SeedSchema("t-value", 1, 3, sr.Schema{Schema: `{"type":"string"}`, Type: sr.TypeAvro})
+	ts := httptest.NewTLSServer(reg.Handler())
+	defer ts.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600)
+	for _, pass := range []string{"s3cret", "wrong"} {
+		c, err := loadConfig([]string{"--payload", "a/#=avro:registry:t-value", "--schema-registry", ts.URL,
+			"--schema-registry-user", "ferry", "--schema-registry-tls-ca", ca, "--schema-registry-timeout", "2s"},
+			func(k string) string {
+				if k == "FERRY_SCHEMA_REGISTRY_PASSWORD" {
+					return pass
+				}
+				return ""
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := c.payload.set(slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		set.Start()
+		if pass == "s3cret" {
+			for ok, _ := set.Ready(); !ok; ok, _ = set.Ready() {
+				time.Sleep(5 * time.Millisecond)
+			}
+		} else {
+			for _, n := set.Stats(); n == 0; _, n = set.Stats() {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if ok, why := set.Ready(); ok || !strings.Contains(why, "t-value") || !strings.Contains(why, "not authorized") {
+				t.Errorf("wrong password: ready %v %q", ok, why)
+			}
+		}
+		set.Close()
 	}
 }
