@@ -15,12 +15,13 @@ import (
 //
 // Refusals. A payload that breaks its contract gets PUBACK/PUBREC 0x99 Payload Format Invalid with the first
 // validation error as reason string (v5 QoS 1/2); a v5 QoS 0 one is dropped. A v3 client cannot be told: with
-// PayloadV3Disconnect the connection closes (counted as a protocol error), else the PUBLISH is acknowledged
-// and dropped, as for an authorization denial (authz.go). A rule whose registry schema is not loaded yet
-// refuses v5 QoS 1/2 with 0x83 Implementation Specific Error ("the PUBLISH is valid but the receiver is not
-// willing to accept it") and a reason string saying which subject and why; a v3 QoS 1/2 client is
-// disconnected without its ack, so it sends again (as when Kafka fails a write). Every refusal is counted per
-// rule and reason (payload.Set.Stats) and logged, rate-limited, with the client id and the error.
+// PayloadV3Disconnect the connection closes (counted as a protocol error), at any QoS; else the PUBLISH is
+// acknowledged and dropped, as for an authorization denial (authz.go). A rule whose registry schema is not
+// loaded yet refuses v5 QoS 1/2 with 0x83 Implementation Specific Error ("the PUBLISH is valid but the receiver
+// is not willing to accept it") and a reason string saying which subject and why; a v3 QoS 1/2 client is
+// disconnected without its ack, so it sends again (as when Kafka fails a write); QoS 0 is dropped. Every
+// refusal is counted per rule and reason (payload.Set.Stats) and logged, rate-limited, with the client id and
+// the error.
 
 // Payload sets the payload contracts and what happens to a v3 client's invalid payload: disconnect (true) or
 // acknowledge and drop (false, the default). Default: no contracts. The caller starts and closes the Set.
@@ -46,15 +47,16 @@ func (c *conn) checkPayload(p *mqttcodec.Publish, rule int, r *pubReq) (ok bool,
 	var un *payload.Unavailable
 	unavailable := errors.As(err, &un)
 	why := err.Error()
+	v3 := c.version < mqttcodec.Version5
 	switch {
+	case v3 && !unavailable && srv.cfg.payloadV3Disconnect:
+		c.closeWhy = closeProtocolError // the configured action, at any QoS
+		c.close()
+		return false, nil
 	case p.QoS == 0:
 		return false, nil // dropped; counted by the Set
-	case c.version < mqttcodec.Version5 && (unavailable || srv.cfg.payloadV3Disconnect):
-		if unavailable {
-			c.closeWhy = closeKafkaError // not acknowledged: the client sends it again
-		} else {
-			c.closeWhy = closeProtocolError
-		}
+	case v3 && unavailable:
+		c.closeWhy = closeKafkaError // not acknowledged: the client sends it again
 		c.close()
 		return false, nil
 	case unavailable:

@@ -120,7 +120,7 @@ func TestPayloadJSONSchema(t *testing.T) {
 }
 
 // v3.1.1 clients cannot be told 0x99: by default the invalid PUBLISH is acknowledged and dropped; with
-// PayloadV3Disconnect the connection closes. Nothing invalid reaches Kafka either way.
+// PayloadV3Disconnect the connection closes, at any QoS. Nothing invalid reaches Kafka either way.
 func TestPayloadV3(t *testing.T) {
 	for _, disconnect := range []bool{false, true} {
 		set := payloadSet(t, []string{"v3/#=json"})
@@ -134,6 +134,9 @@ func TestPayloadV3(t *testing.T) {
 		} else {
 			waitUntil(t, func() bool { return !c.IsConnectionOpen() })
 			c = dialV3(t, f.addr, "pv3b", true, nil)
+			c.Publish("v3/x", 0, false, "{bad") // the action holds at QoS 0 too
+			waitUntil(t, func() bool { return !c.IsConnectionOpen() })
+			c = dialV3(t, f.addr, "pv3c", true, nil)
 		}
 		if tok := c.Publish("v3/x", 1, false, `{"ok":true}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("valid: %v", tok.Error())
