@@ -1,13 +1,12 @@
 package payload
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/hamba/avro/v2"
 )
@@ -31,16 +30,11 @@ func newAvro(text string) (*avroCodec, error) {
 }
 
 func (a *avroCodec) ingest(dst, payload []byte) ([]byte, error) {
-	d := json.NewDecoder(bytes.NewReader(payload))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
+	v, err := parseJSON(payload)
+	if err != nil {
 		return dst, &Invalid{Reason: ReasonNotJSON, Err: err}
 	}
-	if d.More() {
-		return dst, &Invalid{Reason: ReasonNotJSON, Err: errors.New("more than one JSON value")}
-	}
-	out, err := appendAvro(dst, a.s, v, "")
+	out, err := appendAvro(dst, a.s, v, make([]string, 0, 16))
 	if err != nil {
 		return dst, &Invalid{Reason: ReasonSchema, Err: err}
 	}
@@ -77,14 +71,14 @@ func jsonable(v any) any {
 	return v
 }
 
-func avroErr(path, format string, a ...any) error {
-	if path == "" {
-		path = "."
-	}
-	return fmt.Errorf("%s: %s", path, fmt.Sprintf(format, a...))
+// avroErr names the value by its path: field names and array indexes from the record's root. The path is a
+// stack of names, joined only when there is an error (the walk itself must not allocate per field).
+func avroErr(path []string, format string, a ...any) error {
+	p := "/" + strings.Join(path, "/")
+	return fmt.Errorf("%s: %s", p, fmt.Sprintf(format, a...))
 }
 
-func appendAvro(b []byte, s avro.Schema, v any, path string) ([]byte, error) {
+func appendAvro(b []byte, s avro.Schema, v any, path []string) ([]byte, error) {
 	switch s := s.(type) {
 	case *avro.RefSchema:
 		return appendAvro(b, s.Schema(), v, path)
@@ -104,18 +98,18 @@ func appendAvro(b []byte, s avro.Schema, v any, path string) ([]byte, error) {
 			fv, ok := m[f.Name()]
 			if !ok {
 				if !f.HasDefault() {
-					return b, avroErr(path+"/"+f.Name(), "missing (no default)")
+					return b, avroErr(append(path, f.Name()), "missing (no default)")
 				}
 				fv = defaultJSON(f.Default())
 			}
 			var err error
-			if b, err = appendAvro(b, f.Type(), fv, path+"/"+f.Name()); err != nil {
+			if b, err = appendAvro(b, f.Type(), fv, append(path, f.Name())); err != nil {
 				return b, err
 			}
 		}
 		for k := range m {
 			if !hasField(s, k) {
-				return b, avroErr(path+"/"+k, "not a field of record %s", s.FullName())
+				return b, avroErr(append(path, k), "not a field of record %s", s.FullName())
 			}
 		}
 		return b, nil
@@ -138,7 +132,7 @@ func appendAvro(b []byte, s avro.Schema, v any, path string) ([]byte, error) {
 			b = binary.AppendVarint(b, int64(len(arr)))
 			for i, e := range arr {
 				var err error
-				if b, err = appendAvro(b, s.Items(), e, path+"/"+strconv.Itoa(i)); err != nil {
+				if b, err = appendAvro(b, s.Items(), e, append(path, strconv.Itoa(i))); err != nil {
 					return b, err
 				}
 			}
@@ -155,7 +149,7 @@ func appendAvro(b []byte, s avro.Schema, v any, path string) ([]byte, error) {
 				b = binary.AppendVarint(b, int64(len(k)))
 				b = append(b, k...)
 				var err error
-				if b, err = appendAvro(b, s.Values(), e, path+"/"+k); err != nil {
+				if b, err = appendAvro(b, s.Values(), e, append(path, k)); err != nil {
 					return b, err
 				}
 			}
@@ -182,7 +176,7 @@ func hasField(s *avro.RecordSchema, name string) bool {
 	return false
 }
 
-func appendUnion(b []byte, s *avro.UnionSchema, v any, path string) ([]byte, error) {
+func appendUnion(b []byte, s *avro.UnionSchema, v any, path []string) ([]byte, error) {
 	types := s.Types()
 	if m, ok := v.(map[string]any); ok && len(m) == 1 {
 		for k, e := range m { // Avro's JSON encoding of a union: {"branch name": value}
@@ -222,7 +216,7 @@ func branchName(s avro.Schema) string {
 	return string(s.Type())
 }
 
-func appendPrimitive(b []byte, t avro.Type, v any, path string) ([]byte, error) {
+func appendPrimitive(b []byte, t avro.Type, v any, path []string) ([]byte, error) {
 	switch t {
 	case avro.Boolean:
 		x, ok := v.(bool)

@@ -1,7 +1,6 @@
 package payload
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,7 +85,7 @@ func newJSONSchema(text string) (*jsonSchemaCodec, error) {
 var printer = message.NewPrinter(language.English)
 
 func (j *jsonSchemaCodec) ingest(dst, payload []byte) ([]byte, error) {
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
+	v, err := parseJSON(payload) // the values jsonschema.UnmarshalJSON gives, for less
 	if err != nil {
 		return dst, &Invalid{Reason: ReasonNotJSON, Err: err}
 	}
