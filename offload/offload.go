@@ -36,7 +36,9 @@ import (
 type (
 	Message  = kafkamux.Message
 	UserProp = kafkamux.UserProp
-	Handler  = kafkamux.Handler
+	// ValueSchema names the schema of a value checked or converted by a payload rule (server/payload).
+	ValueSchema = kafkamux.ValueSchema
+	Handler     = kafkamux.Handler
 
 	// Histogram and HistogramSnapshot are kafkamux's lock-free duration histogram, for the server's own
 	// timings (event-loop lag).

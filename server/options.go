@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/server/auth"
+	"github.com/ferrymq/ferry/server/payload"
 	"github.com/ferrymq/ferry/server/route"
 	"github.com/ferrymq/ferry/server/transport"
 )
@@ -71,6 +72,9 @@ type cfg struct {
 
 	routes         []string // route rules, in order (routing.go); none = every message to messagesTopic
 	refuseUnrouted bool     // refuse publishes no rule matches
+
+	payload             *payload.Set // payload contracts (contract.go); nil = none
+	payloadV3Disconnect bool         // a v3 client's invalid payload closes its connection
 
 	tlsCert       string // PEM certificate chain of tls:// and wss:// listeners (server/transport/tls.go)
 	tlsKey        string // its PEM private key

@@ -160,7 +160,14 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	r.c, r.id, r.qos, r.route = c, p.PacketID, p.QoS, rt
 	r.decoded = monoNow()
 	r.buf = append(r.buf[:0], topic...)
-	r.buf = append(r.buf, p.Payload...)
+	if srv.cfg.payload == nil {
+		r.buf = append(r.buf, p.Payload...)
+	} else if rule := srv.cfg.payload.Match(unsafeString(topic)); rule < 0 {
+		r.buf = append(r.buf, p.Payload...)
+	} else if ok, err := c.checkPayload(p, rule, r); !ok { // contract.go: may convert the payload
+		releasePub(r)
+		return err
+	}
 	m := &r.msg
 	// The topic aliases the pooled buffer (no allocation): offload copies string bytes into the record during
 	// TryPublish and nothing reads m.Topic after the request is released, when the buffer is reused.
@@ -168,6 +175,9 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	m.Payload = r.buf[len(topic):]
 	m.QoS, m.Retain, m.ClientID = p.QoS, p.Retain, sess.id
 	copyProps(m, &p.Props, time.Now())
+	if m.Schema != nil && string(m.Schema.Format) != "jsonschema" {
+		m.HasPayloadFormat = false // converted to Avro or Protobuf: no longer UTF-8
+	}
 
 	if c.nWaiting > 0 {
 		// Earlier publishes still wait for lane space; this one queues behind them to keep topic order.

@@ -264,6 +264,12 @@ func (s *Server) sendWill(m *offload.Message) {
 			return
 		}
 	}
+	if s.cfg.payload != nil {
+		var ok bool
+		if m, ok = s.checkWill(m); !ok { // contract.go
+			return
+		}
+	}
 	s.metrics.willsSent.Add(1)
 	var try func()
 	try = func() {

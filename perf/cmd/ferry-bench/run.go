@@ -34,7 +34,7 @@ func workerConfigs(o *options, n int, prefix string) []load.WorkerConfig {
 			Username: o.username, Password: o.password, Persistent: o.persistent,
 			ConnRate: o.connRate / float64(n), ConnPar: max(1, o.connPar/n), ConnTimeout: o.connTO,
 			SubFilter: o.filter, SubQoS: byte(o.subQoS), PubTopic: o.topic, QoS: byte(o.qos),
-			Window: o.window, PayloadSize: o.payload, TotalPubs: o.pubs, BatchMax: o.batch,
+			Window: o.window, PayloadSize: o.payload, JSONPayload: o.jsonPayload, TotalPubs: o.pubs, BatchMax: o.batch,
 			StopGraceMs: 3000, SubsPerConn: o.subsPerConn, PubSndBuf: o.pubSndBuf, MinSentNs: o.minSentNs, Qos0Flow: o.qos0Flow,
 		}
 		if o.rate > 0 && o.pubs > 0 {
