@@ -1,18 +1,18 @@
 package kafkamux
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // kfakePersistVersion is the newest format of the embedded Kafka's data dir (kfake's currentPersistVersion in
@@ -33,8 +33,9 @@ var ErrDataDirCorrupt = errors.New("data dir corrupt or from a newer version")
 // It checks meta.json and topics.json (present, valid JSON, format version at most kfakePersistVersion) and
 // every record batch of every segment file (framing, magic byte, CRC-32C). The one damage it lets through is
 // an incomplete batch at the very end of a partition's last segment: the tail of a write cut short by a crash,
-// which was never acknowledged, and which kfake drops. It reads every segment once, sequentially, with a
-// bounded buffer; runs on the goroutine calling New.
+// which was never acknowledged, and which kfake drops. It reads every segment once, mapped into memory one
+// file at a time per worker (the page cache then serves kfake's own load), partitions in parallel; runs on
+// the goroutine calling New.
 func checkDataDir(dir string) error {
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("data dir %s: %s; nothing was changed: %w", dir, fmt.Sprintf(format, args...), ErrDataDirCorrupt)
@@ -58,11 +59,32 @@ func checkDataDir(dir string) error {
 		}
 		return nil // a new data dir
 	}
+	// Partitions are checked in parallel, as kfake loads them: on a data dir of many GiB the check is bound by
+	// CRC-32C and memory bandwidth, not by one core.
+	jobs := make(chan string)
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), max(len(parts), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pdir := range jobs {
+				if err := checkPartitionDir(pdir); err != nil {
+					i, _ := slices.BinarySearchFunc(parts, filepath.Base(pdir), func(e os.DirEntry, name string) int { return strings.Compare(e.Name(), name) })
+					errs[i] = err
+				}
+			}
+		}()
+	}
 	for _, p := range parts {
-		if !p.IsDir() {
-			continue
+		if p.IsDir() {
+			jobs <- filepath.Join(dir, "partitions", p.Name())
 		}
-		if err := checkPartitionDir(filepath.Join(dir, "partitions", p.Name())); err != nil {
+	}
+	close(jobs)
+	wg.Wait()
+	for _, err := range errs { // the first damaged partition in name order, whatever finished first
+		if err != nil {
 			return corrupt("%v", err)
 		}
 	}
@@ -116,7 +138,13 @@ func checkPartitionDir(pdir string) error {
 	slices.Sort(bases)
 	for i, base := range bases {
 		path := filepath.Join(pdir, strconv.FormatInt(base, 10)+".dat")
-		if err := checkSegment(path, i == len(bases)-1); err != nil {
+		data, release, err := mapFile(path)
+		if err != nil {
+			return fmt.Errorf("cannot read %s: %v", path, err)
+		}
+		err = checkSegment(path, data, i == len(bases)-1)
+		release()
+		if err != nil {
 			return err
 		}
 	}
@@ -134,37 +162,25 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// checkSegment walks the record batches of one segment file. last says it is its partition's last segment,
-// whose incomplete final batch is a crash's torn write and not damage.
-func checkSegment(path string, last bool) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("cannot open %s: %v", path, err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("cannot stat %s: %v", path, err)
-	}
-	size := info.Size()
-	r := bufio.NewReaderSize(f, 1<<20)
-	var head [batchCRCStart]byte
-	var body []byte
+// checkSegment walks the record batches of one segment file's content. last says it is its partition's last
+// segment, whose incomplete final batch is a crash's torn write and not damage.
+func checkSegment(path string, data []byte, last bool) error {
+	size := int64(len(data))
 	damaged := func(pos int64, why string) error {
-		if last && zeroFrom(f, pos, size) {
+		if last && allZero(data[pos:]) {
 			return nil // the end of the log was never written: a crash after the file grew (power loss)
 		}
 		return fmt.Errorf("%s: record batch at byte %d: %s: the file is damaged (to keep the batches before it, truncate the file there: truncate -s %d %s; or restore the data dir from a backup)",
 			path, pos, why, pos, path)
 	}
 	for pos := int64(0); pos < size; {
-		n, err := io.ReadFull(r, head[:])
-		if err != nil {
-			if last && (err == io.ErrUnexpectedEOF || err == io.EOF) {
+		if size-pos < batchCRCStart {
+			if last {
 				return nil // a torn write at the end of the log
 			}
-			return damaged(pos, fmt.Sprintf("only %d of its %d header bytes", n, batchCRCStart))
+			return damaged(pos, fmt.Sprintf("only %d of its %d header bytes", size-pos, batchCRCStart))
 		}
+		head := data[pos : pos+batchCRCStart]
 		length := int64(binary.BigEndian.Uint32(head[8:12]))
 		total := batchHeadLen + length
 		switch {
@@ -178,15 +194,7 @@ func checkSegment(path string, last bool) error {
 			}
 			return damaged(pos, fmt.Sprintf("its %d bytes run past the end of the file (%d bytes)", total, size))
 		}
-		rest := int(total - batchCRCStart)
-		if cap(body) < rest {
-			body = make([]byte, rest)
-		}
-		body = body[:rest]
-		if _, err := io.ReadFull(r, body); err != nil {
-			return fmt.Errorf("cannot read %s: %v", path, err)
-		}
-		if stored, got := binary.BigEndian.Uint32(head[17:21]), crc32.Checksum(body, castagnoli); stored != got {
+		if stored, got := binary.BigEndian.Uint32(head[17:21]), crc32.Checksum(data[pos+batchCRCStart:pos+total], castagnoli); stored != got {
 			return damaged(pos, fmt.Sprintf("CRC mismatch (stored %08x, computed %08x)", stored, got))
 		}
 		pos += total
@@ -194,20 +202,11 @@ func checkSegment(path string, last bool) error {
 	return nil
 }
 
-// zeroFrom reports whether every byte of f from pos to size is zero.
-func zeroFrom(f *os.File, pos, size int64) bool {
-	buf := make([]byte, 64<<10)
-	for pos < size {
-		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-pos)], pos)
-		for _, b := range buf[:n] {
-			if b != 0 {
-				return false
-			}
-		}
-		if err != nil && n == 0 {
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
 			return false
 		}
-		pos += int64(n)
 	}
 	return true
 }
