@@ -61,24 +61,21 @@ func checkDataDir(dir string) error {
 	}
 	// Partitions are checked in parallel, as kfake loads them: on a data dir of many GiB the check is bound by
 	// CRC-32C and memory bandwidth, not by one core.
-	jobs := make(chan string)
+	jobs := make(chan int) // index into parts
 	errs := make([]error, len(parts))
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), max(len(parts), 1)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for pdir := range jobs {
-				if err := checkPartitionDir(pdir); err != nil {
-					i, _ := slices.BinarySearchFunc(parts, filepath.Base(pdir), func(e os.DirEntry, name string) int { return strings.Compare(e.Name(), name) })
-					errs[i] = err
-				}
+			for i := range jobs {
+				errs[i] = checkPartitionDir(filepath.Join(dir, "partitions", parts[i].Name()))
 			}
 		}()
 	}
-	for _, p := range parts {
+	for i, p := range parts {
 		if p.IsDir() {
-			jobs <- filepath.Join(dir, "partitions", p.Name())
+			jobs <- i
 		}
 	}
 	close(jobs)
