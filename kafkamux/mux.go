@@ -95,6 +95,10 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
 			}
 			m.dirLock = lk
+			if err := checkDataDir(c.dataDir); err != nil { // before kfake drops what it cannot read
+				lk.release()
+				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
+			}
 			m.storage = &storage{dir: c.dataDir, log: m.log}
 		}
 		cluster, addr, err := startEmbedded(&m.cfg, m.storage)
