@@ -50,7 +50,8 @@ func lockDataDir(dir string) (*dirLock, error) {
 		return nil, fmt.Errorf("cannot lock data dir %s: %w", dir, err)
 	}
 	pid := strconv.Itoa(os.Getpid()) + "\n"
-	if err := f.Truncate(0); err == nil {
+	err = f.Truncate(0)
+	if err == nil {
 		_, err = f.WriteAt([]byte(pid), 0)
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package kafkamux
 import (
 	"fmt"
 	"net"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -45,6 +46,13 @@ func startEmbedded(c *cfg, st *storage) (*kfake.Cluster, string, error) {
 			err = lnErr
 		}
 		return nil, "", fmt.Errorf("cannot start embedded Kafka on %s (data dir %q): %w", c.embeddedAddr, c.dataDir, err)
+	}
+	if c.dataDir != "" {
+		// kfake loads a data dir by reading each segment file whole and decoding its batches, partitions in
+		// parallel, and keeps only the index: the rest, up to partitions × segment size × 2 (a GiB on a data
+		// dir of 64 MiB segments), is garbage the runtime would hand back to the OS only over minutes. Give it
+		// back now, so RSS after a restart is the index and not the load (scripts/restart.sh).
+		debug.FreeOSMemory()
 	}
 	addrs := cl.ListenAddrs()
 	if len(addrs) != 1 {

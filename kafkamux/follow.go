@@ -299,7 +299,7 @@ func (m *Mux) read() {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
-			if ok, n := m.rl.allow("fetch:" + err.Error()); ok {
+			if ok, n := m.rl.Allow("fetch:" + err.Error()); ok {
 				m.log.Warn("cannot read from Kafka", "topic", t, "partition", p, "err", err, "suppressed", n)
 			}
 		})
@@ -333,7 +333,7 @@ func (m *Mux) read() {
 				}
 				if err != nil {
 					m.skipped.Add(1)
-					if ok, n := m.rl.allow("decode:" + ftp.Topic); ok {
+					if ok, n := m.rl.Allow("decode:" + ftp.Topic); ok {
 						m.log.Warn("skipping Kafka record that is not an MQTT message", "topic", ftp.Topic,
 							"partition", r.Partition, "offset", r.Offset, "err", err, "suppressed", n)
 					}
@@ -526,7 +526,7 @@ func (m *Mux) addNewPartitions() {
 	defer cancel()
 	details, err := m.adm.ListTopics(ctx, topics...)
 	if err != nil {
-		if ok, n := m.rl.allow("refresh"); ok && m.ctx.Err() == nil {
+		if ok, n := m.rl.Allow("refresh"); ok && m.ctx.Err() == nil {
 			m.log.Warn("cannot refresh partitions of followed topics", "err", err, "suppressed", n)
 		}
 		return

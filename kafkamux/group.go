@@ -209,7 +209,7 @@ func (g *GroupReader) read() {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
-			if ok, n := g.m.rl.allow("group fetch:" + err.Error()); ok {
+			if ok, n := g.m.rl.Allow("group fetch:" + err.Error()); ok {
 				g.m.log.Warn("cannot read from Kafka for a consumer group", "group", g.spec.Group, "topic", t,
 					"partition", p, "err", err, "suppressed", n)
 			}
@@ -262,7 +262,7 @@ func (g *GroupReader) commit(ctx context.Context, offs TopicOffsets) {
 	g.cl.CommitOffsetsSync(ctx, eo,
 		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
 			if err != nil && ctx.Err() == nil {
-				if ok, n := g.m.rl.allow("group commit:" + g.spec.Group); ok {
+				if ok, n := g.m.rl.Allow("group commit:" + g.spec.Group); ok {
 					g.m.log.Warn("cannot commit consumer group offsets", "group", g.spec.Group, "err", err, "suppressed", n)
 				}
 			}

@@ -39,6 +39,9 @@ const (
 	HeaderCorrelationData = "mqtt.correlation_data" // MQTT 5 correlation data, raw bytes
 	HeaderExpiresAt       = "mqtt.expires_at"       // absolute expiry deadline, unix milliseconds, decimal
 	HeaderUserEscape      = "mqtt.u."               // prefix of escaped user properties
+	HeaderValueFormat     = "mqtt.value_format"     // payload rule (server/payload): "avro", "protobuf" or "jsonschema"
+	HeaderSchema          = "mqtt.schema"           // payload rule: the schema, "SUBJECT/VERSION" or "file:PATH"
+	HeaderSchemaID        = "mqtt.schema_id"        // payload rule: the registry id of the schema, decimal; absent without one
 	HeaderPartitionKey    = "mqtt.pk"               // partition key of a route rule (hashed instead of the key); last header
 )
 
@@ -65,10 +68,17 @@ type Message struct {
 	ExpiresAt        time.Time  // absolute message-expiry deadline; zero = none
 	UserProps        []UserProp // MQTT 5 user properties, order and repeats kept
 	Timestamp        time.Time  // record timestamp (read side only; ignored when writing)
+	// Schema names the schema of a value a payload rule checked or converted (write side only): the
+	// HeaderValueFormat, HeaderSchema and HeaderSchemaID headers. Shared, read-only.
+	Schema *ValueSchema
 	// Fetched is when the shared reader received the record, in Unix nanoseconds (read side only; 0 when the
 	// message did not come through a follower): the start of a delivery's "write" latency stage.
 	Fetched int64
 }
+
+// ValueSchema is the schema headers of a record whose value a payload rule checked or converted. The byte
+// slices are shared by every record of the rule and never modified.
+type ValueSchema struct{ Format, Ref, ID []byte }
 
 // UserProp is one MQTT 5 user property.
 type UserProp struct{ Key, Value string }
@@ -137,6 +147,9 @@ func (m *Message) record(kafkaTopic string) *kgo.Record {
 		nh++
 		nb += 20
 	}
+	if m.Schema != nil {
+		nh += 3
+	}
 	nh += len(m.UserProps)
 	for i := range m.UserProps {
 		nb += len(m.UserProps[i].Value)
@@ -182,6 +195,12 @@ func (m *Message) record(kafkaTopic string) *kgo.Record {
 		start := len(buf)
 		buf = strconv.AppendInt(buf, m.ExpiresAt.UnixMilli(), 10)
 		h = append(h, kgo.RecordHeader{Key: HeaderExpiresAt, Value: buf[start:len(buf):len(buf)]})
+	}
+	if vs := m.Schema; vs != nil {
+		h = append(h, kgo.RecordHeader{Key: HeaderValueFormat, Value: vs.Format}, kgo.RecordHeader{Key: HeaderSchema, Value: vs.Ref})
+		if vs.ID != nil {
+			h = append(h, kgo.RecordHeader{Key: HeaderSchemaID, Value: vs.ID})
+		}
 	}
 	for i := range m.UserProps {
 		k := m.UserProps[i].Key

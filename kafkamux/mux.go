@@ -15,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ferrymq/ferry/internal/throttle"
 )
 
 // Mux owns the whole instance's Kafka traffic: one franz-go client that
@@ -43,7 +45,7 @@ type Mux struct {
 	txn     *txnPump    // nil without a transactional id
 	adm     *kadm.Client
 	conns   *connTracker
-	rl      rateLimiter
+	rl      throttle.Limiter // reader and consumer-group warnings: one line per kind per minute
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -80,7 +82,7 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 		return nil, fmt.Errorf("invalid Kafka configuration: %w", err)
 	}
 	m := &Mux{cfg: c, log: c.logger, conns: newConnTracker(), recentMsgs: newRecent(c.recentBytes)}
-	m.rl.init(time.Minute)
+	m.rl.Window = time.Minute
 	m.stats.topics = [roleOther]string{c.topicMessages, c.topicRetained, c.topicSessions}
 	empty := map[string]*follower{}
 	m.followers.Store(&empty)
@@ -94,6 +96,10 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
 			}
 			m.dirLock = lk
+			if err := checkDataDir(c.dataDir); err != nil { // before kfake drops what it cannot read
+				lk.release()
+				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
+			}
 			m.storage = &storage{dir: c.dataDir, log: m.log}
 		}
 		cluster, addr, err := startEmbedded(&m.cfg, m.storage)

@@ -1,11 +1,12 @@
 package kafkamux
 
 import (
-	"bytes"
 	"context"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferrymq/ferry/internal/sessionkey"
 )
 
 // The sessions topic is keyed "<kind>:<client id>". All keys of a client go to one partition, chosen from the
@@ -43,21 +44,7 @@ func (p partitionKeyPartitioner) Partition(r *kgo.Record, n int) int {
 type clientIDPartitioner struct{ kgo.TopicPartitioner }
 
 func (c clientIDPartitioner) Partition(r *kgo.Record, n int) int {
-	return c.TopicPartitioner.Partition(&kgo.Record{Key: SessionClientID(r.Key)}, n)
-}
-
-// SessionClientID returns the client id part of a sessions-topic key. A "q:" key (an inbound QoS 2 packet
-// id) ends with U+0000 and the packet id, after the client id.
-func SessionClientID(key []byte) []byte {
-	if len(key) >= 2 && key[1] == ':' {
-		if key[0] == 'q' {
-			if i := bytes.LastIndexByte(key, 0); i >= 2 {
-				return key[2:i]
-			}
-		}
-		return key[2:]
-	}
-	return key
+	return c.TopicPartitioner.Partition(&kgo.Record{Key: sessionkey.ClientID(r.Key)}, n)
 }
 
 // PutSession writes one record of the sessions topic: value nil writes a tombstone. It never blocks; done runs

@@ -293,7 +293,7 @@ func (g *ShareReader) ackResults(_ *kgo.Client, rs kgo.ShareAckResults) {
 			continue
 		}
 		g.ackErrors.Add(1)
-		if ok, n := g.m.rl.allow("share ack:" + g.spec.Group); ok {
+		if ok, n := g.m.rl.Allow("share ack:" + g.spec.Group); ok {
 			g.m.log.Warn("Kafka refused a share group acknowledgement; the records will be delivered again",
 				"group", g.spec.Group, "topic", r.Topic, "partition", r.Partition, "err", r.Err, "suppressed", n)
 		}
@@ -317,7 +317,7 @@ func (g *ShareReader) read() {
 			if errors.Is(err, context.Canceled) {
 				return
 			}
-			if ok, n := g.m.rl.allow("share fetch:" + err.Error()); ok {
+			if ok, n := g.m.rl.Allow("share fetch:" + err.Error()); ok {
 				g.m.log.Warn("cannot read from Kafka for a share group", "group", g.spec.Group, "topic", t,
 					"partition", p, "err", err, "suppressed", n)
 			}
@@ -331,7 +331,7 @@ func (g *ShareReader) read() {
 			if int(r.DeliveryCount()) > g.spec.DeliveryLimit {
 				r.Ack(kgo.AckReject)
 				g.rejected.Add(1)
-				if ok, n := g.m.rl.allow("share poison:" + g.spec.Group); ok {
+				if ok, n := g.m.rl.Allow("share poison:" + g.spec.Group); ok {
 					g.m.log.Warn("rejecting a record delivered too often to a share group (poison)", "group", g.spec.Group,
 						"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "deliveries", r.DeliveryCount(), "suppressed", n)
 				}

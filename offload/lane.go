@@ -11,8 +11,10 @@ import (
 )
 
 // Lane is one event loop's bounded path to Kafka. TryPublish is called by the
-// owning loop; completions arrive on franz-go's promise goroutine. The lane's
-// mutex is held only for counter updates, never across a call out.
+// owning loop, and may be called from any goroutine (wills are published on
+// lane 0 from timers); completions arrive on franz-go's producer callback
+// goroutines. The lane's mutex is held only for counter updates, never across
+// a call out.
 type Lane struct {
 	o   *Offload
 	idx int
@@ -42,7 +44,7 @@ type Lane struct {
 }
 
 // TryPublish produces msg to the messages topic without blocking. It runs on
-// the lane's event loop. When msg.Retain is set it also produces msg to the
+// the lane's event loop (or any goroutine, see [Lane]). When msg.Retain is set it also produces msg to the
 // retained topic (an empty payload as a tombstone, see
 // [kafkamux.Message.RetainedRecord]); done then reports both, with the first
 // error, and the message counts as two records against the budget.

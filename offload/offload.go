@@ -1,17 +1,24 @@
 // Package offload is the bounded, non-blocking hand-off between the server's
 // event loops and Kafka.
 //
-// Each event loop owns one [Lane]. A loop publishes with [Lane.TryPublish],
-// which never blocks: it either hands the message to the Kafka producer or,
-// when the lane's in-flight budget (records and bytes) is spent, returns
-// [ErrFull] so the loop stops reading from that connection. The lane calls
-// its [Lane.OnSpace] function once completions have freed enough budget, and
-// the loop resumes the connections it paused.
+// Each event loop owns one [Lane]. A loop publishes with [Lane.TryPublish]
+// (or TryPublishWith, TryPublishRouted), which never blocks: it either hands
+// the message to the Kafka producer or, when the lane's in-flight budget
+// (records and bytes, and the record limit its time bound sets, see
+// [LaneDelay]) is spent, returns [ErrFull] and produces nothing. The server
+// then keeps a QoS 1/2 publish in its connection's queue (bounded by Receive
+// Maximum) and drops a QoS 0 one; it does not stop reading the socket (gnet
+// cannot). The lane calls its [Lane.OnSpace] function once completions have
+// brought it down to its resume mark, and the loop retries the publishes it
+// holds. Other goroutines may publish on a lane too (the server publishes
+// wills on lane 0 from timers and readers): a lane is safe for concurrent use.
 //
-// Completions run on franz-go's promise goroutine, one at a time, in the
-// order Kafka acknowledged them (per partition in produce order; across
-// partitions in any order). Callbacks must not block: the server hands the
-// completion back to the owning loop (gnet Trigger/AsyncWrite) and returns.
+// Completions (each publish's done function) run on franz-go's producer
+// callback goroutines, in the order Kafka acknowledged the records (per
+// partition in produce order; across partitions in any order). They must not
+// block: the server marks the publish done and hands its connection back to
+// the owning loop with one non-blocking notify (server/loop.go), and the loop
+// writes the acks.
 package offload
 
 import (
@@ -20,6 +27,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 )
 
@@ -28,7 +36,9 @@ import (
 type (
 	Message  = kafkamux.Message
 	UserProp = kafkamux.UserProp
-	Handler  = kafkamux.Handler
+	// ValueSchema names the schema of a value checked or converted by a payload rule (server/payload).
+	ValueSchema = kafkamux.ValueSchema
+	Handler     = kafkamux.Handler
 
 	// Histogram and HistogramSnapshot are kafkamux's lock-free duration histogram, for the server's own
 	// timings (event-loop lag).
@@ -37,7 +47,8 @@ type (
 )
 
 // ErrFull is returned by TryPublish when the lane's in-flight budget is
-// exhausted: the caller stops reading from that connection until OnSpace.
+// exhausted. Nothing was produced; the caller holds the message (or drops it,
+// at QoS 0) and tries again after the lane's OnSpace function has run.
 var ErrFull = errors.New("offload: lane full")
 
 // Opt configures an Offload.
@@ -109,7 +120,7 @@ type Offload struct {
 	topic    string // messages
 	retained string
 	log      *slog.Logger
-	rl       *kafkamux.RateLimiter
+	rl       throttle.Limiter // produce failures: one line per error text per minute
 	lanes    []*Lane
 
 	latMessages, latRetained *kafkamux.Histogram // produce latency, owned by the mux
@@ -142,7 +153,7 @@ func New(mux *kafkamux.Mux, loops int, opts ...Opt) (*Offload, error) {
 		topic:    mux.MessagesTopic(),
 		retained: mux.RetainedTopic(),
 		log:      mux.Logger(),
-		rl:       kafkamux.NewRateLimiter(time.Minute),
+		rl:       throttle.Limiter{Window: time.Minute},
 		lanes:    make([]*Lane, loops),
 
 		latMessages: mux.ProduceLatency(mux.MessagesTopic()),

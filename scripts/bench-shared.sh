@@ -26,7 +26,7 @@ TMP=$(mktemp -d /tmp/ferry-bench-shared.XXXXXX)
 mkdir -p "$OUT" bin
 
 go build -o bin/ferry ./cmd/ferry
-go build -o bin/ferry-bench ./perf/cmd/ferry-bench
+go -C perf build -o ../bin/ferry-bench ./cmd/ferry-bench
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() { local p=$(( 20000 + RANDOM % 20000 )); while ! port_free "$p"; do p=$((p + 1)); done; echo "$p"; }

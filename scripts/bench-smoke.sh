@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 go build -o "$work/ferry" ./cmd/ferry
-go build -o "$work/ferry-bench" ./perf/cmd/ferry-bench
+go -C perf build -o "$work/ferry-bench" ./cmd/ferry-bench # perf/ is its own module
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 MQTT=$(free_port); KAFKA=$(free_port)
 "$work/ferry" --mqtt "tcp://127.0.0.1:$MQTT" --embedded-kafka-addr "127.0.0.1:$KAFKA" --data-dir "$work/data" \

@@ -57,7 +57,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 # ---- build ------------------------------------------------------------------
 log "building the harness and the peers"
-go build -o bin/ferry-bench ./perf/cmd/ferry-bench
+go -C perf build -o "$ROOT/bin/ferry-bench" ./cmd/ferry-bench # perf/ is its own module
 (cd perf/peers/mochi && go build -o "$ROOT/bin/mochi" .)
 (cd perf/peers/bridge && go build -o "$ROOT/bin/bridge" .)
 (cd perf/peers/kfake && go build -o "$ROOT/bin/kfake" .)

@@ -15,7 +15,7 @@ func aliasTestConn(version byte, clientMax uint16, opts ...Opt) *conn {
 	srv := &Server{}
 	srv.cfg.defaults()
 	for _, o := range opts {
-		o(&srv.cfg)
+		o.apply(&srv.cfg)
 	}
 	l := &loop{srv: srv}
 	return &conn{l: l, version: version, clientAliasMax: clientMax}

@@ -16,7 +16,7 @@ import (
 //   - CONNECT from a user of the password file (--auth-passwords): its bcrypt hash is checked off the loop
 //     (authz_password.go), the user name is the identity; a wrong password gets 0x86 / return code 4.
 //   - CONNECT: the token (password or user name field) is verified on the loop; without a token, a verified
-//     TLS client certificate's identity (conn.certIdentity, transport.go) gets the default role — a few µs of CPU for HS256,
+//     TLS client certificate's identity (conn.certIdentity, conn_io.go) gets the default role — a few µs of CPU for HS256,
 //     tens of µs for ES256/RS256 (BenchmarkAuthVerify* in server/auth). A refused CONNECT gets v5 0x86 (bad
 //     token) or 0x87 (no token, unusable identity, will topic not allowed); v3 return code 4 or 5. The
 //     principal (identity + shared compiled grants, about 48 bytes plus the identity string) hangs off
@@ -45,7 +45,7 @@ type principal = auth.Principal
 
 // Auth turns on authentication and topic authorization with a's current Policy; a.Replace swaps in a new one
 // at any time. Default: off, every client is accepted with every privilege.
-func Auth(a *auth.Authority) Opt { return func(c *cfg) { c.auth = a } }
+func Auth(a *auth.Authority) Opt { return opt(func(c *cfg) { c.auth = a }) }
 
 // Kinds of authorization denials, for ferry_auth_denied_total{what}.
 const (

@@ -8,6 +8,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 type connPhase uint8
@@ -53,9 +54,10 @@ type conn struct {
 	nWaiting    int32 // entries of pubq the lane has not taken yet (state reqWaiting)
 	lingerBytes int32 // lingering: bytes read and discarded (linger.go)
 
-	will *willMsg   // published if the connection ends abnormally
-	tr   *transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
-	auth *principal // authenticated client and its privileges (authz.go); nil when authorization is off
+	held *heldAck             // a SUBACK/UNSUBACK waiting for its session record to be in Kafka: no packet is read meanwhile (subscribe.go)
+	will *willMsg             // published if the connection ends abnormally
+	tr   *transport.Transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
+	auth *principal           // authenticated client and its privileges (authz.go); nil when authorization is off
 }
 
 // OnOpen runs on the connection's event loop.
@@ -64,10 +66,10 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &conn{gc: gc, l: l, lastRead: l.now}
 	gc.SetContext(c)
 	s.metrics.connOpened(c)
-	if ls := &s.specs[c.listener]; ls.layered() {
-		tr, err := s.newTransport(c, ls)
+	if ls := &s.specs[c.listener]; ls.Layered() {
+		tr, err := transport.New(c, ls)
 		if err != nil {
-			s.warn("connection refused by its listener", "listener", ls.url, "remote", gc.RemoteAddr().String(), "err", err)
+			s.warn("connection refused by its listener", "listener", ls.URL(), "remote", gc.RemoteAddr().String(), "err", err)
 			c.closeWhy = closeRefused
 			c.closed = true
 			return nil, gnet.Close
@@ -92,7 +94,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	s.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
 	c.closed = true
 	if c.tr != nil {
-		c.tr.release() // a TLS handshake goroutine waiting for bytes gives up
+		c.tr.Release() // a TLS handshake goroutine waiting for bytes gives up
 	}
 	c.forgetLimits()
 	c.endSession()
@@ -126,7 +128,7 @@ func (c *conn) service() {
 	} else {
 		c.pausedOverflow() // gnet keeps reading the socket: its buffer is bounded here (limits.go)
 	}
-	if c.phase == phaseConnected && !c.closed {
+	if c.phase == phaseConnected && !c.closed && (c.held == nil || !c.held.connack) {
 		c.drain()
 	}
 	c.flushOut()
@@ -136,7 +138,7 @@ func (c *conn) service() {
 func (c *conn) readPackets() {
 	// A transport takes a bounded chunk of the socket's bytes per step: read on while the socket holds more.
 	// Bytes a layer left between layers (below a top layer that stopped at the packet bound) count too.
-	for c.readBuffered() > 0 && c.tr != nil && !c.closed && (c.gc.InboundBuffered() > 0 || c.tr.buffered() > len(c.tr.in)) {
+	for c.readBuffered() > 0 && c.tr != nil && !c.closed && (c.gc.InboundBuffered() > 0 || c.tr.BelowMQTT() > 0) {
 	}
 }
 
@@ -146,7 +148,7 @@ func (c *conn) readBuffered() int {
 	// WebSocket close frame in one segment is a normal end, not a lost client.
 	buf, terr := c.inbound()
 	used := 0
-	for !c.closed && !c.paused && c.phase != phaseClosing && c.phase != phaseLoading {
+	for !c.closed && !c.paused && c.held == nil && c.phase != phaseClosing && c.phase != phaseLoading {
 		max := c.l.srv.cfg.maxPacketSize
 		fh, body, n, err := mqttcodec.Frame(buf[used:], max)
 		if errors.Is(err, mqttcodec.ErrIncomplete) {
@@ -158,8 +160,8 @@ func (c *conn) readBuffered() int {
 		}
 		if c.phase == phaseAwaitConnect && fh.Type != mqttcodec.CONNECT {
 			// [MQTT-3.1.0-1] the first packet must be CONNECT.
-			c.protocolError(&mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type,
-				Msg: "first packet is " + mqttcodec.TypeName(fh.Type) + ", not CONNECT"})
+			c.protocolError(refuse(fh.Type, mqttcodec.ProtocolError,
+				"first packet is "+mqttcodec.TypeName(fh.Type)+", not CONNECT"))
 			break
 		}
 		if err := c.handle(fh, body); err != nil {
@@ -177,9 +179,9 @@ func (c *conn) readBuffered() int {
 		c.consumed(used)
 		c.l.srv.metrics.bytesIn.Add(uint64(used))
 	}
-	if c.paused {
-		// A v3 client keeps sending past the window the server can take, or a client past its publish rate:
-		// its bytes are not buffered without bound (limits.go).
+	if c.paused || c.held != nil {
+		// A v3 client keeps sending past the window the server can take, or a client past its publish rate,
+		// or while its SUBACK waits for Kafka: its bytes are not buffered without bound (limits.go).
 		c.pausedOverflow()
 	}
 	if terr != nil {
@@ -194,7 +196,7 @@ func (c *conn) readBuffered() int {
 // transportError ends a connection whose transport failed: a TLS alert, a broken WebSocket frame, a bad PROXY
 // header. No MQTT DISCONNECT can be sent through a broken transport.
 func (c *conn) transportError(err error) {
-	if errors.Is(err, errClosedByPeer) {
+	if errors.Is(err, transport.ErrClosedByPeer) {
 		c.closeWhy = closeClientGone
 	} else {
 		c.l.srv.metrics.transportErrors.Add(1)
@@ -213,7 +215,7 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 	case mqttcodec.CONNECT:
 		if c.phase != phaseAwaitConnect {
 			// [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
-			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "second CONNECT on a connection"}
+			return refuse(fh.Type, mqttcodec.ProtocolError, "second CONNECT on a connection")
 		}
 		l.conn.Reset()
 		l.connFH, l.connBody = fh, body // a password check copies them (authz_password.go)
@@ -249,7 +251,7 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 		return c.onUnsubscribe(&l.unsub)
 	case mqttcodec.PINGREQ:
 		if fh.Remaining != 0 {
-			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "PINGREQ with a body"}
+			return refuse(fh.Type, mqttcodec.MalformedPacket, "PINGREQ with a body")
 		}
 		l.out = mqttcodec.AppendPingresp(l.out) // [MQTT-3.12.4-1]
 		return nil
@@ -261,18 +263,17 @@ func (c *conn) handle(fh mqttcodec.FixedHeader, body []byte) error {
 		return c.onDisconnect(&l.disc)
 	case mqttcodec.AUTH:
 		if c.version < mqttcodec.Version5 {
-			return &mqttcodec.Error{Reason: mqttcodec.MalformedPacket, Packet: fh.Type, Msg: "AUTH is not a v3 packet"}
+			return refuse(fh.Type, mqttcodec.MalformedPacket, "AUTH is not a v3 packet")
 		}
 		l.auth.Reset()
 		if err := l.auth.Decode(fh, body, c.version); err != nil {
 			return err
 		}
 		// Ferry offers no enhanced authentication method, so no AUTH exchange can have started.
-		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type, Msg: "AUTH without an authentication method"}
+		return refuse(fh.Type, mqttcodec.ProtocolError, "AUTH without an authentication method")
 	default:
 		// CONNACK, SUBACK, UNSUBACK, PINGRESP are server-to-client only.
-		return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: fh.Type,
-			Msg: mqttcodec.TypeName(fh.Type) + " is not sent by clients"}
+		return refuse(fh.Type, mqttcodec.ProtocolError, mqttcodec.TypeName(fh.Type)+" is not sent by clients")
 	}
 }
 
@@ -298,6 +299,9 @@ func (c *conn) sendDisconnect(reason mqttcodec.ReasonCode, why string) {
 // sendDisconnectRef writes a v5 DISCONNECT with a Server Reference naming where to go (none when ref is empty),
 // as long as it fits the client's Maximum Packet Size. Runs on the loop.
 func (c *conn) sendDisconnectRef(reason mqttcodec.ReasonCode, why, ref string) {
+	if c.held != nil && c.held.connack {
+		return // [MQTT-3.2.0-1] nothing but CONNACK goes first: a connection whose CONNACK waits is just closed
+	}
 	var d mqttcodec.Disconnect
 	d.Reason = reason
 	if ref != "" && (c.clientMaxPacket == 0 || len(ref)+len(why)+32 <= int(c.clientMaxPacket)) {
@@ -318,7 +322,7 @@ func (c *conn) close() {
 	}
 	c.flushOut()
 	if c.tr != nil {
-		c.tr.goodbye()
+		c.tr.Goodbye()
 	}
 	c.closed = true
 	c.phase = phaseClosing
@@ -333,7 +337,7 @@ func (c *conn) flushOut() {
 	}
 	if !c.closed {
 		if c.tr != nil {
-			c.tr.write(l.out)
+			c.tr.Write(l.out)
 		} else {
 			_, _ = c.gc.Write(l.out)
 		}

@@ -139,14 +139,24 @@ type pendingConnect struct {
 // finishConnect attaches the session and answers CONNACK. snap is what the sessions topic says of the client
 // (nil if nothing). Runs on the loop.
 func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
-	srv := c.l.srv
+	srv, l := c.l.srv, c.l
 	var restore *stored
+	// The CONNACK of a CONNECT that creates or clears a session waits until Kafka holds that, as a SUBACK
+	// waits for its change (ackWhenSaved): an instance that dies right after the CONNACK must not leave Kafka
+	// with the old session, or with none. A resumed session's record says what Kafka holds already.
+	held := &heldAck{connack: true}
+	saved := func(err error) { c.runOnLoop(func() { c.releaseAck(c.sess, held, err) }) }
+	wait := false
 	if snap != nil {
 		switch {
 		case pc.clean:
 			if snap.sess != nil || snap.deliv != nil {
-				srv.store.put(kindSession, pc.id, nil) // [MQTT-3.1.2-4] a clean start discards the stored session
+				var done func(error)
+				if pc.expiry == 0 {
+					done, wait = saved, true // else the new session's record, written after these, is waited for
+				}
 				srv.store.put(kindDelivery, pc.id, nil)
+				srv.store.putThen(kindSession, pc.id, nil, done) // [MQTT-3.1.2-4] a clean start discards the stored session
 			}
 		case snap.sess != nil && !snap.expired(time.Now()):
 			restore = snap
@@ -164,11 +174,23 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 	}
 	srv.metrics.sessionsConnected.Add(1)
 	if pc.expiry > 0 {
-		srv.saveSession(sess)
+		if present {
+			srv.saveSession(sess, nil)
+		} else {
+			wait = srv.saveSession(sess, saved) // in the same producer and partition after the tombstones above
+		}
 	}
-	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
 	if srv.debugOn() {
 		srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version, "session_present", present, "identity", c.certIdentity())
+	}
+	start := len(l.out)
+	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
+	if wait {
+		// Nothing else is owed before this CONNACK: present is 0, so no message is re-sent and none replayed.
+		held.pkt = append([]byte(nil), l.out[start:]...)
+		l.out = l.out[:start]
+		c.held = held
+		return
 	}
 	if present {
 		c.resend()
@@ -426,8 +448,8 @@ func (c *conn) onDisconnect(p *mqttcodec.Disconnect) error {
 		if was == 0 && p.Props.SessionExpiry != 0 {
 			c.sess.mu.Unlock()
 			// [MQTT-3.14.2-2] a session that was to end with the connection cannot be given an expiry now.
-			return &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.DISCONNECT,
-				Msg: "session expiry set on DISCONNECT after CONNECT set none"}
+			return refuse(mqttcodec.DISCONNECT, mqttcodec.ProtocolError,
+				"session expiry set on DISCONNECT after CONNECT set none")
 		}
 		c.sess.expiry = min(p.Props.SessionExpiry, c.l.srv.cfg.maxSessionExpiry)
 		c.sess.mu.Unlock()

@@ -203,7 +203,7 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 		// A clean start waits too: the previous instance's last writes (a SUBSCRIBE acknowledged just before
 		// the client moved) come before its hand-over record, so the tombstones of this clean start come
 		// after them and no discarded subscription is resurrected by a late write.
-		srv.store.awaitHandoff(pc.id, c.epoch, srv.cfg.handoffTimeout, func(snap *stored) {
+		srv.store.awaitHandoff(pc.id, c.epoch, o.Epoch, srv.cfg.handoffTimeout, func(snap *stored) {
 			c.runOnLoop(func() {
 				if c.closed || c.phase != phaseLoading {
 					return

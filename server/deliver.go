@@ -56,6 +56,9 @@ func (s *Server) deliverRecord(t uint16, part int32, off int64, m *offload.Messa
 		s.metrics.delStage[stageRead].Observe(time.Duration(m.Fetched - m.Timestamp.UnixNano()))
 	}
 	skip := s.rt != nil && !s.rt.tbl.RoutesTo(m.Topic, s.rt.name(t))
+	if s.cfg.payload != nil && !skip {
+		m = s.deliverAsJSON(m) // contract.go; before matchMu: it may ask the schema registry
+	}
 	k := tp{t, part}
 	s.matchMu.Lock()
 	defer s.matchMu.Unlock()

@@ -49,6 +49,8 @@ func (s *Server) Ready() (bool, string) {
 		return false, "draining"
 	case !s.RetainedReady():
 		return false, "loading retained messages"
+	case s.cfg.payload != nil:
+		return s.cfg.payload.Ready() // a payload rule whose registry schema is not loaded (contract.go)
 	}
 	return true, ""
 }

@@ -52,6 +52,12 @@ func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 // The caller arranges its stop.
 func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts ...server.Opt) *ferry {
 	t.Helper()
+	return buildFerryLoops(t, 2, kopts, offOpts, opts...)
+}
+
+// buildFerryLoops is buildFerry with loops event loops (and as many offload lanes).
+func buildFerryLoops(t testing.TB, loops int, kopts []kafkamux.Opt, offOpts []offload.Opt, opts ...server.Opt) *ferry {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// Transactions on, as in the binary; a test may turn them off with kafkamux.Transactions("").
@@ -60,7 +66,7 @@ func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts 
 	if err != nil {
 		t.Fatalf("kafkamux: %v", err)
 	}
-	off, err := offload.New(mux, 2, offOpts...)
+	off, err := offload.New(mux, loops, offOpts...)
 	if err != nil {
 		mux.Close()
 		t.Fatalf("offload: %v", err)
@@ -68,7 +74,7 @@ func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts 
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	// Shared subscriptions in the consumer-group mode the tests were written for, unless a test asks for
 	// another (share_group_test.go).
-	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(2), server.Logger(quietLog),
+	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(loops), server.Logger(quietLog),
 		server.SharedSubscriptionMode(server.ShareModeConsumerGroup)}, opts...)
 	srv, err := server.New(off, all...)
 	if err != nil {
@@ -88,6 +94,7 @@ type v5 struct {
 	msgs    chan *paho.Publish
 	discons chan *paho.Disconnect
 	connack *paho.Connack
+	nc      net.Conn // its socket, for a test that drops the connection without DISCONNECT
 }
 
 func dialV5(t testing.TB, addr string, cp *paho.Connect) *v5 {
@@ -105,7 +112,7 @@ func connectV5(addr string, cp *paho.Connect) (*v5, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &v5{msgs: make(chan *paho.Publish, 100000), discons: make(chan *paho.Disconnect, 4)}
+	c := &v5{msgs: make(chan *paho.Publish, 100000), discons: make(chan *paho.Disconnect, 4), nc: conn}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {

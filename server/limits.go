@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 // Limits at the edge, besides the per-connection budgets of options.go:
@@ -56,7 +57,7 @@ func (m *Metrics) Limits() LimitStats {
 // return code 3 (v3). Default 0 = no limit. Up to 65,536 source addresses are tracked at once (about 1.6 MB);
 // see connRateTable.
 func MaxConnectionRate(perSecond float64, burst int) Opt {
-	return func(c *cfg) { c.connRate, c.connBurst = perSecond, burst }
+	return opt(func(c *cfg) { c.connRate, c.connBurst = perSecond, burst })
 }
 
 // MaxPublishRate limits the PUBLISH packets of one connection to perSecond per second, with bursts of burst
@@ -64,7 +65,7 @@ func MaxConnectionRate(perSecond float64, burst int) Opt {
 // tick refills the bucket; one still over it after grace (0 = 5 s) is disconnected (v5: DISCONNECT 0x96).
 // Default 0 = no limit.
 func MaxPublishRate(perSecond float64, burst int, grace time.Duration) Opt {
-	return func(c *cfg) { c.pubRate, c.pubBurst, c.pubGrace = perSecond, burst, grace }
+	return opt(func(c *cfg) { c.pubRate, c.pubBurst, c.pubGrace = perSecond, burst, grace })
 }
 
 // validateLimits checks the rate limit and redirect settings. Called by cfg.validate.
@@ -199,7 +200,7 @@ func (c *conn) connectRateOK() bool {
 	if t == nil {
 		return true
 	}
-	return t.allow(addrPort(c.remoteAddr()).Addr(), time.Now().UnixNano())
+	return t.allow(transport.AddrPort(c.remoteAddr()).Addr(), time.Now().UnixNano())
 }
 
 // --- Publish rate per connection ---
@@ -227,8 +228,8 @@ func (p *pubLimit) refill(now int64, cfg *cfg) {
 }
 
 // errMessageRate ends a connection that stayed over --max-publish-rate for the grace period.
-var errMessageRate = &mqttcodec.Error{Reason: mqttcodec.MessageRateTooHigh, Packet: mqttcodec.PUBLISH,
-	Msg: "publish rate above the server's limit for too long"}
+var errMessageRate = refuse(mqttcodec.PUBLISH, mqttcodec.MessageRateTooHigh,
+	"publish rate above the server's limit for too long")
 
 // publishRate takes a token for one PUBLISH. Out of tokens, the publish is still handled, but nothing more
 // is read from the connection until a tick refills its bucket (resumeThrottled); a connection still over

@@ -48,7 +48,7 @@ func (c *conn) closeLinger() {
 	}
 	c.flushOut()
 	if c.tr != nil {
-		c.tr.goodbye() // TLS close_notify, WebSocket close frame: before the FIN, as close does
+		c.tr.Goodbye() // TLS close_notify, WebSocket close frame: before the FIN, as close does
 	}
 	c.closed = true
 	c.phase = phaseLinger
@@ -128,7 +128,7 @@ func (c *conn) lingerClosed() {
 	c.l.lingering--
 	c.l.srv.metrics.lingering.Add(-1)
 	if c.tr != nil {
-		c.tr.release()
+		c.tr.Release()
 	}
 }
 

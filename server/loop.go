@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -33,12 +32,11 @@ type loop struct {
 	tscr      [2][]byte // scratch for framing writes through a transport's layers (transport.writeBelow)
 	now       int64     // unix seconds, refreshed on every event
 	wheel     wheel
-	blocked   []*conn // connections holding publishes that the lane had no room for
+	blocked   []*conn // connections holding publishes that the lane had no room for, retried on its onSpace
 	lingering int     // sockets of this loop in a lingering close (linger.go)
 	// publish rate limit (limits.go): the buckets of this loop's connections, and those paused by theirs
 	pubLimits map[*conn]*pubLimit
 	throttled []*conn
-	laneHot   atomic.Bool
 	lag       loopLag // how late the one-second tick runs (metrics.go)
 
 	// decode targets reused for every packet on this loop (0 allocations per packet)
@@ -105,10 +103,10 @@ func (l *loop) service(context.Context) error {
 }
 
 // onSpace runs on a Kafka callback goroutine when the lane has room again: the loop retries blocked publishers.
+// The lane alone owns "full": it calls onSpace once after each refusal episode, and only after the refusal, so
+// every connection blocked on that refusal is on l.blocked when unblock runs (block runs on the loop before
+// the loop takes this task). An episode in which nothing was blocked (a QoS 0 drop, a will) costs one empty run.
 func (l *loop) onSpace() {
-	if !l.laneHot.Swap(false) {
-		return
-	}
 	_ = l.el.Execute(context.Background(), l.unblockFn)
 }
 
@@ -125,16 +123,12 @@ func (l *loop) unblock(context.Context) error {
 	return nil
 }
 
-// block records that c holds publishes the lane refused. Runs on the event loop.
+// block records that c holds publishes the lane refused (or that queue behind refused ones), to be retried on
+// the lane's next onSpace. Runs on the event loop.
 func (l *loop) block(c *conn) {
 	if !c.blocked {
 		c.blocked = true
 		l.blocked = append(l.blocked, c)
-	}
-	l.laneHot.Store(true)
-	// The lane may have drained between the refusal and this store; a retry costs little.
-	if recs, _ := l.lane.InFlight(); recs == 0 {
-		l.onSpace()
 	}
 }
 

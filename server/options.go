@@ -10,12 +10,18 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/server/auth"
+	"github.com/ferrymq/ferry/server/payload"
 	"github.com/ferrymq/ferry/server/route"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
-// Opt configures a Server. Options follow franz-go's style: a function over an unexported config that has
-// defaults() and validate().
-type Opt func(*cfg)
+// Opt configures a Server. Options follow franz-go's style (as offload's and kafkamux's do): an interface
+// over an unexported config that has defaults() and validate(), so only this package can make one.
+type Opt interface{ apply(*cfg) }
+
+type opt func(*cfg)
+
+func (o opt) apply(c *cfg) { o(c) }
 
 type cfg struct {
 	listeners        []string       // tcp://host:port, ws://host:port/path, tls://, wss://; repeatable
@@ -67,7 +73,10 @@ type cfg struct {
 	routes         []string // route rules, in order (routing.go); none = every message to messagesTopic
 	refuseUnrouted bool     // refuse publishes no rule matches
 
-	tlsCert       string // PEM certificate chain of tls:// and wss:// listeners (transport_tls.go)
+	payload             *payload.Set // payload contracts (contract.go); nil = none
+	payloadV3Disconnect bool         // a v3 client's invalid payload closes its connection
+
+	tlsCert       string // PEM certificate chain of tls:// and wss:// listeners (server/transport/tls.go)
 	tlsKey        string // its PEM private key
 	tlsClientCA   string // PEM CAs that sign client certificates; "" = none asked for
 	tlsClientAuth string // TLSClientCertRequire or TLSClientCertVerifyGiven
@@ -116,15 +125,15 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("%d MQTT listeners: at most 256", len(c.listeners))
 	}
 	for _, l := range c.listeners {
-		ls, err := parseListener(l)
+		ls, err := transport.ParseListener(l)
 		if err != nil {
 			return err
 		}
-		if len(c.listeners) > 1 && strings.HasSuffix(ls.addr, ":0") {
+		if len(c.listeners) > 1 && strings.HasSuffix(ls.Addr(), ":0") {
 			// A connection is matched to its listener by its local address: a random port cannot be told apart.
 			return fmt.Errorf("invalid MQTT listener %q: port 0 is allowed only with a single listener", l)
 		}
-		if ls.tls && (c.tlsCert == "" || c.tlsKey == "") {
+		if ls.TLS() && (c.tlsCert == "" || c.tlsKey == "") {
 			return fmt.Errorf("invalid MQTT listener %q: TLS needs a certificate and its key (--tls-cert and --tls-key)", l)
 		}
 	}
@@ -178,95 +187,95 @@ func (c *cfg) validate() error {
 // Listen adds an MQTT listener: tcp://host:port, tls://host:port, ws://host:port/path or wss://host:port/path,
 // each optionally with ?proxy=true (connections start with a PROXY protocol header from a trusted load
 // balancer). Repeatable; at least one is required.
-func Listen(addr string) Opt { return func(c *cfg) { c.listeners = append(c.listeners, addr) } }
+func Listen(addr string) Opt { return opt(func(c *cfg) { c.listeners = append(c.listeners, addr) }) }
 
 // InstanceID names this instance in the sessions topic (owner records, heartbeats). With the same id across
 // restarts, a restarted instance knows its previous run's connections are gone: their clients resume at once
 // instead of waiting HandoffTimeout for a dead owner, and their wills are published (recoverOwnConnections).
 // Each running instance needs its own. Default: random per start.
-func InstanceID(id string) Opt { return func(c *cfg) { c.instanceID = id } }
+func InstanceID(id string) Opt { return opt(func(c *cfg) { c.instanceID = id }) }
 
 // ProxyTrusted lists the networks whose peers may send PROXY protocol headers on ?proxy=true listeners; a
 // connection from anywhere else is refused there. Default: loopback only.
-func ProxyTrusted(p []netip.Prefix) Opt { return func(c *cfg) { c.proxyTrusted = p } }
+func ProxyTrusted(p []netip.Prefix) Opt { return opt(func(c *cfg) { c.proxyTrusted = p }) }
 
 // TLSFiles names the PEM files of tls:// and wss:// listeners: the server's certificate chain, its private
 // key and, if clientCA is not "", the CAs whose client certificates are accepted (mutual TLS; see
 // TLSClientAuth). A verified client certificate's Subject Common Name is the connection's identity. The files
 // are read by New and again by ReloadTLS. Default: none (TLS listeners then refuse to start).
 func TLSFiles(cert, key, clientCA string) Opt {
-	return func(c *cfg) { c.tlsCert, c.tlsKey, c.tlsClientCA = cert, key, clientCA }
+	return opt(func(c *cfg) { c.tlsCert, c.tlsKey, c.tlsClientCA = cert, key, clientCA })
 }
 
 // TLSClientAuth sets what a TLS listener with client CAs asks of clients: TLSClientCertRequire ("require", the
 // default: no handshake without a valid certificate) or TLSClientCertVerifyGiven ("verify-if-given": a
 // certificate is optional, but a client that sends one must send a valid one).
-func TLSClientAuth(mode string) Opt { return func(c *cfg) { c.tlsClientAuth = mode } }
+func TLSClientAuth(mode string) Opt { return opt(func(c *cfg) { c.tlsClientAuth = mode }) }
 
 // TLSMaxHandshakes bounds the TLS handshakes in progress at once; more connections wait their turn, in order,
 // within the connect timeout. Each costs a goroutine and its crypto state until the client answers.
 // Default 4096; 0 = no bound.
-func TLSMaxHandshakes(n int) Opt { return func(c *cfg) { c.tlsHandshakes = n } }
+func TLSMaxHandshakes(n int) Opt { return opt(func(c *cfg) { c.tlsHandshakes = n }) }
 
 // EventLoops sets the number of gnet event loops. Default: one per CPU.
-func EventLoops(n int) Opt { return func(c *cfg) { c.eventLoops = n } }
+func EventLoops(n int) Opt { return opt(func(c *cfg) { c.eventLoops = n }) }
 
 // MaxConnections caps concurrent MQTT connections; further ones get CONNACK 0x97 (v5) / 3 (v3). Default 0 =
 // unlimited (the process's file-descriptor limit still applies).
-func MaxConnections(n int) Opt { return func(c *cfg) { c.maxConnections = n } }
+func MaxConnections(n int) Opt { return opt(func(c *cfg) { c.maxConnections = n }) }
 
 // MaxPacketSize is the largest packet accepted from a client, in bytes, advertised in CONNACK. Default 1 MiB.
-func MaxPacketSize(n int) Opt { return func(c *cfg) { c.maxPacketSize = n } }
+func MaxPacketSize(n int) Opt { return opt(func(c *cfg) { c.maxPacketSize = n }) }
 
 // ReceiveMaximum is how many QoS 1/2 PUBLISHes a client may have unacknowledged towards the server.
 // Default 1024.
-func ReceiveMaximum(n uint16) Opt { return func(c *cfg) { c.receiveMaximum = n } }
+func ReceiveMaximum(n uint16) Opt { return opt(func(c *cfg) { c.receiveMaximum = n }) }
 
 // TopicAliasMaximum is how many inbound topic aliases a v5 client may set. Default 64; 0 disables them.
-func TopicAliasMaximum(n uint16) Opt { return func(c *cfg) { c.topicAliasMax = n } }
+func TopicAliasMaximum(n uint16) Opt { return opt(func(c *cfg) { c.topicAliasMax = n }) }
 
 // MaximumQoS is the highest QoS accepted on PUBLISH and granted on SUBSCRIBE. Default 2.
-func MaximumQoS(q byte) Opt { return func(c *cfg) { c.maxQoS = q } }
+func MaximumQoS(q byte) Opt { return opt(func(c *cfg) { c.maxQoS = q }) }
 
 // ServerKeepAlive, when non-zero, overrides the client's keep-alive (seconds) and is sent in CONNACK.
 // Default 0 (the client's value is used).
-func ServerKeepAlive(sec uint16) Opt { return func(c *cfg) { c.serverKeepAlive = sec } }
+func ServerKeepAlive(sec uint16) Opt { return opt(func(c *cfg) { c.serverKeepAlive = sec }) }
 
 // ConnectTimeout closes sockets that do not complete CONNECT in time. Default 10 s.
-func ConnectTimeout(d time.Duration) Opt { return func(c *cfg) { c.connectTimeout = d } }
+func ConnectTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.connectTimeout = d }) }
 
 // SessionQueue bounds the messages queued for one session (connected but behind, or offline). Beyond it QoS 0
 // messages are dropped and counted, and a connected client falling behind at QoS 1/2 is disconnected with
 // 0x97 Quota Exceeded. Default 10,000.
-func SessionQueue(n int) Opt { return func(c *cfg) { c.sessionQueue = n } }
+func SessionQueue(n int) Opt { return opt(func(c *cfg) { c.sessionQueue = n }) }
 
 // OutboundBudget bounds the bytes buffered in the socket's outbound buffer for one client; past it,
 // deliveries stay queued until the client reads. Default 1 MiB.
-func OutboundBudget(n int) Opt { return func(c *cfg) { c.outboundBudget = n } }
+func OutboundBudget(n int) Opt { return opt(func(c *cfg) { c.outboundBudget = n }) }
 
 // MaxSessionExpiry caps a v5 client's Session Expiry Interval (seconds). Default 7 days.
-func MaxSessionExpiry(sec uint32) Opt { return func(c *cfg) { c.maxSessionExpiry = sec } }
+func MaxSessionExpiry(sec uint32) Opt { return opt(func(c *cfg) { c.maxSessionExpiry = sec }) }
 
 // V3SessionExpiry is how long a v3.1/v3.1.1 CleanSession=0 session outlives its connection (seconds).
 // Default 2 hours.
-func V3SessionExpiry(sec uint32) Opt { return func(c *cfg) { c.v3SessionExpiry = sec } }
+func V3SessionExpiry(sec uint32) Opt { return opt(func(c *cfg) { c.v3SessionExpiry = sec }) }
 
 // MessagesTopic is the Kafka topic whose records are delivered to subscribers. Default "mqtt-messages".
-func MessagesTopic(t string) Opt { return func(c *cfg) { c.messagesTopic = t } }
+func MessagesTopic(t string) Opt { return opt(func(c *cfg) { c.messagesTopic = t }) }
 
 // HandoffTimeout bounds how long a CONNECT waits for the instance that held the client to hand its session
 // over (write its final offsets); after it the session resumes from the last stored state. Default 3 s.
-func HandoffTimeout(d time.Duration) Opt { return func(c *cfg) { c.handoffTimeout = d } }
+func HandoffTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.handoffTimeout = d }) }
 
 // SessionsReadWait bounds how long a CONNECT waits until this instance has read the client's sessions
 // partition up to the CONNECT's own owner record, so that nothing about the session is decided on a partial
 // view (docs/sessions.md, "Consistency"). A CONNECT that cannot be answered within it gets CONNACK 0x88
 // Server Unavailable (v3: return code 3). Default 5 s.
-func SessionsReadWait(d time.Duration) Opt { return func(c *cfg) { c.sessionsWait = d } }
+func SessionsReadWait(d time.Duration) Opt { return opt(func(c *cfg) { c.sessionsWait = d }) }
 
 // SaveEvery is how often the delivery offsets of connected persistent sessions are written to Kafka, coalescing
 // every acknowledgement in between; they are also written when a connection ends. Default 2 s.
-func SaveEvery(d time.Duration) Opt { return func(c *cfg) { c.saveEvery = d } }
+func SaveEvery(d time.Duration) Opt { return opt(func(c *cfg) { c.saveEvery = d }) }
 
 // Heartbeats sets how often the instance announces itself in the sessions topic (and processes its sessions
 // partitions) and after how much silence another instance counts as dead, so that the wills and expiries of
@@ -275,37 +284,43 @@ func SaveEvery(d time.Duration) Opt { return func(c *cfg) { c.saveEvery = d } }
 // clients' wills go out that long plus their Will Delay Interval after it, and its clients can connect
 // elsewhere at once (the CONNACK waits at most HandoffTimeout).
 func Heartbeats(every, deadAfter time.Duration) Opt {
-	return func(c *cfg) { c.heartbeatEvery, c.deadAfter = every, deadAfter }
+	return opt(func(c *cfg) { c.heartbeatEvery, c.deadAfter = every, deadAfter })
 }
 
 // MaxSubscriptions caps the subscriptions of one session; SUBSCRIBE beyond it gets 0x97 Quota Exceeded (v3:
 // 0x80) for the extra filters. Default 1000.
-func MaxSubscriptions(n int) Opt { return func(c *cfg) { c.maxSubs = n } }
+func MaxSubscriptions(n int) Opt { return opt(func(c *cfg) { c.maxSubs = n }) }
 
 // TopicAliasBytes caps the bytes of topic names one connection may hold as inbound topic aliases (each
 // alias can name a 65,535-byte topic); a client going past it is disconnected with 0x97. Default 16 KiB.
-func TopicAliasBytes(n int) Opt { return func(c *cfg) { c.aliasBytes = n } }
+func TopicAliasBytes(n int) Opt { return opt(func(c *cfg) { c.aliasBytes = n }) }
 
 // OutboundTopicAliases caps the topic aliases Ferry uses towards one v5 client that announces a Topic Alias
 // Maximum: the table holds min(the client's maximum, n) aliases, replaced least recently used first
 // (alias_out.go). 0 turns outbound aliases off. Default 16.
-func OutboundTopicAliases(n int) Opt { return func(c *cfg) { c.outAliasMax = n } }
+func OutboundTopicAliases(n int) Opt { return opt(func(c *cfg) { c.outAliasMax = n }) }
 
 // OutboundTopicAliasBytes caps the memory of one connection's outbound alias table: 32 bytes per alias plus
 // the bytes of its topic name. The table is allocated on the first aliased PUBLISH, so idle connections pay
 // nothing. Default 2 KiB.
-func OutboundTopicAliasBytes(n int) Opt { return func(c *cfg) { c.outAliasBytes = n } }
+func OutboundTopicAliasBytes(n int) Opt { return opt(func(c *cfg) { c.outAliasBytes = n }) }
 
 // Linger sets the lingering close (linger.go): after Ferry writes a DISCONNECT or a CONNACK refusal, it
 // shuts the socket's write side and reads and discards what the client still sends for up to timeout and
 // bytes, so the client can read the reason instead of a connection reset; at most sockets connections
 // linger at once (past it they close at once). timeout 0 turns it off. Defaults 2 s, 64 KiB, 1024.
 func Linger(timeout time.Duration, bytes, sockets int) Opt {
-	return func(c *cfg) { c.lingerTimeout, c.lingerBytes, c.lingerMax = timeout, bytes, sockets }
+	return opt(func(c *cfg) { c.lingerTimeout, c.lingerBytes, c.lingerMax = timeout, bytes, sockets })
 }
 
 // Logger sets the structured logger. Default slog.Default().
-func Logger(l *slog.Logger) Opt { return func(c *cfg) { c.log = l } }
+func Logger(l *slog.Logger) Opt { return opt(func(c *cfg) { c.log = l }) }
+
+// tlsFiles are the TLS settings for server/transport.
+func (c *cfg) tlsFiles() transport.TLSFiles {
+	return transport.TLSFiles{Cert: c.tlsCert, Key: c.tlsKey, ClientCA: c.tlsClientCA, ClientAuth: c.tlsClientAuth,
+		MaxHandshakes: c.tlsHandshakes}
+}
 
 // CheckOptions validates options without building a Server, so a command can refuse bad settings before it
 // starts anything.
@@ -313,14 +328,14 @@ func CheckOptions(opts ...Opt) error {
 	var c cfg
 	c.defaults()
 	for _, o := range opts {
-		o(&c)
+		o.apply(&c)
 	}
 	if err := c.validate(); err != nil {
 		return err
 	}
 	for _, l := range c.listeners {
-		if ls, _ := parseListener(l); ls.tls {
-			if _, err := newTLSServer(&c); err != nil { // the files must be usable
+		if ls, _ := transport.ParseListener(l); ls.TLS() {
+			if err := transport.CheckTLS(c.tlsFiles()); err != nil { // the files must be usable
 				return fmt.Errorf("invalid MQTT listener %q: %w", l, err)
 			}
 			break

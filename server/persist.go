@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrymq/ferry/mqttcodec"
@@ -90,11 +92,20 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 
 // saveDelivery writes the session's delivery record. Runs on any goroutine; takes matchMu, then s.mu.
 func (srv *Server) saveDelivery(s *session, complete bool, handoffEpoch int64) {
+	srv.saveDeliveryThen(s, complete, handoffEpoch, nil)
+}
+
+// saveDeliveryThen is saveDelivery with done (may be nil), which runs on a Kafka callback goroutine once the
+// record is acknowledged or failed, or at once with nil if the session has no record to write any more.
+func (srv *Server) saveDeliveryThen(s *session, complete bool, handoffEpoch int64, done func(error)) {
 	srv.matchMu.Lock()
 	s.mu.Lock()
 	if s.ps == nil || s.ended {
 		s.mu.Unlock()
 		srv.matchMu.Unlock()
+		if done != nil {
+			done(nil)
+		}
 		return
 	}
 	r := srv.deliveryRecord(s, complete)
@@ -104,29 +115,58 @@ func (srv *Server) saveDelivery(s *session, complete bool, handoffEpoch int64) {
 	s.ps.saved = time.Now()
 	s.mu.Unlock()
 	srv.matchMu.Unlock()
-	srv.store.put(kindDelivery, s.id, r)
+	srv.store.putThen(kindDelivery, s.id, r, done)
 }
 
-// saveSession writes the "s:" record after the subscriptions or the expiry changed. Runs on the loop.
-func (srv *Server) saveSession(s *session) {
+// saveSession writes the "s:" record after the subscriptions or the expiry changed, with the delivery record
+// of where the session stands, and reports whether it did: a session that ends with its connection has no
+// record. done (may be nil) runs on a Kafka callback goroutine once Kafka acknowledged both records, or failed
+// one of them, only if they were written. Runs on the loop.
+func (srv *Server) saveSession(s *session, done func(error)) bool {
 	s.mu.Lock()
 	if s.ps == nil || s.ended {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	r := s.sessionRecord()
 	s.mu.Unlock()
-	srv.store.put(kindSession, s.id, r)
-	// Where the session stands goes with it: a session whose instance dies before the next periodic save
-	// resumes from here, not from wherever the reader is when it comes back. saveDelivery takes matchMu,
-	// which the shared reader holds while it fans out: not on the loop.
-	go srv.saveDelivery(s, false, 0)
+	both := done
+	if done != nil {
+		j := &joinedDone{done: done}
+		j.left.Store(2)
+		both = j.part
+	}
+	srv.store.putThen(kindSession, s.id, r, both)
+	// Where the session stands goes with it, and an acknowledgement waits for both: a session whose instance
+	// dies right after its SUBACK resumes from here, with the messages published meanwhile, not from wherever
+	// the reader is when it comes back (a subscription without a position replays nothing). saveDelivery takes
+	// matchMu, which the shared reader holds while it fans out: not on the loop.
+	go srv.saveDeliveryThen(s, false, 0, both)
+	return true
 }
 
-// saveOwner writes the "o:" record of a connection's start or end.
-func (srv *Server) saveOwner(id string, epoch int64, connected bool, expiry uint32) {
-	srv.store.put(kindOwner, id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
-		Connected: connected, At: time.Now().UnixMilli(), Expiry: expiry})
+// joinedDone calls done once every part has reported, with the first error any part had.
+type joinedDone struct {
+	left atomic.Int32
+	mu   sync.Mutex
+	err  error
+	done func(error)
+}
+
+func (j *joinedDone) part(err error) {
+	if err != nil {
+		j.mu.Lock()
+		if j.err == nil {
+			j.err = err
+		}
+		j.mu.Unlock()
+	}
+	if j.left.Add(-1) == 0 {
+		j.mu.Lock()
+		err = j.err
+		j.mu.Unlock()
+		j.done(err)
+	}
 }
 
 // ownerChanged runs on the reader goroutine when an "o:" record says a client connected somewhere. If this
@@ -298,7 +338,7 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 	}
 }
 
-var errSessionGone = &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Msg: "session ended during resume"}
+var errSessionGone = refuse(0, mqttcodec.UnspecifiedError, "session ended during resume")
 
 // replayOne queues one replayed record for s if its subscriptions match, waiting while the session's queue
 // is full, and moves the replay's position past it: what a save writes from then on (deliveryRecord) covers

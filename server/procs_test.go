@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/kafkamux"
-	"github.com/ferrymq/ferry/server"
 )
 
 // A running Server keeps one P per event loop above the runtime's default, whatever --event-loops says, and
@@ -16,7 +15,7 @@ func TestEventLoopsLeaveThePollerAP(t *testing.T) {
 	runtime.SetDefaultGOMAXPROCS()
 	def := runtime.GOMAXPROCS(0)
 	for _, loops := range []int{1, 3} {
-		f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, nil, server.EventLoops(loops))
+		f := buildFerryLoops(t, loops, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, nil)
 		if got := runtime.GOMAXPROCS(0); got != def+loops {
 			t.Errorf("%d loops: GOMAXPROCS %d while running, want the default %d + %d", loops, got, def, loops)
 		}

@@ -102,7 +102,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	}
 	if p.QoS > srv.cfg.maxQoS {
 		// [MQTT-3.2.2-11] a QoS above the advertised maximum is a protocol error.
-		return &mqttcodec.Error{Reason: mqttcodec.QoSNotSupported, Packet: mqttcodec.PUBLISH, Msg: "QoS above the server maximum"}
+		return refuse(mqttcodec.PUBLISH, mqttcodec.QoSNotSupported, "QoS above the server maximum")
 	}
 	if err := mqttcodec.CheckClientPublish(p); err != nil {
 		return err // [MQTT-3.3.4-6] a client's PUBLISH carries no Subscription Identifier
@@ -115,8 +115,8 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	if p.QoS > 0 {
 		if c.inflightIn() >= int(srv.cfg.receiveMaximum) {
 			// [MQTT-3.3.4-7] more unacknowledged QoS>0 publishes than the server's Receive Maximum.
-			return &mqttcodec.Error{Reason: mqttcodec.ReceiveMaximumExceeded, Packet: mqttcodec.PUBLISH,
-				Msg: "more QoS 1/2 publishes in flight than the server's Receive Maximum"}
+			return refuse(mqttcodec.PUBLISH, mqttcodec.ReceiveMaximumExceeded,
+				"more QoS 1/2 publishes in flight than the server's Receive Maximum")
 		}
 		if p.QoS == 2 {
 			sess.mu.Lock()
@@ -153,14 +153,21 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 			c.writeAck(ackFor(p.QoS), p.PacketID, mqttcodec.PayloadFormatInvalid, "payload is not valid UTF-8")
 			return nil
 		}
-		return &mqttcodec.Error{Reason: mqttcodec.PayloadFormatInvalid, Packet: mqttcodec.PUBLISH, Msg: "payload is not valid UTF-8"}
+		return refuse(mqttcodec.PUBLISH, mqttcodec.PayloadFormatInvalid, "payload is not valid UTF-8")
 	}
 
 	r := acquirePub()
 	r.c, r.id, r.qos, r.route = c, p.PacketID, p.QoS, rt
 	r.decoded = monoNow()
 	r.buf = append(r.buf[:0], topic...)
-	r.buf = append(r.buf, p.Payload...)
+	if srv.cfg.payload == nil {
+		r.buf = append(r.buf, p.Payload...)
+	} else if rule := srv.cfg.payload.Match(unsafeString(topic)); rule < 0 {
+		r.buf = append(r.buf, p.Payload...)
+	} else if ok, err := c.checkPayload(p, rule, r); !ok { // contract.go: may convert the payload
+		releasePub(r)
+		return err
+	}
 	m := &r.msg
 	// The topic aliases the pooled buffer (no allocation): offload copies string bytes into the record during
 	// TryPublish and nothing reads m.Topic after the request is released, when the buffer is reused.
@@ -168,6 +175,9 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	m.Payload = r.buf[len(topic):]
 	m.QoS, m.Retain, m.ClientID = p.QoS, p.Retain, sess.id
 	copyProps(m, &p.Props, time.Now())
+	if m.Schema != nil && string(m.Schema.Format) != "jsonschema" {
+		m.HasPayloadFormat = false // converted to Avro or Protobuf: no longer UTF-8
+	}
 
 	if c.nWaiting > 0 {
 		// Earlier publishes still wait for lane space; this one queues behind them to keep topic order.
@@ -179,7 +189,9 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	if err := c.tryPublish(r); err != nil {
 		if !errors.Is(err, offload.ErrFull) {
 			releasePub(r)
-			return &mqttcodec.Error{Reason: mqttcodec.UnspecifiedError, Packet: mqttcodec.PUBLISH, Msg: "cannot hand publish to Kafka", Err: err}
+			e := refuse(mqttcodec.PUBLISH, mqttcodec.UnspecifiedError, "cannot hand publish to Kafka")
+			e.Err = err
+			return e
 		}
 		return c.queueOrDrop(r)
 	}
@@ -363,14 +375,14 @@ func (c *conn) writeAck(typ byte, id uint16, reason mqttcodec.ReasonCode, why st
 func (c *conn) resolveAlias(p *mqttcodec.Publish) ([]byte, error) {
 	if !p.Props.Has(mqttcodec.PropTopicAlias) {
 		if len(p.Topic) == 0 {
-			return nil, &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.PUBLISH, Msg: "empty topic without a topic alias"}
+			return nil, refuse(mqttcodec.PUBLISH, mqttcodec.ProtocolError, "empty topic without a topic alias")
 		}
 		return p.Topic, nil
 	}
 	a := p.Props.TopicAlias
 	if a == 0 || a > c.l.srv.cfg.topicAliasMax {
 		// [MQTT-3.3.2-8] [MQTT-3.3.2-9]
-		return nil, &mqttcodec.Error{Reason: mqttcodec.TopicAliasInvalid, Packet: mqttcodec.PUBLISH, Msg: "topic alias out of range"}
+		return nil, refuse(mqttcodec.PUBLISH, mqttcodec.TopicAliasInvalid, "topic alias out of range")
 	}
 	if len(p.Topic) > 0 {
 		if c.aliases == nil {
@@ -382,14 +394,16 @@ func (c *conn) resolveAlias(p *mqttcodec.Publish) ([]byte, error) {
 		}
 		if held > c.l.srv.cfg.aliasBytes {
 			// Aliases are memory the server keeps for the client: bounded like every other per-connection cost.
-			return nil, &mqttcodec.Error{Reason: mqttcodec.QuotaExceeded, Packet: mqttcodec.PUBLISH, Msg: "topic aliases exceed the connection's budget"}
+			return nil, refuse(mqttcodec.PUBLISH, mqttcodec.QuotaExceeded,
+				"topic aliases exceed the connection's budget")
 		}
 		c.aliases[a] = string(p.Topic) // [MQTT-3.3.2-12] a topic with an alias (re)defines it
 		return p.Topic, nil
 	}
 	t, ok := c.aliases[a]
 	if !ok {
-		return nil, &mqttcodec.Error{Reason: mqttcodec.ProtocolError, Packet: mqttcodec.PUBLISH, Msg: "topic alias not defined on this connection"}
+		return nil, refuse(mqttcodec.PUBLISH, mqttcodec.ProtocolError,
+			"topic alias not defined on this connection")
 	}
 	return bytesOf(t), nil // only read: onPublish copies it
 }

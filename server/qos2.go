@@ -2,12 +2,11 @@ package server
 
 import (
 	"context"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ferrymq/ferry/internal/sessionkey"
 	"github.com/ferrymq/ferry/mqttcodec"
 )
 
@@ -23,33 +22,9 @@ import (
 // acknowledged the message: a crash between the two leaves the message stored and the id unrecorded, so a
 // re-sent PUBLISH is stored twice (at least once), never lost.
 //
-// A client id never contains U+0000 [MQTT-1.5.4-2], so the key parses back unambiguously; all keys of a client
-// share its sessions partition (kafkamux partitions by the client id part).
-
-const kindQoS2 = "q"
-
-// qos2Key is the sessions-topic key recording inbound QoS 2 packet id pid of client id.
-func qos2Key(id string, pid uint16) string {
-	return kindQoS2 + ":" + id + "\x00" + strconv.Itoa(int(pid))
-}
-
-// parseQoS2Key splits the part of a "q:" key after the kind.
-func parseQoS2Key(rest string) (id string, pid uint16, ok bool) {
-	i := strings.LastIndexByte(rest, 0)
-	if i < 0 {
-		return "", 0, false
-	}
-	n, err := strconv.ParseUint(rest[i+1:], 10, 16)
-	if err != nil || n == 0 {
-		return "", 0, false
-	}
-	return rest[:i], uint16(n), true
-}
-
-// qos2Value is the value of a "q:" key: the version and when it was written, for people reading the topic.
-func qos2Value() []byte {
-	return []byte(`{"v":1,"at":` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `}`)
-}
+// The key is "q:<client id>\x00<packet id>" (internal/sessionkey): a client id never contains U+0000
+// [MQTT-1.5.4-2], so the key parses back unambiguously; all keys of a client share its sessions partition
+// (kafkamux partitions by the client id part).
 
 // qos2InTxn reports whether a QoS 2 publish of c must carry its "q:" record in the message's transaction.
 func (c *conn) qos2InTxn(r *pubReq) bool {
@@ -59,7 +34,7 @@ func (c *conn) qos2InTxn(r *pubReq) bool {
 // tryPublish hands r to the loop's lane, with its "q:" record when the session needs one. Runs on the loop.
 func (c *conn) tryPublish(r *pubReq) error {
 	if r.q2Txn {
-		return c.l.lane.TryPublishRouted(&r.msg, r.route, qos2Key(c.sess.id, r.id), qos2Value(), r.doneFn)
+		return c.l.lane.TryPublishRouted(&r.msg, r.route, sessionkey.QoS2Key(c.sess.id, r.id), sessionkey.QoS2Value(time.Now()), r.doneFn)
 	}
 	if r.route.Topic != "" || r.route.HasKey {
 		return c.l.lane.TryPublishRouted(&r.msg, r.route, "", nil, r.doneFn)
@@ -74,7 +49,7 @@ func (c *conn) qos2Stored(r *pubReq) {
 	srv := c.l.srv
 	srv.store.setQoS2(c.sess.id, r.id, true)
 	if !r.q2Txn {
-		srv.store.write(qos2Key(c.sess.id, r.id), qos2Value())
+		srv.store.write(sessionkey.QoS2Key(c.sess.id, r.id), sessionkey.QoS2Value(time.Now()))
 	}
 }
 
@@ -84,7 +59,7 @@ func (c *conn) qos2Stored(r *pubReq) {
 func (c *conn) qos2Released(pid uint16) {
 	srv, sess, l := c.l.srv, c.sess, c.l
 	srv.store.setQoS2(sess.id, pid, false)
-	srv.off.PutSession(qos2Key(sess.id, pid), nil, func(err error) {
+	srv.off.PutSession(sessionkey.QoS2Key(sess.id, pid), nil, func(err error) {
 		if err != nil {
 			srv.metrics.kafkaErrors.Add(1)
 			srv.warn("cannot release a QoS 2 packet id in the sessions topic", "client", sess.id, "err", err)
@@ -153,7 +128,7 @@ func withQoS2(set map[uint16]struct{}, pid uint16, on bool) map[uint16]struct{} 
 
 // onQoS2Record applies a "q:" record read from the sessions topic. Runs on the reader goroutine.
 func (st *store) onQoS2Record(key string, value []byte, part int32) {
-	id, pid, ok := parseQoS2Key(key[2:])
+	id, pid, ok := sessionkey.ParseQoS2(key[2:])
 	if !ok {
 		st.srv.warn("skipping sessions record with an unknown key", "key", key)
 		return

@@ -48,17 +48,17 @@ const (
 // on another instance than their shard's get CONNACK 0x9D/0x9C with a Server Reference. Requires Advertise.
 // Default "" = off.
 func RedirectBy(mode string) Opt {
-	return func(c *cfg) {
+	return opt(func(c *cfg) {
 		if mode == "identity-pattern" {
 			mode = redirectIdentity
 		}
 		c.redirectBy = mode
-	}
+	})
 }
 
 // Advertise is the host:port clients should use to reach this instance, published in its heartbeat so other
 // instances can redirect clients here. Default "" = none (the instance is never a redirect target).
-func Advertise(hostPort string) Opt { return func(c *cfg) { c.advertise = hostPort } }
+func Advertise(hostPort string) Opt { return opt(func(c *cfg) { c.advertise = hostPort }) }
 
 func (c *cfg) validateRedirect() error {
 	switch c.redirectBy {

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/topictree"
 )
 
 // Retained messages live in Kafka: the compacted retained topic (offload writes every RETAIN=1 PUBLISH to it,
@@ -39,9 +40,9 @@ import (
 //
 // Index: a trie of topic levels. A filter walks only the branches it can match: a literal level is one
 // lookup, '+' visits the children of one node, '#' the subtree below one node; a SUBSCRIBE costs the matching
-// part of the index, not all of it. Nodes keep up to smallFanout children in a slice and switch to a map past
-// that. A node's level string is a substring of the topic of the message that created it, so levels cost no
-// bytes of their own.
+// part of the index, not all of it. The tree is server/topictree's, shared with the subscription trie: nodes
+// keep up to eight children in a slice and switch to a map past that, and a node's level string is a substring
+// of the topic of the message that created it, so levels cost no bytes of their own.
 //
 // Memory per retained message, on amd64, measured by TestRetainedIndexMemory (100,000 topics
 // "site/<n>/dev/<m>/state", 16-byte payloads): about 405 bytes in all. 248 are the message itself (the
@@ -213,148 +214,37 @@ func detach(m *offload.Message) {
 	}
 }
 
-// rnode is one topic level of the retained index.
-type rnode struct {
-	msg  *offload.Message  // retained message of the topic that ends here; nil if none
-	kids []rkid            // children while there are at most smallFanout, unordered
-	big  map[string]*rnode // children once there are more; kids is nil then
-}
-
-type rkid struct {
-	level string // a substring of the topic of the message that created the child
-	n     *rnode
-}
-
-// smallFanout is how many children a node keeps in a slice before it switches to a map: scanning a few
-// 24-byte entries is as fast as hashing and far smaller than a map (a map holding one entry costs about 300
-// bytes).
-const smallFanout = 8
-
-func (n *rnode) child(level string) *rnode {
-	if n.big != nil {
-		return n.big[level]
-	}
-	for i := range n.kids {
-		if n.kids[i].level == level {
-			return n.kids[i].n
-		}
-	}
-	return nil
-}
-
-func (n *rnode) addChild(level string, c *rnode) {
-	if n.big == nil && len(n.kids) < smallFanout {
-		n.kids = append(n.kids, rkid{level: level, n: c})
-		return
-	}
-	if n.big == nil {
-		n.big = make(map[string]*rnode, 2*smallFanout)
-		for _, k := range n.kids {
-			n.big[k.level] = k.n
-		}
-		n.kids = nil
-	}
-	n.big[level] = c
-}
-
-func (n *rnode) removeChild(level string) {
-	if n.big != nil {
-		delete(n.big, level)
-		if len(n.big) == 0 {
-			n.big = nil
-		}
-		return
-	}
-	for i := range n.kids {
-		if n.kids[i].level == level {
-			last := len(n.kids) - 1
-			n.kids[i] = n.kids[last]
-			n.kids[last] = rkid{}
-			n.kids = n.kids[:last]
-			if last == 0 {
-				n.kids = nil
-			}
-			return
-		}
-	}
-}
-
-func (n *rnode) empty() bool { return n.msg == nil && len(n.kids) == 0 && len(n.big) == 0 }
-
-// eachChild calls fn for every child of n.
-func (n *rnode) eachChild(fn func(level string, c *rnode)) {
-	if n.big != nil {
-		for l, c := range n.big {
-			fn(l, c)
-		}
-		return
-	}
-	for _, k := range n.kids {
-		fn(k.level, k.n)
-	}
-}
+// rnode is one topic level of the retained index: the retained message of the topic that ends there, if any.
+type rnode = topictree.Node[*offload.Message]
 
 // set stores m as the retained message of m.Topic, replacing any. Runs on the reader goroutine.
 func (r *retainedStore) set(m *offload.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := &r.root
-	rest := m.Topic
-	for {
-		level, tail, more := strings.Cut(rest, "/")
-		c := n.child(level)
-		if c == nil {
-			c = &rnode{}
-			n.addChild(level, c)
-		}
-		n = c
-		if !more {
-			break
-		}
-		rest = tail
-	}
-	if n.msg == nil {
+	n := r.root.Put(m.Topic)
+	if n.Value == nil {
 		r.count++
 	}
-	n.msg = m
+	n.Value = m
 }
 
 // remove clears the retained message of topic, if it is only (when only is not nil), and drops the nodes left
 // empty. Runs on the reader goroutine, and on a loop for expired messages.
 func (r *retainedStore) remove(topic string, only *offload.Message) {
-	type step struct {
-		n     *rnode
-		level string
-	}
-	var stack [16]step
-	path := stack[:0]
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := &r.root
-	rest := topic
-	for {
-		level, tail, more := strings.Cut(rest, "/")
-		c := n.child(level)
-		if c == nil {
-			return
+	if r.root.Remove(topic, func(m **offload.Message) bool {
+		if *m == nil || (only != nil && *m != only) {
+			return false
 		}
-		path = append(path, step{n, level})
-		n = c
-		if !more {
-			break
-		}
-		rest = tail
-	}
-	if n.msg == nil || (only != nil && n.msg != only) {
-		return
-	}
-	n.msg = nil
-	r.count--
-	for i := len(path) - 1; i >= 0 && n.empty(); i-- {
-		path[i].n.removeChild(path[i].level)
-		n = path[i].n
+		*m = nil
+		return true
+	}, noMessage) {
+		r.count--
 	}
 }
+
+func noMessage(m **offload.Message) bool { return *m == nil }
 
 // match appends the retained messages whose topic matches filter (a valid topic filter) and that have not
 // expired; expired ones it finds are removed. Runs on a loop, or on the reader goroutine for waiting
@@ -396,20 +286,20 @@ func (w *matcher) walk(n *rnode, filter string, root bool) {
 	switch level {
 	case "#":
 		// "sport/#" matches "sport" too [MQTT-4.7.1-2]; the root never holds a message.
-		w.take(n.msg)
-		n.eachChild(func(l string, c *rnode) {
+		w.take(n.Value)
+		n.Each(func(l string, c *rnode) {
 			if !root || !strings.HasPrefix(l, "$") {
 				w.all(c)
 			}
 		})
 	case "+":
-		n.eachChild(func(l string, c *rnode) {
+		n.Each(func(l string, c *rnode) {
 			if !root || !strings.HasPrefix(l, "$") {
 				w.next(c, tail, more)
 			}
 		})
 	default:
-		if c := n.child(level); c != nil {
+		if c := n.Child(level); c != nil {
 			w.next(c, tail, more)
 		}
 	}
@@ -419,20 +309,12 @@ func (w *matcher) next(c *rnode, tail string, more bool) {
 	if more {
 		w.walk(c, tail, false)
 	} else {
-		w.take(c.msg)
+		w.take(c.Value)
 	}
 }
 
 // all takes every message in the subtree of n.
 func (w *matcher) all(n *rnode) {
-	w.take(n.msg)
-	if n.big != nil {
-		for _, c := range n.big {
-			w.all(c)
-		}
-		return
-	}
-	for _, k := range n.kids {
-		w.all(k.n)
-	}
+	w.take(n.Value)
+	n.Each(func(_ string, c *rnode) { w.all(c) })
 }

@@ -83,7 +83,7 @@ func TestRetainedIndexMatchesLikeLinearScan(t *testing.T) {
 	for tp := range topics {
 		r.remove(tp, nil)
 	}
-	if r.count != 0 || !r.root.empty() {
+	if r.count != 0 || !r.root.Leaf() || r.root.Value != nil {
 		t.Fatalf("after removing all: count %d, root %+v", r.count, r.root)
 	}
 }
@@ -94,8 +94,11 @@ func TestRetainedIndexWideNode(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		r.set(&offload.Message{Topic: fmt.Sprintf("w/%d", i), Payload: []byte("p")})
 	}
-	w := r.root.child("w")
-	if w == nil || w.big == nil || len(w.big) != 100 || w.kids != nil {
+	w := r.root.Child("w")
+	if w == nil {
+		t.Fatal("wide node: none")
+	}
+	if n, mapped := w.Children(); !mapped || n != 100 {
 		t.Fatalf("wide node: %+v", w)
 	}
 	if got := matchedTopics(&r, "w/+"); len(got) != 100 {
@@ -111,7 +114,7 @@ func TestRetainedIndexWideNode(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		r.remove(fmt.Sprintf("w/%d", i), nil)
 	}
-	if !r.root.empty() {
+	if !r.root.Leaf() || r.root.Value != nil {
 		t.Fatalf("root not empty after removing all: %+v", r.root)
 	}
 }
@@ -127,7 +130,7 @@ func TestRetainedIndexExpiry(t *testing.T) {
 	if got := matchedTopics(&r, "e/#"); len(got) != 1 || got[0] != "e/new" {
 		t.Fatalf("matched %q, want [e/new]", got)
 	}
-	if r.count != 1 || r.root.child("e").child("old") != nil {
+	if r.count != 1 || r.root.Get("e/old") != nil {
 		t.Fatalf("expired message still indexed: count %d", r.count)
 	}
 	other := &offload.Message{Topic: "e/new", Payload: []byte("q")}

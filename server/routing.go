@@ -74,7 +74,7 @@ var routeWhy = [routeReasons]string{"no route for topic", "routed Kafka topic na
 // publishes no rule matches are refused (true) or go to the messages topic (false, the default). Default: no
 // rules.
 func Routes(rules []string, refuseUnrouted bool) Opt {
-	return func(c *cfg) { c.routes, c.refuseUnrouted = rules, refuseUnrouted }
+	return opt(func(c *cfg) { c.routes, c.refuseUnrouted = rules, refuseUnrouted })
 }
 
 // topic states in routing.state

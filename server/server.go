@@ -1,6 +1,3 @@
-// Package server is Ferry's MQTT front end: gnet event loops own every plain TCP connection, decode packets in
-// place with mqttcodec, run the session state machine, and exchange records with Kafka through offload.
-// No goroutine is started per connection, and no loop ever waits for Kafka.
 package server
 
 import (
@@ -14,17 +11,19 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 // Server is one Ferry instance's MQTT side.
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	cfg   cfg
-	off   *offload.Offload
-	specs []listenerSpec // the parsed listeners, in configuration order
-	tls   *tlsServer     // certificates of TLS listeners (transport_tls.go); nil without one
+	cfg        cfg
+	off        *offload.Offload
+	specs      []transport.Spec  // the parsed listeners, in configuration order
+	transports *transport.Shared // what the listeners' transports share: limits, PROXY trust, TLS certificates
 
 	trie     *trie
 	retained retainedStore
@@ -60,8 +59,8 @@ type Server struct {
 	procsHeld int // Ps reserved for the loops while they run (procs.go)
 	booted    chan struct{}
 	stopped   chan error
-	warnLim   rateLimiter
-	events    eventLimiter // connection-event log lines (debug)
+	warnLim   throttle.Limiter // warn: one line per message per 10 s
+	events    throttle.Limiter // debug: connection-event lines, eventBurst per kind per second
 }
 
 // New builds a Server that hands messages to off. Call Start to listen.
@@ -70,19 +69,34 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), stopped: make(chan error, 1)}
 	s.cfg.defaults()
 	for _, o := range opts {
-		o(&s.cfg)
+		o.apply(&s.cfg)
 	}
 	if err := s.cfg.validate(); err != nil {
 		return nil, err
 	}
+	if off == nil {
+		return nil, errors.New("invalid server configuration: nil offload")
+	}
+	if n := off.Lanes(); s.cfg.eventLoops > n {
+		// Each loop owns one lane (loop.go): a loop without one would index past the lanes at its first OnBoot.
+		return nil, fmt.Errorf("invalid server configuration: %d event loops but the offload has %d lanes; "+
+			"build it with offload.New(mux, loops) for at least as many loops", s.cfg.eventLoops, n)
+	}
 	for _, l := range s.cfg.listeners {
-		ls, _ := parseListener(l) // validate checked it
+		ls, _ := transport.ParseListener(l) // validate checked it
 		s.specs = append(s.specs, ls)
 	}
-	if err := s.initTransports(); err != nil {
+	var err error
+	s.transports, err = transport.NewShared(s.specs, transport.Options{MaxPacketSize: s.cfg.maxPacketSize,
+		ProxyTrusted: s.cfg.proxyTrusted, TLS: s.cfg.tlsFiles(), HandshakeFailed: func(err error) {
+			s.metrics.transportErrors.Add(1)
+			s.debug("TLS handshake failed", "err", err)
+		}})
+	if err != nil {
 		return nil, err
 	}
-	s.warnLim.every = 10 * time.Second
+	s.warnLim.Window = 10 * time.Second
+	s.events.Window, s.events.Burst = time.Second, eventBurst
 	s.metrics.initListeners(s.cfg.listeners)
 	s.store = newStore(s)
 	if len(s.cfg.routes) > 0 {
@@ -146,7 +160,7 @@ func (s *Server) Start() error {
 	go s.processor(ctx)
 	addrs := make([]string, len(s.specs))
 	for i := range s.specs {
-		addrs[i] = s.specs[i].addr
+		addrs[i] = s.specs[i].Addr()
 	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
 	// connections) always has one (procs.go).
@@ -251,6 +265,12 @@ func (s *Server) sendWill(m *offload.Message) {
 			return
 		}
 	}
+	if s.cfg.payload != nil {
+		var ok bool
+		if m, ok = s.checkWill(m); !ok { // contract.go
+			return
+		}
+	}
 	s.metrics.willsSent.Add(1)
 	var try func()
 	try = func() {
@@ -274,7 +294,7 @@ func (s *Server) debug(msg string, args ...any) {
 	if !s.debugOn() {
 		return
 	}
-	if n, ok := s.events.allow(msg, time.Now()); ok {
+	if ok, n := s.events.Allow(msg); ok {
 		if n > 0 {
 			args = append(args, "suppressed_before", n)
 		}
@@ -285,72 +305,15 @@ func (s *Server) debug(msg string, args ...any) {
 // debugOn reports whether debug lines are logged; callers check it before building costly arguments.
 func (s *Server) debugOn() bool { return s.cfg.log.Enabled(context.Background(), slog.LevelDebug) }
 
+// eventBurst is how many connection-event lines of one kind debug lets through per second.
 const eventBurst = 50
-
-// eventLimiter counts log lines per kind in one-second windows.
-type eventLimiter struct {
-	mu    sync.Mutex
-	kinds map[string]*eventWindow
-}
-
-type eventWindow struct {
-	start      time.Time
-	n          int // lines let through in the window
-	suppressed int // lines left out since the last one let through
-}
-
-// allow reports whether a line of this kind may be logged now, and how many were left out before it.
-func (e *eventLimiter) allow(kind string, now time.Time) (int, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.kinds == nil {
-		e.kinds = make(map[string]*eventWindow)
-	}
-	w := e.kinds[kind]
-	if w == nil {
-		w = &eventWindow{start: now}
-		e.kinds[kind] = w
-	}
-	if now.Sub(w.start) >= time.Second {
-		w.start, w.n = now, 0
-	}
-	if w.n >= eventBurst {
-		w.suppressed++
-		return 0, false
-	}
-	w.n++
-	n := w.suppressed
-	w.suppressed = 0
-	return n, true
-}
 
 // warn logs at warning level, at most once per period for the same message so a misbehaving fleet cannot
 // flood the log.
 func (s *Server) warn(msg string, args ...any) {
-	if s.warnLim.allow(msg) {
+	if ok, _ := s.warnLim.Allow(msg); ok {
 		s.cfg.log.Warn(msg, args...)
 	}
-}
-
-// rateLimiter lets one log line per key through per period.
-type rateLimiter struct {
-	mu    sync.Mutex
-	every time.Duration
-	last  map[string]time.Time
-}
-
-func (r *rateLimiter) allow(key string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if r.last == nil {
-		r.last = make(map[string]time.Time)
-	}
-	if t, ok := r.last[key]; ok && now.Sub(t) < r.every {
-		return false
-	}
-	r.last[key] = now
-	return true
 }
 
 // gnetLogger sends gnet's own log lines to slog, its chatter at debug level.

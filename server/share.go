@@ -100,24 +100,24 @@ func (c *shareCfg) validate() error {
 
 // SharedSubscriptions turns shared subscriptions on or off. Default on; off, they are refused with 0x9E and
 // CONNACK says Shared Subscription Available = 0.
-func SharedSubscriptions(on bool) Opt { return func(c *cfg) { c.share.enabled = on } }
+func SharedSubscriptions(on bool) Opt { return opt(func(c *cfg) { c.share.enabled = on }) }
 
 // MaxShareGroups caps the share groups (share name + filter) this instance takes part in at once; each costs
 // a Kafka consumer group or share group member with its own franz-go client (up to 3 connections per broker
 // in consumer-group mode; 2 + the number of brokers in share-group mode, share_group.go). A SUBSCRIBE
 // that would start one more is refused with 0x97 Quota Exceeded. Default 100.
-func MaxShareGroups(n int) Opt { return func(c *cfg) { c.share.maxGroups = n } }
+func MaxShareGroups(n int) Opt { return opt(func(c *cfg) { c.share.maxGroups = n }) }
 
 // ShareGroupPrefix is the prefix of the Kafka consumer group ids of share groups. Default "ferry-share-".
-func ShareGroupPrefix(p string) Opt { return func(c *cfg) { c.share.prefix = p } }
+func ShareGroupPrefix(p string) Opt { return opt(func(c *cfg) { c.share.prefix = p }) }
 
 // ShareTimings sets the Kafka group heartbeat of share groups (a rebalance starts within about one, the
 // session timeout is ten), how often their offsets are committed, and how long a rebalance waits for
 // acknowledgements. Defaults 1s, 1s, 2s.
 func ShareTimings(heartbeat, commitEvery, revokeWait time.Duration) Opt {
-	return func(c *cfg) {
+	return opt(func(c *cfg) {
 		c.share.heartbeat, c.share.commitEvery, c.share.revokeWait = heartbeat, commitEvery, revokeWait
-	}
+	})
 }
 
 const (

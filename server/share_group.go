@@ -46,16 +46,16 @@ const (
 
 // SharedSubscriptionMode chooses how shared subscriptions use Kafka: ShareModeAuto (default),
 // ShareModeShareGroup or ShareModeConsumerGroup.
-func SharedSubscriptionMode(mode string) Opt { return func(c *cfg) { c.share.mode = mode } }
+func SharedSubscriptionMode(mode string) Opt { return opt(func(c *cfg) { c.share.mode = mode }) }
 
 // ShareDeliveryLimit is how many times a share-group mode record may be delivered (released by members that
 // left) before it is rejected as poison. 1..9; default 4, the group's share.delivery.count.limit being set
 // one above it.
-func ShareDeliveryLimit(n int) Opt { return func(c *cfg) { c.share.deliveryLimit = n } }
+func ShareDeliveryLimit(n int) Opt { return opt(func(c *cfg) { c.share.deliveryLimit = n }) }
 
 // ShareHold is how long a share-group mode record may wait for a member's acknowledgement before it is
 // released for another consumer; keep it below the cluster's group.share.record.lock.duration.ms. Default 20s.
-func ShareHold(d time.Duration) Opt { return func(c *cfg) { c.share.hold = d } }
+func ShareHold(d time.Duration) Opt { return opt(func(c *cfg) { c.share.hold = d }) }
 
 func (c *shareCfg) validateMode() error {
 	switch c.mode {

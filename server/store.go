@@ -9,21 +9,24 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ferrymq/ferry/internal/sessionkey"
 )
 
 // The sessions topic (compacted) holds every per-client record, keyed "<kind>:<client id>" so a Kafka tool
 // can read it and the kind never clashes with an id (documented in docs/sessions.md). All keys of one client
-// share a partition: they are partitioned by the client id alone.
+// share a partition: they are partitioned by the client id alone. The key format is internal/sessionkey's,
+// shared with kafkamux's partitioner; the short names below are this package's for it.
 const (
-	kindSession  = "s" // subscriptions and expiry of a persistent session
-	kindOwner    = "o" // which instance holds the client now: the takeover signal
-	kindDelivery = "d" // delivery offsets, outbound packet ids in flight (inbound QoS 2 ids: "q:", qos2.go)
-	kindWill     = "w" // the will of the current connection
-	kindInstance = "i" // an instance's heartbeat (key i:<instance id>)
-	recVersion   = 1
+	kindSession  = sessionkey.Session
+	kindOwner    = sessionkey.Owner
+	kindDelivery = sessionkey.Delivery // inbound QoS 2 ids have their own kind, sessionkey.QoS2 (qos2.go)
+	kindWill     = sessionkey.Will
+	kindInstance = sessionkey.Instance
+	recVersion   = sessionkey.Version
 )
 
-func storeKey(kind, id string) string { return kind + ":" + id }
+func storeKey(kind, id string) string { return sessionkey.Key(kind, id) }
 
 // sessionRec is the value of an "s:" key.
 type sessionRec struct {
@@ -103,7 +106,8 @@ type store struct {
 
 // handoff is a CONNECT waiting for the previous owner's final delivery record.
 type handoff struct {
-	epoch int64
+	epoch int64         // the waiting CONNECT's
+	from  int64         // the previous owner's: its end record, or a newer one's, ends the wait
 	done  func(*stored) // called once, with the store's view, on the handoff or its timeout
 	timer *time.Timer
 }
@@ -121,12 +125,12 @@ func newStore(srv *Server) *store {
 
 // onRecord applies one sessions-topic record. It runs on the reader goroutine and must not block.
 func (st *store) onRecord(key string, value []byte, part int32) {
-	if len(key) < 3 || key[1] != ':' {
+	kind, id, ok := sessionkey.Split(key)
+	if !ok {
 		st.srv.warn("skipping sessions record with an unknown key", "key", key)
 		return
 	}
-	kind, id := key[:1], key[2:]
-	if kind == kindQoS2 {
+	if kind == sessionkey.QoS2 {
 		st.onQoS2Record(key, value, part)
 		return
 	}
@@ -165,16 +169,24 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	var err error
 	var fenced *fence
 	var prev stored
+	var o *ownerRec // the owner record read, if kind is kindOwner
 	switch kind {
 	case kindSession:
 		c.sess, err = decodeRec[sessionRec](value)
 	case kindOwner:
-		var o *ownerRec
 		o, err = decodeRec[ownerRec](value)
 		if f := st.takeFence(id, o); f != nil {
 			fenced, prev = f, *c // the view the CONNECT decides on: everything before its own record
 		}
-		c.owner = o
+		if o == nil || c.owner == nil || o.Epoch >= c.owner.Epoch {
+			c.owner = o
+		} else if st.ready {
+			// The end record of a dropped connection can reach Kafka after the client's CONNECT elsewhere
+			// (the closing instance's writes were slow): the client is still connected there. Taken as the
+			// owner, it made the next CONNECT skip the hand-over of the newer connection.
+			st.srv.debug("sessions index keeps the newer owner over a late record of an older connection",
+				"client", id, "late_epoch", o.Epoch, "connected", o.Connected, "owner_epoch", c.owner.Epoch)
+		}
 	case kindDelivery:
 		var d *deliveryRec
 		d, err = decodeRec[deliveryRec](value)
@@ -187,11 +199,11 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 		err = fmt.Errorf("unknown kind %q", kind)
 	}
 	var end *ownerRec
-	if kind == kindOwner && c.owner != nil && !c.owner.Connected {
-		if k := [2]int64{c.owner.Epoch, int64(c.owner.Round)}; c.ended != k {
+	if o != nil && !o.Connected {
+		if k := [2]int64{o.Epoch, int64(o.Round)}; c.ended != k {
 			c.ended = k // the first end record of this epoch and round: it decides the will
 			if st.ready {
-				end = c.owner
+				end = o
 			}
 		}
 	}
@@ -205,9 +217,10 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 		switch {
 		case kind == kindDelivery && c.deliv != nil && c.deliv.Epoch == w.epoch:
 			h = w // the previous owner handed the session over
-		case kind == kindOwner && c.owner != nil && !c.owner.Connected && c.owner.Epoch < w.epoch:
+		case o != nil && !o.Connected && o.Epoch >= w.from && o.Epoch < w.epoch:
 			// The previous connection ended (its final delivery record came before its end record), or the
-			// partition's processor ended it for its dead instance: nothing more is coming.
+			// partition's processor ended it for its dead instance: nothing more is coming. The end of an
+			// even older connection says nothing about the one the CONNECT waits for.
 			h = w
 		}
 		if h != nil {
@@ -215,21 +228,20 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 		}
 	}
 	snapshot := *c
-	owner := c.owner
 	st.mu.Unlock()
 	if err != nil {
 		// A corrupt or newer record is logged and skipped: the session starts clean, the instance goes on.
 		st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
 	}
 	if fenced != nil {
-		st.ownRecordRead(id, owner.Epoch, fenced, &prev)
+		st.ownRecordRead(id, o.Epoch, fenced, &prev)
 	}
 	if h != nil {
 		h.timer.Stop()
 		h.done(&snapshot)
 	}
-	if kind == kindOwner && owner != nil && owner.Connected {
-		st.srv.ownerChanged(id, owner)
+	if o != nil && o.Connected {
+		st.srv.ownerChanged(id, o) // it hands over only connections older than o
 	}
 	if end != nil {
 		st.srv.connectionEnded(id, end)
@@ -270,8 +282,8 @@ func (st *store) lookup(id string) (stored, bool) {
 
 // awaitHandoff registers a CONNECT that waits for the delivery record the previous owner writes when it
 // hands the session over at epoch; done runs once, with what the store knows then, or after timeout.
-func (st *store) awaitHandoff(id string, epoch int64, timeout time.Duration, done func(*stored)) {
-	h := &handoff{epoch: epoch, done: done}
+func (st *store) awaitHandoff(id string, epoch, from int64, timeout time.Duration, done func(*stored)) {
+	h := &handoff{epoch: epoch, from: from, done: done}
 	st.mu.Lock()
 	if old := st.waiters[id]; old != nil {
 		old.timer.Stop()
@@ -301,7 +313,11 @@ func (st *store) awaitHandoff(id string, epoch int64, timeout time.Duration, don
 }
 
 // put writes one record of a client; value nil writes a tombstone.
-func (st *store) put(kind, id string, v any) {
+func (st *store) put(kind, id string, v any) { st.putThen(kind, id, v, nil) }
+
+// putThen is put with done, which runs on a Kafka callback goroutine once Kafka acknowledged the record
+// (err nil) or failed it; it must not block. done may be nil.
+func (st *store) putThen(kind, id string, v any, done func(error)) {
 	var value []byte
 	if v != nil {
 		var err error
@@ -327,15 +343,22 @@ func (st *store) put(kind, id string, v any) {
 		}
 		st.mu.Unlock()
 	}
-	st.write(key, value)
+	st.writeThen(key, value, done)
 }
 
 // write produces one sessions-topic record by its full key; a failure is counted and logged.
-func (st *store) write(key string, value []byte) {
+func (st *store) write(key string, value []byte) { st.writeThen(key, value, nil) }
+
+// writeThen is write with done (may be nil), run on a Kafka callback goroutine once the record is
+// acknowledged or failed.
+func (st *store) writeThen(key string, value []byte, done func(error)) {
 	st.srv.off.PutSession(key, value, func(err error) {
 		if err != nil {
 			st.srv.metrics.kafkaErrors.Add(1)
 			st.srv.warn("cannot write sessions record", "key", key, "err", err)
+		}
+		if done != nil {
+			done(err)
 		}
 	})
 }
@@ -353,7 +376,7 @@ func (st *store) forget(id string, all bool) {
 	}
 	st.mu.Unlock()
 	for pid := range q2 {
-		st.write(qos2Key(id, pid), nil)
+		st.write(sessionkey.QoS2Key(id, pid), nil)
 	}
 	if all || hasSess {
 		st.put(kindSession, id, nil)

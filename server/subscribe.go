@@ -59,17 +59,24 @@ func (c *conn) onSubscribe(p *mqttcodec.Subscribe) error {
 			}
 		}
 	}
+	start := len(c.l.out)
 	c.l.out = mqttcodec.AppendSuback(c.l.out, &ack, c.version)
-	srv.saveSession(sess) // a persistent session's subscriptions live in Kafka
-	for i, m := range retained {
-		d := delivery{msg: m, qos: min(m.QoS, grantedFor[i]), retain: true}
-		if subID != 0 {
-			d.subIDs = []uint32{subID}
-		}
-		if _, dropped := sess.enqueue(d, srv.cfg.sessionQueue); dropped {
-			srv.metrics.dropped(dropQueueFull)
+	var afterAck func()
+	if len(retained) > 0 {
+		// Retained messages follow the SUBACK, so they wait with it.
+		afterAck = func() {
+			for i, m := range retained {
+				d := delivery{msg: m, qos: min(m.QoS, grantedFor[i]), retain: true}
+				if subID != 0 {
+					d.subIDs = []uint32{subID}
+				}
+				if _, dropped := sess.enqueue(d, srv.cfg.sessionQueue); dropped {
+					srv.metrics.dropped(dropQueueFull)
+				}
+			}
 		}
 	}
+	c.ackWhenSaved(start, afterAck) // a persistent session's subscriptions live in Kafka
 	return nil
 }
 
@@ -95,7 +102,72 @@ func (c *conn) onUnsubscribe(p *mqttcodec.Unsubscribe) error {
 			ack.Reasons = append(ack.Reasons, mqttcodec.NoSubscriptionExisted)
 		}
 	}
+	start := len(c.l.out)
 	c.l.out = mqttcodec.AppendUnsuback(c.l.out, &ack, c.version) // [MQTT-3.10.4-5] even if nothing was removed
-	srv.saveSession(sess)
+	c.ackWhenSaved(start, nil)
 	return nil
+}
+
+// heldAck is a SUBACK or UNSUBACK held until the session record of its change is in Kafka, or the CONNACK
+// of a CONNECT that created or cleared a session (finishConnect).
+type heldAck struct {
+	pkt     []byte // the encoded ack, copied out of the loop's scratch output
+	after   func() // runs on the loop once the ack is written (retained messages of a SUBSCRIBE); may be nil
+	connack bool   // a CONNACK (finishConnect): no message may go out before it
+}
+
+// ackWhenSaved writes the session record of a SUBSCRIBE or UNSUBSCRIBE whose ack was just appended to the
+// loop's output from offset start. A session that ends with its connection has no record: the ack goes out
+// now. A persistent session's ack is held until Kafka has acknowledged the record (acks=all; with
+// transactions, committed), as a PUBACK is: an instance that dies right after a SUBACK or UNSUBACK cannot take
+// the acknowledged change with it. Meanwhile the connection reads no further packet (c.held), so the acks and
+// the changes keep the order of the requests, and the loop goes on serving every other connection. If Kafka
+// fails the record the connection is closed without the ack (v5: DISCONNECT 0x80 first): the change is not
+// acknowledged, and the client's next CONNECT finds the session as Kafka holds it. Runs on the loop.
+func (c *conn) ackWhenSaved(start int, after func()) {
+	srv, sess, l := c.l.srv, c.sess, c.l
+	h := &heldAck{after: after}
+	if !srv.saveSession(sess, func(err error) { c.runOnLoop(func() { c.releaseAck(sess, h, err) }) }) {
+		if after != nil {
+			after()
+		}
+		return
+	}
+	h.pkt = append([]byte(nil), l.out[start:]...)
+	l.out = l.out[:start]
+	c.held = h
+}
+
+// releaseAck runs on the loop when the record a held ack waits for is acknowledged or failed: it writes the
+// ack and reads on, or ends the connection. Runs on the loop.
+func (c *conn) releaseAck(sess *session, h *heldAck, err error) {
+	if c.closed || c.held != h || c.sess != sess || c.phase != phaseConnected {
+		return // the connection ended (or was taken over) meanwhile: nothing was acknowledged
+	}
+	c.held = nil
+	if err != nil && h.connack {
+		// As when the CONNECT's own record cannot be read back in time: the client retries, the session is
+		// as Kafka holds it (docs/sessions.md, "Consistency", 3).
+		c.l.srv.warn("refusing CONNECT: its session record could not be written to Kafka", "client", sess.id, "err", err)
+		c.l.srv.metrics.connectRefused(mqttcodec.ServerUnavailable)
+		c.closeWhy = closeKafkaError
+		c.writeConnack(c.version, false, mqttcodec.ServerUnavailable, nil) // v3: return code 3
+		c.close()
+		return
+	}
+	if err != nil {
+		c.closeWhy = closeKafkaError
+		if c.version >= mqttcodec.Version5 {
+			c.sendDisconnect(mqttcodec.UnspecifiedError, "the session could not be written to Kafka")
+			c.closeLinger() // linger.go
+			return
+		}
+		c.close() // a v3 SUBACK cannot say why and an UNSUBACK has no failure code: no ack at all
+		return
+	}
+	c.l.out = append(c.l.out, h.pkt...)
+	if h.after != nil {
+		h.after()
+	}
+	c.service() // the packets the client sent meanwhile
 }

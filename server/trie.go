@@ -3,6 +3,8 @@ package server
 import (
 	"strings"
 	"sync"
+
+	"github.com/ferrymq/ferry/server/topictree"
 )
 
 // subOpts are the options one subscription of a session carries.
@@ -20,77 +22,15 @@ type subEntry struct {
 	subOpts
 }
 
-type trieNode struct {
-	kids   []*trieNode          // exact levels while there are few of them (a map costs ~200 B even for one)
-	index  map[string]*trieNode // exact levels once there are many
-	plus   *trieNode
-	hash   *trieNode // '#' as the last level; only subs, never children
-	subs   []subEntry
-	parent *trieNode
-	level  string
-}
-
-// trieKidsMax is how many exact children a node keeps in a slice before it switches to a map.
-const trieKidsMax = 8
-
-// child returns the exact-level child lvl, or nil.
-func (n *trieNode) child(lvl string) *trieNode {
-	if n.index != nil {
-		return n.index[lvl]
-	}
-	for _, k := range n.kids {
-		if k.level == lvl {
-			return k
-		}
-	}
-	return nil
-}
-
-// addChild adds an exact-level child. The trie's write lock is held.
-func (n *trieNode) addChild(c *trieNode) {
-	if n.index != nil {
-		n.index[c.level] = c
-		return
-	}
-	if len(n.kids) < trieKidsMax {
-		n.kids = append(n.kids, c)
-		return
-	}
-	n.index = make(map[string]*trieNode, 2*trieKidsMax)
-	for _, k := range n.kids {
-		n.index[k.level] = k
-	}
-	n.index[c.level] = c
-	n.kids = nil
-}
-
-// removeChild drops an exact-level child. The trie's write lock is held.
-func (n *trieNode) removeChild(c *trieNode) {
-	if n.index != nil {
-		delete(n.index, c.level)
-		return
-	}
-	for i, k := range n.kids {
-		if k == c {
-			last := len(n.kids) - 1
-			n.kids[i] = n.kids[last]
-			n.kids[last] = nil
-			n.kids = n.kids[:last]
-			if len(n.kids) == 0 {
-				n.kids = nil
-			}
-			return
-		}
-	}
-}
-
-func (n *trieNode) hasChildren() bool { return len(n.kids) > 0 || len(n.index) > 0 }
+// subNode is one level of the subscription trie: the subscriptions whose filter ends there. '+' and '#'
+// levels are children named "+" and "#".
+type subNode = topictree.Node[[]subEntry]
 
 // trie is the instance-wide subscription index. Kafka reader goroutines match records against it under the read
 // lock; loops add and remove subscriptions under the write lock. No I/O happens under the lock.
 type trie struct {
 	mu    sync.RWMutex
-	root  trieNode
+	root  subNode
 	count int
 }
 
@@ -100,86 +40,43 @@ func newTrie() *trie { return &trie{} }
 func (t *trie) add(filter string, s *session, o subOpts) (existed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := &t.root
-	for _, lvl := range strings.Split(filter, "/") {
-		switch lvl {
-		case "+":
-			if n.plus == nil {
-				n.plus = &trieNode{parent: n, level: lvl}
-			}
-			n = n.plus
-		case "#":
-			if n.hash == nil {
-				n.hash = &trieNode{parent: n, level: lvl}
-			}
-			n = n.hash
-		default:
-			c := n.child(lvl)
-			if c == nil {
-				c = &trieNode{parent: n, level: lvl}
-				n.addChild(c)
-			}
-			n = c
-		}
-	}
-	for i := range n.subs {
-		if n.subs[i].s == s {
-			n.subs[i].subOpts = o // [MQTT-3.8.4-3] replace the existing subscription
+	n := t.root.Put(filter)
+	for i := range n.Value {
+		if n.Value[i].s == s {
+			n.Value[i].subOpts = o // [MQTT-3.8.4-3] replace the existing subscription
 			return true
 		}
 	}
-	n.subs = append(n.subs, subEntry{s: s, subOpts: o})
+	n.Value = append(n.Value, subEntry{s: s, subOpts: o})
 	t.count++
 	return false
 }
 
-// remove deletes s's subscription to filter and reports whether there was one.
+// remove deletes s's subscription to filter and reports whether there was one. Levels left without
+// subscriptions and children are dropped.
 func (t *trie) remove(filter string, s *session) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := &t.root
-	for _, lvl := range strings.Split(filter, "/") {
-		switch lvl {
-		case "+":
-			n = n.plus
-		case "#":
-			n = n.hash
-		default:
-			n = n.child(lvl)
+	removed := t.root.Remove(filter, func(subs *[]subEntry) bool {
+		v := *subs
+		for i := range v {
+			if v[i].s == s {
+				last := len(v) - 1
+				v[i] = v[last]
+				v[last] = subEntry{}
+				*subs = v[:last]
+				return true
+			}
 		}
-		if n == nil {
-			return false
-		}
+		return false
+	}, noSubs)
+	if removed {
+		t.count--
 	}
-	for i := range n.subs {
-		if n.subs[i].s == s {
-			last := len(n.subs) - 1
-			n.subs[i] = n.subs[last]
-			n.subs[last] = subEntry{}
-			n.subs = n.subs[:last]
-			t.count--
-			t.prune(n)
-			return true
-		}
-	}
-	return false
+	return removed
 }
 
-// prune drops empty nodes up the tree. The write lock is held.
-func (t *trie) prune(n *trieNode) {
-	for n.parent != nil && len(n.subs) == 0 && !n.hasChildren() && n.plus == nil && n.hash == nil {
-		p := n.parent
-		switch {
-		case p.plus == n:
-			p.plus = nil
-		case p.hash == n:
-			p.hash = nil
-		default:
-			p.removeChild(n)
-		}
-		n = p
-	}
-}
+func noSubs(subs *[]subEntry) bool { return len(*subs) == 0 }
 
 // match appends every subscription whose filter matches topic to dst. Topics starting with '$' are not matched
 // by filters starting with a wildcard [MQTT-4.7.2-1].
@@ -190,34 +87,41 @@ func (t *trie) match(topic string, dst []subEntry) []subEntry {
 	return dst
 }
 
-func matchLevels(n *trieNode, rest string, dollar bool, dst []subEntry) []subEntry {
+func matchLevels(n *subNode, rest string, dollar bool, dst []subEntry) []subEntry {
 	// '#' matches the parent level too: "sport/#" matches "sport" [MQTT-4.7.1-2].
-	if n.hash != nil && !dollar {
-		dst = append(dst, n.hash.subs...)
-	}
-	lvl, tail, more := strings.Cut(rest, "/")
-	if c := n.child(lvl); c != nil {
-		if more {
-			dst = matchLevels(c, tail, false, dst)
-		} else {
-			dst = append(dst, c.subs...)
-			if c.hash != nil {
-				dst = append(dst, c.hash.subs...)
-			}
+	if !dollar {
+		if h := n.Child("#"); h != nil {
+			dst = append(dst, h.Value...)
 		}
 	}
-	if n.plus != nil && !dollar {
-		if more {
-			dst = matchLevels(n.plus, tail, false, dst)
-		} else {
-			dst = append(dst, n.plus.subs...)
-			if n.plus.hash != nil {
-				dst = append(dst, n.plus.hash.subs...)
-			}
+	lvl, tail, more := strings.Cut(rest, "/")
+	// A topic level "+" or "#" (a Kafka key no MQTT client could publish) is not the wildcard child's name.
+	if !wildcard(lvl) {
+		if c := n.Child(lvl); c != nil {
+			dst = matchBelow(c, tail, more, dst)
+		}
+	}
+	if !dollar {
+		if p := n.Child("+"); p != nil {
+			dst = matchBelow(p, tail, more, dst)
 		}
 	}
 	return dst
 }
+
+// matchBelow matches the rest of a topic below c, the node that matched its level.
+func matchBelow(c *subNode, tail string, more bool, dst []subEntry) []subEntry {
+	if more {
+		return matchLevels(c, tail, false, dst)
+	}
+	dst = append(dst, c.Value...)
+	if h := c.Child("#"); h != nil {
+		dst = append(dst, h.Value...)
+	}
+	return dst
+}
+
+func wildcard(level string) bool { return level == "+" || level == "#" }
 
 // size returns the number of stored subscriptions.
 func (t *trie) size() int {

@@ -76,6 +76,7 @@ type config struct {
 	edge              edgeConfig        // rate limits and redirect (edge.go)
 	tls               tlsConfig         // --tls-* certificates of tls:// and wss:// listeners (tls.go)
 	embedded          embeddedConfig    // --embedded-* bounds of the embedded Kafka (embedded.go)
+	payload           payloadConfig     // --payload rules and --schema-registry-* (payload.go)
 }
 
 // defaultListener is the listener of a Ferry started without --mqtt: loopback only, so that the first command
@@ -170,6 +171,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	addEdgeFlags(fs, &c.edge)
 	addTLSFlags(fs, &c.tls)
 	addEmbeddedFlags(fs, &c.embedded)
+	addPayloadFlags(fs, &c.payload)
 	return fs
 }
 
@@ -366,6 +368,9 @@ func (c *config) validate() error {
 		return err
 	}
 	if err := c.embedded.validate(c.partitions); err != nil {
+		return err
+	}
+	if err := c.payload.validate(); err != nil {
 		return err
 	}
 	return c.kafka.validate(c.kafkaBrokers != "")

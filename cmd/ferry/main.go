@@ -163,6 +163,9 @@ func checkConfig(args []string) int {
 		if err == nil {
 			_, err = cfg.auth.authority() // reads the key and rules files
 		}
+		if err == nil {
+			_, err = cfg.payload.set(slog.Default()) // reads and compiles the schema files
+		}
 		err = cfg.explain(err)
 	}
 	if err != nil {
@@ -198,6 +201,15 @@ func run(cfg *config) error {
 	if authority != nil {
 		sopts = append(sopts, server.Auth(authority))
 		reloaders = append(reloaders, reloader{name: "auth keys and rules", fn: cfg.auth.reloadFunc(authority)})
+	}
+	pset, err := cfg.payload.set(log)
+	if err != nil {
+		return errConfig{cfg.explain(err)}
+	}
+	if pset != nil {
+		pset.Start() // registry schemas load in the background: their rules refuse publishes until then
+		defer pset.Close()
+		sopts = append(sopts, server.Payload(pset, cfg.payload.invalidV3 == "disconnect"))
 	}
 	raiseFileLimit(log)
 	kopts := []kafkamux.Opt{

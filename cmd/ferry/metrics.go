@@ -144,6 +144,7 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	}
 	p.family("ferry_route_misrouted_total", "counter", "Records read from a Kafka topic their MQTT topic does not route to, skipped.")
 	p.u("ferry_route_misrouted_total", s.Misrouted)
+	p.b = appendPayloadMetrics(p.b, in.srv) // payload.go
 
 	// Where a message's time goes (server/stages.go).
 	p.family("ferry_publish_stage_seconds", "histogram", "QoS 1/2 PUBLISH latency by stage: queued (decoded → handed to the Kafka producer), kafka (→ acknowledged by Kafka), ack (→ PUBACK/PUBREC written).")

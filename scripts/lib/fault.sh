@@ -8,7 +8,7 @@ fault_init() {
   pids=()
   trap fault_cleanup EXIT
   if [[ -n ${FERRY_BIN:-} ]]; then cp "$FERRY_BIN" "$work/ferry"; else go build -o "$work/ferry" ./cmd/ferry; fi
-  go build -o "$work/ferry-chaos" ./perf/cmd/ferry-chaos
+  go -C perf build -o "$work/ferry-chaos" ./cmd/ferry-chaos # perf/ is its own module
   if [[ ${2:-} == kfake ]]; then (cd perf/peers/kfake && go build -o "$work/kfake" .); fi
 }
 

@@ -127,12 +127,12 @@ func Parse(spec string) (*Rule, error) {
 		}
 		j := strings.IndexByte(s[i:], '}')
 		if j < 0 {
-			return nil, fmt.Errorf("Kafka topic %q: unclosed '{'", topic)
+			return nil, fmt.Errorf("bad Kafka topic %q: unclosed '{'", topic)
 		}
 		name := s[i+1 : i+j]
 		ci, ok := capIdx[name]
 		if !ok {
-			return nil, fmt.Errorf("Kafka topic %q uses {%s}, which the filter does not capture", topic, name)
+			return nil, fmt.Errorf("bad Kafka topic %q: uses {%s}, which the filter does not capture", topic, name)
 		}
 		r.tmpl = append(r.tmpl, part{cap: ci})
 		s = s[i+j+1:]
@@ -141,18 +141,18 @@ func Parse(spec string) (*Rule, error) {
 	for _, p := range r.tmpl {
 		for i := 0; i < len(p.lit); i++ {
 			if !legalByte(p.lit[i]) {
-				return nil, fmt.Errorf("Kafka topic %q: only letters, digits, '.', '_' and '-' are allowed", topic)
+				return nil, fmt.Errorf("bad Kafka topic %q: only letters, digits, '.', '_' and '-' are allowed", topic)
 			}
 		}
 		minLen += len(p.lit)
 	}
 	if minLen > MaxTopicLen {
-		return nil, fmt.Errorf("Kafka topic %q: longer than %d characters", topic, MaxTopicLen)
+		return nil, fmt.Errorf("bad Kafka topic %q: longer than %d characters", topic, MaxTopicLen)
 	}
 	if len(r.tmpl) == 1 && r.tmpl[0].lit != "" {
 		r.fixed = r.tmpl[0].lit
 		if !LegalTopic(r.fixed) {
-			return nil, fmt.Errorf("Kafka topic %q is not a legal Kafka topic name", topic)
+			return nil, fmt.Errorf("bad Kafka topic %q: not a legal Kafka topic name", topic)
 		}
 	}
 	if hasKey {

@@ -35,6 +35,7 @@ type options struct {
 	connTO     int
 	settle     time.Duration
 	username   string
+	persistent bool
 	password   string
 
 	conns       int
@@ -45,6 +46,7 @@ type options struct {
 	qos, subQoS int
 	window      int
 	payload     int
+	jsonPayload bool
 	duration    time.Duration
 	rate        float64
 	drain       time.Duration
@@ -91,6 +93,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.IntVar(&o.connTO, "conn-timeout", 15, "seconds allowed for TCP connect + CONNECT→CONNACK (+ SUBSCRIBE→SUBACK)")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "wait before reading server memory after a phase")
 	fs.StringVar(&o.username, "username", "", "MQTT username")
+	fs.BoolVar(&o.persistent, "persistent", false, "CONNECT with CleanSession=0 (persistent sessions: Ferry stores each in Kafka) instead of 1")
 	fs.StringVar(&o.password, "password", "", "MQTT password")
 
 	fs.IntVar(&o.conns, "conns", 15000, "idle: connections")
@@ -110,6 +113,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.IntVar(&o.subQoS, "sub-qos", -1, "subscription QoS (-1 = same as --qos)")
 	fs.IntVar(&o.window, "window", 16, "in-flight PUBLISHes per publisher at QoS >= 1")
 	fs.IntVar(&o.payload, "payload", 64, "payload bytes (at least 22: the stamp)")
+	fs.BoolVar(&o.jsonPayload, "json-payload", false, "payloads are JSON documents {\"device\",\"temp\",\"seq\",\"sent\"} padded to --payload (at least 96), for brokers that check payloads; only acknowledgements are measured (use --subs 0)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measurement window")
 	fs.Float64Var(&o.rate, "rate", defRate, "total publish rate in msg/s (0 = as fast as acks / TCP allow)")
 	fs.DurationVar(&o.drain, "drain", 3*time.Second, "after the window, how long subscribers (and the Kafka reader) keep receiving")
@@ -158,6 +162,10 @@ func parseOptions(scenario string, args []string) (*options, error) {
 		return nil, fmt.Errorf("bad --window %d: want 1..65535", o.window)
 	case o.payload < stats.PayloadHeader:
 		return nil, fmt.Errorf("--payload %d too small: the stamp needs %d bytes", o.payload, stats.PayloadHeader)
+	case o.jsonPayload && o.payload < stats.JSONStampSize:
+		return nil, fmt.Errorf("--payload %d too small for --json-payload: want at least %d", o.payload, stats.JSONStampSize)
+	case o.jsonPayload && (o.subs > 0 || scenario == "kafka-ingest"):
+		return nil, fmt.Errorf("--json-payload: stamps are not read back; use it with --subs 0 and not with kafka-ingest")
 	case scenario == "kafka-ingest" && o.kafka == "":
 		return nil, fmt.Errorf("kafka-ingest needs --kafka host:port")
 	case o.batch < 1:

@@ -31,10 +31,10 @@ func workerConfigs(o *options, n int, prefix string) []load.WorkerConfig {
 	for w := range cfgs {
 		c := load.WorkerConfig{
 			Target: o.target, WSPath: o.wsPath, TLS: o.tls, TLSCA: o.tlsCA, ClientPrefix: prefix, KeepAlive: o.keepAlive,
-			Username: o.username, Password: o.password,
+			Username: o.username, Password: o.password, Persistent: o.persistent,
 			ConnRate: o.connRate / float64(n), ConnPar: max(1, o.connPar/n), ConnTimeout: o.connTO,
 			SubFilter: o.filter, SubQoS: byte(o.subQoS), PubTopic: o.topic, QoS: byte(o.qos),
-			Window: o.window, PayloadSize: o.payload, TotalPubs: o.pubs, BatchMax: o.batch,
+			Window: o.window, PayloadSize: o.payload, JSONPayload: o.jsonPayload, TotalPubs: o.pubs, BatchMax: o.batch,
 			StopGraceMs: 3000, SubsPerConn: o.subsPerConn, PubSndBuf: o.pubSndBuf, MinSentNs: o.minSentNs, Qos0Flow: o.qos0Flow,
 		}
 		if o.rate > 0 && o.pubs > 0 {
@@ -616,6 +616,9 @@ func params(o *options) map[string]any {
 		p["pubs"], p["subs"], p["qos"], p["sub_qos"], p["window"] = o.pubs, o.subs, o.qos, o.subQoS, o.window
 		p["qos0_flow"] = o.qos0Flow
 		p["payload"], p["duration_sec"], p["rate"], p["topic"], p["filter"] = o.payload, o.duration.Seconds(), o.rate, o.topic, o.filter
+	}
+	if o.persistent {
+		p["persistent"] = true
 	}
 	if o.kafka != "" {
 		p["kafka"], p["kafka_topic"] = o.kafka, o.kafkaTopic

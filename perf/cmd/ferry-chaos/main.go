@@ -14,6 +14,7 @@
 //	ferry-chaos soak --target ADDR --ferry-pid PID --admin ADDR --duration 10m
 //	ferry-chaos sample --pid PID --admin ADDR --out FILE                        # RSS, goroutines, fds until SIGTERM
 //	ferry-chaos sessions --targets ADDR,ADDR[,…] --clients 50 --duration 30s    # session history, Porcupine-checked
+//	ferry-chaos fill --kafka ADDR --bytes 1073741824 --per-batch 2              # a big data dir, for restart.sh
 //
 // Every command prints its figures on one line on stdout and exits 1 when a check failed.
 package main
@@ -25,7 +26,7 @@ import (
 
 const usage = `usage: ferry-chaos <command> [flags]   (ferry-chaos <command> -h lists the flags)
 
-commands: crash-load verify outage flood-conns flood-pub probe probe-report soak sample sessions`
+commands: crash-load verify outage flood-conns flood-pub probe probe-report soak sample sessions fill`
 
 func main() {
 	if len(os.Args) < 2 {
@@ -43,6 +44,7 @@ func main() {
 		"soak":         soak,
 		"sample":       sample,
 		"sessions":     sessions,
+		"fill":         fill,
 	}
 	fn := cmds[os.Args[1]]
 	if fn == nil {

@@ -19,7 +19,6 @@ type kafkaTally struct {
 	reorders int64              // first occurrences of a sequence number below one already seen on the key
 	perKey   map[string]uint64  // highest sequence number seen per key (+1)
 	byQoS    [3]int64           // records per QoS (from the key)
-	lastKey  map[string]ackKey  // not used for accounting; kept for diagnostics
 	partEnds map[int32][2]int64 // start, end offset per partition at the start of the read
 	reached  map[int32]int64    // last offset read per partition
 	errs     []string

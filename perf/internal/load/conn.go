@@ -33,7 +33,6 @@ type client struct {
 	nc   net.Conn // TCP, or MQTT over WebSocket on it (wsConn)
 
 	wmu       sync.Mutex
-	wbuf      []byte
 	lastWrite atomic.Int64 // unix ns
 
 	rbuf []byte // owned by the reader goroutine
@@ -94,7 +93,7 @@ func (c *client) handshake(clientID string) error {
 
 	start := time.Now()
 	pkt := wire.AppendConnect(nil, wire.Connect{ClientID: clientID, KeepAlive: uint16(cfg.KeepAlive),
-		CleanSession: true, Username: cfg.Username, Password: cfg.Password})
+		CleanSession: !cfg.Persistent, Username: cfg.Username, Password: cfg.Password})
 	if _, err := c.nc.Write(pkt); err != nil {
 		return fmt.Errorf("cannot send CONNECT: %w", err)
 	}

@@ -35,6 +35,7 @@ type WorkerConfig struct {
 	KeepAlive    int      `json:"keep_alive"` // seconds; 0 = no PINGREQ
 	Username     string   `json:"username,omitempty"`
 	Password     string   `json:"password,omitempty"`
+	Persistent   bool     `json:"persistent,omitempty"` // CONNECT with CleanSession=0: sessions Ferry stores in Kafka
 
 	// Connection establishment.
 	ConnRate    float64 `json:"conn_rate"`    // new connections per second for this worker (0 = unbounded)
@@ -56,13 +57,16 @@ type WorkerConfig struct {
 
 	// Publishers: global ids [PubFrom, PubTo) of TotalPubs; topic is
 	// PubTopic with "{i}" replaced by the publisher id.
-	PubFrom     int     `json:"pub_from"`
-	PubTo       int     `json:"pub_to"`
-	TotalPubs   int     `json:"total_pubs"`
-	PubTopic    string  `json:"pub_topic"`
-	QoS         byte    `json:"qos"`
-	Window      int     `json:"window"`       // in-flight PUBLISHes per publisher at QoS >= 1
-	PayloadSize int     `json:"payload_size"` // bytes, >= stats.PayloadHeader
+	PubFrom     int    `json:"pub_from"`
+	PubTo       int    `json:"pub_to"`
+	TotalPubs   int    `json:"total_pubs"`
+	PubTopic    string `json:"pub_topic"`
+	QoS         byte   `json:"qos"`
+	Window      int    `json:"window"`       // in-flight PUBLISHes per publisher at QoS >= 1
+	PayloadSize int    `json:"payload_size"` // bytes, >= stats.PayloadHeader
+	// JSONPayload makes payloads JSON documents (stats.PutJSONStamp) for brokers that check payloads; their
+	// stamps are not read back, so use it where only acknowledgements count (no subscribers, no Kafka reader).
+	JSONPayload bool    `json:"json_payload"`
 	RatePerPub  float64 `json:"rate_per_pub"` // msg/s per publisher; 0 = as fast as acks (QoS 0: as fast as TCP) allow
 	BatchMax    int     `json:"batch_max"`    // PUBLISHes per write at most
 	StopGraceMs int     `json:"stop_grace_ms"`

@@ -129,7 +129,11 @@ func (p *pubState) run(start time.Time, stop <-chan struct{}) {
 		for i := 0; i < n; i++ {
 			seq := p.seq
 			p.seq++
-			stats.PutStamp(payload, stats.Stamp{SentNs: now, Pub: uint32(p.gid), Seq: seq})
+			if cfg.JSONPayload {
+				stats.PutJSONStamp(payload, stats.Stamp{SentNs: now, Pub: uint32(p.gid), Seq: seq})
+			} else {
+				stats.PutStamp(payload, stats.Stamp{SentNs: now, Pub: uint32(p.gid), Seq: seq})
+			}
 			var id uint16
 			if p.qos > 0 {
 				id = pid(seq)

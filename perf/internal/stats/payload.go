@@ -5,6 +5,7 @@ package stats
 
 import (
 	"encoding/binary"
+	"strconv"
 	"time"
 )
 
@@ -35,6 +36,25 @@ func PutStamp(b []byte, s Stamp) {
 	binary.BigEndian.PutUint64(b[2:], uint64(s.SentNs))
 	binary.BigEndian.PutUint32(b[10:], s.Pub)
 	binary.BigEndian.PutUint64(b[14:], s.Seq)
+}
+
+// JSONStampSize is the least payload size PutJSONStamp needs.
+const JSONStampSize = len(`{"device":"bench-4294967295","temp":21.5,"seq":18446744073709551615,"sent":-9223372036854775808}`)
+
+// PutJSONStamp writes s into b as the JSON object {"device":"bench-<pub>","temp":21.5,"seq":<seq>,"sent":<ns>},
+// padded with spaces (JSON whitespace) to len(b), which must be at least JSONStampSize. It is a device-like
+// document for brokers that check or convert JSON payloads; ReadStamp does not read it.
+func PutJSONStamp(b []byte, s Stamp) {
+	out := append(b[:0], `{"device":"bench-`...)
+	out = strconv.AppendUint(out, uint64(s.Pub), 10)
+	out = append(out, `","temp":21.5,"seq":`...)
+	out = strconv.AppendUint(out, s.Seq, 10)
+	out = append(out, `,"sent":`...)
+	out = strconv.AppendInt(out, s.SentNs, 10)
+	out = append(out, '}')
+	for i := len(out); i < len(b); i++ {
+		b[i] = ' '
+	}
 }
 
 // ReadStamp decodes a stamp; ok is false for payloads the harness did not write.

@@ -1,4 +1,4 @@
-package server
+package transport
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
 )
 
 // Whatever way a stream of masked frames is cut into reads, the layer hands up exactly the payload bytes.
@@ -36,9 +37,7 @@ func TestWSUnwrapAnySegmentation(t *testing.T) {
 			ws.Cipher(p, h.Mask, 0)
 			stream = append(append(stream, b.Bytes()...), p...)
 		}
-		srv := &Server{}
-		srv.cfg.maxPacketSize = 1 << 20
-		tr := &transport{c: &conn{l: &loop{srv: srv}}}
+		tr := &Transport{c: &testConn{sh: &Shared{maxPacket: 1 << 20}}}
 		w := &wsLayer{state: wsOpen}
 		var out, pending []byte
 		for len(stream) > 0 || len(pending) > 0 {
@@ -61,6 +60,17 @@ func TestWSUnwrapAnySegmentation(t *testing.T) {
 		}
 	}
 }
+
+// testConn is a Conn without a socket: enough for a layer that writes nothing below.
+type testConn struct {
+	sh  *Shared
+	scr [2][]byte
+}
+
+func (c *testConn) Gnet() gnet.Conn     { return nil }
+func (c *testConn) Closed() bool        { return false }
+func (c *testConn) Scratch() *[2][]byte { return &c.scr }
+func (c *testConn) Shared() *Shared     { return c.sh }
 
 func commonPrefix(a, b []byte) int {
 	i := 0

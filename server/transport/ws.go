@@ -1,4 +1,4 @@
-package server
+package transport
 
 import (
 	"bytes"
@@ -48,7 +48,7 @@ const (
 
 // wsLayer is one connection's WebSocket state, kept small: idle connections pay for it.
 type wsLayer struct {
-	ls     *listenerSpec
+	ls     *Spec
 	left   int64         // payload bytes of the current data frame not read yet
 	code   ws.StatusCode // the close code goodbye sends; 0 = 1000 (normal closure)
 	mask   [4]byte       // the current data frame's masking key
@@ -58,8 +58,8 @@ type wsLayer struct {
 	frag   bool // a fragmented message is open: the next data frame must be a continuation
 }
 
-// initWS checks that a ws:// or wss:// listener has what WebSocket needs.
-func (s *Server) initWS(ls *listenerSpec) error {
+// checkWS checks that a ws:// or wss:// listener has what WebSocket needs.
+func checkWS(ls *Spec) error {
 	if ls.path != "" && ls.path[0] != '/' {
 		return fmt.Errorf("invalid MQTT listener %q: the WebSocket path must start with /", ls.url)
 	}
@@ -67,7 +67,7 @@ func (s *Server) initWS(ls *listenerSpec) error {
 }
 
 // newWSLayer builds the WebSocket layer of one connection; t holds the layers below it already.
-func (s *Server) newWSLayer(t *transport, ls *listenerSpec) (layer, error) {
+func newWSLayer(t *Transport, ls *Spec) (layer, error) {
 	return &wsLayer{ls: ls, idx: uint8(len(t.layers))}, nil
 }
 
@@ -78,7 +78,7 @@ func (w *wsLayer) fail(code ws.StatusCode, format string, args ...any) error {
 }
 
 // unwrap runs on the connection's event loop.
-func (w *wsLayer) unwrap(t *transport, out, in []byte) ([]byte, int, error) {
+func (w *wsLayer) unwrap(t *Transport, out, in []byte) ([]byte, int, error) {
 	pos := 0
 	if w.state == wsHandshake {
 		n, err := w.handshake(t, in)
@@ -131,7 +131,7 @@ func (w *wsLayer) unwrap(t *transport, out, in []byte) ([]byte, int, error) {
 			// [MQTT-6.0.0-1] MQTT travels in binary frames only; anything else closes the connection.
 			return out, pos, w.fail(ws.StatusUnsupportedData, "text frame: MQTT needs binary frames [MQTT-6.0.0-1]")
 		}
-		if max := int64(t.c.l.srv.cfg.maxPacketSize) + wsFrameSlack; h.Length > max {
+		if max := int64(t.c.Shared().maxPacket) + wsFrameSlack; h.Length > max {
 			return out, pos, w.fail(ws.StatusMessageTooBig, "frame of %d bytes, more than %d", h.Length, max)
 		}
 		w.frag = !h.Fin
@@ -142,7 +142,7 @@ func (w *wsLayer) unwrap(t *transport, out, in []byte) ([]byte, int, error) {
 }
 
 // control answers a ping, ignores a pong and echoes a close. p is the masked payload, borrowed.
-func (w *wsLayer) control(t *transport, h ws.Header, p []byte) error {
+func (w *wsLayer) control(t *Transport, h ws.Header, p []byte) error {
 	// The answer is built in place on the stack: a control payload is at most 125 bytes, so its header is the
 	// 2 bytes before it.
 	var buf [ws.MaxHeaderSize + ws.MaxControlFramePayloadSize]byte
@@ -169,12 +169,12 @@ func (w *wsLayer) control(t *transport, h ws.Header, p []byte) error {
 	}
 	t.writeBelow(int(w.idx), wsAppendHeader(buf[:0], ws.OpClose, len(body))[:2+len(body)])
 	w.state = wsClosed
-	return errClosedByPeer
+	return ErrClosedByPeer
 }
 
 // handshake answers the HTTP upgrade request once in holds all of it. It returns how many bytes the request
 // took, 0 while it is incomplete.
-func (w *wsLayer) handshake(t *transport, in []byte) (int, error) {
+func (w *wsLayer) handshake(t *Transport, in []byte) (int, error) {
 	end := bytes.Index(in, []byte("\r\n\r\n"))
 	if end < 0 {
 		if len(in) > 0 && (in[0] < 'A' || in[0] > 'Z') {
@@ -223,7 +223,7 @@ func (w *wsLayer) handshake(t *transport, in []byte) (int, error) {
 }
 
 // reject answers a request that cannot be parsed with a bare HTTP status; the connection then closes.
-func (w *wsLayer) reject(t *transport, status int) {
+func (w *wsLayer) reject(t *Transport, status int) {
 	w.state = wsClosed
 	t.writeBelow(int(w.idx), fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
 		status, http.StatusText(status)))
@@ -251,7 +251,7 @@ func selectMQTTSubprotocol(v []byte) (string, bool) {
 }
 
 // wrap frames what MQTT writes as one unmasked binary frame [RFC 6455 §5.1]. Runs on the loop.
-func (w *wsLayer) wrap(_ *transport, dst, p []byte) []byte {
+func (w *wsLayer) wrap(_ *Transport, dst, p []byte) []byte {
 	if w.state != wsOpen {
 		return dst // no frames before the upgrade or after a close
 	}
@@ -260,7 +260,7 @@ func (w *wsLayer) wrap(_ *transport, dst, p []byte) []byte {
 }
 
 // goodbye sends the close frame: 1000, or the code of the protocol failure that ends the connection.
-func (w *wsLayer) goodbye(_ *transport, dst []byte) []byte {
+func (w *wsLayer) goodbye(_ *Transport, dst []byte) []byte {
 	if w.state != wsOpen {
 		return dst
 	}

@@ -1,4 +1,12 @@
-package server
+// Package transport is the stack of layers between a listener's sockets and MQTT: from the bottom, an
+// optional PROXY protocol header (proxy.go), optional TLS (tls.go), optional WebSocket (ws.go). A plain TCP
+// listener has no layers: the server reads MQTT straight from gnet's buffer with no copy (its conn.tr is nil).
+// Any other listener gives each connection a Transport, which turns the socket's bytes into MQTT bytes in its
+// own buffer, and frames what the server writes.
+//
+// Everything here runs on the connection's gnet event loop, except a TLS handshake, which runs on a goroutine
+// of its own (tls.go). The package knows nothing of MQTT sessions: it sees its connection through Conn.
+package transport
 
 import (
 	"errors"
@@ -8,13 +16,8 @@ import (
 	"strconv"
 )
 
-// A listener's transport is the stack of layers between its sockets and MQTT: from the bottom, an optional
-// PROXY protocol header, optional TLS, optional WebSocket. A plain TCP listener has no layers: conn reads MQTT
-// straight from gnet's buffer with no copy (conn.tr is nil). Any other listener gives each connection a
-// transport, which turns the socket's bytes into MQTT bytes in its own buffer, and frames what Ferry writes.
-
-// listenerSpec is one parsed --mqtt URL.
-type listenerSpec struct {
+// Spec is one parsed --mqtt URL.
+type Spec struct {
 	url   string // as configured
 	addr  string // the address gnet listens on: tcp://host:port
 	tls   bool   // tls:// or wss://
@@ -23,13 +26,22 @@ type listenerSpec struct {
 	proxy bool   // ?proxy=true: every connection starts with a PROXY protocol v1 or v2 header
 }
 
-// layered reports whether connections of the listener need a transport.
-func (ls *listenerSpec) layered() bool { return ls.tls || ls.ws || ls.proxy }
+// Layered reports whether connections of the listener need a Transport.
+func (ls *Spec) Layered() bool { return ls.tls || ls.ws || ls.proxy }
 
-// parseListener parses a listener URL: tcp://host:port, ws://host:port/path, tls://host:port,
+// URL is the listener as configured.
+func (ls *Spec) URL() string { return ls.url }
+
+// Addr is the address gnet listens on: tcp://host:port.
+func (ls *Spec) Addr() string { return ls.addr }
+
+// TLS reports whether the listener serves TLS (tls:// or wss://).
+func (ls *Spec) TLS() bool { return ls.tls }
+
+// ParseListener parses a listener URL: tcp://host:port, ws://host:port/path, tls://host:port,
 // wss://host:port/path, each with an optional ?proxy=true.
-func parseListener(s string) (listenerSpec, error) {
-	ls := listenerSpec{url: s}
+func ParseListener(s string) (Spec, error) {
+	ls := Spec{url: s}
 	u, err := url.Parse(s)
 	if err != nil {
 		return ls, fmt.Errorf("invalid MQTT listener %q: %w", s, err)
@@ -83,17 +95,17 @@ type layer interface {
 	// the grown out, how many bytes of in it used (it may stop short, waiting for more), and an error that ends
 	// the connection. A layer that must answer below by itself (a handshake, a WebSocket pong) writes with
 	// t.writeBelow.
-	unwrap(t *transport, out, in []byte) ([]byte, int, error)
+	unwrap(t *Transport, out, in []byte) ([]byte, int, error)
 	// wrap appends p, framed for the layer below, to dst.
-	wrap(t *transport, dst, p []byte) []byte
+	wrap(t *Transport, dst, p []byte) []byte
 	// goodbye appends the bytes the layer sends before the socket closes (a WebSocket close frame, a TLS
 	// close_notify); it may append nothing.
-	goodbye(t *transport, dst []byte) []byte
+	goodbye(t *Transport, dst []byte) []byte
 }
 
-// transport is the layer stack of one connection. Owned by the connection's loop.
-type transport struct {
-	c      *conn
+// Transport is the layer stack of one connection. Owned by the connection's loop.
+type Transport struct {
+	c      Conn
 	layers []layer  // bottom (next to the socket) first
 	bufs   [][]byte // bufs[i]: bytes yielded by layer i-1 that layer i has not used yet (bufs[0] unused)
 	in     []byte   // MQTT bytes yielded by the top layer, not yet read by conn
@@ -105,17 +117,18 @@ type transport struct {
 // stays bounded by the largest packet plus this, whatever the client sends.
 const pullChunk = 64 << 10
 
-// errClosedByPeer ends a connection whose transport said goodbye (a WebSocket close frame, a TLS
+// ErrClosedByPeer ends a connection whose transport said goodbye (a WebSocket close frame, a TLS
 // close_notify): the client left without MQTT DISCONNECT.
-var errClosedByPeer = errors.New("the client closed the transport")
+var ErrClosedByPeer = errors.New("the client closed the transport")
 
 // pull moves the socket's buffered bytes up through the layers into t.in, taking no more than needed to hold
 // one largest packet. It returns an error that must end the connection.
-func (t *transport) pull() error {
+func (t *Transport) pull() error {
 	c := t.c
-	limit := c.l.srv.cfg.maxPacketSize + 5
+	gc := c.Gnet()
+	limit := c.Shared().maxPacket + 5
 	for len(t.in) < limit {
-		raw, _ := c.gc.Peek(-1)
+		raw, _ := gc.Peek(-1)
 		if len(raw) > pullChunk {
 			raw = raw[:pullChunk]
 		}
@@ -148,7 +161,7 @@ func (t *transport) pull() error {
 			if n > 0 {
 				progressed = true
 				if i == 0 {
-					_, _ = c.gc.Discard(n)
+					_, _ = gc.Discard(n)
 				} else {
 					t.bufs[i] = consume(t.bufs[i], n)
 				}
@@ -156,7 +169,7 @@ func (t *transport) pull() error {
 			if err != nil {
 				return err
 			}
-			if c.closed {
+			if c.Closed() {
 				return nil
 			}
 		}
@@ -178,10 +191,10 @@ func holds(ly layer) bool {
 }
 
 // A releaser is a layer that holds something until the socket closes (the TLS handshake goroutine).
-type releaser interface{ release(t *transport) }
+type releaser interface{ release(t *Transport) }
 
-// release runs on the loop when the socket has closed (OnClose).
-func (t *transport) release() {
+// Release runs on the loop when the socket has closed (OnClose).
+func (t *Transport) Release() {
 	for _, ly := range t.layers {
 		if r, ok := ly.(releaser); ok {
 			r.release(t)
@@ -201,8 +214,8 @@ func consume(b []byte, n int) []byte {
 	return b[:m]
 }
 
-// buffered is how many bytes the transport holds above the socket, not yet handled as MQTT.
-func (t *transport) buffered() int {
+// Buffered is how many bytes the transport holds above the socket, not yet handled as MQTT.
+func (t *Transport) Buffered() int {
 	n := len(t.in)
 	for _, b := range t.bufs {
 		n += len(b)
@@ -210,18 +223,18 @@ func (t *transport) buffered() int {
 	return n
 }
 
-// write frames MQTT bytes through every layer and hands them to gnet. Runs on the loop.
-func (t *transport) write(p []byte) {
+// Write frames MQTT bytes through every layer and hands them to gnet. Runs on the loop.
+func (t *Transport) Write(p []byte) {
 	t.writeBelow(len(t.layers), p)
 }
 
 // writeBelow frames p, written by layer i (len(layers) = MQTT), through the layers under it and hands the
 // result to gnet. Runs on the loop.
-func (t *transport) writeBelow(i int, p []byte) {
+func (t *Transport) writeBelow(i int, p []byte) {
 	// The scratch is the loop's, not the connection's: gnet copies what it cannot send at once, so no
 	// connection keeps a framing buffer (one per connection cost idle memory and kept up to pullChunk after a
 	// large write).
-	scr := &t.c.l.tscr
+	scr := t.c.Scratch()
 	k := 0
 	for j := i - 1; j >= 0; j-- {
 		scr[k] = t.layers[j].wrap(t, scr[k][:0], p)
@@ -229,119 +242,22 @@ func (t *transport) writeBelow(i int, p []byte) {
 		k ^= 1
 	}
 	if len(p) > 0 {
-		_, _ = t.c.gc.Write(p)
+		_, _ = t.c.Gnet().Write(p)
 	}
 	// One buffer per loop: keep it up to a largest packet and its framing, so large messages do not allocate
 	// on every write; a larger one (a burst of acks and deliveries in one flush) is let go.
 	for k := range scr {
-		if cap(scr[k]) > t.c.l.srv.cfg.maxPacketSize+pullChunk {
+		if cap(scr[k]) > t.c.Shared().maxPacket+pullChunk {
 			scr[k] = nil
 		}
 	}
 }
 
-// goodbye writes each layer's farewell, top first, before the socket closes. Runs on the loop.
-func (t *transport) goodbye() {
+// Goodbye writes each layer's farewell, top first, before the socket closes. Runs on the loop.
+func (t *Transport) Goodbye() {
 	for i := len(t.layers) - 1; i >= 0; i-- {
 		if b := t.layers[i].goodbye(t, nil); len(b) > 0 {
 			t.writeBelow(i, b)
 		}
 	}
-}
-
-// initTransports checks, once in New, that every layer a listener asks for can be built.
-func (s *Server) initTransports() error {
-	for i := range s.specs {
-		ls := &s.specs[i]
-		if ls.tls {
-			if err := s.initTLS(ls); err != nil {
-				return err
-			}
-		}
-		if ls.ws {
-			if err := s.initWS(ls); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// newTransport builds the layers a listener's connections need; nil for plain TCP.
-func (s *Server) newTransport(c *conn, ls *listenerSpec) (*transport, error) {
-	if !ls.layered() {
-		return nil, nil
-	}
-	t := &transport{c: c}
-	if ls.proxy {
-		p, err := s.newProxyLayer(c)
-		if err != nil {
-			return nil, err
-		}
-		t.layers = append(t.layers, p)
-	}
-	if ls.tls {
-		ly, err := s.newTLSLayer(t, ls)
-		if err != nil {
-			return nil, err
-		}
-		t.layers = append(t.layers, ly)
-	}
-	if ls.ws {
-		ly, err := s.newWSLayer(t, ls)
-		if err != nil {
-			return nil, err
-		}
-		t.layers = append(t.layers, ly)
-	}
-	if len(t.layers) > 1 { // a single layer writes straight into t.in: no buffer between layers to keep
-		t.bufs = make([][]byte, len(t.layers))
-	}
-	return t, nil
-}
-
-// remoteAddr is the client's address: the one a trusted PROXY header gave, or the socket's peer.
-func (c *conn) remoteAddr() net.Addr {
-	if c.tr != nil && c.tr.remote != nil {
-		return c.tr.remote
-	}
-	return c.gc.RemoteAddr()
-}
-
-// certIdentity is the identity a verified TLS client certificate gives the connection, or "".
-func (c *conn) certIdentity() string {
-	if c.tr == nil {
-		return ""
-	}
-	return c.tr.ident
-}
-
-// inbound returns the MQTT bytes buffered for c, borrowed until consumed.
-func (c *conn) inbound() ([]byte, error) {
-	if c.tr == nil {
-		b, _ := c.gc.Peek(-1)
-		return b, nil
-	}
-	if err := c.tr.pull(); err != nil {
-		return c.tr.in, err // what arrived before the failure is still handled
-	}
-	return c.tr.in, nil
-}
-
-// consumed drops n bytes returned by inbound.
-func (c *conn) consumed(n int) {
-	if c.tr == nil {
-		_, _ = c.gc.Discard(n)
-		return
-	}
-	c.tr.in = consume(c.tr.in, n)
-}
-
-// inboundBuffered counts the bytes received from c and not yet handled.
-func (c *conn) inboundBuffered() int {
-	n := c.gc.InboundBuffered()
-	if c.tr != nil {
-		n += c.tr.buffered()
-	}
-	return n
 }

@@ -1,4 +1,4 @@
-package server
+package transport
 
 import (
 	"bufio"
@@ -26,18 +26,18 @@ type proxyLayer struct {
 	done bool // the header was read: the layer passes bytes through
 }
 
-func (s *Server) newProxyLayer(c *conn) (layer, error) {
-	peer := addrPort(c.gc.RemoteAddr())
-	if !s.trustedProxy(peer) {
+func newProxyLayer(t *Transport) (layer, error) {
+	peer := AddrPort(t.c.Gnet().RemoteAddr())
+	if !t.c.Shared().trustedProxy(peer) {
 		return nil, fmt.Errorf("peer %v is not a trusted PROXY protocol sender (see --proxy-trusted)", peer)
 	}
 	return &proxyLayer{}, nil
 }
 
 // trustedProxy reports whether a peer may send PROXY headers.
-func (s *Server) trustedProxy(a netip.AddrPort) bool {
+func (sh *Shared) trustedProxy(a netip.AddrPort) bool {
 	ip := a.Addr().Unmap()
-	for _, p := range s.cfg.proxyTrusted {
+	for _, p := range sh.proxyTrusted {
 		if p.Contains(ip) {
 			return true
 		}
@@ -45,7 +45,8 @@ func (s *Server) trustedProxy(a netip.AddrPort) bool {
 	return false
 }
 
-func addrPort(a net.Addr) netip.AddrPort {
+// AddrPort is a's address and port (zero if it has none).
+func AddrPort(a net.Addr) netip.AddrPort {
 	if t, ok := a.(*net.TCPAddr); ok {
 		return t.AddrPort()
 	}
@@ -53,7 +54,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-func (p *proxyLayer) unwrap(t *transport, out, in []byte) ([]byte, int, error) {
+func (p *proxyLayer) unwrap(t *Transport, out, in []byte) ([]byte, int, error) {
 	if p.done {
 		return append(out, in...), len(in), nil
 	}
@@ -119,6 +120,6 @@ func proxyHeaderLen(b []byte) (int, error) {
 
 var errNoProxyHeader = errors.New("no PROXY protocol header on a listener that requires one")
 
-func (p *proxyLayer) wrap(_ *transport, dst, b []byte) []byte { return append(dst, b...) }
+func (p *proxyLayer) wrap(_ *Transport, dst, b []byte) []byte { return append(dst, b...) }
 
-func (p *proxyLayer) goodbye(_ *transport, dst []byte) []byte { return dst }
+func (p *proxyLayer) goodbye(_ *Transport, dst []byte) []byte { return dst }

@@ -1,4 +1,4 @@
-package server
+package transport
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -74,29 +75,43 @@ type tlsServer struct {
 	hs                  hsLimiter
 }
 
+// TLSFiles are the TLS settings of tls:// and wss:// listeners.
+type TLSFiles struct {
+	Cert, Key     string // PEM certificate chain and its private key
+	ClientCA      string // PEM CAs that sign client certificates; "" = none asked for
+	ClientAuth    string // TLSClientCertRequire or TLSClientCertVerifyGiven
+	MaxHandshakes int    // TLS handshakes in progress at once; 0 = no bound
+}
+
+// CheckTLS reports whether f's files can be used, without keeping anything.
+func CheckTLS(f TLSFiles) error {
+	_, err := newTLSServer(f)
+	return err
+}
+
 // initTLS loads the certificates a tls:// or wss:// listener needs, once for all of them.
-func (s *Server) initTLS(ls *listenerSpec) error {
-	if s.tls != nil {
+func (sh *Shared) initTLS(ls *Spec, o Options) error {
+	if sh.tls != nil {
 		return nil
 	}
-	ts, err := newTLSServer(&s.cfg)
+	ts, err := newTLSServer(o.TLS)
 	if err != nil {
 		return fmt.Errorf("invalid MQTT listener %q: %w", ls.url, err)
 	}
-	ts.hs.srv = s
-	s.tls = ts
+	ts.hs.onFail = o.HandshakeFailed
+	sh.tls = ts
 	return nil
 }
 
-func newTLSServer(c *cfg) (*tlsServer, error) {
-	if c.tlsCert == "" || c.tlsKey == "" {
+func newTLSServer(f TLSFiles) (*tlsServer, error) {
+	if f.Cert == "" || f.Key == "" {
 		return nil, errors.New("TLS needs a certificate and its key (--tls-cert and --tls-key)")
 	}
-	ts := &tlsServer{cert: c.tlsCert, key: c.tlsKey, clientCA: c.tlsClientCA, auth: tls.RequireAndVerifyClientCert}
-	if c.tlsClientAuth == TLSClientCertVerifyGiven {
+	ts := &tlsServer{cert: f.Cert, key: f.Key, clientCA: f.ClientCA, auth: tls.RequireAndVerifyClientCert}
+	if f.ClientAuth == TLSClientCertVerifyGiven {
 		ts.auth = tls.VerifyClientCertIfGiven
 	}
-	ts.hs.max = c.tlsHandshakes
+	ts.hs.max = f.MaxHandshakes
 	ts.hs.cpu = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 	conf, err := ts.load()
 	if err != nil {
@@ -151,12 +166,12 @@ func describeCert(conf *tls.Config) []any {
 	return []any{"subject", leaf.Subject.String(), "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339)}
 }
 
-// ReloadTLS reads the TLS certificate, key and client CA files again (after a certificate renewal; cmd/ferry
-// calls it on SIGHUP). New handshakes use the new files; established connections keep their session. If a
-// file cannot be used, the certificates in use stay and the error says which file. Without a TLS listener it
-// does nothing. Safe to call from any goroutine.
-func (s *Server) ReloadTLS() error {
-	ts := s.tls
+// ReloadTLS reads the TLS certificate, key and client CA files again (after a certificate renewal) and logs
+// the new certificate to log. New handshakes use the new files; established connections keep their session.
+// If a file cannot be used, the certificates in use stay and the error says which file. Without a TLS
+// listener it does nothing. Safe to call from any goroutine.
+func (sh *Shared) ReloadTLS(log *slog.Logger) error {
+	ts := sh.tls
 	if ts == nil {
 		return nil
 	}
@@ -167,7 +182,7 @@ func (s *Server) ReloadTLS() error {
 		return err
 	}
 	ts.cur.Store(conf)
-	s.cfg.log.Info("TLS certificates reloaded", describeCert(conf)...)
+	log.Info("TLS certificates reloaded", describeCert(conf)...)
 	return nil
 }
 
@@ -188,11 +203,11 @@ type tlsLayer struct {
 }
 
 // newTLSLayer builds the TLS layer of one connection; t holds the layers below it already.
-func (s *Server) newTLSLayer(t *transport, ls *listenerSpec) (layer, error) {
-	if s.tls == nil {
+func newTLSLayer(t *Transport, ls *Spec) (layer, error) {
+	if t.c.Shared().tls == nil {
 		return nil, fmt.Errorf("BUG: listener %q has no TLS configuration", ls.url)
 	}
-	l := &tlsLayer{gc: t.c.gc, idx: uint8(len(t.layers))}
+	l := &tlsLayer{gc: t.c.Gnet(), idx: uint8(len(t.layers))}
 	l.pipe.l = l
 	l.pipe.cond.L = &l.pipe.mu
 	return l, nil // tls.Conn comes with the first byte: a silent socket does not pay for it
@@ -212,7 +227,7 @@ func (wouldBlock) Temporary() bool { return true }
 func (l *tlsLayer) holding() bool { return !l.ready && l.state.Load() >= hsDone }
 
 // unwrap runs on the connection's event loop.
-func (l *tlsLayer) unwrap(t *transport, out, in []byte) ([]byte, int, error) {
+func (l *tlsLayer) unwrap(t *Transport, out, in []byte) ([]byte, int, error) {
 	if !l.ready {
 		switch l.state.Load() {
 		case hsIdle:
@@ -225,7 +240,7 @@ func (l *tlsLayer) unwrap(t *transport, out, in []byte) ([]byte, int, error) {
 			if err := l.pipe.feed(in); err != nil {
 				return out, 0, err
 			}
-			ts := t.c.l.srv.tls
+			ts := t.c.Shared().tls
 			l.tc = tls.Server(&l.pipe, ts.base)
 			l.state.Store(hsQueued)
 			ts.hs.start(l)
@@ -269,7 +284,7 @@ func (l *tlsLayer) unwrap(t *transport, out, in []byte) ([]byte, int, error) {
 	case err == errWouldBlock:
 		return out, used, nil
 	case errors.Is(err, io.EOF):
-		return out, used, errClosedByPeer // close_notify
+		return out, used, ErrClosedByPeer // close_notify
 	default:
 		return out, used, fmt.Errorf("tls: %w", err)
 	}
@@ -280,7 +295,7 @@ func (l *tlsLayer) unwrap(t *transport, out, in []byte) ([]byte, int, error) {
 var tlsReadBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // wrap encrypts p into records appended to dst. Runs on the loop.
-func (l *tlsLayer) wrap(_ *transport, dst, p []byte) []byte {
+func (l *tlsLayer) wrap(_ *Transport, dst, p []byte) []byte {
 	if !l.ready {
 		return dst // nothing above TLS writes before the handshake
 	}
@@ -291,7 +306,7 @@ func (l *tlsLayer) wrap(_ *transport, dst, p []byte) []byte {
 }
 
 // goodbye appends the close_notify alert. Runs on the loop.
-func (l *tlsLayer) goodbye(_ *transport, dst []byte) []byte {
+func (l *tlsLayer) goodbye(_ *Transport, dst []byte) []byte {
 	if !l.ready {
 		return dst // a handshake in progress belongs to its goroutine; release ends it
 	}
@@ -302,7 +317,7 @@ func (l *tlsLayer) goodbye(_ *transport, dst []byte) []byte {
 }
 
 // release runs on the loop once the socket is closed: a handshake goroutine waiting for bytes gives up.
-func (l *tlsLayer) release(t *transport) {
+func (l *tlsLayer) release(t *Transport) {
 	if l.ready {
 		return
 	}
@@ -315,7 +330,7 @@ func (l *tlsLayer) release(t *transport) {
 	p.mu.Unlock()
 	if st == hsFailed && !l.reported && !errors.Is(l.hsErr, net.ErrClosed) {
 		// The client left on the handshake's alert before the loop read the failure: it still counts.
-		t.c.l.srv.tls.hs.failed(l.hsErr)
+		t.c.Shared().tls.hs.failed(l.hsErr)
 	}
 }
 
@@ -408,14 +423,6 @@ func (p *tlsPipe) adopt() {
 	p.mu.Unlock()
 }
 
-func (p *tlsPipe) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.pend = nil
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
-
 func (p *tlsPipe) isClosed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -504,7 +511,7 @@ func (pipeAddr) String() string  { return "gnet" }
 type hsLimiter struct {
 	max        int           // 0 = no bound
 	cpu        chan struct{} // a token per handshake computing (not waiting for its client)
-	srv        *Server
+	onFail     func(error)   // Options.HandshakeFailed
 	mu         sync.Mutex
 	running    int
 	head, tail *tlsLayer
@@ -519,8 +526,9 @@ func (h *hsLimiter) cpuDone() { <-h.cpu }
 
 // failed counts a handshake failure that no connection reports: its socket closed first. Any goroutine.
 func (h *hsLimiter) failed(err error) {
-	h.srv.metrics.transportErrors.Add(1)
-	h.srv.debug("TLS handshake failed", "err", err)
+	if h.onFail != nil {
+		h.onFail(err)
+	}
 }
 
 // start runs l's handshake now or when a slot frees. Runs on the loop.

@@ -1,0 +1,137 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/payload"
+)
+
+// Payload contracts (--payload rules, server/payload): a PUBLISH whose topic a rule matches is checked, and
+// possibly converted, on the loop before it is handed to Kafka (onPublish); records of rules with deliver=json
+// are turned back into JSON once per record on the reader goroutine, before fan-out (deliverRecord). Without
+// rules cfg.payload is nil and each path costs one nil check.
+//
+// Refusals. A payload that breaks its contract gets PUBACK/PUBREC 0x99 Payload Format Invalid with the first
+// validation error as reason string (v5 QoS 1/2); a v5 QoS 0 one is dropped. A v3 client cannot be told: with
+// PayloadV3Disconnect the connection closes (counted as a protocol error), at any QoS; else the PUBLISH is
+// acknowledged and dropped, as for an authorization denial (authz.go). A rule whose registry schema is not
+// loaded yet refuses v5 QoS 1/2 with 0x83 Implementation Specific Error ("the PUBLISH is valid but the receiver
+// is not willing to accept it") and a reason string saying which subject and why; a v3 QoS 1/2 client is
+// disconnected without its ack, so it sends again (as when Kafka fails a write); QoS 0 is dropped. Every
+// refusal is counted per rule and reason (payload.Set.Stats) and logged, rate-limited, with the client id and
+// the error.
+
+// Payload sets the payload contracts and what happens to a v3 client's invalid payload: disconnect (true) or
+// acknowledge and drop (false, the default). Default: no contracts. The caller starts and closes the Set.
+func Payload(set *payload.Set, v3Disconnect bool) Opt {
+	return opt(func(c *cfg) { c.payload, c.payloadV3Disconnect = set, v3Disconnect })
+}
+
+// checkPayload runs rule's contract on p's payload and appends what goes to Kafka to r.buf. It reports false
+// when the publish was refused (and answered); r is then still the caller's to release. Runs on the loop.
+func (c *conn) checkPayload(p *mqttcodec.Publish, rule int, r *pubReq) (ok bool, err error) {
+	if p.Retain && len(p.Payload) == 0 {
+		return true, nil // clears the topic's retained message [MQTT-3.3.1-6]: no payload to check
+	}
+	set := c.l.srv.cfg.payload
+	var vs *offload.ValueSchema
+	r.buf, vs, err = set.Ingest(rule, r.buf, p.Payload)
+	if err == nil {
+		r.msg.Schema = vs
+		return true, nil
+	}
+	srv := c.l.srv
+	srv.warn("publish refused by its payload rule", "client", c.clientID(), "rule", set.Filter(rule), "err", err)
+	var un *payload.Unavailable
+	unavailable := errors.As(err, &un)
+	why := err.Error()
+	v3 := c.version < mqttcodec.Version5
+	switch {
+	case v3 && !unavailable && srv.cfg.payloadV3Disconnect:
+		c.closeWhy = closeProtocolError // the configured action, at any QoS
+		c.close()
+		return false, nil
+	case p.QoS == 0:
+		return false, nil // dropped; counted by the Set
+	case v3 && unavailable:
+		c.closeWhy = closeKafkaError // not acknowledged: the client sends it again
+		c.close()
+		return false, nil
+	case unavailable:
+		return false, c.queueDenied(p, mqttcodec.ImplementationSpecificError, why)
+	default:
+		return false, c.queueDenied(p, mqttcodec.PayloadFormatInvalid, why) // v3: a positive ack
+	}
+}
+
+// queueDenied answers a refused QoS 1/2 PUBLISH in order with the others [MQTT-4.6.0-2]. Runs on the loop.
+func (c *conn) queueDenied(p *mqttcodec.Publish, reason mqttcodec.ReasonCode, why string) error {
+	if len(why) > 256 {
+		why = why[:256] // a reason string is for people; the log has the rest
+	}
+	if c.toKafka() == 0 {
+		c.writeDeniedAck(p.QoS, p.PacketID, reason, why)
+		return nil
+	}
+	d := acquirePub()
+	d.c, d.id, d.qos = c, p.PacketID, p.QoS
+	d.deny, d.denyWhy = reason, why
+	d.state.Store(reqDenied)
+	c.pubq = append(c.pubq, d)
+	c.pauseIfFull()
+	return nil
+}
+
+// deliverAsJSON returns the record to fan out for m: m itself, or, when m's topic has a deliver=json rule, a
+// copy whose payload is the record's JSON (content type application/json, payload format UTF-8). m is shared
+// with the recent-record cache and is not modified. A record that cannot be decoded is delivered unchanged,
+// counted and logged. Runs on the reader goroutine.
+func (s *Server) deliverAsJSON(m *offload.Message) *offload.Message {
+	if m.Tombstone {
+		return m
+	}
+	js, err := s.cfg.payload.DeliverJSON(m.Topic, m.Payload)
+	if errors.Is(err, payload.ErrNoRule) {
+		return m
+	}
+	if err != nil {
+		s.warn("record delivered as it is: deliver=json cannot decode it", "topic", m.Topic, "err", err)
+		return m
+	}
+	cp := *m
+	cp.Payload, cp.ContentType, cp.PayloadFormat, cp.HasPayloadFormat = js, "application/json", 1, true
+	return &cp
+}
+
+// checkWill runs a will message's payload through its topic's contract: it returns the message to publish (a
+// converted copy when the rule converts) or false when the will breaks the contract or its schema is not
+// loaded, in which case it is not published (counted and logged). Runs on any goroutine.
+func (s *Server) checkWill(m *offload.Message) (*offload.Message, bool) {
+	set := s.cfg.payload
+	rule := set.Match(m.Topic)
+	if rule < 0 {
+		return m, true
+	}
+	out, vs, err := set.Ingest(rule, nil, m.Payload)
+	if err != nil {
+		s.warn("will message not published: its payload breaks its payload rule", "client", m.ClientID, "rule", set.Filter(rule), "err", err)
+		return nil, false
+	}
+	cp := *m
+	cp.Payload, cp.Schema = out, vs
+	if vs != nil && string(vs.Format) != "jsonschema" {
+		cp.HasPayloadFormat = false
+	}
+	return &cp, true
+}
+
+// PayloadStats returns the counters of the payload rules and of failed schema registry requests (nil, 0
+// without rules).
+func (s *Server) PayloadStats() ([]payload.RuleStats, uint64) {
+	if s.cfg.payload == nil {
+		return nil, 0
+	}
+	return s.cfg.payload.Stats()
+}

@@ -1,0 +1,52 @@
+// Package server is Ferry's MQTT front end: gnet event loops own every plain TCP connection, decode packets in
+// place with mqttcodec, run the session state machine, and exchange records with Kafka through offload.
+// No goroutine is started per connection, and no loop ever waits for Kafka.
+//
+// # File map
+//
+// The server and its loops:
+//
+//	server.go       Server, New, Start/Stop, the gnet engine; will publishing; logging helpers
+//	options.go      Opt and every option, with defaults and validation
+//	loop.go         one event loop's state: the ready list and notify (completions and deliveries back onto
+//	                the loop), lane back-pressure (block/unblock), the one-second tick
+//	keepalive.go    the loop's timing wheel: CONNECT timeouts and keep-alive
+//	procs.go        GOMAXPROCS: one P per loop above the runtime's default
+//	metrics.go      counters and histograms; stages.go: the per-stage latency of publishes and deliveries
+//	drain.go        graceful drain before a stop
+//
+// One connection, from its bytes to its packets:
+//
+//	conn.go         conn, OnOpen/OnTraffic/OnClose, packet dispatch, protocol errors, the write step
+//	conn_io.go      reading and writing through the listener's transport (server/transport)
+//	refuse.go       refuse: the one constructor of a refused packet's error and reason code
+//	linger.go       lingering close, so a client can read the DISCONNECT that ends it
+//	limits.go       connection rate per address, publish rate per connection
+//	authz.go        authentication and topic authorization (package auth); authz_password.go: bcrypt off the loop
+//	redirect.go     redirect and sharding over the live instances, and their heartbeats
+//
+// Inbound messages, MQTT → Kafka:
+//
+//	publish.go      PUBLISH: checks, the copy into a pooled request, the hand-off to the loop's lane, acks in order
+//	qos2.go         the QoS 2 handshake and its packet-id records (key format: internal/sessionkey)
+//	routing.go      --route: which Kafka topic a message goes to (rules compiled by server/route)
+//
+// Outbound messages, Kafka → MQTT:
+//
+//	deliver.go      a record from the shared reader matched (trie.go) and queued on the matching sessions
+//	trie.go         the subscription index; retained.go: the retained-message index (both on server/topictree)
+//	alias_out.go    outbound topic aliases
+//	share.go        shared subscriptions; share_kafka.go: their Kafka consumer groups
+//
+// Sessions (state in the sessions topic, docs/sessions.md):
+//
+//	connect.go      CONNECT and DISCONNECT: session present, takeover, resume
+//	consistency.go  read your writes: a CONNECT waits to read its own owner record back
+//	subscribe.go    SUBSCRIBE and UNSUBSCRIBE
+//	session.go      a session and its delivery queue; flight.go: its packet-id state
+//	store.go        the instance's view of the sessions topic and its writer; persist.go: what a session saves
+//	wills.go        wills and session expiry, decided once by the sessions topic's log
+//
+// Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
+// under both indexes), auth (identities, roles, topic patterns), route (--route rules).
+package server

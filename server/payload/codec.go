@@ -1,0 +1,120 @@
+package payload
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+)
+
+// Reasons a payload is refused, for metrics (ReasonNames) and errors.
+const (
+	ReasonNotJSON     = iota // the payload is not one well-formed JSON value
+	ReasonSchema             // it does not match the schema
+	ReasonUnavailable        // the rule's schema is not loaded (registry unreachable, subject unknown)
+	NumReasons
+)
+
+// ReasonNames are the metric label values of the reasons, by index.
+var ReasonNames = [NumReasons]string{"not_json", "schema_mismatch", "schema_unavailable"}
+
+// Invalid is the error of a payload that does not meet its rule's contract.
+type Invalid struct {
+	Reason int
+	Err    error
+}
+
+func (e *Invalid) Error() string {
+	if e.Reason == ReasonNotJSON {
+		return "payload is not JSON: " + e.Err.Error()
+	}
+	return "payload does not match the schema: " + e.Err.Error()
+}
+
+func (e *Invalid) Unwrap() error { return e.Err }
+
+// codec validates (and converts) a device's payload and decodes a record's body back to JSON.
+type codec interface {
+	// ingest appends to dst what is written to Kafka for the payload (itself, or its conversion), or fails
+	// with *Invalid. It runs on an event loop: CPU only, no I/O.
+	ingest(dst, payload []byte) ([]byte, error)
+	// toJSON decodes a record body (after the Confluent header) to JSON. index is Protobuf's message index.
+	toJSON(body []byte, index []int) ([]byte, error)
+}
+
+type jsonCodec struct{}
+
+func (jsonCodec) ingest(dst, payload []byte) ([]byte, error) {
+	if !json.Valid(payload) {
+		var v any
+		err := json.Unmarshal(payload, &v) // only to say where: Valid does not
+		if err == nil {
+			err = errors.New("invalid JSON")
+		}
+		return dst, &Invalid{Reason: ReasonNotJSON, Err: err}
+	}
+	return append(dst, payload...), nil
+}
+
+func (jsonCodec) toJSON(body []byte, _ []int) ([]byte, error) { return body, nil }
+
+type jsonSchemaCodec struct{ s *jsonschema.Schema }
+
+const schemaURL = "ferry:schema.json"
+
+func newJSONSchema(text string) (*jsonSchemaCodec, error) {
+	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(text))
+	if err != nil {
+		return nil, fmt.Errorf("cannot parse JSON Schema: %w", err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(schemaURL, doc); err != nil {
+		return nil, fmt.Errorf("cannot load JSON Schema: %w", err)
+	}
+	s, err := c.Compile(schemaURL)
+	if err != nil {
+		return nil, fmt.Errorf("cannot compile JSON Schema: %w", err)
+	}
+	return &jsonSchemaCodec{s: s}, nil
+}
+
+var printer = message.NewPrinter(language.English)
+
+func (j *jsonSchemaCodec) ingest(dst, payload []byte) ([]byte, error) {
+	v, err := parseJSON(payload) // the values jsonschema.UnmarshalJSON gives, for less
+	if err != nil {
+		return dst, &Invalid{Reason: ReasonNotJSON, Err: err}
+	}
+	if err := j.s.Validate(v); err != nil {
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &ve) {
+			for len(ve.Causes) > 0 {
+				ve = ve.Causes[0] // the first leaf: one error, where it is
+			}
+			err = fmt.Errorf("at '/%s': %s", strings.Join(ve.InstanceLocation, "/"), ve.ErrorKind.LocalizedString(printer))
+		}
+		return dst, &Invalid{Reason: ReasonSchema, Err: err}
+	}
+	return append(dst, payload...), nil
+}
+
+func (j *jsonSchemaCodec) toJSON(body []byte, _ []int) ([]byte, error) { return body, nil }
+
+// compile builds the codec of a format from a schema's text.
+func compile(f Format, text, message string) (codec, error) {
+	switch f {
+	case JSON:
+		return jsonCodec{}, nil
+	case JSONSchema:
+		return newJSONSchema(text)
+	case Avro:
+		return newAvro(text)
+	case Protobuf:
+		return newProto(text, message)
+	}
+	return nil, fmt.Errorf("BUG: format %d", f)
+}

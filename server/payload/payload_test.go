@@ -1,0 +1,257 @@
+package payload
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+)
+
+func TestParse(t *testing.T) {
+	good := map[string]Spec{
+		"a/+/b=json":                               {Filter: "a/+/b", Format: JSON, Version: -1},
+		"a/#=jsonschema:file:x.json":               {Filter: "a/#", Format: JSONSchema, File: "x.json", Version: -1},
+		"a=avro:registry:t-value":                  {Filter: "a", Format: Avro, Subject: "t-value", Version: -1},
+		"a=avro:registry:t-value/3;deliver=json":   {Filter: "a", Format: Avro, Subject: "t-value", Version: 3, Deliver: true},
+		"a=protobuf:file:t.proto;message=x.Y;id=7": {Filter: "a", Format: Protobuf, File: "t.proto", Message: "x.Y", ID: 7, Version: -1},
+	}
+	for in, want := range good {
+		got, err := Parse(in)
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		got.Raw = ""
+		if *got != want {
+			t.Errorf("%s: got %+v, want %+v", in, *got, want)
+		}
+	}
+	for _, in := range []string{"", "a", "=json", "a=xml", "a=avro", "a=json:file:x", "a=avro:http:x", "a/#/b=json",
+		"a/b#=json", "a=avro:registry:s/0", "a=avro:file:x;message=y", "a=jsonschema:file:x;id=1", "a=json;deliver=yes"} {
+		if _, err := Parse(in); err == nil {
+			t.Errorf("%q: want an error", in)
+		}
+	}
+}
+
+func TestMatch(t *testing.T) {
+	cases := []struct {
+		f, topic string
+		want     bool
+	}{
+		{"a/b", "a/b", true}, {"a/b", "a/c", false}, {"a/+", "a/b", true}, {"a/+", "a/b/c", false},
+		{"a/#", "a", true}, {"a/#", "a/b/c", true}, {"#", "a/b", true}, {"#", "$SYS/x", false},
+		{"+/b", "$x/b", false}, {"a/+/c", "a//c", true}, {"a/b", "a/b/c", false}, {"a/b/c", "a/b", false},
+	}
+	for _, c := range cases {
+		if got := match(c.f, c.topic); got != c.want {
+			t.Errorf("match(%q, %q) = %v", c.f, c.topic, got)
+		}
+	}
+	s, err := New([]string{"x/#=json", "a/+=json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { s.Match("a/b"); s.Match("q/r/s") }); n != 0 {
+		t.Errorf("Match allocates %v times", n)
+	}
+}
+
+func mustNew(t *testing.T, specs []string, opts ...Opt) *Set {
+	t.Helper()
+	s, err := New(specs, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func reasonOf(err error) int {
+	var inv *Invalid
+	if errors.As(err, &inv) {
+		return inv.Reason
+	}
+	return -1
+}
+
+func TestJSONAndJSONSchema(t *testing.T) {
+	s := mustNew(t, []string{"j=json", "s=jsonschema:file:testdata/telemetry.schema.json"})
+	if out, hdr, err := s.Ingest(0, []byte("k"), []byte(`{"a":1}`)); err != nil || string(out) != `k{"a":1}` || hdr != nil {
+		t.Fatalf("json: %q %v %v", out, hdr, err)
+	}
+	if out, _, err := s.Ingest(0, []byte("k"), []byte(`{"a":`)); reasonOf(err) != ReasonNotJSON || string(out) != "k" {
+		t.Fatalf("bad json: %q %v", out, err)
+	}
+	if _, hdr, err := s.Ingest(1, nil, []byte(`{"device":"d1","temp":21.5}`)); err != nil || string(hdr.Format) != "jsonschema" {
+		t.Fatalf("valid: %v %v", hdr, err)
+	}
+	_, _, err := s.Ingest(1, nil, []byte(`{"device":"d1","temp":900}`))
+	if reasonOf(err) != ReasonSchema || !strings.Contains(err.Error(), "/temp") {
+		t.Fatalf("out of range: %v", err)
+	}
+	_, _, err = s.Ingest(1, nil, []byte(`not json`))
+	if reasonOf(err) != ReasonNotJSON {
+		t.Fatalf("not json: %v", err)
+	}
+	st, _ := s.Stats()
+	if st[0].Invalid[ReasonNotJSON] != 1 || st[1].Invalid[ReasonSchema] != 1 || st[1].Invalid[ReasonNotJSON] != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestAvroFile(t *testing.T) {
+	s := mustNew(t, []string{"t=avro:file:testdata/telemetry.avsc;id=42;deliver=json"})
+	out, hdr, err := s.Ingest(0, nil, []byte(`{"device":"d1","temp":21.5,"seq":9007199254740993,"note":"hi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(hdr.Format) != "avro" || string(hdr.ID) != "42" || string(hdr.Ref) != "file:testdata/telemetry.avsc" {
+		t.Fatalf("headers %q %q %q", hdr.Format, hdr.ID, hdr.Ref)
+	}
+	var ch sr.ConfluentHeader
+	id, body, err := ch.DecodeID(out)
+	if err != nil || id != 42 {
+		t.Fatalf("wire header: %d %v", id, err)
+	}
+	text, _ := os.ReadFile("testdata/telemetry.avsc")
+	sch := avro.MustParse(string(text))
+	var got struct {
+		Device string   `avro:"device"`
+		Temp   float64  `avro:"temp"`
+		Seq    int64    `avro:"seq"`
+		Unit   string   `avro:"unit"`
+		Note   *string  `avro:"note"`
+		Tags   []string `avro:"tags"`
+	}
+	if err := avro.Unmarshal(sch, body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Device != "d1" || got.Temp != 21.5 || got.Seq != 9007199254740993 || got.Unit != "C" || got.Note == nil || *got.Note != "hi" {
+		t.Fatalf("decoded %+v", got)
+	}
+	js, err := s.DeliverJSON("t", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(js, &back); err != nil || back["device"] != "d1" || back["unit"] != "C" {
+		t.Fatalf("to JSON: %s %v", js, err)
+	}
+	for in, why := range map[string]string{
+		`{"temp":1,"seq":1}`:                         "/device: missing",
+		`{"device":"d","temp":"hot","seq":1}`:        "/temp: want a number",
+		`{"device":"d","temp":1,"seq":1.5}`:          "/seq: 1.5 is not an Avro long",
+		`{"device":"d","temp":1,"seq":1,"unit":"K"}`: "/unit: want one of the symbols",
+		`{"device":"d","temp":1,"seq":1,"x":1}`:      "/x: not a field",
+		`{"device":"d","temp":1,"seq":1,"note":5}`:   "/note: want a string",
+	} {
+		_, _, err := s.Ingest(0, nil, []byte(in))
+		if reasonOf(err) != ReasonSchema || !strings.Contains(err.Error(), why) {
+			t.Errorf("%s: got %v, want %q", in, err, why)
+		}
+	}
+}
+
+func TestProtobufFile(t *testing.T) {
+	s := mustNew(t, []string{"t=protobuf:file:testdata/telemetry.proto;message=acme.Telemetry;id=5;deliver=json"})
+	out, _, err := s.Ingest(0, nil, []byte(`{"device":"d1","temp":21.5,"seq":"7"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ch sr.ConfluentHeader
+	id, rest, err := ch.DecodeID(out)
+	if err != nil || id != 5 {
+		t.Fatal(id, err)
+	}
+	idx, _, err := ch.DecodeIndex(rest, 8)
+	if err != nil || len(idx) != 1 || idx[0] != 1 { // acme.Telemetry is the file's second message
+		t.Fatalf("index %v %v", idx, err)
+	}
+	js, err := s.DeliverJSON("t", out)
+	if err != nil || !strings.Contains(string(js), `"device":"d1"`) {
+		t.Fatalf("%s %v", js, err)
+	}
+	if _, _, err := s.Ingest(0, nil, []byte(`{"device":"d1","bogus":1}`)); reasonOf(err) != ReasonSchema {
+		t.Fatalf("unknown field: %v", err)
+	}
+	n := mustNew(t, []string{"t=protobuf:file:testdata/telemetry.proto;message=acme.Envelope.Telemetry"})
+	if got := n.rules[0].cur.Load().c.(*protoCodec).index; len(got) != 2 || got[0] != 0 || got[1] != 0 {
+		t.Fatalf("nested index %v", got)
+	}
+}
+
+const avroText = `{"type":"record","name":"T","fields":[{"name":"device","type":"string"},{"name":"temp","type":"double"}]}`
+
+func TestRegistry(t *testing.T) {
+	reg := srfake.New()
+	defer reg.Close()
+	reg.SeedSchema("t-value", 1, 11, sr.Schema{Schema: avroText, Type: sr.TypeAvro})
+	cl, err := sr.NewClient(sr.URLs(reg.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustNew(t, []string{"t/#=avro:registry:t-value;deliver=json", "u=avro:registry:missing-value"},
+		Registry(cl), Refresh(20*time.Millisecond), FetchTimeout(time.Second))
+	if _, _, err := s.Ingest(0, nil, []byte(`{"device":"d","temp":1}`)); !isUnavailable(err) {
+		t.Fatalf("before Start: %v", err)
+	}
+	s.Start()
+	defer s.Close()
+	waitFor(t, func() bool { return s.rules[0].cur.Load() != nil })
+	out, hdr, err := s.Ingest(0, nil, []byte(`{"device":"d","temp":1}`))
+	if err != nil || string(hdr.Ref) != "t-value/1" || string(hdr.ID) != "11" || out[4] != 11 {
+		t.Fatalf("%v %v", hdr, err)
+	}
+	if ok, why := s.Ready(); ok || !strings.Contains(why, "missing-value") {
+		t.Fatalf("ready %v %q", ok, why)
+	}
+	if _, _, err := s.Ingest(1, nil, []byte(`{}`)); !isUnavailable(err) || !strings.Contains(err.Error(), "missing-value") {
+		t.Fatalf("unknown subject: %v", err)
+	}
+
+	// The registry goes down: the cached schema keeps working; an id never seen cannot be decoded.
+	reg.Intercept(func(w http.ResponseWriter, _ *http.Request) bool {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return true
+	})
+	errs := func() uint64 { _, n := s.Stats(); return n }
+	before := errs()
+	waitFor(t, func() bool { return errs() > before+2 })
+	if _, _, err := s.Ingest(0, nil, []byte(`{"device":"d","temp":1}`)); err != nil {
+		t.Fatalf("cached schema with the registry down: %v", err)
+	}
+	if js, err := s.DeliverJSON("t/x", out); err != nil || string(js) != `{"device":"d","temp":1}` {
+		t.Fatalf("deliver with cached id: %s %v", js, err)
+	}
+	unknown := append([]byte{0, 0, 0, 0, 99}, out[5:]...)
+	if _, err := s.DeliverJSON("t/x", unknown); err == nil || !strings.Contains(err.Error(), "schema id 99") {
+		t.Fatalf("unknown id: %v", err)
+	}
+	if _, err := s.DeliverJSON("other", out); !errors.Is(err, ErrNoRule) {
+		t.Fatalf("no rule: %v", err)
+	}
+
+	// Back up, with a new version: the latest rule picks it up.
+	reg.ClearInterceptors()
+	reg.SeedSchema("t-value", 2, 12, sr.Schema{Schema: avroText, Type: sr.TypeAvro})
+	waitFor(t, func() bool { l := s.rules[0].cur.Load(); return l != nil && l.id == 12 })
+}
+
+func isUnavailable(err error) bool {
+	var u *Unavailable
+	return errors.As(err, &u)
+}
+
+// waitFor polls cond until it holds; the test's own deadline bounds it (no timing is asserted).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		time.Sleep(5 * time.Millisecond)
+	}
+}

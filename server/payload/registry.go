@@ -1,0 +1,219 @@
+package payload
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/sr"
+)
+
+// Start loads the registry schemas of the rules and keeps them fresh, on a goroutine of its own, until Close.
+// Without registry rules it does nothing.
+func (s *Set) Start() {
+	var reg []*rule
+	for _, r := range s.rules {
+		if r.spec.Subject != "" {
+			reg = append(reg, r)
+		}
+	}
+	if len(reg) == 0 {
+		close(s.done)
+		return
+	}
+	go func() {
+		defer close(s.done)
+		s.keepFresh(reg)
+	}()
+}
+
+// Close stops the registry goroutine.
+func (s *Set) Close() {
+	s.cancel()
+	<-s.done
+}
+
+// keepFresh loads every registry rule's schema, retrying those that fail (1 s doubling to 30 s), and
+// refreshes the loaded rules on a latest version every refresh interval. Runs on Start's goroutine.
+func (s *Set) keepFresh(rules []*rule) {
+	retry := time.Second
+	lastRefresh := time.Now()
+	for {
+		missing := false
+		for _, r := range rules {
+			if r.cur.Load() == nil && !s.load(r) {
+				missing = true
+			}
+		}
+		wait := s.cfg.refresh
+		if missing {
+			wait = retry
+			if s.cfg.refresh > 0 {
+				wait = min(retry, s.cfg.refresh)
+			}
+			retry = min(2*retry, 30*time.Second)
+		} else if wait <= 0 {
+			return // all loaded, never refreshed
+		} else {
+			retry = time.Second
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if s.cfg.refresh > 0 && time.Since(lastRefresh) >= s.cfg.refresh {
+			lastRefresh = time.Now()
+			for _, r := range rules {
+				if r.spec.Version < 0 && r.cur.Load() != nil {
+					s.load(r)
+				}
+			}
+		}
+	}
+}
+
+// load fetches rule r's subject version and installs it. A failure keeps the schema r has (if any).
+func (s *Set) load(r *rule) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
+	ss, err := s.cfg.reg.SchemaByVersion(ctx, r.spec.Subject, r.spec.Version)
+	cancel()
+	if err == nil {
+		var l *loaded
+		if old := r.cur.Load(); old != nil && old.id == ss.ID {
+			return true // unchanged
+		}
+		if l, err = s.fromRegistry(ss.Schema, ss.ID, r.spec.Format, r.spec.Message); err == nil {
+			l.version = ss.Version
+			l.hdr = header(r.spec.Format, fmt.Sprintf("%s/%d", ss.Subject, ss.Version), ss.ID)
+			r.cur.Store(l)
+			r.lastErr.Store(nil)
+			s.byID.Store(ss.ID, &idEntry{l: l})
+			s.cfg.log.Info("payload schema loaded", "rule", r.spec.Filter, "subject", ss.Subject, "version", ss.Version, "id", ss.ID)
+			return true
+		}
+	}
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.regErrs.Add(1)
+	why := fmt.Sprintf("cannot fetch schema registry subject %s: %v", r.spec.Subject, err)
+	if r.cur.Load() != nil {
+		s.cfg.log.Warn("payload schema refresh failed; the cached schema stays in use", "rule", r.spec.Filter, "err", err)
+	} else {
+		s.cfg.log.Warn("payload schema not loaded; the rule's publishes are refused until it is", "rule", r.spec.Filter, "err", err)
+	}
+	r.lastErr.Store(&why)
+	return false
+}
+
+// fromRegistry compiles a registry schema, checking its type against the format wanted.
+func (s *Set) fromRegistry(sch sr.Schema, id int, want Format, message string) (*loaded, error) {
+	if len(sch.References) > 0 {
+		return nil, fmt.Errorf("schema %d has references, which Ferry does not resolve", id)
+	}
+	var f Format
+	switch sch.Type {
+	case sr.TypeAvro:
+		f = Avro
+	case sr.TypeProtobuf:
+		f = Protobuf
+	case sr.TypeJSON:
+		f = JSONSchema
+	default:
+		return nil, fmt.Errorf("schema %d has type %v", id, sch.Type)
+	}
+	if want != 0 && f != want {
+		return nil, fmt.Errorf("schema %d is %s, the rule wants %s", id, f, want)
+	}
+	c, err := compile(f, sch.Schema, message)
+	if err != nil {
+		return nil, fmt.Errorf("schema %d: %w", id, err)
+	}
+	return &loaded{c: c, format: f, id: id}, nil
+}
+
+// byIDFor returns the schema of a registry id, fetching it on first use. Runs on a Kafka reader goroutine.
+func (s *Set) byIDFor(id int) (*loaded, error) {
+	if v, ok := s.byID.Load(id); ok {
+		e := v.(*idEntry)
+		if e.l != nil || time.Since(e.failed) < idRetry {
+			return e.l, e.err
+		}
+	}
+	if s.cfg.reg == nil {
+		err := fmt.Errorf("unknown schema id %d (no schema registry configured)", id)
+		s.byID.Store(id, &idEntry{err: err, failed: time.Now()})
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
+	sch, err := s.cfg.reg.SchemaByID(ctx, id)
+	cancel()
+	var l *loaded
+	if err == nil {
+		l, err = s.fromRegistry(sch, id, 0, "")
+	}
+	if err != nil {
+		s.regErrs.Add(1)
+		err = fmt.Errorf("schema id %d: %w", id, err)
+		s.byID.Store(id, &idEntry{err: err, failed: time.Now()})
+		return nil, err
+	}
+	s.byID.Store(id, &idEntry{l: l})
+	return l, nil
+}
+
+// ErrNoRule is returned by DeliverJSON for a topic no deliver=json rule covers.
+var ErrNoRule = errors.New("no deliver=json rule")
+
+// DeliverJSON returns the JSON of a record value of the topic when the topic's rule has deliver=json:
+// Confluent-framed values are decoded with their schema id's schema (fetched from the registry on first use),
+// unframed ones with the rule's file schema; JSON values pass as they are. It fails with ErrNoRule when the
+// topic's rule (if any) does not deliver JSON, and with the decoding error otherwise (counted; the caller
+// delivers the record unchanged). Runs on a Kafka reader goroutine.
+func (s *Set) DeliverJSON(topic string, value []byte) ([]byte, error) {
+	i := s.Match(topic)
+	if i < 0 || !s.rules[i].spec.Deliver {
+		return nil, ErrNoRule
+	}
+	r := s.rules[i]
+	out, err := s.toJSON(r, value)
+	if err != nil {
+		r.toJSONErr.Add(1)
+		return nil, err
+	}
+	r.toJSON.Add(1)
+	return out, nil
+}
+
+func (s *Set) toJSON(r *rule, v []byte) ([]byte, error) {
+	if len(v) >= 5 && v[0] == 0 {
+		id := int(binary.BigEndian.Uint32(v[1:5]))
+		l, err := s.byIDFor(id)
+		if err != nil {
+			return nil, err
+		}
+		body := v[5:]
+		var index []int
+		if l.format == Protobuf {
+			var hdr sr.ConfluentHeader
+			if index, body, err = hdr.DecodeIndex(body, 64); err != nil {
+				return nil, fmt.Errorf("schema id %d: bad Protobuf message index: %w", id, err)
+			}
+		}
+		return l.c.toJSON(body, index)
+	}
+	l := r.cur.Load()
+	if l == nil {
+		return nil, errors.New("schema not loaded")
+	}
+	if l.format == JSON || l.format == JSONSchema {
+		return v, nil
+	}
+	if l.id > 0 {
+		return nil, errors.New("value is not in the Confluent wire format")
+	}
+	return l.c.toJSON(v, nil)
+}

@@ -1,0 +1,108 @@
+package transport
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// Conn is the connection a Transport serves, as the server holds it. Its methods run on the connection's
+// event loop.
+type Conn interface {
+	Gnet() gnet.Conn     // the socket
+	Closed() bool        // the connection has closed (a failed write closes it at once, inside a layer's step)
+	Scratch() *[2][]byte // the loop's framing scratch, shared by the loop's connections (writeBelow)
+	Shared() *Shared     // what every transport of the server shares
+}
+
+// Shared is what the transports of one server share: limits, the PROXY trust list, the TLS configuration.
+// Built once by NewShared; safe for concurrent use.
+type Shared struct {
+	maxPacket    int
+	proxyTrusted []netip.Prefix
+	tls          *tlsServer // certificates of TLS listeners (tls.go); nil without one
+}
+
+// Options configure NewShared.
+type Options struct {
+	MaxPacketSize int            // the largest MQTT packet accepted, in bytes: bounds what a transport buffers
+	ProxyTrusted  []netip.Prefix // peers allowed to send PROXY protocol headers
+	TLS           TLSFiles       // for tls:// and wss:// listeners
+	// HandshakeFailed counts and logs a TLS handshake failure that no connection reports (its socket closed
+	// first). Runs on any goroutine; nil = ignored.
+	HandshakeFailed func(err error)
+}
+
+// NewShared checks, once, that every layer the listeners ask for can be built, and loads the TLS
+// certificates if a listener needs them.
+func NewShared(specs []Spec, o Options) (*Shared, error) {
+	sh := &Shared{maxPacket: o.MaxPacketSize, proxyTrusted: o.ProxyTrusted}
+	for i := range specs {
+		ls := &specs[i]
+		if ls.tls {
+			if err := sh.initTLS(ls, o); err != nil {
+				return nil, err
+			}
+		}
+		if ls.ws {
+			if err := checkWS(ls); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return sh, nil
+}
+
+// New builds the layers a listener's connections need; nil for plain TCP. Runs on c's loop (OnOpen).
+func New(c Conn, ls *Spec) (*Transport, error) {
+	if !ls.Layered() {
+		return nil, nil
+	}
+	t := &Transport{c: c}
+	if ls.proxy {
+		p, err := newProxyLayer(t)
+		if err != nil {
+			return nil, err
+		}
+		t.layers = append(t.layers, p)
+	}
+	if ls.tls {
+		ly, err := newTLSLayer(t, ls)
+		if err != nil {
+			return nil, err
+		}
+		t.layers = append(t.layers, ly)
+	}
+	if ls.ws {
+		ly, err := newWSLayer(t, ls)
+		if err != nil {
+			return nil, err
+		}
+		t.layers = append(t.layers, ly)
+	}
+	if len(t.layers) > 1 { // a single layer writes straight into t.in: no buffer between layers to keep
+		t.bufs = make([][]byte, len(t.layers))
+	}
+	return t, nil
+}
+
+// Remote is the client's address a trusted PROXY header gave; nil = the socket's peer.
+func (t *Transport) Remote() net.Addr { return t.remote }
+
+// Ident is the identity a verified TLS client certificate gives the connection, or "".
+func (t *Transport) Ident() string { return t.ident }
+
+// Inbound returns the MQTT bytes buffered for the connection, borrowed until Consumed. Bytes that arrived
+// before a failure are returned with it, to be handled before the connection ends.
+func (t *Transport) Inbound() ([]byte, error) {
+	err := t.pull()
+	return t.in, err
+}
+
+// Consumed drops n bytes returned by Inbound.
+func (t *Transport) Consumed(n int) { t.in = consume(t.in, n) }
+
+// BelowMQTT is how many bytes the layers hold between them, not yet turned into MQTT bytes: a step that
+// stopped at the packet bound left them there.
+func (t *Transport) BelowMQTT() int { return t.Buffered() - len(t.in) }
