@@ -199,6 +199,9 @@ func run(cfg *config) error {
 		reloaders = append(reloaders, reloader{name: "auth keys and rules", fn: cfg.auth.reloadFunc(authority)})
 	}
 	raiseFileLimit(log)
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	defer stopGC()
+	tuneGC(gcCtx, log) // gctune.go
 	kopts := []kafkamux.Opt{
 		kafkamux.Topics(cfg.topicMessages, cfg.topicRetained, cfg.topicSessions),
 		kafkamux.Partitions(int32(cfg.partitions)),
