@@ -16,6 +16,8 @@
 #   QUICK=1            few-minute version: 3 s windows, 3,000 idle conns, 200 fan-out subs
 #   RUNS [3]           runs per figure          DURATION [10s]   measurement window
 #   IDLE_CONNS [15000] IDLE_SUBS [10]           IDLE_HOLD [10s]  IDLE_RATE [5000] conn/s
+#   IDLE_SETTLE [2s]   idle scenarios: wait after the last CONNACK (and SUBACK) before reading server memory;
+#                      10s shows where an idle server settles after the connect storm
 #   TLS_CONNS [8000]   TLS_RATE [1000] conn/s   (idle-tls, idle-tls-resume: TLS 1.3, one ECDSA P-256
 #                      certificate made here and served by every target)
 #   FANIN_PUBS [100]   FANOUT_SUBS [1000]       FIXED_RATE [20000] msg/s
@@ -44,6 +46,7 @@ IDLE_CONNS=${IDLE_CONNS:-15000}
 IDLE_SUBS=${IDLE_SUBS:-10}
 IDLE_HOLD=${IDLE_HOLD:-10s}
 IDLE_RATE=${IDLE_RATE:-5000}
+IDLE_SETTLE=${IDLE_SETTLE:-2s}
 TLS_CONNS=${TLS_CONNS:-8000}
 TLS_RATE=${TLS_RATE:-1000}
 FANIN_PUBS=${FANIN_PUBS:-100}
@@ -251,9 +254,9 @@ run_scenario() {
 }
 
 run_scenario idle "ferry mosquitto mochi" idle --conns "$IDLE_CONNS" --subs-per-conn "$IDLE_SUBS" \
-  --hold "$IDLE_HOLD" --conn-rate "$IDLE_RATE"
-run_scenario idle-tls "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE"
-run_scenario idle-tls-resume "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE"
+  --hold "$IDLE_HOLD" --conn-rate "$IDLE_RATE" --settle "$IDLE_SETTLE"
+run_scenario idle-tls "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE" --settle "$IDLE_SETTLE"
+run_scenario idle-tls-resume "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE" --settle "$IDLE_SETTLE"
 run_scenario latency-1k "ferry ferry-kafka mosquitto" fanin --qos 1 --window 16 --pubs 10 --subs 1 --payload 64 \
   --rate 1000 --duration "$DURATION"
 run_scenario latency-20k "ferry ferry-kafka mosquitto" fanin --qos 1 --window 16 --pubs 100 --subs 1 --payload 64 \
@@ -284,7 +287,7 @@ SUMMARY="$OUT/summary.md"
 {
   echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); ${MOSQ_VERSION}; Mochi $(cd perf/peers/mochi && go list -m -f '{{.Version}}' github.com/mochi-mqtt/server/v2)."
   echo
-  echo "Command: \`${SET:+SET=$SET }TARGETS=\"$TARGETS\" SCENARIOS=\"$SCENARIOS\" QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS TLS_CONNS=$TLS_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
+  echo "Command: \`${SET:+SET=$SET }TARGETS=\"$TARGETS\" SCENARIOS=\"$SCENARIOS\" QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS IDLE_SETTLE=$IDLE_SETTLE TLS_CONNS=$TLS_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
   if [[ $FERRY_OK != 1 && " $TARGETS " == *" ferry "* ]]; then
     echo
     echo "**Ferry was not measured:** ${FERRY_WHY:-it did not build or run}"
