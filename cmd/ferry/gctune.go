@@ -29,6 +29,7 @@ const (
 	gcMaxPercent = 100             // highest: the runtime's default
 	gcHorizon    = 5 * time.Second // headroom = allocations expected in this time
 	gcTick       = time.Second     // how often the rate is sampled
+	gcReturnGap  = time.Minute     // at most one early return of memory per this time
 )
 
 // gcPercent is the GOGC for a heap of live bytes allocating rate bytes per second.
@@ -46,14 +47,20 @@ type gcTuner struct {
 	allocs  uint64  // cumulative bytes allocated at the last sample
 	rate    float64 // smoothed allocation rate, bytes per second
 	percent int     // GOGC in force
+	peak    int     // highest GOGC since memory was last returned to the OS
+	lastRet time.Time
 	set     func(int) int
+	free    func()       // debug.FreeOSMemory
+	log     *slog.Logger // nil: no debug line per change
 }
 
 func newGCTuner() *gcTuner {
 	t := &gcTuner{
 		samples: []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}},
 		percent: gcMaxPercent,
+		peak:    gcMaxPercent,
 		set:     debug.SetGCPercent,
+		free:    debug.FreeOSMemory,
 	}
 	metrics.Read(t.samples)
 	t.allocs = t.samples[0].Value.Uint64()
@@ -78,6 +85,20 @@ func (t *gcTuner) step(dt time.Duration) {
 	if d := p - t.percent; d >= t.percent/8 || -d >= t.percent/8 || p != t.percent && (p == gcMinPercent || p == gcMaxPercent) {
 		t.set(p)
 		t.percent = p
+		if t.log != nil {
+			t.log.Debug("garbage collector headroom changed", "gogc", p, "alloc_rate_bytes", int64(t.rate), "live_heap_bytes", live)
+		}
+	}
+	t.peak = max(t.peak, p)
+	// A burst (a connect storm) has just ended: the heap grew to twice the live heap during it, and the
+	// runtime would give those pages back only slowly. Collect and return them now, once per burst and at
+	// most once per gcReturnGap: a collection of the live heap, as the burst ran many of.
+	if p == gcMinPercent && t.peak >= gcMaxPercent/2 && time.Since(t.lastRet) >= gcReturnGap {
+		t.free()
+		t.peak, t.lastRet = p, time.Now()
+		if t.log != nil {
+			t.log.Debug("garbage collector returned the memory of a burst to the OS", "live_heap_bytes", live)
+		}
 	}
 }
 
@@ -88,6 +109,7 @@ func tuneGC(ctx context.Context, log *slog.Logger) {
 		return
 	}
 	t := newGCTuner()
+	t.log = log
 	go func() {
 		tick := time.NewTicker(gcTick)
 		defer tick.Stop()

@@ -34,19 +34,44 @@ func TestGCTunerFollowsAllocations(t *testing.T) {
 	runtime.GC() // the live heap is known after a collection
 	tu := newGCTuner()
 	var set []int
+	frees := 0
 	tu.set = func(p int) int { set = append(set, p); return 0 }
+	tu.free = func() { frees++ }
 	tu.rate = 0
 	tu.step(time.Hour) // an hour of this test's allocations is a negligible rate
 	if tu.percent != gcMinPercent || len(set) != 1 || set[0] != gcMinPercent {
 		t.Fatalf("idle: GOGC %d (set %v), want %d", tu.percent, set, gcMinPercent)
 	}
-	var keep [][]byte
-	for range 64 {
-		keep = append(keep, make([]byte, 1<<20))
+	if frees != 1 {
+		t.Fatalf("the end of the start-up burst returned memory %d times, want once", frees)
 	}
-	_ = keep
+	burst()
 	tu.step(time.Millisecond) // 64 MiB in a millisecond
 	if tu.percent != gcMaxPercent || set[len(set)-1] != gcMaxPercent {
 		t.Fatalf("busy: GOGC %d (set %v), want %d", tu.percent, set, gcMaxPercent)
+	}
+	// The burst ends: GOGC falls back, but memory was returned less than gcReturnGap ago.
+	tu.rate = 0
+	tu.step(time.Hour)
+	if tu.percent != gcMinPercent || frees != 1 {
+		t.Fatalf("second burst within %v: GOGC %d, %d returns, want %d and 1", gcReturnGap, tu.percent, frees, gcMinPercent)
+	}
+	tu.lastRet = time.Now().Add(-gcReturnGap)
+	burst()
+	tu.step(time.Millisecond) // another burst, a minute later
+	tu.rate = 0
+	tu.step(time.Hour)
+	if frees != 2 {
+		t.Fatalf("burst after %v: %d returns, want 2", gcReturnGap, frees)
+	}
+}
+
+var burstSink [][]byte
+
+// burst allocates 64 MiB.
+func burst() {
+	burstSink = nil
+	for range 64 {
+		burstSink = append(burstSink, make([]byte, 1<<20))
 	}
 }
