@@ -48,10 +48,8 @@ type conn struct {
 	aliases         map[uint16]string // inbound topic aliases
 	outAlias        *outAliases       // outbound topic aliases (alias_out.go); nil until the first one
 
-	pubq        []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
-	pubqHead    int32
-	nWaiting    int32 // entries of pubq the lane has not taken yet (state reqWaiting)
-	lingerBytes int32 // lingering: bytes read and discarded (linger.go)
+	pq          *pubQueue // inbound QoS>0 publishes until their ack is written; nil when there are none
+	lingerBytes int32     // lingering: bytes read and discarded (linger.go)
 
 	will *willMsg   // published if the connection ends abnormally
 	tr   *transport // the layers under MQTT (PROXY, TLS, WebSocket); nil on plain TCP
