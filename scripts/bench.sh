@@ -16,8 +16,12 @@
 #   QUICK=1            few-minute version: 3 s windows, 3,000 idle conns, 200 fan-out subs
 #   RUNS [3]           runs per figure          DURATION [10s]   measurement window
 #   IDLE_CONNS [15000] IDLE_SUBS [10]           IDLE_HOLD [10s]  IDLE_RATE [5000] conn/s
+#   IDLE_SETTLE [2s]   idle scenarios: wait after the last CONNACK (and SUBACK) before reading server memory;
+#                      10s shows where an idle server settles after the connect storm
+#   TLS_CONNS [8000]   TLS_RATE [1000] conn/s   (idle-tls, idle-tls-resume: TLS 1.3, one ECDSA P-256
+#                      certificate made here and served by every target)
 #   FANIN_PUBS [100]   FANOUT_SUBS [1000]       FIXED_RATE [20000] msg/s
-#   SCENARIOS          subset of: idle fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo
+#   SCENARIOS          subset of: idle idle-tls idle-tls-resume fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo
 #                      latency-1k latency-20k
 #   TARGETS            subset of: ferry ferry-kafka mosquitto mochi bridge
 #   SET=latency        the latency set: SCENARIOS="latency-1k latency-20k fanout fanin-qos0 fanin-qos1",
@@ -42,10 +46,13 @@ IDLE_CONNS=${IDLE_CONNS:-15000}
 IDLE_SUBS=${IDLE_SUBS:-10}
 IDLE_HOLD=${IDLE_HOLD:-10s}
 IDLE_RATE=${IDLE_RATE:-5000}
+IDLE_SETTLE=${IDLE_SETTLE:-2s}
+TLS_CONNS=${TLS_CONNS:-8000}
+TLS_RATE=${TLS_RATE:-1000}
 FANIN_PUBS=${FANIN_PUBS:-100}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
 FIXED_RATE=${FIXED_RATE:-20000}
-SCENARIOS=${SCENARIOS:-"idle fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo"}
+SCENARIOS=${SCENARIOS:-"idle idle-tls idle-tls-resume fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo"}
 TARGETS=${TARGETS:-"ferry mosquitto mochi bridge"}
 OUT=${OUT:-perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
 WRITE_BENCHMARKS=${WRITE_BENCHMARKS:-1}
@@ -99,12 +106,34 @@ wait_port() { # port seconds
   return 1
 }
 
+# The TLS scenarios' certificate: ECDSA P-256, self-signed for 127.0.0.1; every target serves the same one
+# (the harness does not verify it, as a device with a pinned key would not spend more on it).
+# Mosquitto, started as root, drops to its own user: the throwaway key is readable by all.
+if [[ " $SCENARIOS " == *" idle-tls"* ]]; then
+  chmod 711 "$TMP"; mkdir -m 755 "$TMP/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" 2>/dev/null
+  chmod 644 "$TMP/tls/key.pem" "$TMP/tls/cert.pem"
+fi
+
 STARTED=()   # pids this script started; only these are ever killed
 TARGET="" PIDS="" KAFKA="" METRICS=""
+USE_TLS=0    # set by run_scenario: the target serves MQTT over TLS only
+LISTEN=()
+set_listen() { # port → TARGET and Ferry's listener flags
+  if [[ $USE_TLS == 1 ]]; then
+    TARGET=tls://127.0.0.1:$1
+    LISTEN=(--mqtt "tls://127.0.0.1:$1" --tls-cert "$TMP/tls/cert.pem" --tls-key "$TMP/tls/key.pem")
+  else
+    TARGET=127.0.0.1:$1
+    LISTEN=(--mqtt "tcp://127.0.0.1:$1")
+  fi
+}
 start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
   local name=$1 p kp ap
   alloc_port; p=$PORT
-  TARGET=127.0.0.1:$p PIDS="" KAFKA="" METRICS=""
+  PIDS="" KAFKA="" METRICS=""
+  set_listen "$p"
   case $name in
     ferry)
       local try
@@ -112,7 +141,7 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
         alloc_port; kp=$PORT
         alloc_port; ap=$PORT
         rm -rf "$TMP/ferry-data"
-        (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --data-dir "$TMP/ferry-data" \
+        (ulimit -n 20000; exec bin/ferry "${LISTEN[@]}" --data-dir "$TMP/ferry-data" \
           --embedded-kafka-addr "127.0.0.1:$kp" --admin "127.0.0.1:$ap") >"$TMP/ferry.log" 2>&1 &
         METRICS=http://127.0.0.1:$ap/metrics
         PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
@@ -121,7 +150,7 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
           break
         fi
         if try_left=$((3 - try)) && ((try_left > 0)) && grep -q "address already in use" "$TMP/ferry.log"; then
-          stop_target; alloc_port; p=$PORT; TARGET=127.0.0.1:$p
+          stop_target; alloc_port; p=$PORT; set_listen "$p"
           continue
         fi
         FERRY_WHY="bin/ferry did not listen on MQTT $p / Kafka $kp / admin $ap within 30 s: $(tail -c 400 "$TMP/ferry.log" | tr '\n' ' ')"
@@ -134,7 +163,7 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
       local kpid=$!; STARTED+=("$kpid")
       wait_port "$kp" 10 || { echo "kfake did not start" >&2; return 1; }
       alloc_port; ap=$PORT
-      (ulimit -n 20000; exec bin/ferry --mqtt "tcp://127.0.0.1:$p" --kafka-brokers "127.0.0.1:$kp" \
+      (ulimit -n 20000; exec bin/ferry "${LISTEN[@]}" --kafka-brokers "127.0.0.1:$kp" \
         --admin "127.0.0.1:$ap") >"$TMP/ferry.log" 2>&1 &
       METRICS=http://127.0.0.1:$ap/metrics
       PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
@@ -181,6 +210,11 @@ trap cleanup EXIT
 write_mosquitto_conf() {
   cat <<EOF
 listener $1 127.0.0.1
+EOF
+  if [[ $USE_TLS == 1 ]]; then
+    printf 'certfile %s\nkeyfile %s\n' "$TMP/tls/cert.pem" "$TMP/tls/key.pem"
+  fi
+  cat <<EOF
 allow_anonymous true
 max_inflight_messages 1000
 max_queued_messages 0
@@ -198,6 +232,8 @@ run_scenario() {
   local label=$1 targets=$2; shift 2
   [[ " $SCENARIOS " == *" $label "* ]] || return 0
   local t i extra
+  USE_TLS=0
+  [[ $label == idle-tls* ]] && USE_TLS=1
   for t in $targets; do
     [[ " $TARGETS " == *" $t "* ]] || continue
     [[ ( $t == ferry || $t == ferry-kafka ) && $FERRY_OK != 1 ]] && continue
@@ -206,6 +242,7 @@ run_scenario() {
       start_target "$t" || continue
       extra=()
       [[ -n $KAFKA && ( $1 == kafka-ingest || $1 == idle ) ]] && extra+=(--kafka "$KAFKA")
+      [[ $label == idle-tls-resume ]] && extra+=(--tls-resume)
       [[ $PLOTS == 1 && $i == 1 ]] && extra+=(--plot "$OUT/plots")
       [[ -n $METRICS && $1 != idle ]] && extra+=(--metrics "$METRICS")
       bin/ferry-bench "$@" --target "$TARGET" --server-pid "$PIDS" "${extra[@]}" \
@@ -217,7 +254,9 @@ run_scenario() {
 }
 
 run_scenario idle "ferry mosquitto mochi" idle --conns "$IDLE_CONNS" --subs-per-conn "$IDLE_SUBS" \
-  --hold "$IDLE_HOLD" --conn-rate "$IDLE_RATE"
+  --hold "$IDLE_HOLD" --conn-rate "$IDLE_RATE" --settle "$IDLE_SETTLE"
+run_scenario idle-tls "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE" --settle "$IDLE_SETTLE"
+run_scenario idle-tls-resume "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE" --settle "$IDLE_SETTLE"
 run_scenario latency-1k "ferry ferry-kafka mosquitto" fanin --qos 1 --window 16 --pubs 10 --subs 1 --payload 64 \
   --rate 1000 --duration "$DURATION"
 run_scenario latency-20k "ferry ferry-kafka mosquitto" fanin --qos 1 --window 16 --pubs 100 --subs 1 --payload 64 \
@@ -248,7 +287,7 @@ SUMMARY="$OUT/summary.md"
 {
   echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); ${MOSQ_VERSION}; Mochi $(cd perf/peers/mochi && go list -m -f '{{.Version}}' github.com/mochi-mqtt/server/v2)."
   echo
-  echo "Command: \`${SET:+SET=$SET }TARGETS=\"$TARGETS\" SCENARIOS=\"$SCENARIOS\" QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
+  echo "Command: \`${SET:+SET=$SET }TARGETS=\"$TARGETS\" SCENARIOS=\"$SCENARIOS\" QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS IDLE_SETTLE=$IDLE_SETTLE TLS_CONNS=$TLS_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
   if [[ $FERRY_OK != 1 && " $TARGETS " == *" ferry "* ]]; then
     echo
     echo "**Ferry was not measured:** ${FERRY_WHY:-it did not build or run}"

@@ -49,10 +49,8 @@ type conn struct {
 	aliases         map[uint16]string // inbound topic aliases
 	outAlias        *outAliases       // outbound topic aliases (alias_out.go); nil until the first one
 
-	pubq        []*pubReq // inbound QoS>0 publishes in arrival order, until their ack is written
-	pubqHead    int32
-	nWaiting    int32 // entries of pubq the lane has not taken yet (state reqWaiting)
-	lingerBytes int32 // lingering: bytes read and discarded (linger.go)
+	pq          *pubQueue // inbound QoS>0 publishes until their ack is written; nil when there are none
+	lingerBytes int32     // lingering: bytes read and discarded (linger.go)
 
 	held *heldAck             // a SUBACK/UNSUBACK waiting for its session record to be in Kafka: no packet is read meanwhile (subscribe.go)
 	will *willMsg             // published if the connection ends abnormally

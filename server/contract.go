@@ -79,7 +79,7 @@ func (c *conn) queueDenied(p *mqttcodec.Publish, reason mqttcodec.ReasonCode, wh
 	d.c, d.id, d.qos = c, p.PacketID, p.QoS
 	d.deny, d.denyWhy = reason, why
 	d.state.Store(reqDenied)
-	c.pubq = append(c.pubq, d)
+	c.pushPub(d)
 	c.pauseIfFull()
 	return nil
 }

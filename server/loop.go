@@ -32,8 +32,9 @@ type loop struct {
 	tscr      [2][]byte // scratch for framing writes through a transport's layers (transport.writeBelow)
 	now       int64     // unix seconds, refreshed on every event
 	wheel     wheel
-	blocked   []*conn // connections holding publishes that the lane had no room for, retried on its onSpace
-	lingering int     // sockets of this loop in a lingering close (linger.go)
+	blocked   []*conn     // connections holding publishes that the lane had no room for, retried on its onSpace
+	freePQ    []*pubQueue // drained publish queues, for the next connection that publishes at QoS>0
+	lingering int         // sockets of this loop in a lingering close (linger.go)
 	// publish rate limit (limits.go): the buckets of this loop's connections, and those paused by theirs
 	pubLimits map[*conn]*pubLimit
 	throttled []*conn

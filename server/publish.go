@@ -179,7 +179,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 		m.HasPayloadFormat = false // converted to Avro or Protobuf: no longer UTF-8
 	}
 
-	if c.nWaiting > 0 {
+	if c.pq != nil && c.pq.waiting > 0 {
 		// Earlier publishes still wait for lane space; this one queues behind them to keep topic order.
 		return c.queueOrDrop(r)
 	}
@@ -197,7 +197,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	}
 	if p.QoS > 0 {
 		srv.metrics.pubStage[stageQueued].Observe(0)
-		c.pubq = append(c.pubq, r)
+		c.pushPub(r)
 		c.pauseIfFull()
 	}
 	return nil
@@ -212,8 +212,8 @@ func (c *conn) queueOrDrop(r *pubReq) error {
 		return nil
 	}
 	r.state.Store(reqWaiting)
-	c.nWaiting++
-	c.pubq = append(c.pubq, r)
+	c.pushPub(r)
+	c.pq.waiting++
 	c.l.block(c)
 	c.pauseIfFull()
 	return nil
@@ -229,9 +229,49 @@ func (c *conn) pauseIfFull() {
 	}
 }
 
+// pubQueue holds a connection's inbound QoS>0 publishes in arrival order until their ack is written. A
+// connection holds one only while it has publishes in it: drained, the queue goes back to its loop's free
+// list, so an idle connection holds none, however much it published before. Loop-owned.
+type pubQueue struct {
+	reqs    []*pubReq
+	head    int32
+	waiting int32 // entries the lane has not taken yet (state reqWaiting)
+}
+
+// pubQueueKeep bounds the loop's free list and the capacity a queue keeps on it.
+const pubQueueKeep = 256
+
+// pushPub appends r to c's queue, taking a queue from the loop if c has none. Runs on the loop.
+func (c *conn) pushPub(r *pubReq) {
+	if c.pq == nil {
+		l := c.l
+		if n := len(l.freePQ); n > 0 {
+			c.pq, l.freePQ[n-1] = l.freePQ[n-1], nil
+			l.freePQ = l.freePQ[:n-1]
+		} else {
+			c.pq = &pubQueue{}
+		}
+	}
+	c.pq.reqs = append(c.pq.reqs, r)
+}
+
+// dropPubQueue gives c's (emptied) queue back to its loop. Runs on the loop.
+func (c *conn) dropPubQueue() {
+	q := c.pq
+	c.pq = nil
+	clear(q.reqs)
+	q.reqs, q.head, q.waiting = q.reqs[:0], 0, 0
+	if cap(q.reqs) > pubQueueKeep {
+		q.reqs = nil
+	}
+	if l := c.l; len(l.freePQ) < pubQueueKeep {
+		l.freePQ = append(l.freePQ, q)
+	}
+}
+
 // inflightIn counts inbound QoS>0 publishes not yet completed: waiting for Kafka, or (QoS 2) for PUBREL.
 func (c *conn) inflightIn() int {
-	n := len(c.pubq) - int(c.pubqHead)
+	n := c.toKafka()
 	c.sess.mu.Lock()
 	n += c.sess.qos2InCount()
 	c.sess.mu.Unlock()
@@ -239,10 +279,18 @@ func (c *conn) inflightIn() int {
 }
 
 // toKafka counts this connection's QoS>0 publishes not yet acknowledged to the client.
-func (c *conn) toKafka() int { return len(c.pubq) - int(c.pubqHead) }
+func (c *conn) toKafka() int {
+	if c.pq == nil {
+		return 0
+	}
+	return len(c.pq.reqs) - int(c.pq.head)
+}
 
 func (c *conn) inKafka(id uint16) bool {
-	for _, r := range c.pubq[int(c.pubqHead):] {
+	if c.pq == nil {
+		return false
+	}
+	for _, r := range c.pq.reqs[int(c.pq.head):] {
 		if r.id == id && r.qos == 2 {
 			return true
 		}
@@ -252,8 +300,12 @@ func (c *conn) inKafka(id uint16) bool {
 
 // retryWaiting hands publishes the lane refused to Kafka again, in order. Runs on the loop.
 func (c *conn) retryWaiting() {
-	for i := int(c.pubqHead); i < len(c.pubq) && c.nWaiting > 0; i++ {
-		r := c.pubq[i]
+	q := c.pq
+	if q == nil {
+		return
+	}
+	for i := int(q.head); i < len(q.reqs) && q.waiting > 0; i++ {
+		r := q.reqs[i]
 		if r.state.Load() != reqWaiting {
 			continue
 		}
@@ -266,28 +318,29 @@ func (c *conn) retryWaiting() {
 			return
 		}
 		c.l.srv.metrics.pubStage[stageQueued].Observe(time.Duration(handed - r.decoded))
-		c.nWaiting--
+		q.waiting--
 	}
 }
 
 // flushAcks writes the PUBACK/PUBREC of every publish at the head of the queue whose record Kafka has acked,
 // in the order the PUBLISHes arrived [MQTT-4.6.0-2]. Runs on the loop.
 func (c *conn) flushAcks() {
-	if int(c.pubqHead) == len(c.pubq) {
+	q := c.pq
+	if q == nil {
 		return
 	}
-	if !c.blocked && c.nWaiting > 0 {
+	if !c.blocked && q.waiting > 0 {
 		c.retryWaiting()
 	}
 	now := monoNow()
-	for int(c.pubqHead) < len(c.pubq) && !c.closed {
-		r := c.pubq[int(c.pubqHead)]
+	for int(q.head) < len(q.reqs) && !c.closed {
+		r := q.reqs[int(q.head)]
 		st := r.state.Load()
 		if st != reqAcked && st != reqFailed && st != reqDenied {
 			break
 		}
-		c.pubq[int(c.pubqHead)] = nil
-		c.pubqHead++
+		q.reqs[int(q.head)] = nil
+		q.head++
 		if st == reqDenied {
 			c.writeDeniedAck(r.qos, r.id, r.deny, r.denyWhy)
 		} else if st == reqFailed {
@@ -327,12 +380,8 @@ func (c *conn) flushAcks() {
 		}
 		releasePub(r)
 	}
-	if int(c.pubqHead) == len(c.pubq) {
-		clear(c.pubq)
-		c.pubq, c.pubqHead = c.pubq[:0], 0
-		if cap(c.pubq) > 256 {
-			c.pubq = nil
-		}
+	if c.pq == q && int(q.head) == len(q.reqs) {
+		c.dropPubQueue() // drained: an idle connection holds no queue
 	}
 	if c.paused && c.toKafka() < int(c.l.srv.cfg.receiveMaximum) && !c.throttled() {
 		c.paused = false // a pause for the publish rate is lifted by the loop's tick (limits.go)
@@ -342,14 +391,18 @@ func (c *conn) flushAcks() {
 // releasePublishes gives back the publishes of a closed connection: those Kafka still holds are released by
 // their callback. Runs on the loop.
 func (c *conn) releasePublishes() {
-	for i, r := range c.pubq[int(c.pubqHead):] {
-		c.pubq[int(c.pubqHead)+i] = nil
+	q := c.pq
+	if q == nil {
+		return
+	}
+	for i, r := range q.reqs[int(q.head):] {
+		q.reqs[int(q.head)+i] = nil
 		if r.state.CompareAndSwap(reqInKafka, reqOrphaned) {
 			continue
 		}
 		releasePub(r)
 	}
-	c.pubq, c.pubqHead, c.nWaiting = nil, 0, 0
+	c.dropPubQueue()
 }
 
 func ackFor(qos byte) byte {

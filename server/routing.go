@@ -408,7 +408,7 @@ func (c *conn) refusePublish(p *mqttcodec.Publish, reason mqttcodec.ReasonCode, 
 	r.c, r.id, r.qos = c, p.PacketID, p.QoS
 	r.deny, r.denyWhy = reason, why
 	r.state.Store(reqDenied)
-	c.pubq = append(c.pubq, r)
+	c.pushPub(r)
 	c.pauseIfFull()
 	return nil
 }

@@ -212,6 +212,9 @@ func run(cfg *config) error {
 		sopts = append(sopts, server.Payload(pset, cfg.payload.invalidV3 == "disconnect"))
 	}
 	raiseFileLimit(log)
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	defer stopGC()
+	tuneGC(gcCtx, log) // gctune.go
 	kopts := []kafkamux.Opt{
 		kafkamux.Topics(cfg.topicMessages, cfg.topicRetained, cfg.topicSessions),
 		kafkamux.Partitions(int32(cfg.partitions)),

@@ -18,6 +18,7 @@ type options struct {
 	wsPath     string // --target ws://host:port/path: MQTT over WebSocket at this path
 	tls        bool   // --target tls://host:port or wss://: TLS on every connection
 	tlsCA      string // --tls-ca: PEM CA file that verifies the server ("" = no verification)
+	tlsResume  bool   // --tls-resume: session tickets kept and offered
 	serverPids []int
 	echo       bool
 	workers    int
@@ -76,6 +77,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	var pids string
 	fs.StringVar(&o.target, "target", "127.0.0.1:1883", "MQTT broker host:port, or ws://host:port/path for MQTT over WebSocket")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "with a tls:// or wss:// target: PEM CA file to verify the server's certificate (empty = not verified)")
+	fs.BoolVar(&o.tlsResume, "tls-resume", false, "with a tls:// or wss:// target: keep the server's session tickets and resume with them (each worker's first connections do a full handshake)")
 	fs.StringVar(&pids, "server-pid", "", "broker process id(s), comma separated, for RSS and CPU (e.g. mosquitto,bridge,kfake)")
 	fs.BoolVar(&o.echo, "echo", false, "measure the generator itself: run the trivial in-harness sink and target it")
 	fs.IntVar(&o.workers, "workers", 0, "worker processes (0 = max(2, connections/6000))")

@@ -30,7 +30,7 @@ func workerConfigs(o *options, n int, prefix string) []load.WorkerConfig {
 	useSrc := o.srcIPs > 0 && loopback(o.target)
 	for w := range cfgs {
 		c := load.WorkerConfig{
-			Target: o.target, WSPath: o.wsPath, TLS: o.tls, TLSCA: o.tlsCA, ClientPrefix: prefix, KeepAlive: o.keepAlive,
+			Target: o.target, WSPath: o.wsPath, TLS: o.tls, TLSCA: o.tlsCA, TLSResume: o.tlsResume, ClientPrefix: prefix, KeepAlive: o.keepAlive,
 			Username: o.username, Password: o.password, Persistent: o.persistent,
 			ConnRate: o.connRate / float64(n), ConnPar: max(1, o.connPar/n), ConnTimeout: o.connTO,
 			SubFilter: o.filter, SubQoS: byte(o.subQoS), PubTopic: o.topic, QoS: byte(o.qos),
@@ -430,6 +430,9 @@ func headline(o *options, r *report.Result) {
 			r.Add("SUBSCRIBE→SUBACK p99", r.Subscribe.Latency.P99, "ms", "lower")
 		}
 		r.Add("connections dropped by server", float64(r.Totals.Disconnected), "count", "lower")
+		if o.tlsResume {
+			r.Add("TLS handshakes resumed", float64(r.Totals.TLSResumed), "count", "higher")
+		}
 		if r.Kafka != nil && len(r.Kafka.ServerConns) > 0 {
 			n := 0
 			for _, c := range r.Kafka.ServerConns {
@@ -622,6 +625,9 @@ func params(o *options) map[string]any {
 	}
 	if o.kafka != "" {
 		p["kafka"], p["kafka_topic"] = o.kafka, o.kafkaTopic
+	}
+	if o.tlsResume {
+		p["tls_resume"] = true
 	}
 	return p
 }

@@ -27,10 +27,11 @@ import (
 type WorkerConfig struct {
 	Worker       int      `json:"worker"`
 	Target       string   `json:"target"`
-	WSPath       string   `json:"ws_path,omitempty"` // set: MQTT over WebSocket at this path
-	TLS          bool     `json:"tls,omitempty"`     // TLS on the TCP connection (under WebSocket if both)
-	TLSCA        string   `json:"tls_ca,omitempty"`  // PEM CA file to verify the server; "" = no verification
-	SrcIPs       []string `json:"src_ips"`           // local addresses to bind, round robin
+	WSPath       string   `json:"ws_path,omitempty"`    // set: MQTT over WebSocket at this path
+	TLS          bool     `json:"tls,omitempty"`        // TLS on the TCP connection (under WebSocket if both)
+	TLSCA        string   `json:"tls_ca,omitempty"`     // PEM CA file to verify the server; "" = no verification
+	TLSResume    bool     `json:"tls_resume,omitempty"` // keep session tickets: connections after the first resume
+	SrcIPs       []string `json:"src_ips"`              // local addresses to bind, round robin
 	ClientPrefix string   `json:"client_prefix"`
 	KeepAlive    int      `json:"keep_alive"` // seconds; 0 = no PINGREQ
 	Username     string   `json:"username,omitempty"`
@@ -102,7 +103,8 @@ type Counters struct {
 	Foreign      int64 `json:"foreign"` // PUBLISHes without a harness stamp
 	Pings        int64 `json:"pings"`
 	Pongs        int64 `json:"pongs"`
-	Disconnected int64 `json:"disconnected"` // connections the server closed or broke
+	Disconnected int64 `json:"disconnected"`          // connections the server closed or broke
+	TLSResumed   int64 `json:"tls_resumed,omitempty"` // TLS handshakes that resumed a session (a ticket)
 }
 
 // Add returns c + o.
@@ -118,6 +120,7 @@ func (c Counters) Add(o Counters) Counters {
 	c.Pings += o.Pings
 	c.Pongs += o.Pongs
 	c.Disconnected += o.Disconnected
+	c.TLSResumed += o.TLSResumed
 	return c
 }
 
@@ -134,6 +137,7 @@ func (c Counters) Sub(o Counters) Counters {
 	c.Pings -= o.Pings
 	c.Pongs -= o.Pongs
 	c.Disconnected -= o.Disconnected
+	c.TLSResumed -= o.TLSResumed
 	return c
 }
 

@@ -24,6 +24,12 @@ func (w *worker) tlsClient(nc net.Conn) (net.Conn, error) {
 	t.once.Do(func() {
 		host, _, _ := net.SplitHostPort(w.cfg.Target)
 		t.conf = &tls.Config{ServerName: host, InsecureSkipVerify: w.cfg.TLSCA == ""}
+		if w.cfg.TLSResume {
+			// One cache per worker: every connection after the first offers the newest ticket (crypto/tls
+			// keeps a ticket until it fails), so the server's cost is a resumption's, as for a fleet of
+			// devices reconnecting with their own tickets.
+			t.conf.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		}
 		if w.cfg.TLSCA != "" {
 			pem, err := os.ReadFile(w.cfg.TLSCA)
 			if err != nil {
@@ -44,6 +50,9 @@ func (w *worker) tlsClient(nc net.Conn) (net.Conn, error) {
 	defer nc.SetDeadline(time.Time{})
 	if err := tc.Handshake(); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	if tc.ConnectionState().DidResume {
+		w.cnt.tlsResumed.Add(1)
 	}
 	return tc, nil
 }

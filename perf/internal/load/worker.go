@@ -27,7 +27,7 @@ type worker struct {
 
 	cnt struct {
 		connOK, connFail, subOK, subFail, published, acked, delivered, foreign,
-		pings, pongs, disconnected atomic.Int64
+		pings, pongs, disconnected, tlsResumed atomic.Int64
 	}
 
 	hmu                     sync.Mutex
@@ -117,7 +117,7 @@ func (w *worker) counters() Counters {
 		Published: w.cnt.published.Load(), Acked: w.cnt.acked.Load(),
 		Delivered: w.cnt.delivered.Load(), Foreign: w.cnt.foreign.Load(),
 		Pings: w.cnt.pings.Load(), Pongs: w.cnt.pongs.Load(),
-		Disconnected: w.cnt.disconnected.Load(),
+		Disconnected: w.cnt.disconnected.Load(), TLSResumed: w.cnt.tlsResumed.Load(),
 	}
 }
 
