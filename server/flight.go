@@ -1,5 +1,7 @@
 package server
 
+import "time"
+
 // flight is a session's packet-id state: outbound QoS 1/2 messages in send order until the client completes
 // them, and inbound QoS 2 ids waiting for PUBREL. It is allocated on the session's first QoS 1/2 exchange, so
 // an idle session does not carry it. Every operation is O(1) amortised: a client may allow 65,535 messages in
@@ -10,6 +12,8 @@ type flight struct {
 	base    uint64            // sequence number of out[0]
 	ids     map[uint16]uint64 // outbound packet id → sequence number, while in flight
 	pending int               // entries not yet done
+	owed    int64             // unix ns when pending last went from 0 to 1: since then the client owes an ack
+	acks    uint64            // acknowledgements the client sent (PUBACK, PUBREC, PUBCOMP), for stuck()
 	nextID  uint16            // last outbound packet id handed out
 	qos2In  map[uint16]struct{}
 }
@@ -25,6 +29,9 @@ func (s *session) flights() *flight {
 // add records a message sent with packet id id (from allocID, or re-sent with its original id) in state st.
 // s.mu is held.
 func (f *flight) add(id uint16, d delivery, st outState) {
+	if f.pending == 0 {
+		f.owed = time.Now().UnixNano()
+	}
 	f.ids[id] = f.base + uint64(len(f.out))
 	f.out = append(f.out, outFlight{id: id, state: st, d: d})
 	f.pending++
@@ -65,6 +72,7 @@ func (f *flight) ack(id uint16, want, next outState) bool {
 	if e.d.share != nil && want == outPublished {
 		e.d.share.completed(tp{e.d.topic, e.d.part}, e.d.off) // PUBACK or PUBREC: the client has it (share.go)
 	}
+	f.acks++
 	e.state = next
 	if next == outDone {
 		f.drop(e)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"time"
 
 	"github.com/ferrymq/ferry/offload"
 )
@@ -52,9 +53,11 @@ type session struct {
 	fl         *flight            // packet-id state; nil until the session's first QoS 1/2 exchange
 	expiry     uint32             // seconds the session outlives its connection; 0 = ends with it
 	overflowed bool               // a QoS>0 delivery found the queue full while connected
-	ended      bool               // removed from the registry; nothing may be queued any more
-	resuming   bool               // replaying from stored offsets: live records skip it (guarded by matchMu too)
-	ps         *persisted         // Kafka-side state of a persistent session; nil for one that ends with its connection
+	ackSeen    uint64             // fl.acks when stuck() last looked, and when it changed (unix ns)
+	ackSeenAt  int64
+	ended      bool       // removed from the registry; nothing may be queued any more
+	resuming   bool       // replaying from stored offsets: live records skip it (guarded by matchMu too)
+	ps         *persisted // Kafka-side state of a persistent session; nil for one that ends with its connection
 
 	// matchGen and matchIdx are scratch for folding several matching subscriptions into one delivery; only
 	// the goroutine holding Server.matchMu touches them.
@@ -72,8 +75,15 @@ func (s *session) enqueue(d delivery, limit int) (*conn, bool) {
 	}
 	if s.queue.len() >= limit {
 		if d.qos > 0 && s.c != nil {
-			// The client does not keep up at QoS>0; it is disconnected with 0x97 rather than losing messages
-			// it was promised. The session keeps what is queued.
+			// A client that keeps acknowledging is slower than this burst, not gone: it may hold up to twice
+			// the queue while it catches up (the reader hands on a whole fetch at once, faster than a loop
+			// writes). One that owes an ack it has not sent for stuckAfter, or that falls twice the queue
+			// behind, does not keep up at QoS>0; it is disconnected with 0x97 rather than losing messages it
+			// was promised. The session keeps what is queued.
+			if s.queue.len() < 2*limit && !s.stuck(time.Now().UnixNano()) {
+				s.queue.push(d)
+				return s.c, false
+			}
 			s.overflowed = true
 			return s.c, true
 		}
@@ -81,6 +91,23 @@ func (s *session) enqueue(d delivery, limit int) (*conn, bool) {
 	}
 	s.queue.push(d)
 	return s.c, false
+}
+
+// stuckAfter is how long a client may owe an acknowledgement without sending any before a full session queue
+// counts as the client not reading any more (enqueue).
+const stuckAfter = 3 * time.Second
+
+// stuck reports whether the client owes acknowledgements and has sent none for stuckAfter: since its oldest
+// owed message went out, and since it was last seen acknowledging. now is unix ns. s.mu is held.
+func (s *session) stuck(now int64) bool {
+	f := s.fl
+	if f == nil || f.pending == 0 {
+		return false // nothing owed: the queue waits for the loop, not for the client
+	}
+	if f.acks != s.ackSeen {
+		s.ackSeen, s.ackSeenAt = f.acks, now
+	}
+	return now-max(f.owed, s.ackSeenAt) > int64(stuckAfter)
 }
 
 // ring is a growable FIFO of deliveries.
