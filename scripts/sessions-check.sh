@@ -7,7 +7,9 @@
 # Start 1 (ferry-chaos sessions). Every CONNACK, SUBACK and UNSUBACK is recorded and each client's session —
 # does it exist, which filters it holds — is checked as a register with Porcupine: Session Present must be 1
 # exactly when the session exists, and no acknowledged subscription may be lost or come back after its
-# UNSUBACK. Model and limits: docs/sessions.md, "History checker".
+# UNSUBACK. Half the clients also carry deliveries: publishers send them numbered QoS 1 and QoS 2 messages,
+# and every acknowledged one must arrive (QoS 2 at most once) by the end of a drain after the run.
+# Model and limits: docs/sessions.md, "History checker".
 #
 # KILLS > 0: during the run an instance picked at random is killed with SIGKILL KILLS times, at random
 # intervals (uniform in [0.5, 1.5] × the time left / (kills left + 1), counted from the previous restart being
@@ -86,9 +88,11 @@ if ((KILLS > 0)); then
 fi
 wait "$cpid" || rc=$?
 summary=$(grep '^sessions: [0-9]* operations' "$work/sessions.out" | sed 's/^sessions: //' || true)
+details=$(grep -E '^sessions: (deliveries|wills)' "$work/sessions.out" || true)
 if ((rc == 0 && kills < KILLS)); then rc=1; why=" — only $kills of $KILLS kills were done before the run ended"; fi
 if ((rc == 0)); then
   echo "sessions: PASS duration=$DURATION clients=$CLIENTS think=$THINK close_every=$CLOSE_EVERY kills=$kills $summary"
+  [[ -z $details ]] || echo "$details"
 else
   echo "sessions: FAIL duration=$DURATION clients=$CLIENTS think=$THINK close_every=$CLOSE_EVERY kills=$kills $summary$why"
   head -60 "$work/sessions.out"; tail -5 "$work/sessions.err"

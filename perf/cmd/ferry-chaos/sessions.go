@@ -44,6 +44,10 @@ func sessions(args []string) error {
 	closeEvery := fs.Int("close-every", 0, "if > 0, about one move in this many first closes the client's connection (no DISCONNECT), as a client whose move's dial failed does")
 	think := fs.Duration("think", 0, "a pause, uniform in [0, think), before each SUBSCRIBE or UNSUBSCRIBE (a move still follows its operation at once): less load, a smaller sessions topic for restarts to read")
 	viz := fs.String("viz", "sessions-violation.html", "where to write Porcupine's rendering of a violating history")
+	carrierEvery := fs.Int("carrier-every", 2, "one client in this many is a carrier of deliveries (0: none): it keeps two topics of its own subscribed at QoS 1 and 2 and never starts clean again")
+	publishers := fs.Int("publishers", 2, "publishers of numbered messages to the carriers, alternately at QoS 1 and QoS 2")
+	pubRate := fs.Float64("pub-rate", 40, "messages a second per publisher (at most: each waits for its PUBACK/PUBCOMP)")
+	drain := fs.Duration("drain", 60*time.Second, "after the run, how long the carriers may take to receive every acknowledged message")
 	run := fs.String("run", fmt.Sprintf("h%d", time.Now().UnixNano()%1e9), "run id: client ids are hist-<run>-<n>")
 	_ = fs.Parse(args)
 	addrs := strings.Split(*targets, ",")
@@ -53,30 +57,66 @@ func sessions(args []string) error {
 	start := time.Now()
 	deadline := start.Add(*duration)
 	var (
-		mu      sync.Mutex
 		history []porcupine.Operation
 		st      sessionStats
 		failed  atomic.Int64
 		wg      sync.WaitGroup
+		pubs    sync.WaitGroup
 	)
-	for i := 0; i < *clients; i++ {
+	ids := func(n int) string { return fmt.Sprintf("hist-%s-%d", *run, n) }
+	led := newLedger(*clients, *carrierEvery)
+	hoppers := make([]*hopper, *clients)
+	for i := range hoppers {
+		hoppers[i] = &hopper{id: ids(i), n: i, addrs: addrs, filters: *filters, t0: start, think: *think,
+			closeEvery: *closeEvery, led: led, carrier: led.carrier(i)}
+	}
+	for k := 0; k < *publishers && len(led.ready) > 0; k++ {
+		pubs.Add(1)
+		go func() {
+			defer pubs.Done()
+			led.publisher(fmt.Sprintf("pub-%s-%d", *run, k), byte(1+k%2), *pubRate, addrs, deadline, ids)
+		}()
+	}
+	for _, h := range hoppers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h := &hopper{id: fmt.Sprintf("hist-%s-%d", *run, i), n: i, addrs: addrs, filters: *filters, t0: start, think: *think, closeEvery: *closeEvery}
-			ops, err := h.run(deadline, *hopEvery, &st)
-			if err != nil {
+			if _, err := h.run(deadline, *hopEvery, &st); err != nil {
 				failed.Add(1)
 				fmt.Fprintf(os.Stderr, "client %s stopped: %v\n", h.id, err)
 			}
-			mu.Lock()
-			history = append(history, ops...)
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	pubs.Wait()
 	if failed.Load() == int64(*clients) {
 		return errors.New("every client stopped early: nothing to check")
+	}
+	// The drain: every carrier connects once more and waits for its acknowledged messages.
+	drainStart := time.Now()
+	var drainFailed atomic.Int64
+	for _, h := range hoppers {
+		if !h.carrier {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.drain(drainStart.Add(*drain), &st); err != nil {
+				drainFailed.Add(1)
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, h := range hoppers {
+		history = append(history, h.ops...)
+	}
+	dc := led.check(ids)
+	fmt.Printf("sessions: deliveries to %d carriers (drained in %v, %d drains failed): %v\n", len(led.ready),
+		time.Since(drainStart).Round(time.Millisecond), drainFailed.Load(), dc)
+	for _, v := range dc.firstViolations {
+		fmt.Printf("sessions: delivery violation: %s\n", v)
 	}
 	unknowns := unknownOutcomes(history)
 	res, info := porcupine.CheckOperationsVerbose(sessionModel, history, 5*time.Minute)
@@ -85,6 +125,9 @@ func sessions(args []string) error {
 		len(history), unknowns, st.moves.Load(), st.reconnects.Load(), st.retries.Load(), failed.Load(), res)
 	switch res {
 	case porcupine.Ok:
+		if dc.violations > 0 || drainFailed.Load() > 0 {
+			return fmt.Errorf("%d delivery violations, %d drains failed", dc.violations, drainFailed.Load())
+		}
 		return nil
 	case porcupine.Illegal:
 		printFirstViolation(history)
@@ -269,6 +312,9 @@ type hopper struct {
 	nc         net.Conn
 	addr       string // of the current connection
 	ops        []porcupine.Operation
+	led        *ledger // deliveries; h is a carrier if led.carrier(n)
+	carrier    bool
+	conns      int // connections opened, for the ledger's receipts
 }
 
 func (h *hopper) now() int64 { return int64(time.Since(h.t0)) }
@@ -316,10 +362,14 @@ func (h *hopper) run(deadline time.Time, hopEvery int, st *sessionStats) ([]porc
 	defer func() {
 		if h.c != nil {
 			_ = h.c.Disconnect(&paho.Disconnect{})
+			h.c, h.nc = nil, nil
 		}
 	}()
 	if !h.reconnect(deadline, true, st) {
 		return h.ops, errors.New("no instance accepted the first CONNECT before the deadline")
+	}
+	if h.carrier && !h.setupCarrier(deadline, st) {
+		return h.ops, errors.New("the delivery topics' SUBSCRIBE did not succeed before the deadline")
 	}
 	for time.Now().Before(deadline) {
 		if h.think > 0 {
@@ -339,7 +389,8 @@ func (h *hopper) run(deadline time.Time, hopEvery int, st *sessionStats) ([]porc
 				h.nc.Close() // the server sees the socket end, then at once a CONNECT elsewhere
 				h.after = "closed"
 			}
-			err = h.connect(h.addrs[rand.IntN(len(h.addrs))], rand.IntN(20) == 0) // no pause: within a millisecond
+			// No pause: within a millisecond. A carrier never starts clean again (its delivery subscriptions).
+			err = h.connect(h.addrs[rand.IntN(len(h.addrs))], !h.carrier && rand.IntN(20) == 0)
 		}
 		if err != nil {
 			if st.logged.Add(1) <= 20 { // a failed dial sent nothing; anything else is recorded as unknown
@@ -387,7 +438,10 @@ func (h *hopper) connect(addr string, clean bool) error {
 	if err != nil {
 		return err
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: nc})
+	h.conns++
+	conn := h.conns
+	c := paho.NewClient(paho.ClientConfig{Conn: nc, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) { h.led.receive(h.n, conn, pr.Packet); return true, nil }}})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, &paho.Connect{ClientID: h.id, CleanStart: clean, KeepAlive: 30,
