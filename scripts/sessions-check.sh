@@ -62,7 +62,7 @@ seconds() { # a Go duration of s, m or h (e.g. 90s, 3m) in whole seconds
 }
 rc=0
 (IFS=,; exec "$work/ferry-chaos" sessions --targets "${targets[*]}" --clients "$CLIENTS" --duration "$DURATION" \
-  --think "$THINK" --close-every "$CLOSE_EVERY" --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
+  --think "$THINK" --close-every "$CLOSE_EVERY" --kafka "127.0.0.1:$KAFKA" --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
 cpid=$!; pids+=("$cpid")
 start_ms=$(( $(date +%s%N) / 1000000 )) # about the checker's time 0: its histories' times compare with the kills'
 end_ms=$(( start_ms + $(seconds "$DURATION") * 1000 ))

@@ -63,6 +63,8 @@ type receipt struct {
 	conn int // the carrier's connection number
 	pid  uint16
 	dup  bool
+	at   int64  // ms since the run began
+	addr string // the instance
 }
 
 func newLedger(clients, carrierEvery int) *ledger {
@@ -102,7 +104,7 @@ func (l *ledger) outcome(n int, qos byte, seq int, o pubOutcome) {
 }
 
 // receive records a delivery to carrier n. It runs on a paho goroutine of the carrier's connection.
-func (l *ledger) receive(n, conn int, p *paho.Publish) {
+func (l *ledger) receive(n, conn int, addr string, at time.Duration, p *paho.Publish) {
 	c := l.carriers[n]
 	i := strings.LastIndex(p.Topic, "/d")
 	if c == nil || i < 0 {
@@ -118,7 +120,8 @@ func (l *ledger) receive(n, conn int, p *paho.Publish) {
 	if len(c.got[qos][seq]) == 0 && seq < len(c.pub[qos]) && c.pub[qos][seq] == pubAcked {
 		c.recvd[qos]++
 	}
-	c.got[qos][seq] = append(c.got[qos][seq], receipt{conn: conn, pid: p.PacketID, dup: p.Duplicate()})
+	c.got[qos][seq] = append(c.got[qos][seq], receipt{conn: conn, pid: p.PacketID, dup: p.Duplicate(),
+		at: at.Milliseconds(), addr: addr})
 }
 
 // drained reports whether carrier n has received every acknowledged message.
