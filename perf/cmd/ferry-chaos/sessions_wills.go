@@ -21,7 +21,7 @@ import (
 // the client closing the socket, or the connection breaking by itself (its instance was killed). The client
 // then comes back at once (within 100 ms, unless instances are down) or, one time in three, only after its will
 // is due: the delay plus the death bound (willBound) — for a will of delay 0 after a closed socket, 1.5 s. One more sentinel connection per instance records when
-// it broke, which is when the instance was killed. After the run the checker waits until the last will is due
+// it broke, which is when the instance was killed (kills). After the run the checker waits until the last will is due
 // and counts the wills where they are published: the records of the will topics in Kafka's messages topic
 // (read_committed; counting deliveries to a subscriber would mix in the subscriber's own duplicates). Per life:
 //
@@ -38,11 +38,11 @@ import (
 //
 // Not judged: when a will is published (only whether), and the will's content or QoS beyond its payload.
 type willWatch struct {
-	mu     sync.Mutex
-	t0     time.Time
-	got    map[[2]int]int     // (client, life) → records of its will in Kafka
-	breaks map[string][]int64 // instance address → when its sentinel connection broke (ns since t0)
-	lives  [][]willLife       // by client
+	mu    sync.Mutex
+	t0    time.Time
+	got   map[[2]int]int // (client, life) → records of its will in Kafka
+	k     *kills
+	lives [][]willLife // by client
 }
 
 // willBound is how long a killed instance's clients may wait for their wills (docs/sessions.md: the
@@ -60,30 +60,6 @@ type willLife struct {
 }
 
 func (w *willWatch) now() int64 { return int64(time.Since(w.t0)) }
-
-// sentinel holds a plain connection to addr until stop is closed and records when it breaks.
-func (w *willWatch) sentinel(id, addr string, stop <-chan struct{}) {
-	for {
-		c, _, err := dialPaho(addr, paho.ClientConfig{}, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
-		if err != nil {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			continue
-		}
-		select {
-		case <-stop:
-			_ = c.Disconnect(&paho.Disconnect{})
-			return
-		case <-c.Done():
-			w.mu.Lock()
-			w.breaks[addr] = append(w.breaks[addr], w.now())
-			w.mu.Unlock()
-		}
-	}
-}
 
 // dialPaho opens a connection to addr and sends c; an error means no CONNACK 0x00, and sent says whether the
 // CONNECT was written (the dial succeeded).
@@ -227,12 +203,7 @@ func (w *willWatch) check(run string, strict bool) willCounts {
 		}
 	}
 	brokeNear := func(addr string, from, to int64) bool {
-		for _, t := range w.breaks[addr] {
-			if t >= from-int64(time.Second) && t <= to+int64(3*time.Second) {
-				return true
-			}
-		}
-		return false
+		return w.k.near(addr, from-int64(time.Second), to+int64(3*time.Second))
 	}
 	for n, lives := range w.lives {
 		for life, l := range lives {
@@ -290,22 +261,15 @@ func (d willCounts) String() string {
 
 // runWills runs the will clients until deadline, waits until the last will is due, and counts the wills in
 // Kafka's messages topic.
-func runWills(clients int, run string, addrs []string, delay time.Duration, deadline, t0 time.Time, broker, topic string, strict bool) (willCounts, error) {
-	w := &willWatch{t0: t0, got: map[[2]int]int{}, breaks: map[string][]int64{}, lives: make([][]willLife, clients)}
-	stop := make(chan struct{})
-	var bg, wg sync.WaitGroup
-	for i, a := range addrs {
-		bg.Add(1)
-		go func() { defer bg.Done(); w.sentinel(fmt.Sprintf("sentinel-%s-%d", run, i), a, stop) }()
-	}
+func runWills(clients int, run string, addrs []string, delay time.Duration, deadline, t0 time.Time, broker, topic string, strict bool, k *kills) (willCounts, error) {
+	w := &willWatch{t0: t0, got: map[[2]int]int{}, k: k, lives: make([][]willLife, clients)}
+	var wg sync.WaitGroup
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
 		go func() { defer wg.Done(); w.willClient(i, run, addrs, delay, deadline) }()
 	}
 	wg.Wait()
 	time.Sleep(delay + willBound + 2*time.Second) // the last will due: a normal DISCONNECT's instance killed at once
-	close(stop)
-	bg.Wait()
 	prefix := "hist/" + run + "/will/"
 	sc, err := scanKafka(broker, topic, prefix, 3*time.Minute, func(r *kgo.Record) {
 		n, err1 := strconv.Atoi(string(r.Key[len(prefix):]))
