@@ -20,10 +20,11 @@ import (
 // (even w) or --will-delay (odd w). A life ends after a short while in one of three ways: a normal DISCONNECT,
 // the client closing the socket, or the connection breaking by itself (its instance was killed). The client
 // then comes back at once (within 100 ms, unless instances are down) or, one time in three, only after its will
-// is due: the delay plus the death bound (willBound) — for a will of delay 0 after a closed socket, 1.5 s. One more sentinel connection per instance records when
-// it broke, which is when the instance was killed (kills). After the run the checker waits until the last will is due
-// and counts the wills where they are published: the records of the will topics in Kafka's messages topic
-// (read_committed; counting deliveries to a subscriber would mix in the subscriber's own duplicates). Per life:
+// is due: the delay plus the death bound (willBound) — for a will of delay 0 after a closed socket, 1.5 s. A
+// sentinel connection per instance (kills) tells when an instance was killed. After the run the checker waits
+// until the last will is due and counts the wills where they are published: the records of the will topics in
+// Kafka's messages topic (read_committed; counting deliveries to a subscriber would mix in the subscriber's
+// own duplicates). Per life:
 //
 //   - at most once, always;
 //   - never, after a normal DISCONNECT the client sent — unless a sentinel saw that instance break from 1 s
@@ -54,7 +55,7 @@ type willLife struct {
 	addr      string
 	end       byte  // 'n' normal DISCONNECT, 'c' closed by the client, 'b' broke by itself, 'f' CONNECT not accepted, 'd' DISCONNECT failed
 	endAt     int64 // ns since t0: when the client saw the end (for 'n', when it sent the DISCONNECT)
-	closedAt  int64 // 'n': when it saw the server close
+	closedAt  int64 // 'n': when the client's side of the connection was closed after the DISCONNECT
 	nextCall  int64 // the next CONNECT sent (0: none)
 	nextReady int64 // the next CONNECT accepted (0: none)
 }
@@ -154,7 +155,7 @@ func (w *willWatch) willClient(n int, run string, addrs []string, delay time.Dur
 				l.end, l.endAt = 'c', w.now()
 			}
 		}
-		// Come back at once, or (a delayed will, one time in three) only after the will is due.
+		// Come back at once, or (one time in three) only after the will is due.
 		if rand.IntN(3) == 0 {
 			away := delay + willBound + 3*time.Second
 			if delay == 0 && l.end != 'b' {
