@@ -236,17 +236,29 @@ func (srv *Server) processPartitions(now time.Time) {
 // id is alive again — so this run writes the end records itself, on every partition, before serving: a will
 // due is published after its delay (the first end record of the epoch decides, as for any death), and the
 // session's expiry counts from now. Runs once in Start, after the sessions topic is loaded.
+//
+// It also takes over the wills the previous run had won and not yet published — a connection that ended (its
+// end record, by this instance, says a will is due) while its Will Delay was still running: that run's timer
+// died with it, the load does not act on end records (store.ready), and no other instance claims them, since
+// this id is alive again. They are published when their delay ends, from the end record's time (at once if it
+// has passed), unless the client came back (publishStoredWill).
 func (srv *Server) recoverOwnConnections(now time.Time) {
 	st := srv.store
 	type end struct {
 		id  string
 		rec *ownerRec
 	}
-	var ends []end
+	var ends, pending []end
 	st.mu.Lock()
 	for id, c := range st.clients {
 		o := c.owner
-		if o == nil || !o.Connected || o.Instance != st.instance {
+		if o == nil || o.Instance != st.instance {
+			continue
+		}
+		if !o.Connected {
+			if o.Will && c.will != nil && c.will.Epoch == o.Epoch {
+				pending = append(pending, end{id, o})
+			}
 			continue
 		}
 		ends = append(ends, end{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
@@ -255,6 +267,12 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	st.mu.Unlock()
 	for _, e := range ends {
 		st.put(kindOwner, e.id, e.rec)
+	}
+	for _, e := range pending {
+		srv.connectionEnded(e.id, e.rec)
+	}
+	if len(pending) > 0 {
+		srv.cfg.log.Info("took over the pending wills of this instance's previous run", "instance", st.instance, "wills", len(pending))
 	}
 	if len(ends) > 0 {
 		srv.cfg.log.Info("ended the connections of this instance's previous run", "instance", st.instance, "connections", len(ends))

@@ -99,6 +99,11 @@ func connect(target, src string, c wire.Connect, timeout time.Duration) (*mconn,
 	if err != nil {
 		return nil, false, err
 	}
+	return handshake(nc, c, timeout)
+}
+
+// handshake sends the CONNECT on nc and reads the CONNACK, as connect does; it closes nc on failure.
+func handshake(nc *net.TCPConn, c wire.Connect, timeout time.Duration) (*mconn, bool, error) {
 	m := &mconn{nc: nc, fr: newFramer(nc)}
 	if err := m.write(wire.AppendConnect(nil, c)); err != nil {
 		nc.Close()

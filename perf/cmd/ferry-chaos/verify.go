@@ -14,11 +14,16 @@ import (
 // kafkaTally is what a read of the messages topic found for one run's topics.
 type kafkaTally struct {
 	records  int64
-	foreign  int64              // records under the prefix without a stamp
-	occ      map[ackKey]uint32  // occurrences per message
-	reorders int64              // first occurrences of a sequence number below one already seen on the key
-	perKey   map[string]uint64  // highest sequence number seen per key (+1)
-	byQoS    [3]int64           // records per QoS (from the key)
+	foreign  int64             // records under the prefix without a stamp
+	occ      map[ackKey]uint32 // occurrences per message
+	reorders int64             // first occurrences of a sequence number below one already seen on the key
+	perKey   map[string]uint64 // highest sequence number seen per key (+1)
+	byQoS    [3]int64          // records per QoS (from the key)
+	kafkaScan
+}
+
+// kafkaScan is what a read of a topic reached.
+type kafkaScan struct {
 	partEnds map[int32][2]int64 // start, end offset per partition at the start of the read
 	reached  map[int32]int64    // last offset read per partition
 	errs     []string
@@ -27,25 +32,57 @@ type kafkaTally struct {
 // readKafka reads topic from the start to the offsets committed (read_committed) when the read began and
 // tallies the records whose key starts with prefix. The key after the prefix must be q<qos>/<publisher>.
 func readKafka(broker, topic, prefix string, timeout time.Duration) (*kafkaTally, error) {
+	t := &kafkaTally{occ: map[ackKey]uint32{}, perKey: map[string]uint64{}}
+	sc, err := scanKafka(broker, topic, prefix, timeout, func(r *kgo.Record) {
+		k := string(r.Key)
+		rest := k[len(prefix):]
+		if len(rest) < 3 || rest[0] != 'q' || rest[1] < '0' || rest[1] > '2' || rest[2] != '/' {
+			t.foreign++
+			return
+		}
+		s, ok := stampOf(r.Value)
+		if !ok {
+			t.foreign++
+			return
+		}
+		q := rest[1] - '0'
+		t.records++
+		t.byQoS[q]++
+		ak := ackKey{qos: q, pub: s.Pub, seq: s.Seq}
+		t.occ[ak]++
+		if t.occ[ak] == 1 && s.Seq+1 < t.perKey[k] {
+			t.reorders++
+		}
+		if s.Seq+1 > t.perKey[k] {
+			t.perKey[k] = s.Seq + 1
+		}
+	})
+	t.kafkaScan = sc
+	return t, err
+}
+
+// scanKafka reads topic from the start to the offsets committed (read_committed) when the read began and
+// hands each record whose key starts with prefix to each (on the calling goroutine).
+func scanKafka(broker, topic, prefix string, timeout time.Duration, each func(*kgo.Record)) (kafkaScan, error) {
+	t := kafkaScan{partEnds: map[int32][2]int64{}, reached: map[int32]int64{}}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	base := []kgo.Opt{kgo.SeedBrokers(strings.Split(broker, ",")...), kgo.MetadataMinAge(time.Second)}
 	adm, err := kgo.NewClient(base...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create kafka client for %s: %w", broker, err)
+		return t, fmt.Errorf("cannot create kafka client for %s: %w", broker, err)
 	}
 	ad := kadm.NewClient(adm)
 	ends, err := ad.ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		adm.Close()
-		return nil, fmt.Errorf("cannot list the committed end offsets of %s: %w", topic, err)
+		return t, fmt.Errorf("cannot list the committed end offsets of %s: %w", topic, err)
 	}
 	starts, err := ad.ListStartOffsets(ctx, topic)
 	adm.Close()
 	if err != nil {
-		return nil, fmt.Errorf("cannot list the start offsets of %s: %w", topic, err)
+		return t, fmt.Errorf("cannot list the start offsets of %s: %w", topic, err)
 	}
-	t := &kafkaTally{occ: map[ackKey]uint32{}, perKey: map[string]uint64{}, partEnds: map[int32][2]int64{}, reached: map[int32]int64{}}
 	parts := map[int32]kgo.Offset{}
 	var lerr error
 	starts.Each(func(o kadm.ListedOffset) {
@@ -64,7 +101,7 @@ func readKafka(broker, topic, prefix string, timeout time.Duration) (*kafkaTally
 		}
 	})
 	if lerr != nil {
-		return nil, fmt.Errorf("cannot list offsets of %s: %w", topic, lerr)
+		return t, fmt.Errorf("cannot list offsets of %s: %w", topic, lerr)
 	}
 	if len(parts) == 0 {
 		return t, nil
@@ -72,7 +109,7 @@ func readKafka(broker, topic, prefix string, timeout time.Duration) (*kafkaTally
 	cl, err := kgo.NewClient(append(base, kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}))...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create kafka reader: %w", err)
+		return t, fmt.Errorf("cannot create kafka reader: %w", err)
 	}
 	defer cl.Close()
 	idleSince := time.Now()
@@ -108,31 +145,10 @@ func readKafka(broker, topic, prefix string, timeout time.Duration) (*kafkaTally
 			if r.Offset >= t.partEnds[r.Partition][1] {
 				return // produced after the read began
 			}
-			k := string(r.Key)
-			if !strings.HasPrefix(k, prefix) {
+			if !strings.HasPrefix(string(r.Key), prefix) {
 				return
 			}
-			rest := k[len(prefix):]
-			if len(rest) < 3 || rest[0] != 'q' || rest[1] < '0' || rest[1] > '2' || rest[2] != '/' {
-				t.foreign++
-				return
-			}
-			s, ok := stampOf(r.Value)
-			if !ok {
-				t.foreign++
-				return
-			}
-			q := rest[1] - '0'
-			t.records++
-			t.byQoS[q]++
-			ak := ackKey{qos: q, pub: s.Pub, seq: s.Seq}
-			t.occ[ak]++
-			if t.occ[ak] == 1 && s.Seq+1 < t.perKey[k] {
-				t.reorders++
-			}
-			if s.Seq+1 > t.perKey[k] {
-				t.perKey[k] = s.Seq + 1
-			}
+			each(r)
 		})
 	}
 }

@@ -4,7 +4,7 @@
 // to a caller's []byte, and the frame splitter returns sub-slices of the
 // caller's buffer (borrowed until the caller overwrites that buffer). It knows
 // only what a load generator needs: CONNECT, PUBLISH, SUBSCRIBE, PINGREQ,
-// DISCONNECT and the four publish acknowledgements going out; CONNACK, SUBACK,
+// UNSUBSCRIBE, DISCONNECT and the four publish acknowledgements going out; CONNACK, SUBACK, UNSUBACK,
 // PUBLISH, the publish acknowledgements and PINGRESP coming in. It is not the
 // product's codec (mqttcodec/) on purpose: the harness must be able to measure
 // any broker even when Ferry's codec is broken.
@@ -166,6 +166,21 @@ func AppendSubscribe(dst []byte, pid uint16, qos byte, filters ...string) []byte
 	for _, f := range filters {
 		dst = appendString(dst, f)
 		dst = append(dst, qos&3)
+	}
+	return dst
+}
+
+// AppendUnsubscribe appends an UNSUBSCRIBE for the filters.
+func AppendUnsubscribe(dst []byte, pid uint16, filters ...string) []byte {
+	rl := 2
+	for _, f := range filters {
+		rl += 2 + len(f)
+	}
+	dst = append(dst, UNSUBSCRIBE<<4|0x02) // [MQTT-3.10.1-1]
+	dst = AppendVarint(dst, rl)
+	dst = binary.BigEndian.AppendUint16(dst, pid)
+	for _, f := range filters {
+		dst = appendString(dst, f)
 	}
 	return dst
 }

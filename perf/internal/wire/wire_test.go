@@ -104,6 +104,11 @@ func TestAcksAndControl(t *testing.T) {
 	if !bytes.Equal(sub, want) {
 		t.Errorf("subscribe %x want %x", sub, want)
 	}
+	unsub := AppendUnsubscribe(nil, 10, "a/#", "b")
+	want = []byte{0xa2, 10, 0, 10, 0, 3, 'a', '/', '#', 0, 1, 'b'}
+	if !bytes.Equal(unsub, want) {
+		t.Errorf("unsubscribe %x want %x", unsub, want)
+	}
 	f, _, _ := Split(AppendAck(nil, PUBCOMP, 77))
 	if pid, err := AckPID(f); err != nil || pid != 77 || f.Type != PUBCOMP {
 		t.Errorf("AckPID %d %v", pid, err)
