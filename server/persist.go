@@ -111,6 +111,11 @@ func (srv *Server) saveDeliveryThen(s *session, complete bool, handoffEpoch int6
 	r := srv.deliveryRecord(s, complete)
 	if handoffEpoch != 0 {
 		r.Epoch = handoffEpoch
+		// The record is the new owner's starting point: from here on the old connection must not be sent
+		// anything more, or a delivery queued here (so replayed by the new owner) would reach the client
+		// twice — for QoS 2 a second delivery under a new packet id. drain stops once the session is not
+		// its connection's any more; discard, which follows, detaches the rest.
+		s.c = nil
 	}
 	s.ps.saved = time.Now()
 	s.mu.Unlock()
