@@ -179,13 +179,7 @@ func (m *Mux) resetIfEmpty(ctx context.Context, spec GroupSpec) error {
 	if len(spec.Begin) == 0 {
 		return nil
 	}
-	offs := make(kadm.Offsets)
-	for t, parts := range spec.Begin {
-		for p, o := range parts {
-			offs.Add(kadm.Offset{Topic: t, Partition: p, At: o, LeaderEpoch: -1})
-		}
-	}
-	resp, err := m.adm.CommitOffsets(ctx, spec.Group, offs)
+	resp, err := m.adm.CommitOffsets(ctx, spec.Group, kadmOffsets(spec.Begin))
 	if err == nil {
 		err = resp.Error()
 	}
@@ -541,4 +535,15 @@ func apportion(n int, weights []int) []int {
 		given++
 	}
 	return quota
+}
+
+// kadmOffsets is o as the offsets kadm commits or alters.
+func kadmOffsets(o TopicOffsets) kadm.Offsets {
+	offs := make(kadm.Offsets)
+	for t, parts := range o {
+		for p, at := range parts {
+			offs.Add(kadm.Offset{Topic: t, Partition: p, At: at, LeaderEpoch: -1})
+		}
+	}
+	return offs
 }

@@ -267,13 +267,7 @@ func (m *Mux) prepareShareGroup(ctx context.Context, spec ShareSpec) error {
 	if len(spec.Begin) == 0 {
 		return nil
 	}
-	offs := make(kadm.Offsets)
-	for t, parts := range spec.Begin {
-		for p, o := range parts {
-			offs.Add(kadm.Offset{Topic: t, Partition: p, At: o, LeaderEpoch: -1})
-		}
-	}
-	ar, err := m.adm.AlterShareGroupOffsets(ctx, spec.Group, offs)
+	ar, err := m.adm.AlterShareGroupOffsets(ctx, spec.Group, kadmOffsets(spec.Begin))
 	if err == nil {
 		err = ar.Error()
 	}
