@@ -354,21 +354,7 @@ func TestSharedRouted(t *testing.T) {
 
 	// A Kafka producer writes place/other/… (no rule: the messages topic) into share-alarms: skipped; a
 	// correctly routed record written next to it is delivered once.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, key := range alarms { // one pair in each partition, whoever holds it
-		if err := cl.ProduceSync(ctx,
-			&kgo.Record{Topic: "share-alarms", Key: []byte("place/other/x"), Value: []byte("wrong")},
-			&kgo.Record{Topic: "share-alarms", Key: []byte(key), Value: []byte("right " + key)},
-		).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produceAlarms(t, kafka, alarms)
 	tl.waitUnique(t, n+len(alarms), 10*time.Second)
 	close(stop)
 	wg.Wait()
@@ -379,5 +365,27 @@ func TestSharedRouted(t *testing.T) {
 	}
 	if d := tl.duplicates(); len(d) > 0 {
 		t.Errorf("duplicates after the Kafka-born records: %v", d[:min(len(d), 5)])
+	}
+}
+
+// produceAlarms writes, as a Kafka application would, into share-alarms for each key a record with a key no
+// route rule sends there ("wrong") and one with the key itself ("right <key>"). One pair per key: with a key
+// per partition, one pair in each partition, whoever holds it.
+func produceAlarms(t *testing.T, kafka string, keys []string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, key := range keys {
+		if err := cl.ProduceSync(ctx,
+			&kgo.Record{Topic: "share-alarms", Key: []byte("place/other/x"), Value: []byte("wrong")},
+			&kgo.Record{Topic: "share-alarms", Key: []byte(key), Value: []byte("right " + key)},
+		).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/ferrymq/ferry/kafkamux"
@@ -27,29 +26,7 @@ var shareGroupMode = server.SharedSubscriptionMode(server.ShareModeShareGroup)
 func TestShareGroupSingleInstance(t *testing.T) {
 	f := startFerry(t, shareGroupMode)
 	const n, members = 3000, 3
-	ms := make([]*v5, members)
-	for i := range ms {
-		ms[i] = shareMember(t, f.addr, fmt.Sprintf("worker-%d", i), 1)
-	}
-	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "boss", CleanStart: true})
-	tl := newTally(members)
-	tl.srvs = []*server.Server{f.srv}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, m := range ms {
-		wg.Add(1)
-		go tl.collect(i, m, stop, &wg)
-	}
-	publishAll(t, pub, spreadTopics(3), n, 8, 1)
-	tl.waitUnique(t, n, 60*time.Second)
-	close(stop)
-	wg.Wait()
-	if d := tl.duplicates(); len(d) > 0 {
-		t.Errorf("%d messages delivered more than once, e.g. %v", len(d), d[:min(len(d), 5)])
-	}
-	if tl.total != n {
-		t.Errorf("%d deliveries for %d messages", tl.total, n)
-	}
+	tl := shareExactlyOnce(t, f, members, n, 60*time.Second)
 	st := f.srv.ShareStats()
 	if st.Mode != server.ShareModeShareGroup || st.Groups != 1 || st.Members != members {
 		t.Errorf("ShareStats %+v, want share-group mode, 1 group of %d members", st, members)
@@ -436,21 +413,7 @@ func TestShareGroupRouted(t *testing.T) {
 	if d := tl.duplicates(); len(d) > 0 {
 		t.Errorf("%d messages delivered more than once, e.g. %v", len(d), d[:min(len(d), 5)])
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, key := range alarms {
-		if err := cl.ProduceSync(ctx,
-			&kgo.Record{Topic: "share-alarms", Key: []byte("place/other/x"), Value: []byte("wrong")},
-			&kgo.Record{Topic: "share-alarms", Key: []byte(key), Value: []byte("right " + key)},
-		).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produceAlarms(t, kafka, alarms)
 	tl.waitUnique(t, n+len(alarms), 20*time.Second)
 	close(stop)
 	wg.Wait()

@@ -193,16 +193,17 @@ func checkFair(t *testing.T, counts []int, n int) {
 	t.Logf("messages per member: %v (fair share %.0f)", counts, want)
 }
 
-// One instance, three members, 3,000 QoS 1 messages: each delivered exactly once in total, ±20% per member.
-func TestSharedSingleInstance(t *testing.T) {
-	f := startFerry(t)
-	const n, members = 3000, 3
+// shareExactlyOnce connects members workers of one shared subscription to f, publishes n QoS 1 messages over
+// three topics, and checks that each was delivered exactly once in total, within wait. It returns the tally.
+func shareExactlyOnce(t *testing.T, f *ferry, members, n int, wait time.Duration) *tally {
+	t.Helper()
 	ms := make([]*v5, members)
 	for i := range ms {
 		ms[i] = shareMember(t, f.addr, fmt.Sprintf("worker-%d", i), 1)
 	}
 	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "boss", CleanStart: true})
 	tl := newTally(members)
+	tl.srvs = []*server.Server{f.srv}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i, m := range ms {
@@ -210,7 +211,7 @@ func TestSharedSingleInstance(t *testing.T) {
 		go tl.collect(i, m, stop, &wg)
 	}
 	publishAll(t, pub, spreadTopics(3), n, 8, 1)
-	tl.waitUnique(t, n, 30*time.Second)
+	tl.waitUnique(t, n, wait)
 	close(stop)
 	wg.Wait()
 	if d := tl.duplicates(); len(d) > 0 {
@@ -219,6 +220,14 @@ func TestSharedSingleInstance(t *testing.T) {
 	if tl.total != n {
 		t.Errorf("%d deliveries for %d messages", tl.total, n)
 	}
+	return tl
+}
+
+// One instance, three members, 3,000 QoS 1 messages: each delivered exactly once in total, ±20% per member.
+func TestSharedSingleInstance(t *testing.T) {
+	f := startFerry(t)
+	const n, members = 3000, 3
+	tl := shareExactlyOnce(t, f, members, n, 30*time.Second)
 	checkFair(t, tl.counts(), n)
 	if st := f.srv.ShareStats(); st.Groups != 1 || st.Members != members {
 		t.Errorf("ShareStats %+v, want 1 group of %d members", st, members)
