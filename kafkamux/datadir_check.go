@@ -36,40 +36,43 @@ var ErrDataDirCorrupt = errors.New("data dir corrupt or from a newer version")
 // which was never acknowledged, and which kfake drops. It reads every segment once, mapped into memory one
 // file at a time per worker (the page cache then serves kfake's own load), partitions in parallel; runs on
 // the goroutine calling New.
-func checkDataDir(dir string) error {
+//
+// It also returns what it learnt of the transactions in each partition, for completeTransactions.
+func checkDataDir(dir string) ([]*partTxns, error) {
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("data dir %s: %s; nothing was changed: %w", dir, fmt.Sprintf(format, args...), ErrDataDirCorrupt)
 	}
 	metaFound, err := checkVersionFile(filepath.Join(dir, "meta.json"))
 	if err != nil {
-		return corrupt("%v", err)
+		return nil, corrupt("%v", err)
 	}
 	topicsFound, err := checkVersionFile(filepath.Join(dir, "topics.json"))
 	if err != nil {
-		return corrupt("%v", err)
+		return nil, corrupt("%v", err)
 	}
 	parts, err := os.ReadDir(filepath.Join(dir, "partitions"))
 	if err != nil && !os.IsNotExist(err) {
-		return corrupt("cannot list partitions: %v", err)
+		return nil, corrupt("cannot list partitions: %v", err)
 	}
 	if !metaFound {
 		if topicsFound || len(parts) > 0 {
 			// kfake would take the dir as new and write an empty topics.json over the old one.
-			return corrupt("meta.json is missing but Kafka data is there (restore meta.json from a backup, or move the data dir away to start empty)")
+			return nil, corrupt("meta.json is missing but Kafka data is there (restore meta.json from a backup, or move the data dir away to start empty)")
 		}
-		return nil // a new data dir
+		return nil, nil // a new data dir
 	}
 	// Partitions are checked in parallel, as kfake loads them: on a data dir of many GiB the check is bound by
 	// CRC-32C and memory bandwidth, not by one core.
 	jobs := make(chan int) // index into parts
 	errs := make([]error, len(parts))
+	txns := make([]*partTxns, len(parts))
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), max(len(parts), 1)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				errs[i] = checkPartitionDir(filepath.Join(dir, "partitions", parts[i].Name()))
+				txns[i], errs[i] = checkPartitionDir(filepath.Join(dir, "partitions", parts[i].Name()))
 			}
 		}()
 	}
@@ -82,10 +85,10 @@ func checkDataDir(dir string) error {
 	wg.Wait()
 	for _, err := range errs { // the first damaged partition in name order, whatever finished first
 		if err != nil {
-			return corrupt("%v", err)
+			return nil, corrupt("%v", err)
 		}
 	}
-	return nil
+	return slices.DeleteFunc(txns, func(t *partTxns) bool { return t == nil }), nil
 }
 
 // checkVersionFile checks that one of kfake's JSON state files, if present, parses and carries a format
@@ -116,11 +119,12 @@ func checkVersionFile(path string) (found bool, err error) {
 	return true, nil
 }
 
-// checkPartitionDir checks the record batches of every segment file (<base offset>.dat) of a partition.
-func checkPartitionDir(pdir string) error {
+// checkPartitionDir checks the record batches of every segment file (<base offset>.dat) of a partition, and
+// returns the state of the transactions written to it.
+func checkPartitionDir(pdir string) (*partTxns, error) {
 	entries, err := os.ReadDir(pdir)
 	if err != nil {
-		return fmt.Errorf("cannot list %s: %v", pdir, err)
+		return nil, fmt.Errorf("cannot list %s: %v", pdir, err)
 	}
 	var bases []int64
 	for _, e := range entries {
@@ -133,19 +137,21 @@ func checkPartitionDir(pdir string) error {
 		}
 	}
 	slices.Sort(bases)
+	txns := newPartTxns(pdir)
 	for i, base := range bases {
 		path := filepath.Join(pdir, strconv.FormatInt(base, 10)+".dat")
 		data, release, err := mapFile(path)
 		if err != nil {
-			return fmt.Errorf("cannot read %s: %v", path, err)
+			return nil, fmt.Errorf("cannot read %s: %v", path, err)
 		}
-		err = checkSegment(path, data, i == len(bases)-1)
+		txns.segment(path)
+		err = checkSegment(path, data, i == len(bases)-1, txns.batch)
 		release()
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return txns, nil
 }
 
 // Record batch layout (Kafka's v2 format, what kfake stores): base offset (8), length (4, the bytes after it),
@@ -157,11 +163,16 @@ const (
 	batchMaxLen   = 1 << 30
 )
 
+// kfakeIndexEntryLen is the size of one entry of kfake's segment index (<base offset>.idx): one per record
+// batch of the segment, in the same order.
+const kfakeIndexEntryLen = 15
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// checkSegment walks the record batches of one segment file's content. last says it is its partition's last
-// segment, whose incomplete final batch is a crash's torn write and not damage.
-func checkSegment(path string, data []byte, last bool) error {
+// checkSegment walks the record batches of one segment file's content, calling visit with each whole batch
+// and its position. last says it is its partition's last segment, whose incomplete final batch is a crash's
+// torn write and not damage.
+func checkSegment(path string, data []byte, last bool, visit func(pos int64, batch []byte)) error {
 	size := int64(len(data))
 	damaged := func(pos int64, why string) error {
 		if last && allZero(data[pos:]) {
@@ -194,6 +205,7 @@ func checkSegment(path string, data []byte, last bool) error {
 		if stored, got := binary.BigEndian.Uint32(head[17:21]), crc32.Checksum(data[pos+batchCRCStart:pos+total], castagnoli); stored != got {
 			return damaged(pos, fmt.Sprintf("CRC mismatch (stored %08x, computed %08x)", stored, got))
 		}
+		visit(pos, data[pos:pos+total])
 		pos += total
 	}
 	return nil

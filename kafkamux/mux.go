@@ -96,10 +96,12 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
 			}
 			m.dirLock = lk
-			if err := checkDataDir(c.dataDir); err != nil { // before kfake drops what it cannot read
+			txns, err := checkDataDir(c.dataDir) // before kfake drops what it cannot read
+			if err != nil {
 				lk.release()
 				return nil, fmt.Errorf("cannot start embedded Kafka: %w", err)
 			}
+			completeTransactions(c.dataDir, txns, m.log) // before kfake takes them as aborted
 			m.storage = &storage{dir: c.dataDir, log: m.log}
 		}
 		cluster, addr, err := startEmbedded(&m.cfg, m.storage)

@@ -17,6 +17,7 @@
 # Environment: KILLS [20]  CLIENTS [200]  RATE [25] msg/s per client  MODE [both]  UP_MIN_MS [500]
 #   UP_MAX_MS [5000] (uptime before each kill, uniform)  STRICT_QOS2 [0] (1: QoS 2 duplicates fail)
 #   FERRY_BIN (a prebuilt ferry instead of building ./cmd/ferry)  KEEP [0] (1: keep the work directory)
+#   FERRY_ARGS (more Ferry flags, split on spaces: e.g. "--kafka-transactions=true")
 # Verdict: one line per mode, "crash[<mode>]: PASS|FAIL …" with the figures; exit 1 on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,8 +64,9 @@ run_mode() {
     kargs=(--kafka-brokers "127.0.0.1:$KAFKA")
   fi
   start_ferry() {
+    # shellcheck disable=SC2086 # FERRY_ARGS is a list of flags
     "$work/ferry" --mqtt "tcp://127.0.0.1:$MQTT" "${kargs[@]}" --admin "127.0.0.1:$ADMIN" --log-level warn \
-      >>"$dir/ferry.log" 2>&1 &
+      ${FERRY_ARGS:-} >>"$dir/ferry.log" 2>&1 &
     echo $! >"$work/ferry.pid"
     if ! wait_ready "127.0.0.1:$ADMIN" 90; then
       echo "crash[$mode]: FAIL Ferry did not become ready after a restart"; tail -20 "$dir/ferry.log"; return 1
