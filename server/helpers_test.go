@@ -20,6 +20,7 @@ import (
 type ferry struct {
 	addr string
 	mux  *kafkamux.Mux
+	off  *offload.Offload
 	srv  *server.Server
 }
 
@@ -85,7 +86,7 @@ func buildFerryLoops(t testing.TB, loops int, kopts []kafkamux.Opt, offOpts []of
 		mux.Close()
 		t.Fatalf("start: %v", err)
 	}
-	return &ferry{addr: addr, mux: mux, srv: srv}
+	return &ferry{addr: addr, mux: mux, off: off, srv: srv}
 }
 
 // v5 is a paho.golang client with a channel of the messages it receives.

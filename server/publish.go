@@ -179,11 +179,13 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 		m.HasPayloadFormat = false // converted to Avro or Protobuf: no longer UTF-8
 	}
 
+	// Decided before the publish may queue: a queued QoS 2 publish must carry its "q:" record into its
+	// message's transaction too (qos2.go).
+	r.q2Txn = c.qos2InTxn(r)
 	if c.pq != nil && c.pq.waiting > 0 {
 		// Earlier publishes still wait for lane space; this one queues behind them to keep topic order.
 		return c.queueOrDrop(r)
 	}
-	r.q2Txn = c.qos2InTxn(r)
 	r.state.Store(reqInKafka)
 	r.handed = r.decoded // set before the hand-off: the callback may run before tryPublish returns
 	if err := c.tryPublish(r); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
 )
 
 // q2client is a v5 client driven by hand through the QoS 2 handshake, with a persistent session.
@@ -197,5 +198,70 @@ func TestQoS2ExactlyOnceAcrossInstanceDeaths(t *testing.T) {
 	// reader above skipped them, which is what this test is about.
 	if all := countRecords(t, kafka, false, 6); all["m5"] < 2 {
 		t.Errorf("read_uncommitted sees m5 %d times; the test wants aborted copies besides the stored one (all: %v)", all["m5"], all)
+	}
+}
+
+// A QoS 2 publish that waits for lane space (the lane is full) still carries its "q:" record in its message's
+// transaction: a crash between the message's commit and a later "q:" record would store the re-sent PUBLISH a
+// second time. Each transaction (a KIP-890 producer epoch) holds as many "q:" records as QoS 2 messages.
+func TestQoS2QueuedPublishKeepsItsIDInTheTransaction(t *testing.T) {
+	_, kafka := startKafka(t)
+	f := buildFerryLoops(t, 1, []kafkamux.Opt{kafkamux.Brokers(kafka)}, []offload.Opt{offload.LaneRecords(2), offload.LaneDelay(0)})
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = f.srv.Stop(ctx)
+		f.mux.Close()
+	}()
+	c := q2connect(t, f.addr, true, false)
+	const n = 60
+	var burst []byte
+	for i := 1; i <= n; i++ {
+		p := mqttcodec.Publish{Topic: []byte("q2/data"), Payload: []byte(fmt.Sprint(i)), QoS: 2, PacketID: uint16(i)}
+		burst = mqttcodec.AppendPublish(burst, &p, 5)
+	}
+	c.send(burst)
+	for i := 1; i <= n; i++ {
+		c.expect(mqttcodec.PUBREC, uint16(i), mqttcodec.Success)
+	}
+	if full := f.off.Stats().Full; full == 0 {
+		t.Fatal("the lane was never full: the test did not queue a publish")
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka), kgo.ConsumeTopics("mqtt-messages", "mqtt-sessions"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	type txn struct{ msgs, ids int }
+	byTxn := map[int16]*txn{}
+	msgs, ids := 0, 0
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for (msgs < n || ids < n) && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			tx := byTxn[r.ProducerEpoch]
+			if tx == nil {
+				tx = &txn{}
+				byTxn[r.ProducerEpoch] = tx
+			}
+			switch {
+			case r.Topic == "mqtt-messages" && string(r.Key) == "q2/data":
+				tx.msgs++
+				msgs++
+			case r.Topic == "mqtt-sessions" && len(r.Key) > 2 && string(r.Key[:2]) == "q:" && r.Value != nil:
+				tx.ids++
+				ids++
+			}
+		})
+	}
+	if msgs != n || ids != n {
+		t.Fatalf("read %d messages and %d q: records, want %d of each", msgs, ids, n)
+	}
+	for epoch, tx := range byTxn {
+		if tx.msgs != tx.ids {
+			t.Errorf("transaction of producer epoch %d: %d QoS 2 messages, %d q: records", epoch, tx.msgs, tx.ids)
+		}
 	}
 }

@@ -19,8 +19,24 @@ type kafkaTally struct {
 	reorders int64             // first occurrences of a sequence number below one already seen on the key
 	perKey   map[string]uint64 // highest sequence number seen per key (+1)
 	byQoS    [3]int64          // records per QoS (from the key)
+	first    map[ackKey]where  // where each QoS 2 message was read first
+	dups     []string          // where QoS 2 duplicates were read, for the first few
 	kafkaScan
 }
+
+// where a record was read: its partition, offset and the producer epoch that wrote it.
+type where struct {
+	part  int32
+	off   int64
+	epoch int16
+}
+
+func (w where) String() string {
+	return fmt.Sprintf("p%d@%d (producer epoch %d)", w.part, w.off, w.epoch)
+}
+
+// maxDupsShown bounds the QoS 2 duplicates verify prints.
+const maxDupsShown = 10
 
 // kafkaScan is what a read of a topic reached.
 type kafkaScan struct {
@@ -32,7 +48,7 @@ type kafkaScan struct {
 // readKafka reads topic from the start to the offsets committed (read_committed) when the read began and
 // tallies the records whose key starts with prefix. The key after the prefix must be q<qos>/<publisher>.
 func readKafka(broker, topic, prefix string, timeout time.Duration) (*kafkaTally, error) {
-	t := &kafkaTally{occ: map[ackKey]uint32{}, perKey: map[string]uint64{}}
+	t := &kafkaTally{occ: map[ackKey]uint32{}, perKey: map[string]uint64{}, first: map[ackKey]where{}}
 	sc, err := scanKafka(broker, topic, prefix, timeout, func(r *kgo.Record) {
 		k := string(r.Key)
 		rest := k[len(prefix):]
@@ -50,6 +66,14 @@ func readKafka(broker, topic, prefix string, timeout time.Duration) (*kafkaTally
 		t.byQoS[q]++
 		ak := ackKey{qos: q, pub: s.Pub, seq: s.Seq}
 		t.occ[ak]++
+		if q == 2 {
+			w := where{r.Partition, r.Offset, r.ProducerEpoch}
+			if t.occ[ak] == 1 {
+				t.first[ak] = w
+			} else if len(t.dups) < maxDupsShown {
+				t.dups = append(t.dups, fmt.Sprintf("%s seq %d: %v, again %v", k, s.Seq, t.first[ak], w))
+			}
+		}
 		if t.occ[ak] == 1 && s.Seq+1 < t.perKey[k] {
 			t.reorders++
 		}
@@ -206,6 +230,9 @@ func verify(args []string) error {
 	}
 	v := compare(acked, t)
 	fmt.Printf("verify: %s\n", v)
+	for _, d := range t.dups {
+		fmt.Printf("verify: QoS 2 duplicate: %s\n", d)
+	}
 	var bad []string
 	if n := v.lost[1] + v.lost[2]; n > 0 {
 		bad = append(bad, fmt.Sprintf("%d acknowledged messages are not in Kafka", n))
