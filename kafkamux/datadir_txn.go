@@ -65,19 +65,14 @@ type partTxns struct {
 	leaderEpoch int32
 	lastTxnData bool // the last batch is transactional data (see idxShort in completeTransactions)
 
-	open    map[int64]openTxn // per producer: its transaction with data and no marker after it
+	open    map[int64]int16   // per producer: the epoch of its transaction with data and no marker after it
 	markers map[pidEpoch]bool // the markers of transactions (true: COMMIT)
 	starts  map[pidEpoch]int  // transactions begun here, per producer and epoch
 	orphans int               // open transactions followed by a newer one of the same producer (cannot be fixed by appending)
 }
 
-type openTxn struct {
-	epoch int16
-	first int64 // offset of its first batch here
-}
-
 func newPartTxns(dir string) *partTxns {
-	return &partTxns{dir: dir, open: map[int64]openTxn{}, markers: map[pidEpoch]bool{}, starts: map[pidEpoch]int{}}
+	return &partTxns{dir: dir, open: map[int64]int16{}, markers: map[pidEpoch]bool{}, starts: map[pidEpoch]int{}}
 }
 
 // segment starts the next segment file.
@@ -106,8 +101,8 @@ func (p *partTxns) batch(pos int64, b []byte) {
 	}
 	id := pidEpoch{int64(binary.BigEndian.Uint64(b[batchProducerAt:])), int16(binary.BigEndian.Uint16(b[batchProducerAt+8:]))}
 	if attrs&attrControl == 0 {
-		if o, ok := p.open[id.pid]; ok {
-			if o.epoch == id.epoch {
+		if epoch, ok := p.open[id.pid]; ok {
+			if epoch == id.epoch {
 				return // more data of the open transaction
 			}
 			// Data of an older epoch with no marker, then a newer transaction: the older one was cut short by
@@ -115,7 +110,7 @@ func (p *partTxns) batch(pos int64, b []byte) {
 			// kfake pairs it with the newer transaction's marker.
 			p.orphans++
 		}
-		p.open[id.pid] = openTxn{epoch: id.epoch, first: int64(binary.BigEndian.Uint64(b[0:8]))}
+		p.open[id.pid] = id.epoch
 		p.starts[id]++
 		return
 	}
@@ -164,16 +159,11 @@ func completeTransactions(dir string, parts []*partTxns, log *slog.Logger) {
 		log.Warn("embedded Kafka: data of transactions cut short by an earlier crash lies before newer transactions; it cannot be completed in place",
 			"transactions", orphans, "data_dir", dir)
 	}
-	type todo struct {
-		p      *partTxns
-		first  int64
-		commit bool
-	}
-	byTxn := map[pidEpoch][]todo{}
+	byTxn := map[pidEpoch][]*partTxns{} // the partitions where each open transaction has data
 	for _, p := range parts {
-		for pid, o := range p.open {
-			id := pidEpoch{pid, o.epoch}
-			byTxn[id] = append(byTxn[id], todo{p: p, first: o.first})
+		for pid, epoch := range p.open {
+			id := pidEpoch{pid, epoch}
+			byTxn[id] = append(byTxn[id], p)
 		}
 	}
 	if len(byTxn) == 0 {
@@ -195,18 +185,18 @@ func completeTransactions(dir string, parts []*partTxns, log *slog.Logger) {
 				"producer_id", id.pid, "epoch", id.epoch)
 		}
 		var names []string
-		for _, t := range ps {
+		for _, p := range ps {
 			// An abort marker carries the bumped epoch, as kfake writes it when a transaction times out.
 			epoch := id.epoch
 			if !commit {
 				epoch++
 			}
-			if err := appendMarker(t.p, id.pid, epoch, commit); err != nil {
+			if err := appendMarker(p, id.pid, epoch, commit); err != nil {
 				log.Warn("embedded Kafka: cannot complete a transaction cut short by a crash; its data there stays aborted",
-					"partition", filepath.Base(t.p.dir), "producer_id", id.pid, "epoch", id.epoch, "err", err)
+					"partition", filepath.Base(p.dir), "producer_id", id.pid, "epoch", id.epoch, "err", err)
 				continue
 			}
-			names = append(names, filepath.Base(t.p.dir))
+			names = append(names, filepath.Base(p.dir))
 		}
 		if !commit {
 			if err := appendPIDEntry(dir, pidLogLine{Type: "timeout", PID: id.pid, Epoch: id.epoch + 1}); err != nil {
