@@ -255,3 +255,14 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A number math/big cannot read under a numeric keyword is refused with a reason; the validator library
+// would dereference a nil *big.Rat on it.
+func TestJSONSchemaHugeNumber(t *testing.T) {
+	s := mustNew(t, []string{"s=jsonschema:file:testdata/telemetry.schema.json"})
+	for _, doc := range []string{`{"device":"d1","temp":1E2000000}`, `{"device":"d1","temp":-1e2000000}`} {
+		if _, _, err := s.Ingest(0, nil, []byte(doc)); reasonOf(err) != ReasonSchema {
+			t.Errorf("%s: %v", doc, err)
+		}
+	}
+}
