@@ -10,8 +10,9 @@
 // fetched by one goroutine (Start): at start, retried until loaded, and refreshed when the rule asks for the
 // latest version; a new version replaces the old one atomically, and a failed refresh keeps the cached one.
 // Until a rule's schema is first loaded, Ingest refuses its payloads with [Unavailable] (the caller does not
-// acknowledge them: nothing unvalidated is written). DeliverJSON runs on a Kafka reader goroutine; a schema id
-// it has not seen is fetched there, bounded by the fetch timeout, and remembered (ids are immutable).
+// acknowledge them: nothing unvalidated is written). DeliverJSON runs on any goroutine and never waits: a
+// schema id it has not seen is fetched on a goroutine of its own while the caller holds the record ([Pending],
+// byid.go), and remembered (ids are immutable).
 package payload
 
 import (
@@ -35,7 +36,9 @@ import (
 type Set struct {
 	rules   []*rule
 	cfg     cfg
-	byID    sync.Map // registry schema id → *idEntry, for delivery
+	byID    sync.Map // registry schema id → *loaded, for delivery (byid.go)
+	idMu    sync.Mutex
+	ids     map[int]*idState // ids not known (yet): being fetched, or given up for a while
 	regErrs atomic.Uint64
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -62,18 +65,11 @@ type loaded struct {
 	hdr     *offload.ValueSchema // the record headers naming it; nil for json
 }
 
-type idEntry struct {
-	l      *loaded
-	err    error
-	failed time.Time // a failed fetch is retried after idRetry
-}
-
-const idRetry = 30 * time.Second
-
 type cfg struct {
 	reg     *sr.Client
 	refresh time.Duration
 	timeout time.Duration
+	hold    time.Duration
 	log     *slog.Logger
 }
 
@@ -99,7 +95,10 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 	for _, o := range opts {
 		o(&c)
 	}
-	s := &Set{cfg: c, done: make(chan struct{})}
+	if c.hold <= 0 {
+		c.hold = c.timeout
+	}
+	s := &Set{cfg: c, done: make(chan struct{}), ids: map[int]*idState{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, raw := range specs {
 		sp, err := Parse(raw)
@@ -126,7 +125,7 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 			l.hdr = header(sp.Format, "file:"+sp.File, sp.ID)
 			r.cur.Store(l)
 			if sp.ID > 0 {
-				s.byID.Store(sp.ID, &idEntry{l: l})
+				s.byID.Store(sp.ID, l)
 			}
 		default:
 			r.cur.Store(&loaded{c: jsonCodec{}, format: JSON})

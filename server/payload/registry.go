@@ -90,7 +90,7 @@ func (s *Set) load(r *rule) bool {
 			l.hdr = header(r.spec.Format, fmt.Sprintf("%s/%d", ss.Subject, ss.Version), ss.ID)
 			r.cur.Store(l)
 			r.lastErr.Store(nil)
-			s.byID.Store(ss.ID, &idEntry{l: l})
+			s.byID.Store(ss.ID, l)
 			s.cfg.log.Info("payload schema loaded", "rule", r.spec.Filter, "subject", ss.Subject, "version", ss.Version, "id", ss.ID)
 			return true
 		}
@@ -135,44 +135,15 @@ func (s *Set) fromRegistry(sch sr.Schema, id int, want Format, message string) (
 	return &loaded{c: c, format: f, id: id}, nil
 }
 
-// byIDFor returns the schema of a registry id, fetching it on first use. Runs on a Kafka reader goroutine.
-func (s *Set) byIDFor(id int) (*loaded, error) {
-	if v, ok := s.byID.Load(id); ok {
-		e := v.(*idEntry)
-		if e.l != nil || time.Since(e.failed) < idRetry {
-			return e.l, e.err
-		}
-	}
-	if s.cfg.reg == nil {
-		err := fmt.Errorf("unknown schema id %d (no schema registry configured)", id)
-		s.byID.Store(id, &idEntry{err: err, failed: time.Now()})
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
-	sch, err := s.cfg.reg.SchemaByID(ctx, id)
-	cancel()
-	var l *loaded
-	if err == nil {
-		l, err = s.fromRegistry(sch, id, 0, "")
-	}
-	if err != nil {
-		s.regErrs.Add(1)
-		err = fmt.Errorf("schema id %d: %w", id, err)
-		s.byID.Store(id, &idEntry{err: err, failed: time.Now()})
-		return nil, err
-	}
-	s.byID.Store(id, &idEntry{l: l})
-	return l, nil
-}
-
 // ErrNoRule is returned by DeliverJSON for a topic no deliver=json rule covers.
 var ErrNoRule = errors.New("no deliver=json rule")
 
 // DeliverJSON returns the JSON of a record value of the topic when the topic's rule has deliver=json:
 // Confluent-framed values are decoded with their schema id's schema (fetched from the registry on first use),
 // unframed ones with the rule's file schema; JSON values pass as they are. It fails with ErrNoRule when the
-// topic's rule (if any) does not deliver JSON, and with the decoding error otherwise (counted; the caller
-// delivers the record unchanged). Runs on a Kafka reader goroutine.
+// topic's rule (if any) does not deliver JSON; with *Pending while the record's schema id is fetched (the
+// caller holds the record and asks again when Pending.Done closes); and with the decoding error otherwise
+// (counted; the caller delivers the record unchanged). It never waits. Runs on any goroutine.
 func (s *Set) DeliverJSON(topic string, value []byte) ([]byte, error) {
 	i := s.Match(topic)
 	if i < 0 || !s.rules[i].spec.Deliver {
@@ -180,6 +151,10 @@ func (s *Set) DeliverJSON(topic string, value []byte) ([]byte, error) {
 	}
 	r := s.rules[i]
 	out, err := s.toJSON(r, value)
+	var pending *Pending
+	if errors.As(err, &pending) {
+		return nil, err
+	}
 	if err != nil {
 		r.toJSONErr.Add(1)
 		return nil, err
@@ -191,7 +166,7 @@ func (s *Set) DeliverJSON(topic string, value []byte) ([]byte, error) {
 func (s *Set) toJSON(r *rule, v []byte) ([]byte, error) {
 	if len(v) >= 5 && v[0] == 0 {
 		id := int(binary.BigEndian.Uint32(v[1:5]))
-		l, err := s.byIDFor(id)
+		l, err := s.schemaByID(id)
 		if err != nil {
 			return nil, err
 		}
