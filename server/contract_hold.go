@@ -35,6 +35,8 @@ type heldRecs struct {
 	now   atomic.Int64  // records held now
 	total atomic.Uint64 // records ever held
 	lost  atomic.Uint64 // held records released unchanged because the partition held too many
+
+	retained map[<-chan struct{}][]*offload.Message // retained messages stored unchanged while their id is fetched
 }
 
 type heldPart struct {
@@ -144,19 +146,41 @@ func (s *Server) deliverAsJSONWait(m *offload.Message) *offload.Message {
 }
 
 // retainedAsJSON returns the retained message to store for m. While m's schema id is fetched, m is stored as
-// it is and replaced by its JSON once known, if it is still the topic's retained message. Runs on the
-// retained reader's goroutine; does not wait.
+// it is and replaced by its JSON once known, if it is still the topic's retained message: one goroutine per id
+// being fetched, however many retained messages wait for it (a retained topic read at start may hold many).
+// Runs on the retained reader's goroutine; does not wait.
 func (s *Server) retainedAsJSON(m *offload.Message) *offload.Message {
 	out, pending := s.deliverAsJSON(m)
-	if pending != nil {
-		go func() {
-			js := s.deliverAsJSONWait(m)
-			if js != m {
-				s.retained.replace(m, js)
-			}
-		}()
+	if pending == nil {
+		return out
 	}
-	return out
+	w := &s.held
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.retained == nil {
+		w.retained = make(map[<-chan struct{}][]*offload.Message)
+	}
+	if _, ok := w.retained[pending.Done]; !ok {
+		go s.awaitRetained(pending.Done)
+	}
+	w.retained[pending.Done] = append(w.retained[pending.Done], m)
+	return m
+}
+
+// awaitRetained replaces the retained messages that waited for done by their JSON, if they are still their
+// topics' retained messages. Runs on a goroutine of its own.
+func (s *Server) awaitRetained(done <-chan struct{}) {
+	<-done
+	w := &s.held
+	w.mu.Lock()
+	msgs := w.retained[done]
+	delete(w.retained, done)
+	w.mu.Unlock()
+	for _, m := range msgs {
+		if js := s.deliverAsJSONWait(m); js != m {
+			s.retained.replace(m, js)
+		}
+	}
 }
 
 // PayloadHeld returns the records held for their schema now, ever, and released unchanged because their
