@@ -127,7 +127,7 @@ func (s *Server) checkWill(m *offload.Message) (*offload.Message, bool) {
 	}
 	cp := *m
 	cp.Payload, cp.Schema = out, vs
-	if vs != nil && string(vs.Format) != "jsonschema" {
+	if vs != nil && vs.Binary {
 		cp.HasPayloadFormat = false
 	}
 	return &cp, true

@@ -122,7 +122,7 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 				return nil, fmt.Errorf("payload rule %q: %s: %w", raw, sp.File, err)
 			}
 			l := &loaded{c: cd, format: sp.Format, id: sp.ID}
-			l.hdr = header(sp.Format, "file:"+sp.File, sp.ID)
+			l.hdr = header(sp, "file:"+sp.File, sp.ID)
 			r.cur.Store(l)
 			if sp.ID > 0 {
 				s.byID.Store(sp.ID, l)
@@ -135,8 +135,9 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 	return s, nil
 }
 
-func header(f Format, ref string, id int) *offload.ValueSchema {
-	h := &offload.ValueSchema{Format: []byte(f.String()), Ref: []byte(ref)}
+func header(sp *Spec, ref string, id int) *offload.ValueSchema {
+	f := sp.Format
+	h := &offload.ValueSchema{Format: []byte(f.String()), Ref: []byte(ref), Binary: f == Avro || f == Protobuf || sp.Frame}
 	if id > 0 {
 		h.ID = []byte(strconv.Itoa(id))
 	}
@@ -165,8 +166,8 @@ type Unavailable struct{ Why string }
 func (e *Unavailable) Error() string { return "schema not available: " + e.Why }
 
 // Ingest checks the payload against rule i and appends what is to be written to Kafka to dst: the payload
-// itself (json, jsonschema) or its conversion in the Confluent wire format (avro, protobuf; the body alone
-// for a file schema without id=). hdr names the schema for the record's headers (nil for json). It fails with
+// itself (json, jsonschema; with framing=confluent after the Confluent wire format header) or its conversion
+// in the Confluent wire format (avro, protobuf; the body alone for a file schema without id=). hdr names the schema for the record's headers (nil for json). It fails with
 // *Invalid (counted) or *Unavailable (counted). Runs on an event loop: it computes only.
 func (s *Set) Ingest(i int, dst, payload []byte) (out []byte, hdr *offload.ValueSchema, err error) {
 	r := s.rules[i]
@@ -176,7 +177,7 @@ func (s *Set) Ingest(i int, dst, payload []byte) (out []byte, hdr *offload.Value
 		return dst, nil, &Unavailable{Why: *r.lastErr.Load()}
 	}
 	start := len(dst)
-	if l.id > 0 && (l.format == Avro || l.format == Protobuf) {
+	if l.id > 0 && (l.format == Avro || l.format == Protobuf || r.spec.Frame) {
 		dst = append(dst, 0, byte(l.id>>24), byte(l.id>>16), byte(l.id>>8), byte(l.id))
 		if pc, ok := l.c.(*protoCodec); ok {
 			dst = appendIndex(dst, pc.index)

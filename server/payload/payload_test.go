@@ -266,3 +266,58 @@ func TestJSONSchemaHugeNumber(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFraming(t *testing.T) {
+	sp, err := Parse("j/#=jsonschema:registry:j-value;framing=confluent")
+	if err != nil || !sp.Frame {
+		t.Fatalf("%+v %v", sp, err)
+	}
+	for _, in := range []string{"j=jsonschema:file:x.json;framing=confluent", "j=avro:registry:s;framing=confluent",
+		"j=jsonschema:registry:s;framing=yes"} {
+		if _, err := Parse(in); err == nil {
+			t.Errorf("%q: want an error", in)
+		}
+	}
+}
+
+// A JSON Schema rule on a registry subject writes the payload byte for byte by default; with
+// framing=confluent it writes the Confluent wire format (magic byte, schema id, the JSON), which deliver=json
+// strips again.
+func TestJSONSchemaFraming(t *testing.T) {
+	reg := srfake.New()
+	defer reg.Close()
+	text, err := os.ReadFile("testdata/telemetry.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.SeedSchema("j-value", 1, 21, sr.Schema{Schema: string(text), Type: sr.TypeJSON})
+	cl, err := sr.NewClient(sr.URLs(reg.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustNew(t, []string{"plain/#=jsonschema:registry:j-value", "framed/#=jsonschema:registry:j-value;framing=confluent;deliver=json"},
+		Registry(cl), FetchTimeout(time.Second))
+	s.Start()
+	defer s.Close()
+	waitFor(t, func() bool { ok, _ := s.Ready(); return ok })
+	doc := []byte(`{"device":"d1","temp":21.5}`)
+	out, hdr, err := s.Ingest(0, nil, doc)
+	if err != nil || string(out) != string(doc) || hdr.Binary || string(hdr.ID) != "21" {
+		t.Fatalf("plain: %q %+v %v", out, hdr, err)
+	}
+	out, hdr, err = s.Ingest(1, nil, doc)
+	if err != nil || !hdr.Binary {
+		t.Fatalf("framed: %+v %v", hdr, err)
+	}
+	var ch sr.ConfluentHeader
+	id, body, err := ch.DecodeID(out)
+	if err != nil || id != 21 || string(body) != string(doc) {
+		t.Fatalf("framed: id %d body %q %v", id, body, err)
+	}
+	if _, _, err := s.Ingest(1, nil, []byte(`{"device":"d1","temp":900}`)); reasonOf(err) != ReasonSchema {
+		t.Fatalf("framed, invalid: %v", err)
+	}
+	if js, err := s.DeliverJSON("framed/x", out); err != nil || string(js) != string(doc) {
+		t.Fatalf("deliver: %q %v", js, err)
+	}
+}

@@ -87,7 +87,7 @@ func (s *Set) load(r *rule) bool {
 		}
 		if l, err = s.fromRegistry(ss.Schema, ss.ID, r.spec.Format, r.spec.Message); err == nil {
 			l.version = ss.Version
-			l.hdr = header(r.spec.Format, fmt.Sprintf("%s/%d", ss.Subject, ss.Version), ss.ID)
+			l.hdr = header(r.spec, fmt.Sprintf("%s/%d", ss.Subject, ss.Version), ss.ID)
 			r.cur.Store(l)
 			r.lastErr.Store(nil)
 			s.byID.Store(ss.ID, l)
