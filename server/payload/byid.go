@@ -92,16 +92,15 @@ func (s *Set) fetchID(id int, st *idState) {
 		left := max(time.Until(st.since.Add(s.cfg.hold)), 100*time.Millisecond)
 		ctx, cancel := context.WithTimeout(s.ctx, min(s.cfg.timeout, left))
 		sch, err := s.cfg.reg.SchemaByID(ctx, id)
-		cancel()
 		var l *loaded
-		lasting := false
 		if err == nil {
-			l, err = s.fromRegistry(sch, id, 0, "")
-			lasting = err != nil // the registry's answer, which a retry does not change
-		} else {
-			var re *sr.ResponseError
-			lasting = errors.As(err, &re) && re.StatusCode == http.StatusNotFound
+			l, err = s.fromRegistry(ctx, sch, id, 0, "")
 		}
+		cancel()
+		var re *sr.ResponseError
+		var un *unusable
+		// Not in the registry, or not usable: a retry does not change that.
+		lasting := errors.As(err, &re) && re.StatusCode == http.StatusNotFound || errors.As(err, &un)
 		s.idMu.Lock()
 		if err == nil {
 			s.byID.Store(id, l)

@@ -53,7 +53,7 @@ var checkDocs = []string{
 func TestCheckAgreesWithLibrary(t *testing.T) {
 	fast := 0
 	for _, sc := range checkSchemas {
-		j, err := newJSONSchema(sc)
+		j, err := newJSONSchema(sc, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", sc, err)
 		}
@@ -86,7 +86,7 @@ func agree(t *testing.T, j *jsonSchemaCodec, doc []byte) bool {
 func FuzzCheckJSON(f *testing.F) {
 	var codecs []*jsonSchemaCodec
 	for _, sc := range checkSchemas {
-		j, err := newJSONSchema(sc)
+		j, err := newJSONSchema(sc, nil)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -102,7 +102,7 @@ func FuzzCheckJSON(f *testing.F) {
 
 // A valid ordinary document costs no allocation.
 func TestCheckAllocs(t *testing.T) {
-	j, err := newJSONSchema(checkSchemas[0])
+	j, err := newJSONSchema(checkSchemas[0], nil)
 	if err != nil {
 		t.Fatal(err)
 	}

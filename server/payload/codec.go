@@ -57,17 +57,27 @@ func (jsonCodec) ingest(dst, payload []byte) ([]byte, error) {
 
 func (jsonCodec) toJSON(body []byte, _ []int) ([]byte, error) { return body, nil }
 
-// compile builds the codec of a format from a schema's text.
-func compile(f Format, text, message string) (codec, error) {
+// ref is a schema another one refers to (a registry reference): the name the referring schema uses for it
+// (Protobuf: the import path; JSON Schema: the $ref URL, relative to the referring schema; Avro: unused, the
+// named types it defines are what count) and its text.
+type ref struct {
+	name, text string
+	subject    string // where it came from
+	version    int
+}
+
+// compile builds the codec of a format from a schema's text and the schemas it refers to, those referred to
+// first.
+func compile(f Format, text, message string, refs []ref) (codec, error) {
 	switch f {
 	case JSON:
 		return jsonCodec{}, nil
 	case JSONSchema:
-		return newJSONSchema(text)
+		return newJSONSchema(text, refs)
 	case Avro:
-		return newAvro(text)
+		return newAvro(text, refs)
 	case Protobuf:
-		return newProto(text, message)
+		return newProto(text, message, refs)
 	}
 	return nil, fmt.Errorf("BUG: format %d", f)
 }

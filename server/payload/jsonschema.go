@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -32,9 +33,11 @@ type jsonSchemaCodec struct {
 	root *node
 }
 
-const schemaURL = "ferry:schema.json"
+// schemaURL is where the schema is said to be: a hierarchical URL, so that a $ref relative to it (a registry
+// reference's name) resolves. Nothing is fetched from it.
+const schemaURL = "https://ferry.invalid/schema.json"
 
-func newJSONSchema(text string) (*jsonSchemaCodec, error) {
+func newJSONSchema(text string, refs []ref) (*jsonSchemaCodec, error) {
 	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(text))
 	if err != nil {
 		return nil, fmt.Errorf("cannot parse JSON Schema: %w", err)
@@ -42,6 +45,27 @@ func newJSONSchema(text string) (*jsonSchemaCodec, error) {
 	c := jsonschema.NewCompiler()
 	if err := c.AddResource(schemaURL, doc); err != nil {
 		return nil, fmt.Errorf("cannot load JSON Schema: %w", err)
+	}
+	base, _ := url.Parse(schemaURL)
+	if m, ok := doc.(map[string]any); ok { // a schema with its own $id: references resolve against that
+		if id, ok := m["$id"].(string); ok {
+			if u, err := base.Parse(id); err == nil {
+				base = u
+			}
+		}
+	}
+	for _, r := range refs {
+		rdoc, err := jsonschema.UnmarshalJSON(strings.NewReader(r.text))
+		if err != nil {
+			return nil, fmt.Errorf("cannot parse referenced JSON Schema %s: %w", r.name, err)
+		}
+		u, err := base.Parse(r.name)
+		if err != nil {
+			return nil, fmt.Errorf("referenced JSON Schema %s: %w", r.name, err)
+		}
+		if err := c.AddResource(u.String(), rdoc); err != nil {
+			return nil, fmt.Errorf("cannot load referenced JSON Schema %s: %w", r.name, err)
+		}
 	}
 	s, err := c.Compile(schemaURL)
 	if err != nil {

@@ -117,7 +117,7 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 			if err != nil {
 				return nil, fmt.Errorf("payload rule %q: %w", raw, err)
 			}
-			cd, err := compile(sp.Format, string(text), sp.Message)
+			cd, err := compile(sp.Format, string(text), sp.Message, nil)
 			if err != nil {
 				return nil, fmt.Errorf("payload rule %q: %s: %w", raw, sp.File, err)
 			}

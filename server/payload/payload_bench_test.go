@@ -51,7 +51,7 @@ func BenchmarkJSONSchemaPaths(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	j, err := newJSONSchema(string(text))
+	j, err := newJSONSchema(string(text), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -78,14 +78,14 @@ func (s *Set) keepFresh(rules []*rule) {
 // load fetches rule r's subject version and installs it. A failure keeps the schema r has (if any).
 func (s *Set) load(r *rule) bool {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
+	defer cancel()
 	ss, err := s.cfg.reg.SchemaByVersion(ctx, r.spec.Subject, r.spec.Version)
-	cancel()
 	if err == nil {
 		var l *loaded
 		if old := r.cur.Load(); old != nil && old.id == ss.ID {
 			return true // unchanged
 		}
-		if l, err = s.fromRegistry(ss.Schema, ss.ID, r.spec.Format, r.spec.Message); err == nil {
+		if l, err = s.fromRegistry(ctx, ss.Schema, ss.ID, r.spec.Format, r.spec.Message); err == nil {
 			l.version = ss.Version
 			l.hdr = header(r.spec, fmt.Sprintf("%s/%d", ss.Subject, ss.Version), ss.ID)
 			r.cur.Store(l)
@@ -109,11 +109,9 @@ func (s *Set) load(r *rule) bool {
 	return false
 }
 
-// fromRegistry compiles a registry schema, checking its type against the format wanted.
-func (s *Set) fromRegistry(sch sr.Schema, id int, want Format, message string) (*loaded, error) {
-	if len(sch.References) > 0 {
-		return nil, fmt.Errorf("schema %d has references, which Ferry does not resolve", id)
-	}
+// fromRegistry compiles a registry schema, with the schemas it references (fetched, within ctx), checking its
+// type against the format wanted.
+func (s *Set) fromRegistry(ctx context.Context, sch sr.Schema, id int, want Format, message string) (*loaded, error) {
 	var f Format
 	switch sch.Type {
 	case sr.TypeAvro:
@@ -123,16 +121,58 @@ func (s *Set) fromRegistry(sch sr.Schema, id int, want Format, message string) (
 	case sr.TypeJSON:
 		f = JSONSchema
 	default:
-		return nil, fmt.Errorf("schema %d has type %v", id, sch.Type)
+		return nil, &unusable{fmt.Errorf("schema %d has type %v", id, sch.Type)}
 	}
 	if want != 0 && f != want {
-		return nil, fmt.Errorf("schema %d is %s, the rule wants %s", id, f, want)
+		return nil, &unusable{fmt.Errorf("schema %d is %s, the rule wants %s", id, f, want)}
 	}
-	c, err := compile(f, sch.Schema, message)
+	refs, err := s.references(ctx, sch.References, nil, 0)
 	if err != nil {
 		return nil, fmt.Errorf("schema %d: %w", id, err)
 	}
+	c, err := compile(f, sch.Schema, message, refs)
+	if err != nil {
+		return nil, &unusable{fmt.Errorf("schema %d: %w", id, err)}
+	}
 	return &loaded{c: c, format: f, id: id}, nil
+}
+
+// unusable is the error of a registry schema Ferry cannot use (its type, or it does not compile): fetching it
+// again does not help.
+type unusable struct{ err error }
+
+func (e *unusable) Error() string { return e.err.Error() }
+func (e *unusable) Unwrap() error { return e.err }
+
+// maxRefs bounds the schemas one schema may pull in through references, and their depth.
+const maxRefs, maxRefDepth = 100, 16
+
+// references fetches the schemas rs name, and theirs, depth first: each comes after those it references, as
+// compile wants them. seen holds the subject versions already in out.
+func (s *Set) references(ctx context.Context, rs []sr.SchemaReference, out []ref, depth int) ([]ref, error) {
+	if depth > maxRefDepth {
+		return nil, fmt.Errorf("schema references nested deeper than %d", maxRefDepth)
+	}
+next:
+	for _, r := range rs {
+		for _, o := range out {
+			if o.subject == r.Subject && o.version == r.Version {
+				continue next // referenced twice: once is enough
+			}
+		}
+		if len(out) >= maxRefs {
+			return nil, fmt.Errorf("more than %d schema references", maxRefs)
+		}
+		ss, err := s.cfg.reg.SchemaByVersion(ctx, r.Subject, r.Version)
+		if err != nil {
+			return nil, fmt.Errorf("reference %s (%s/%d): %w", r.Name, r.Subject, r.Version, err)
+		}
+		if out, err = s.references(ctx, ss.References, out, depth+1); err != nil {
+			return nil, err
+		}
+		out = append(out, ref{name: r.Name, text: ss.Schema.Schema, subject: r.Subject, version: r.Version})
+	}
+	return out, nil
 }
 
 // ErrNoRule is returned by DeliverJSON for a topic no deliver=json rule covers.
