@@ -57,6 +57,9 @@ func (s *Server) admit(k tp, off int64, m *offload.Message, skip bool) (*offload
 	if h.held.Load() > 0 { // some partition is held: maybe k
 		h.mu.Lock()
 		if p := h.parts[k]; p != nil {
+			if !skip && !m.Tombstone {
+				s.cfg.payload.Prefetch(m.Topic, m.Payload) // its own id, if unknown, is fetched meanwhile
+			}
 			p.recs = append(p.recs, heldRec{off: off, m: m, skip: skip})
 			h.now.Add(1)
 			h.total.Add(1)

@@ -2,6 +2,7 @@ package payload
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
@@ -47,6 +48,18 @@ func (e *Pending) Error() string {
 // Hold bounds how long records of an unknown schema id wait for it while the registry cannot be reached,
 // from when the id is first met; then they are delivered unchanged. Default: the fetch timeout.
 func Hold(d time.Duration) Opt { return func(c *cfg) { c.hold = d } }
+
+// Prefetch starts fetching the schema id of a record of the topic if its deliver=json rule will need one
+// Ferry does not know, so that records held behind another do not wait for their own ids one after the
+// other. It does not decode and never waits. Runs on any goroutine.
+func (s *Set) Prefetch(topic string, value []byte) {
+	if len(value) < 5 || value[0] != 0 {
+		return
+	}
+	if i := s.Match(topic); i >= 0 && s.rules[i].spec.Deliver {
+		_, _ = s.schemaByID(int(binary.BigEndian.Uint32(value[1:5])))
+	}
+}
 
 // schemaByID returns the schema of a registry id; *Pending while it is fetched; an error when the id is
 // given up (the record is delivered unchanged). It never waits. Runs on any goroutine.
