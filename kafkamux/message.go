@@ -78,7 +78,10 @@ type Message struct {
 
 // ValueSchema is the schema headers of a record whose value a payload rule checked or converted. The byte
 // slices are shared by every record of the rule and never modified.
-type ValueSchema struct{ Format, Ref, ID []byte }
+type ValueSchema struct {
+	Format, Ref, ID []byte
+	Binary          bool // the value is no longer the device's text (converted, or framed): no payload format
+}
 
 // UserProp is one MQTT 5 user property.
 type UserProp struct{ Key, Value string }

@@ -10,7 +10,9 @@ import (
 
 // Payload contracts (--payload rules, server/payload): a PUBLISH whose topic a rule matches is checked, and
 // possibly converted, on the loop before it is handed to Kafka (onPublish); records of rules with deliver=json
-// are turned back into JSON once per record on the reader goroutine, before fan-out (deliverRecord). Without
+// are turned back into JSON once per record before fan-out (deliverRecord), before the retained index stores
+// them (onRetained), on a session's replay (replayOne) and on a shared subscription's group reader; a record
+// whose schema id is being fetched is held meanwhile (contract_hold.go). Without
 // rules cfg.payload is nil and each path costs one nil check.
 //
 // Refusals. A payload that breaks its contract gets PUBACK/PUBREC 0x99 Payload Format Invalid with the first
@@ -84,25 +86,29 @@ func (c *conn) queueDenied(p *mqttcodec.Publish, reason mqttcodec.ReasonCode, wh
 	return nil
 }
 
-// deliverAsJSON returns the record to fan out for m: m itself, or, when m's topic has a deliver=json rule, a
+// deliverAsJSON returns the record to deliver for m: m itself, or, when m's topic has a deliver=json rule, a
 // copy whose payload is the record's JSON (content type application/json, payload format UTF-8). m is shared
 // with the recent-record cache and is not modified. A record that cannot be decoded is delivered unchanged,
-// counted and logged. Runs on the reader goroutine.
-func (s *Server) deliverAsJSON(m *offload.Message) *offload.Message {
+// counted and logged. While m's schema id is fetched it returns m and the *payload.Pending to wait on
+// (contract_hold.go). Never waits; runs on a reader goroutine (shared, retained, a group's) or a replay's.
+func (s *Server) deliverAsJSON(m *offload.Message) (*offload.Message, *payload.Pending) {
 	if m.Tombstone {
-		return m
+		return m, nil
 	}
 	js, err := s.cfg.payload.DeliverJSON(m.Topic, m.Payload)
-	if errors.Is(err, payload.ErrNoRule) {
-		return m
-	}
-	if err != nil {
+	var pending *payload.Pending
+	switch {
+	case errors.Is(err, payload.ErrNoRule):
+		return m, nil
+	case errors.As(err, &pending):
+		return m, pending
+	case err != nil:
 		s.warn("record delivered as it is: deliver=json cannot decode it", "topic", m.Topic, "err", err)
-		return m
+		return m, nil
 	}
 	cp := *m
 	cp.Payload, cp.ContentType, cp.PayloadFormat, cp.HasPayloadFormat = js, "application/json", 1, true
-	return &cp
+	return &cp, nil
 }
 
 // checkWill runs a will message's payload through its topic's contract: it returns the message to publish (a
@@ -121,7 +127,7 @@ func (s *Server) checkWill(m *offload.Message) (*offload.Message, bool) {
 	}
 	cp := *m
 	cp.Payload, cp.Schema = out, vs
-	if vs != nil && string(vs.Format) != "jsonschema" {
+	if vs != nil && vs.Binary {
 		cp.HasPayloadFormat = false
 	}
 	return &cp, true

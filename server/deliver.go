@@ -56,10 +56,19 @@ func (s *Server) deliverRecord(t uint16, part int32, off int64, m *offload.Messa
 		s.metrics.delStage[stageRead].Observe(time.Duration(m.Fetched - m.Timestamp.UnixNano()))
 	}
 	skip := s.rt != nil && !s.rt.tbl.RoutesTo(m.Topic, s.rt.name(t))
-	if s.cfg.payload != nil && !skip {
-		m = s.deliverAsJSON(m) // contract.go; before matchMu: it may ask the schema registry
-	}
 	k := tp{t, part}
+	if s.cfg.payload != nil {
+		var now bool
+		if m, now = s.admit(k, off, m, skip); !now {
+			return // held for its schema, or behind a record that is (contract_hold.go)
+		}
+	}
+	s.fanOut(k, off, m, skip)
+}
+
+// fanOut queues record off of k for the sessions whose subscriptions match, and moves the reader's position
+// past it. Runs on the shared reader's goroutine, or on a held partition's releaser (contract_hold.go).
+func (s *Server) fanOut(k tp, off int64, m *offload.Message, skip bool) {
 	s.matchMu.Lock()
 	defer s.matchMu.Unlock()
 	s.readPos[k] = off + 1

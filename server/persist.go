@@ -361,6 +361,9 @@ func (srv *Server) replayOne(s *session, p tp, off int64, m *offload.Message, re
 		return true
 	}
 	s.mu.Unlock()
+	if srv.cfg.payload != nil {
+		d.msg = srv.deliverAsJSONWait(m) // contract.go; as deliverRecord does for live records
+	}
 	d.topic, d.part, d.off = p.t, p.p, off
 	if o, was := resend[resendKey{p.t, p.p, off}]; was {
 		d.resendID, d.released = o.ID, o.Released

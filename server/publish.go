@@ -175,8 +175,8 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	m.Payload = r.buf[len(topic):]
 	m.QoS, m.Retain, m.ClientID = p.QoS, p.Retain, sess.id
 	copyProps(m, &p.Props, time.Now())
-	if m.Schema != nil && string(m.Schema.Format) != "jsonschema" {
-		m.HasPayloadFormat = false // converted to Avro or Protobuf: no longer UTF-8
+	if m.Schema != nil && m.Schema.Binary {
+		m.HasPayloadFormat = false // converted to Avro or Protobuf, or framed: no longer UTF-8
 	}
 
 	// Decided before the publish may queue: a queued QoS 2 publish must carry its "q:" record into its

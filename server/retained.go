@@ -124,6 +124,9 @@ func (s *Server) onRetained(_ int32, _ int64, m *offload.Message) {
 		return
 	}
 	detach(m)
+	if s.cfg.payload != nil {
+		m = s.retainedAsJSON(m) // stored as subscribers get it (contract_hold.go)
+	}
 	s.retained.set(m)
 }
 
@@ -226,6 +229,15 @@ func (r *retainedStore) set(m *offload.Message) {
 		r.count++
 	}
 	n.Value = m
+}
+
+// replace stores m as the retained message of its topic if old still is. Runs on any goroutine.
+func (r *retainedStore) replace(old, m *offload.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.root.Get(m.Topic); n != nil && n.Value == old {
+		n.Value = m
+	}
 }
 
 // remove clears the retained message of topic, if it is only (when only is not nil), and drops the nodes left

@@ -42,6 +42,7 @@ type Server struct {
 	agg        []aggDelivery
 	gen        uint64
 	readPos    map[tp]int64 // topic-partition → next offset the shared reader hands on (tp: routing.go)
+	held       heldRecs     // records held for their schema id, and their partitions (contract_hold.go)
 	topicBegin map[tp]int64 // routed topic-partition → offset the shared reader began it at
 
 	rt *routing // topic routing (routing.go); nil without route rules

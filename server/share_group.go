@@ -184,6 +184,9 @@ func (g *shareGroup) onShareRecord(r *offload.ShareRecord) {
 		r.Ack(offload.ShareAccept) // not for this filter (the shared reader counts misrouted records)
 		return
 	}
+	if srv.cfg.payload != nil {
+		r.Msg = srv.deliverAsJSONWait(r.Msg) // contract.go; as deliverRecord does for the other subscriptions
+	}
 	key := shareKey{tp{t, r.Partition}, r.Offset}
 	var closing <-chan struct{}
 	g.sq.mu.Lock()

@@ -196,6 +196,9 @@ func (g *shareGroup) onRecord(topic string, p int32, off int64, m *offload.Messa
 		g.advance(part, off, false)
 		return
 	}
+	if srv.cfg.payload != nil {
+		m = srv.deliverAsJSONWait(m) // contract.go; as deliverRecord does for the other subscriptions
+	}
 	var timer *time.Timer
 	g.mu.Lock()
 	var closing <-chan struct{} // nil (never ready) until the reader is known

@@ -33,6 +33,7 @@ type payloadConfig struct {
 	tlsKey       string
 	refresh      time.Duration
 	timeout      time.Duration
+	hold         time.Duration
 
 	pass    string      // the password, from --schema-registry-password or its file
 	tlsConf *tls.Config // loaded by validate
@@ -51,6 +52,7 @@ func addPayloadFlags(fs *flag.FlagSet, c *payloadConfig) {
 	fs.StringVar(&c.tlsKey, "schema-registry-tls-key", "", "PEM key of --schema-registry-tls-cert")
 	fs.DurationVar(&c.refresh, "schema-registry-refresh", 5*time.Minute, "how often payload rules on a subject's latest version look for a new one (0 = never)")
 	fs.DurationVar(&c.timeout, "schema-registry-timeout", 10*time.Second, "bound on one schema registry request")
+	fs.DurationVar(&c.hold, "schema-registry-hold", 10*time.Second, "deliver=json: how long records of a schema id not fetched yet wait for it (with the records behind them in their partition) while the registry cannot answer; then they are delivered unchanged")
 }
 
 func (c *payloadConfig) validate() error {
@@ -61,6 +63,8 @@ func (c *payloadConfig) validate() error {
 		return fmt.Errorf("invalid --schema-registry-refresh %v: want 0 (never) or positive", c.refresh)
 	case c.timeout < 100*time.Millisecond:
 		return fmt.Errorf("invalid --schema-registry-timeout %v: want at least 100ms", c.timeout)
+	case c.hold < 100*time.Millisecond:
+		return fmt.Errorf("invalid --schema-registry-hold %v: want at least 100ms", c.hold)
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return fmt.Errorf("invalid --schema-registry-tls-cert/--schema-registry-tls-key: give both or neither")
 	case c.password != "" && c.passwordFile != "":
@@ -136,6 +140,13 @@ func appendPayloadMetrics(dst []byte, srv *server.Server) []byte {
 	}
 	p.family("ferry_schema_registry_errors_total", "counter", "Schema registry requests that failed (cached schemas stay in use).")
 	p.u("ferry_schema_registry_errors_total", regErrs)
+	now, total, lost := srv.PayloadHeld()
+	p.family("ferry_payload_held_records", "gauge", "Records held for deliver=json while their schema id is fetched, with the records behind them in their partitions.")
+	p.i("ferry_payload_held_records", now)
+	p.family("ferry_payload_held_total", "counter", "Records ever held for deliver=json (see ferry_payload_held_records).")
+	p.u("ferry_payload_held_total", total)
+	p.family("ferry_payload_held_overflow_total", "counter", "Held records delivered unchanged because their partition held too many.")
+	p.u("ferry_payload_held_overflow_total", lost)
 	return p.b
 }
 
@@ -145,7 +156,7 @@ func (c *payloadConfig) set(log *slog.Logger) (*payload.Set, error) {
 	if len(c.rules.vals) == 0 {
 		return nil, nil
 	}
-	opts := []payload.Opt{payload.Refresh(c.refresh), payload.FetchTimeout(c.timeout), payload.Logger(log)}
+	opts := []payload.Opt{payload.Refresh(c.refresh), payload.FetchTimeout(c.timeout), payload.Hold(c.hold), payload.Logger(log)}
 	if c.registry != "" {
 		ropts := []sr.ClientOpt{sr.URLs(strings.Split(c.registry, ",")...), sr.UserAgent("ferry/" + version)}
 		if c.tlsConf != nil {

@@ -21,8 +21,14 @@ import (
 
 type avroCodec struct{ s avro.Schema }
 
-func newAvro(text string) (*avroCodec, error) {
-	s, err := avro.ParseWithCache(text, "", &avro.SchemaCache{})
+func newAvro(text string, refs []ref) (*avroCodec, error) {
+	cache := &avro.SchemaCache{} // the referenced schemas' named types, for the schema to use by name
+	for _, r := range refs {
+		if _, err := avro.ParseWithCache(r.text, "", cache); err != nil {
+			return nil, fmt.Errorf("cannot parse referenced Avro schema %s: %w", r.name, err)
+		}
+	}
+	s, err := avro.ParseWithCache(text, "", cache)
 	if err != nil {
 		return nil, fmt.Errorf("cannot parse Avro schema: %w", err)
 	}

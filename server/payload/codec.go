@@ -4,11 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
-
-	"github.com/santhosh-tekuri/jsonschema/v6"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 )
 
 // Reasons a payload is refused, for metrics (ReasonNames) and errors.
@@ -62,59 +57,27 @@ func (jsonCodec) ingest(dst, payload []byte) ([]byte, error) {
 
 func (jsonCodec) toJSON(body []byte, _ []int) ([]byte, error) { return body, nil }
 
-type jsonSchemaCodec struct{ s *jsonschema.Schema }
-
-const schemaURL = "ferry:schema.json"
-
-func newJSONSchema(text string) (*jsonSchemaCodec, error) {
-	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(text))
-	if err != nil {
-		return nil, fmt.Errorf("cannot parse JSON Schema: %w", err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource(schemaURL, doc); err != nil {
-		return nil, fmt.Errorf("cannot load JSON Schema: %w", err)
-	}
-	s, err := c.Compile(schemaURL)
-	if err != nil {
-		return nil, fmt.Errorf("cannot compile JSON Schema: %w", err)
-	}
-	return &jsonSchemaCodec{s: s}, nil
+// ref is a schema another one refers to (a registry reference): the name the referring schema uses for it
+// (Protobuf: the import path; JSON Schema: the $ref URL, relative to the referring schema; Avro: unused, the
+// named types it defines are what count) and its text.
+type ref struct {
+	name, text string
+	subject    string // where it came from
+	version    int
 }
 
-var printer = message.NewPrinter(language.English)
-
-func (j *jsonSchemaCodec) ingest(dst, payload []byte) ([]byte, error) {
-	v, err := parseJSON(payload) // the values jsonschema.UnmarshalJSON gives, for less
-	if err != nil {
-		return dst, &Invalid{Reason: ReasonNotJSON, Err: err}
-	}
-	if err := j.s.Validate(v); err != nil {
-		var ve *jsonschema.ValidationError
-		if errors.As(err, &ve) {
-			for len(ve.Causes) > 0 {
-				ve = ve.Causes[0] // the first leaf: one error, where it is
-			}
-			err = fmt.Errorf("at '/%s': %s", strings.Join(ve.InstanceLocation, "/"), ve.ErrorKind.LocalizedString(printer))
-		}
-		return dst, &Invalid{Reason: ReasonSchema, Err: err}
-	}
-	return append(dst, payload...), nil
-}
-
-func (j *jsonSchemaCodec) toJSON(body []byte, _ []int) ([]byte, error) { return body, nil }
-
-// compile builds the codec of a format from a schema's text.
-func compile(f Format, text, message string) (codec, error) {
+// compile builds the codec of a format from a schema's text and the schemas it refers to, those referred to
+// first.
+func compile(f Format, text, message string, refs []ref) (codec, error) {
 	switch f {
 	case JSON:
 		return jsonCodec{}, nil
 	case JSONSchema:
-		return newJSONSchema(text)
+		return newJSONSchema(text, refs)
 	case Avro:
-		return newAvro(text)
+		return newAvro(text, refs)
 	case Protobuf:
-		return newProto(text, message)
+		return newProto(text, message, refs)
 	}
 	return nil, fmt.Errorf("BUG: format %d", f)
 }

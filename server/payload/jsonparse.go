@@ -163,29 +163,36 @@ func (p *jsonParser) array(depth int) (any, error) {
 
 // str reads a string; p.b[p.i] is its opening quote.
 func (p *jsonParser) str() (string, error) {
+	b, err := p.strBytes()
+	return string(b), err
+}
+
+// strBytes reads a string and returns its content: borrowed from the input when it has no escape (no
+// allocation), else decoded into a new slice.
+func (p *jsonParser) strBytes() ([]byte, error) {
 	p.i++
 	start := p.i
-	for p.i < len(p.b) { // fast path: no escape, ASCII or valid UTF-8
+	for p.i < len(p.b) {
 		c := p.b[p.i]
 		switch {
 		case c == '"':
 			s := p.b[start:p.i]
 			p.i++
 			if !utf8.Valid(s) {
-				return "", p.errf("string is not valid UTF-8")
+				return nil, p.errf("string is not valid UTF-8")
 			}
-			return string(s), nil
+			return s, nil
 		case c == '\\':
 			return p.strEscaped(start)
 		case c < 0x20:
-			return "", p.errf("control character in a string")
+			return nil, p.errf("control character in a string")
 		}
 		p.i++
 	}
-	return "", p.errf("unterminated string")
+	return nil, p.errf("unterminated string")
 }
 
-func (p *jsonParser) strEscaped(start int) (string, error) {
+func (p *jsonParser) strEscaped(start int) ([]byte, error) {
 	out := append(make([]byte, 0, p.i-start+16), p.b[start:p.i]...)
 	for p.i < len(p.b) {
 		c := p.b[p.i]
@@ -193,11 +200,11 @@ func (p *jsonParser) strEscaped(start int) (string, error) {
 		case c == '"':
 			p.i++
 			if !utf8.Valid(out) {
-				return "", p.errf("string is not valid UTF-8")
+				return nil, p.errf("string is not valid UTF-8")
 			}
-			return string(out), nil
+			return out, nil
 		case c < 0x20:
-			return "", p.errf("control character in a string")
+			return nil, p.errf("control character in a string")
 		case c != '\\':
 			out = append(out, c)
 			p.i++
@@ -224,26 +231,26 @@ func (p *jsonParser) strEscaped(start int) (string, error) {
 		case 'u':
 			r, ok := p.hex4()
 			if !ok {
-				return "", p.errf("invalid \\u escape")
+				return nil, p.errf("invalid \\u escape")
 			}
 			if utf16.IsSurrogate(r) {
 				r2 := rune(-1)
 				if p.i+1 < len(p.b) && p.b[p.i] == '\\' && p.b[p.i+1] == 'u' {
 					p.i += 2
 					if r2, ok = p.hex4(); !ok {
-						return "", p.errf("invalid \\u escape")
+						return nil, p.errf("invalid \\u escape")
 					}
 				}
 				if r = utf16.DecodeRune(r, r2); r == utf8.RuneError {
-					return "", p.errf("invalid UTF-16 surrogate pair")
+					return nil, p.errf("invalid UTF-16 surrogate pair")
 				}
 			}
 			out = utf8.AppendRune(out, r)
 		default:
-			return "", p.errf("invalid escape \\%c", e)
+			return nil, p.errf("invalid escape \\%c", e)
 		}
 	}
-	return "", p.errf("unterminated string")
+	return nil, p.errf("unterminated string")
 }
 
 func (p *jsonParser) hex4() (rune, bool) {
@@ -270,6 +277,14 @@ func (p *jsonParser) hex4() (rune, bool) {
 // number reads a number by the JSON grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
 func (p *jsonParser) number() (any, error) {
 	start := p.i
+	if err := p.skipNumber(); err != nil {
+		return nil, err
+	}
+	return json.Number(p.b[start:p.i]), nil
+}
+
+// skipNumber moves past a number, checking its grammar; it does not allocate unless the number is malformed.
+func (p *jsonParser) skipNumber() error {
 	digits := func() int {
 		n := 0
 		for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
@@ -285,12 +300,12 @@ func (p *jsonParser) number() (any, error) {
 	case p.i < len(p.b) && p.b[p.i] == '0':
 		p.i++
 	case digits() == 0:
-		return nil, p.errf("invalid number")
+		return p.errf("invalid number")
 	}
 	if p.i < len(p.b) && p.b[p.i] == '.' {
 		p.i++
 		if digits() == 0 {
-			return nil, p.errf("invalid number")
+			return p.errf("invalid number")
 		}
 	}
 	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
@@ -299,8 +314,8 @@ func (p *jsonParser) number() (any, error) {
 			p.i++
 		}
 		if digits() == 0 {
-			return nil, p.errf("invalid number")
+			return p.errf("invalid number")
 		}
 	}
-	return json.Number(p.b[start:p.i]), nil
+	return nil
 }

@@ -10,8 +10,9 @@
 // fetched by one goroutine (Start): at start, retried until loaded, and refreshed when the rule asks for the
 // latest version; a new version replaces the old one atomically, and a failed refresh keeps the cached one.
 // Until a rule's schema is first loaded, Ingest refuses its payloads with [Unavailable] (the caller does not
-// acknowledge them: nothing unvalidated is written). DeliverJSON runs on a Kafka reader goroutine; a schema id
-// it has not seen is fetched there, bounded by the fetch timeout, and remembered (ids are immutable).
+// acknowledge them: nothing unvalidated is written). DeliverJSON runs on any goroutine and never waits: a
+// schema id it has not seen is fetched on a goroutine of its own while the caller holds the record ([Pending],
+// byid.go), and remembered (ids are immutable).
 package payload
 
 import (
@@ -35,7 +36,9 @@ import (
 type Set struct {
 	rules   []*rule
 	cfg     cfg
-	byID    sync.Map // registry schema id → *idEntry, for delivery
+	byID    sync.Map // registry schema id → *loaded, for delivery (byid.go)
+	idMu    sync.Mutex
+	ids     map[int]*idState // ids not known (yet): being fetched, or given up for a while
 	regErrs atomic.Uint64
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -62,18 +65,11 @@ type loaded struct {
 	hdr     *offload.ValueSchema // the record headers naming it; nil for json
 }
 
-type idEntry struct {
-	l      *loaded
-	err    error
-	failed time.Time // a failed fetch is retried after idRetry
-}
-
-const idRetry = 30 * time.Second
-
 type cfg struct {
 	reg     *sr.Client
 	refresh time.Duration
 	timeout time.Duration
+	hold    time.Duration
 	log     *slog.Logger
 }
 
@@ -99,7 +95,10 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 	for _, o := range opts {
 		o(&c)
 	}
-	s := &Set{cfg: c, done: make(chan struct{})}
+	if c.hold <= 0 {
+		c.hold = c.timeout
+	}
+	s := &Set{cfg: c, done: make(chan struct{}), ids: map[int]*idState{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, raw := range specs {
 		sp, err := Parse(raw)
@@ -118,15 +117,15 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 			if err != nil {
 				return nil, fmt.Errorf("payload rule %q: %w", raw, err)
 			}
-			cd, err := compile(sp.Format, string(text), sp.Message)
+			cd, err := compile(sp.Format, string(text), sp.Message, nil)
 			if err != nil {
 				return nil, fmt.Errorf("payload rule %q: %s: %w", raw, sp.File, err)
 			}
 			l := &loaded{c: cd, format: sp.Format, id: sp.ID}
-			l.hdr = header(sp.Format, "file:"+sp.File, sp.ID)
+			l.hdr = header(sp, "file:"+sp.File, sp.ID)
 			r.cur.Store(l)
 			if sp.ID > 0 {
-				s.byID.Store(sp.ID, &idEntry{l: l})
+				s.byID.Store(sp.ID, l)
 			}
 		default:
 			r.cur.Store(&loaded{c: jsonCodec{}, format: JSON})
@@ -136,8 +135,9 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 	return s, nil
 }
 
-func header(f Format, ref string, id int) *offload.ValueSchema {
-	h := &offload.ValueSchema{Format: []byte(f.String()), Ref: []byte(ref)}
+func header(sp *Spec, ref string, id int) *offload.ValueSchema {
+	f := sp.Format
+	h := &offload.ValueSchema{Format: []byte(f.String()), Ref: []byte(ref), Binary: f == Avro || f == Protobuf || sp.Frame}
 	if id > 0 {
 		h.ID = []byte(strconv.Itoa(id))
 	}
@@ -166,8 +166,8 @@ type Unavailable struct{ Why string }
 func (e *Unavailable) Error() string { return "schema not available: " + e.Why }
 
 // Ingest checks the payload against rule i and appends what is to be written to Kafka to dst: the payload
-// itself (json, jsonschema) or its conversion in the Confluent wire format (avro, protobuf; the body alone
-// for a file schema without id=). hdr names the schema for the record's headers (nil for json). It fails with
+// itself (json, jsonschema; with framing=confluent after the Confluent wire format header) or its conversion
+// in the Confluent wire format (avro, protobuf; the body alone for a file schema without id=). hdr names the schema for the record's headers (nil for json). It fails with
 // *Invalid (counted) or *Unavailable (counted). Runs on an event loop: it computes only.
 func (s *Set) Ingest(i int, dst, payload []byte) (out []byte, hdr *offload.ValueSchema, err error) {
 	r := s.rules[i]
@@ -177,7 +177,7 @@ func (s *Set) Ingest(i int, dst, payload []byte) (out []byte, hdr *offload.Value
 		return dst, nil, &Unavailable{Why: *r.lastErr.Load()}
 	}
 	start := len(dst)
-	if l.id > 0 && (l.format == Avro || l.format == Protobuf) {
+	if l.id > 0 && (l.format == Avro || l.format == Protobuf || r.spec.Frame) {
 		dst = append(dst, 0, byte(l.id>>24), byte(l.id>>16), byte(l.id>>8), byte(l.id))
 		if pc, ok := l.c.(*protoCodec); ok {
 			dst = appendIndex(dst, pc.index)

@@ -1,6 +1,7 @@
 package payload
 
 import (
+	"os"
 	"testing"
 )
 
@@ -34,6 +35,36 @@ func BenchmarkIngest(b *testing.B) {
 					continue
 				}
 				if buf, _, err = s.Ingest(i, buf[:0], doc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// The JSON Schema rule's two paths on the same document: the fast check (what a valid document costs) and the
+// library validator alone (what a refused or unusual one costs, and what every document cost before the fast
+// check).
+func BenchmarkJSONSchemaPaths(b *testing.B) {
+	doc := []byte(`{"device":"bench-17","temp":21.5,"seq":123456789,"sent":1765000000000000000}`)
+	text, err := os.ReadFile("../../perf/payload/telemetry.schema.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	j, err := newJSONSchema(string(text), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 0, 512)
+	for _, c := range []struct {
+		name string
+		f    func(dst, payload []byte) ([]byte, error)
+	}{{"fast", j.ingest}, {"library", j.slowIngest}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(doc)))
+			for b.Loop() {
+				if buf, err = c.f(buf[:0], doc); err != nil {
 					b.Fatal(err)
 				}
 			}

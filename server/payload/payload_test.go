@@ -255,3 +255,118 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A number math/big cannot read under a numeric keyword is refused with a reason; the validator library
+// would dereference a nil *big.Rat on it.
+func TestJSONSchemaHugeNumber(t *testing.T) {
+	s := mustNew(t, []string{"s=jsonschema:file:testdata/telemetry.schema.json"})
+	for _, doc := range []string{`{"device":"d1","temp":1E2000000}`, `{"device":"d1","temp":-1e2000000}`} {
+		if _, _, err := s.Ingest(0, nil, []byte(doc)); reasonOf(err) != ReasonSchema {
+			t.Errorf("%s: %v", doc, err)
+		}
+	}
+}
+
+func TestParseFraming(t *testing.T) {
+	sp, err := Parse("j/#=jsonschema:registry:j-value;framing=confluent")
+	if err != nil || !sp.Frame {
+		t.Fatalf("%+v %v", sp, err)
+	}
+	for _, in := range []string{"j=jsonschema:file:x.json;framing=confluent", "j=avro:registry:s;framing=confluent",
+		"j=jsonschema:registry:s;framing=yes"} {
+		if _, err := Parse(in); err == nil {
+			t.Errorf("%q: want an error", in)
+		}
+	}
+}
+
+// A JSON Schema rule on a registry subject writes the payload byte for byte by default; with
+// framing=confluent it writes the Confluent wire format (magic byte, schema id, the JSON), which deliver=json
+// strips again.
+func TestJSONSchemaFraming(t *testing.T) {
+	reg := srfake.New()
+	defer reg.Close()
+	text, err := os.ReadFile("testdata/telemetry.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.SeedSchema("j-value", 1, 21, sr.Schema{Schema: string(text), Type: sr.TypeJSON})
+	cl, err := sr.NewClient(sr.URLs(reg.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustNew(t, []string{"plain/#=jsonschema:registry:j-value", "framed/#=jsonschema:registry:j-value;framing=confluent;deliver=json"},
+		Registry(cl), FetchTimeout(time.Second))
+	s.Start()
+	defer s.Close()
+	waitFor(t, func() bool { ok, _ := s.Ready(); return ok })
+	doc := []byte(`{"device":"d1","temp":21.5}`)
+	out, hdr, err := s.Ingest(0, nil, doc)
+	if err != nil || string(out) != string(doc) || hdr.Binary || string(hdr.ID) != "21" {
+		t.Fatalf("plain: %q %+v %v", out, hdr, err)
+	}
+	out, hdr, err = s.Ingest(1, nil, doc)
+	if err != nil || !hdr.Binary {
+		t.Fatalf("framed: %+v %v", hdr, err)
+	}
+	var ch sr.ConfluentHeader
+	id, body, err := ch.DecodeID(out)
+	if err != nil || id != 21 || string(body) != string(doc) {
+		t.Fatalf("framed: id %d body %q %v", id, body, err)
+	}
+	if _, _, err := s.Ingest(1, nil, []byte(`{"device":"d1","temp":900}`)); reasonOf(err) != ReasonSchema {
+		t.Fatalf("framed, invalid: %v", err)
+	}
+	if js, err := s.DeliverJSON("framed/x", out); err != nil || string(js) != string(doc) {
+		t.Fatalf("deliver: %q %v", js, err)
+	}
+}
+
+// Registry schemas with references: the referenced subjects are fetched (and theirs) and compiled with the
+// schema, for Avro (named types), Protobuf (imports) and JSON Schema ($ref by the reference's name).
+func TestRegistryReferences(t *testing.T) {
+	reg := srfake.New()
+	defer reg.Close()
+	seed := func(subject string, id int, typ sr.SchemaType, text string, refs ...sr.SchemaReference) {
+		reg.SeedSchema(subject, 1, id, sr.Schema{Schema: text, Type: typ, References: refs})
+	}
+	seed("point-avro", 31, sr.TypeAvro, `{"type":"record","name":"Point","namespace":"geo","fields":[{"name":"lat","type":"double"}]}`)
+	seed("place-avro", 32, sr.TypeAvro, `{"type":"record","name":"Place","namespace":"geo","fields":[{"name":"name","type":"string"},{"name":"at","type":"geo.Point"}]}`,
+		sr.SchemaReference{Name: "geo.Point", Subject: "point-avro", Version: 1})
+	seed("point-proto", 33, sr.TypeProtobuf, "syntax = \"proto3\";\npackage geo;\nmessage Point { double lat = 1; }")
+	seed("place-proto", 34, sr.TypeProtobuf, "syntax = \"proto3\";\npackage geo;\nimport \"geo/point.proto\";\nmessage Place { string name = 1; Point at = 2; }",
+		sr.SchemaReference{Name: "geo/point.proto", Subject: "point-proto", Version: 1})
+	seed("lat-json", 35, sr.TypeJSON, `{"type":"number","minimum":-90,"maximum":90}`)
+	seed("point-json", 36, sr.TypeJSON, `{"type":"object","required":["lat"],"properties":{"lat":{"$ref":"lat.json"}}}`,
+		sr.SchemaReference{Name: "lat.json", Subject: "lat-json", Version: 1})
+	seed("place-json", 37, sr.TypeJSON, `{"type":"object","properties":{"at":{"$ref":"point.json"}}}`,
+		sr.SchemaReference{Name: "point.json", Subject: "point-json", Version: 1})
+	cl, err := sr.NewClient(sr.URLs(reg.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustNew(t, []string{"a=avro:registry:place-avro;deliver=json", "p=protobuf:registry:place-proto;message=geo.Place;deliver=json",
+		"j=jsonschema:registry:place-json"}, Registry(cl), FetchTimeout(time.Second))
+	s.Start()
+	defer s.Close()
+	waitFor(t, func() bool { ok, _ := s.Ready(); return ok })
+	doc := []byte(`{"name":"x","at":{"lat":45.5}}`)
+	for i, topic := range []string{"a", "p"} {
+		rec, _, err := s.Ingest(i, nil, doc)
+		if err != nil {
+			t.Fatalf("%s: %v", topic, err)
+		}
+		js, err := s.DeliverJSON(topic, rec)
+		var back map[string]any
+		if err != nil || json.Unmarshal(js, &back) != nil || back["at"].(map[string]any)["lat"] != 45.5 {
+			t.Fatalf("%s: round trip %s %v", topic, js, err)
+		}
+	}
+	if _, _, err := s.Ingest(2, nil, doc); err != nil {
+		t.Fatalf("json: %v", err)
+	}
+	_, _, err = s.Ingest(2, nil, []byte(`{"at":{"lat":91}}`))
+	if reasonOf(err) != ReasonSchema || !strings.Contains(err.Error(), "/at/lat") {
+		t.Fatalf("json, through two references: %v", err)
+	}
+}

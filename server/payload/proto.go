@@ -26,15 +26,19 @@ type protoCodec struct {
 
 const protoName = "schema.proto"
 
-func newProto(text, message string) (*protoCodec, error) {
+func newProto(text, message string, refs []ref) (*protoCodec, error) {
+	files := map[string]string{protoName: text}
+	for _, r := range refs {
+		files[r.name] = r.text // imported by this path
+	}
 	comp := protocompile.Compiler{Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{
-		Accessor: protocompile.SourceAccessorFromMap(map[string]string{protoName: text}),
+		Accessor: protocompile.SourceAccessorFromMap(files),
 	})}
-	files, err := comp.Compile(context.Background(), protoName)
+	compiled, err := comp.Compile(context.Background(), protoName)
 	if err != nil {
 		return nil, fmt.Errorf("cannot compile Protobuf schema: %w", err)
 	}
-	fd := files[0]
+	fd := compiled[0]
 	var md protoreflect.MessageDescriptor
 	if message == "" {
 		if fd.Messages().Len() == 0 {

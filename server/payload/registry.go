@@ -78,19 +78,19 @@ func (s *Set) keepFresh(rules []*rule) {
 // load fetches rule r's subject version and installs it. A failure keeps the schema r has (if any).
 func (s *Set) load(r *rule) bool {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
+	defer cancel()
 	ss, err := s.cfg.reg.SchemaByVersion(ctx, r.spec.Subject, r.spec.Version)
-	cancel()
 	if err == nil {
 		var l *loaded
 		if old := r.cur.Load(); old != nil && old.id == ss.ID {
 			return true // unchanged
 		}
-		if l, err = s.fromRegistry(ss.Schema, ss.ID, r.spec.Format, r.spec.Message); err == nil {
+		if l, err = s.fromRegistry(ctx, ss.Schema, ss.ID, r.spec.Format, r.spec.Message); err == nil {
 			l.version = ss.Version
-			l.hdr = header(r.spec.Format, fmt.Sprintf("%s/%d", ss.Subject, ss.Version), ss.ID)
+			l.hdr = header(r.spec, fmt.Sprintf("%s/%d", ss.Subject, ss.Version), ss.ID)
 			r.cur.Store(l)
 			r.lastErr.Store(nil)
-			s.byID.Store(ss.ID, &idEntry{l: l})
+			s.byID.Store(ss.ID, l)
 			s.cfg.log.Info("payload schema loaded", "rule", r.spec.Filter, "subject", ss.Subject, "version", ss.Version, "id", ss.ID)
 			return true
 		}
@@ -109,11 +109,9 @@ func (s *Set) load(r *rule) bool {
 	return false
 }
 
-// fromRegistry compiles a registry schema, checking its type against the format wanted.
-func (s *Set) fromRegistry(sch sr.Schema, id int, want Format, message string) (*loaded, error) {
-	if len(sch.References) > 0 {
-		return nil, fmt.Errorf("schema %d has references, which Ferry does not resolve", id)
-	}
+// fromRegistry compiles a registry schema, with the schemas it references (fetched, within ctx), checking its
+// type against the format wanted.
+func (s *Set) fromRegistry(ctx context.Context, sch sr.Schema, id int, want Format, message string) (*loaded, error) {
 	var f Format
 	switch sch.Type {
 	case sr.TypeAvro:
@@ -123,46 +121,58 @@ func (s *Set) fromRegistry(sch sr.Schema, id int, want Format, message string) (
 	case sr.TypeJSON:
 		f = JSONSchema
 	default:
-		return nil, fmt.Errorf("schema %d has type %v", id, sch.Type)
+		return nil, &unusable{fmt.Errorf("schema %d has type %v", id, sch.Type)}
 	}
 	if want != 0 && f != want {
-		return nil, fmt.Errorf("schema %d is %s, the rule wants %s", id, f, want)
+		return nil, &unusable{fmt.Errorf("schema %d is %s, the rule wants %s", id, f, want)}
 	}
-	c, err := compile(f, sch.Schema, message)
+	refs, err := s.references(ctx, sch.References, nil, 0)
 	if err != nil {
 		return nil, fmt.Errorf("schema %d: %w", id, err)
+	}
+	c, err := compile(f, sch.Schema, message, refs)
+	if err != nil {
+		return nil, &unusable{fmt.Errorf("schema %d: %w", id, err)}
 	}
 	return &loaded{c: c, format: f, id: id}, nil
 }
 
-// byIDFor returns the schema of a registry id, fetching it on first use. Runs on a Kafka reader goroutine.
-func (s *Set) byIDFor(id int) (*loaded, error) {
-	if v, ok := s.byID.Load(id); ok {
-		e := v.(*idEntry)
-		if e.l != nil || time.Since(e.failed) < idRetry {
-			return e.l, e.err
+// unusable is the error of a registry schema Ferry cannot use (its type, or it does not compile): fetching it
+// again does not help.
+type unusable struct{ err error }
+
+func (e *unusable) Error() string { return e.err.Error() }
+func (e *unusable) Unwrap() error { return e.err }
+
+// maxRefs bounds the schemas one schema may pull in through references, and their depth.
+const maxRefs, maxRefDepth = 100, 16
+
+// references fetches the schemas rs name, and theirs, depth first: each comes after those it references, as
+// compile wants them. seen holds the subject versions already in out.
+func (s *Set) references(ctx context.Context, rs []sr.SchemaReference, out []ref, depth int) ([]ref, error) {
+	if depth > maxRefDepth {
+		return nil, fmt.Errorf("schema references nested deeper than %d", maxRefDepth)
+	}
+next:
+	for _, r := range rs {
+		for _, o := range out {
+			if o.subject == r.Subject && o.version == r.Version {
+				continue next // referenced twice: once is enough
+			}
 		}
+		if len(out) >= maxRefs {
+			return nil, fmt.Errorf("more than %d schema references", maxRefs)
+		}
+		ss, err := s.cfg.reg.SchemaByVersion(ctx, r.Subject, r.Version)
+		if err != nil {
+			return nil, fmt.Errorf("reference %s (%s/%d): %w", r.Name, r.Subject, r.Version, err)
+		}
+		if out, err = s.references(ctx, ss.References, out, depth+1); err != nil {
+			return nil, err
+		}
+		out = append(out, ref{name: r.Name, text: ss.Schema.Schema, subject: r.Subject, version: r.Version})
 	}
-	if s.cfg.reg == nil {
-		err := fmt.Errorf("unknown schema id %d (no schema registry configured)", id)
-		s.byID.Store(id, &idEntry{err: err, failed: time.Now()})
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.timeout)
-	sch, err := s.cfg.reg.SchemaByID(ctx, id)
-	cancel()
-	var l *loaded
-	if err == nil {
-		l, err = s.fromRegistry(sch, id, 0, "")
-	}
-	if err != nil {
-		s.regErrs.Add(1)
-		err = fmt.Errorf("schema id %d: %w", id, err)
-		s.byID.Store(id, &idEntry{err: err, failed: time.Now()})
-		return nil, err
-	}
-	s.byID.Store(id, &idEntry{l: l})
-	return l, nil
+	return out, nil
 }
 
 // ErrNoRule is returned by DeliverJSON for a topic no deliver=json rule covers.
@@ -171,8 +181,9 @@ var ErrNoRule = errors.New("no deliver=json rule")
 // DeliverJSON returns the JSON of a record value of the topic when the topic's rule has deliver=json:
 // Confluent-framed values are decoded with their schema id's schema (fetched from the registry on first use),
 // unframed ones with the rule's file schema; JSON values pass as they are. It fails with ErrNoRule when the
-// topic's rule (if any) does not deliver JSON, and with the decoding error otherwise (counted; the caller
-// delivers the record unchanged). Runs on a Kafka reader goroutine.
+// topic's rule (if any) does not deliver JSON; with *Pending while the record's schema id is fetched (the
+// caller holds the record and asks again when Pending.Done closes); and with the decoding error otherwise
+// (counted; the caller delivers the record unchanged). It never waits. Runs on any goroutine.
 func (s *Set) DeliverJSON(topic string, value []byte) ([]byte, error) {
 	i := s.Match(topic)
 	if i < 0 || !s.rules[i].spec.Deliver {
@@ -180,6 +191,10 @@ func (s *Set) DeliverJSON(topic string, value []byte) ([]byte, error) {
 	}
 	r := s.rules[i]
 	out, err := s.toJSON(r, value)
+	var pending *Pending
+	if errors.As(err, &pending) {
+		return nil, err
+	}
 	if err != nil {
 		r.toJSONErr.Add(1)
 		return nil, err
@@ -191,7 +206,7 @@ func (s *Set) DeliverJSON(topic string, value []byte) ([]byte, error) {
 func (s *Set) toJSON(r *rule, v []byte) ([]byte, error) {
 	if len(v) >= 5 && v[0] == 0 {
 		id := int(binary.BigEndian.Uint32(v[1:5]))
-		l, err := s.byIDFor(id)
+		l, err := s.schemaByID(id)
 		if err != nil {
 			return nil, err
 		}

@@ -36,8 +36,10 @@ func (f Format) String() string {
 // FORMAT is json, jsonschema, avro or protobuf; SOURCE (all but json) is file:PATH or
 // registry:SUBJECT[/VERSION] (VERSION a number or latest, the default); OPTIONs are message=FULL.NAME
 // (protobuf: the message type; default the file's first), id=N (a file schema's id in the registry, so its
-// records carry the Confluent wire format) and deliver=json|raw (records of the rule's topics are delivered to
-// MQTT subscribers as JSON, or as they are in Kafka, the default).
+// records carry the Confluent wire format), deliver=json|raw (records of the rule's topics are delivered to
+// MQTT subscribers as JSON, or as they are in Kafka, the default) and framing=confluent|none (a jsonschema rule
+// on a registry subject: write the Confluent wire format, magic byte and schema id before the JSON, as
+// Confluent's JSON Schema serializer does; default none, the payload byte for byte).
 type Spec struct {
 	Raw     string
 	Filter  string
@@ -48,6 +50,7 @@ type Spec struct {
 	Message string // protobuf message full name
 	ID      int    // file source: the registry id to frame records with; 0 = none (body only)
 	Deliver bool   // deliver=json
+	Frame   bool   // framing=confluent: a jsonschema registry rule writes the Confluent wire format
 }
 
 // Parse parses one rule.
@@ -99,8 +102,10 @@ func Parse(s string) (*Spec, error) {
 			sp.ID = id
 		case k == "deliver" && (v == "json" || v == "raw"):
 			sp.Deliver = v == "json"
+		case k == "framing" && (v == "confluent" || v == "none") && sp.Format == JSONSchema && sp.Subject != "":
+			sp.Frame = v == "confluent"
 		default:
-			return nil, fmt.Errorf("option %q: want message=NAME (protobuf), id=N (avro or protobuf from a file) or deliver=json|raw", o)
+			return nil, fmt.Errorf("option %q: want message=NAME (protobuf), id=N (avro or protobuf from a file), deliver=json|raw or framing=confluent|none (jsonschema from the registry)", o)
 		}
 	}
 	return sp, nil
