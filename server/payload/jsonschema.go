@@ -43,6 +43,10 @@ func newJSONSchema(text string, refs []ref) (*jsonSchemaCodec, error) {
 		return nil, fmt.Errorf("cannot parse JSON Schema: %w", err)
 	}
 	c := jsonschema.NewCompiler()
+	// Nothing is loaded from elsewhere: the library's default loader reads file:// URLs from the local disk, so
+	// a schema from the registry could make Ferry read any local file. References resolve only to the schema
+	// itself and to the registry references added below.
+	c.UseLoader(jsonschema.SchemeURLLoader{})
 	if err := c.AddResource(schemaURL, doc); err != nil {
 		return nil, fmt.Errorf("cannot load JSON Schema: %w", err)
 	}

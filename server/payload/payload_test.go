@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -263,6 +264,21 @@ func TestJSONSchemaHugeNumber(t *testing.T) {
 	for _, doc := range []string{`{"device":"d1","temp":1E2000000}`, `{"device":"d1","temp":-1e2000000}`} {
 		if _, _, err := s.Ingest(0, nil, []byte(doc)); reasonOf(err) != ReasonSchema {
 			t.Errorf("%s: %v", doc, err)
+		}
+	}
+}
+
+// A schema — from the registry above all — cannot make Ferry read a local file or fetch a URL through a $ref:
+// references resolve only to the schema itself and to the registry references loaded with it.
+func TestJSONSchemaRefLoadsNothing(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret.json")
+	if err := os.WriteFile(secret, []byte(`{"type":"string"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"file://" + secret, "http://127.0.0.1:1/x.json"} {
+		_, err := newJSONSchema(`{"properties":{"x":{"$ref":"`+ref+`"}}}`, nil)
+		if err == nil {
+			t.Errorf("$ref %s: compiled, want an error (nothing may be loaded)", ref)
 		}
 	}
 }
