@@ -74,11 +74,19 @@ func (srv *Server) sessionsRead(start int64) {
 	srv.regMu.Unlock()
 }
 
-// heartbeatStored runs on a Kafka callback goroutine when a heartbeat of this instance was stored.
+// heartbeatStored runs on a Kafka callback goroutine when a heartbeat of this instance was stored. After the
+// first, the topic is read once at once rather than at the processor's next round: an instance that starts
+// into a reconnect storm is alone within a Kafka round trip, not a heartbeat interval.
 func (srv *Server) heartbeatStored(err error) {
-	if err == nil {
-		srv.store.lone.hbStored.CompareAndSwap(0, time.Now().UnixNano())
+	if err != nil || !srv.store.lone.hbStored.CompareAndSwap(0, time.Now().UnixNano()) {
+		return
 	}
+	go func() {
+		start := time.Now().UnixNano()
+		if srv.readSessionsUpTo(srv.runCtx) {
+			srv.sessionsRead(start)
+		}
+	}()
 }
 
 // connectUnrecorded accepts pc at once, without an owner record, if it asks for nothing to be kept and this

@@ -22,11 +22,10 @@ func waitAlone(t *testing.T, addr string, srv *server.Server) {
 		if time.Now().After(deadline) {
 			t.Fatal("a lone instance never accepted a clean CONNECT without an owner record")
 		}
-		c, err := connectV5(addr, &paho.Connect{ClientID: "probe", CleanStart: true})
-		if err != nil {
-			t.Fatal(err)
+		// A recorded CONNECT may be refused (0x88) on a loaded machine before the reader's first fetch: retried.
+		if c, err := connectV5(addr, &paho.Connect{ClientID: "probe", CleanStart: true}); err == nil {
+			_ = c.Disconnect(&paho.Disconnect{})
 		}
-		_ = c.Disconnect(&paho.Disconnect{})
 		time.Sleep(200 * time.Millisecond)
 	}
 }
