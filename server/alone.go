@@ -17,7 +17,8 @@ import (
 //
 // An instance is alone when, in a read of the whole sessions topic that started after its own heartbeat was
 // stored, no other instance's heartbeat or owner record was read within deadAfter, and no such record has
-// been read since. It stops being alone the moment the reader hands it any record of another instance, and
+// been read since. It stops being alone the moment the reader hands it any record of another instance (or a
+// heartbeat of another process running with this instance's id, a misconfiguration that is logged), and
 // when it could not read the topic for deadAfter (a lone instance cut off from Kafka cannot know who came).
 // Why this keeps [MQTT-3.1.4-3] across instances:
 //

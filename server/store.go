@@ -142,10 +142,11 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 			st.srv.warn("heartbeat record cannot be read; counted as alive without an advertised address", "key", key, "err", err)
 			hb = &heartbeatRec{}
 		}
-		if id != st.instance && value != nil {
-			st.srv.noteForeign() // alone.go
+		twin := id == st.instance && value != nil && hb.Run != "" && hb.Run != st.incarnation && st.ready
+		if (id != st.instance && value != nil) || twin {
+			st.srv.noteForeign() // another instance is alive (alone.go)
 		}
-		if id == st.instance && value != nil && hb.Run != "" && hb.Run != st.incarnation && st.ready {
+		if twin {
 			st.srv.cfg.log.Error("another Ferry instance runs with this instance's id: give each instance its own --instance-id",
 				"instance", id)
 		}
