@@ -124,7 +124,12 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 	}
 
 	c.epoch = time.Now().UnixNano()
-	return c.connectSession(&pendingConnect{id: id, clean: p.CleanStart, expiry: expiry, version: p.Version, props: props})
+	pc := pendingConnect{id: id, clean: p.CleanStart, expiry: expiry, version: p.Version, props: props}
+	if c.connectUnrecorded(&pc) {
+		return nil // nothing to decide on the sessions topic (alone.go); pc stays on the stack
+	}
+	wait := pc // kept while the session is being found
+	return c.connectSession(&wait)
 }
 
 // pendingConnect is what a CONNECT asked for, kept while the session is being found.

@@ -167,9 +167,6 @@ func (c *conn) runOnLoop(fn func()) {
 // CONNACK waits until that instance has handed the session over, or until the hand-off times out. The
 // connection reads no packet meanwhile; the loop is never blocked. Runs on the loop.
 func (c *conn) connectSession(pc *pendingConnect) error {
-	if c.connectUnrecorded(pc) {
-		return nil // nothing to decide on the sessions topic (alone.go)
-	}
 	srv := c.l.srv
 	c.phase = phaseLoading // no packet is read until the session is here
 	srv.store.awaitOwnRecord(pc.id, c.epoch, srv.cfg.sessionsWait, func(prev *stored, err error) {
