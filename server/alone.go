@@ -113,7 +113,7 @@ func (c *conn) connectUnrecorded(pc *pendingConnect) bool {
 	if !ok {
 		return false
 	}
-	srv.metrics.connectsUnrecorded.Add(1)
+	srv.metrics.unrecorded.Add(1)
 	c.attached(sess)
 	if srv.debugOn() {
 		srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version,

@@ -18,7 +18,7 @@ import (
 func waitAlone(t *testing.T, addr string, srv *server.Server) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
-	for i := 0; srv.Metrics().Snapshot().ConnectsUnrecorded == 0; i++ {
+	for i := 0; srv.Metrics().Snapshot().Unrecorded == 0; i++ {
 		if time.Now().After(deadline) {
 			t.Fatal("a lone instance never accepted a clean CONNECT without an owner record")
 		}
@@ -37,7 +37,7 @@ func TestUnrecordedConnectOnLoneInstance(t *testing.T) {
 	_, kafka := startKafka(t)
 	a := startInstance(t, kafka)
 	waitAlone(t, a.addr, a.srv)
-	before := a.srv.Metrics().Snapshot().ConnectsUnrecorded
+	before := a.srv.Metrics().Snapshot().Unrecorded
 
 	sub := dialV5(t, a.addr, &paho.Connect{ClientID: "lone-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "lone/#", QoS: 1})
@@ -46,13 +46,13 @@ func TestUnrecordedConnectOnLoneInstance(t *testing.T) {
 	if m := sub.next(t); string(m.Payload) != "hello" {
 		t.Fatalf("got %q", m.Payload)
 	}
-	if got := a.srv.Metrics().Snapshot().ConnectsUnrecorded - before; got != 2 {
+	if got := a.srv.Metrics().Snapshot().Unrecorded - before; got != 2 {
 		t.Fatalf("%d CONNECTs accepted without an owner record, want 2", got)
 	}
 	dialV5(t, a.addr, &paho.Connect{ClientID: "lone-kept", CleanStart: true,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(60)}})
 	dialV5(t, a.addr, &paho.Connect{ClientID: "lone-will", CleanStart: true, WillMessage: &paho.WillMessage{Topic: "lone/will", Payload: []byte("bye")}})
-	if got := a.srv.Metrics().Snapshot().ConnectsUnrecorded - before; got != 2 {
+	if got := a.srv.Metrics().Snapshot().Unrecorded - before; got != 2 {
 		t.Fatalf("%d CONNECTs accepted without an owner record, want 2: a session or a will is recorded", got)
 	}
 	_ = sub.Disconnect(&paho.Disconnect{})
@@ -129,9 +129,9 @@ func loneConnection(t *testing.T, id string) (string, *instance, *v5) {
 	_, kafka := startKafka(t)
 	a := startInstance(t, kafka)
 	waitAlone(t, a.addr, a.srv)
-	before := a.srv.Metrics().Snapshot().ConnectsUnrecorded
+	before := a.srv.Metrics().Snapshot().Unrecorded
 	c := dialV5(t, a.addr, &paho.Connect{ClientID: id, CleanStart: true})
-	if a.srv.Metrics().Snapshot().ConnectsUnrecorded != before+1 {
+	if a.srv.Metrics().Snapshot().Unrecorded != before+1 {
 		t.Fatal("the connection was recorded: nothing to test")
 	}
 	return kafka, a, c
@@ -141,9 +141,9 @@ func loneConnection(t *testing.T, id string) (string, *instance, *v5) {
 // records.
 func recordedConnection(t *testing.T, a *instance, id string) *v5 {
 	t.Helper()
-	n := a.srv.Metrics().Snapshot().ConnectsUnrecorded
+	n := a.srv.Metrics().Snapshot().Unrecorded
 	c := dialV5(t, a.addr, &paho.Connect{ClientID: id, CleanStart: true})
-	if a.srv.Metrics().Snapshot().ConnectsUnrecorded != n {
+	if a.srv.Metrics().Snapshot().Unrecorded != n {
 		t.Fatal("an instance that has read another instance's records still connects without an owner record")
 	}
 	return c

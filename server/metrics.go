@@ -28,34 +28,34 @@ import (
 // histogram_quantile cannot use; client_golang 35 ns), and either would be a dependency of server/, offload/
 // and kafkamux/, which DESIGN.md keeps to a short list. See docs/operations.md, "Metrics".
 type Metrics struct {
-	connsOpened        atomic.Uint64
-	connsCurrent       atomic.Int64
-	sessionsConnected  atomic.Int64
-	sessionsExpired    atomic.Uint64
-	takeovers          atomic.Uint64
-	connectsUnrecorded atomic.Uint64 // CONNECTs accepted without an owner record (alone.go)
-	protocolErrors     atomic.Uint64
-	connectTimeouts    atomic.Uint64
-	keepAliveTimeouts  atomic.Uint64
-	transportErrors    atomic.Uint64      // TLS, WebSocket and PROXY protocol failures
-	refused            [256]atomic.Uint64 // CONNECTs refused, by v5 reason code
-	protoErrs          [256]atomic.Uint64 // connections closed on a protocol error, by v5 reason code
-	publishesIn        [3]atomic.Uint64
-	publishesOut       [3]atomic.Uint64
-	recordsIn          atomic.Uint64
-	bytesIn            atomic.Uint64
-	bytesOut           atomic.Uint64
-	kafkaErrors        atomic.Uint64
-	drops              [dropReasons]atomic.Uint64
-	subscriptions      atomic.Int64
-	refusedSubs        atomic.Uint64 // subscriptions refused by the per-session quota
-	willsSent          atomic.Uint64
-	limits             limitMetrics                // rate limits and redirects (limits.go)
-	authDenied         [authDenials]atomic.Uint64  // authorization refusals, by kind (authz.go)
-	routeRefused       [routeReasons]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
-	misrouted          atomic.Uint64               // records read from a Kafka topic their MQTT topic does not route to
-	lingering          atomic.Int64                // sockets in a lingering close (linger.go)
-	lingerSkipped      atomic.Uint64               // closes that would have lingered but found the loop's lingering sockets at their cap
+	connsOpened       atomic.Uint64
+	connsCurrent      atomic.Int64
+	sessionsConnected atomic.Int64
+	sessionsExpired   atomic.Uint64
+	takeovers         atomic.Uint64
+	unrecorded        atomic.Uint64 // CONNECTs accepted without an owner record (alone.go)
+	protocolErrors    atomic.Uint64
+	connectTimeouts   atomic.Uint64
+	keepAliveTimeouts atomic.Uint64
+	transportErrors   atomic.Uint64      // TLS, WebSocket and PROXY protocol failures
+	refused           [256]atomic.Uint64 // CONNECTs refused, by v5 reason code
+	protoErrs         [256]atomic.Uint64 // connections closed on a protocol error, by v5 reason code
+	publishesIn       [3]atomic.Uint64
+	publishesOut      [3]atomic.Uint64
+	recordsIn         atomic.Uint64
+	bytesIn           atomic.Uint64
+	bytesOut          atomic.Uint64
+	kafkaErrors       atomic.Uint64
+	drops             [dropReasons]atomic.Uint64
+	subscriptions     atomic.Int64
+	refusedSubs       atomic.Uint64 // subscriptions refused by the per-session quota
+	willsSent         atomic.Uint64
+	limits            limitMetrics                // rate limits and redirects (limits.go)
+	authDenied        [authDenials]atomic.Uint64  // authorization refusals, by kind (authz.go)
+	routeRefused      [routeReasons]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
+	misrouted         atomic.Uint64               // records read from a Kafka topic their MQTT topic does not route to
+	lingering         atomic.Int64                // sockets in a lingering close (linger.go)
+	lingerSkipped     atomic.Uint64               // closes that would have lingered but found the loop's lingering sockets at their cap
 
 	listeners []listenerMetrics                 // by the index of the listener in the configuration
 	loopLag   offload.Histogram                 // how late each loop ran its one-second tick
@@ -265,7 +265,7 @@ func (m *Metrics) tickLag(l *loop, now time.Time) {
 // Snapshot is a copy of the counters.
 type Snapshot struct {
 	ConnsOpened, SessionsExpired, Takeovers, ProtocolErrors, ConnectTimeouts, KeepAliveTimeouts uint64
-	ConnectsUnrecorded                                                                          uint64 // CONNECTs accepted without an owner record: nothing asked to be kept, the instance alone
+	Unrecorded                                                                                  uint64 // CONNECTs accepted without an owner record (docs/sessions.md)
 	ConnsCurrent, SessionsConnected, Subscriptions                                              int64
 	PublishesIn, PublishesOut                                                                   [3]uint64
 	RecordsIn, BytesIn, BytesOut, KafkaErrors, WillsSent, RefusedSubs                           uint64
@@ -285,8 +285,8 @@ type Snapshot struct {
 func (m *Metrics) Snapshot() Snapshot {
 	s := Snapshot{
 		ConnsOpened: m.connsOpened.Load(), SessionsExpired: m.sessionsExpired.Load(), Takeovers: m.takeovers.Load(),
-		ConnectsUnrecorded: m.connectsUnrecorded.Load(),
-		ProtocolErrors:     m.protocolErrors.Load(), ConnectTimeouts: m.connectTimeouts.Load(),
+		Unrecorded:     m.unrecorded.Load(),
+		ProtocolErrors: m.protocolErrors.Load(), ConnectTimeouts: m.connectTimeouts.Load(),
 		KeepAliveTimeouts: m.keepAliveTimeouts.Load(), ConnsCurrent: m.connsCurrent.Load(),
 		SessionsConnected: m.sessionsConnected.Load(), Subscriptions: m.subscriptions.Load(),
 		RecordsIn: m.recordsIn.Load(), BytesIn: m.bytesIn.Load(), BytesOut: m.bytesOut.Load(),
