@@ -52,12 +52,12 @@ type lone struct {
 // the reader goroutine before the record is acted on (ownerChanged).
 func (srv *Server) noteForeign() {
 	l := &srv.store.lone
+	// Under regMu even when alone looks clear: a round of sessionsRead that checked foreignAt just before this
+	// store may be about to set it (its check and set are one critical section, after or before this one).
+	srv.regMu.Lock()
 	l.foreignAt.Store(time.Now().UnixNano())
-	if l.alone.Load() {
-		srv.regMu.Lock()
-		l.alone.Store(false)
-		srv.regMu.Unlock()
-	}
+	l.alone.Store(false)
+	srv.regMu.Unlock()
 }
 
 // sessionsRead runs after the sessions topic was read up to where it ended at start (unix ns, taken before
