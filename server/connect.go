@@ -124,7 +124,12 @@ func (c *conn) onConnect(p *mqttcodec.Connect) error {
 	}
 
 	c.epoch = time.Now().UnixNano()
-	return c.connectSession(&pendingConnect{id: id, clean: p.CleanStart, expiry: expiry, version: p.Version, props: props})
+	pc := pendingConnect{id: id, clean: p.CleanStart, expiry: expiry, version: p.Version, props: props}
+	if c.connectUnrecorded(&pc) {
+		return nil // nothing to decide on the sessions topic (alone.go); pc stays on the stack
+	}
+	wait := pc // kept while the session is being found
+	return c.connectSession(&wait)
 }
 
 // pendingConnect is what a CONNECT asked for, kept while the session is being found.
@@ -166,13 +171,7 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 	if pc.version < mqttcodec.Version5 && pc.clean {
 		present = false // [MQTT-3.2.2-1]
 	}
-	c.sess = sess
-	c.phase = phaseConnected
-	c.lastRead = c.l.now
-	if c.keepAlive > 0 {
-		c.l.wheel.schedule(c, c.lastRead+(int64(c.keepAlive)*3+1)/2+1)
-	}
-	srv.metrics.sessionsConnected.Add(1)
+	c.attached(sess)
 	if pc.expiry > 0 {
 		if present {
 			srv.saveSession(sess, nil)
@@ -198,6 +197,17 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 	if from != nil {
 		srv.startResume(sess, from, resend)
 	}
+}
+
+// attached makes sess the connection's session: packets are read from now on. Runs on the loop.
+func (c *conn) attached(sess *session) {
+	c.sess = sess
+	c.phase = phaseConnected
+	c.lastRead = c.l.now
+	if c.keepAlive > 0 {
+		c.l.wheel.schedule(c, c.lastRead+(int64(c.keepAlive)*3+1)/2+1)
+	}
+	c.l.srv.metrics.sessionsConnected.Add(1)
 }
 
 // expired reports whether the stored session ended while its client was away.
@@ -405,6 +415,10 @@ func (c *conn) endSession() {
 	sess.c = nil
 	expiry := sess.expiry
 	sess.mu.Unlock()
+	if c.unrecorded {
+		srv.discardOrphan(sess) // nothing of it is in Kafka: nothing to end there (alone.go)
+		return
+	}
 	willDue := c.will != nil && !c.disconnect
 	if c.will != nil && c.disconnect {
 		srv.store.put(kindWill, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
@@ -416,28 +430,26 @@ func (c *conn) endSession() {
 		// sessions topic and replays them. Its expiry is processed by its sessions partition's processor.
 		srv.saveDelivery(sess, true, 0)
 		srv.endConnection(sess.id, c.epoch, expiry, willDue)
-		srv.regMu.Lock()
-		sess.mu.Lock()
-		gone := sess.c == nil
-		sess.mu.Unlock()
-		if gone {
-			srv.discard(sess)
-		}
-		srv.regMu.Unlock()
+		srv.discardOrphan(sess)
 		return
 	}
 	srv.endConnection(sess.id, c.epoch, 0, willDue)
+	if srv.discardOrphan(sess) {
+		srv.store.forget(sess.id, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
+	}
+}
+
+// discardOrphan discards sess unless a connection attached to it meanwhile, and reports whether it did.
+func (srv *Server) discardOrphan(sess *session) bool {
 	srv.regMu.Lock()
+	defer srv.regMu.Unlock()
 	sess.mu.Lock()
 	orphan := sess.c == nil
 	sess.mu.Unlock()
 	if orphan {
 		srv.discard(sess)
 	}
-	srv.regMu.Unlock()
-	if orphan {
-		srv.store.forget(sess.id, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
-	}
+	return orphan
 }
 
 // onDisconnect handles a client's DISCONNECT. Runs on the loop.

@@ -33,6 +33,7 @@ type Metrics struct {
 	sessionsConnected atomic.Int64
 	sessionsExpired   atomic.Uint64
 	takeovers         atomic.Uint64
+	unrecorded        atomic.Uint64 // CONNECTs accepted without an owner record (alone.go)
 	protocolErrors    atomic.Uint64
 	connectTimeouts   atomic.Uint64
 	keepAliveTimeouts atomic.Uint64
@@ -264,6 +265,7 @@ func (m *Metrics) tickLag(l *loop, now time.Time) {
 // Snapshot is a copy of the counters.
 type Snapshot struct {
 	ConnsOpened, SessionsExpired, Takeovers, ProtocolErrors, ConnectTimeouts, KeepAliveTimeouts uint64
+	Unrecorded                                                                                  uint64 // CONNECTs accepted without an owner record (docs/sessions.md)
 	ConnsCurrent, SessionsConnected, Subscriptions                                              int64
 	PublishesIn, PublishesOut                                                                   [3]uint64
 	RecordsIn, BytesIn, BytesOut, KafkaErrors, WillsSent, RefusedSubs                           uint64
@@ -283,6 +285,7 @@ type Snapshot struct {
 func (m *Metrics) Snapshot() Snapshot {
 	s := Snapshot{
 		ConnsOpened: m.connsOpened.Load(), SessionsExpired: m.sessionsExpired.Load(), Takeovers: m.takeovers.Load(),
+		Unrecorded:     m.unrecorded.Load(),
 		ProtocolErrors: m.protocolErrors.Load(), ConnectTimeouts: m.connectTimeouts.Load(),
 		KeepAliveTimeouts: m.keepAliveTimeouts.Load(), ConnsCurrent: m.connsCurrent.Load(),
 		SessionsConnected: m.sessionsConnected.Load(), Subscriptions: m.subscriptions.Load(),

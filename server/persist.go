@@ -187,7 +187,8 @@ func (srv *Server) ownerChanged(id string, o *ownerRec) {
 	sess.mu.Lock()
 	c := sess.c
 	mine := sess.ps != nil && sess.ps.epoch == o.Epoch && o.Instance == srv.store.instance
-	older := c != nil && c.epoch < o.Epoch
+	// An unrecorded connection (alone.go) is older in the log than any record read after it was registered.
+	older := c != nil && (c.epoch < o.Epoch || c.unrecorded)
 	sess.mu.Unlock()
 	if mine || o.Instance == srv.store.instance || !older {
 		return

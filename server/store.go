@@ -102,6 +102,8 @@ type store struct {
 	peers     map[string]*peer     // instance id → its advertised address and liveness, for redirect (redirect.go)
 	ready     bool                 // the topic has been read to the end once: end records are acted on
 	fences    map[fenceKey]*fence  // CONNECTs waiting to read their own owner record back (consistency.go)
+
+	lone lone // whether no other instance is alive: unrecorded connections (alone.go)
 }
 
 // handoff is a CONNECT waiting for the previous owner's final delivery record.
@@ -140,7 +142,11 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 			st.srv.warn("heartbeat record cannot be read; counted as alive without an advertised address", "key", key, "err", err)
 			hb = &heartbeatRec{}
 		}
-		if id == st.instance && value != nil && hb.Run != "" && hb.Run != st.incarnation && st.ready {
+		twin := id == st.instance && value != nil && hb.Run != "" && hb.Run != st.incarnation && st.ready
+		if (id != st.instance && value != nil) || twin {
+			st.srv.noteForeign() // another instance is alive (alone.go)
+		}
+		if twin {
 			st.srv.cfg.log.Error("another Ferry instance runs with this instance's id: give each instance its own --instance-id",
 				"instance", id)
 		}
@@ -229,6 +235,9 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	}
 	snapshot := *c
 	st.mu.Unlock()
+	if o != nil && o.Instance != st.instance {
+		st.srv.noteForeign() // before ownerChanged below looks the client up (alone.go)
+	}
 	if err != nil {
 		// A corrupt or newer record is logged and skipped: the session starts clean, the instance goes on.
 		st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
@@ -241,7 +250,7 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 		h.done(&snapshot)
 	}
 	if o != nil && o.Connected {
-		st.srv.ownerChanged(id, o) // it hands over only connections older than o
+		st.srv.ownerChanged(id, o) // it hands over only connections older than o, and unrecorded ones
 	}
 	if end != nil {
 		st.srv.connectionEnded(id, end)

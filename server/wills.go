@@ -126,7 +126,7 @@ func (srv *Server) heartbeats(ctx context.Context) {
 	t := time.NewTicker(srv.cfg.heartbeatEvery)
 	defer t.Stop()
 	for {
-		srv.store.put(kindInstance, srv.store.instance, srv.heartbeat()) // with the advertised address (redirect.go)
+		srv.store.putThen(kindInstance, srv.store.instance, srv.heartbeat(), srv.heartbeatStored) // with the advertised address (redirect.go)
 		select {
 		case <-ctx.Done():
 			srv.store.put(kindInstance, srv.store.instance, nil)
@@ -152,7 +152,9 @@ func (srv *Server) processor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		start := time.Now()
 		if srv.readSessionsUpTo(ctx) {
+			srv.sessionsRead(start.UnixNano()) // alone.go
 			srv.processPartitions(time.Now())
 		}
 	}

@@ -96,6 +96,8 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	p.u("ferry_sessions_expired_total", s.SessionsExpired)
 	p.family("ferry_takeovers_total", "counter", "Connections closed because their client id connected again (0x8E), here or on another instance.")
 	p.u("ferry_takeovers_total", s.Takeovers)
+	p.family("ferry_connects_unrecorded_total", "counter", "CONNECTs accepted without an owner record in the sessions topic: nothing to keep (clean, no expiry, no will) and no other instance alive.")
+	p.u("ferry_connects_unrecorded_total", s.Unrecorded)
 	p.family("ferry_subscriptions", "gauge", "Subscriptions in this instance's index, offline persistent sessions' included.")
 	p.i("ferry_subscriptions", int64(st.Subscriptions))
 	p.family("ferry_subscriptions_refused_total", "counter", "Topic filters refused by the per-session subscription limit (0x97).")
