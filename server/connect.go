@@ -400,6 +400,12 @@ func (c *conn) endSession() {
 	sess.mu.Lock()
 	if sess.c != c {
 		sess.mu.Unlock() // taken over: the session lives on with its new connection
+		if c.will != nil && !c.disconnect && c.will.delay == 0 {
+			// The socket closed without DISCONNECT before the takeover reached this loop (a kick sets
+			// disconnect): the will was due then [MQTT-3.1.2-8], as on a takeover (MQTT 5 §3.1.4). Nobody
+			// else publishes it: the new connection replaced or cancelled the stored one.
+			go srv.sendWill(c.will.msg)
+		}
 		return
 	}
 	sess.c = nil
@@ -409,13 +415,17 @@ func (c *conn) endSession() {
 	if c.will != nil && c.disconnect {
 		srv.store.put(kindWill, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
 	}
+	var willNow *offload.Message // due at once: not cancelled by a CONNECT that follows (wills.go, dueWills)
+	if willDue && (c.will.delay == 0 || expiry == 0) {
+		willNow = c.will.msg
+	}
 	if expiry > 0 {
 		// The session outlives the connection in Kafka: final offsets, then the end record, which also decides
 		// the will (wills.go). It then leaves this instance: the messages published while the client is away
 		// stay in Kafka (not in memory), and its next CONNECT — here or anywhere — restores it from the
 		// sessions topic and replays them. Its expiry is processed by its sessions partition's processor.
 		srv.saveDelivery(sess, true, 0)
-		srv.endConnection(sess.id, c.epoch, expiry, willDue)
+		srv.endConnection(sess.id, c.epoch, expiry, willDue, willNow)
 		srv.regMu.Lock()
 		sess.mu.Lock()
 		gone := sess.c == nil
@@ -426,7 +436,7 @@ func (c *conn) endSession() {
 		srv.regMu.Unlock()
 		return
 	}
-	srv.endConnection(sess.id, c.epoch, 0, willDue)
+	srv.endConnection(sess.id, c.epoch, 0, willDue, willNow)
 	srv.regMu.Lock()
 	sess.mu.Lock()
 	orphan := sess.c == nil

@@ -54,6 +54,37 @@ func fromTxn(req *kmsg.ProduceRequest, txn string, key []byte) bool {
 	return false
 }
 
+// holdBack holds produce requests back in kfake: the first one first matches, and every later one rest
+// matches, until release is called (any number of times). stalled is closed when the first is held.
+func holdBack(cluster *kfake.Cluster, first, rest func(*kmsg.ProduceRequest) bool) (stalled chan struct{}, release func()) {
+	gate := make(chan struct{})
+	var stalling atomic.Bool
+	stalled = make(chan struct{})
+	cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-gate:
+			cluster.DropControl()
+			return nil, nil, false
+		default:
+		}
+		cluster.KeepControl()
+		req := kr.(*kmsg.ProduceRequest)
+		if stalling.Load() {
+			if !rest(req) {
+				return nil, nil, false
+			}
+		} else if first(req) {
+			stalling.Store(true)
+			close(stalled)
+		} else {
+			return nil, nil, false
+		}
+		cluster.SleepControl(func() { <-gate })
+		return nil, nil, false
+	})
+	return stalled, sync.OnceFunc(func() { close(gate) })
+}
+
 // produceError answers a produce request with code for every partition.
 func produceError(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
@@ -242,28 +273,9 @@ func TestLateEndRecordOfDroppedConnection(t *testing.T) {
 	first.sub(t, paho.SubscribeOptions{Topic: "late/in", QoS: 1})
 
 	// From the record that ends the dropped connection on, A's writes wait until release.
-	gate := make(chan struct{})
-	var stalling atomic.Bool
-	stalled := make(chan struct{})
-	cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		select {
-		case <-gate:
-			cluster.DropControl()
-			return nil, nil, false
-		default:
-		}
-		cluster.KeepControl()
-		req := kr.(*kmsg.ProduceRequest)
-		if !fromTxn(req, "late-a", nil) || (!stalling.Load() && !fromTxn(req, "late-a", []byte("o:late"))) {
-			return nil, nil, false
-		}
-		if !stalling.Swap(true) {
-			close(stalled)
-		}
-		cluster.SleepControl(func() { <-gate })
-		return nil, nil, false
-	})
-	release := sync.OnceFunc(func() { close(gate) })
+	stalled, release := holdBack(cluster,
+		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, "late-a", []byte("o:late")) },
+		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, "late-a", nil) })
 	defer release()
 
 	first.nc.Close() // dropped: no DISCONNECT

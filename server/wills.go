@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/ferrymq/ferry/offload"
@@ -72,16 +73,71 @@ func (r *willRec) message(clientID string, now time.Time) *offload.Message {
 	return m
 }
 
-// endConnection writes the end record of a connection: the claim that decides its will. Runs on the loop.
-func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool) {
-	srv.store.put(kindOwner, id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
-		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue})
+// dueWills are the wills of connections this instance saw end abnormally with nothing left to wait for: a Will
+// Delay of 0, or a session that ends with the connection. MQTT 5 publishes such a will when the connection
+// closes [MQTT-3.1.2-8]; a CONNECT that follows, even a millisecond later on another instance, does not cancel
+// it. So the decision is this instance's, taken when it saw the socket close, and kept in memory until the
+// connection's end record is read back: if that record is the first end record of the connection's epoch (no
+// other instance claimed the connection, as for a dead holder: wills.go's rule), the will is published from
+// here, whatever was written for the client since. A kept will whose record did not win, or could not be
+// written, is forgotten. Guarded by mu, taken alone.
+type dueWills struct {
+	mu sync.Mutex
+	m  map[fenceKey]*offload.Message
+}
+
+// keep records the will of the connection (id, epoch) as due at once.
+func (d *dueWills) keep(id string, epoch int64, m *offload.Message) {
+	d.mu.Lock()
+	if d.m == nil {
+		d.m = make(map[fenceKey]*offload.Message)
+	}
+	d.m[fenceKey{id, epoch}] = m
+	d.mu.Unlock()
+}
+
+// take removes and returns the kept will of (id, epoch), if any.
+func (d *dueWills) take(id string, epoch int64) *offload.Message {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := fenceKey{id, epoch}
+	m := d.m[k]
+	delete(d.m, k)
+	return m
+}
+
+// endConnection writes the end record of a connection: the claim that decides its will. A will due at once
+// (now non-nil) is kept until the record is read back (dueWills). Runs on the loop.
+func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *offload.Message) {
+	var done func(error)
+	if now != nil {
+		srv.due.keep(id, epoch, now)
+		done = func(err error) {
+			if err != nil {
+				srv.due.take(id, epoch) // never read back: the will is the partition processor's to decide
+			}
+		}
+	}
+	srv.store.putThen(kindOwner, id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
+		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue}, done)
 }
 
 // connectionEnded runs on the reader goroutine for the first end record of an epoch and round. If this
-// instance wrote it and a will is due, the will is published after its delay unless the client came back.
+// instance wrote it and a will is due, the will is published: at once if this instance kept it as due at once
+// (dueWills), else after its delay unless the client came back.
 func (srv *Server) connectionEnded(id string, end *ownerRec) {
 	if end.Instance != srv.store.instance || !end.Will {
+		return
+	}
+	if m := srv.due.take(id, end.Epoch); m != nil && end.Round == 0 {
+		st, _ := srv.store.lookup(id)
+		if st.will != nil && st.will.Epoch == end.Epoch && (st.owner == nil || st.owner.Epoch <= end.Epoch) {
+			// Published: nothing is left for a processor to claim if this instance dies. A client that
+			// connected again replaces or cancels the key itself (completeConnect): left to it, so its
+			// new will is not deleted by a late tombstone.
+			srv.store.put(kindWill, id, nil)
+		}
+		go srv.sendWill(m) // a payload check may ask the schema registry: not on the reader goroutine
 		return
 	}
 	st, ok := srv.store.lookup(id)
