@@ -351,9 +351,12 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 func (c *conn) kick(reason mqttcodec.ReasonCode) {
 	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if c.closed {
-			return nil
+			return nil // endSession saw the takeover
 		}
-		c.disconnect = true // the session moved on: the old connection's will is not sent
+		if reason == mqttcodec.SessionTakenOver {
+			c.claimTakenOverWill(true) // a will of delay 0 is due (wills.go)
+		}
+		c.disconnect = true // the session moved on: the connection's will is not sent (again)
 		if c.version >= mqttcodec.Version5 {
 			c.sendDisconnect(reason, "")
 			c.closeLinger() // the old client may be sending: it reads 0x8E (linger.go)
@@ -399,13 +402,8 @@ func (c *conn) endSession() {
 	srv.metrics.sessionsConnected.Add(-1)
 	sess.mu.Lock()
 	if sess.c != c {
-		sess.mu.Unlock() // taken over: the session lives on with its new connection
-		if c.will != nil && !c.disconnect && c.will.delay == 0 {
-			// The socket closed without DISCONNECT before the takeover reached this loop (a kick sets
-			// disconnect): the will was due then [MQTT-3.1.2-8], as on a takeover (MQTT 5 §3.1.4). Nobody
-			// else publishes it: the new connection replaced or cancelled the stored one.
-			go srv.sendWill(c.will.msg)
-		}
+		sess.mu.Unlock()            // taken over: the session lives on with its new connection
+		c.claimTakenOverWill(false) // it closed before the takeover reached this loop (wills.go)
 		return
 	}
 	sess.c = nil

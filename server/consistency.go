@@ -212,6 +212,9 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 					c.close()
 					return
 				}
+				if (snap.deliv == nil || snap.deliv.Epoch != c.epoch) && snap.ended[0] < o.Epoch {
+					srv.claimMissedWill(pc.id, o, prev) // no hand-over and no end of o in time (wills.go)
+				}
 				c.completeConnect(pc, prev, snap)
 			})
 		})

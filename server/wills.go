@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
 )
 
@@ -109,17 +110,58 @@ func (d *dueWills) take(id string, epoch int64) *offload.Message {
 // endConnection writes the end record of a connection: the claim that decides its will. A will due at once
 // (now non-nil) is kept until the record is read back (dueWills). Runs on the loop.
 func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *offload.Message) {
+	srv.claimEnd(id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
+		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue}, now)
+}
+
+// claimEnd writes end record rec of client id's connection; a will due at once (now non-nil) is kept until the
+// record is read back (dueWills). Runs on any goroutine.
+func (srv *Server) claimEnd(id string, rec *ownerRec, now *offload.Message) {
 	var done func(error)
 	if now != nil {
-		srv.due.keep(id, epoch, now)
+		srv.due.keep(id, rec.Epoch, now)
 		done = func(err error) {
 			if err != nil {
-				srv.due.take(id, epoch) // never read back: the will is the partition processor's to decide
+				srv.due.take(id, rec.Epoch) // never read back: the will is the partition processor's to decide
 			}
 		}
 	}
-	srv.store.putThen(kindOwner, id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
-		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue}, done)
+	srv.store.putThen(kindOwner, id, rec, done)
+}
+
+// claimTakenOverWill claims the end of connection c, whose session another connection took, when its will is
+// due at once: a will of delay 0 (a new connection within the delay cancels a delayed one [MQTT-3.1.3-9]),
+// unless the client sent DISCONNECT. MQTT 5 publishes it on a takeover (§3.1.4); a 3.1.1 connection's will is
+// claimed only if its socket closed without DISCONNECT first (kicked false: it closed before the takeover
+// reached its loop). The first end record of the epoch decides, as always, so a will is claimed by the holder
+// and by a CONNECT that gave up waiting for it (claimMissedWill) at most once. Runs on c's loop.
+func (c *conn) claimTakenOverWill(kicked bool) {
+	w := c.will
+	if w == nil || c.disconnect || w.delay != 0 || (kicked && c.version < mqttcodec.Version5) || c.sess == nil {
+		return
+	}
+	c.will = nil // once
+	sess := c.sess
+	sess.mu.Lock()
+	expiry := sess.expiry
+	sess.mu.Unlock()
+	c.l.srv.claimEnd(sess.id, &ownerRec{V: recVersion, Instance: c.l.srv.store.instance, Epoch: c.epoch,
+		At: time.Now().UnixMilli(), Expiry: expiry, Will: true}, w.msg)
+}
+
+// claimMissedWill runs on the loop of a CONNECT that stopped waiting for the instance holding the client's
+// previous connection o to hand the session over (HandoffTimeout): that instance may be dead, and if so
+// nobody ends o — the partition processor looks only at the newest connection. A will of delay 0 stored for o
+// was due when o broke; it is claimed here with an end record of o's epoch, and published from this instance
+// if the claim is the first (a holder that was only slow claims it too: claimTakenOverWill).
+func (srv *Server) claimMissedWill(id string, o *ownerRec, prev *stored) {
+	w := prev.will
+	if w == nil || w.Epoch != o.Epoch || w.Delay != 0 {
+		return
+	}
+	now := time.Now()
+	srv.claimEnd(id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: o.Epoch, At: now.UnixMilli(),
+		Expiry: o.Expiry, Will: true}, w.message(id, now))
 }
 
 // connectionEnded runs on the reader goroutine for the first end record of an epoch and round. If this
@@ -249,6 +291,7 @@ func (srv *Server) processPartitions(now time.Time) {
 	type claim struct {
 		id  string
 		rec *ownerRec
+		now *offload.Message // a will due at once (dueWills)
 	}
 	var claims []claim
 	var expired []string
@@ -261,20 +304,25 @@ func (srv *Server) processPartitions(now time.Time) {
 		case o.Connected && !alive(o.Instance):
 			// The holder died. When exactly its connection ended is unknown; counting the Will Delay from now,
 			// the detection, never publishes a will early.
+			will := c.will != nil && c.will.Epoch == o.Epoch
+			var due *offload.Message
+			if will && min(c.will.Delay, o.Expiry) == 0 {
+				due = c.will.message(id, now)
+			}
 			claims = append(claims, claim{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
-				At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}})
+				At: now.UnixMilli(), Expiry: o.Expiry, Will: will}, due})
 		case !o.Connected && o.Will && c.will != nil && c.will.Epoch == o.Epoch && !alive(o.Instance) &&
 			now.After(time.UnixMilli(o.At).Add(time.Duration(c.will.Delay)*time.Second+deadAfter)):
 			// The instance that won the will died before publishing it: claim the next round.
 			claims = append(claims, claim{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
-				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}})
+				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}, nil})
 		case !o.Connected && o.Expiry != 0xFFFFFFFF && now.UnixMilli() > o.At+int64(o.Expiry)*1000:
 			expired = append(expired, id)
 		}
 	}
 	st.mu.Unlock()
 	for _, c := range claims {
-		st.put(kindOwner, c.id, c.rec)
+		srv.claimEnd(c.id, c.rec, c.now)
 	}
 	for _, id := range expired {
 		srv.regMu.Lock()
@@ -303,6 +351,7 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	type end struct {
 		id  string
 		rec *ownerRec
+		now *offload.Message // a will due at once (dueWills)
 	}
 	var ends, pending []end
 	st.mu.Lock()
@@ -313,16 +362,20 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 		}
 		if !o.Connected {
 			if o.Will && c.will != nil && c.will.Epoch == o.Epoch {
-				pending = append(pending, end{id, o})
+				pending = append(pending, end{id, o, nil})
 			}
 			continue
 		}
-		ends = append(ends, end{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
-			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}})
+		e := end{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
+			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}, nil}
+		if e.rec.Will && min(c.will.Delay, o.Expiry) == 0 {
+			e.now = c.will.message(id, now)
+		}
+		ends = append(ends, e)
 	}
 	st.mu.Unlock()
 	for _, e := range ends {
-		st.put(kindOwner, e.id, e.rec)
+		srv.claimEnd(e.id, e.rec, e.now)
 	}
 	for _, e := range pending {
 		srv.connectionEnded(e.id, e.rec)

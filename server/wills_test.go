@@ -251,3 +251,55 @@ func producerOf(req *kmsg.ProduceRequest) int64 {
 	}
 	return -2
 }
+
+// A will of delay 0 is published when its connection is taken over (MQTT 5 §3.1.4: the existing client's will
+// is published as in §3.1.2.5, and a delay of 0 has passed) — once, whether the holder hands the session over
+// or is dead and the new CONNECT stops waiting for it. A delayed will is cancelled by the takeover
+// [MQTT-3.1.3-9]. Before, a takeover never published the will, so a client whose instance was killed and who
+// connected elsewhere at once lost it: its new connection was the newest, and the partition processor only
+// ends the newest connection of a client.
+func TestWillOnTakeover(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		delay uint32
+		crash bool // the holder is killed first: the new CONNECT gives up waiting for its hand-over
+		want  bool
+	}{
+		{"MQTT-3.1.4-3/holder-alive", 0, false, true},
+		{"MQTT-3.1.3-9/delayed-will-cancelled", 30, false, false},
+		{"MQTT-3.1.2-8/holder-dead", 0, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, kafka := startKafka(t)
+			hb := server.Heartbeats(200*time.Millisecond, time.Minute) // no death is noticed during the test
+			a := startInstance(t, kafka, hb, server.HandoffTimeout(500*time.Millisecond))
+			b := startInstance(t, kafka, hb, server.HandoffTimeout(500*time.Millisecond))
+			watch := dialV5(t, b.addr, &paho.Connect{ClientID: "tw-watch", CleanStart: true})
+			watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+			first := connectRaw(t, a.addr, "tw", true, false, func(p *mqttcodec.Connect) {
+				p.WillFlag, p.WillQoS, p.WillTopic, p.WillPayload = true, 1, []byte("wills/tw"), []byte("first")
+				if tc.delay > 0 {
+					p.WillProps.WillDelay = tc.delay
+					p.WillProps.Set(mqttcodec.PropWillDelay)
+				}
+			})
+			defer first.nc.Close()
+			if tc.crash {
+				time.Sleep(300 * time.Millisecond) // the will and the owner record are in Kafka
+				a.crash()
+			}
+			second := dialV5(t, b.addr, persistent("tw", false))
+			if !second.connack.SessionPresent {
+				t.Fatal("MQTT-3.2.2-2: session not present")
+			}
+			if !tc.want {
+				watch.none(t, 2*time.Second)
+				return
+			}
+			if m := watch.next(t); m.Topic != "wills/tw" || string(m.Payload) != "first" {
+				t.Fatalf("got %s %q", m.Topic, m.Payload)
+			}
+			watch.none(t, 2*time.Second) // once
+		})
+	}
+}
