@@ -329,24 +329,10 @@ func (st *store) putThen(kind, id string, v any, done func(error)) {
 			panic("BUG: cannot encode sessions record: " + err.Error())
 		}
 	}
+	// No write-through into this instance's own index: it learns the record when the reader hands it back,
+	// like every other instance, so it never decides on a record Kafka refused. A CONNECT here waits to read
+	// its own owner record back (consistency.go), which this producer wrote after this one: it sees it.
 	key := storeKey(kind, id)
-	if value != nil && (kind == kindSession || kind == kindDelivery) {
-		// Write-through: this instance's own index knows at once what it wrote, so a client reconnecting
-		// here right after its connection ended resumes from the newest state, not from what was read back.
-		st.mu.Lock()
-		c := st.clients[id]
-		if c == nil {
-			c = &stored{}
-			st.clients[id] = c
-		}
-		switch r := v.(type) {
-		case *sessionRec:
-			c.sess = r
-		case *deliveryRec:
-			c.deliv = r
-		}
-		st.mu.Unlock()
-	}
 	st.writeThen(key, value, done)
 }
 
