@@ -134,6 +134,7 @@ type pendingConnect struct {
 	expiry  uint32
 	version byte
 	props   mqttcodec.Properties // CONNACK properties decided so far
+	will    *willRec             // the CONNECT's will, written before its CONNACK goes out; nil if none
 }
 
 // finishConnect attaches the session and answers CONNACK. snap is what the sessions topic says of the client
@@ -147,6 +148,14 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 	held := &heldAck{connack: true}
 	saved := func(err error) { c.runOnLoop(func() { c.releaseAck(c.sess, held, err) }) }
 	wait := false
+	if pc.will != nil {
+		// So does a CONNECT's will: an instance killed right after the CONNACK must not take it along (nobody
+		// could publish it). Two parts: the will's record, and whatever the session waits for (or nothing).
+		j := &joinedDone{done: saved}
+		j.left.Store(2)
+		saved = j.part
+		srv.store.putThen(kindWill, pc.id, pc.will, j.part)
+	}
 	if snap != nil {
 		switch {
 		case pc.clean:
@@ -183,21 +192,31 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 	if srv.debugOn() {
 		srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version, "session_present", present, "identity", c.certIdentity())
 	}
+	if pc.will != nil {
+		if !wait {
+			saved(nil) // the will's record alone is waited for
+		}
+		wait = true
+	}
 	start := len(l.out)
 	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
+	resume := func() {
+		if present {
+			c.resend()
+		}
+		if from != nil {
+			srv.startResume(sess, from, resend)
+		}
+	}
 	if wait {
-		// Nothing else is owed before this CONNACK: present is 0, so no message is re-sent and none replayed.
+		// Nothing else goes out before this CONNACK: the messages in flight are re-sent after it.
 		held.pkt = append([]byte(nil), l.out[start:]...)
 		l.out = l.out[:start]
+		held.after = resume
 		c.held = held
 		return
 	}
-	if present {
-		c.resend()
-	}
-	if from != nil {
-		srv.startResume(sess, from, resend)
-	}
+	resume()
 }
 
 // expired reports whether the stored session ended while its client was away.

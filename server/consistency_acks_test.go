@@ -368,3 +368,43 @@ func TestSubackWaitsForTheSessionsPosition(t *testing.T) {
 	_, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "pos/1", QoS: 1}}})
 	refusedByKafka(t, c, "SUBSCRIBE (its position record refused)", err)
 }
+
+// A CONNECT's will is in Kafka before its CONNACK: an instance killed right after the CONNACK must not take the
+// will with it (the history checker lost one: the client's instance was killed, and the will record of its
+// connection, written after the CONNACK, was in the transaction the kill aborted). If Kafka refuses the will's
+// record the CONNECT is refused, 0x88 (v3.1.1: return code 3), and no will is published for it.
+func TestConnackWaitsForTheWill(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	a := startInstanceTxn(t, kafka, "will-ack-a")
+	var refuse atomic.Pointer[string]
+	refuseRecords(cluster, "will-ack-a", "w:", &refuse)
+	watch := dialV5(t, a.addr, &paho.Connect{ClientID: "will-ack-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	for _, tc := range []struct {
+		version byte
+		expiry  uint32
+		want    byte
+	}{{mqttcodec.Version5, 0, byte(mqttcodec.ServerUnavailable)}, {mqttcodec.Version5, 600, byte(mqttcodec.ServerUnavailable)}, {mqttcodec.Version311, 0, 3}} {
+		id := fmt.Sprintf("will-ack-v%d-%d", tc.version, tc.expiry)
+		p := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: tc.version, CleanStart: true, KeepAlive: 30, ClientID: []byte(id),
+			WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/" + id), WillPayload: []byte("refused")}
+		if tc.expiry > 0 {
+			p.Props.SessionExpiry = tc.expiry
+			p.Props.Set(mqttcodec.PropSessionExpiry)
+		}
+		refuse.Store(&id)
+		r := dialRaw(t, a.addr)
+		r.send(mqttcodec.AppendConnect(nil, &p))
+		fh, body := r.packet()
+		refuse.Store(nil)
+		var ack mqttcodec.Connack
+		if err := ack.Decode(fh, body, tc.version); err != nil {
+			t.Fatal(err)
+		}
+		if byte(ack.Reason) != tc.want {
+			t.Fatalf("v%d, session expiry %d: CONNACK %#x although Kafka refused the will, want %#x", tc.version, tc.expiry, byte(ack.Reason), tc.want)
+		}
+		r.expectClosed()
+	}
+	watch.none(t, time.Second) // no will of a refused CONNECT
+}
