@@ -22,8 +22,7 @@
 # Environment: DURATION [30s]  CLIENTS [40]  KILLS [0]  THINK [0s] (ferry-chaos sessions --think: a random pause
 #   before each operation; kfake does not compact, so a long run with kills wants a smaller sessions topic)
 #   CLOSE_EVERY [0] (ferry-chaos sessions --close-every: one move in this many first closes the connection)
-#   STRICT [0] (1: the known limitations — QoS 2 delivered again after a kill, a will of delay 0 cancelled by a
-#   CONNECT at once — count as violations)  KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
+#   KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
 # Verdict: "sessions: PASS|FAIL …" with the kills done and the session moves; exit 1 on a violation, when an
 # instance does not start or restart, or when fewer than KILLS kills were done.
 set -euo pipefail
@@ -33,8 +32,6 @@ CLIENTS=${CLIENTS:-40}
 KILLS=${KILLS:-0}
 THINK=${THINK:-0s}
 CLOSE_EVERY=${CLOSE_EVERY:-0}
-STRICT=${STRICT:-0} # 1: --strict-qos2 --strict-wills (the known limitations count as violations)
-strict=(); ((STRICT)) && strict=(--strict-qos2 --strict-wills)
 source scripts/lib/fault.sh
 fault_init sessions kfake
 
@@ -66,7 +63,7 @@ seconds() { # a Go duration of s, m or h (e.g. 90s, 3m) in whole seconds
 }
 rc=0
 (IFS=,; exec "$work/ferry-chaos" sessions --targets "${targets[*]}" --clients "$CLIENTS" --duration "$DURATION" \
-  --think "$THINK" --close-every "$CLOSE_EVERY" --kafka "127.0.0.1:$KAFKA" ${strict[@]+"${strict[@]}"} --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
+  --think "$THINK" --close-every "$CLOSE_EVERY" --kafka "127.0.0.1:$KAFKA" --viz "$work/sessions-violation.html") >"$work/sessions.out" 2>"$work/sessions.err" &
 cpid=$!; pids+=("$cpid")
 start_ms=$(( $(date +%s%N) / 1000000 )) # about the checker's time 0: its histories' times compare with the kills'
 end_ms=$(( start_ms + $(seconds "$DURATION") * 1000 ))

@@ -139,6 +139,7 @@ type pendingConnect struct {
 	expiry  uint32
 	version byte
 	props   mqttcodec.Properties // CONNACK properties decided so far
+	will    *willRec             // the CONNECT's will, written before its CONNACK goes out; nil if none
 }
 
 // finishConnect attaches the session and answers CONNACK. snap is what the sessions topic says of the client
@@ -152,6 +153,14 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 	held := &heldAck{connack: true}
 	saved := func(err error) { c.runOnLoop(func() { c.releaseAck(c.sess, held, err) }) }
 	wait := false
+	if pc.will != nil {
+		// So does a CONNECT's will: an instance killed right after the CONNACK must not take it along (nobody
+		// could publish it). Two parts: the will's record, and whatever the session waits for (or nothing).
+		j := &joinedDone{done: saved}
+		j.left.Store(2)
+		saved = j.part
+		srv.store.putThen(kindWill, pc.id, pc.will, j.part)
+	}
 	if snap != nil {
 		switch {
 		case pc.clean:
@@ -182,21 +191,31 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 	if srv.debugOn() {
 		srv.debug("client connected", "client", pc.id, "remote", c.remoteAddr().String(), "version", pc.version, "session_present", present, "identity", c.certIdentity())
 	}
+	if pc.will != nil {
+		if !wait {
+			saved(nil) // the will's record alone is waited for
+		}
+		wait = true
+	}
 	start := len(l.out)
 	c.writeConnack(pc.version, present, mqttcodec.Success, &pc.props)
+	resume := func() {
+		if present {
+			c.resend()
+		}
+		if from != nil {
+			srv.startResume(sess, from, resend)
+		}
+	}
 	if wait {
-		// Nothing else is owed before this CONNACK: present is 0, so no message is re-sent and none replayed.
+		// Nothing else goes out before this CONNACK: the messages in flight are re-sent after it.
 		held.pkt = append([]byte(nil), l.out[start:]...)
 		l.out = l.out[:start]
+		held.after = resume
 		c.held = held
 		return
 	}
-	if present {
-		c.resend()
-	}
-	if from != nil {
-		srv.startResume(sess, from, resend)
-	}
+	resume()
 }
 
 // attached makes sess the connection's session: packets are read from now on. Runs on the loop.
@@ -361,9 +380,12 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 func (c *conn) kick(reason mqttcodec.ReasonCode) {
 	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if c.closed {
-			return nil
+			return nil // endSession saw the takeover
 		}
-		c.disconnect = true // the session moved on: the old connection's will is not sent
+		if reason == mqttcodec.SessionTakenOver {
+			c.claimTakenOverWill(true) // a will of delay 0 is due (wills.go)
+		}
+		c.disconnect = true // the session moved on: the connection's will is not sent (again)
 		if c.version >= mqttcodec.Version5 {
 			c.sendDisconnect(reason, "")
 			c.closeLinger() // the old client may be sending: it reads 0x8E (linger.go)
@@ -409,7 +431,8 @@ func (c *conn) endSession() {
 	srv.metrics.sessionsConnected.Add(-1)
 	sess.mu.Lock()
 	if sess.c != c {
-		sess.mu.Unlock() // taken over: the session lives on with its new connection
+		sess.mu.Unlock()            // taken over: the session lives on with its new connection
+		c.claimTakenOverWill(false) // it closed before the takeover reached this loop (wills.go)
 		return
 	}
 	sess.c = nil
@@ -423,17 +446,21 @@ func (c *conn) endSession() {
 	if c.will != nil && c.disconnect {
 		srv.store.put(kindWill, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
 	}
+	var willNow *offload.Message // due at once: not cancelled by a CONNECT that follows (wills.go, dueWills)
+	if willDue && (c.will.delay == 0 || expiry == 0) {
+		willNow = c.will.msg
+	}
 	if expiry > 0 {
 		// The session outlives the connection in Kafka: final offsets, then the end record, which also decides
 		// the will (wills.go). It then leaves this instance: the messages published while the client is away
 		// stay in Kafka (not in memory), and its next CONNECT — here or anywhere — restores it from the
 		// sessions topic and replays them. Its expiry is processed by its sessions partition's processor.
 		srv.saveDelivery(sess, true, 0)
-		srv.endConnection(sess.id, c.epoch, expiry, willDue)
+		srv.endConnection(sess.id, c.epoch, expiry, willDue, willNow)
 		srv.discardOrphan(sess)
 		return
 	}
-	srv.endConnection(sess.id, c.epoch, 0, willDue)
+	srv.endConnection(sess.id, c.epoch, 0, willDue, willNow)
 	if srv.discardOrphan(sess) {
 		srv.store.forget(sess.id, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
 	}

@@ -212,6 +212,9 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 					c.close()
 					return
 				}
+				if (snap.deliv == nil || snap.deliv.Epoch != c.epoch) && snap.ended[0] < o.Epoch {
+					srv.claimMissedWill(pc.id, o, prev) // no hand-over and no end of o in time (wills.go)
+				}
 				c.completeConnect(pc, prev, snap)
 			})
 		})
@@ -230,7 +233,7 @@ func (c *conn) completeConnect(pc *pendingConnect, prev, snap *stored) {
 	srv := c.l.srv
 	switch {
 	case c.will != nil:
-		srv.store.put(kindWill, pc.id, newWillRec(c.epoch, c.will))
+		pc.will = newWillRec(c.epoch, c.will) // written by finishConnect, which holds the CONNACK for it
 	case prev.will != nil:
 		srv.store.put(kindWill, pc.id, nil) // an earlier connection's will is cancelled by this one [MQTT-3.1.3-9]
 	}

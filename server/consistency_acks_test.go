@@ -54,6 +54,37 @@ func fromTxn(req *kmsg.ProduceRequest, txn string, key []byte) bool {
 	return false
 }
 
+// holdBack holds produce requests back in kfake: the first one first matches, and every later one rest
+// matches, until release is called (any number of times). stalled is closed when the first is held.
+func holdBack(cluster *kfake.Cluster, first, rest func(*kmsg.ProduceRequest) bool) (stalled chan struct{}, release func()) {
+	gate := make(chan struct{})
+	var stalling atomic.Bool
+	stalled = make(chan struct{})
+	cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-gate:
+			cluster.DropControl()
+			return nil, nil, false
+		default:
+		}
+		cluster.KeepControl()
+		req := kr.(*kmsg.ProduceRequest)
+		if stalling.Load() {
+			if !rest(req) {
+				return nil, nil, false
+			}
+		} else if first(req) {
+			stalling.Store(true)
+			close(stalled)
+		} else {
+			return nil, nil, false
+		}
+		cluster.SleepControl(func() { <-gate })
+		return nil, nil, false
+	})
+	return stalled, sync.OnceFunc(func() { close(gate) })
+}
+
 // produceError answers a produce request with code for every partition.
 func produceError(req *kmsg.ProduceRequest, code int16) *kmsg.ProduceResponse {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
@@ -143,32 +174,40 @@ func TestSessionChangeAckedOnlyOnceStored(t *testing.T) {
 		}
 	})
 
-	t.Run("SUBSCRIBE", func(t *testing.T) {
-		id := "refused-sub"
-		c := dialV5(t, a.addr, cp(id, true))
-		c.sub(t, paho.SubscribeOptions{Topic: "kept/1", QoS: 1})
-		refuse.Store(&id)
-		defer refuse.Store(nil)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "refused/1", QoS: 1}}})
-		cancel()
-		refusedByKafka(t, c, "SUBSCRIBE", err)
-		refuse.Store(nil)
+	// The session as Kafka holds it, on the other instance and on the same one: an instance's own index holds
+	// what Kafka acknowledged, not what it tried to write. (Before, the instance applied its session records to
+	// its index as it wrote them, and restored the refused subscription there, and only there.)
+	for _, back := range []struct {
+		name string
+		in   *instance
+	}{{"SUBSCRIBE", b}, {"SUBSCRIBE, back on the same instance", a}} {
+		t.Run(back.name, func(t *testing.T) {
+			id := "refused-sub-" + back.in.addr
+			c := dialV5(t, a.addr, cp(id, true))
+			c.sub(t, paho.SubscribeOptions{Topic: "kept/1", QoS: 1})
+			refuse.Store(&id)
+			defer refuse.Store(nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "refused/1", QoS: 1}}})
+			cancel()
+			refusedByKafka(t, c, "SUBSCRIBE", err)
+			refuse.Store(nil)
 
-		back := dialV5(t, b.addr, cp(id, false))
-		if !back.connack.SessionPresent {
-			t.Fatal("MQTT-3.2.2-2: the session stored before the refused SUBSCRIBE is gone")
-		}
-		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		ua, err := back.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"kept/1", "refused/1"}})
-		if err != nil {
-			t.Fatalf("unsubscribe: %v", err)
-		}
-		if want := []byte{0x00, 0x11}; !bytes.Equal(ua.Reasons, want) {
-			t.Fatalf("UNSUBACK %#v on the other instance, want %#v: the stored session is kept/1 alone", ua.Reasons, want)
-		}
-	})
+			again := dialV5(t, back.in.addr, cp(id, false))
+			if !again.connack.SessionPresent {
+				t.Fatal("MQTT-3.2.2-2: the session stored before the refused SUBSCRIBE is gone")
+			}
+			ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ua, err := again.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"kept/1", "refused/1"}})
+			if err != nil {
+				t.Fatalf("unsubscribe: %v", err)
+			}
+			if want := []byte{0x00, 0x11}; !bytes.Equal(ua.Reasons, want) {
+				t.Fatalf("UNSUBACK %#v, want %#v: the stored session is kept/1 alone", ua.Reasons, want)
+			}
+		})
+	}
 
 	// A v3.1.1 SUBACK cannot say why (0x80 would read as "not granted" for a change that may be in Kafka after
 	// all): the connection is closed without it.
@@ -242,28 +281,9 @@ func TestLateEndRecordOfDroppedConnection(t *testing.T) {
 	first.sub(t, paho.SubscribeOptions{Topic: "late/in", QoS: 1})
 
 	// From the record that ends the dropped connection on, A's writes wait until release.
-	gate := make(chan struct{})
-	var stalling atomic.Bool
-	stalled := make(chan struct{})
-	cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		select {
-		case <-gate:
-			cluster.DropControl()
-			return nil, nil, false
-		default:
-		}
-		cluster.KeepControl()
-		req := kr.(*kmsg.ProduceRequest)
-		if !fromTxn(req, "late-a", nil) || (!stalling.Load() && !fromTxn(req, "late-a", []byte("o:late"))) {
-			return nil, nil, false
-		}
-		if !stalling.Swap(true) {
-			close(stalled)
-		}
-		cluster.SleepControl(func() { <-gate })
-		return nil, nil, false
-	})
-	release := sync.OnceFunc(func() { close(gate) })
+	stalled, release := holdBack(cluster,
+		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, "late-a", []byte("o:late")) },
+		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, "late-a", nil) })
 	defer release()
 
 	first.nc.Close() // dropped: no DISCONNECT
@@ -347,4 +367,44 @@ func TestSubackWaitsForTheSessionsPosition(t *testing.T) {
 	defer cancel()
 	_, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "pos/1", QoS: 1}}})
 	refusedByKafka(t, c, "SUBSCRIBE (its position record refused)", err)
+}
+
+// A CONNECT's will is in Kafka before its CONNACK: an instance killed right after the CONNACK must not take the
+// will with it (the history checker lost one: the client's instance was killed, and the will record of its
+// connection, written after the CONNACK, was in the transaction the kill aborted). If Kafka refuses the will's
+// record the CONNECT is refused, 0x88 (v3.1.1: return code 3), and no will is published for it.
+func TestConnackWaitsForTheWill(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	a := startInstanceTxn(t, kafka, "will-ack-a")
+	var refuse atomic.Pointer[string]
+	refuseRecords(cluster, "will-ack-a", "w:", &refuse)
+	watch := dialV5(t, a.addr, &paho.Connect{ClientID: "will-ack-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	for _, tc := range []struct {
+		version byte
+		expiry  uint32
+		want    byte
+	}{{mqttcodec.Version5, 0, byte(mqttcodec.ServerUnavailable)}, {mqttcodec.Version5, 600, byte(mqttcodec.ServerUnavailable)}, {mqttcodec.Version311, 0, 3}} {
+		id := fmt.Sprintf("will-ack-v%d-%d", tc.version, tc.expiry)
+		p := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: tc.version, CleanStart: true, KeepAlive: 30, ClientID: []byte(id),
+			WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/" + id), WillPayload: []byte("refused")}
+		if tc.expiry > 0 {
+			p.Props.SessionExpiry = tc.expiry
+			p.Props.Set(mqttcodec.PropSessionExpiry)
+		}
+		refuse.Store(&id)
+		r := dialRaw(t, a.addr)
+		r.send(mqttcodec.AppendConnect(nil, &p))
+		fh, body := r.packet()
+		refuse.Store(nil)
+		var ack mqttcodec.Connack
+		if err := ack.Decode(fh, body, tc.version); err != nil {
+			t.Fatal(err)
+		}
+		if byte(ack.Reason) != tc.want {
+			t.Fatalf("v%d, session expiry %d: CONNACK %#x although Kafka refused the will, want %#x", tc.version, tc.expiry, byte(ack.Reason), tc.want)
+		}
+		r.expectClosed()
+	}
+	watch.none(t, time.Second) // no will of a refused CONNECT
 }

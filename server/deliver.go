@@ -133,6 +133,10 @@ func (c *conn) drain() {
 		return
 	}
 	now := time.Now()
+	if !c.sendHeld(now) {
+		return
+	}
+	defer c.l.srv.startHeldSave(sess)
 	var wall int64 // now in Unix nanoseconds, read once a live delivery is written
 	budget := c.l.srv.cfg.outboundBudget
 	for sess.queue.len() > 0 {
@@ -143,6 +147,10 @@ func (c *conn) drain() {
 		if d.qos > 0 && sess.pendingOut() >= int(c.clientRecvMax) {
 			break // [MQTT-3.3.4-9] the client's Receive Maximum
 		}
+		held := holdsPublish(sess, d)
+		if !held && sess.fl != nil && sess.fl.heldPub > 0 {
+			break // after the held PUBLISHes, in order [MQTT-4.6.0-6]
+		}
 		if d.resendID != 0 {
 			c.resendReplayed(d, now)
 			sess.queue.pop()
@@ -151,6 +159,13 @@ func (c *conn) drain() {
 		var id uint16
 		if d.qos > 0 {
 			id = sess.flights().allocID()
+		}
+		if held {
+			// Not on the wire before Kafka holds its packet id and position (flight.hold): sent by sendHeld.
+			sess.fl.add(id, *d, outPublished)
+			sess.fl.hold(&sess.fl.out[len(sess.fl.out)-1])
+			sess.queue.pop()
+			continue
 		}
 		if !c.writePublish(d, id, false, now) {
 			if id != 0 {
@@ -177,6 +192,60 @@ func (c *conn) drain() {
 	}
 }
 
+// holdsPublish reports whether delivery d must be held until Kafka holds its packet id: a QoS 2 message at a
+// position in a Kafka topic (not retained, not a shared subscription's, not a re-send of a stored one) to a
+// persistent session. s.mu is held.
+func holdsPublish(s *session, d *delivery) bool {
+	return s.ps != nil && d.qos == 2 && d.off >= 0 && d.share == nil && d.resendID == 0
+}
+
+// sendHeld writes the held QoS 2 steps whose delivery record Kafka has acknowledged, in order: the PUBLISH
+// (no DUP: it was never sent) or the PUBREL. If Kafka failed such a record the connection is closed: the steps
+// stay in flight in the session, and its end writes them again. It reports false then. Runs on the loop with
+// the session lock held.
+func (c *conn) sendHeld(now time.Time) bool {
+	f := c.sess.fl
+	if f == nil || f.heldPub+f.heldRel == 0 {
+		return true
+	}
+	if f.saveErr != nil {
+		c.l.srv.warn("closing a connection: its QoS 2 state could not be written to Kafka", "client", c.sess.id, "err", f.saveErr)
+		f.saveErr = nil
+		c.closeWhy = closeKafkaError
+		if c.version >= mqttcodec.Version5 {
+			c.sendDisconnect(mqttcodec.UnspecifiedError, "the session could not be written to Kafka")
+			c.closeLinger()
+			return false
+		}
+		c.close()
+		return false
+	}
+	if f.flushed == f.durable {
+		return true
+	}
+	f.flushed = f.durable
+	var dropped []uint16
+	f.each(func(e *outFlight) {
+		if !e.held || e.need > f.durable {
+			return
+		}
+		f.unhold(e)
+		if e.state == outReleased {
+			c.writeAck(mqttcodec.PUBREL, e.id, mqttcodec.Success, "")
+			return
+		}
+		if !c.writePublish(&e.d, e.id, false, now) {
+			dropped = append(dropped, e.id)
+			return
+		}
+		c.l.srv.metrics.publishesOut[e.d.qos].Add(1)
+	})
+	for _, id := range dropped {
+		f.ack(id, outPublished, outDone) // not sent (expired, too large, not authorized): done as if delivered
+	}
+	return true
+}
+
 // resend re-sends, in order, the unacknowledged messages of a resumed session: PUBLISH with DUP for those not
 // acknowledged at all, PUBREL for QoS 2 ones that got their PUBREC [MQTT-4.4.0-1]. Runs on the loop.
 func (c *conn) resend() {
@@ -189,6 +258,9 @@ func (c *conn) resend() {
 	now := time.Now()
 	var dropped []uint16
 	sess.fl.each(func(f *outFlight) {
+		if f.held {
+			return // not sent yet: sendHeld sends it once Kafka holds it
+		}
 		switch f.state {
 		case outPublished:
 			if !c.writePublish(&f.d, f.id, true, now) { // [MQTT-3.3.1-1] DUP on a re-delivery
@@ -289,9 +361,24 @@ func (c *conn) onAck(a *mqttcodec.Ack) error {
 			next = outDone // [MQTT-4.3.3-4] a PUBREC of 0x80 or above ends the exchange: no PUBREL
 		}
 		found := sess.ack(a.PacketID, outPublished, next)
+		if found && next == outReleased && sess.ps != nil {
+			if e := sess.fl.find(a.PacketID); e.d.off >= 0 && e.d.share == nil {
+				// Once the client has the PUBREL it may forget the id, so a resume must not send the PUBLISH
+				// again: the PUBREL waits until Kafka holds the released state (flight.hold).
+				sess.fl.hold(e)
+				c.l.srv.startHeldSave(sess)
+				sess.mu.Unlock()
+				return nil
+			}
+		}
 		if !found {
-			// A PUBREC for a message already released: answer again so the client can finish.
+			// A PUBREC for a message already released: answer again so the client can finish. One whose
+			// PUBREL is held gets it when it is sent.
 			found = sess.hasState(a.PacketID, outReleased)
+			if found && sess.fl.find(a.PacketID).held {
+				sess.mu.Unlock()
+				return nil
+			}
 		}
 		sess.mu.Unlock()
 		if next == outReleased {

@@ -16,6 +16,17 @@ type flight struct {
 	acks    uint64            // acknowledgements the client sent (PUBACK, PUBREC, PUBCOMP), for stuck()
 	nextID  uint16            // last outbound packet id handed out
 	qos2In  map[uint16]struct{}
+
+	// Held QoS 2 steps of a persistent session (hold): a delivery record computed after an entry was held
+	// holds it; once Kafka acknowledged that record the step goes on the wire (sendHeld).
+	heldPub  int    // held entries in state outPublished: queued deliveries wait behind them, keeping the order
+	heldRel  int    // held entries in state outReleased
+	saveSeq  uint32 // delivery records computed while entries were held (persist.go)
+	durable  uint32 // the newest of them Kafka acknowledged
+	flushed  uint32 // durable when sendHeld last looked
+	wantSave bool   // an entry was held after the last record was computed
+	saving   bool   // a record for held entries is on its way (startHeldSave); one at a time per session
+	saveErr  error  // Kafka failed a record holding entries: the connection is closed, they stay in flight
 }
 
 // flights returns the session's packet-id state, allocating it. s.mu is held.
@@ -64,9 +75,10 @@ func (f *flight) find(id uint16) *outFlight {
 }
 
 // ack moves the in-flight message id from state want to next and reports whether it was found in state want.
+// A held entry is not on the wire: the client cannot acknowledge it.
 func (f *flight) ack(id uint16, want, next outState) bool {
 	e := f.find(id)
-	if e == nil || e.state != want {
+	if e == nil || e.state != want || e.held {
 		return false
 	}
 	if e.d.share != nil && want == outPublished {
@@ -83,6 +95,7 @@ func (f *flight) ack(id uint16, want, next outState) bool {
 
 // drop marks an entry done and forgets its packet id and delivery; the caller compacts. s.mu is held.
 func (f *flight) drop(e *outFlight) {
+	f.unhold(e)
 	delete(f.ids, e.id)
 	e.state, e.d = outDone, delivery{}
 	f.pending--
@@ -106,6 +119,36 @@ func (f *flight) compact() {
 		clear(f.out[n:])
 		f.base += uint64(f.head)
 		f.out, f.head = f.out[:n], 0
+	}
+}
+
+// hold keeps entry e — a PUBLISH not yet sent, or a PUBREL — off the wire until the session's next delivery
+// record, which holds it, is in Kafka: an instance that dies after sending it leaves a record from which the
+// session resumes elsewhere with the same packet id and DUP, or with the PUBREL [MQTT-4.4.0-1]; without it the
+// message would come again as a new one, or its PUBLISH after the receiver had released the id. s.mu is held.
+func (f *flight) hold(e *outFlight) {
+	if e.held {
+		return
+	}
+	e.held, e.need = true, f.saveSeq+1
+	if e.state == outPublished {
+		f.heldPub++
+	} else {
+		f.heldRel++
+	}
+	f.wantSave = true
+}
+
+// unhold takes e off the held entries. s.mu is held.
+func (f *flight) unhold(e *outFlight) {
+	if !e.held {
+		return
+	}
+	e.held = false
+	if e.state == outPublished {
+		f.heldPub--
+	} else {
+		f.heldRel--
 	}
 }
 

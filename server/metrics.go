@@ -34,6 +34,7 @@ type Metrics struct {
 	sessionsExpired   atomic.Uint64
 	takeovers         atomic.Uint64
 	unrecorded        atomic.Uint64 // CONNECTs accepted without an owner record (alone.go)
+	heldSaves         atomic.Uint64 // delivery records written to hold QoS 2 steps before they went out (persist.go)
 	protocolErrors    atomic.Uint64
 	connectTimeouts   atomic.Uint64
 	keepAliveTimeouts atomic.Uint64
@@ -270,6 +271,7 @@ type Snapshot struct {
 	PublishesIn, PublishesOut                                                                   [3]uint64
 	RecordsIn, BytesIn, BytesOut, KafkaErrors, WillsSent, RefusedSubs                           uint64
 	TransportErrors                                                                             uint64
+	HeldSaves                                                                                   uint64 // delivery records written before QoS 2 steps of persistent sessions went out
 	Drops                                                                                       [dropReasons]uint64
 	AuthDenied                                                                                  [authDenials]uint64  // by kind, see AuthDeniedNames
 	RouteRefused                                                                                [routeReasons]uint64 // by reason, see RouteRefusedNames
@@ -291,7 +293,7 @@ func (m *Metrics) Snapshot() Snapshot {
 		SessionsConnected: m.sessionsConnected.Load(), Subscriptions: m.subscriptions.Load(),
 		RecordsIn: m.recordsIn.Load(), BytesIn: m.bytesIn.Load(), BytesOut: m.bytesOut.Load(),
 		KafkaErrors: m.kafkaErrors.Load(), WillsSent: m.willsSent.Load(), RefusedSubs: m.refusedSubs.Load(),
-		TransportErrors: m.transportErrors.Load(), Lingering: m.lingering.Load(), LingerSkipped: m.lingerSkipped.Load(),
+		TransportErrors: m.transportErrors.Load(), HeldSaves: m.heldSaves.Load(), Lingering: m.lingering.Load(), LingerSkipped: m.lingerSkipped.Load(),
 		Refused: map[mqttcodec.ReasonCode]uint64{}, ProtocolErrorsByCode: map[mqttcodec.ReasonCode]uint64{},
 	}
 	for i := range s.PublishesIn {

@@ -97,7 +97,13 @@ func (srv *Server) saveDelivery(s *session, complete bool, handoffEpoch int64) {
 
 // saveDeliveryThen is saveDelivery with done (may be nil), which runs on a Kafka callback goroutine once the
 // record is acknowledged or failed, or at once with nil if the session has no record to write any more.
+//
+// The session's records are computed and handed to Kafka one at a time (saveMu), so they reach the log in the
+// order they were computed. A record computed while QoS 2 steps were held (flight.hold) holds them; its
+// acknowledgement lets them go on the wire (heldSaved).
 func (srv *Server) saveDeliveryThen(s *session, complete bool, handoffEpoch int64, done func(error)) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	srv.matchMu.Lock()
 	s.mu.Lock()
 	if s.ps == nil || s.ended {
@@ -117,10 +123,68 @@ func (srv *Server) saveDeliveryThen(s *session, complete bool, handoffEpoch int6
 		// its connection's any more; discard, which follows, detaches the rest.
 		s.c = nil
 	}
+	var seq uint32
+	if f := s.fl; f != nil && f.heldPub+f.heldRel > 0 {
+		f.saveSeq++
+		seq, f.wantSave = f.saveSeq, false
+	}
 	s.ps.saved = time.Now()
 	s.mu.Unlock()
 	srv.matchMu.Unlock()
+	if seq != 0 {
+		then := done
+		done = func(err error) {
+			srv.heldSaved(s, seq, err)
+			if then != nil {
+				then(err)
+			}
+		}
+	}
 	srv.store.putThen(kindDelivery, s.id, r, done)
+}
+
+// startHeldSave writes a delivery record for the session's held QoS 2 steps, unless one is on its way already:
+// the steps held meanwhile wait for the next, which the loop starts when this one is acknowledged. So a session
+// has at most one such record in Kafka's hands, and each carries every step held while the one before was
+// written. Runs on the loop with s.mu held; the record is computed on a goroutine (saveDelivery takes matchMu,
+// which the shared reader holds while it fans out).
+func (srv *Server) startHeldSave(s *session) {
+	f := s.fl
+	if f == nil || !f.wantSave || f.saving || s.ps == nil {
+		return
+	}
+	f.saving = true
+	srv.metrics.heldSaves.Add(1)
+	go srv.saveDeliveryThen(s, false, 0, func(error) {
+		s.mu.Lock()
+		f.saving = false
+		c := s.c
+		s.mu.Unlock()
+		if c != nil {
+			c.l.notify(c) // drain sends what the record held and starts the next record (sendHeld)
+		}
+	})
+}
+
+// heldSaved runs on a Kafka callback goroutine when a delivery record that holds QoS 2 steps (number seq) was
+// acknowledged or failed: the connection's loop sends them, or closes the connection (sendHeld).
+func (srv *Server) heldSaved(s *session, seq uint32, err error) {
+	s.mu.Lock()
+	if f := s.fl; f != nil && !s.ended {
+		switch {
+		case err != nil:
+			if f.saveErr == nil {
+				f.saveErr = err
+			}
+		case seq > f.durable:
+			f.durable = seq
+		}
+	}
+	c := s.c
+	s.mu.Unlock()
+	if c != nil {
+		c.l.notify(c)
+	}
 }
 
 // saveSession writes the "s:" record after the subscriptions or the expiry changed, with the delivery record

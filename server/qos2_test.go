@@ -23,10 +23,20 @@ type q2client struct {
 
 func q2connect(t *testing.T, addr string, clean, wantPresent bool) q2client {
 	t.Helper()
+	return q2client{connectRaw(t, addr, "q2-dev", clean, wantPresent, nil)}
+}
+
+// connectRaw connects a hand-driven v5 client with a persistent session (Session Expiry 600 s), changed by mod
+// (may be nil), and checks its CONNACK: success, and Session Present as wanted.
+func connectRaw(t *testing.T, addr, id string, clean, wantPresent bool, mod func(*mqttcodec.Connect)) *raw {
+	t.Helper()
 	r := dialRaw(t, addr)
-	p := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, CleanStart: clean, KeepAlive: 60, ClientID: []byte("q2-dev")}
+	p := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, CleanStart: clean, KeepAlive: 60, ClientID: []byte(id)}
 	p.Props.SessionExpiry = 600
 	p.Props.Set(mqttcodec.PropSessionExpiry)
+	if mod != nil {
+		mod(&p)
+	}
 	r.send(mqttcodec.AppendConnect(nil, &p))
 	fh, body := r.packet()
 	var ack mqttcodec.Connack
@@ -36,7 +46,7 @@ func q2connect(t *testing.T, addr string, clean, wantPresent bool) q2client {
 	if ack.SessionPresent != wantPresent {
 		t.Fatalf("session present %v, want %v", ack.SessionPresent, wantPresent)
 	}
-	return q2client{r}
+	return r
 }
 
 func (c q2client) publish(id uint16, payload string, dup bool) {

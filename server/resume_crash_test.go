@@ -20,22 +20,10 @@ type resumeSub struct{ *raw }
 
 func resumeConnect(t *testing.T, addr string, clean, wantPresent bool) resumeSub {
 	t.Helper()
-	r := dialRaw(t, addr)
-	p := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, CleanStart: clean, KeepAlive: 60, ClientID: []byte("replayer")}
-	p.Props.SessionExpiry = 600
-	p.Props.Set(mqttcodec.PropSessionExpiry)
-	p.Props.ReceiveMaximum = 10
-	p.Props.Set(mqttcodec.PropReceiveMaximum)
-	r.send(mqttcodec.AppendConnect(nil, &p))
-	fh, body := r.packet()
-	var ack mqttcodec.Connack
-	if err := ack.Decode(fh, body, 5); err != nil || ack.Reason != 0 {
-		t.Fatalf("CONNACK %v %v", ack.Reason, err)
-	}
-	if ack.SessionPresent != wantPresent {
-		t.Fatalf("session present %v, want %v", ack.SessionPresent, wantPresent)
-	}
-	return resumeSub{r}
+	return resumeSub{connectRaw(t, addr, "replayer", clean, wantPresent, func(p *mqttcodec.Connect) {
+		p.Props.ReceiveMaximum = 10
+		p.Props.Set(mqttcodec.PropReceiveMaximum)
+	})}
 }
 
 // next reads the next PUBLISH: its sequence number (the payload), packet id and DUP flag.

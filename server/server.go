@@ -51,6 +51,7 @@ type Server struct {
 	pw     pwPool        // password checks off the event loops (authz_password.go)
 
 	store     *store         // the sessions topic
+	due       dueWills       // wills due at once, published when their end record is read back (wills.go)
 	connRate  *connRateTable // --max-connection-rate; nil = off (limits.go)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc

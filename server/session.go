@@ -37,7 +37,11 @@ const (
 type outFlight struct {
 	id    uint16
 	state outState
-	d     delivery
+	// held: a persistent session's QoS 2 step not on the wire yet — its PUBLISH (state outPublished) or its
+	// PUBREL (outReleased) waits until a delivery record holding it is in Kafka (flight.hold).
+	held bool
+	need uint32 // the delivery record that holds it: flight.saveSeq when it was held, plus one
+	d    delivery
 }
 
 // session is the MQTT session of one client id. It outlives its connection when the client asked for a
@@ -45,6 +49,10 @@ type outFlight struct {
 // is taken after the registry lock when both are needed (see LOCKS.md).
 type session struct {
 	id string
+
+	// saveMu orders the session's delivery records: one is computed and handed to Kafka at a time, so they
+	// reach the log in the order they were computed (persist.go). Taken before matchMu and mu; never on a loop.
+	saveMu sync.Mutex
 
 	mu         sync.Mutex
 	c          *conn              // attached connection, nil while offline

@@ -79,13 +79,14 @@ type outRec struct {
 
 // stored is what the sessions topic says of one client.
 type stored struct {
-	sess  *sessionRec
-	owner *ownerRec
-	deliv *deliveryRec
-	will  *willRec
-	q2    map[uint16]struct{} // inbound QoS 2 ids waiting for PUBREL ("q:" keys); replaced, never changed in place
-	part  int32               // the client's sessions-topic partition
-	ended [2]int64            // epoch and round of the first end record seen for the latest epoch
+	sess        *sessionRec
+	owner       *ownerRec
+	deliv       *deliveryRec
+	will        *willRec
+	q2          map[uint16]struct{} // inbound QoS 2 ids waiting for PUBREL ("q:" keys); replaced, never changed in place
+	part        int32               // the client's sessions-topic partition
+	ended       [2]int64            // epoch and round of the first end record seen for the latest epoch
+	endedBefore [2]int64            // the one before: a second claim of that end, read after a newer end, is not first
 }
 
 // store is the instance's view of the sessions topic, fed by the shared reader from the topic's start, and
@@ -206,11 +207,14 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	}
 	var end *ownerRec
 	if o != nil && !o.Connected {
-		if k := [2]int64{o.Epoch, int64(o.Round)}; c.ended != k {
-			c.ended = k // the first end record of this epoch and round: it decides the will
+		if k := [2]int64{o.Epoch, int64(o.Round)}; c.ended != k && c.endedBefore != k {
+			c.endedBefore, c.ended = c.ended, k // the first end record of this epoch and round: it decides the will
 			if st.ready {
 				end = o
 			}
+		}
+		if end == nil && o.Instance == st.instance {
+			st.srv.due.take(id, o.Epoch) // this instance's claim did not decide (wills.go, dueWills)
 		}
 	}
 	if c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && (c.owner == nil || c.owner.Expiry == 0) {
@@ -334,24 +338,10 @@ func (st *store) putThen(kind, id string, v any, done func(error)) {
 			panic("BUG: cannot encode sessions record: " + err.Error())
 		}
 	}
+	// No write-through into this instance's own index: it learns the record when the reader hands it back,
+	// like every other instance, so it never decides on a record Kafka refused. A CONNECT here waits to read
+	// its own owner record back (consistency.go), which this producer wrote after this one: it sees it.
 	key := storeKey(kind, id)
-	if value != nil && (kind == kindSession || kind == kindDelivery) {
-		// Write-through: this instance's own index knows at once what it wrote, so a client reconnecting
-		// here right after its connection ended resumes from the newest state, not from what was read back.
-		st.mu.Lock()
-		c := st.clients[id]
-		if c == nil {
-			c = &stored{}
-			st.clients[id] = c
-		}
-		switch r := v.(type) {
-		case *sessionRec:
-			c.sess = r
-		case *deliveryRec:
-			c.deliv = r
-		}
-		st.mu.Unlock()
-	}
 	st.writeThen(key, value, done)
 }
 

@@ -150,6 +150,7 @@ func (c *conn) releaseAck(sess *session, h *heldAck, err error) {
 		// as Kafka holds it (docs/sessions.md, "Consistency", 3).
 		c.l.srv.warn("refusing CONNECT: its session record could not be written to Kafka", "client", sess.id, "err", err)
 		c.l.srv.metrics.connectRefused(mqttcodec.ServerUnavailable)
+		c.will = nil // a refused CONNECT leaves no will
 		c.closeWhy = closeKafkaError
 		c.writeConnack(c.version, false, mqttcodec.ServerUnavailable, nil) // v3: return code 3
 		c.close()

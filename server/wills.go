@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"sync"
 	"time"
 
+	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
 )
 
@@ -72,16 +74,112 @@ func (r *willRec) message(clientID string, now time.Time) *offload.Message {
 	return m
 }
 
-// endConnection writes the end record of a connection: the claim that decides its will. Runs on the loop.
-func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool) {
-	srv.store.put(kindOwner, id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
-		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue})
+// dueWills are the wills of connections this instance saw end abnormally with nothing left to wait for: a Will
+// Delay of 0, or a session that ends with the connection. MQTT 5 publishes such a will when the connection
+// closes [MQTT-3.1.2-8]; a CONNECT that follows, even a millisecond later on another instance, does not cancel
+// it. So the decision is this instance's, taken when it saw the socket close, and kept in memory until the
+// connection's end record is read back: if that record is the first end record of the connection's epoch (no
+// other instance claimed the connection, as for a dead holder: wills.go's rule), the will is published from
+// here, whatever was written for the client since. A kept will whose record did not win, or could not be
+// written, is forgotten. Guarded by mu, taken alone.
+type dueWills struct {
+	mu sync.Mutex
+	m  map[fenceKey]*offload.Message
+}
+
+// keep records the will of the connection (id, epoch) as due at once.
+func (d *dueWills) keep(id string, epoch int64, m *offload.Message) {
+	d.mu.Lock()
+	if d.m == nil {
+		d.m = make(map[fenceKey]*offload.Message)
+	}
+	d.m[fenceKey{id, epoch}] = m
+	d.mu.Unlock()
+}
+
+// take removes and returns the kept will of (id, epoch), if any.
+func (d *dueWills) take(id string, epoch int64) *offload.Message {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := fenceKey{id, epoch}
+	m := d.m[k]
+	delete(d.m, k)
+	return m
+}
+
+// endConnection writes the end record of a connection: the claim that decides its will. A will due at once
+// (now non-nil) is kept until the record is read back (dueWills). Runs on the loop.
+func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *offload.Message) {
+	srv.claimEnd(id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
+		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue}, now)
+}
+
+// claimEnd writes end record rec of client id's connection; a will due at once (now non-nil) is kept until the
+// record is read back (dueWills). Runs on any goroutine.
+func (srv *Server) claimEnd(id string, rec *ownerRec, now *offload.Message) {
+	var done func(error)
+	if now != nil {
+		srv.due.keep(id, rec.Epoch, now)
+		done = func(err error) {
+			if err != nil {
+				srv.due.take(id, rec.Epoch) // never read back: the will is the partition processor's to decide
+			}
+		}
+	}
+	srv.store.putThen(kindOwner, id, rec, done)
+}
+
+// claimTakenOverWill claims the end of connection c, whose session another connection took, when its will is
+// due at once: a will of delay 0 (a new connection within the delay cancels a delayed one [MQTT-3.1.3-9]),
+// unless the client sent DISCONNECT. MQTT 5 publishes it on a takeover (§3.1.4); a 3.1.1 connection's will is
+// claimed only if its socket closed without DISCONNECT first (kicked false: it closed before the takeover
+// reached its loop). The first end record of the epoch decides, as always, so a will is claimed by the holder
+// and by a CONNECT that gave up waiting for it (claimMissedWill) at most once. Runs on c's loop.
+func (c *conn) claimTakenOverWill(kicked bool) {
+	w := c.will
+	if w == nil || c.disconnect || w.delay != 0 || (kicked && c.version < mqttcodec.Version5) || c.sess == nil {
+		return
+	}
+	c.will = nil // once
+	sess := c.sess
+	sess.mu.Lock()
+	expiry := sess.expiry
+	sess.mu.Unlock()
+	c.l.srv.claimEnd(sess.id, &ownerRec{V: recVersion, Instance: c.l.srv.store.instance, Epoch: c.epoch,
+		At: time.Now().UnixMilli(), Expiry: expiry, Will: true}, w.msg)
+}
+
+// claimMissedWill runs on the loop of a CONNECT that stopped waiting for the instance holding the client's
+// previous connection o to hand the session over (HandoffTimeout): that instance may be dead, and if so
+// nobody ends o — the partition processor looks only at the newest connection. A will of delay 0 stored for o
+// was due when o broke; it is claimed here with an end record of o's epoch, and published from this instance
+// if the claim is the first (a holder that was only slow claims it too: claimTakenOverWill).
+func (srv *Server) claimMissedWill(id string, o *ownerRec, prev *stored) {
+	w := prev.will
+	if w == nil || w.Epoch != o.Epoch || w.Delay != 0 {
+		return
+	}
+	now := time.Now()
+	srv.claimEnd(id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: o.Epoch, At: now.UnixMilli(),
+		Expiry: o.Expiry, Will: true}, w.message(id, now))
 }
 
 // connectionEnded runs on the reader goroutine for the first end record of an epoch and round. If this
-// instance wrote it and a will is due, the will is published after its delay unless the client came back.
+// instance wrote it and a will is due, the will is published: at once if this instance kept it as due at once
+// (dueWills), else after its delay unless the client came back.
 func (srv *Server) connectionEnded(id string, end *ownerRec) {
 	if end.Instance != srv.store.instance || !end.Will {
+		return
+	}
+	if m := srv.due.take(id, end.Epoch); m != nil && end.Round == 0 {
+		st, _ := srv.store.lookup(id)
+		if st.will != nil && st.will.Epoch == end.Epoch && (st.owner == nil || st.owner.Epoch <= end.Epoch) {
+			// Published: nothing is left for a processor to claim if this instance dies. A client that
+			// connected again replaces or cancels the key itself (completeConnect): left to it, so its
+			// new will is not deleted by a late tombstone.
+			srv.store.put(kindWill, id, nil)
+		}
+		go srv.sendWill(m) // a payload check may ask the schema registry: not on the reader goroutine
 		return
 	}
 	st, ok := srv.store.lookup(id)
@@ -195,6 +293,7 @@ func (srv *Server) processPartitions(now time.Time) {
 	type claim struct {
 		id  string
 		rec *ownerRec
+		now *offload.Message // a will due at once (dueWills)
 	}
 	var claims []claim
 	var expired []string
@@ -207,20 +306,25 @@ func (srv *Server) processPartitions(now time.Time) {
 		case o.Connected && !alive(o.Instance):
 			// The holder died. When exactly its connection ended is unknown; counting the Will Delay from now,
 			// the detection, never publishes a will early.
+			will := c.will != nil && c.will.Epoch == o.Epoch
+			var due *offload.Message
+			if will && min(c.will.Delay, o.Expiry) == 0 {
+				due = c.will.message(id, now)
+			}
 			claims = append(claims, claim{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
-				At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}})
+				At: now.UnixMilli(), Expiry: o.Expiry, Will: will}, due})
 		case !o.Connected && o.Will && c.will != nil && c.will.Epoch == o.Epoch && !alive(o.Instance) &&
 			now.After(time.UnixMilli(o.At).Add(time.Duration(c.will.Delay)*time.Second+deadAfter)):
 			// The instance that won the will died before publishing it: claim the next round.
 			claims = append(claims, claim{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
-				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}})
+				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}, nil})
 		case !o.Connected && o.Expiry != 0xFFFFFFFF && now.UnixMilli() > o.At+int64(o.Expiry)*1000:
 			expired = append(expired, id)
 		}
 	}
 	st.mu.Unlock()
 	for _, c := range claims {
-		st.put(kindOwner, c.id, c.rec)
+		srv.claimEnd(c.id, c.rec, c.now)
 	}
 	for _, id := range expired {
 		srv.regMu.Lock()
@@ -249,6 +353,7 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	type end struct {
 		id  string
 		rec *ownerRec
+		now *offload.Message // a will due at once (dueWills)
 	}
 	var ends, pending []end
 	st.mu.Lock()
@@ -259,16 +364,20 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 		}
 		if !o.Connected {
 			if o.Will && c.will != nil && c.will.Epoch == o.Epoch {
-				pending = append(pending, end{id, o})
+				pending = append(pending, end{id, o, nil})
 			}
 			continue
 		}
-		ends = append(ends, end{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
-			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}})
+		e := end{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
+			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}, nil}
+		if e.rec.Will && min(c.will.Delay, o.Expiry) == 0 {
+			e.now = c.will.message(id, now)
+		}
+		ends = append(ends, e)
 	}
 	st.mu.Unlock()
 	for _, e := range ends {
-		st.put(kindOwner, e.id, e.rec)
+		srv.claimEnd(e.id, e.rec, e.now)
 	}
 	for _, e := range pending {
 		srv.connectionEnded(e.id, e.rec)

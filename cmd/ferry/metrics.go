@@ -98,6 +98,8 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	p.u("ferry_takeovers_total", s.Takeovers)
 	p.family("ferry_connects_unrecorded_total", "counter", "CONNECTs accepted without an owner record in the sessions topic: nothing to keep (clean, no expiry, no will) and no other instance alive.")
 	p.u("ferry_connects_unrecorded_total", s.Unrecorded)
+	p.family("ferry_qos2_state_records_total", "counter", "Delivery records written to the sessions topic before a persistent session's QoS 2 PUBLISH or PUBREL went out (each carries every step waiting).")
+	p.u("ferry_qos2_state_records_total", s.HeldSaves)
 	p.family("ferry_subscriptions", "gauge", "Subscriptions in this instance's index, offline persistent sessions' included.")
 	p.i("ferry_subscriptions", int64(st.Subscriptions))
 	p.family("ferry_subscriptions_refused_total", "counter", "Topic filters refused by the per-session subscription limit (0x97).")

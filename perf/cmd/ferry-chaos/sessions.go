@@ -56,8 +56,6 @@ func sessions(args []string) error {
 	willDelay := fs.Duration("will-delay", 2*time.Second, "the Will Delay of the odd will clients (whole seconds)")
 	kafka := fs.String("kafka", "", "Kafka bootstrap address: the wills are counted in the messages topic (--wills needs it)")
 	kafkaTopic := fs.String("kafka-topic", "mqtt-messages", "Ferry's messages topic")
-	strictWills := fs.Bool("strict-wills", false, "judge a will of delay 0 whose client came back at once after an abnormal end as exactly once (MQTT 5's real-time order), not at most once (see quick in sessions_wills.go)")
-	strictQoS2 := fs.Bool("strict-qos2", false, "count a QoS 2 message delivered again after the instance that delivered it was killed (a known limitation, docs/sessions.md) as a violation")
 	run := fs.String("run", fmt.Sprintf("h%d", time.Now().UnixNano()%1e9), "run id: client ids are hist-<run>-<n>")
 	_ = fs.Parse(args)
 	addrs := strings.Split(*targets, ",")
@@ -101,7 +99,7 @@ func sessions(args []string) error {
 		willsWG.Add(1)
 		go func() {
 			defer willsWG.Done()
-			wc, willErr = runWills(*wills, *run, addrs, *willDelay, deadline, start, *kafka, *kafkaTopic, *strictWills, ks)
+			wc, willErr = runWills(*wills, *run, addrs, *willDelay, deadline, start, *kafka, *kafkaTopic, ks)
 		}()
 	}
 	for _, h := range hoppers {
@@ -145,7 +143,7 @@ func sessions(args []string) error {
 		fmt.Printf("sessions: wills of %d clients: %v\n", *wills, wc)
 	}
 	ks.close()
-	dc := led.check(ids, ks, *strictQoS2)
+	dc := led.check(ids, ks)
 	fmt.Printf("sessions: deliveries to %d carriers (drained in %v, %d drains failed): %v\n", len(led.ready),
 		drained, drainFailed.Load(), dc)
 	for _, v := range dc.firstViolations {
