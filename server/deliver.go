@@ -96,10 +96,11 @@ func (s *Server) deliverRecord(t uint16, part int32, off int64, m *offload.Messa
 			s.metrics.dropped(dropQueueFull)
 		}
 		if c != nil {
-			c.l.notify(c)
+			s.wakeRec.add(c)
 		}
 		agg[i] = aggDelivery{}
 	}
+	s.wakeRec.flush()
 	clear(s.scratch)
 	s.agg = agg[:0]
 }

@@ -40,6 +40,7 @@ type Server struct {
 	matchMu    sync.Mutex
 	scratch    []subEntry
 	agg        []aggDelivery
+	wakeRec    wakeBatch // the connections one record's fan-out wakes (deliver.go)
 	gen        uint64
 	readPos    map[tp]int64 // topic-partition → next offset the shared reader hands on (tp: routing.go)
 	topicBegin map[tp]int64 // routed topic-partition → offset the shared reader began it at
