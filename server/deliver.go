@@ -53,7 +53,9 @@ func (s *Server) onRecord(part int32, off int64, m *offload.Message) {
 func (s *Server) deliverRecord(t uint16, part int32, off int64, m *offload.Message) {
 	s.metrics.recordsIn.Add(1)
 	if m.Fetched != 0 && !m.Timestamp.IsZero() {
-		s.metrics.delStage[stageRead].Observe(time.Duration(m.Fetched - m.Timestamp.UnixNano()))
+		waited := time.Duration(m.Fetched - m.Timestamp.UnixNano())
+		s.metrics.delStage[stageRead].Observe(waited)
+		s.lag.note(waited, m.Behind) // readlag.go
 	}
 	skip := s.rt != nil && !s.rt.tbl.RoutesTo(m.Topic, s.rt.name(t))
 	if s.cfg.payload != nil && !skip {
