@@ -25,6 +25,11 @@ import (
 // Dropping late deliveries at the reader instead would not bound the queues: the reader still has to fetch every
 // record, and while ingest outruns it the wait only grows, until every QoS 0 delivery is late.
 //
+// The trade-off: the reader follows every partition once any client subscribes, so an instance at its limit
+// drops QoS 0 publishes whatever their topics, to keep its deliveries on time. Where QoS 0 is taken in mostly for
+// Kafka consumers, --read-lag-limit 0 lets it all reach Kafka however late the read-back (the default favours
+// latency).
+//
 // The record count keeps a pause of the reader (a scheduler hiccup, a garbage collection) at an ordinary rate
 // from counting as overload: a few records late is not an instance taking in more than it reads back. Should it
 // happen anyway, the reader clears the signal as soon as it has read to the end of the partition.
