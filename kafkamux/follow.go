@@ -310,7 +310,11 @@ func (m *Mux) read() {
 			if f == nil || len(ftp.Records) == 0 {
 				return
 			}
-			got := 0 // records handed on or skipped, for TopicStats
+			got := 0                 // records handed on or skipped, for TopicStats
+			end := ftp.HighWatermark // the partition's readable end: its last stable offset, if the broker gave one
+			if lso := ftp.LastStableOffset; lso >= 0 && lso < end {
+				end = lso
+			}
 			for _, r := range ftp.Records {
 				if r.Attrs.IsControl() {
 					continue // a transaction marker: kept only so catching up sees it (see FollowFrom)
@@ -322,7 +326,7 @@ func (m *Mux) read() {
 				}
 				msg, err := MessageFromRecord(r)
 				if err == nil {
-					msg.Fetched = fetched
+					msg.Fetched, msg.Behind = fetched, max(0, end-r.Offset-1)
 				}
 				if ftp.Topic == m.cfg.topicMessages {
 					cached := msg

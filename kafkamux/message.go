@@ -74,6 +74,10 @@ type Message struct {
 	// Fetched is when the shared reader received the record, in Unix nanoseconds (read side only; 0 when the
 	// message did not come through a follower): the start of a delivery's "write" latency stage.
 	Fetched int64
+	// Behind is how many records followed this one in its partition when the shared reader received it (the
+	// partition's readable end, its last stable offset, minus this offset minus 1; read side only, 0 when the
+	// message did not come through a follower): with Fetched − Timestamp, how far the reader trails Kafka.
+	Behind int64
 }
 
 // ValueSchema is the schema headers of a record whose value a payload rule checked or converted. The byte

@@ -53,7 +53,9 @@ func (s *Server) onRecord(part int32, off int64, m *offload.Message) {
 func (s *Server) deliverRecord(t uint16, part int32, off int64, m *offload.Message) {
 	s.metrics.recordsIn.Add(1)
 	if m.Fetched != 0 && !m.Timestamp.IsZero() {
-		s.metrics.delStage[stageRead].Observe(time.Duration(m.Fetched - m.Timestamp.UnixNano()))
+		waited := time.Duration(m.Fetched - m.Timestamp.UnixNano())
+		s.metrics.delStage[stageRead].Observe(waited)
+		s.lag.note(waited, m.Behind) // readlag.go
 	}
 	skip := s.rt != nil && !s.rt.tbl.RoutesTo(m.Topic, s.rt.name(t))
 	k := tp{t, part}
@@ -105,10 +107,11 @@ func (s *Server) fanOut(k tp, off int64, m *offload.Message, skip bool) {
 			s.metrics.dropped(dropQueueFull)
 		}
 		if c != nil {
-			c.l.notify(c)
+			s.wakeRec.add(c)
 		}
 		agg[i] = aggDelivery{}
 	}
+	s.wakeRec.flush()
 	clear(s.scratch)
 	s.agg = agg[:0]
 }

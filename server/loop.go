@@ -69,6 +69,20 @@ func (l *loop) notify(c *conn) {
 	}
 	l.mu.Lock()
 	l.ready = append(l.ready, c)
+	l.wake()
+}
+
+// notifyAll asks the loop to service every connection of cs soon, with one lock and at most one wake-up for
+// all of them. Each was marked notified by its caller (wakeBatch.add). It may be called from any goroutine and
+// never blocks.
+func (l *loop) notifyAll(cs []*conn) {
+	l.mu.Lock()
+	l.ready = append(l.ready, cs...)
+	l.wake()
+}
+
+// wake queues a run of service unless one is queued already. l.mu is held; wake releases it.
+func (l *loop) wake() {
 	sched := !l.scheduled
 	l.scheduled = true
 	l.mu.Unlock()
@@ -79,6 +93,38 @@ func (l *loop) notify(c *conn) {
 			l.scheduled = false
 			l.mu.Unlock()
 		}
+	}
+}
+
+// wakeBatch gathers the connections one fan-out makes ready, by loop, and hands each loop all of its own at
+// once (flush): one lock and at most one wake-up per loop for a record delivered to many sessions. Waking a
+// loop per connection would take the loop's lock once per subscriber and start the loop while the fan-out is
+// still running, so that the two chase each other through the same session locks. A batch is owned by one
+// goroutine at a time (the shared reader's under Server.matchMu).
+type wakeBatch struct {
+	byLoop [][]*conn // by loop.idx
+}
+
+// add marks c to be woken by the next flush, unless it is already waiting to be serviced.
+func (b *wakeBatch) add(c *conn) {
+	if c.notified.Swap(true) {
+		return // queued in its loop's ready list, or in this batch: serviced after this point either way
+	}
+	for len(b.byLoop) <= c.l.idx {
+		b.byLoop = append(b.byLoop, nil)
+	}
+	b.byLoop[c.l.idx] = append(b.byLoop[c.l.idx], c)
+}
+
+// flush hands every loop the connections added for it and wakes it.
+func (b *wakeBatch) flush() {
+	for i, cs := range b.byLoop {
+		if len(cs) == 0 {
+			continue
+		}
+		cs[0].l.notifyAll(cs)
+		clear(cs)
+		b.byLoop[i] = cs[:0]
 	}
 }
 

@@ -221,11 +221,12 @@ const (
 	dropExpired          // message expiry passed before delivery
 	dropTooLarge         // larger than the client's Maximum Packet Size
 	dropDenied           // outside the client's privileges: a QoS 0 or v3 publish, or a delivery (authz.go)
+	dropReadLag          // QoS 0 publish while the shared reader trails Kafka past --read-lag-limit (readlag.go)
 	dropReasons
 )
 
 // DropReasonNames names the drop counters for metrics output.
-var DropReasonNames = [dropReasons]string{"lane_full", "queue_full", "expired", "too_large", "not_authorized"}
+var DropReasonNames = [dropReasons]string{"lane_full", "queue_full", "expired", "too_large", "not_authorized", "read_lag"}
 
 func (m *Metrics) dropped(reason int) { m.drops[reason].Add(1) }
 

@@ -34,6 +34,7 @@ type cfg struct {
 	serverKeepAlive  uint16         // seconds; 0 = accept the client's keep-alive
 	connectTimeout   time.Duration  // a socket must send CONNECT within this
 	sessionQueue     int            // messages queued per session before QoS 0 drops / QoS>0 quota disconnect
+	readLagLimit     time.Duration  // how far the shared reader may trail Kafka before QoS 0 publishes are dropped (readlag.go); 0 = off
 	outboundBudget   int            // bytes buffered towards one client before deliveries wait
 	maxSessionExpiry uint32         // seconds; caps the client's Session Expiry Interval
 	v3SessionExpiry  uint32         // seconds; expiry of a v3 CleanSession=0 session
@@ -91,6 +92,7 @@ func (c *cfg) defaults() {
 	c.maxQoS = 2
 	c.connectTimeout = 10 * time.Second
 	c.sessionQueue = 10000
+	c.readLagLimit = 10 * time.Millisecond
 	c.outboundBudget = 1 << 20
 	c.maxSessionExpiry = 7 * 24 * 3600
 	c.v3SessionExpiry = 2 * 3600
@@ -158,6 +160,8 @@ func (c *cfg) validate() error {
 		return errors.New("sessions read wait must be positive")
 	case c.sessionQueue < 1:
 		return fmt.Errorf("session queue must hold at least 1 message, not %d", c.sessionQueue)
+	case c.readLagLimit < 0:
+		return fmt.Errorf("read lag limit must be 0 (off) or positive, not %v", c.readLagLimit)
 	case c.outboundBudget < 1024:
 		return fmt.Errorf("outbound budget must be at least 1024 bytes, not %d", c.outboundBudget)
 	case c.heartbeatEvery <= 0 || c.deadAfter < 2*c.heartbeatEvery:
@@ -248,6 +252,13 @@ func ConnectTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.connectTi
 // messages are dropped and counted, and a connected client falling behind at QoS 1/2 is disconnected with
 // 0x97 Quota Exceeded. Default 10,000.
 func SessionQueue(n int) Opt { return opt(func(c *cfg) { c.sessionQueue = n }) }
+
+// ReadLagLimit bounds how late, in time, the shared reader may receive records: once one waited longer than d
+// between its hand-off to Kafka and the reader, with at least 256 records behind it in its partition, QoS 0
+// publishes are dropped at ingest (counted, reason read_lag) until the reader receives one that waited less than
+// half of d, or one with nothing behind it (readlag.go). QoS 1 and 2 are never dropped. 0 turns it off.
+// Default 10 ms.
+func ReadLagLimit(d time.Duration) Opt { return opt(func(c *cfg) { c.readLagLimit = d }) }
 
 // OutboundBudget bounds the bytes buffered in the socket's outbound buffer for one client; past it,
 // deliveries stay queued until the client reads. Default 1 MiB.

@@ -40,6 +40,8 @@ type Server struct {
 	matchMu    sync.Mutex
 	scratch    []subEntry
 	agg        []aggDelivery
+	wakeRec    wakeBatch // the connections one record's fan-out wakes (deliver.go)
+	lag        readLag   // how far the shared reader trails Kafka (readlag.go); written by the reader only
 	gen        uint64
 	readPos    map[tp]int64 // topic-partition → next offset the shared reader hands on (tp: routing.go)
 	held       heldRecs     // records held for their schema id, and their partitions (contract_hold.go)
@@ -76,6 +78,7 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 	if err := s.cfg.validate(); err != nil {
 		return nil, err
 	}
+	s.lag.limit = int64(s.cfg.readLagLimit)
 	if off == nil {
 		return nil, errors.New("invalid server configuration: nil offload")
 	}

@@ -127,6 +127,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.ServerKeepAlive(uint16(cfg.serverKeepAlive)),
 		server.ConnectTimeout(cfg.connectTimeout),
 		server.SessionQueue(cfg.sessionQueue),
+		server.ReadLagLimit(cfg.readLagLimit),
 		server.MaxSubscriptions(cfg.maxSubscriptions),
 		server.MaxShareGroups(cfg.maxShareGroups), server.SharedSubscriptions(cfg.maxShareGroups > 0),
 		server.SharedSubscriptionMode(cfg.shareMode), server.ShareDeliveryLimit(cfg.shareDelivLimit), server.ShareHold(cfg.shareHold),
