@@ -219,7 +219,7 @@ func (m *Mux) shareOpts() []kgo.Opt {
 	o := []kgo.Opt{
 		kgo.SeedBrokers(m.seeds...),
 		kgo.ClientID(c.clientID),
-		kgo.WithLogger(kgoLogger{m.log}),
+		kgo.WithLogger(kgoLogger{l: m.log}),
 		kgo.DialTimeout(c.dialTimeout),
 		kgo.MetadataMinAge(500 * time.Millisecond),
 		// A share fetch in flight holds back the acknowledgements; with the embedded Kafka, 500 ms waits put
