@@ -55,9 +55,10 @@ type Mux struct {
 	readerWG  sync.WaitGroup
 	started   bool
 
-	skipped   atomic.Int64
-	closeOnce sync.Once
-	stats     kstats // per-topic counters and what Healthy needs (health.go)
+	skipped         atomic.Int64
+	txnSilentAborts atomic.Uint64 // commits franz-go turned into aborts without an error (txn.go)
+	closeOnce       sync.Once
+	stats           kstats // per-topic counters and what Healthy needs (health.go)
 
 	recentMsgs *recent // recent records of the messages topic, for resumes
 
@@ -235,10 +236,14 @@ func (m *Mux) setup(ctx context.Context, brokers []string) error {
 
 func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
 	c := &m.cfg
+	logger := kgoLogger{l: m.log}
+	if main && c.txnID != "" {
+		logger.silentAborts = &m.txnSilentAborts // txn.go
+	}
 	o := []kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.ClientID(c.clientID),
-		kgo.WithLogger(kgoLogger{m.log}),
+		kgo.WithLogger(logger),
 		kgo.DialTimeout(c.dialTimeout),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence is franz-go's default
 		kgo.ProducerLinger(c.linger),

@@ -28,9 +28,11 @@ import (
 // this instance (its late acknowledgement is then a no-op, and the record may reach another member too).
 //
 // Like a [GroupReader] it has its own franz-go client — a client joins one share group, franz-go cannot
-// share it between groups — which holds up to three connections per broker (metadata and heartbeats, share
-// fetches and acknowledgements, plus one to the share coordinator when it is another broker), and one to a
-// seed address while it bootstraps. The server caps how many exist at once (--max-share-groups).
+// share it between groups — which holds at most two connections per broker: ShareFetch and
+// ShareAcknowledge on one (the broker ties the share session to it), heartbeats to the coordinator and
+// metadata on the other. Steady, that is one per broker leading a partition it reads plus one to the
+// coordinator; a seed connection while it bootstraps and one to the broker of each metadata refresh stay
+// until franz-go closes them idle (docs/operations.md). The server caps how many exist (--max-share-groups).
 type ShareReader struct {
 	m     *Mux
 	spec  ShareSpec
@@ -219,7 +221,7 @@ func (m *Mux) shareOpts() []kgo.Opt {
 	o := []kgo.Opt{
 		kgo.SeedBrokers(m.seeds...),
 		kgo.ClientID(c.clientID),
-		kgo.WithLogger(kgoLogger{m.log}),
+		kgo.WithLogger(kgoLogger{l: m.log}),
 		kgo.DialTimeout(c.dialTimeout),
 		kgo.MetadataMinAge(500 * time.Millisecond),
 		// A share fetch in flight holds back the acknowledgements; with the embedded Kafka, 500 ms waits put

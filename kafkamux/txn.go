@@ -31,6 +31,17 @@ import (
 // the next transaction, in their order, until they are older than RecordDeliveryTimeout; then they fail, as
 // they would without transactions.
 //
+// franz-go v1.22.2 can commit nothing while reporting success. EndTransaction(TryCommit) looks for the
+// partitions a produce marked as added to the transaction in the producer's topic metadata; a topic this
+// client produces to for the first time gets its partitions there only after its first records were handed
+// to them (kgo storePartitionsUpdate stores them last, deferred). Scheduled out in between — under load —
+// the records are produced and acknowledged, EndTransaction finds no partition marked, decides no produce
+// succeeded, sends EndTxn with abort, and returns nil: the records are aborted, every read_committed reader
+// skips them, and their QoS 1 PUBACKs were already sent. The pump therefore commits only once every
+// partition of the transaction is in the producer's metadata (producerSees), and treats the commit as failed
+// when franz-go logged that it aborted instead (kgoSilentAbort, log.go): its records go into the next
+// transaction.
+//
 // An open transaction holds back every read_committed reader of the partitions it wrote to, on every instance.
 // If an instance dies with one open, Kafka aborts it after the transaction timeout (TransactionTimeout, 10 s by
 // default: the bound on how long a dead instance can stall deliveries) — or at once when the instance restarts,
@@ -181,6 +192,9 @@ func (p *txnPump) transact() {
 				break
 			}
 		}
+		if commit == kgo.TryCommit {
+			p.producerSees(batch)
+		}
 		if endErr := p.end(ctx, commit); endErr != nil {
 			err = endErr
 		} else if commit == kgo.TryCommit {
@@ -254,10 +268,14 @@ func (p *txnPump) end(ctx context.Context, commit kgo.TransactionEndTry) error {
 	if commit == kgo.TryAbort {
 		_ = cl.AbortBufferedRecords(ctx)
 	}
+	silent := p.m.txnSilentAborts.Load()
 	err := cl.EndTransaction(ctx, commit)
 	if err == nil {
 		if commit == kgo.TryAbort {
 			return errors.New("transaction aborted")
+		}
+		if p.m.txnSilentAborts.Load() != silent {
+			return errSilentAbort
 		}
 		return nil
 	}
@@ -267,6 +285,34 @@ func (p *txnPump) end(ctx context.Context, commit kgo.TransactionEndTry) error {
 		}
 	}
 	return err
+}
+
+// errSilentAbort: franz-go aborted a transaction it was asked to commit, and said nothing (see above).
+var errSilentAbort = errors.New("the Kafka client aborted the transaction instead of committing it")
+
+// producerSees waits until the producer's topic metadata holds every partition a record of the batch was
+// produced to, so that EndTransaction finds them (see above). The wait ends as soon as franz-go's metadata
+// goroutine is scheduled again: at most a few milliseconds even under load; it gives up after 2s,
+// leaving it to the kgoSilentAbort check. Runs on the pump.
+func (p *txnPump) producerSees(batch []txnItem) {
+	var deadline time.Time
+	for i := 0; i < len(batch); {
+		r := batch[i].r
+		if i > 0 && r.Topic == batch[i-1].r.Topic && r.Partition == batch[i-1].r.Partition {
+			i++
+			continue
+		}
+		if leader, _, _ := p.m.cl.PartitionLeader(r.Topic, r.Partition); leader >= 0 {
+			i++
+			continue
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(2 * time.Second)
+		} else if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // retriable reports whether a record that failed in an aborted transaction may be written again in the next.

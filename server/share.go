@@ -104,7 +104,8 @@ func SharedSubscriptions(on bool) Opt { return opt(func(c *cfg) { c.share.enable
 
 // MaxShareGroups caps the share groups (share name + filter) this instance takes part in at once; each costs
 // a Kafka consumer group or share group member with its own franz-go client (up to 3 connections per broker
-// in consumer-group mode; 2 + the number of brokers in share-group mode, share_group.go). A SUBSCRIBE
+// in consumer-group mode; in share-group mode one per broker leading a partition it reads plus one to the
+// coordinator, docs/operations.md). A SUBSCRIBE
 // that would start one more is refused with 0x97 Quota Exceeded. Default 100.
 func MaxShareGroups(n int) Opt { return opt(func(c *cfg) { c.share.maxGroups = n }) }
 
