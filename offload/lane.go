@@ -189,6 +189,7 @@ type Pub struct {
 // Reset clears p for its next message and keeps its storage.
 func (p *Pub) Reset() {
 	props, hdrs, buf, cb := p.Msg.UserProps[:0], p.rec.Headers[:0], p.buf[:0], p.cb
+	clear(hdrs[:cap(hdrs)]) // a pooled Pub keeps no header value (correlation data, schema) reachable
 	*p = Pub{cb: cb, buf: buf}
 	p.Msg.UserProps, p.rec.Headers = props, hdrs
 }
