@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -12,17 +11,13 @@ import (
 
 // The embedded broker's in-process connections.
 //
-// Ferry's own Kafka clients reach the embedded broker over in-memory connections (net.Pipe) instead of
+// Ferry's own Kafka clients reach the embedded broker over in-memory connections (memconn.go) instead of
 // loopback TCP; Kafka tools still reach it on its TCP address. Over TCP every produce and fetch request and
 // response costs a write and one or more reads on each side, and each side's goroutine is woken through Go's
-// network poller, which a thread must be polling. Over a pipe the bytes are copied from the writer's buffer
-// straight into the reader's and the reader is woken like any goroutine blocked on a channel: no system call,
-// no poller. At 1,000 msg/s that is half of the system calls of a PUBLISH's way into Kafka and back, and the
-// poller wake-ups the embedded broker's request and response goroutines waited for.
-//
-// A pipe has no buffer: a write returns once the reader has taken every byte. Both ends always have a reader:
-// franz-go reads a connection's responses on a goroutine of its own while it writes requests, and the
-// embedded broker reads each request while it writes the previous response. Deadlines work as on a socket.
+// network poller, which a thread must be polling. In memory the bytes are copied into the reader's buffer and
+// the reader is woken like any goroutine blocked on a channel: no system call, no poller. A write appends to the peer's buffer and returns, as on a socket with room; a closed connection
+// reports net.ErrClosed or EOF as a socket does, so franz-go retries what it would retry on TCP (the connection
+// tracker closes seed connections on purpose, conns.go). Read deadlines work as on a socket.
 
 // inprocListener is the embedded broker's listener: the connections accepted on its TCP listener and the
 // in-process ones dialed with dial.
@@ -96,11 +91,10 @@ var errInprocClosed = errors.New("embedded Kafka is closed")
 // dial opens an in-process connection to the broker. It blocks until the broker's accept loop takes the
 // connection, ctx is done, or the listener closes.
 func (l *inprocListener) dial(ctx context.Context) (net.Conn, error) {
-	client, broker := net.Pipe()
-	broker = pipeConn{broker}
+	client, broker := memPipe()
 	select {
 	case l.pipes <- broker:
-		return pipeConn{client}, nil
+		return client, nil
 	case <-ctx.Done():
 		err := ctx.Err()
 		client.Close()
@@ -129,26 +123,4 @@ func (l *inprocListener) dialer(addr string, timeout time.Duration) func(ctx con
 		}
 		return c, nil
 	}
-}
-
-// pipeConn is one end of an in-process connection. It reports a closed connection as a socket does
-// (net.ErrClosed), not as io.ErrClosedPipe: franz-go retries a request on a connection closed under it (the
-// connection tracker closes seed connections on purpose, conns.go) only for the errors a socket gives.
-type pipeConn struct{ net.Conn }
-
-func (c pipeConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	return n, closedAsSocket("read", err)
-}
-
-func (c pipeConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	return n, closedAsSocket("write", err)
-}
-
-func closedAsSocket(op string, err error) error {
-	if errors.Is(err, io.ErrClosedPipe) {
-		return &net.OpError{Op: op, Net: "pipe", Err: net.ErrClosed}
-	}
-	return err
 }

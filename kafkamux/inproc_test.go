@@ -22,8 +22,8 @@ func TestEmbeddedOwnClientInProcess(t *testing.T) {
 	m.conns.mu.Lock()
 	n := len(m.conns.open)
 	for c := range m.conns.open {
-		if _, ok := c.(pipeConn); !ok {
-			t.Errorf("Ferry's client holds a %T to the embedded Kafka, want an in-process pipe", c)
+		if _, ok := c.(*memConn); !ok {
+			t.Errorf("Ferry's client holds a %T to the embedded Kafka, want an in-process connection", c)
 		}
 	}
 	m.conns.mu.Unlock()
