@@ -16,13 +16,15 @@ import (
 //
 // kfake always listens on 127.0.0.1 and advertises its listener's address;
 // its ListenFn hook lets us listen on the configured host instead and
-// advertise c.advertised (see [EmbeddedAdvertisedAddr]).
-func startEmbedded(c *cfg, st *storage) (*kfake.Cluster, string, error) {
+// advertise c.advertised (see [EmbeddedAdvertisedAddr]), and accept the in-process connections of Ferry's own
+// clients beside TCP ones (inproc.go): the listener is returned for dialing them.
+func startEmbedded(c *cfg, st *storage) (*kfake.Cluster, *inprocListener, string, error) {
 	host, port, err := net.SplitHostPort(c.embeddedAddr)
 	if err != nil {
-		return nil, "", fmt.Errorf("cannot start embedded Kafka: address %q: %w", c.embeddedAddr, err)
+		return nil, nil, "", fmt.Errorf("cannot start embedded Kafka: address %q: %w", c.embeddedAddr, err)
 	}
 	var lnErr error
+	var inproc *inprocListener
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.ClusterID("ferry-embedded"),
@@ -34,7 +36,8 @@ func startEmbedded(c *cfg, st *storage) (*kfake.Cluster, string, error) {
 				lnErr = err
 				return nil, err
 			}
-			return advertise(ln, c.advertised), nil
+			inproc = newInprocListener(advertise(ln, c.advertised))
+			return inproc, nil
 		}),
 	}
 	if c.dataDir != "" {
@@ -45,7 +48,7 @@ func startEmbedded(c *cfg, st *storage) (*kfake.Cluster, string, error) {
 		if lnErr != nil {
 			err = lnErr
 		}
-		return nil, "", fmt.Errorf("cannot start embedded Kafka on %s (data dir %q): %w", c.embeddedAddr, c.dataDir, err)
+		return nil, nil, "", fmt.Errorf("cannot start embedded Kafka on %s (data dir %q): %w", c.embeddedAddr, c.dataDir, err)
 	}
 	if c.dataDir != "" {
 		// kfake loads a data dir by reading each segment file whole and decoding its batches, partitions in
@@ -59,7 +62,7 @@ func startEmbedded(c *cfg, st *storage) (*kfake.Cluster, string, error) {
 		cl.Close()
 		panic(fmt.Sprintf("BUG: embedded Kafka listens on %d addresses, want 1", len(addrs)))
 	}
-	return cl, addrs[0], nil
+	return cl, inproc, addrs[0], nil
 }
 
 // advertise wraps ln so that its Addr, which kfake puts in metadata

@@ -125,6 +125,26 @@ func (m *Message) RetainedRecord(kafkaTopic string) *kgo.Record {
 }
 
 func (m *Message) record(kafkaTopic string) *kgo.Record {
+	r := &kgo.Record{}
+	m.fill(r, nil, kafkaTopic)
+	return r
+}
+
+// RecordInto is [Message.Record] built in storage the caller keeps and reuses: r (its Headers array is
+// reused) and buf, which holds the record's copies of m's string bytes and is returned, grown if it had to
+// be, for the next call. With storage that has grown to the size of the messages, it allocates nothing. The
+// record references buf and m.Payload until its produce callback has run; only then may r and buf be reused.
+func (m *Message) RecordInto(r *kgo.Record, buf []byte, kafkaTopic string) []byte {
+	buf = m.fill(r, buf, kafkaTopic)
+	if r.Value == nil {
+		r.Value = []byte{}
+	}
+	return buf
+}
+
+// fill sets r to m's record, reusing r.Headers' array and buf when they are large enough, and returns the
+// buffer now holding the string bytes.
+func (m *Message) fill(r *kgo.Record, buf []byte, kafkaTopic string) []byte {
 	// Count headers and string bytes so that one slice and one buffer
 	// hold everything.
 	nh := 2 // version, qos
@@ -162,14 +182,21 @@ func (m *Message) record(kafkaTopic string) *kgo.Record {
 		nb += len(m.UserProps[i].Value)
 	}
 
-	buf := make([]byte, 0, nb)
+	if cap(buf) < nb {
+		buf = make([]byte, 0, nb)
+	}
+	buf = buf[:0]
 	take := func(s string) []byte {
 		start := len(buf)
 		buf = append(buf, s...)
 		return buf[start:len(buf):len(buf)]
 	}
-	r := &kgo.Record{Topic: kafkaTopic, Key: take(m.Topic), Value: m.Payload}
-	h := make([]kgo.RecordHeader, 0, nh)
+	h := r.Headers[:0]
+	if cap(h) < nh {
+		h = make([]kgo.RecordHeader, 0, nh)
+	}
+	clear(h[:cap(h)]) // no stale header values kept reachable
+	*r = kgo.Record{Topic: kafkaTopic, Key: take(m.Topic), Value: m.Payload}
 	h = append(h, kgo.RecordHeader{Key: HeaderVersion, Value: valueVer})
 	q := m.QoS
 	if q > 2 {
@@ -217,7 +244,7 @@ func (m *Message) record(kafkaTopic string) *kgo.Record {
 		h = append(h, kgo.RecordHeader{Key: k, Value: take(m.UserProps[i].Value)})
 	}
 	r.Headers = h
-	return r
+	return buf
 }
 
 // ErrBadTopic is wrapped by MessageFromRecord errors about the record key.

@@ -220,6 +220,29 @@ func TestRecordAllocs(t *testing.T) {
 	}
 }
 
+// RecordInto builds the same record as Record in reused storage: a large message, then a small one (no stale
+// header or byte of the first may show), then the large one again, without allocating once the storage fits.
+func TestRecordIntoReusesStorage(t *testing.T) {
+	big := fullMessage()
+	small := &Message{Topic: "a/b", Payload: []byte("x"), QoS: 1}
+	var r kgo.Record
+	var buf []byte
+	for i, m := range []*Message{big, small, big} {
+		buf = m.RecordInto(&r, buf, "mqtt-messages")
+		if want := m.Record("mqtt-messages"); !reflect.DeepEqual(&r, want) {
+			t.Fatalf("message %d: RecordInto built\n%+v\nwant\n%+v", i, r, *want)
+		}
+		if stale := r.Headers[len(r.Headers):cap(r.Headers)]; i == 1 && len(stale) > 0 && stale[0].Key != "" {
+			t.Fatalf("message %d: headers of the previous message left beyond the record's", i)
+		}
+	}
+	m := fullMessage()
+	m.UserProps = m.UserProps[:3] // no escaped names
+	if allocs := testing.AllocsPerRun(100, func() { buf = m.RecordInto(&r, buf, "mqtt-messages") }); allocs != 0 {
+		t.Fatalf("RecordInto into storage of the right size: %v allocations, want 0", allocs)
+	}
+}
+
 func BenchmarkRecord(b *testing.B) {
 	m := &Message{Topic: "devices/42/telemetry", Payload: make([]byte, 128), QoS: 1, ClientID: "dev-42"}
 	b.ReportAllocs()

@@ -35,10 +35,11 @@ import (
 type Mux struct {
 	cfg     cfg
 	log     *slog.Logger
-	cluster *kfake.Cluster // nil with external brokers
-	dirLock *dirLock       // the embedded cluster's data dir, held until Close; nil without one
-	cleaner *cleaner       // the embedded cluster's retention and compaction; nil with external brokers
-	storage *storage       // whether the embedded cluster's data dir is full; nil without one
+	cluster *kfake.Cluster  // nil with external brokers
+	inproc  *inprocListener // the embedded cluster's listener, for in-process connections (inproc.go); nil with external brokers
+	dirLock *dirLock        // the embedded cluster's data dir, held until Close; nil without one
+	cleaner *cleaner        // the embedded cluster's retention and compaction; nil with external brokers
+	storage *storage        // whether the embedded cluster's data dir is full; nil without one
 	addr    string
 	cl      *kgo.Client
 	cl0     *kgo.Client // QoS 0 records at their own acks level (QoS0Acks); nil: they use cl
@@ -105,12 +106,12 @@ func New(ctx context.Context, opts ...Opt) (*Mux, error) {
 			completeTransactions(c.dataDir, txns, m.log) // before kfake takes them as aborted
 			m.storage = &storage{dir: c.dataDir, log: m.log}
 		}
-		cluster, addr, err := startEmbedded(&m.cfg, m.storage)
+		cluster, inproc, addr, err := startEmbedded(&m.cfg, m.storage)
 		if err != nil {
 			m.dirLock.release()
 			return nil, err
 		}
-		m.cluster, m.addr = cluster, addr
+		m.cluster, m.inproc, m.addr = cluster, inproc, addr
 		brokers = []string{addr}
 		m.log.Info("embedded Kafka started", "addr", addr, "data_dir", c.dataDir)
 	} else {
@@ -267,6 +268,9 @@ func (m *Mux) kgoOpts(brokers []string, main bool) []kgo.Opt {
 		o = append(o, kgo.ProducerBatchMaxBytes(c.batchBytes))
 	}
 	o = append(o, c.securityOpts()...)
+	if m.inproc != nil && c.tls == nil {
+		o = append(o, kgo.Dialer(m.inproc.dialer(m.addr, c.dialTimeout)))
+	}
 	switch {
 	case c.compression != nil:
 		o = append(o, kgo.ProducerBatchCompression(c.compression...))

@@ -117,17 +117,9 @@ func (l *Lane) TryPublishRouted(msg *Message, rt Route, sessKey string, sessValu
 		recs++
 	}
 
-	l.mu.Lock()
-	if l.recs > 0 && (l.recs+recs > l.limRecs || l.bytes+size > l.maxBytes) {
-		l.paused = true
-		l.full++
-		l.winFull = true
-		l.mu.Unlock()
+	if !l.take(recs, size) {
 		return ErrFull
 	}
-	l.recs += recs
-	l.bytes += size
-	l.mu.Unlock()
 
 	start := time.Now() // produce latency, carried by the closure that exists anyway (kafkamux.Mux.ProduceLatency)
 	if recs == 1 {
@@ -161,6 +153,79 @@ func (l *Lane) TryPublishRouted(msg *Message, rt Route, sessKey string, sessValu
 	}
 	l.o.mux.ProduceTogether(batch, p.complete)
 	return nil
+}
+
+// take counts recs records of size bytes against the budget, or reports that they do not fit: the lane is
+// then paused until OnSpace.
+func (l *Lane) take(recs, size int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.recs > 0 && (l.recs+recs > l.limRecs || l.bytes+size > l.maxBytes) {
+		l.paused = true
+		l.full++
+		l.winFull = true
+		return false
+	}
+	l.recs += recs
+	l.bytes += size
+	return true
+}
+
+// Pub is a message on its way through a lane in storage its caller keeps: its Kafka record, the bytes the
+// record copies from the message and the produce callback are built once and reused, so handing a message of
+// a usual shape to Kafka allocates nothing (the server keeps one Pub in each pooled publish request).
+type Pub struct {
+	Msg Message
+
+	rec   kafkamux.Record
+	buf   []byte // the record's copies of Msg's string bytes
+	cb    func(*kafkamux.Record, error)
+	l     *Lane
+	size  int
+	start time.Time
+	done  func(error)
+}
+
+// Reset clears p for its next message and keeps its storage.
+func (p *Pub) Reset() {
+	props, hdrs, buf, cb := p.Msg.UserProps[:0], p.rec.Headers[:0], p.buf[:0], p.cb
+	clear(hdrs[:cap(hdrs)]) // a pooled Pub keeps no header value (correlation data, schema) reachable
+	*p = Pub{cb: cb, buf: buf}
+	p.Msg.UserProps, p.rec.Headers = props, hdrs
+}
+
+// TryPublishPub is TryPublish for a message held in p: the record is built in p's storage, and p must stay
+// unchanged until done has run (it may be reused after). A retained message goes through TryPublish (it is two
+// records, which cost allocations to join).
+func (l *Lane) TryPublishPub(p *Pub, done func(err error)) error {
+	msg := &p.Msg
+	if msg.Retain {
+		return l.TryPublish(msg, done)
+	}
+	p.buf = msg.RecordInto(&p.rec, p.buf, l.o.topic)
+	size := kafkamux.RecordSize(&p.rec)
+	if !l.take(1, size) {
+		return ErrFull
+	}
+	if p.cb == nil {
+		p.cb = p.produced // bound once per Pub, not per message
+	}
+	p.l, p.size, p.done, p.start = l, size, done, time.Now()
+	if msg.QoS == 0 {
+		l.o.mux.ProduceQoS0(context.Background(), &p.rec, p.cb)
+	} else {
+		l.o.mux.Produce(context.Background(), &p.rec, p.cb)
+	}
+	return nil
+}
+
+// produced runs on a Kafka callback goroutine when p's record is acknowledged or failed.
+func (p *Pub) produced(_ *kafkamux.Record, err error) {
+	l, size, done := p.l, p.size, p.done // done may hand p back to its owner: p is not read after it
+	lat := time.Since(p.start)
+	l.o.latMessages.Observe(lat)
+	l.release(1, size, err != nil, lat)
+	l.finish(err, done)
 }
 
 // joinedPub joins the produces of a message with its retained copy or session record.

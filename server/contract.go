@@ -41,7 +41,7 @@ func (c *conn) checkPayload(p *mqttcodec.Publish, rule int, r *pubReq) (ok bool,
 	var vs *offload.ValueSchema
 	r.buf, vs, err = set.Ingest(rule, r.buf, p.Payload)
 	if err == nil {
-		r.msg.Schema = vs
+		r.pub.Msg.Schema = vs
 		return true, nil
 	}
 	srv := c.l.srv

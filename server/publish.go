@@ -27,7 +27,7 @@ const (
 // gnet's read buffer; the record references that buffer until Kafka's callback, then the request goes back to
 // the pool.
 type pubReq struct {
-	msg     offload.Message
+	pub     offload.Pub // the message and the storage of its Kafka record, reused with the request
 	buf     []byte
 	c       *conn
 	id      uint16
@@ -60,9 +60,9 @@ func releasePub(r *pubReq) {
 	if cap(buf) > 64<<10 {
 		buf = nil // do not keep a large payload's buffer in the pool
 	}
-	props := r.msg.UserProps[:0]
-	*r = pubReq{doneFn: r.doneFn, buf: buf}
-	r.msg.UserProps = props
+	pub := r.pub
+	pub.Reset()
+	*r = pubReq{doneFn: r.doneFn, buf: buf, pub: pub}
 	pubPool.Put(r)
 }
 
@@ -172,7 +172,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 		releasePub(r)
 		return err
 	}
-	m := &r.msg
+	m := &r.pub.Msg
 	// The topic aliases the pooled buffer (no allocation): offload copies string bytes into the record during
 	// TryPublish and nothing reads m.Topic after the request is released, when the buffer is reused.
 	m.Topic = unsafe.String(&r.buf[0], len(topic))

@@ -34,12 +34,12 @@ func (c *conn) qos2InTxn(r *pubReq) bool {
 // tryPublish hands r to the loop's lane, with its "q:" record when the session needs one. Runs on the loop.
 func (c *conn) tryPublish(r *pubReq) error {
 	if r.q2Txn {
-		return c.l.lane.TryPublishRouted(&r.msg, r.route, sessionkey.QoS2Key(c.sess.id, r.id), sessionkey.QoS2Value(time.Now()), r.doneFn)
+		return c.l.lane.TryPublishRouted(&r.pub.Msg, r.route, sessionkey.QoS2Key(c.sess.id, r.id), sessionkey.QoS2Value(time.Now()), r.doneFn)
 	}
 	if r.route.Topic != "" || r.route.HasKey {
-		return c.l.lane.TryPublishRouted(&r.msg, r.route, "", nil, r.doneFn)
+		return c.l.lane.TryPublishRouted(&r.pub.Msg, r.route, "", nil, r.doneFn)
 	}
-	return c.l.lane.TryPublish(&r.msg, r.doneFn)
+	return c.l.lane.TryPublishPub(&r.pub, r.doneFn)
 }
 
 // qos2Stored runs on the loop when Kafka stored the QoS 2 message r of a persistent session, before PUBREC:
