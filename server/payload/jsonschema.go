@@ -81,6 +81,12 @@ func newJSONSchema(text string, refs []ref) (*jsonSchemaCodec, error) {
 var printer = message.NewPrinter(language.English)
 
 func (j *jsonSchemaCodec) ingest(dst, payload []byte) ([]byte, error) {
+	if at := hugeExponent(payload); at >= 0 {
+		// The library checks numeric keywords with math/big: 1e999999 costs it tens of milliseconds of the event
+		// loop per message. No device means such a number (float64 ends at 1e308), so every JSON Schema rule
+		// refuses it, whatever its keywords.
+		return dst, &Invalid{Reason: ReasonSchema, Err: fmt.Errorf("number at byte %d has an exponent beyond ±%d", at, maxExponent)}
+	}
 	if checkJSON(j.root, payload) == vOK {
 		return append(dst, payload...), nil
 	}
@@ -361,4 +367,50 @@ func parseIntText(b []byte) (int64, bool) {
 	}
 	v, err := strconv.ParseInt(string(b), 10, 64)
 	return v, err == nil
+}
+
+// maxExponent bounds the exponent of a number a JSON Schema rule accepts: far beyond float64's (±308), and
+// cheap for math/big.
+const maxExponent = 4096
+
+// hugeExponent returns the offset of the first number in doc whose exponent is beyond ±maxExponent, or -1.
+// Strings are skipped. It allocates nothing; a document that is not JSON is refused later by the parser.
+func hugeExponent(doc []byte) int {
+	inStr, num := false, -1 // num: where the number being read began
+	for i := 0; i < len(doc); i++ {
+		c := doc[i]
+		switch {
+		case inStr:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inStr = false
+			}
+		case c == '"':
+			inStr, num = true, -1
+		case c == '-' || c >= '0' && c <= '9':
+			if num < 0 {
+				num = i
+			}
+		case (c == 'e' || c == 'E') && num >= 0:
+			j := i + 1
+			if j < len(doc) && (doc[j] == '+' || doc[j] == '-') {
+				j++
+			}
+			exp := 0
+			for ; j < len(doc) && doc[j] >= '0' && doc[j] <= '9'; j++ {
+				if exp <= maxExponent {
+					exp = exp*10 + int(doc[j]-'0')
+				}
+			}
+			if exp > maxExponent {
+				return num
+			}
+			i = j - 1
+		case c == '.':
+		default:
+			num = -1
+		}
+	}
+	return -1
 }
