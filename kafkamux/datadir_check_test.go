@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -36,33 +35,9 @@ func pristineDataDir(t *testing.T) (dir string, segs []string) {
 		produceSync(t, m, &kgo.Record{Topic: m.MessagesTopic(), Key: []byte("a/b"), Value: payload})
 	}
 	m.Close()
-	pdir := filepath.Join(dir, "partitions", m.MessagesTopic()+"-0")
-	entries, err := os.ReadDir(pdir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var bases []int
-	for _, e := range entries {
-		if name, ok := strings.CutSuffix(e.Name(), ".dat"); ok {
-			b, err := strconv.Atoi(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bases = append(bases, b)
-		}
-	}
-	if len(bases) < 2 {
-		t.Fatalf("the partition has %d segment files, want several", len(bases))
-	}
-	for i := range bases {
-		for j := i + 1; j < len(bases); j++ {
-			if bases[j] < bases[i] {
-				bases[i], bases[j] = bases[j], bases[i]
-			}
-		}
-	}
-	for _, b := range bases {
-		segs = append(segs, filepath.Join(pdir, strconv.Itoa(b)+".dat"))
+	segs = segmentFiles(t, filepath.Join(dir, "partitions", m.MessagesTopic()+"-0"))
+	if len(segs) < 2 {
+		t.Fatalf("the partition has %d segment files, want several", len(segs))
 	}
 	return dir, segs
 }

@@ -31,10 +31,9 @@ func produceTogetherSync(t *testing.T, m *Mux, rs ...*kgo.Record) {
 	}
 }
 
-// lastSegment returns the path of the last segment file (<base>.dat) of topic's partition p in dataDir.
-func lastSegment(t *testing.T, dataDir, topic string, p int32) string {
+// segmentFiles returns the paths of a partition dir's segment files (<base offset>.dat), in offset order.
+func segmentFiles(t *testing.T, pdir string) []string {
 	t.Helper()
-	pdir := filepath.Join(dataDir, "partitions", fmt.Sprintf("%s-%d", url.PathEscape(topic), p))
 	entries, err := os.ReadDir(pdir)
 	if err != nil {
 		t.Fatal(err)
@@ -49,10 +48,22 @@ func lastSegment(t *testing.T, dataDir, topic string, p int32) string {
 			bases = append(bases, base)
 		}
 	}
-	if len(bases) == 0 {
-		t.Fatalf("%s: no segment", pdir)
+	slices.Sort(bases)
+	segs := make([]string, len(bases))
+	for i, b := range bases {
+		segs[i] = filepath.Join(pdir, strconv.FormatInt(b, 10)+".dat")
 	}
-	return filepath.Join(pdir, strconv.FormatInt(slices.Max(bases), 10)+".dat")
+	return segs
+}
+
+// lastSegment returns the path of the last segment file of topic's partition p in dataDir.
+func lastSegment(t *testing.T, dataDir, topic string, p int32) string {
+	t.Helper()
+	segs := segmentFiles(t, filepath.Join(dataDir, "partitions", fmt.Sprintf("%s-%d", url.PathEscape(topic), p)))
+	if len(segs) == 0 {
+		t.Fatalf("%s-%d: no segment", topic, p)
+	}
+	return segs[len(segs)-1]
 }
 
 // cutLastMarker removes the last record batch of a segment and its index entry, after checking that it is a

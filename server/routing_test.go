@@ -354,8 +354,16 @@ func TestSharedRouted(t *testing.T) {
 
 	// A Kafka producer writes place/other/… (no rule: the messages topic) into share-alarms: skipped; a
 	// correctly routed record written next to it is delivered once.
-	produceAlarms(t, kafka, alarms)
-	tl.waitUnique(t, n+len(alarms), 10*time.Second)
+	alarmsDeliveredOnce(t, kafka, alarms, tl, n, 10*time.Second, stop, &wg)
+}
+
+// alarmsDeliveredOnce writes the Kafka-born records of produceAlarms, waits until the members have n of their
+// own plus one per key, stops the collectors, and checks that no member got the misrouted record and nothing
+// came twice.
+func alarmsDeliveredOnce(t *testing.T, kafka string, keys []string, tl *tally, n int, wait time.Duration, stop chan struct{}, wg *sync.WaitGroup) {
+	t.Helper()
+	produceAlarms(t, kafka, keys)
+	tl.waitUnique(t, n+len(keys), wait)
 	close(stop)
 	wg.Wait()
 	for i, m := range tl.by {

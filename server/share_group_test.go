@@ -413,18 +413,7 @@ func TestShareGroupRouted(t *testing.T) {
 	if d := tl.duplicates(); len(d) > 0 {
 		t.Errorf("%d messages delivered more than once, e.g. %v", len(d), d[:min(len(d), 5)])
 	}
-	produceAlarms(t, kafka, alarms)
-	tl.waitUnique(t, n+len(alarms), 20*time.Second)
-	close(stop)
-	wg.Wait()
-	for i, m := range tl.by {
-		if m["wrong"] > 0 {
-			t.Errorf("member %d received a misrouted record", i)
-		}
-	}
-	if d := tl.duplicates(); len(d) > 0 {
-		t.Errorf("duplicates after the Kafka-born records: %v", d[:min(len(d), 5)])
-	}
+	alarmsDeliveredOnce(t, kafka, alarms, tl, n, 20*time.Second, stop, &wg)
 	t.Logf("per member %v", tl.counts())
 }
 

@@ -28,6 +28,24 @@ func (in *instance) crash() {
 	})
 }
 
+// connectWithWill connects a v5 client with a persistent session (expiry 60 s) and a QoS 1 will on
+// wills/<id> ("gone") of the given Will Delay (0: none set), and reads its CONNACK.
+func connectWithWill(t *testing.T, addr, id string, delay uint32) *raw {
+	t.Helper()
+	r := dialRaw(t, addr)
+	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte(id), CleanStart: true,
+		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/" + id), WillPayload: []byte("gone")}
+	cp.Props.SessionExpiry = 60
+	cp.Props.Set(mqttcodec.PropSessionExpiry)
+	if delay > 0 {
+		cp.WillProps.WillDelay = delay
+		cp.WillProps.Set(mqttcodec.PropWillDelay)
+	}
+	r.send(mqttcodec.AppendConnect(nil, &cp))
+	r.packet()
+	return r
+}
+
 // The will of a client whose instance dies is published by another instance, once, within the detection
 // bound (dead after 1 s here) plus the Will Delay Interval.
 func TestWillOfCrashedInstance(t *testing.T) {
@@ -38,15 +56,7 @@ func TestWillOfCrashedInstance(t *testing.T) {
 	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
 	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
 
-	r := dialRaw(t, a.addr)
-	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte("doomed"), CleanStart: true,
-		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/doomed"), WillPayload: []byte("gone")}
-	cp.Props.SessionExpiry = 60
-	cp.Props.Set(mqttcodec.PropSessionExpiry)
-	cp.WillProps.WillDelay = 1
-	cp.WillProps.Set(mqttcodec.PropWillDelay)
-	r.send(mqttcodec.AppendConnect(nil, &cp))
-	r.packet()
+	connectWithWill(t, a.addr, "doomed", 1)
 	time.Sleep(500 * time.Millisecond) // the will and the owner record are in Kafka
 
 	start := time.Now()
@@ -71,15 +81,7 @@ func TestWillCancelledByReconnect(t *testing.T) {
 	b := startInstance(t, kafka)
 	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "watcher2", CleanStart: true})
 	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
-	r := dialRaw(t, a.addr)
-	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte("flaky"), CleanStart: true,
-		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/flaky"), WillPayload: []byte("gone")}
-	cp.Props.SessionExpiry = 60
-	cp.Props.Set(mqttcodec.PropSessionExpiry)
-	cp.WillProps.WillDelay = 2
-	cp.WillProps.Set(mqttcodec.PropWillDelay)
-	r.send(mqttcodec.AppendConnect(nil, &cp))
-	r.packet()
+	r := connectWithWill(t, a.addr, "flaky", 2)
 	r.nc.Close() // an abnormal end: the will waits 2 s
 	time.Sleep(300 * time.Millisecond)
 	dialV5(t, b.addr, persistent("flaky", false))
@@ -99,13 +101,7 @@ func TestRestartedInstanceRecoversItsConnections(t *testing.T) {
 	keeper := dialV5(t, a.addr, persistent("keeper", true))
 	keeper.sub(t, paho.SubscribeOptions{Topic: "rs/#", QoS: 1})
 
-	r := dialRaw(t, a.addr)
-	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte("doomed"), CleanStart: true,
-		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/doomed"), WillPayload: []byte("gone")}
-	cp.Props.SessionExpiry = 60
-	cp.Props.Set(mqttcodec.PropSessionExpiry)
-	r.send(mqttcodec.AppendConnect(nil, &cp))
-	r.packet()
+	connectWithWill(t, a.addr, "doomed", 0)
 	time.Sleep(500 * time.Millisecond) // the will and the owner records are in Kafka
 
 	a.crash()
@@ -146,15 +142,7 @@ func TestRestartedInstanceTakesOverPendingWill(t *testing.T) {
 	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
 	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
 
-	r := dialRaw(t, a.addr)
-	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte("pending"), CleanStart: true,
-		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/pending"), WillPayload: []byte("gone")}
-	cp.Props.SessionExpiry = 60
-	cp.Props.Set(mqttcodec.PropSessionExpiry)
-	cp.WillProps.WillDelay = 2
-	cp.WillProps.Set(mqttcodec.PropWillDelay)
-	r.send(mqttcodec.AppendConnect(nil, &cp))
-	r.packet()
+	r := connectWithWill(t, a.addr, "pending", 2)
 	r.nc.Close()                       // an abnormal end: the will is due in 2 s, on a's timer
 	time.Sleep(500 * time.Millisecond) // the end record is in Kafka
 
