@@ -167,6 +167,10 @@ func (s *Server) Start() error {
 	for i := range s.specs {
 		addrs[i] = s.specs[i].Addr()
 	}
+	reusePort, err := exclusiveReusePort(addrs) // reuseport.go
+	if err != nil {
+		return fmt.Errorf("cannot listen for MQTT on %v: %w", s.cfg.listeners, err)
+	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
 	// connections) always has one (procs.go).
 	procs.reserve(s.cfg.eventLoops)
@@ -176,6 +180,7 @@ func (s *Server) Start() error {
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(s.cfg.eventLoops),
 			gnet.WithReuseAddr(true),
+			gnet.WithReusePort(reusePort),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithTicker(true),
 			gnet.WithReadBufferCap(64<<10),
