@@ -347,10 +347,10 @@ func (m *Metrics) LoopLag() offload.HistogramSnapshot { return m.loopLag.Snapsho
 
 // LoopLagMax returns, per event loop that has served a connection (by loop index, which is also its offload
 // lane's index), the longest its tick waited in the current and the previous minute.
-func (s *Server) LoopLagMax() []time.Duration {
-	s.loopMu.Lock()
-	loops := s.order
-	s.loopMu.Unlock()
+func (srv *Server) LoopLagMax() []time.Duration {
+	srv.loopMu.Lock()
+	loops := srv.order
+	srv.loopMu.Unlock()
 	out := make([]time.Duration, len(loops))
 	for i, l := range loops {
 		out[i] = time.Duration(max(l.lag.cur.Load(), l.lag.prev.Load()))
@@ -368,10 +368,10 @@ type State struct {
 
 // State counts sessions, subscriptions and retained messages. It takes the registry, store, trie and retained
 // locks one after the other, briefly: call it per scrape, not per message.
-func (s *Server) State() State {
-	s.regMu.Lock()
-	local := len(s.sessions)
-	s.regMu.Unlock()
-	return State{SessionsLocal: local, SessionsKnown: s.store.count(), Subscriptions: s.trie.size(),
-		Retained: s.RetainedCount()}
+func (srv *Server) State() State {
+	srv.regMu.Lock()
+	local := len(srv.sessions)
+	srv.regMu.Unlock()
+	return State{SessionsLocal: local, SessionsKnown: srv.store.count(), Subscriptions: srv.trie.size(),
+		Retained: srv.RetainedCount()}
 }

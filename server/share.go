@@ -152,14 +152,14 @@ type ShareStats struct {
 }
 
 // ShareStats returns the state of this instance's shared subscriptions.
-func (s *Server) ShareStats() ShareStats {
-	s.shares.mu.Lock()
-	st := ShareStats{Groups: len(s.shares.m), Handoffs: s.shares.handoffs.Load()}
-	gs := make([]*shareGroup, 0, len(s.shares.m))
-	for _, g := range s.shares.m {
+func (srv *Server) ShareStats() ShareStats {
+	srv.shares.mu.Lock()
+	st := ShareStats{Groups: len(srv.shares.m), Handoffs: srv.shares.handoffs.Load()}
+	gs := make([]*shareGroup, 0, len(srv.shares.m))
+	for _, g := range srv.shares.m {
 		gs = append(gs, g)
 	}
-	s.shares.mu.Unlock()
+	srv.shares.mu.Unlock()
 	for _, g := range gs {
 		g.mu.Lock()
 		st.Members += len(g.members)
@@ -168,8 +168,8 @@ func (s *Server) ShareStats() ShareStats {
 		st.Partitions += len(g.parts)
 		g.pmu.Unlock()
 	}
-	st.KafkaConnections = s.off.GroupConnections()
-	s.shareGroupStats(&st, gs)
+	st.KafkaConnections = srv.off.GroupConnections()
+	srv.shareGroupStats(&st, gs)
 	return st
 }
 

@@ -74,15 +74,15 @@ func (c *shareCfg) validateMode() error {
 
 // resolveShareMode decides, once at Start, which mode serves shared subscriptions, and says so in one log
 // line. Runs before the listeners open.
-func (s *Server) resolveShareMode() {
-	c := &s.cfg.share
+func (srv *Server) resolveShareMode() {
+	c := &srv.cfg.share
 	mode, why := c.mode, "configured"
 	if mode == ShareModeAuto && !c.enabled {
 		mode = ShareModeConsumerGroup // not asked: shared subscriptions are off
 	}
 	if mode == ShareModeAuto {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ok, err := s.off.ShareGroupsSupported(ctx)
+		ok, err := srv.off.ShareGroupsSupported(ctx)
 		cancel()
 		switch {
 		case err != nil:
@@ -93,11 +93,11 @@ func (s *Server) resolveShareMode() {
 			mode, why = ShareModeConsumerGroup, "the brokers do not advertise the share group APIs (Kafka 4.2 has them)"
 		}
 	}
-	s.shares.mu.Lock()
-	s.shares.mode = mode
-	s.shares.mu.Unlock()
+	srv.shares.mu.Lock()
+	srv.shares.mode = mode
+	srv.shares.mu.Unlock()
 	if c.enabled {
-		s.cfg.log.Info("shared subscriptions", "mode", mode, "why", why)
+		srv.cfg.log.Info("shared subscriptions", "mode", mode, "why", why)
 	}
 }
 
@@ -291,11 +291,11 @@ func (r *shareRegistry) addReaderStats(reader *offload.ShareReader) {
 }
 
 // shareGroupStats adds the share-group mode counters to st. Registry lock not held.
-func (s *Server) shareGroupStats(st *ShareStats, gs []*shareGroup) {
-	s.shares.mu.Lock()
-	st.Mode = s.shares.mode
-	c := s.shares.closedStats
-	s.shares.mu.Unlock()
+func (srv *Server) shareGroupStats(st *ShareStats, gs []*shareGroup) {
+	srv.shares.mu.Lock()
+	st.Mode = srv.shares.mode
+	c := srv.shares.closedStats
+	srv.shares.mu.Unlock()
 	for _, g := range gs {
 		if g.sq == nil {
 			continue

@@ -101,13 +101,13 @@ func (g *shareGroup) addTopics(names []string) {
 
 // shareTopics returns the routed Kafka topics this instance follows that a shared subscription to filter reads
 // (route.Table.MayHold), for a new share group; none without route rules.
-func (s *Server) shareTopics(filter string) []string {
-	if s.rt == nil {
+func (srv *Server) shareTopics(filter string) []string {
+	if srv.rt == nil {
 		return nil
 	}
 	var out []string
-	for _, name := range (*s.rt.names.Load())[1:] {
-		if v, ok := s.rt.state.Load(name); ok && v.(uint32) == topicReady && s.rt.tbl.MayHold(filter, name) {
+	for _, name := range (*srv.rt.names.Load())[1:] {
+		if v, ok := srv.rt.state.Load(name); ok && v.(uint32) == topicReady && srv.rt.tbl.MayHold(filter, name) {
 			out = append(out, name)
 		}
 	}
@@ -116,17 +116,17 @@ func (s *Server) shareTopics(filter string) []string {
 
 // shareAddTopics has the share groups read routed topics discovery just followed, each the ones its filter
 // needs. Runs on the discovery goroutine.
-func (s *Server) shareAddTopics(names []string) {
-	s.shares.mu.Lock()
-	gs := make([]*shareGroup, 0, len(s.shares.m))
-	for _, g := range s.shares.m {
+func (srv *Server) shareAddTopics(names []string) {
+	srv.shares.mu.Lock()
+	gs := make([]*shareGroup, 0, len(srv.shares.m))
+	for _, g := range srv.shares.m {
 		gs = append(gs, g)
 	}
-	s.shares.mu.Unlock()
+	srv.shares.mu.Unlock()
 	for _, g := range gs {
 		var add []string
 		for _, name := range names {
-			if s.rt.tbl.MayHold(g.filter, name) {
+			if srv.rt.tbl.MayHold(g.filter, name) {
 				add = append(add, name)
 			}
 		}
@@ -136,19 +136,19 @@ func (s *Server) shareAddTopics(names []string) {
 
 // kafkaTopicIndex returns the index (routing.go) of a Kafka topic a share group reads: 0 for the messages
 // topic.
-func (s *Server) kafkaTopicIndex(name string) (uint16, bool) {
-	if s.rt == nil || name == s.off.MessagesTopic() {
+func (srv *Server) kafkaTopicIndex(name string) (uint16, bool) {
+	if srv.rt == nil || name == srv.off.MessagesTopic() {
 		return 0, true
 	}
-	return s.topicIndex(name)
+	return srv.topicIndex(name)
 }
 
 // kafkaTopicName returns the Kafka topic of index t.
-func (s *Server) kafkaTopicName(t uint16) string {
+func (srv *Server) kafkaTopicName(t uint16) string {
 	if t == 0 {
-		return s.off.MessagesTopic()
+		return srv.off.MessagesTopic()
 	}
-	return s.rt.name(t)
+	return srv.rt.name(t)
 }
 
 func (g *shareGroup) isClosed() bool {
