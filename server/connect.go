@@ -9,13 +9,13 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // willMsg is a client's will, copied out of the CONNECT packet.
 type willMsg struct {
-	msg    *offload.Message
+	msg    *kafkamux.Message
 	delay  uint32 // seconds (v5 Will Delay Interval)
 	expiry uint32 // Message Expiry Interval of the will, counted from its publication
 }
@@ -279,7 +279,7 @@ func (srv *Server) capabilities(p *mqttcodec.Properties) {
 
 // copyWill copies the will out of the borrowed CONNECT bytes.
 func copyWill(p *mqttcodec.Connect, id string) *willMsg {
-	m := &offload.Message{
+	m := &kafkamux.Message{
 		Topic:    string(p.WillTopic),
 		Payload:  append([]byte(nil), p.WillPayload...),
 		QoS:      p.WillQoS,
@@ -446,7 +446,7 @@ func (c *conn) endSession() {
 	if c.will != nil && c.disconnect {
 		srv.store.put(kindWill, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
 	}
-	var willNow *offload.Message // due at once: not cancelled by a CONNECT that follows (wills.go, dueWills)
+	var willNow *kafkamux.Message // due at once: not cancelled by a CONNECT that follows (wills.go, dueWills)
 	if willDue && (c.will.delay == 0 || expiry == 0) {
 		willNow = c.will.msg
 	}

@@ -3,8 +3,8 @@ package server
 import (
 	"errors"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server/payload"
 )
 
@@ -38,7 +38,7 @@ func (c *conn) checkPayload(p *mqttcodec.Publish, rule int, r *pubReq) (ok bool,
 		return true, nil // clears the topic's retained message [MQTT-3.3.1-6]: no payload to check
 	}
 	set := c.l.srv.cfg.payload
-	var vs *offload.ValueSchema
+	var vs *kafkamux.ValueSchema
 	r.buf, vs, err = set.Ingest(rule, r.buf, p.Payload)
 	if err == nil {
 		r.pub.Msg.Schema = vs
@@ -91,7 +91,7 @@ func (c *conn) queueDenied(p *mqttcodec.Publish, reason mqttcodec.ReasonCode, wh
 // with the recent-record cache and is not modified. A record that cannot be decoded is delivered unchanged,
 // counted and logged. While m's schema id is fetched it returns m and the *payload.Pending to wait on
 // (contract_hold.go). Never waits; runs on a reader goroutine (shared, retained, a group's) or a replay's.
-func (srv *Server) deliverAsJSON(m *offload.Message) (*offload.Message, *payload.Pending) {
+func (srv *Server) deliverAsJSON(m *kafkamux.Message) (*kafkamux.Message, *payload.Pending) {
 	if m.Tombstone {
 		return m, nil
 	}
@@ -114,7 +114,7 @@ func (srv *Server) deliverAsJSON(m *offload.Message) (*offload.Message, *payload
 // checkWill runs a will message's payload through its topic's contract: it returns the message to publish (a
 // converted copy when the rule converts) or false when the will breaks the contract or its schema is not
 // loaded, in which case it is not published (counted and logged). Runs on any goroutine.
-func (srv *Server) checkWill(m *offload.Message) (*offload.Message, bool) {
+func (srv *Server) checkWill(m *kafkamux.Message) (*kafkamux.Message, bool) {
 	set := srv.cfg.payload
 	rule := set.Match(m.Topic)
 	if rule < 0 {

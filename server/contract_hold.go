@@ -4,7 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/server/payload"
 )
 
@@ -36,7 +36,7 @@ type heldRecs struct {
 	total atomic.Uint64 // records ever held
 	lost  atomic.Uint64 // held records released unchanged because the partition held too many
 
-	retained map[<-chan struct{}][]*offload.Message // retained messages stored unchanged while their id is fetched
+	retained map[<-chan struct{}][]*kafkamux.Message // retained messages stored unchanged while their id is fetched
 }
 
 type heldPart struct {
@@ -45,14 +45,14 @@ type heldPart struct {
 
 type heldRec struct {
 	off  int64
-	m    *offload.Message
+	m    *kafkamux.Message
 	skip bool // misrouted: only moves the reader's position (deliverRecord)
 }
 
 // admit decides what happens to record off of k on the reader: it returns the record to fan out now (m
 // itself, or its JSON), or false when it is held. Runs on the shared reader's goroutine (the only one that
 // hands on k's records); takes heldMu only while some partition is held.
-func (srv *Server) admit(k tp, off int64, m *offload.Message, skip bool) (*offload.Message, bool) {
+func (srv *Server) admit(k tp, off int64, m *kafkamux.Message, skip bool) (*kafkamux.Message, bool) {
 	h := &srv.held
 	if h.held.Load() > 0 { // some partition is held: maybe k
 		h.mu.Lock()
@@ -138,7 +138,7 @@ func (srv *Server) releaseHeldLocked(k tp, force bool) <-chan struct{} {
 
 // deliverAsJSONWait is deliverAsJSON for goroutines that may wait (a session's replay, a shared
 // subscription's group reader): while the record's schema id is fetched it waits, at most the hold bound.
-func (srv *Server) deliverAsJSONWait(m *offload.Message) *offload.Message {
+func (srv *Server) deliverAsJSONWait(m *kafkamux.Message) *kafkamux.Message {
 	for {
 		out, pending := srv.deliverAsJSON(m)
 		if pending == nil {
@@ -152,7 +152,7 @@ func (srv *Server) deliverAsJSONWait(m *offload.Message) *offload.Message {
 // it is and replaced by its JSON once known, if it is still the topic's retained message: one goroutine per id
 // being fetched, however many retained messages wait for it (a retained topic read at start may hold many).
 // Runs on the retained reader's goroutine; does not wait.
-func (srv *Server) retainedAsJSON(m *offload.Message) *offload.Message {
+func (srv *Server) retainedAsJSON(m *kafkamux.Message) *kafkamux.Message {
 	out, pending := srv.deliverAsJSON(m)
 	if pending == nil {
 		return out
@@ -161,7 +161,7 @@ func (srv *Server) retainedAsJSON(m *offload.Message) *offload.Message {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.retained == nil {
-		w.retained = make(map[<-chan struct{}][]*offload.Message)
+		w.retained = make(map[<-chan struct{}][]*kafkamux.Message)
 	}
 	if _, ok := w.retained[pending.Done]; !ok {
 		go srv.awaitRetained(pending.Done)

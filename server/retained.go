@@ -7,7 +7,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/server/topictree"
 )
 
@@ -46,7 +46,7 @@ import (
 //
 // Memory per retained message, on amd64, measured by TestRetainedIndexMemory (100,000 topics
 // "site/<n>/dev/<m>/state", 16-byte payloads): about 405 bytes in all. 248 are the message itself (the
-// 200-byte offload.Message, its topic string, its payload); about 157 are the index: the nodes of the levels
+// 200-byte kafkamux.Message, its topic string, its payload); about 157 are the index: the nodes of the levels
 // only this topic has (48 bytes each), its slot in its parent (a 24-byte slice entry, or about 40 bytes in a
 // map), and its share of the levels it has in common with other topics. Stored payload and correlation data
 // are copied into one allocation of their own: the decoded record points into a Kafka fetch buffer, which
@@ -91,7 +91,7 @@ type retainedWait struct {
 
 // retainedFollow says how Start follows the retained topic: from its start into the index, with
 // onRetainedCaughtUp once the past is loaded. Start does not wait for that (see the file comment).
-func (srv *Server) retainedFollow() offload.FollowSpec {
+func (srv *Server) retainedFollow() kafkamux.FollowSpec {
 	srv.retained.since = time.Now()
 	time.AfterFunc(retainedSlowLoad, func() {
 		if !srv.retained.ready.Load() {
@@ -99,7 +99,7 @@ func (srv *Server) retainedFollow() offload.FollowSpec {
 				"loaded", srv.RetainedCount(), "after", retainedSlowLoad)
 		}
 	})
-	return offload.FollowSpec{Topic: srv.off.RetainedTopic(), Start: offload.FromStart, Handler: srv.onRetained,
+	return kafkamux.FollowSpec{Topic: srv.kafka.RetainedTopic(), Start: kafkamux.FromStart, Handler: srv.onRetained,
 		CaughtUp: srv.onRetainedCaughtUp}
 }
 
@@ -118,7 +118,7 @@ func (srv *Server) RetainedCount() int {
 // topic [MQTT-3.3.1-6] [MQTT-3.3.1-7], anything else replaces its retained message [MQTT-3.3.1-5]. Runs on the
 // shared reader's goroutine and must not block. m is this handler's alone (nothing else reads the retained
 // topic), so it is trimmed in place before it is stored.
-func (srv *Server) onRetained(_ int32, _ int64, m *offload.Message) {
+func (srv *Server) onRetained(_ int32, _ int64, m *kafkamux.Message) {
 	if m.Tombstone || len(m.Payload) == 0 || expired(m, time.Now()) {
 		srv.retained.remove(m.Topic, nil)
 		return
@@ -152,7 +152,7 @@ func (srv *Server) onRetainedCaughtUp() {
 // retainedFor appends to dst the retained messages owed to a new subscription of sess to filter, or, while
 // the index is still loading, holds the request and appends nothing (see the file comment). Runs on the loop;
 // filter borrows from the read buffer.
-func (srv *Server) retainedFor(sess *session, filter []byte, granted byte, subID uint32, dst []*offload.Message) []*offload.Message {
+func (srv *Server) retainedFor(sess *session, filter []byte, granted byte, subID uint32, dst []*kafkamux.Message) []*kafkamux.Message {
 	r := &srv.retained
 	if !r.ready.Load() {
 		r.waitMu.Lock()
@@ -173,7 +173,7 @@ func (srv *Server) retainedFor(sess *session, filter []byte, granted byte, subID
 // answerWaits queues the retained messages owed to subscriptions that waited for the index, and wakes their
 // connections. Runs on the reader goroutine (or in Start); takes session locks, no retained lock.
 func (srv *Server) answerWaits(waits []retainedWait) {
-	var msgs []*offload.Message
+	var msgs []*kafkamux.Message
 	for i := range waits {
 		w := &waits[i]
 		msgs = srv.retained.match(bytesOf(w.filter), msgs[:0])
@@ -200,13 +200,13 @@ func (srv *Server) answerWaits(waits []retainedWait) {
 }
 
 // expired reports whether m's Message Expiry deadline has passed.
-func expired(m *offload.Message, now time.Time) bool {
+func expired(m *kafkamux.Message, now time.Time) bool {
 	return !m.ExpiresAt.IsZero() && !now.Before(m.ExpiresAt)
 }
 
 // detach copies m's payload and correlation data, which point into a Kafka fetch buffer, into one allocation
 // of their own, so the stored message does not pin the buffer.
-func detach(m *offload.Message) {
+func detach(m *kafkamux.Message) {
 	np, nc := len(m.Payload), len(m.CorrelationData)
 	buf := make([]byte, np+nc)
 	copy(buf, m.Payload)
@@ -218,10 +218,10 @@ func detach(m *offload.Message) {
 }
 
 // rnode is one topic level of the retained index: the retained message of the topic that ends there, if any.
-type rnode = topictree.Node[*offload.Message]
+type rnode = topictree.Node[*kafkamux.Message]
 
 // set stores m as the retained message of m.Topic, replacing any. Runs on the reader goroutine.
-func (r *retainedStore) set(m *offload.Message) {
+func (r *retainedStore) set(m *kafkamux.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.root.Put(m.Topic)
@@ -232,7 +232,7 @@ func (r *retainedStore) set(m *offload.Message) {
 }
 
 // replace stores m as the retained message of its topic if old still is. Runs on any goroutine.
-func (r *retainedStore) replace(old, m *offload.Message) {
+func (r *retainedStore) replace(old, m *kafkamux.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n := r.root.Get(m.Topic); n != nil && n.Value == old {
@@ -242,10 +242,10 @@ func (r *retainedStore) replace(old, m *offload.Message) {
 
 // remove clears the retained message of topic, if it is only (when only is not nil), and drops the nodes left
 // empty. Runs on the reader goroutine, and on a loop for expired messages.
-func (r *retainedStore) remove(topic string, only *offload.Message) {
+func (r *retainedStore) remove(topic string, only *kafkamux.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.root.Remove(topic, func(m **offload.Message) bool {
+	if r.root.Remove(topic, func(m **kafkamux.Message) bool {
 		if *m == nil || (only != nil && *m != only) {
 			return false
 		}
@@ -256,12 +256,12 @@ func (r *retainedStore) remove(topic string, only *offload.Message) {
 	}
 }
 
-func noMessage(m **offload.Message) bool { return *m == nil }
+func noMessage(m **kafkamux.Message) bool { return *m == nil }
 
 // match appends the retained messages whose topic matches filter (a valid topic filter) and that have not
 // expired; expired ones it finds are removed. Runs on a loop, or on the reader goroutine for waiting
 // subscriptions.
-func (r *retainedStore) match(filter []byte, dst []*offload.Message) []*offload.Message {
+func (r *retainedStore) match(filter []byte, dst []*kafkamux.Message) []*kafkamux.Message {
 	w := matcher{now: time.Now(), dst: dst}
 	// The view of filter is used only during the walk: no level of it is stored.
 	f := unsafe.String(unsafe.SliceData(filter), len(filter))
@@ -277,11 +277,11 @@ func (r *retainedStore) match(filter []byte, dst []*offload.Message) []*offload.
 // matcher walks the trie for one filter. The read lock is held.
 type matcher struct {
 	now     time.Time
-	dst     []*offload.Message
-	expired []*offload.Message
+	dst     []*kafkamux.Message
+	expired []*kafkamux.Message
 }
 
-func (w *matcher) take(m *offload.Message) {
+func (w *matcher) take(m *kafkamux.Message) {
 	switch {
 	case m == nil:
 	case expired(m, w.now):

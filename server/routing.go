@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server/route"
@@ -204,7 +205,7 @@ func (srv *Server) routeFor(topic string) (r offload.Route, reason int, ok bool)
 func (srv *Server) createRouted(name string) {
 	rt := srv.rt
 	ctx, cancel := context.WithTimeout(rt.ctx, 30*time.Second)
-	err := srv.off.CreateTopic(ctx, name)
+	err := srv.kafka.CreateTopic(ctx, name)
 	cancel()
 	if err != nil {
 		rt.state.Store(name, topicMissing) // discovery forgets it, so a later publish tries again
@@ -220,11 +221,11 @@ func (srv *Server) createRouted(name string) {
 
 // routedFollowSpecs ensures the fixed routed topics exist and lists the templated ones, and returns the
 // follow specs of all of them, read from their end, for Start's FollowAll.
-func (srv *Server) routedFollowSpecs() ([]offload.FollowSpec, error) {
+func (srv *Server) routedFollowSpecs() ([]kafkamux.FollowSpec, error) {
 	rt := srv.rt
 	ctx, cancel := context.WithTimeout(rt.ctx, 60*time.Second)
 	defer cancel()
-	have, err := srv.off.ListTopicNames(ctx)
+	have, err := srv.kafka.ListTopicNames(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +235,7 @@ func (srv *Server) routedFollowSpecs() ([]offload.FollowSpec, error) {
 			continue
 		}
 		if !slices.Contains(have, f) {
-			if err := srv.off.CreateTopic(ctx, f); err != nil {
+			if err := srv.kafka.CreateTopic(ctx, f); err != nil {
 				return nil, fmt.Errorf("routed Kafka topic %q does not exist: %w", f, err)
 			}
 		}
@@ -245,9 +246,9 @@ func (srv *Server) routedFollowSpecs() ([]offload.FollowSpec, error) {
 			follow = append(follow, n)
 		}
 	}
-	specs := make([]offload.FollowSpec, 0, len(follow))
+	specs := make([]kafkamux.FollowSpec, 0, len(follow))
 	for _, n := range follow {
-		spec, ok := srv.routedSpec(n, offload.FromEnd)
+		spec, ok := srv.routedSpec(n, kafkamux.FromEnd)
 		if !ok {
 			srv.cfg.log.Warn("too many routed Kafka topics; not following", "topic", n, "limit", maxRoutedTopics)
 			continue
@@ -272,18 +273,18 @@ func (srv *Server) routedTemplate(name string) bool {
 
 // routedSpec registers a routed topic and returns its follow spec. The topic is ready for publishes once it is
 // followed (state is set by the caller after FollowAll).
-func (srv *Server) routedSpec(name string, start offload.Start) (offload.FollowSpec, bool) {
+func (srv *Server) routedSpec(name string, start kafkamux.Start) (kafkamux.FollowSpec, bool) {
 	t, ok := srv.rt.register(name)
 	if !ok {
-		return offload.FollowSpec{}, false
+		return kafkamux.FollowSpec{}, false
 	}
-	return offload.FollowSpec{Topic: name, Start: start,
-		Handler: func(p int32, off int64, m *offload.Message) { srv.deliverRecord(t, p, off, m) },
+	return kafkamux.FollowSpec{Topic: name, Start: start,
+		Handler: func(p int32, off int64, m *kafkamux.Message) { srv.deliverRecord(t, p, off, m) },
 		Started: func(begin map[int32]int64) { srv.initTopicPos(t, begin) }}, true
 }
 
 // markReady records that the routed topics are followed and take publishes.
-func (rt *routing) markReady(specs []offload.FollowSpec) {
+func (rt *routing) markReady(specs []kafkamux.FollowSpec) {
 	for _, sp := range specs {
 		if _, loaded := rt.state.Swap(sp.Topic, topicReady); !loaded {
 			rt.known.Add(1)
@@ -322,7 +323,7 @@ func (srv *Server) discover() (pending bool) {
 	rt.discoverMu.Lock()
 	defer rt.discoverMu.Unlock()
 	ctx, cancel := context.WithTimeout(rt.ctx, discoverEvery)
-	have, err := srv.off.ListTopicNames(ctx)
+	have, err := srv.kafka.ListTopicNames(ctx)
 	cancel()
 	if err != nil {
 		if rt.ctx.Err() == nil {
@@ -330,7 +331,7 @@ func (srv *Server) discover() (pending bool) {
 		}
 		return true
 	}
-	var specs []offload.FollowSpec
+	var specs []kafkamux.FollowSpec
 	for _, n := range have {
 		if v, ok := rt.state.Load(n); ok && v.(uint32) == topicReady {
 			continue
@@ -338,12 +339,12 @@ func (srv *Server) discover() (pending bool) {
 		if !srv.routedTemplate(n) {
 			continue
 		}
-		if spec, ok := srv.routedSpec(n, offload.FromStart); ok {
+		if spec, ok := srv.routedSpec(n, kafkamux.FromStart); ok {
 			specs = append(specs, spec)
 		}
 	}
 	if len(specs) > 0 {
-		if err := srv.off.FollowAll(specs...); err != nil {
+		if err := srv.kafka.FollowAll(specs...); err != nil {
 			srv.warn("cannot follow routed Kafka topics; retrying", "err", err)
 			return true
 		}

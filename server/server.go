@@ -12,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/internal/throttle"
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server/transport"
 )
@@ -21,7 +22,8 @@ type Server struct {
 	gnet.BuiltinEventEngine
 
 	cfg        cfg
-	off        *offload.Offload
+	off        *offload.Offload  // the loops' lanes: MQTT messages into Kafka, and back-pressure
+	kafka      Kafka             // the rest of Kafka: reads, session records, groups, admin (kafka.go)
 	specs      []transport.Spec  // the parsed listeners, in configuration order
 	transports *transport.Shared // what the listeners' transports share: limits, PROXY trust, TLS certificates
 
@@ -67,9 +69,10 @@ type Server struct {
 	events    throttle.Limiter // debug: connection-event lines, eventBurst per kind per second
 }
 
-// New builds a Server that hands messages to off. Call Start to listen.
-func New(off *offload.Offload, opts ...Opt) (*Server, error) {
-	srv := &Server{off: off, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[tp]int64),
+// New builds a Server that hands MQTT messages to off's lanes and reaches the rest of Kafka through kafka (the
+// *kafkamux.Mux off was built over). Call Start to listen.
+func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
+	srv := &Server{off: off, kafka: kafka, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[tp]int64),
 		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), stopped: make(chan error, 1)}
 	srv.cfg.defaults()
 	for _, o := range opts {
@@ -81,6 +84,9 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 	srv.lag.limit = int64(srv.cfg.readLagLimit)
 	if off == nil {
 		return nil, errors.New("invalid server configuration: nil offload")
+	}
+	if kafka == nil {
+		return nil, errors.New("invalid server configuration: nil Kafka")
 	}
 	if n := off.Lanes(); srv.cfg.eventLoops > n {
 		// Each loop owns one lane (loop.go): a loop without one would index past the lanes at its first OnBoot.
@@ -105,7 +111,7 @@ func New(off *offload.Offload, opts ...Opt) (*Server, error) {
 	srv.metrics.initListeners(srv.cfg.listeners)
 	srv.store = newStore(srv)
 	if len(srv.cfg.routes) > 0 {
-		rt, err := newRouting(&srv.cfg, off.RetainedTopic(), off.SessionsTopic(), off.CreatesTopics())
+		rt, err := newRouting(&srv.cfg, kafka.RetainedTopic(), kafka.SessionsTopic(), kafka.CreatesTopics())
 		if err != nil {
 			return nil, err
 		}
@@ -124,14 +130,14 @@ func (srv *Server) Start() error {
 	// One call, so the first fetch reads every topic; the retained one loads in the background
 	// (retained.go); sessions must be known before the first CONNECT is answered, so Start waits for them.
 	sessionsLoaded := make(chan struct{})
-	specs := []offload.FollowSpec{
+	specs := []kafkamux.FollowSpec{
 		{Topic: srv.cfg.messagesTopic, Handler: srv.onRecord, Started: srv.initReadPos},
 		srv.retainedFollow(),
-		{Topic: srv.off.SessionsTopic(), Start: offload.FromStart,
-			Raw:      func(r *offload.Record) { srv.store.onRecord(string(r.Key), r.Value, r.Partition) },
+		{Topic: srv.kafka.SessionsTopic(), Start: kafkamux.FromStart,
+			Raw:      func(r *kafkamux.Record) { srv.store.onRecord(string(r.Key), r.Value, r.Partition) },
 			CaughtUp: func() { close(sessionsLoaded) }},
 	}
-	var routed []offload.FollowSpec
+	var routed []kafkamux.FollowSpec
 	if srv.rt != nil {
 		var err error
 		if routed, err = srv.routedFollowSpecs(); err != nil { // routing.go
@@ -140,7 +146,7 @@ func (srv *Server) Start() error {
 		specs = append(specs, routed...)
 	}
 	srv.resolveShareMode() // share_group.go
-	if err := srv.off.FollowAll(specs...); err != nil {
+	if err := srv.kafka.FollowAll(specs...); err != nil {
 		return fmt.Errorf("cannot follow Kafka topics: %w", err)
 	}
 	if srv.rt != nil {
@@ -152,7 +158,7 @@ func (srv *Server) Start() error {
 	case <-sessionsLoaded:
 		srv.cfg.log.Info("sessions loaded from Kafka", "sessions", srv.store.count(), "took", time.Since(t0))
 	case <-time.After(srv.cfg.loadTimeout):
-		return fmt.Errorf("cannot load sessions from Kafka topic %s within %v", srv.off.SessionsTopic(), srv.cfg.loadTimeout)
+		return fmt.Errorf("cannot load sessions from Kafka topic %s within %v", srv.kafka.SessionsTopic(), srv.cfg.loadTimeout)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv.stopSaver, srv.runCtx = cancel, ctx // before ready: a will due at once reads runCtx
@@ -259,7 +265,7 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 
 // sendWill publishes a will message into Kafka. It may run on any goroutine (lanes are safe to call from
 // any): it uses the first lane, and retries while the lane is full.
-func (srv *Server) sendWill(m *offload.Message) {
+func (srv *Server) sendWill(m *kafkamux.Message) {
 	var rt offload.Route
 	if srv.rt != nil { // a will follows the route rules like any publish (routing.go)
 		var reason int
