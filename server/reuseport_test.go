@@ -30,7 +30,7 @@ func TestListenPortExclusive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := server.New(off, server.Listen("tcp://"+f.addr), server.EventLoops(2), server.Logger(quietLog))
+	second, err := server.New(off, mux, server.Listen("tcp://"+f.addr), server.EventLoops(2), server.Logger(quietLog))
 	if err != nil {
 		t.Fatal(err)
 	}
