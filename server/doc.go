@@ -1,6 +1,7 @@
 // Package server is Ferry's MQTT front end: gnet event loops own every plain TCP connection, decode packets in
-// place with mqttcodec, run the session state machine, and exchange records with Kafka through offload.
-// No goroutine is started per connection, and no loop ever waits for Kafka.
+// place with mqttcodec, run the session state machine, hand MQTT messages to Kafka through offload's lanes,
+// and reach the rest of Kafka through the interfaces of kafka.go. No goroutine is started per connection, and
+// no loop ever waits for Kafka.
 //
 // # File map
 //
@@ -8,8 +9,10 @@
 //
 //	server.go       Server, New, Start/Stop, the gnet engine; will publishing; logging helpers
 //	options.go      Opt and every option, with defaults and validation
-//	loop.go         one event loop's state: the ready list and notify (completions and deliveries back onto
-//	                the loop), lane back-pressure (block/unblock), the one-second tick
+//	loop.go         one event loop's state and service, the one way back onto it: notify (completions and
+//	                deliveries), lane back-pressure (block/unblock), the one-second tick
+//	task.go         one-off work handed back to a connection's loop (post, runOnLoop)
+//	kafka.go        Kafka: the small interfaces the server reaches Kafka through, besides the lanes
 //	keepalive.go    the loop's timing wheel: CONNECT timeouts and keep-alive
 //	procs.go        GOMAXPROCS: one P per loop above the runtime's default
 //	metrics.go      counters and histograms; stages.go: the per-stage latency of publishes and deliveries
@@ -48,5 +51,6 @@
 //	wills.go        wills and session expiry, decided once by the sessions topic's log
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
-// under both indexes), auth (identities, roles, topic patterns), route (--route rules).
+// under both indexes), auth (identities, roles, topic patterns), route (--route rules), payload (--payload
+// rules).
 package server

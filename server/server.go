@@ -245,7 +245,7 @@ func (srv *Server) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now().UnixNano()
 	for _, l := range loops {
 		l.lag.tickAt.CompareAndSwap(0, now) // the tick measures how long it waited for the loop (loop lag)
-		_ = l.el.Execute(context.Background(), l.tickFn)
+		l.tickSoon()
 	}
 	return time.Second, gnet.None
 }
