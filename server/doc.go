@@ -14,7 +14,6 @@
 //	task.go         one-off work handed back to a connection's loop (post, runOnLoop)
 //	kafka.go        Kafka: the small interfaces the server reaches Kafka through, besides the lanes
 //	keepalive.go    the loop's timing wheel: CONNECT timeouts and keep-alive
-//	procs.go        GOMAXPROCS: one P per loop above the runtime's default
 //	metrics.go      counters and histograms; stages.go: the per-stage latency of publishes and deliveries
 //	drain.go        graceful drain before a stop
 //
@@ -52,5 +51,5 @@
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
 // under both indexes), auth (identities, roles, topic patterns), route (--route rules), payload (--payload
-// rules).
+// rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server

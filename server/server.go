@@ -11,6 +11,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ferrymq/ferry/internal/procs"
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
@@ -62,7 +63,7 @@ type Server struct {
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
 
 	eng       gnet.Engine
-	procsHeld int // Ps reserved for the loops while they run (procs.go)
+	procsHeld int // Ps reserved for the loops while they run (internal/procs)
 	booted    chan struct{}
 	stopped   chan error
 	warnLim   throttle.Limiter // warn: one line per message per 10 s
@@ -174,8 +175,8 @@ func (srv *Server) Start() error {
 		addrs[i] = srv.specs[i].Addr()
 	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
-	// connections) always has one (procs.go).
-	procs.reserve(srv.cfg.eventLoops)
+	// connections) always has one (internal/procs).
+	procs.Reserve(srv.cfg.eventLoops)
 	srv.procsHeld = srv.cfg.eventLoops
 	go func() {
 		srv.stopped <- gnet.Rotate(srv, addrs,
@@ -221,9 +222,9 @@ func (srv *Server) Stop(ctx context.Context) error {
 	return nil
 }
 
-// releaseProcs gives back the Ps reserved for the loops once they have ended (procs.go).
+// releaseProcs gives back the Ps reserved for the loops once they have ended (internal/procs).
 func (srv *Server) releaseProcs() {
-	procs.release(srv.procsHeld)
+	procs.Release(srv.procsHeld)
 	srv.procsHeld = 0
 }
 
