@@ -32,13 +32,17 @@
 //	publish.go      PUBLISH: checks, the copy into a pooled request, the hand-off to the loop's lane, acks in order
 //	qos2.go         the QoS 2 handshake and its packet-id records (key format: internal/sessionkey)
 //	routing.go      --route: which Kafka topic a message goes to (rules compiled by server/route)
+//	contract.go     --payload: a PUBLISH checked or converted before the hand-off, a record turned back into JSON;
+//	                contract_hold.go: records held while their schema id is fetched
 //
 // Outbound messages, Kafka → MQTT:
 //
 //	deliver.go      a record from the shared reader matched (trie.go) and queued on the matching sessions
 //	trie.go         the subscription index; retained.go: the retained-message index (both on server/topictree)
 //	alias_out.go    outbound topic aliases
-//	share.go        shared subscriptions; share_kafka.go: their Kafka consumer groups
+//	share.go        shared subscriptions; share_kafka.go: their Kafka consumer groups; share_group.go: Kafka
+//	                share groups (KIP-932) instead
+//	readlag.go      how late the shared reader receives records; QoS 0 shed at ingest while it lags
 //
 // Sessions (state in the sessions topic, docs/sessions.md):
 //
@@ -48,6 +52,7 @@
 //	session.go      a session and its delivery queue; flight.go: its packet-id state
 //	store.go        the instance's view of the sessions topic and its writer; persist.go: what a session saves
 //	wills.go        wills and session expiry, decided once by the sessions topic's log
+//	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
 // under both indexes), auth (identities, roles, topic patterns), route (--route rules), payload (--payload
