@@ -99,11 +99,12 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 		srv.specs = append(srv.specs, ls)
 	}
 	var err error
-	srv.transports, err = transport.NewShared(srv.specs, transport.Options{MaxPacketSize: srv.cfg.maxPacketSize,
-		ProxyTrusted: srv.cfg.proxyTrusted, TLS: srv.cfg.tlsFiles(), HandshakeFailed: func(err error) {
+	srv.transports, err = transport.NewShared(srv.specs, transport.MaxPacketSize(srv.cfg.maxPacketSize),
+		transport.ProxyTrusted(srv.cfg.proxyTrusted), transport.TLS(srv.cfg.tlsFiles()),
+		transport.HandshakeFailed(func(err error) {
 			srv.metrics.transportErrors.Add(1)
 			srv.debug("TLS handshake failed", "err", err)
-		}})
+		}))
 	if err != nil {
 		return nil, err
 	}
