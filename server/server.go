@@ -177,7 +177,7 @@ func (srv *Server) Start() error {
 	}
 	reusePort, err := exclusiveReusePort(addrs) // reuseport.go
 	if err != nil {
-		return fmt.Errorf("cannot listen for MQTT on %v: %w", s.cfg.listeners, err)
+		return fmt.Errorf("cannot listen for MQTT on %v: %w", srv.cfg.listeners, err)
 	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
 	// connections) always has one (internal/procs).
