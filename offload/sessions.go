@@ -13,6 +13,12 @@ func (o *Offload) PutSession(key string, value []byte, done func(error)) {
 	o.mux.PutSession(key, value, done)
 }
 
+// PutSessionTombstone writes a tombstone of the sessions topic carrying the epoch of the connection it ends;
+// see kafkamux.Mux.PutSessionTombstone. It never blocks.
+func (o *Offload) PutSessionTombstone(key string, epoch int64, done func(error)) {
+	o.mux.PutSessionTombstone(key, epoch, done)
+}
+
 // ReadSessionsUpTo waits until every record the sessions topic held when it was called has been handed to
 // its raw follower, or ctx ends; see kafkamux.Mux.ReadUpTo. It blocks: never call it on an event loop.
 func (o *Offload) ReadSessionsUpTo(ctx context.Context) error {
