@@ -153,7 +153,7 @@ func (st *store) onQoS2Record(key string, value []byte, part int32) {
 	}
 	c.part = part
 	c.q2 = withQoS2(c.q2, pid, value != nil)
-	if c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && (c.owner == nil || c.owner.Expiry == 0) {
+	if c.empty() {
 		delete(st.clients, id)
 	}
 }

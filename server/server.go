@@ -52,9 +52,9 @@ type Server struct {
 	shares shareRegistry // shared subscriptions (share.go)
 	pw     pwPool        // password checks off the event loops (authz_password.go)
 
-	store     *store         // the sessions topic
-	due       dueWills       // wills due at once, published when their end record is read back (wills.go)
-	connRate  *connRateTable // --max-connection-rate; nil = off (limits.go)
+	store     *store                      // the sessions topic
+	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
+	connRate  *connRateTable              // --max-connection-rate; nil = off (limits.go)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
@@ -128,7 +128,7 @@ func (s *Server) Start() error {
 		{Topic: s.cfg.messagesTopic, Handler: s.onRecord, Started: s.initReadPos},
 		s.retainedFollow(),
 		{Topic: s.off.SessionsTopic(), Start: offload.FromStart,
-			Raw:      func(r *offload.Record) { s.store.onRecord(string(r.Key), r.Value, r.Partition) },
+			Raw:      s.store.onRaw,
 			CaughtUp: func() { close(sessionsLoaded) }},
 	}
 	var routed []offload.FollowSpec
@@ -257,9 +257,19 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
-// sendWill publishes a will message into Kafka. It may run on any goroutine (lanes are safe to call from
-// any): it uses the first lane, and retries while the lane is full.
-func (s *Server) sendWill(m *offload.Message) {
+// sendWillWith publishes a will message into Kafka and tombstones the sessions record named done (the will's
+// pending or stored record; "" none) with it: with transactions in the same one, so a kill leaves both or
+// neither; without, once Kafka acknowledged the will (a kill in between publishes it again: at least once).
+// A will the route rules or the payload contract refuse is not published and its record is tombstoned all the
+// same. A will Kafka fails keeps its record: it is published again by this instance's next run (wills.go,
+// recoverOwnConnections) or a processor. It may run on any goroutine (lanes are safe to call from any): it
+// uses the first lane, and retries while the lane is full.
+func (s *Server) sendWillWith(m *offload.Message, done string) {
+	tomb := func() {
+		if done != "" {
+			s.store.write(done, nil)
+		}
+	}
 	var rt offload.Route
 	if s.rt != nil { // a will follows the route rules like any publish (routing.go)
 		var reason int
@@ -267,21 +277,31 @@ func (s *Server) sendWill(m *offload.Message) {
 		if rt, reason, ok = s.routeFor(m.Topic); !ok {
 			s.metrics.routeRefused[reason].Add(1)
 			s.warn("will message not published: its topic is not routed", "topic", m.Topic, "reason", RouteRefusedNames[reason])
+			tomb()
 			return
 		}
 	}
 	if s.cfg.payload != nil {
 		var ok bool
 		if m, ok = s.checkWill(m); !ok { // contract.go
+			tomb()
 			return
 		}
 	}
 	s.metrics.willsSent.Add(1)
+	with := "" // the tombstone in the will's transaction
+	if s.off.Transactional() {
+		with = done
+	}
 	var try func()
 	try = func() {
-		err := s.off.Lane(0).TryPublishRouted(m, rt, "", nil, func(err error) {
+		err := s.off.Lane(0).TryPublishRouted(m, rt, with, nil, func(err error) {
 			if err != nil {
 				s.warn("will message not written to Kafka", "topic", m.Topic, "err", err)
+				return
+			}
+			if with == "" {
+				tomb()
 			}
 		})
 		if errors.Is(err, offload.ErrFull) {
