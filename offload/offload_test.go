@@ -72,8 +72,8 @@ func failProduce(c *kfake.Cluster, code int16) {
 	})
 }
 
-func msg(topic string, payload int) *Message {
-	return &Message{Topic: topic, Payload: make([]byte, payload), QoS: 1, ClientID: "c"}
+func msg(topic string, payload int) *kafkamux.Message {
+	return &kafkamux.Message{Topic: topic, Payload: make([]byte, payload), QoS: 1, ClientID: "c"}
 }
 
 // recorder counts done calls per publish and fails the test on a second one.
@@ -392,19 +392,19 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-// TestFollowPassThrough: a message published through a lane reaches a
+// TestLaneReachesFollower: a message published through a lane reaches a
 // follower of the messages topic.
-func TestFollowPassThrough(t *testing.T) {
+func TestLaneReachesFollower(t *testing.T) {
 	m := newMux(t)
 	o, err := New(m, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *Message, 1)
-	if err := o.Follow(o.MessagesTopic(), func(_ int32, _ int64, msg *Message) { got <- msg }); err != nil {
+	got := make(chan *kafkamux.Message, 1)
+	if err := m.Follow(m.MessagesTopic(), func(_ int32, _ int64, msg *kafkamux.Message) { got <- msg }); err != nil {
 		t.Fatal(err)
 	}
-	in := &Message{Topic: "a/b", Payload: []byte("hi"), QoS: 1, UserProps: []UserProp{{Key: "k", Value: "v"}}}
+	in := &kafkamux.Message{Topic: "a/b", Payload: []byte("hi"), QoS: 1, UserProps: []kafkamux.UserProp{{Key: "k", Value: "v"}}}
 	if err := o.Lane(0).TryPublish(in, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,7 @@ func (st *store) writeOwnRecord(id string, rec *ownerRec) {
 		panic("BUG: cannot encode sessions record: " + err.Error())
 	}
 	k := fenceKey{id, rec.Epoch}
-	st.srv.off.PutSession(storeKey(kindOwner, id), value, func(err error) {
+	st.srv.kafka.PutSession(storeKey(kindOwner, id), value, func(err error) {
 		if err == nil {
 			return
 		}

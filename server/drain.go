@@ -14,28 +14,28 @@ import (
 // client is told DISCONNECT 0x8B Server Shutting Down and every connection is closed on its loop, which writes
 // the final delivery offsets of persistent sessions. It returns when no client is connected or ctx ends. Call
 // Stop afterwards, then flush Kafka.
-func (s *Server) Drain(ctx context.Context) error {
-	s.draining.Store(true)
-	s.announceDraining(ctx) // with redirect: peers stop sending clients here before they are sent there
-	s.regMu.Lock()
+func (srv *Server) Drain(ctx context.Context) error {
+	srv.draining.Store(true)
+	srv.announceDraining(ctx) // with redirect: peers stop sending clients here before they are sent there
+	srv.regMu.Lock()
 	var conns []*conn
-	for _, sess := range s.sessions {
+	for _, sess := range srv.sessions {
 		sess.mu.Lock()
 		if sess.c != nil {
 			conns = append(conns, sess.c)
 		}
 		sess.mu.Unlock()
 	}
-	s.regMu.Unlock()
+	srv.regMu.Unlock()
 	for _, c := range conns {
 		c.shutDown()
 	}
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for s.metrics.sessionsConnected.Load() > 0 {
+	for srv.metrics.sessionsConnected.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cannot drain: %d clients still connected: %w", s.metrics.sessionsConnected.Load(), ctx.Err())
+			return fmt.Errorf("cannot drain: %d clients still connected: %w", srv.metrics.sessionsConnected.Load(), ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -43,14 +43,14 @@ func (s *Server) Drain(ctx context.Context) error {
 }
 
 // Ready reports whether the instance should receive traffic, and if not, why.
-func (s *Server) Ready() (bool, string) {
+func (srv *Server) Ready() (bool, string) {
 	switch {
-	case s.draining.Load():
+	case srv.draining.Load():
 		return false, "draining"
-	case !s.RetainedReady():
+	case !srv.RetainedReady():
 		return false, "loading retained messages"
-	case s.cfg.payload != nil:
-		return s.cfg.payload.Ready() // a payload rule whose registry schema is not loaded (contract.go)
+	case srv.cfg.payload != nil:
+		return srv.cfg.payload.Ready() // a payload rule whose registry schema is not loaded (contract.go)
 	}
 	return true, ""
 }

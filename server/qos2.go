@@ -28,7 +28,7 @@ import (
 
 // qos2InTxn reports whether a QoS 2 publish of c must carry its "q:" record in the message's transaction.
 func (c *conn) qos2InTxn(r *pubReq) bool {
-	return r.qos == 2 && c.sess.ps != nil && c.l.srv.off.Transactional()
+	return r.qos == 2 && c.sess.ps != nil && c.l.srv.kafka.Transactional()
 }
 
 // tryPublish hands r to the loop's lane, with its "q:" record when the session needs one. Runs on the loop.
@@ -59,7 +59,7 @@ func (c *conn) qos2Stored(r *pubReq) {
 func (c *conn) qos2Released(pid uint16) {
 	srv, sess, l := c.l.srv, c.sess, c.l
 	srv.store.setQoS2(sess.id, pid, false)
-	srv.off.PutSession(sessionkey.QoS2Key(sess.id, pid), nil, func(err error) {
+	srv.kafka.PutSession(sessionkey.QoS2Key(sess.id, pid), nil, func(err error) {
 		if err != nil {
 			srv.metrics.kafkaErrors.Add(1)
 			srv.warn("cannot release a QoS 2 packet id in the sessions topic", "client", sess.id, "err", err)

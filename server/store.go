@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/internal/sessionkey"
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 )
 
 // The sessions topic (compacted) holds every per-client record, keyed "<kind>:<client id>" so a Kafka tool
@@ -141,7 +141,7 @@ func (c *stored) empty() bool {
 
 // onRaw applies one record of the sessions topic as the shared reader hands it on. Runs on the reader
 // goroutine; must not block.
-func (st *store) onRaw(r *offload.Record) {
+func (st *store) onRaw(r *kafkamux.Record) {
 	var epoch int64 // of the connection a tombstone ends (sessionkey.EpochHeader); 0 = not said
 	if r.Value == nil {
 		for _, h := range r.Headers {
@@ -406,7 +406,7 @@ func (st *store) write(key string, value []byte) { st.writeThen(key, value, nil)
 // writeThen is write with done (may be nil), run on a Kafka callback goroutine once the record is
 // acknowledged or failed.
 func (st *store) writeThen(key string, value []byte, done func(error)) {
-	st.srv.off.PutSession(key, value, func(err error) {
+	st.srv.kafka.PutSession(key, value, func(err error) {
 		if err != nil {
 			st.srv.metrics.kafkaErrors.Add(1)
 			st.srv.warn("cannot write sessions record", "key", key, "err", err)
@@ -444,7 +444,7 @@ func (st *store) forget(id string, epoch int64, all bool) {
 // endOwner tombstones the owner key of client id, whose newest connection had epoch.
 func (st *store) endOwner(id string, epoch int64) {
 	key := storeKey(kindOwner, id)
-	st.srv.off.PutSessionTombstone(key, epoch, func(err error) {
+	st.srv.kafka.PutSessionTombstone(key, epoch, func(err error) {
 		if err != nil {
 			st.srv.metrics.kafkaErrors.Add(1)
 			st.srv.warn("cannot write sessions record", "key", key, "err", err)

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/internal/sessionkey"
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // Wills are decided by the sessions topic's log, so each is published exactly once whichever instance holds
@@ -59,8 +59,8 @@ func newWillRec(epoch int64, w *willMsg) *willRec {
 }
 
 // message builds the will's message at publication time.
-func (r *willRec) message(clientID string, now time.Time) *offload.Message {
-	m := &offload.Message{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, ClientID: clientID,
+func (r *willRec) message(clientID string, now time.Time) *kafkamux.Message {
+	m := &kafkamux.Message{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, ClientID: clientID,
 		ContentType: r.ContentType, ResponseTopic: r.ResponseTopic, CorrelationData: r.Correlation}
 	if r.PayloadFormat != nil {
 		m.PayloadFormat, m.HasPayloadFormat = *r.PayloadFormat, true
@@ -69,7 +69,7 @@ func (r *willRec) message(clientID string, now time.Time) *offload.Message {
 		m.ExpiresAt = now.Add(time.Duration(r.Expiry) * time.Second)
 	}
 	for _, u := range r.User {
-		m.UserProps = append(m.UserProps, offload.UserProp{Key: u[0], Value: u[1]})
+		m.UserProps = append(m.UserProps, kafkamux.UserProp{Key: u[0], Value: u[1]})
 	}
 	return m
 }
@@ -218,7 +218,7 @@ func (srv *Server) processor(ctx context.Context) {
 func (srv *Server) readSessionsUpTo(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, srv.cfg.sessionsWait)
 	defer cancel()
-	if err := srv.off.ReadSessionsUpTo(ctx); err != nil {
+	if err := srv.kafka.ReadUpTo(ctx, srv.kafka.SessionsTopic()); err != nil {
 		if ctx.Err() == nil || !errors.Is(err, context.Canceled) {
 			srv.warn("deciding no will or expiry now: the sessions topic could not be read up to its end", "err", err)
 		}

@@ -29,7 +29,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 )
 
 // Set is the compiled payload rules of an instance. Safe for concurrent use.
@@ -62,7 +62,7 @@ type loaded struct {
 	format  Format
 	id      int // registry id; 0 = none (file schema without id=)
 	version int
-	hdr     *offload.ValueSchema // the record headers naming it; nil for json
+	hdr     *kafkamux.ValueSchema // the record headers naming it; nil for json
 }
 
 type cfg struct {
@@ -135,9 +135,9 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 	return s, nil
 }
 
-func header(sp *Spec, ref string, id int) *offload.ValueSchema {
+func header(sp *Spec, ref string, id int) *kafkamux.ValueSchema {
 	f := sp.Format
-	h := &offload.ValueSchema{Format: []byte(f.String()), Ref: []byte(ref), Binary: f == Avro || f == Protobuf || sp.Frame}
+	h := &kafkamux.ValueSchema{Format: []byte(f.String()), Ref: []byte(ref), Binary: f == Avro || f == Protobuf || sp.Frame}
 	if id > 0 {
 		h.ID = []byte(strconv.Itoa(id))
 	}
@@ -169,7 +169,7 @@ func (e *Unavailable) Error() string { return "schema not available: " + e.Why }
 // itself (json, jsonschema; with framing=confluent after the Confluent wire format header) or its conversion
 // in the Confluent wire format (avro, protobuf; the body alone for a file schema without id=). hdr names the schema for the record's headers (nil for json). It fails with
 // *Invalid (counted) or *Unavailable (counted). Runs on an event loop: it computes only.
-func (s *Set) Ingest(i int, dst, payload []byte) (out []byte, hdr *offload.ValueSchema, err error) {
+func (s *Set) Ingest(i int, dst, payload []byte) (out []byte, hdr *kafkamux.ValueSchema, err error) {
 	r := s.rules[i]
 	l := r.cur.Load()
 	if l == nil {
