@@ -150,16 +150,12 @@ func (st *store) onRaw(r *kafkamux.Record) {
 			}
 		}
 	}
-	st.onRecordEpoch(string(r.Key), r.Value, r.Partition, epoch)
+	st.onRecord(string(r.Key), r.Value, r.Partition, epoch)
 }
 
-// onRecord applies one sessions-topic record. It runs on the reader goroutine and must not block.
-func (st *store) onRecord(key string, value []byte, part int32) {
-	st.onRecordEpoch(key, value, part, 0)
-}
-
-// onRecordEpoch is onRecord for a tombstone that says the epoch of the connection it ends (0: not said).
-func (st *store) onRecordEpoch(key string, value []byte, part int32, tombEpoch int64) {
+// onRecord applies one sessions-topic record; tombEpoch is the epoch of the connection a tombstone ends, 0 if
+// it does not say. It runs on the reader goroutine and must not block.
+func (st *store) onRecord(key string, value []byte, part int32, tombEpoch int64) {
 	kind, id, ok := sessionkey.Split(key)
 	if !ok {
 		st.srv.warn("skipping sessions record with an unknown key", "key", key)
