@@ -308,6 +308,26 @@ func (st *store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 	}
 }
 
+// update applies fn to client id's index entry under st.mu, creating the entry if create is set (a record
+// with a value) and dropping it when fn leaves it empty. Runs on the reader goroutine.
+func (st *store) update(id string, part int32, create bool, fn func(c *stored)) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.clients[id]
+	if c == nil {
+		if !create {
+			return
+		}
+		c = &stored{}
+		st.clients[id] = c
+	}
+	c.part = part
+	fn(c)
+	if c.empty() {
+		delete(st.clients, id)
+	}
+}
+
 // decodeRec parses a record value of a known version; a tombstone gives nil.
 func decodeRec[T any](value []byte) (*T, error) {
 	if value == nil {

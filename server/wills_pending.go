@@ -29,24 +29,6 @@ type pendingWill struct {
 	round  int    // that record's round
 }
 
-// withPending returns a copy of m with epoch's pending will set to p (nil: removed), nil when empty: the
-// index's copies (lookup) share the map, so it is never changed in place.
-func withPending(m map[int64]*pendingWill, epoch int64, p *pendingWill) map[int64]*pendingWill {
-	out := make(map[int64]*pendingWill, len(m)+1)
-	for k, v := range m {
-		out[k] = v
-	}
-	if p == nil {
-		delete(out, epoch)
-	} else {
-		out[epoch] = p
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
-}
-
 // onPendingRecord applies a "p:" record read from the sessions topic. Runs on the reader goroutine.
 func (st *store) onPendingRecord(key string, value []byte, part int32) {
 	id, epoch, ok := sessionkey.ParsePending(key[2:])
@@ -59,28 +41,16 @@ func (st *store) onPendingRecord(key string, value []byte, part int32) {
 		st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
 		return
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	c := st.clients[id]
-	if c == nil {
-		if w == nil {
-			return
+	st.update(id, part, w != nil, func(c *stored) {
+		var p *pendingWill
+		if w != nil {
+			p = &pendingWill{will: w}
+			if old := c.pending[epoch]; old != nil {
+				p.winner, p.round = old.winner, old.round // the same will written again by a claim that lost
+			}
 		}
-		c = &stored{}
-		st.clients[id] = c
-	}
-	c.part = part
-	var p *pendingWill
-	if w != nil {
-		p = &pendingWill{will: w}
-		if old := c.pending[epoch]; old != nil {
-			p.winner, p.round = old.winner, old.round // the same will written again by a claim that lost
-		}
-	}
-	c.pending = withPending(c.pending, epoch, p)
-	if c.empty() {
-		delete(st.clients, id)
-	}
+		c.pending = withEntry(c.pending, epoch, p, p != nil)
+	})
 }
 
 // claimPending notes end record o of the client: the first of its epoch and round (first) wins the pending
@@ -95,7 +65,7 @@ func (c *stored) claimPending(o *ownerRec, first bool, self string) (orphan bool
 		return false
 	}
 	if first {
-		c.pending = withPending(c.pending, o.Epoch, &pendingWill{will: p.will, winner: o.Instance, round: o.Round})
+		c.pending = withEntry(c.pending, o.Epoch, &pendingWill{will: p.will, winner: o.Instance, round: o.Round}, true)
 		return false
 	}
 	return o.Instance == self && p.winner == ""

@@ -1,10 +1,12 @@
 package server_test
 
 import (
+	"net"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ferrymq/ferry/server"
@@ -75,16 +77,7 @@ func TestLateOwnerTombstoneEndsOnlyItsConnection(t *testing.T) {
 	}
 
 	// From the end record of the dropped connection on, A's writes (the owner tombstone too) wait until release.
-	stalled, release := holdBack(cluster,
-		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, "tomb-a", []byte("o:tomb")) },
-		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, "tomb-a", nil) })
-	defer release()
-	first.nc.Close()
-	select {
-	case <-stalled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("A wrote no end record for the dropped connection")
-	}
+	release := dropHoldingEnd(t, cluster, "tomb-a", "o:tomb", first.nc)
 	second := dialV5(t, b.addr, &paho.Connect{ClientID: "tomb", CleanStart: true,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(2)}})
 	second.sub(t, paho.SubscribeOptions{Topic: "tomb/in", QoS: 1})
@@ -117,16 +110,7 @@ func TestLateEndRecordSurvivesCompaction(t *testing.T) {
 	b := startInstance(t, kafka, hb, server.HandoffTimeout(300*time.Millisecond))
 	first := dialV5(t, a.addr, persistent("compact", true))
 
-	stalled, release := holdBack(cluster,
-		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, "compact-a", []byte("o:compact")) },
-		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, "compact-a", nil) })
-	defer release()
-	first.nc.Close()
-	select {
-	case <-stalled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("A wrote no end record for the dropped connection")
-	}
+	release := dropHoldingEnd(t, cluster, "compact-a", "o:compact", first.nc)
 	connectWithWill(t, b.addr, "compact", 0) // gives up waiting for A's hand-over after 300 ms
 	release()                                // A's end record lands after B's owner record
 	onA := dialV5(t, a.addr, &paho.Connect{ClientID: "compact-sync", CleanStart: true})
@@ -144,4 +128,22 @@ func TestLateEndRecordSurvivesCompaction(t *testing.T) {
 		t.Fatalf("got %s %q", m.Topic, m.Payload)
 	}
 	watch.none(t, 2*time.Second)
+}
+
+// dropHoldingEnd closes nc, a client's connection to the instance of transactional id txn, without DISCONNECT,
+// and holds that instance's writes back in kfake from its record with key (the end record) on, until release
+// (also run at the test's end).
+func dropHoldingEnd(t *testing.T, cluster *kfake.Cluster, txn, key string, nc net.Conn) (release func()) {
+	t.Helper()
+	stalled, release := holdBack(cluster,
+		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, txn, []byte(key)) },
+		func(req *kmsg.ProduceRequest) bool { return fromTxn(req, txn, nil) })
+	t.Cleanup(release)
+	nc.Close()
+	select {
+	case <-stalled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no end record written for the dropped connection")
+	}
+	return release
 }
