@@ -27,7 +27,8 @@
 #
 # Environment: DURATION [30s]  CLIENTS [40]  KILLS [0]  THINK [0s] (ferry-chaos sessions --think: a random pause
 #   before each operation; kfake compacts only with COMPACT, so a long run with kills wants a smaller sessions topic)
-#   COMPACT [1]  WILL_HOLD [300ms]
+#   COMPACT [1]  WILL_HOLD [300ms]  LOG_LEVEL [warn] (the instances' --log-level; debug logs each claim and
+#   each will due at once published)
 #   CLOSE_EVERY [0] (ferry-chaos sessions --close-every: one move in this many first closes the connection)
 #   KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
 # Verdict: "sessions: PASS|FAIL …" with the kills done and the session moves; exit 1 on a violation, when an
@@ -53,7 +54,7 @@ mqtt=(); admin=(); ipid=()
 start_instance() { # instance number: starts it and waits until it is ready
   local i=$1 n
   "$work/ferry" --mqtt "tcp://127.0.0.1:${mqtt[$i]}" --kafka-brokers "127.0.0.1:$KAFKA" --admin "127.0.0.1:${admin[$i]}" \
-    --instance-id "check-$i" --kafka-transactional-id "$txn-$i" --chaos-will-hold "$WILL_HOLD" --log-level warn >>"$work/ferry-$i.log" 2>&1 &
+    --instance-id "check-$i" --kafka-transactional-id "$txn-$i" --chaos-will-hold "$WILL_HOLD" --log-level "${LOG_LEVEL:-warn}" >>"$work/ferry-$i.log" 2>&1 &
   ipid[$i]=$!; pids+=("$!")
   for ((n = 0; n < 900; n++)); do curl -sf -o /dev/null "http://127.0.0.1:${admin[$i]}/readyz" && return 0; sleep 0.1; done
   echo "sessions: FAIL instance $i did not become ready"; tail "$work/ferry-$i.log"; KEEP=1

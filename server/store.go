@@ -440,6 +440,7 @@ func (st *store) forget(id string, epoch int64, all bool) {
 	st.mu.Lock()
 	c := st.clients[id]
 	hasSess, hasDeliv := c != nil && c.sess != nil, c != nil && c.deliv != nil
+	hasWill := c != nil && c.will != nil && c.will.Epoch == epoch // a newer connection's will is not this end's
 	var q2 map[uint16]struct{}
 	if c != nil {
 		q2, c.q2 = c.q2, nil
@@ -453,6 +454,9 @@ func (st *store) forget(id string, epoch int64, all bool) {
 	}
 	if all || hasDeliv {
 		st.put(kindDelivery, id, nil)
+	}
+	if all || hasWill {
+		st.put(kindWill, id, nil) // a will published at once keeps its record until here (publishPendingOf)
 	}
 	st.endOwner(id, epoch)
 }

@@ -85,6 +85,8 @@ func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue 
 // first as the pending will of the connection ("p:<id>\x00<epoch>"), so that once the claim wins, the will is
 // in Kafka until it is published, whoever publishes it (wills_pending.go). Runs on any goroutine.
 func (srv *Server) claimEnd(id string, rec *ownerRec, now *willRec) {
+	srv.debug("claiming the end of a connection", "client", id, "epoch", rec.Epoch, "round", rec.Round, "will", rec.Will,
+		"due_now", now != nil)
 	if now != nil {
 		rec.Now = true
 		srv.store.putKey(sessionkey.PendingKey(id, rec.Epoch), now, nil) // same producer, same partition: before rec

@@ -90,24 +90,22 @@ func (srv *Server) publishPendingOf(id string, end *ownerRec) {
 		srv.warn("will due at once not published: its pending record was not read before its claim", "client", id)
 		return
 	}
-	// Published: a stored will of this connection is done with. A client that connected again replaces or
-	// cancels the key itself (completeConnect): left to it, so its new will is not deleted by a late tombstone.
-	stored := st.will != nil && st.will.Epoch == end.Epoch && (st.owner == nil || st.owner.Epoch <= end.Epoch)
-	go srv.publishPending(id, end.Epoch, p.will, stored) // a payload check may ask the schema registry
+	srv.debug("publishing a will due at once", "client", id, "epoch", end.Epoch, "round", end.Round)
+	// The "w:" record stays: a claim of "now" is never published from it (the processor and a restart publish
+	// the pending record), and a tombstone written now could land after the record of the client's next CONNECT
+	// with a will — which replaces this one or deletes it itself (completeConnect), as the end of the session
+	// does (forget).
+	go srv.publishPending(id, end.Epoch, p.will) // a payload check may ask the schema registry
 }
 
 // publishPending publishes pending will w of client id's connection epoch and tombstones its record with it
-// (sendWillWith); stored: the "w:" record still holds it and is tombstoned too. Runs on any goroutine but the
-// reader's.
-func (srv *Server) publishPending(id string, epoch int64, w *willRec, stored bool) {
+// (sendWillWith). Runs on any goroutine but the reader's.
+func (srv *Server) publishPending(id string, epoch int64, w *willRec) {
 	if h := srv.willHook.Load(); h != nil && (*h)() {
 		return
 	}
 	if d := srv.cfg.willHold; d > 0 {
 		time.Sleep(d) // fault testing (WillHold): this goroutine is the will's own
-	}
-	if stored {
-		srv.store.put(kindWill, id, nil)
 	}
 	srv.sendWillWith(w.message(id, time.Now()), sessionkey.PendingKey(id, epoch))
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/server"
 )
 
@@ -58,6 +59,36 @@ func TestPendingWillSurvivesItsClaimerKilled(t *testing.T) {
 			watch.none(t, 2*time.Second) // once
 		})
 	}
+}
+
+// Publishing a will due at once leaves the client's "w:" record alone: the client's next connection, here at
+// once on the same instance while the first will is held back (WillHold), has written its own will there, and
+// a tombstone written with the first will's publication deleted it — so when that instance then died, the
+// second connection's will was lost. The history checker found this with --chaos-will-hold.
+func TestNextWillSurvivesThePublicationOfThePrevious(t *testing.T) {
+	_, kafka := startKafka(t)
+	hb := server.Heartbeats(200*time.Millisecond, time.Second)
+	a := startInstance(t, kafka, hb, server.WillHold(500*time.Millisecond))
+	b := startInstance(t, kafka, hb)
+	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "nx-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	connect := func(life string, clean bool) *raw {
+		return connectRaw(t, a.addr, "nx", clean, !clean, func(p *mqttcodec.Connect) {
+			p.WillFlag, p.WillQoS, p.WillTopic, p.WillPayload = true, 1, []byte("wills/nx"), []byte(life)
+		})
+	}
+	first := connect("life 1", true)
+	first.nc.Close()                   // the will of life 1 is due now: claimed, then held 500 ms
+	time.Sleep(150 * time.Millisecond) // A has read its claim back: the hold has begun
+	connect("life 2", false)           // its will is in Kafka before its CONNACK, within the hold
+	if m := watch.next(t); string(m.Payload) != "life 1" {
+		t.Fatalf("got %q, want the will of life 1", m.Payload)
+	}
+	a.crash() // life 2's connection dies with A: B ends it once A is known dead
+	if m := watch.next(t); string(m.Payload) != "life 2" {
+		t.Fatalf("got %q, want the will of life 2", m.Payload)
+	}
+	watch.none(t, 2*time.Second)
 }
 
 // An owner tombstone that reaches Kafka after a newer connection's records — the end of a session that ended
