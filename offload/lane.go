@@ -356,14 +356,6 @@ func (l *Lane) OnSpace(fn func()) {
 	l.mu.Unlock()
 }
 
-// InFlight returns the records and bytes the lane has produced and not yet
-// seen completed.
-func (l *Lane) InFlight() (records, bytes int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.recs, l.bytes
-}
-
 // Stats are a lane's counters since it was created.
 type Stats struct {
 	Published                      uint64 // publishes Kafka acknowledged

@@ -1,13 +1,10 @@
 package server
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"maps"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
@@ -376,24 +373,26 @@ func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore
 	return sess, present, from, resend
 }
 
-// kick disconnects c from another goroutine or loop: it is done on c's own loop.
+// kick disconnects c from another goroutine or loop: it is done on c's own loop (kicked).
 func (c *conn) kick(reason mqttcodec.ReasonCode) {
-	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		if c.closed {
-			return nil // endSession saw the takeover
-		}
-		if reason == mqttcodec.SessionTakenOver {
-			c.claimTakenOverWill(true) // a will of delay 0 is due (wills.go)
-		}
-		c.disconnect = true // the session moved on: the connection's will is not sent (again)
-		if c.version >= mqttcodec.Version5 {
-			c.sendDisconnect(reason, "")
-			c.closeLinger() // the old client may be sending: it reads 0x8E (linger.go)
-			return nil
-		}
-		c.close()
-		return nil
-	}))
+	c.l.post(task{c: c, kind: taskKick, reason: reason})
+}
+
+// kicked ends c because its session moved on. Runs on the loop.
+func (c *conn) kicked(reason mqttcodec.ReasonCode) {
+	if c.closed {
+		return // endSession saw the takeover
+	}
+	if reason == mqttcodec.SessionTakenOver {
+		c.claimTakenOverWill(true) // a will of delay 0 is due (wills.go)
+	}
+	c.disconnect = true // the session moved on: the connection's will is not sent (again)
+	if c.version >= mqttcodec.Version5 {
+		c.sendDisconnect(reason, "")
+		c.closeLinger() // the old client may be sending: it reads 0x8E (linger.go)
+		return
+	}
+	c.close()
 }
 
 // discard ends a session for good: its subscriptions leave the trie and its queue is freed. The registry lock

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
-
 	"github.com/ferrymq/ferry/mqttcodec"
 )
 
@@ -56,23 +54,24 @@ func (srv *Server) Ready() (bool, string) {
 }
 
 // shutDown ends c because the server stops: v5 clients are told 0x8B [MQTT-3.14.2-1]. The will is published,
-// as for any end the client did not ask for. Runs the work on c's loop.
-func (c *conn) shutDown() {
-	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		if c.closed {
-			return nil
+// as for any end the client did not ask for. Runs on any goroutine; the work is done on c's loop
+// (shutDownNow).
+func (c *conn) shutDown() { c.l.post(task{c: c, kind: taskShutDown}) }
+
+// shutDownNow is shutDown's work. Runs on the loop.
+func (c *conn) shutDownNow() {
+	if c.closed {
+		return
+	}
+	if c.version >= mqttcodec.Version5 && c.phase == phaseConnected {
+		if ref := c.drainTarget(); ref != "" {
+			// With redirect, the client is sent to the instance that owns its shard now (redirect.go).
+			c.sendDisconnectRef(mqttcodec.UseAnotherServer, "", ref)
+			c.l.srv.metrics.limits.drainRedirects.Add(1)
+		} else {
+			c.sendDisconnect(mqttcodec.ServerShuttingDown, "server shutting down")
 		}
-		if c.version >= mqttcodec.Version5 && c.phase == phaseConnected {
-			if ref := c.drainTarget(); ref != "" {
-				// With redirect, the client is sent to the instance that owns its shard now (redirect.go).
-				c.sendDisconnectRef(mqttcodec.UseAnotherServer, "", ref)
-				c.l.srv.metrics.limits.drainRedirects.Add(1)
-			} else {
-				c.sendDisconnect(mqttcodec.ServerShuttingDown, "server shutting down")
-			}
-		}
-		c.closeWhy = closeShutdown
-		c.close()
-		return nil
-	}))
+	}
+	c.closeWhy = closeShutdown
+	c.close()
 }

@@ -1,10 +1,7 @@
 package server
 
 import (
-	"context"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/internal/sessionkey"
 	"github.com/ferrymq/ferry/mqttcodec"
@@ -73,20 +70,23 @@ func (c *conn) qos2Released(pid uint16) {
 			}
 			sess.mu.Unlock()
 		}
-		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			if c.closed || c.sess != sess {
-				return nil
-			}
-			if err != nil {
-				c.closeWhy = closeKafkaError
-				c.close()
-				return nil
-			}
-			c.writeAck(mqttcodec.PUBCOMP, pid, mqttcodec.Success, "")
-			c.flushOut()
-			return nil
-		}))
+		l.post(task{c: c, kind: taskPUBCOMP, sess: sess, pid: pid, err: err})
 	})
+}
+
+// pubcompStored answers a PUBREL once its release is stored (err nil) with PUBCOMP, or closes the connection
+// when it could not be. Runs on the loop (task).
+func (c *conn) pubcompStored(sess *session, pid uint16, err error) {
+	if c.closed || c.sess != sess {
+		return
+	}
+	if err != nil {
+		c.closeWhy = closeKafkaError
+		c.close()
+		return
+	}
+	c.writeAck(mqttcodec.PUBCOMP, pid, mqttcodec.Success, "")
+	c.flushOut()
 }
 
 // setQoS2 records in the index that a client's inbound QoS 2 id is (or no longer is) waiting for PUBREL,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ferrymq/ferry/internal/procs"
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
@@ -62,7 +63,7 @@ type Server struct {
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
 
 	eng       gnet.Engine
-	procsHeld int // Ps reserved for the loops while they run (procs.go)
+	procsHeld int // Ps reserved for the loops while they run (internal/procs)
 	booted    chan struct{}
 	stopped   chan error
 	warnLim   throttle.Limiter // warn: one line per message per 10 s
@@ -98,11 +99,12 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 		srv.specs = append(srv.specs, ls)
 	}
 	var err error
-	srv.transports, err = transport.NewShared(srv.specs, transport.Options{MaxPacketSize: srv.cfg.maxPacketSize,
-		ProxyTrusted: srv.cfg.proxyTrusted, TLS: srv.cfg.tlsFiles(), HandshakeFailed: func(err error) {
+	srv.transports, err = transport.NewShared(srv.specs, transport.MaxPacketSize(srv.cfg.maxPacketSize),
+		transport.ProxyTrusted(srv.cfg.proxyTrusted), transport.TLS(srv.cfg.tlsFiles()),
+		transport.HandshakeFailed(func(err error) {
 			srv.metrics.transportErrors.Add(1)
 			srv.debug("TLS handshake failed", "err", err)
-		}})
+		}))
 	if err != nil {
 		return nil, err
 	}
@@ -174,8 +176,8 @@ func (srv *Server) Start() error {
 		addrs[i] = srv.specs[i].Addr()
 	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
-	// connections) always has one (procs.go).
-	procs.reserve(srv.cfg.eventLoops)
+	// connections) always has one (internal/procs).
+	procs.Reserve(srv.cfg.eventLoops)
 	srv.procsHeld = srv.cfg.eventLoops
 	go func() {
 		srv.stopped <- gnet.Rotate(srv, addrs,
@@ -221,9 +223,9 @@ func (srv *Server) Stop(ctx context.Context) error {
 	return nil
 }
 
-// releaseProcs gives back the Ps reserved for the loops once they have ended (procs.go).
+// releaseProcs gives back the Ps reserved for the loops once they have ended (internal/procs).
 func (srv *Server) releaseProcs() {
-	procs.release(srv.procsHeld)
+	procs.Release(srv.procsHeld)
 	srv.procsHeld = 0
 }
 
@@ -245,7 +247,7 @@ func (srv *Server) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now().UnixNano()
 	for _, l := range loops {
 		l.lag.tickAt.CompareAndSwap(0, now) // the tick measures how long it waited for the loop (loop lag)
-		_ = l.el.Execute(context.Background(), l.tickFn)
+		l.tickSoon()
 	}
 	return time.Second, gnet.None
 }

@@ -73,30 +73,55 @@ type cfg struct {
 	log     *slog.Logger
 }
 
-// Opt configures a Set.
-type Opt func(*cfg)
+// Opt configures a Set. Options follow franz-go's style, as the rest of Ferry's do: an interface over an
+// unexported config that has defaults() and validate(), so only this package can make one.
+type Opt interface{ apply(*cfg) }
+
+type opt func(*cfg)
+
+func (o opt) apply(c *cfg) { o(c) }
+
+func (c *cfg) defaults() {
+	c.refresh, c.timeout, c.log = 5*time.Minute, 10*time.Second, slog.New(slog.DiscardHandler)
+}
+
+func (c *cfg) validate() error {
+	switch {
+	case c.refresh < 0:
+		return fmt.Errorf("invalid schema refresh interval %v: want 0 (never) or positive", c.refresh)
+	case c.timeout <= 0:
+		return fmt.Errorf("invalid schema registry timeout %v: want a positive duration", c.timeout)
+	case c.log == nil:
+		return errors.New("invalid payload rules logger: nil")
+	}
+	if c.hold <= 0 {
+		c.hold = c.timeout
+	}
+	return nil
+}
 
 // Registry sets the schema registry client of registry: sources. Default: none (a registry: rule is an error).
-func Registry(cl *sr.Client) Opt { return func(c *cfg) { c.reg = cl } }
+func Registry(cl *sr.Client) Opt { return opt(func(c *cfg) { c.reg = cl }) }
 
 // Refresh sets how often rules on a subject's latest version look for a new one. Default 5m; 0 = never.
-func Refresh(d time.Duration) Opt { return func(c *cfg) { c.refresh = d } }
+func Refresh(d time.Duration) Opt { return opt(func(c *cfg) { c.refresh = d }) }
 
 // FetchTimeout bounds one registry request. Default 10s.
-func FetchTimeout(d time.Duration) Opt { return func(c *cfg) { c.timeout = d } }
+func FetchTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.timeout = d }) }
 
 // Logger sets the logger of registry trouble. Default: discard.
-func Logger(l *slog.Logger) Opt { return func(c *cfg) { c.log = l } }
+func Logger(l *slog.Logger) Opt { return opt(func(c *cfg) { c.log = l }) }
 
 // New parses the rules (FILTER=FORMAT[:SOURCE][;OPTION]..., see [Spec]) in order and loads file schemas; registry
 // schemas load when Start runs. Errors name the rule.
 func New(specs []string, opts ...Opt) (*Set, error) {
-	c := cfg{refresh: 5 * time.Minute, timeout: 10 * time.Second, log: slog.New(slog.DiscardHandler)}
+	var c cfg
+	c.defaults()
 	for _, o := range opts {
-		o(&c)
+		o.apply(&c)
 	}
-	if c.hold <= 0 {
-		c.hold = c.timeout
+	if err := c.validate(); err != nil {
+		return nil, err
 	}
 	s := &Set{cfg: c, done: make(chan struct{}), ids: map[int]*idState{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
