@@ -85,12 +85,12 @@ func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue 
 // first as the pending will of the connection ("p:<id>\x00<epoch>"), so that once the claim wins, the will is
 // in Kafka until it is published, whoever publishes it (wills_pending.go). Runs on any goroutine.
 func (srv *Server) claimEnd(id string, rec *ownerRec, now *willRec) {
-	srv.debug("claiming the end of a connection", "client", id, "epoch", rec.Epoch, "round", rec.Round, "will", rec.Will,
-		"due_now", now != nil)
 	if now != nil {
 		rec.Now = true
 		srv.store.putKey(sessionkey.PendingKey(id, rec.Epoch), now, nil) // same producer, same partition: before rec
 	}
+	srv.debug("claiming the end of a connection", "client", id, "epoch", rec.Epoch, "round", rec.Round, "will", rec.Will,
+		"due_now", rec.Now)
 	srv.store.put(kindOwner, id, rec)
 }
 
@@ -352,9 +352,9 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	for _, e := range append(pending, won...) {
 		srv.connectionEnded(e.id, e.rec)
 	}
-	pending = append(pending, won...)
-	if len(pending) > 0 {
-		srv.cfg.log.Info("took over the pending wills of this instance's previous run", "instance", st.instance, "wills", len(pending))
+	if len(pending)+len(won) > 0 {
+		srv.cfg.log.Info("took over the pending wills of this instance's previous run", "instance", st.instance,
+			"delayed", len(pending), "due_at_once", len(won))
 	}
 	if len(ends) > 0 {
 		srv.cfg.log.Info("ended the connections of this instance's previous run", "instance", st.instance, "connections", len(ends))

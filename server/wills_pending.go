@@ -128,5 +128,6 @@ func (srv *Server) reassertOwner(id string, o *ownerRec) {
 	if s.c == nil || s.c.epoch != o.Epoch {
 		return
 	}
+	srv.debug("owner record written again after a late record of an older connection", "client", id, "epoch", o.Epoch)
 	srv.store.put(kindOwner, id, o)
 }
