@@ -55,6 +55,7 @@ type cfg struct {
 	lingerMax        int            // sockets lingering at once, per instance
 	heartbeatEvery   time.Duration  // how often the instance writes its heartbeat to the sessions topic
 	deadAfter        time.Duration  // an instance silent this long is dead: its clients' wills and sessions move on
+	willHold         time.Duration  // testing: a will due at once waits this long after its claim won (WillHold)
 	proxyTrusted     []netip.Prefix // peers allowed to send PROXY protocol headers
 	instanceID       string         // stable id of this instance in the sessions topic; "" = random per start
 
@@ -167,6 +168,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("read lag limit must be 0 (off) or positive, not %v", c.readLagLimit)
 	case c.outboundBudget < 1024:
 		return fmt.Errorf("outbound budget must be at least 1024 bytes, not %d", c.outboundBudget)
+	case c.willHold < 0:
+		return fmt.Errorf("invalid will hold %v: want 0 or more", c.willHold)
 	case c.heartbeatEvery <= 0 || c.deadAfter < 2*c.heartbeatEvery:
 		return fmt.Errorf("heartbeats every %v with death after %v: want a positive interval and at least two of them before death", c.heartbeatEvery, c.deadAfter)
 	case c.maxSubs < 1:
@@ -308,6 +311,12 @@ func SaveEvery(d time.Duration) Opt { return opt(func(c *cfg) { c.saveEvery = d 
 func Heartbeats(every, deadAfter time.Duration) Opt {
 	return opt(func(c *cfg) { c.heartbeatEvery, c.deadAfter = every, deadAfter })
 }
+
+// WillHold is for fault testing only: a will due at once waits d after its claim was read back as the winner
+// before it is published, which widens the window in which a killed instance leaves a claimed will
+// unpublished, so that the history checker's kills can hit it (docs/sessions.md, "Pending wills"). Default
+// 0; never negative.
+func WillHold(d time.Duration) Opt { return opt(func(c *cfg) { c.willHold = d }) }
 
 // MaxSubscriptions caps the subscriptions of one session; SUBSCRIBE beyond it gets 0x97 Quota Exceeded (v3:
 // 0x80) for the extra filters. Default 1000.
