@@ -27,6 +27,10 @@ type EmbeddedStats struct {
 	LastPass     time.Time     // when the last pass ended; zero before the first
 	LastDuration time.Duration // how long the last pass held the broker
 	Topics       []EmbeddedTopicStats
+	// Retention and Compaction are how long each pass of either kind held the
+	// broker (produce and fetch wait meanwhile). A compaction pass applies
+	// retention too.
+	Retention, Compaction HistogramSnapshot
 }
 
 // EmbeddedTopicStats is one topic's share of the embedded Kafka's disk and
@@ -48,31 +52,54 @@ type EmbeddedTopicStats struct {
 // embedded Kafka (one per stored record batch), for estimates.
 const EmbeddedIndexEntryBytes = kfakeBatchMetaSize
 
-// cleaner runs retention and compaction on the embedded cluster every
-// cfg.cleanEvery and measures the result.
+// compactDirtyBytes is the default of cfg.compactDirty: how many bytes the
+// compacted topics must have grown by since the last compaction before the
+// next one runs (and at least as many as they held after it).
+//
+// kfake compacts every compacted topic in one call on its only goroutine:
+// it reads each batch of them twice and rewrites and syncs every partition
+// that holds two batches or more, so a pass holds the broker for a fixed
+// cost (the rewrites and syncs: 20–40 ms measured on the 2-core machine)
+// plus a cost per batch read (5–45 µs, about 20–130 ns a byte of session
+// records; BENCHMARKS.md, "The retention pass pause"). Compacting on a clock
+// made the pause grow with the write rate of the sessions topic times the
+// interval (1.2–3.5 s every 2 minutes at 5,000 msg/s of the soak's mix); a
+// threshold of dirty bytes bounds it to about twice the fixed cost, and an
+// unchanged topic costs nothing.
+const compactDirtyBytes = 1 << 20
+
+// cleaner runs retention on the embedded cluster every cfg.cleanEvery and
+// compaction whenever the compacted topics have grown enough, and measures
+// the result.
 type cleaner struct {
 	m      *Mux
 	starts map[string]map[int32]int64 // log start offsets after the last pass
+	clean  int64                      // bytes of the compacted topics after the last compaction; -1 before the first
 	done   chan struct{}
 
-	mu      sync.Mutex // guards stats and deleted
-	stats   EmbeddedStats
-	deleted map[string]uint64 // by stats topic name
+	mu         sync.Mutex // guards stats, deleted and the updates of the histograms
+	retention  Histogram  // how long retention passes held the broker
+	compaction Histogram  // how long compaction passes held the broker
+	stats      EmbeddedStats
+	deleted    map[string]uint64 // by stats topic name
 }
 
 // startCleaner starts the cleaner goroutine; Close stops it before the
 // cluster.
 func (m *Mux) startCleaner() {
-	cl := &cleaner{m: m, done: make(chan struct{}), deleted: map[string]uint64{}}
+	cl := &cleaner{m: m, clean: -1, done: make(chan struct{}), deleted: map[string]uint64{}}
 	m.cleaner = cl
 	go cl.run()
 }
 
-// run is the cleaner's goroutine: it measures the data dir at once, then
-// runs a pass every interval until Close. The first pass waits an interval
-// too: compacting while Ferry loads the retained and sessions topics at
-// start would be legal Kafka behaviour, but nothing needs it sooner (a
-// restart with tighter bounds applies them within one interval).
+// run is the cleaner's goroutine: it measures the data dir at once, then,
+// from one interval after the start, looks every second (or every interval
+// if shorter) whether the compacted topics need a compaction, and runs a
+// retention pass when an interval has passed without one. Nothing runs
+// during the first interval: compacting while Ferry loads the retained and
+// sessions topics at start would be legal Kafka behaviour, but nothing needs
+// it sooner (a restart with tighter bounds applies them within one
+// interval).
 func (cl *cleaner) run() {
 	defer close(cl.done)
 	cl.starts = cl.startOffsets() // baseline: nothing deleted yet
@@ -80,25 +107,85 @@ func (cl *cleaner) run() {
 	cl.mu.Lock()
 	cl.stats.Topics = topics
 	cl.mu.Unlock()
-	t := time.NewTicker(cl.m.cfg.cleanEvery)
+	every := cl.m.cfg.cleanEvery
+	t := time.NewTicker(min(every, time.Second))
 	defer t.Stop()
+	next := time.Now().Add(every) // the next retention pass
 	for {
 		select {
 		case <-cl.m.ctx.Done():
 			return
 		case <-t.C:
 		}
-		cl.pass()
+		now := time.Now()
+		if now.Before(next) && cl.clean < 0 {
+			continue // the first interval
+		}
+		switch {
+		case cl.compactDue():
+			cl.pass(true)
+		case !now.Before(next):
+			cl.pass(false)
+		default:
+			continue
+		}
+		next = time.Now().Add(every) // a compaction pass applies retention too
 	}
 }
 
-// pass runs one retention and compaction pass and measures it. Runs on the
-// cleaner goroutine; Cluster.Compact blocks until kfake's run loop has done
-// the work (compaction of the compacted topics, then retention of all).
-func (cl *cleaner) pass() {
+// compactDue reports whether the compacted topics (retained and sessions)
+// have grown since the last compaction by at least cfg.compactDirty bytes
+// and by at least what they held after it (Kafka's default
+// min.cleanable.dirty.ratio of 0.5, so that a large set of live keys is not
+// rewritten for every few new records). Before the first compaction anything
+// written counts as grown: a data dir may hold what an earlier run never
+// compacted. Runs on the cleaner goroutine.
+func (cl *cleaner) compactDue() bool {
+	n, ok := cl.compactedBytes()
+	if !ok {
+		return false
+	}
+	if cl.clean < 0 {
+		return n > 0
+	}
+	dirty := n - cl.clean
+	return dirty >= cl.m.cfg.compactDirty && dirty >= cl.clean
+}
+
+// compactedBytes returns the bytes of record batches the retained and
+// sessions topics hold (kfake's own count, read in its goroutine: a few
+// microseconds), false if a topic is missing.
+func (cl *cleaner) compactedBytes() (int64, bool) {
+	var n int64
+	for _, t := range []string{cl.m.cfg.topicRetained, cl.m.cfg.topicSessions} {
+		ps := cl.m.cluster.PartitionInfos(t)
+		if ps == nil {
+			return 0, false
+		}
+		for _, p := range ps {
+			n += p.NumBytes
+		}
+	}
+	return n, true
+}
+
+// pass runs one retention pass, or with compact a compaction pass (which
+// compacts the compacted topics and then applies retention to every topic),
+// and measures it. Runs on the cleaner goroutine; kfake's Compact and
+// ApplyRetention block until its run loop has done the work.
+func (cl *cleaner) pass(compact bool) {
 	start := time.Now()
-	cl.m.cluster.Compact() // compacts cleanup.policy=compact topics and applies retention to every topic
+	if compact {
+		cl.m.cluster.Compact()
+	} else {
+		cl.m.cluster.ApplyRetention()
+	}
 	took := time.Since(start)
+	if compact {
+		if n, ok := cl.compactedBytes(); ok {
+			cl.clean = n
+		}
+	}
 
 	now := cl.startOffsets()
 	var deleted map[string]uint64
@@ -125,8 +212,13 @@ func (cl *cleaner) pass() {
 		topics[i].RecordsDeleted = cl.deleted[topics[i].Topic]
 	}
 	cl.stats = EmbeddedStats{Passes: cl.stats.Passes + 1, LastPass: time.Now(), LastDuration: took, Topics: topics}
+	kind, h := "retention", &cl.retention
+	if compact {
+		kind, h = "compaction", &cl.compaction
+	}
+	h.Observe(took) // under mu, so that EmbeddedStats sees it with Passes
 	if took > time.Second {
-		cl.m.log.Warn("embedded Kafka retention and compaction pass was slow", "took", took)
+		cl.m.log.Warn("embedded Kafka "+kind+" pass was slow", "took", took)
 	}
 }
 
@@ -222,5 +314,6 @@ func (m *Mux) EmbeddedStats() (s EmbeddedStats, ok bool) {
 	defer m.cleaner.mu.Unlock()
 	s = m.cleaner.stats
 	s.Topics = append([]EmbeddedTopicStats(nil), s.Topics...)
+	s.Retention, s.Compaction = m.cleaner.retention.Snapshot(), m.cleaner.compaction.Snapshot()
 	return s, true
 }
