@@ -54,7 +54,7 @@ const EmbeddedIndexEntryBytes = kfakeBatchMetaSize
 
 // compactDirtyBytes is the default of cfg.compactDirty: how many bytes the
 // compacted topics must have grown by since the last compaction before the
-// next one runs (and at least as many as they held after it).
+// next one runs (compactDue).
 //
 // kfake compacts every compacted topic in one call on its only goroutine:
 // it reads each batch of them twice and rewrites and syncs every partition
@@ -63,19 +63,21 @@ const EmbeddedIndexEntryBytes = kfakeBatchMetaSize
 // plus a cost per batch read (5–45 µs, about 20–130 ns a byte of session
 // records; BENCHMARKS.md, "The retention pass pause"). Compacting on a clock
 // made the pause grow with the write rate of the sessions topic times the
-// interval (1.2–3.5 s every 2 minutes at 5,000 msg/s of the soak's mix); a
-// threshold of dirty bytes bounds it to about twice the fixed cost, and an
-// unchanged topic costs nothing.
+// interval (1.2–3.5 s every 2 minutes at 5,000 msg/s of the soak's mix);
+// compacting at a threshold of new bytes keeps it near twice the fixed cost
+// while the topics' live keys and tombstones are small, and an unchanged
+// topic costs nothing.
 const compactDirtyBytes = 1 << 20
 
 // cleaner runs retention on the embedded cluster every cfg.cleanEvery and
 // compaction whenever the compacted topics have grown enough, and measures
 // the result.
 type cleaner struct {
-	m      *Mux
-	starts map[string]map[int32]int64 // log start offsets after the last pass
-	clean  int64                      // bytes of the compacted topics after the last compaction; -1 before the first
-	done   chan struct{}
+	m         *Mux
+	starts    map[string]map[int32]int64 // log start offsets after the last pass
+	clean     int64                      // bytes of the compacted topics after the last compaction; -1 before the first
+	compacted time.Time                  // when the last compaction ended
+	done      chan struct{}
 
 	mu         sync.Mutex // guards stats, deleted and the updates of the histograms
 	retention  Histogram  // how long retention passes held the broker
@@ -122,7 +124,7 @@ func (cl *cleaner) run() {
 			continue // the first interval
 		}
 		switch {
-		case cl.compactDue():
+		case cl.compactDue(now):
 			cl.pass(true)
 		case !now.Before(next):
 			cl.pass(false)
@@ -135,12 +137,15 @@ func (cl *cleaner) run() {
 
 // compactDue reports whether the compacted topics (retained and sessions)
 // have grown since the last compaction by at least cfg.compactDirty bytes
-// and by at least what they held after it (Kafka's default
+// and either by at least what they held after it (Kafka's default
 // min.cleanable.dirty.ratio of 0.5, so that a large set of live keys is not
-// rewritten for every few new records). Before the first compaction anything
-// written counts as grown: a data dir may hold what an earlier run never
-// compacted. Runs on the cleaner goroutine.
-func (cl *cleaner) compactDue() bool {
+// rewritten for every few new records) or for an interval (so that a pass
+// never holds more than it did when compaction ran every interval: the live
+// keys, the tombstones of the last delete.retention.ms and an interval's
+// writes). Before the first compaction anything written counts as grown: a
+// data dir may hold what an earlier run never compacted. Runs on the cleaner
+// goroutine.
+func (cl *cleaner) compactDue(now time.Time) bool {
 	n, ok := cl.compactedBytes()
 	if !ok {
 		return false
@@ -149,7 +154,7 @@ func (cl *cleaner) compactDue() bool {
 		return n > 0
 	}
 	dirty := n - cl.clean
-	return dirty >= cl.m.cfg.compactDirty && dirty >= cl.clean
+	return dirty >= cl.m.cfg.compactDirty && (dirty >= cl.clean || now.Sub(cl.compacted) >= cl.m.cfg.cleanEvery)
 }
 
 // compactedBytes returns the bytes of record batches the retained and
@@ -185,6 +190,7 @@ func (cl *cleaner) pass(compact bool) {
 		if n, ok := cl.compactedBytes(); ok {
 			cl.clean = n
 		}
+		cl.compacted = time.Now()
 	}
 
 	now := cl.startOffsets()
