@@ -53,31 +53,30 @@ type EmbeddedTopicStats struct {
 const EmbeddedIndexEntryBytes = kfakeBatchMetaSize
 
 // compactDirtyBytes is the default of cfg.compactDirty: how many bytes the
-// compacted topics must have grown by since the last compaction before the
-// next one runs (compactDue).
+// compacted topics must have grown by since the last compaction for a pass
+// to compact them.
 //
 // kfake compacts every compacted topic in one call on its only goroutine:
-// it reads each batch of them twice and rewrites and syncs every partition
-// that holds two batches or more, so a pass holds the broker for a fixed
-// cost (the rewrites and syncs: 20–40 ms measured on the 2-core machine)
-// plus a cost per batch read (5–45 µs, about 20–130 ns a byte of session
-// records; BENCHMARKS.md, "The retention pass pause"). Compacting on a clock
-// made the pause grow with the write rate of the sessions topic times the
-// interval (1.2–3.5 s every 2 minutes at 5,000 msg/s of the soak's mix);
-// compacting at a threshold of new bytes keeps it near twice the fixed cost
-// while the topics' live keys and tombstones are small, and an unchanged
-// topic costs nothing.
+// it reads each of their batches twice (a seek and a read each time) and
+// rewrites and syncs every partition that holds two batches or more, so a
+// compaction holds the broker for about 20–40 ms even when little changed,
+// plus 5–45 µs per batch of the live keys, the tombstones of the last
+// delete.retention.ms and what was written since the last compaction. A
+// retention pass walks the index: 3.5 ms for 1.5 M entries (BENCHMARKS.md,
+// "The retention pass pause"). So a pass skips compaction when the compacted
+// topics grew by less than this; compacting more often than every interval
+// was measured and rejected: each compaction rewrites the live keys and
+// tombstones again, so the broker was held about 4× longer in all.
 const compactDirtyBytes = 1 << 20
 
-// cleaner runs retention on the embedded cluster every cfg.cleanEvery and
-// compaction whenever the compacted topics have grown enough, and measures
-// the result.
+// cleaner runs retention on the embedded cluster every cfg.cleanEvery, with
+// compaction when the compacted topics have grown enough, and measures the
+// result.
 type cleaner struct {
-	m         *Mux
-	starts    map[string]map[int32]int64 // log start offsets after the last pass
-	clean     int64                      // bytes of the compacted topics after the last compaction; -1 before the first
-	compacted time.Time                  // when the last compaction ended
-	done      chan struct{}
+	m      *Mux
+	starts map[string]map[int32]int64 // log start offsets after the last pass
+	clean  int64                      // bytes of the compacted topics after the last compaction; -1 before the first
+	done   chan struct{}
 
 	mu         sync.Mutex // guards stats, deleted and the updates of the histograms
 	retention  Histogram  // how long retention passes held the broker
@@ -94,14 +93,11 @@ func (m *Mux) startCleaner() {
 	go cl.run()
 }
 
-// run is the cleaner's goroutine: it measures the data dir at once, then,
-// from one interval after the start, looks every second (or every interval
-// if shorter) whether the compacted topics need a compaction, and runs a
-// retention pass when an interval has passed without one. Nothing runs
-// during the first interval: compacting while Ferry loads the retained and
-// sessions topics at start would be legal Kafka behaviour, but nothing needs
-// it sooner (a restart with tighter bounds applies them within one
-// interval).
+// run is the cleaner's goroutine: it measures the data dir at once, then
+// runs a pass every interval until Close. The first pass waits an interval
+// too: compacting while Ferry loads the retained and sessions topics at
+// start would be legal Kafka behaviour, but nothing needs it sooner (a
+// restart with tighter bounds applies them within one interval).
 func (cl *cleaner) run() {
 	defer close(cl.done)
 	cl.starts = cl.startOffsets() // baseline: nothing deleted yet
@@ -109,52 +105,31 @@ func (cl *cleaner) run() {
 	cl.mu.Lock()
 	cl.stats.Topics = topics
 	cl.mu.Unlock()
-	every := cl.m.cfg.cleanEvery
-	t := time.NewTicker(min(every, time.Second))
+	t := time.NewTicker(cl.m.cfg.cleanEvery)
 	defer t.Stop()
-	next := time.Now().Add(every) // the next retention pass
 	for {
 		select {
 		case <-cl.m.ctx.Done():
 			return
 		case <-t.C:
 		}
-		now := time.Now()
-		if now.Before(next) && cl.clean < 0 {
-			continue // the first interval
-		}
-		switch {
-		case cl.compactDue(now):
-			cl.pass(true)
-		case !now.Before(next):
-			cl.pass(false)
-		default:
-			continue
-		}
-		next = time.Now().Add(every) // a compaction pass applies retention too
+		cl.pass(cl.compactDue())
 	}
 }
 
 // compactDue reports whether the compacted topics (retained and sessions)
-// have grown since the last compaction by at least cfg.compactDirty bytes
-// and either by at least what they held after it (Kafka's default
-// min.cleanable.dirty.ratio of 0.5, so that a large set of live keys is not
-// rewritten for every few new records) or for an interval (so that a pass
-// never holds more than it did when compaction ran every interval: the live
-// keys, the tombstones of the last delete.retention.ms and an interval's
-// writes). Before the first compaction anything written counts as grown: a
-// data dir may hold what an earlier run never compacted. Runs on the cleaner
-// goroutine.
-func (cl *cleaner) compactDue(now time.Time) bool {
+// have grown by at least cfg.compactDirty bytes since the last compaction.
+// Before the first, anything they hold counts: a data dir may hold what an
+// earlier run never compacted. Runs on the cleaner goroutine.
+func (cl *cleaner) compactDue() bool {
 	n, ok := cl.compactedBytes()
 	if !ok {
-		return false
+		return true // as before the threshold existed
 	}
 	if cl.clean < 0 {
 		return n > 0
 	}
-	dirty := n - cl.clean
-	return dirty >= cl.m.cfg.compactDirty && (dirty >= cl.clean || now.Sub(cl.compacted) >= cl.m.cfg.cleanEvery)
+	return n-cl.clean >= cl.m.cfg.compactDirty
 }
 
 // compactedBytes returns the bytes of record batches the retained and
@@ -174,9 +149,9 @@ func (cl *cleaner) compactedBytes() (int64, bool) {
 	return n, true
 }
 
-// pass runs one retention pass, or with compact a compaction pass (which
-// compacts the compacted topics and then applies retention to every topic),
-// and measures it. Runs on the cleaner goroutine; kfake's Compact and
+// pass runs one retention pass, or with compact a compaction pass (kfake's
+// Compact: it compacts the compacted topics and then applies retention to
+// every topic), and measures it. Runs on the cleaner goroutine; kfake's Compact and
 // ApplyRetention block until its run loop has done the work.
 func (cl *cleaner) pass(compact bool) {
 	start := time.Now()
@@ -190,7 +165,6 @@ func (cl *cleaner) pass(compact bool) {
 		if n, ok := cl.compactedBytes(); ok {
 			cl.clean = n
 		}
-		cl.compacted = time.Now()
 	}
 
 	now := cl.startOffsets()

@@ -26,8 +26,8 @@ const (
 	// DefaultEmbeddedRetentionBytes is the default bound of the messages
 	// topic's records on the embedded Kafka's disk, all partitions together.
 	DefaultEmbeddedRetentionBytes = 512 << 20
-	// DefaultEmbeddedCleanInterval is how often retention runs on the
-	// embedded Kafka by default.
+	// DefaultEmbeddedCleanInterval is how often retention and compaction
+	// run on the embedded Kafka by default.
 	DefaultEmbeddedCleanInterval = 2 * time.Minute
 
 	minSegmentBytes = 64 << 10
@@ -64,10 +64,10 @@ func EmbeddedRetentionBytes(n int64) Opt {
 }
 
 // EmbeddedCleanInterval sets how often the embedded Kafka applies retention
-// to every topic; each pass holds the broker's one goroutine for its
-// duration. The compacted topics are compacted when they have grown enough
-// (cleaner.go), not on this clock. It is also the delay of the first pass
-// after New. Default [DefaultEmbeddedCleanInterval]. Ignored with [Brokers].
+// to every topic and compacts the compacted ones if they have grown by 1 MiB
+// since the last compaction (cleaner.go); each pass holds the broker's one
+// goroutine for its duration. Default [DefaultEmbeddedCleanInterval].
+// Ignored with [Brokers].
 func EmbeddedCleanInterval(d time.Duration) Opt {
 	return opt(func(c *cfg) { c.cleanEvery = d })
 }

@@ -311,7 +311,7 @@ func appendEmbeddedMetrics(p *promWriter, mux *kafkamux.Mux) {
 	for _, t := range es.Topics {
 		p.u("ferry_embedded_kafka_records_deleted_total", t.RecordsDeleted, "topic", t.Topic)
 	}
-	p.family("ferry_embedded_kafka_clean_passes_total", "counter", "Retention and compaction passes of the embedded Kafka (retention every --embedded-clean-interval, compaction when the compacted topics have grown).")
+	p.family("ferry_embedded_kafka_clean_passes_total", "counter", "Retention and compaction passes of the embedded Kafka (--embedded-clean-interval).")
 	p.u("ferry_embedded_kafka_clean_passes_total", es.Passes)
 	p.family("ferry_embedded_kafka_clean_seconds", "histogram", "How long each retention or compaction pass held the embedded Kafka (produce and fetch wait meanwhile), by kind.")
 	p.histogram("ferry_embedded_kafka_clean_seconds", es.Retention, "kind", "retention")
