@@ -8,7 +8,7 @@
 //
 //	server.go       Server, New, Start/Stop, the gnet engine; will publishing; logging helpers
 //	options.go      Opt and every option, with defaults and validation
-//	loop.go         one event loop's state: the ready list and notify (completions and deliveries back onto
+//	loop.go         one event loop's state: the ready and urgent lists, notify (completions and deliveries back onto
 //	                the loop), lane back-pressure (block/unblock), the one-second tick
 //	keepalive.go    the loop's timing wheel: CONNECT timeouts and keep-alive
 //	procs.go        GOMAXPROCS: one P per loop above the runtime's default
