@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +83,8 @@ type cfg struct {
 	tlsClientCA   string // PEM CAs that sign client certificates; "" = none asked for
 	tlsClientAuth string // TLSClientCertRequire or TLSClientCertVerifyGiven
 	tlsHandshakes int    // TLS handshakes in progress at once; 0 = no bound
+
+	tlsGroups []tls.CurveID // key exchanges in order of preference; nil = Go's default
 }
 
 func (c *cfg) defaults() {
@@ -221,6 +224,14 @@ func TLSClientAuth(mode string) Opt { return opt(func(c *cfg) { c.tlsClientAuth 
 // Default 4096; 0 = no bound.
 func TLSMaxHandshakes(n int) Opt { return opt(func(c *cfg) { c.tlsHandshakes = n }) }
 
+// TLSKeyExchanges sets the key exchange groups TLS listeners accept, in order of preference (names as
+// ParseTLSKeyExchanges reads them). Default nil: Go's default, the hybrid post-quantum X25519MLKEM768 first.
+func TLSKeyExchanges(groups []tls.CurveID) Opt { return opt(func(c *cfg) { c.tlsGroups = groups }) }
+
+// ParseTLSKeyExchanges reads a comma-separated list of key exchange groups for TLSKeyExchanges, e.g.
+// "X25519,CurveP256"; "" gives nil (Go's default).
+func ParseTLSKeyExchanges(s string) ([]tls.CurveID, error) { return transport.ParseKeyExchanges(s) }
+
 // EventLoops sets the number of gnet event loops. Default: one per CPU.
 func EventLoops(n int) Opt { return opt(func(c *cfg) { c.eventLoops = n }) }
 
@@ -330,7 +341,7 @@ func Logger(l *slog.Logger) Opt { return opt(func(c *cfg) { c.log = l }) }
 // tlsFiles are the TLS settings for server/transport.
 func (c *cfg) tlsFiles() transport.TLSFiles {
 	return transport.TLSFiles{Cert: c.tlsCert, Key: c.tlsKey, ClientCA: c.tlsClientCA, ClientAuth: c.tlsClientAuth,
-		MaxHandshakes: c.tlsHandshakes}
+		MaxHandshakes: c.tlsHandshakes, KeyExchanges: c.tlsGroups}
 }
 
 // CheckOptions validates options without building a Server, so a command can refuse bad settings before it

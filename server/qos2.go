@@ -126,6 +126,11 @@ func withQoS2(set map[uint16]struct{}, pid uint16, on bool) map[uint16]struct{} 
 	return out
 }
 
+// qos2Rec is the value of a "q:" key (written by sessionkey.QoS2Value); only its version is read.
+type qos2Rec struct {
+	V int `json:"v"`
+}
+
 // onQoS2Record applies a "q:" record read from the sessions topic. Runs on the reader goroutine.
 func (st *store) onQoS2Record(key string, value []byte, part int32) {
 	id, pid, ok := sessionkey.ParseQoS2(key[2:])
@@ -134,9 +139,7 @@ func (st *store) onQoS2Record(key string, value []byte, part int32) {
 		return
 	}
 	if value != nil {
-		if _, err := decodeRec[struct {
-			V int `json:"v"`
-		}](value); err != nil {
+		if _, err := decodeRec[qos2Rec](value); err != nil {
 			st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
 			return
 		}

@@ -175,6 +175,10 @@ func (srv *Server) Start() error {
 	for i := range srv.specs {
 		addrs[i] = srv.specs[i].Addr()
 	}
+	reusePort, err := exclusiveReusePort(addrs) // reuseport.go
+	if err != nil {
+		return fmt.Errorf("cannot listen for MQTT on %v: %w", srv.cfg.listeners, err)
+	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
 	// connections) always has one (internal/procs).
 	procs.Reserve(srv.cfg.eventLoops)
@@ -184,6 +188,7 @@ func (srv *Server) Start() error {
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(srv.cfg.eventLoops),
 			gnet.WithReuseAddr(true),
+			gnet.WithReusePort(reusePort),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithTicker(true),
 			gnet.WithReadBufferCap(64<<10),

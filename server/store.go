@@ -261,25 +261,41 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	}
 }
 
-// decodeRec parses a record value of a known version; a tombstone gives nil.
-func decodeRec[T any](value []byte) (*T, error) {
+// versioned is a sessions-topic record value: every kind carries its format version.
+type versioned interface{ version() int }
+
+func (r *sessionRec) version() int   { return r.V }
+func (r *ownerRec) version() int     { return r.V }
+func (r *deliveryRec) version() int  { return r.V }
+func (r *heartbeatRec) version() int { return r.V }
+func (r *willRec) version() int      { return r.V }
+func (r *qos2Rec) version() int      { return r.V }
+
+// decodeRec parses a record value of a known version; a tombstone gives nil. A record of this version is
+// parsed once; only one that does not decode, or names another version, is read again for its version, so
+// the error says which it is.
+func decodeRec[T any, P interface {
+	*T
+	versioned
+}](value []byte) (*T, error) {
 	if value == nil {
 		return nil, nil
+	}
+	v := new(T)
+	err := json.Unmarshal(value, v)
+	if err == nil && P(v).version() == recVersion {
+		return v, nil
 	}
 	var probe struct {
 		V int `json:"v"`
 	}
-	if err := json.Unmarshal(value, &probe); err != nil {
-		return nil, fmt.Errorf("cannot decode: %w", err)
+	if perr := json.Unmarshal(value, &probe); perr != nil {
+		return nil, fmt.Errorf("cannot decode: %w", perr)
 	}
 	if probe.V != recVersion {
 		return nil, fmt.Errorf("unknown record version %d (this instance reads version %d)", probe.V, recVersion)
 	}
-	var v T
-	if err := json.Unmarshal(value, &v); err != nil {
-		return nil, fmt.Errorf("cannot decode version %d: %w", probe.V, err)
-	}
-	return &v, nil
+	return nil, fmt.Errorf("cannot decode version %d: %w", probe.V, err)
 }
 
 // lookup returns a copy of what the topic says of id.
