@@ -10,7 +10,8 @@
 //	server.go       Server, New, Start/Stop, the gnet engine; will publishing; logging helpers
 //	options.go      Opt and every option, with defaults and validation
 //	loop.go         one event loop's state and service, the one way back onto it: notify (completions and
-//	                deliveries), lane back-pressure (block/unblock), the one-second tick
+//	                deliveries; the urgent list before a fan-out's), lane back-pressure (block/unblock), the
+//	                one-second tick
 //	task.go         one-off work handed back to a connection's loop (post, runOnLoop)
 //	kafka.go        Kafka: the small interfaces the server reaches Kafka through, besides the lanes
 //	keepalive.go    the loop's timing wheel: CONNECT timeouts and keep-alive
@@ -52,6 +53,8 @@
 //	session.go      a session and its delivery queue; flight.go: its packet-id state
 //	store.go        the instance's view of the sessions topic and its writer; persist.go: what a session saves
 //	wills.go        wills and session expiry, decided once by the sessions topic's log
+//	wills_pending.go  wills due at once kept in Kafka from their claim to their publication; an owner record
+//	                written again after a late record of an older connection
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels

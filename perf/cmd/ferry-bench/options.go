@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferrymq/ferry/perf/internal/load"
 	"github.com/ferrymq/ferry/perf/internal/stats"
 )
 
@@ -19,6 +20,7 @@ type options struct {
 	tls        bool   // --target tls://host:port or wss://: TLS on every connection
 	tlsCA      string // --tls-ca: PEM CA file that verifies the server ("" = no verification)
 	tlsResume  bool   // --tls-resume: session tickets kept and offered
+	tlsGroups  string // --tls-groups: key exchange groups offered
 	serverPids []int
 	echo       bool
 	workers    int
@@ -61,6 +63,7 @@ type options struct {
 	pubSndBuf  int
 	minSentNs  int64
 	qos0Flow   bool
+	subRx      string // load.SubRxEpoll or "" (goroutine per connection), resolved from --sub-rx
 }
 
 // smokeDefaults are the small counts --smoke uses for flags not given.
@@ -78,6 +81,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.StringVar(&o.target, "target", "127.0.0.1:1883", "MQTT broker host:port, or ws://host:port/path for MQTT over WebSocket")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "with a tls:// or wss:// target: PEM CA file to verify the server's certificate (empty = not verified)")
 	fs.BoolVar(&o.tlsResume, "tls-resume", false, "with a tls:// or wss:// target: keep the server's session tickets and resume with them (each worker's first connections do a full handshake)")
+	fs.StringVar(&o.tlsGroups, "tls-groups", "", "with a tls:// or wss:// target: key exchange groups the clients offer, comma separated, e.g. X25519,CurveP256 as an OpenSSL 3.0 or mbedTLS device (empty = Go's default: X25519MLKEM768 first)")
 	fs.StringVar(&pids, "server-pid", "", "broker process id(s), comma separated, for RSS and CPU (e.g. mosquitto,bridge,kfake)")
 	fs.BoolVar(&o.echo, "echo", false, "measure the generator itself: run the trivial in-harness sink and target it")
 	fs.IntVar(&o.workers, "workers", 0, "worker processes (0 = max(2, connections/6000))")
@@ -122,6 +126,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.IntVar(&o.batch, "batch", 32, "PUBLISHes per socket write at most")
 	fs.IntVar(&o.pubSndBuf, "pub-sndbuf", -1, "SO_SNDBUF of publisher sockets in bytes (-1 = 64 KiB at QoS 0, kernel default otherwise; 0 = kernel default)")
 	fs.BoolVar(&o.qos0Flow, "qos0-flow", true, "QoS 0: at most --window unconfirmed messages per publisher (PINGREQ after each batch, tokens back on PINGRESP); false = as fast as TCP allows")
+	subRx := fs.String("sub-rx", "auto", "how subscribers are read: epoll (plain TCP: one epoll receiver per worker, deliveries timed at the kernel's receive time, the time read by the generator reported too), goroutine (one per connection, timed when read), auto (epoll for fanout, goroutine otherwise)")
 	fs.StringVar(&o.topic, "topic", "", "publish topic; {i} = publisher id (default bench/{i}; fanout bench/fanout)")
 	fs.StringVar(&o.filter, "filter", "", "subscription filter (default bench/#; fanout: the topic)")
 	fs.StringVar(&o.kafka, "kafka", "", "Kafka bootstrap host:port (kafka-ingest: required; idle: count the server's Kafka connections)")
@@ -176,6 +181,11 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	if o.subQoS < 0 {
 		o.subQoS = o.qos
 	}
+	switch *subRx {
+	case "auto", "epoll", "goroutine":
+	default:
+		return nil, fmt.Errorf("bad --sub-rx %q: want epoll, goroutine or auto", *subRx)
+	}
 	if o.pubSndBuf < 0 {
 		o.pubSndBuf = 0
 		if o.qos == 0 {
@@ -196,6 +206,9 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	if rest, ok := strings.CutPrefix(o.target, "wss://"); ok {
 		o.target, o.tls = "ws://"+rest, true
 	}
+	if _, err := load.ParseTLSGroups(o.tlsGroups); err != nil {
+		return nil, err // one line, checked before any worker starts
+	}
 	if rest, ok := strings.CutPrefix(o.target, "ws://"); ok {
 		host, path, _ := strings.Cut(rest, "/")
 		o.target, o.wsPath = host, "/"+path
@@ -205,6 +218,13 @@ func parseOptions(scenario string, args []string) (*options, error) {
 		if scenario == "fanout" {
 			o.topic = "bench/fanout"
 		}
+	}
+	plainTCP := !o.tls && o.wsPath == ""
+	switch {
+	case *subRx == "epoll" && !plainTCP:
+		return nil, fmt.Errorf("--sub-rx epoll reads plain TCP only, not a TLS or WebSocket target")
+	case *subRx == "epoll", *subRx == "auto" && scenario == "fanout" && plainTCP:
+		o.subRx = load.SubRxEpoll
 	}
 	if o.filter == "" {
 		o.filter = "bench/#"
