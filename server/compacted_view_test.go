@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ferrymq/ferry/kafkamux"
-	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/server"
 )
 
@@ -165,13 +164,6 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 	if !second.connack.SessionPresent {
 		t.Error("Session Present 0 on B after A handed the session over")
 	}
-	select {
-	case d := <-first.discons:
-		if d.ReasonCode != byte(mqttcodec.SessionTakenOver) {
-			t.Errorf("A disconnected the first connection with 0x%02X, want 0x8E", d.ReasonCode)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E")
-	}
+	takenOver(t, first, "MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E")
 	second.none(t, 500*time.Millisecond) // m1, delivered and acknowledged on A, is not delivered again
 }
