@@ -187,12 +187,28 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 	srv.regMu.Lock()
 	_, local := srv.sessions[pc.id]
 	srv.regMu.Unlock()
-	if !local && o != nil && o.Connected && o.Instance != srv.store.instance && srv.store.alive(o.Instance) {
+	held := !local && o != nil && o.Connected && o.Instance != srv.store.instance && srv.store.alive(o.Instance)
+	// A view holding a delivery record of a connection newer than every owner record it holds is compacted:
+	// a connection's owner record always comes before the delivery records naming it (its CONNECT writes it
+	// first; a hand-over to it is written on reading it), so compaction removed it before this instance's
+	// reader got there — superseded by this CONNECT's own record. kfake compacts everything but a partition's
+	// last batch (docs/sessions.md, "Compaction"). That connection may still be held elsewhere, delivering:
+	// wait for its hand-over as for a known holder, else its deliveries since that record are sent again.
+	compacted := !local && !held && prev.deliv != nil && prev.deliv.Epoch > epochOf(o) && prev.deliv.Epoch < c.epoch
+	if held || compacted {
+		from := prev.deliv.Epoch // compacted: the connection the delivery record names
+		if held {
+			from = o.Epoch
+		}
+		if compacted {
+			srv.debug("sessions view lacks the owner record of the connection its delivery record names; waiting for a hand-over",
+				"client", pc.id, "delivery_epoch", from, "owner_epoch", epochOf(o))
+		}
 		// Registered here, on the reader goroutine, before the reader can hand on the hand-over's record.
 		// A clean start waits too: the previous instance's last writes (a SUBSCRIBE acknowledged just before
 		// the client moved) come before its hand-over record, so the tombstones of this clean start come
 		// after them and no discarded subscription is resurrected by a late write.
-		srv.store.awaitHandoff(pc.id, c.epoch, o.Epoch, srv.cfg.handoffTimeout, func(snap *stored) {
+		srv.store.awaitHandoff(pc.id, c.epoch, from, srv.cfg.handoffTimeout, func(snap *stored) {
 			c.runOnLoop(func() {
 				if c.closed || c.phase != phaseLoading {
 					return
@@ -201,7 +217,7 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 					c.close()
 					return
 				}
-				if (snap.deliv == nil || snap.deliv.Epoch != c.epoch) && snap.ended[0] < o.Epoch {
+				if held && (snap.deliv == nil || snap.deliv.Epoch != c.epoch) && snap.ended[0] < o.Epoch {
 					srv.claimMissedWill(pc.id, o, prev) // no hand-over and no end of o in time (wills.go)
 				}
 				c.completeConnect(pc, prev, snap)

@@ -1,0 +1,169 @@
+package server_test
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ferrymq/ferry/kafkamux"
+	"github.com/ferrymq/ferry/server"
+)
+
+// fetchGate holds back what a Ferry instance's Kafka fetch connections receive while it is closed: the
+// instance's readers (the sessions reader among them) stop where they are, its produces go on.
+type fetchGate struct {
+	mu   sync.Mutex
+	open chan struct{}
+}
+
+func newFetchGate() *fetchGate {
+	g := &fetchGate{open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+func (g *fetchGate) hold() {
+	g.mu.Lock()
+	g.open = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *fetchGate) release() {
+	g.mu.Lock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+	g.mu.Unlock()
+}
+
+func (g *fetchGate) wait() {
+	g.mu.Lock()
+	ch := g.open
+	g.mu.Unlock()
+	<-ch
+}
+
+func (g *fetchGate) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, host)
+	if err != nil {
+		return nil, err
+	}
+	return &gatedConn{Conn: c, g: g}, nil
+}
+
+// gatedConn is a Kafka connection; one that has sent a Fetch request (franz-go fetches on connections of
+// their own) hands on nothing it reads while its gate is closed.
+type gatedConn struct {
+	net.Conn
+	g     *fetchGate
+	fetch atomic.Bool
+}
+
+func (c *gatedConn) Write(b []byte) (int, error) {
+	// A request is its length (4 bytes), then its API key (2 bytes); franz-go writes each in one piece.
+	if len(b) >= 6 && binary.BigEndian.Uint16(b[4:6]) == 1 {
+		c.fetch.Store(true)
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *gatedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.fetch.Load() {
+		c.g.wait()
+	}
+	return n, err
+}
+
+func startGated(t *testing.T, addr string, g *fetchGate, opts ...server.Opt) *instance {
+	t.Helper()
+	in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(addr),
+		kafkamux.ExtraKgoOpts(kgo.Dialer(g.dial))}, nil, opts...)}
+	t.Cleanup(in.stop)
+	return in
+}
+
+// Compaction can remove an owner record that an instance's sessions reader has not reached yet, when a later
+// record of the key — the CONNECT's own owner record — supersedes it (kfake compacts everything but a
+// partition's last batch; docs/sessions.md, "Compaction"). The CONNECT's view then shows nobody holding the
+// client, though another instance does: resumed at once from the holder's last periodic delivery record, it
+// delivered again what the holder had delivered since (the checker's QoS 2 duplicate). The delivery record
+// of the held connection, newer than every owner record in the view, gives the compaction away: the CONNECT
+// waits for the hand-over as for a known holder.
+func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	// No periodic saves: the only delivery record of A's connection is the one C hands over to it.
+	opts := []server.Opt{server.HandoffTimeout(30 * time.Second), server.SaveEvery(time.Hour)}
+	ga, gb := newFetchGate(), newFetchGate()
+	a := startGated(t, kafka, ga, opts...)
+	b := startGated(t, kafka, gb, opts...)
+	c := startInstance(t, kafka, opts...)
+	t.Cleanup(ga.release)
+	t.Cleanup(gb.release)
+
+	gb.hold() // B reads nothing of what follows until the topic is compacted
+	zero := dialV5(t, c.addr, persistent("compacted", true))
+	zero.sub(t, paho.SubscribeOptions{Topic: "compacted/t", QoS: 1})
+	first := dialV5(t, a.addr, persistent("compacted", false)) // C hands the session over: d: names A's connection
+	pub := dialV5(t, c.addr, &paho.Connect{ClientID: "compacted-pub", CleanStart: true})
+	pub.pub(t, &paho.Publish{Topic: "compacted/t", QoS: 1, Payload: []byte("m1")})
+	if m := first.next(t); string(m.Payload) != "m1" { // acknowledged on A, after the hand-over record
+		t.Fatalf("got %q on A, want m1", m.Payload)
+	}
+
+	ga.hold() // A does not read B's owner record yet: it holds the client until the topic is compacted
+	connack := make(chan *v5, 1)
+	go func() {
+		c, err := connectV5(b.addr, persistent("compacted", false))
+		if err != nil {
+			t.Errorf("connect on B: %v", err)
+			close(connack)
+			return
+		}
+		connack <- c
+	}()
+	time.Sleep(300 * time.Millisecond) // B's owner record is written
+	// Owner records of other clients, some in the client's sessions partition, after B's: B's own record is
+	// then not its partition's last batch, which kfake never compacts.
+	for i := range 30 {
+		dialV5(t, c.addr, &paho.Connect{ClientID: "compacted-" + strconv.Itoa(i), CleanStart: true})
+	}
+	cluster.Compact() // removes A's owner record of the client (B's is later), not the hand-over to A
+
+	gb.release()
+	select {
+	case c := <-connack:
+		if c != nil {
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+		t.Fatal("B answered the CONNECT while A still held the client: the decision missed the owner record compaction removed")
+	case <-time.After(time.Second):
+	}
+	ga.release()
+	var second *v5
+	select {
+	case second = <-connack:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no CONNACK from B after A read its owner record")
+	}
+	if second == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = second.Disconnect(&paho.Disconnect{}) })
+	if !second.connack.SessionPresent {
+		t.Error("Session Present 0 on B after A handed the session over")
+	}
+	takenOver(t, first, "MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E")
+	second.none(t, 500*time.Millisecond) // m1, delivered and acknowledged on A, is not delivered again
+}
