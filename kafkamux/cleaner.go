@@ -154,6 +154,14 @@ func (cl *cleaner) compactedBytes() (int64, bool) {
 // every topic), and measures it. Runs on the cleaner goroutine; kfake's Compact and
 // ApplyRetention block until its run loop has done the work.
 func (cl *cleaner) pass(compact bool) {
+	if compact && cl.m.txn != nil {
+		// kfake compacts an open transaction's records like committed ones (its compaction knows aborted
+		// transactions only): compact between Ferry's transactions, so that one aborted after the pass cannot
+		// have taken the committed values it superseded with it. Waits for the open one to end (its records
+		// are acknowledged within milliseconds, or failed after half the transaction timeout).
+		cl.m.txn.open.Lock()
+		defer cl.m.txn.open.Unlock()
+	}
 	start := time.Now()
 	if compact {
 		cl.m.cluster.Compact()

@@ -30,6 +30,9 @@ func startEmbedded(c *cfg, st *storage) (*kfake.Cluster, *inprocListener, string
 		kfake.ClusterID("ferry-embedded"),
 		kfake.WithLogger(kfakeLogger{c.logger, st}),
 		kfake.DefaultNumPartitions(int(c.partitions)),
+		// Ferry's cleaner (cleaner.go) is the only one that compacts: kfake's own hourly pass would compact
+		// while a transaction is open, which the cleaner never does.
+		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": kfakeCleanerOff}),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			ln, err := net.Listen(network, net.JoinHostPort(host, port))
 			if err != nil {
@@ -97,3 +100,6 @@ type advAddr string
 
 func (advAddr) Network() string  { return "tcp" }
 func (a advAddr) String() string { return string(a) }
+
+// kfakeCleanerOff is kfake's own compaction interval in milliseconds: ten years, so never in practice.
+const kfakeCleanerOff = "315360000000"

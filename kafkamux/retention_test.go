@@ -281,3 +281,54 @@ func TestEmbeddedRetentionBySize(t *testing.T) {
 		t.Errorf("stats %+v: want index entries and %d records deleted", ts, start)
 	}
 }
+
+// The embedded Kafka is compacted only between Ferry's transactions: kfake compacts an open transaction's
+// records like committed ones, so a committed value superseded by an open transaction's would be lost with
+// it if that transaction then aborted. kfake's own compaction ticker is off, so Ferry's cleaner is the only
+// one that compacts.
+func TestEmbeddedCompactionBetweenTransactions(t *testing.T) {
+	m := newMux(t, DataDir(t.TempDir()), Partitions(1), Transactions("ferry-test-compact"),
+		EmbeddedCleanInterval(time.Hour), compactDirty(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rcs, err := m.adm.DescribeBrokerConfigs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backoff := ""
+	for _, rc := range rcs {
+		for _, c := range rc.Configs {
+			if c.Key == "log.cleaner.backoff.ms" && c.Value != nil {
+				backoff = *c.Value
+			}
+		}
+	}
+	if backoff != kfakeCleanerOff {
+		t.Errorf("the embedded Kafka's log.cleaner.backoff.ms = %q, want %s (its own compaction off)", backoff, kfakeCleanerOff)
+	}
+
+	// The pass below runs on the test's goroutine; the cleaner's own never runs (an hour's interval). Its
+	// start, which the pass reads, is published under the stats lock.
+	waitFor(t, 10*time.Second, "the cleaner's start", func() bool { s, _ := m.EmbeddedStats(); return len(s.Topics) > 0 })
+	m.txn.open.Lock() // as the pump holds it from BeginTransaction to the transaction's end
+	done := make(chan struct{})
+	go func() {
+		m.cleaner.pass(true)
+		close(done)
+	}()
+	select {
+	case <-done:
+		m.txn.open.Unlock()
+		t.Fatal("the embedded Kafka was compacted while a transaction was open")
+	case <-time.After(300 * time.Millisecond):
+	}
+	m.txn.open.Unlock()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no compaction after the transaction ended")
+	}
+	if s, _ := m.EmbeddedStats(); s.Compaction.Count != 1 {
+		t.Errorf("%d compactions, want 1", s.Compaction.Count)
+	}
+}

@@ -60,6 +60,11 @@ type txnPump struct {
 
 	mu      sync.Mutex
 	pending []txnItem
+
+	// open is held from BeginTransaction until the transaction has ended. The embedded Kafka's cleaner takes it
+	// to compact (cleaner.go): kfake compacts records of an open transaction like committed ones, so a
+	// committed value superseded by the open transaction's would be gone if that transaction then aborted.
+	open sync.Mutex
 	closing bool
 	wake    chan struct{} // capacity 1: something is pending
 	stopped chan struct{} // closed when the pump has returned
@@ -172,6 +177,8 @@ func (p *txnPump) transact() {
 			batch[i].first = now
 		}
 	}
+	p.open.Lock()
+	committed := false
 	err := cl.BeginTransaction()
 	if err == nil {
 		var wg sync.WaitGroup
@@ -197,16 +204,20 @@ func (p *txnPump) transact() {
 		}
 		if endErr := p.end(ctx, commit); endErr != nil {
 			err = endErr
-		} else if commit == kgo.TryCommit {
-			p.txns.Add(1)
-			for i := range batch {
-				if it := &batch[i]; it.done != nil {
-					it.done(it.r, nil)
-				}
-			}
-			clear(p.batch)
-			return
+		} else {
+			committed = commit == kgo.TryCommit
 		}
+	}
+	p.open.Unlock()
+	if committed {
+		p.txns.Add(1)
+		for i := range batch {
+			if it := &batch[i]; it.done != nil {
+				it.done(it.r, nil)
+			}
+		}
+		clear(p.batch)
+		return
 	}
 	// Nothing of the batch is committed. Records that failed on their own, or too often, fail; the others go
 	// first into the next transaction.
