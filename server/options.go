@@ -12,6 +12,7 @@ import (
 	"github.com/ferrymq/ferry/server/auth"
 	"github.com/ferrymq/ferry/server/payload"
 	"github.com/ferrymq/ferry/server/route"
+	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
 )
 
@@ -69,7 +70,7 @@ type cfg struct {
 
 	auth *auth.Authority // authentication and topic authorization (authz.go); nil = off
 
-	share shareCfg // shared subscriptions (share.go)
+	share share.Config // shared subscriptions (server/share)
 
 	routes         []string // route rules, in order (routing.go); none = every message to messagesTopic
 	refuseUnrouted bool     // refuse publishes no rule matches
@@ -104,7 +105,7 @@ func (c *cfg) defaults() {
 	c.saveEvery = 2 * time.Second
 	c.loadTimeout = 60 * time.Second
 	c.maxSubs = 1000
-	c.share.defaults()
+	c.share.Defaults()
 	c.aliasBytes = 16 << 10
 	c.outAliasMax = 16
 	c.outAliasBytes = 2 << 10
@@ -185,7 +186,7 @@ func (c *cfg) validate() error {
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
-	return c.share.validate()
+	return c.share.Validate()
 }
 
 // Listen adds an MQTT listener: tcp://host:port, tls://host:port, ws://host:port/path or wss://host:port/path,

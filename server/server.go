@@ -15,6 +15,7 @@ import (
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
 )
 
@@ -52,8 +53,8 @@ type Server struct {
 
 	rt *routing // topic routing (routing.go); nil without route rules
 
-	shares shareRegistry // shared subscriptions (share.go)
-	pw     pwPool        // password checks off the event loops (authz_password.go)
+	shares *share.Registry // shared subscriptions (share.go, server/share)
+	pw     pwPool          // password checks off the event loops (authz_password.go)
 
 	store     *store         // the sessions topic
 	due       dueWills       // wills due at once, published when their end record is read back (wills.go)
@@ -83,6 +84,7 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 		return nil, err
 	}
 	srv.lag.limit = int64(srv.cfg.readLagLimit)
+	srv.shares = share.NewRegistry(srv.cfg.share, shareHost{srv}, kafka)
 	if off == nil {
 		return nil, errors.New("invalid server configuration: nil offload")
 	}
@@ -147,7 +149,7 @@ func (srv *Server) Start() error {
 		}
 		specs = append(specs, routed...)
 	}
-	srv.resolveShareMode() // share_group.go
+	srv.resolveShareMode() // share.go
 	if err := srv.kafka.FollowAll(specs...); err != nil {
 		return fmt.Errorf("cannot follow Kafka topics: %w", err)
 	}
