@@ -70,7 +70,7 @@ type cfg struct {
 
 	auth *auth.Authority // authentication and topic authorization (authz.go); nil = off
 
-	share share.Config // shared subscriptions (server/share)
+	share []share.Opt // shared subscriptions (server/share)
 
 	routes         []string // route rules, in order (routing.go); none = every message to messagesTopic
 	refuseUnrouted bool     // refuse publishes no rule matches
@@ -105,7 +105,6 @@ func (c *cfg) defaults() {
 	c.saveEvery = 2 * time.Second
 	c.loadTimeout = 60 * time.Second
 	c.maxSubs = 1000
-	c.share.Defaults()
 	c.aliasBytes = 16 << 10
 	c.outAliasMax = 16
 	c.outAliasBytes = 2 << 10
@@ -186,7 +185,7 @@ func (c *cfg) validate() error {
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
-	return c.share.Validate()
+	return share.CheckOptions(c.share...)
 }
 
 // Listen adds an MQTT listener: tcp://host:port, tls://host:port, ws://host:port/path or wss://host:port/path,

@@ -84,7 +84,6 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 		return nil, err
 	}
 	srv.lag.limit = int64(srv.cfg.readLagLimit)
-	srv.shares = share.NewRegistry(srv.cfg.share, shareHost{srv}, kafka)
 	if off == nil {
 		return nil, errors.New("invalid server configuration: nil offload")
 	}
@@ -108,6 +107,9 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 			srv.debug("TLS handshake failed", "err", err)
 		}))
 	if err != nil {
+		return nil, err
+	}
+	if srv.shares, err = share.NewRegistry(shareHost{srv}, kafka, srv.cfg.share...); err != nil {
 		return nil, err
 	}
 	srv.warnLim.Window = 10 * time.Second

@@ -23,39 +23,49 @@ const (
 
 // SharedSubscriptions turns shared subscriptions on or off. Default on; off, they are refused with 0x9E and
 // CONNACK says Shared Subscription Available = 0.
-func SharedSubscriptions(on bool) Opt { return opt(func(c *cfg) { c.share.Enabled = on }) }
+func SharedSubscriptions(on bool) Opt {
+	return opt(func(c *cfg) { c.share = append(c.share, share.Enabled(on)) })
+}
 
 // MaxShareGroups caps the share groups (share name + filter) this instance takes part in at once; each costs
 // a Kafka consumer group or share group member with its own franz-go client (up to 3 connections per broker
 // in consumer-group mode; in share-group mode one per broker leading a partition it reads plus one to the
 // coordinator, docs/operations.md). A SUBSCRIBE
 // that would start one more is refused with 0x97 Quota Exceeded. Default 100.
-func MaxShareGroups(n int) Opt { return opt(func(c *cfg) { c.share.MaxGroups = n }) }
+func MaxShareGroups(n int) Opt {
+	return opt(func(c *cfg) { c.share = append(c.share, share.MaxGroups(n)) })
+}
 
 // ShareGroupPrefix is the prefix of the Kafka consumer group ids of share groups. Default "ferry-share-".
-func ShareGroupPrefix(p string) Opt { return opt(func(c *cfg) { c.share.Prefix = p }) }
+func ShareGroupPrefix(p string) Opt {
+	return opt(func(c *cfg) { c.share = append(c.share, share.GroupPrefix(p)) })
+}
 
 // ShareTimings sets the Kafka group heartbeat of share groups (a rebalance starts within about one, the
 // session timeout is ten), how often their offsets are committed, and how long a rebalance waits for
 // acknowledgements. Defaults 1s, 1s, 2s.
 func ShareTimings(heartbeat, commitEvery, revokeWait time.Duration) Opt {
-	return opt(func(c *cfg) {
-		c.share.Heartbeat, c.share.CommitEvery, c.share.RevokeWait = heartbeat, commitEvery, revokeWait
-	})
+	return opt(func(c *cfg) { c.share = append(c.share, share.Timings(heartbeat, commitEvery, revokeWait)) })
 }
 
 // SharedSubscriptionMode chooses how shared subscriptions use Kafka: ShareModeAuto (default),
 // ShareModeShareGroup or ShareModeConsumerGroup.
-func SharedSubscriptionMode(mode string) Opt { return opt(func(c *cfg) { c.share.Mode = mode }) }
+func SharedSubscriptionMode(mode string) Opt {
+	return opt(func(c *cfg) { c.share = append(c.share, share.Mode(mode)) })
+}
 
 // ShareDeliveryLimit is how many times a share-group mode record may be delivered (released by members that
 // left) before it is rejected as poison. 1..9; default 4, the group's share.delivery.count.limit being set
 // one above it.
-func ShareDeliveryLimit(n int) Opt { return opt(func(c *cfg) { c.share.DeliveryLimit = n }) }
+func ShareDeliveryLimit(n int) Opt {
+	return opt(func(c *cfg) { c.share = append(c.share, share.DeliveryLimit(n)) })
+}
 
 // ShareHold is how long a share-group mode record may wait for a member's acknowledgement before it is
 // released for another consumer; keep it below the cluster's group.share.record.lock.duration.ms. Default 20s.
-func ShareHold(d time.Duration) Opt { return opt(func(c *cfg) { c.share.Hold = d }) }
+func ShareHold(d time.Duration) Opt {
+	return opt(func(c *cfg) { c.share = append(c.share, share.Hold(d)) })
+}
 
 // ShareStats describes this instance's shared subscriptions.
 type ShareStats = share.Stats
@@ -67,7 +77,7 @@ func (srv *Server) ShareStats() ShareStats { return srv.shares.Stats() }
 // line. Runs before the listeners open.
 func (srv *Server) resolveShareMode() {
 	mode, why := srv.shares.ResolveMode()
-	if srv.cfg.share.Enabled {
+	if srv.shares.Enabled() {
 		srv.cfg.log.Info("shared subscriptions", "mode", mode, "why", why)
 	}
 }
@@ -76,7 +86,7 @@ func (srv *Server) resolveShareMode() {
 // reason.
 func (c *conn) subscribeShared(s *mqttcodec.Subscription, subID uint32) mqttcodec.ReasonCode {
 	srv, sess := c.l.srv, c.sess
-	if !srv.cfg.share.Enabled {
+	if !srv.shares.Enabled() {
 		return mqttcodec.SharedSubscriptionsNotSupported
 	}
 	_, inner, _, err := mqttcodec.ParseShared(s.Filter)
@@ -150,7 +160,7 @@ func (srv *Server) resumeShares(s *session) {
 	s.mu.Unlock()
 	for i, f := range shared {
 		_, inner, _, err := mqttcodec.ParseShared(bytesOf(f))
-		if err != nil || !srv.cfg.share.Enabled || !srv.shares.Join(f, string(inner), s, shareOpts(opts[i])) {
+		if err != nil || !srv.shares.Enabled() || !srv.shares.Join(f, string(inner), s, shareOpts(opts[i])) {
 			srv.warn("cannot resume a shared subscription", "client", s.id, "filter", f)
 		}
 	}

@@ -17,7 +17,7 @@ import (
 func (g *Group) run(begin kafkamux.TopicOffsets) {
 	r := g.r
 	spec := kafkamux.GroupSpec{
-		Group:       r.cfg.Prefix + strings.TrimPrefix(g.key, "$share/"),
+		Group:       r.cfg.prefix + strings.TrimPrefix(g.key, "$share/"),
 		Topics:      g.routedTopics(),
 		Begin:       begin,
 		Handler:     g.onRecord,
@@ -26,8 +26,8 @@ func (g *Group) run(begin kafkamux.TopicOffsets) {
 		Revoked:     g.revoked,
 		Lost:        g.lost,
 		Committable: g.committable,
-		CommitEvery: r.cfg.CommitEvery,
-		Heartbeat:   r.cfg.Heartbeat,
+		CommitEvery: r.cfg.commitEvery,
+		Heartbeat:   r.cfg.heartbeat,
 	}
 	g.joinRetrying("consumer group", func(ctx context.Context) error {
 		reader, err := r.kafka.JoinGroup(ctx, r.kafka.MessagesTopic(), spec)
@@ -324,7 +324,7 @@ func (g *Group) revoked(parts kafkamux.TopicPartitions) kafkamux.TopicOffsets {
 	}
 	g.revoking = held
 	g.pmu.Unlock()
-	deadline := time.Now().Add(g.r.cfg.RevokeWait)
+	deadline := time.Now().Add(g.r.cfg.revokeWait)
 	for time.Now().Before(deadline) && !g.isClosed() {
 		g.pmu.Lock()
 		busy := false

@@ -65,44 +65,93 @@ import (
 	"github.com/ferrymq/ferry/kafkamux"
 )
 
-// Config configures shared subscriptions; the server's options fill it.
-type Config struct {
-	Enabled     bool          // shared subscriptions are offered; default true
-	MaxGroups   int           // share groups this instance takes part in at once; default 100
-	Prefix      string        // Kafka consumer group id prefix; default "ferry-share-"
-	Heartbeat   time.Duration // Kafka group heartbeat; bounds how fast partitions move; default 1s
-	CommitEvery time.Duration // how often offsets are committed; default 1s
-	RevokeWait  time.Duration // how long a rebalance waits for acknowledgements before committing; default 2s
+// Opt configures a Registry. Options follow franz-go's style, as the server's do: an interface over an
+// unexported config with defaults and validation.
+type Opt interface{ apply(*cfg) }
 
-	Mode          string        // ModeAuto, ModeShareGroup or ModeConsumerGroup (sharegroup.go); default auto
-	DeliveryLimit int           // share-group mode: deliveries before a record is rejected as poison; default 4
-	Hold          time.Duration // share-group mode: how long a record may wait for an acknowledgement; default 20s
+type opt func(*cfg)
+
+func (o opt) apply(c *cfg) { o(c) }
+
+type cfg struct {
+	enabled     bool          // shared subscriptions are offered
+	maxGroups   int           // share groups this instance takes part in at once
+	prefix      string        // Kafka group id prefix
+	heartbeat   time.Duration // Kafka group heartbeat; bounds how fast partitions move
+	commitEvery time.Duration // how often offsets are committed
+	revokeWait  time.Duration // how long a rebalance waits for acknowledgements before committing
+
+	mode          string        // ModeAuto, ModeShareGroup or ModeConsumerGroup (sharegroup.go)
+	deliveryLimit int           // share-group mode: deliveries before a record is rejected as poison
+	hold          time.Duration // share-group mode: how long a record may wait for an acknowledgement
 }
 
-// Defaults sets every field to its default.
-func (c *Config) Defaults() {
-	c.Enabled = true
-	c.MaxGroups = 100
-	c.Prefix = "ferry-share-"
-	c.Heartbeat = time.Second
-	c.CommitEvery = time.Second
-	c.RevokeWait = 2 * time.Second
-	c.Mode = ModeAuto
-	c.DeliveryLimit = 4
-	c.Hold = 20 * time.Second
+func (c *cfg) defaults() {
+	c.enabled = true
+	c.maxGroups = 100
+	c.prefix = "ferry-share-"
+	c.heartbeat = time.Second
+	c.commitEvery = time.Second
+	c.revokeWait = 2 * time.Second
+	c.mode = ModeAuto
+	c.deliveryLimit = 4
+	c.hold = 20 * time.Second
 }
 
-// Validate says what is wrong with c, if anything.
-func (c *Config) Validate() error {
+func (c *cfg) validate() error {
 	switch {
-	case c.MaxGroups < 0:
-		return fmt.Errorf("max share groups must not be negative, not %d", c.MaxGroups)
-	case c.Prefix == "":
+	case c.maxGroups < 0:
+		return fmt.Errorf("max share groups must not be negative, not %d", c.maxGroups)
+	case c.prefix == "":
 		return errors.New("the share group prefix must not be empty")
-	case c.Heartbeat <= 0 || c.CommitEvery <= 0 || c.RevokeWait < 0:
-		return fmt.Errorf("share group timings %v, %v, %v: want positive heartbeat and commit intervals", c.Heartbeat, c.CommitEvery, c.RevokeWait)
+	case c.heartbeat <= 0 || c.commitEvery <= 0 || c.revokeWait < 0:
+		return fmt.Errorf("share group timings %v, %v, %v: want positive heartbeat and commit intervals", c.heartbeat, c.commitEvery, c.revokeWait)
 	}
 	return c.validateMode() // sharegroup.go
+}
+
+// Enabled offers shared subscriptions or not. Default true. A Registry does not refuse by itself: its user
+// asks Enabled before a Join.
+func Enabled(on bool) Opt { return opt(func(c *cfg) { c.enabled = on }) }
+
+// MaxGroups caps the share groups this instance takes part in at once: a Join that would start one more
+// reports false. Default 100.
+func MaxGroups(n int) Opt { return opt(func(c *cfg) { c.maxGroups = n }) }
+
+// GroupPrefix is the prefix of the Kafka consumer or share group ids, followed by "{name}/{filter}". Default
+// "ferry-share-".
+func GroupPrefix(p string) Opt { return opt(func(c *cfg) { c.prefix = p }) }
+
+// Timings sets the Kafka group heartbeat (consumer-group mode), how often offsets are committed, and how long
+// a rebalance waits for acknowledgements. Defaults 1s, 1s, 2s.
+func Timings(heartbeat, commitEvery, revokeWait time.Duration) Opt {
+	return opt(func(c *cfg) { c.heartbeat, c.commitEvery, c.revokeWait = heartbeat, commitEvery, revokeWait })
+}
+
+// Mode chooses how share groups use Kafka: ModeAuto (default), ModeShareGroup or ModeConsumerGroup.
+func Mode(mode string) Opt { return opt(func(c *cfg) { c.mode = mode }) }
+
+// DeliveryLimit is how many times a share-group mode record may be delivered before it is rejected as
+// poison. 1..9; default 4.
+func DeliveryLimit(n int) Opt { return opt(func(c *cfg) { c.deliveryLimit = n }) }
+
+// Hold is how long a share-group mode record may wait for a member's acknowledgement before it is released
+// for another consumer. Default 20s.
+func Hold(d time.Duration) Opt { return opt(func(c *cfg) { c.hold = d }) }
+
+// CheckOptions validates options without building a Registry.
+func CheckOptions(opts ...Opt) error {
+	_, err := newCfg(opts)
+	return err
+}
+
+func newCfg(opts []Opt) (cfg, error) {
+	var c cfg
+	c.defaults()
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	return c, c.validate()
 }
 
 const (
@@ -177,7 +226,7 @@ type Opts struct {
 
 // Registry holds this instance's share groups by subscribed string.
 type Registry struct {
-	cfg   Config
+	cfg   cfg
 	host  Host
 	kafka Kafka
 
@@ -189,10 +238,18 @@ type Registry struct {
 	closedStats kafkamux.ShareReaderStats // counters of share readers closed since start (sharegroup.go)
 }
 
-// NewRegistry returns an empty registry; ResolveMode decides its mode before the first Join.
-func NewRegistry(cfg Config, host Host, kafka Kafka) *Registry {
-	return &Registry{cfg: cfg, host: host, kafka: kafka}
+// NewRegistry returns an empty registry, or what is wrong with opts; ResolveMode decides its mode before the
+// first Join.
+func NewRegistry(host Host, kafka Kafka, opts ...Opt) (*Registry, error) {
+	c, err := newCfg(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Registry{cfg: c, host: host, kafka: kafka}, nil
 }
+
+// Enabled reports whether shared subscriptions are offered (the Enabled option).
+func (r *Registry) Enabled() bool { return r.cfg.enabled }
 
 // Stats describes this instance's shared subscriptions.
 type Stats struct {
@@ -278,7 +335,7 @@ func (r *Registry) Join(key, filter string, m Member, o Opts) bool {
 	g := r.m[key]
 	create := g == nil
 	if create {
-		if len(r.m) >= r.cfg.MaxGroups {
+		if len(r.m) >= r.cfg.maxGroups {
 			r.mu.Unlock()
 			return false
 		}

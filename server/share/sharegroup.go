@@ -44,17 +44,17 @@ const (
 	ModeConsumerGroup = "consumer-group" // one Kafka consumer group per share group, split by partition
 )
 
-func (c *Config) validateMode() error {
-	switch c.Mode {
+func (c *cfg) validateMode() error {
+	switch c.mode {
 	case ModeAuto, ModeShareGroup, ModeConsumerGroup:
 	default:
-		return fmt.Errorf("shared subscription mode %q: want auto, share-group or consumer-group", c.Mode)
+		return fmt.Errorf("shared subscription mode %q: want auto, share-group or consumer-group", c.mode)
 	}
-	if c.DeliveryLimit < 1 || c.DeliveryLimit > 9 {
-		return fmt.Errorf("share delivery limit %d: want 1 to 9", c.DeliveryLimit)
+	if c.deliveryLimit < 1 || c.deliveryLimit > 9 {
+		return fmt.Errorf("share delivery limit %d: want 1 to 9", c.deliveryLimit)
 	}
-	if c.Hold <= 0 {
-		return fmt.Errorf("share hold %v: want a positive duration", c.Hold)
+	if c.hold <= 0 {
+		return fmt.Errorf("share hold %v: want a positive duration", c.hold)
 	}
 	return nil
 }
@@ -63,8 +63,8 @@ func (c *Config) validateMode() error {
 // with the reason, for the server's log.
 func (r *Registry) ResolveMode() (mode, why string) {
 	c := &r.cfg
-	mode, why = c.Mode, "configured"
-	if mode == ModeAuto && !c.Enabled {
+	mode, why = c.mode, "configured"
+	if mode == ModeAuto && !c.enabled {
 		mode = ModeConsumerGroup // not asked: shared subscriptions are off
 	}
 	if mode == ModeAuto {
@@ -110,11 +110,11 @@ type shareKey struct {
 func (g *Group) runShare(begin kafkamux.TopicOffsets) {
 	r := g.r
 	spec := kafkamux.ShareSpec{
-		Group:         r.cfg.Prefix + strings.TrimPrefix(g.key, "$share/"),
+		Group:         r.cfg.prefix + strings.TrimPrefix(g.key, "$share/"),
 		Topics:        g.routedTopics(),
 		Begin:         begin,
-		DeliveryLimit: r.cfg.DeliveryLimit,
-		Hold:          r.cfg.Hold,
+		DeliveryLimit: r.cfg.deliveryLimit,
+		Hold:          r.cfg.hold,
 		MaxRecords:    shareFetchRecords,
 		Handler:       g.onShareRecord,
 	}
