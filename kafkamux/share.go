@@ -19,7 +19,7 @@ import (
 // (acquired for it under a time-limited lock), and each record is settled by exactly one acknowledgement —
 // accepted (done), released (given to another consumer, its delivery count raised) or rejected (never
 // delivered again). MQTT shared subscriptions in share-group mode use one per share group and instance
-// (server/share_group.go).
+// (server/share/sharegroup.go).
 //
 // franz-go's share consumer auto-accepts, at the next poll, every record of the previous poll that was not
 // acknowledged. A record handed to an MQTT client must stay acquired until the client acknowledges it, so

@@ -267,7 +267,7 @@ func (srv *Server) capabilities(p *mqttcodec.Properties) {
 	p.TopicAliasMaximum = srv.cfg.topicAliasMax
 	p.Set(mqttcodec.PropTopicAliasMaximum)
 	p.SharedSubAvailable = 0
-	if srv.cfg.share.enabled {
+	if srv.shares.Enabled() {
 		p.SharedSubAvailable = 1 // share.go
 	}
 	p.Set(mqttcodec.PropSharedSubAvailable)

@@ -41,8 +41,8 @@
 //	deliver.go      a record from the shared reader matched (trie.go) and queued on the matching sessions
 //	trie.go         the subscription index; retained.go: the retained-message index (both on server/topictree)
 //	alias_out.go    outbound topic aliases
-//	share.go        shared subscriptions; share_kafka.go: their Kafka consumer groups; share_group.go: Kafka
-//	                share groups (KIP-932) instead
+//	share.go        shared subscriptions, the MQTT side: options, SUBSCRIBE, a session as a share group
+//	                member, the server as the groups' host (the groups and their Kafka side: server/share)
 //	readlag.go      how late the shared reader receives records; QoS 0 shed at ingest while it lags
 //
 // Sessions (state in the sessions topic, docs/sessions.md):
@@ -58,6 +58,6 @@
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
-// under both indexes), auth (identities, roles, topic patterns), route (--route rules), payload (--payload
-// rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
+// under both indexes), share (shared subscriptions' groups and their Kafka consumer or share groups), auth
+// (identities, roles, topic patterns), route (--route rules), payload (--payload rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server

@@ -82,7 +82,7 @@ func (f *flight) ack(id uint16, want, next outState) bool {
 		return false
 	}
 	if e.d.share != nil && want == outPublished {
-		e.d.share.completed(tp{e.d.topic, e.d.part}, e.d.off) // PUBACK or PUBREC: the client has it (share.go)
+		e.d.share.Completed(e.d.topic, e.d.part, e.d.off) // PUBACK or PUBREC: the client has it (server/share)
 	}
 	f.acks++
 	e.state = next

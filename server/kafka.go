@@ -51,7 +51,7 @@ type SessionWriter interface {
 	Transactional() bool
 }
 
-// Groups joins the Kafka consumer and share groups of shared subscriptions (share_kafka.go, share_group.go).
+// Groups joins the Kafka consumer and share groups of shared subscriptions (server/share).
 // The joins block for a few Kafka round trips: never on an event loop.
 type Groups interface {
 	JoinGroup(ctx context.Context, topic string, spec kafkamux.GroupSpec) (*kafkamux.GroupReader, error)

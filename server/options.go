@@ -13,6 +13,7 @@ import (
 	"github.com/ferrymq/ferry/server/auth"
 	"github.com/ferrymq/ferry/server/payload"
 	"github.com/ferrymq/ferry/server/route"
+	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
 )
 
@@ -71,7 +72,7 @@ type cfg struct {
 
 	auth *auth.Authority // authentication and topic authorization (authz.go); nil = off
 
-	share shareCfg // shared subscriptions (share.go)
+	share []share.Opt // shared subscriptions (server/share)
 
 	routes         []string // route rules, in order (routing.go); none = every message to messagesTopic
 	refuseUnrouted bool     // refuse publishes no rule matches
@@ -108,7 +109,6 @@ func (c *cfg) defaults() {
 	c.saveEvery = 2 * time.Second
 	c.loadTimeout = 60 * time.Second
 	c.maxSubs = 1000
-	c.share.defaults()
 	c.aliasBytes = 16 << 10
 	c.outAliasMax = 16
 	c.outAliasBytes = 2 << 10
@@ -191,7 +191,7 @@ func (c *cfg) validate() error {
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
-	return c.share.validate()
+	return share.CheckOptions(c.share...)
 }
 
 // Listen adds an MQTT listener: tcp://host:port, tls://host:port, ws://host:port/path or wss://host:port/path,

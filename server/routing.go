@@ -354,7 +354,7 @@ func (srv *Server) discover() (pending bool) {
 			srv.cfg.log.Info("following routed Kafka topic", "topic", sp.Topic)
 			names[i] = sp.Topic
 		}
-		srv.shareAddTopics(names) // share.go: the share groups whose filters need them read them too
+		srv.shares.AddTopics(names) // server/share: the share groups whose filters need them read them too
 	}
 	rt.state.Range(func(k, v any) bool {
 		switch v.(uint32) {

@@ -15,6 +15,7 @@ import (
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
 )
 
@@ -52,8 +53,8 @@ type Server struct {
 
 	rt *routing // topic routing (routing.go); nil without route rules
 
-	shares shareRegistry // shared subscriptions (share.go)
-	pw     pwPool        // password checks off the event loops (authz_password.go)
+	shares *share.Registry // shared subscriptions (share.go, server/share)
+	pw     pwPool          // password checks off the event loops (authz_password.go)
 
 	store     *store                      // the sessions topic
 	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
@@ -108,6 +109,9 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if srv.shares, err = share.NewRegistry(shareHost{srv}, kafka, srv.cfg.share...); err != nil {
+		return nil, err
+	}
 	srv.warnLim.Window = 10 * time.Second
 	srv.events.Window, srv.events.Burst = time.Second, eventBurst
 	srv.metrics.initListeners(srv.cfg.listeners)
@@ -147,7 +151,7 @@ func (srv *Server) Start() error {
 		}
 		specs = append(specs, routed...)
 	}
-	srv.resolveShareMode() // share_group.go
+	srv.resolveShareMode() // share.go
 	if err := srv.kafka.FollowAll(specs...); err != nil {
 		return fmt.Errorf("cannot follow Kafka topics: %w", err)
 	}

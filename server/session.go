@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/kafkamux"
+	"github.com/ferrymq/ferry/server/share"
 )
 
 // delivery is one message waiting to be sent to a session, with the options of the matching subscriptions
@@ -20,9 +21,9 @@ type delivery struct {
 	// PUBREL when the client had already sent PUBREC [MQTT-4.4.0-1].
 	resendID uint16
 	released bool
-	live     bool        // handed on by the shared reader as it arrived (not a replay): its write stage is measured (stages.go)
-	subIDs   []uint32    // subscription identifiers of the matching subscriptions (v5)
-	share    *shareGroup // the share group it was delivered for (share.go); nil for a non-shared subscription
+	live     bool         // handed on by the shared reader as it arrived (not a replay): its write stage is measured (stages.go)
+	subIDs   []uint32     // subscription identifiers of the matching subscriptions (v5)
+	share    *share.Group // the share group it was delivered for (server/share); nil for a non-shared subscription
 }
 
 // outState is the progress of one outbound QoS 1/2 message.

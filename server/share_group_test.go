@@ -18,7 +18,7 @@ import (
 	"github.com/ferrymq/ferry/server"
 )
 
-// Shared subscriptions served by Kafka share groups (server/share_group.go), on kfake's share groups.
+// Shared subscriptions served by Kafka share groups (server/share/sharegroup.go), on kfake's share groups.
 
 var shareGroupMode = server.SharedSubscriptionMode(server.ShareModeShareGroup)
 

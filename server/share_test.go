@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -600,4 +601,31 @@ func TestSharedAuthorization(t *testing.T) {
 		t.Fatalf("got %q on %s", m.Payload, m.Topic)
 	}
 	dev.none(t, 300*time.Millisecond)
+}
+
+// Bad shared subscription settings are refused, by CheckOptions as by New, each with what is wrong.
+func TestShareOptionsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		opt  server.Opt
+		want string
+	}{
+		{server.MaxShareGroups(-1), "max share groups must not be negative"},
+		{server.ShareGroupPrefix(""), "share group prefix must not be empty"},
+		{server.ShareTimings(0, time.Second, time.Second), "share group timings"},
+		{server.SharedSubscriptionMode("round-robin"), `shared subscription mode "round-robin"`},
+		{server.ShareDeliveryLimit(10), "share delivery limit 10: want 1 to 9"},
+		{server.ShareHold(0), "share hold 0s"},
+	} {
+		err := server.CheckOptions(server.Listen("tcp://127.0.0.1:0"), tc.opt)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckOptions: %v, want an error saying %q", err, tc.want)
+		}
+		if _, err := server.New(nil, nil, server.Listen("tcp://127.0.0.1:0"), tc.opt); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New: %v, want an error saying %q", err, tc.want)
+		}
+	}
+	// The last setting given wins, as for every option.
+	if err := server.CheckOptions(server.Listen("tcp://127.0.0.1:0"), server.ShareDeliveryLimit(0), server.ShareDeliveryLimit(9)); err != nil {
+		t.Errorf("delivery limit 0 then 9: %v", err)
+	}
 }

@@ -40,7 +40,7 @@ type config struct {
 	sessionQueue      int
 	maxSubscriptions  int
 	maxShareGroups    int
-	shareMode         string        // --shared-subscriptions (server/share_group.go)
+	shareMode         string        // --shared-subscriptions (server/share/sharegroup.go)
 	shareDelivLimit   int           // --share-delivery-limit
 	shareHold         time.Duration // --share-hold
 	v3SessionExpiry   time.Duration

@@ -1,4 +1,4 @@
-package server
+package share
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 )
 
 // Shared subscriptions served by Kafka share groups (KIP-932), the "share-group" mode of
-// --shared-subscriptions; share.go describes the share groups themselves and the "consumer-group" mode.
+// --shared-subscriptions; share.go describes the share groups themselves, consumer.go the "consumer-group" mode.
 //
 //   - One Kafka share group per MQTT share group and filter, named ShareGroupPrefix + "{name}/{filter}"
 //     (the subscribed string without "$share/"), e.g. "ferry-share-workers/jobs/#": the same name the
@@ -35,31 +35,18 @@ import (
 //   - Records whose MQTT topic does not match the filter, or do not route to the Kafka topic they are in,
 //     are accepted at once without delivery (skipped, as in consumer-group mode).
 //
-// Locks: as share.go; shareQ.mu is a leaf taken under shareGroup.mu or session.mu.
+// Locks: as share.go; shareQ.mu is a leaf taken under Group.mu or a member's lock.
 
 // Shared subscription modes (--shared-subscriptions).
 const (
-	ShareModeAuto          = "auto"           // share groups when the cluster supports them, else consumer groups
-	ShareModeShareGroup    = "share-group"    // Kafka share groups (KIP-932, Kafka 4.2)
-	ShareModeConsumerGroup = "consumer-group" // one Kafka consumer group per share group, split by partition
+	ModeAuto          = "auto"           // share groups when the cluster supports them, else consumer groups
+	ModeShareGroup    = "share-group"    // Kafka share groups (KIP-932, Kafka 4.2)
+	ModeConsumerGroup = "consumer-group" // one Kafka consumer group per share group, split by partition
 )
 
-// SharedSubscriptionMode chooses how shared subscriptions use Kafka: ShareModeAuto (default),
-// ShareModeShareGroup or ShareModeConsumerGroup.
-func SharedSubscriptionMode(mode string) Opt { return opt(func(c *cfg) { c.share.mode = mode }) }
-
-// ShareDeliveryLimit is how many times a share-group mode record may be delivered (released by members that
-// left) before it is rejected as poison. 1..9; default 4, the group's share.delivery.count.limit being set
-// one above it.
-func ShareDeliveryLimit(n int) Opt { return opt(func(c *cfg) { c.share.deliveryLimit = n }) }
-
-// ShareHold is how long a share-group mode record may wait for a member's acknowledgement before it is
-// released for another consumer; keep it below the cluster's group.share.record.lock.duration.ms. Default 20s.
-func ShareHold(d time.Duration) Opt { return opt(func(c *cfg) { c.share.hold = d }) }
-
-func (c *shareCfg) validateMode() error {
+func (c *cfg) validateMode() error {
 	switch c.mode {
-	case ShareModeAuto, ShareModeShareGroup, ShareModeConsumerGroup:
+	case ModeAuto, ModeShareGroup, ModeConsumerGroup:
 	default:
 		return fmt.Errorf("shared subscription mode %q: want auto, share-group or consumer-group", c.mode)
 	}
@@ -72,33 +59,31 @@ func (c *shareCfg) validateMode() error {
 	return nil
 }
 
-// resolveShareMode decides, once at Start, which mode serves shared subscriptions, and says so in one log
-// line. Runs before the listeners open.
-func (srv *Server) resolveShareMode() {
-	c := &srv.cfg.share
-	mode, why := c.mode, "configured"
-	if mode == ShareModeAuto && !c.enabled {
-		mode = ShareModeConsumerGroup // not asked: shared subscriptions are off
+// ResolveMode decides, once before the first Join, which mode serves shared subscriptions, and returns it
+// with the reason, for the server's log.
+func (r *Registry) ResolveMode() (mode, why string) {
+	c := &r.cfg
+	mode, why = c.mode, "configured"
+	if mode == ModeAuto && !c.enabled {
+		mode = ModeConsumerGroup // not asked: shared subscriptions are off
 	}
-	if mode == ShareModeAuto {
+	if mode == ModeAuto {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ok, err := srv.kafka.ShareGroupsSupported(ctx)
+		ok, err := r.kafka.ShareGroupsSupported(ctx)
 		cancel()
 		switch {
 		case err != nil:
-			mode, why = ShareModeConsumerGroup, "cannot ask the brokers: "+err.Error()
+			mode, why = ModeConsumerGroup, "cannot ask the brokers: "+err.Error()
 		case ok:
-			mode, why = ShareModeShareGroup, "the brokers advertise ShareGroupHeartbeat, ShareFetch and ShareAcknowledge"
+			mode, why = ModeShareGroup, "the brokers advertise ShareGroupHeartbeat, ShareFetch and ShareAcknowledge"
 		default:
-			mode, why = ShareModeConsumerGroup, "the brokers do not advertise the share group APIs (Kafka 4.2 has them)"
+			mode, why = ModeConsumerGroup, "the brokers do not advertise the share group APIs (Kafka 4.2 has them)"
 		}
 	}
-	srv.shares.mu.Lock()
-	srv.shares.mode = mode
-	srv.shares.mu.Unlock()
-	if c.enabled {
-		srv.cfg.log.Info("shared subscriptions", "mode", mode, "why", why)
-	}
+	r.mu.Lock()
+	r.mode = mode
+	r.mu.Unlock()
+	return mode, why
 }
 
 // shareFetchRecords is the most records one share fetch acquires and one poll hands on. The reader polls
@@ -122,71 +107,61 @@ type shareKey struct {
 
 // runShare joins the Kafka share group, retrying while the group still has local members. Runs on its own
 // goroutine until joined.
-func (g *shareGroup) runShare(begin kafkamux.TopicOffsets) {
-	srv := g.srv
+func (g *Group) runShare(begin kafkamux.TopicOffsets) {
+	r := g.r
 	spec := kafkamux.ShareSpec{
-		Group:         srv.cfg.share.prefix + strings.TrimPrefix(g.key, "$share/"),
+		Group:         r.cfg.prefix + strings.TrimPrefix(g.key, "$share/"),
 		Topics:        g.routedTopics(),
 		Begin:         begin,
-		DeliveryLimit: srv.cfg.share.deliveryLimit,
-		Hold:          srv.cfg.share.hold,
+		DeliveryLimit: r.cfg.deliveryLimit,
+		Hold:          r.cfg.hold,
 		MaxRecords:    shareFetchRecords,
 		Handler:       g.onShareRecord,
 	}
-	for try, wait := 1, 50*time.Millisecond; ; try, wait = try+1, min(2*wait, 5*time.Second) {
-		if g.isClosed() || srv.metrics.stopping.Load() {
-			return
+	g.joinRetrying("share group", func(ctx context.Context) error { // consumer.go
+		reader, err := r.kafka.JoinShareGroup(ctx, r.kafka.MessagesTopic(), spec)
+		if err != nil {
+			return err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		reader, err := srv.kafka.JoinShareGroup(ctx, srv.kafka.MessagesTopic(), spec)
-		cancel()
-		if err == nil {
-			g.mu.Lock()
-			closed := g.closed
-			if !closed {
-				g.sq.mu.Lock()
-				g.sq.reader = reader
-				g.sq.mu.Unlock()
-			}
-			g.mu.Unlock()
-			if closed {
-				g.shutdownShare(reader)
-			} else {
-				reader.AddTopics(g.routedTopics()...) // those discovery found while joining
-			}
-			return
+		g.mu.Lock()
+		closed := g.closed
+		if !closed {
+			g.sq.mu.Lock()
+			g.sq.reader = reader
+			g.sq.mu.Unlock()
 		}
-		if try > 2 {
-			srv.warn("cannot join the Kafka share group of a shared subscription; retrying", "filter", g.key, "err", err)
+		g.mu.Unlock()
+		if closed {
+			g.shutdownShare(reader)
+		} else {
+			reader.AddTopics(g.routedTopics()...) // those discovery found while joining
 		}
-		time.Sleep(wait)
-	}
+		return nil
+	})
 }
 
 // shutdownShare releases what is left, leaves the share group and closes its client. Runs on its own
 // goroutine.
-func (g *shareGroup) shutdownShare(reader *kafkamux.ShareReader) {
+func (g *Group) shutdownShare(reader *kafkamux.ShareReader) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	reader.Close(ctx)
 	g.mu.Lock()
 	g.releaseOrphansLocked()
 	g.mu.Unlock()
-	g.srv.shares.addReaderStats(reader)
+	g.r.addReaderStats(reader)
 }
 
 // onShareRecord hands one acquired record to one member with room. It runs on the share reader's goroutine
 // and waits while every member is full (the group's backpressure), or returns at once if the group closes.
-func (g *shareGroup) onShareRecord(r *kafkamux.ShareRecord) {
-	srv := g.srv
-	t, ok := srv.kafkaTopicIndex(r.Topic)
-	if !ok || (srv.rt != nil && !srv.rt.tbl.RoutesTo(r.Msg.Topic, srv.rt.name(t))) || !mqttcodec.Match(bytesOf(g.filter), bytesOf(r.Msg.Topic)) {
+func (g *Group) onShareRecord(r *kafkamux.ShareRecord) {
+	host := g.r.host
+	t, ok := host.TopicIndex(r.Topic)
+	if !ok || !host.RoutesTo(r.Msg.Topic, t) || !mqttcodec.Match(bytesOf(g.filter), bytesOf(r.Msg.Topic)) {
 		r.Ack(kafkamux.ShareAccept) // not for this filter (the shared reader counts misrouted records)
 		return
 	}
-	if srv.cfg.payload != nil {
-		r.Msg = srv.deliverAsJSONWait(r.Msg) // contract.go; as deliverRecord does for the other subscriptions
-	}
+	r.Msg = host.Convert(r.Msg) // as the server does for the other subscriptions
 	key := shareKey{tp{t, r.Partition}, r.Offset}
 	var closing <-chan struct{}
 	g.sq.mu.Lock()
@@ -224,7 +199,7 @@ func (g *shareGroup) onShareRecord(r *kafkamux.ShareRecord) {
 
 // deliverShare queues r for the next member with room. It reports whether it did, and gone when the group
 // closed.
-func (g *shareGroup) deliverShare(key shareKey, r *kafkamux.ShareRecord) (delivered, gone bool) {
+func (g *Group) deliverShare(key shareKey, r *kafkamux.ShareRecord) (delivered, gone bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -235,24 +210,24 @@ func (g *shareGroup) deliverShare(key shareKey, r *kafkamux.ShareRecord) (delive
 		return false, false
 	}
 	mem := &g.members[i]
-	d := delivery{msg: r.Msg, qos: min(r.Msg.QoS, mem.o.qos), retain: r.Msg.Retain && mem.o.retainAsPub,
-		topic: key.part.t, part: key.part.p, off: key.off, share: g}
-	if mem.o.subID != 0 {
-		d.subIDs = []uint32{mem.o.subID}
+	d := Delivery{Msg: r.Msg, QoS: min(r.Msg.QoS, mem.o.QoS), Retain: r.Msg.Retain && mem.o.RetainAsPublished,
+		Topic: key.part.t, Part: key.part.p, Off: key.off}
+	if mem.o.SubID != 0 {
+		d.SubIDs = []uint32{mem.o.SubID}
 	}
-	if d.qos > 0 {
+	if d.QoS > 0 {
 		g.sq.mu.Lock()
 		g.sq.held[key] = r
 		g.sq.mu.Unlock()
 	}
-	if !g.pushLocked(mem.s, d) {
+	if !mem.m.Push(g, d) {
 		g.sq.settle(key, kafkamux.ShareRelease) // went offline after it was picked: for another consumer
-		if d.qos == 0 {
+		if d.QoS == 0 {
 			r.Ack(kafkamux.ShareRelease)
 		}
 		return true, false
 	}
-	if d.qos == 0 {
+	if d.QoS == 0 {
 		r.Ack(kafkamux.ShareAccept) // at most once: accepted on hand-off
 	}
 	return true, false
@@ -270,17 +245,17 @@ func (q *shareQ) settle(key shareKey, status kafkamux.ShareAck) {
 }
 
 // releaseOrphansLocked releases the records of members that left, for another consumer. g.mu is held.
-func (g *shareGroup) releaseOrphansLocked() {
+func (g *Group) releaseOrphansLocked() {
 	for i := range g.orphans {
 		d := &g.orphans[i]
-		g.sq.settle(shareKey{tp{d.topic, d.part}, d.off}, kafkamux.ShareRelease)
-		g.orphans[i] = delivery{}
+		g.sq.settle(shareKey{tp{d.Topic, d.Part}, d.Off}, kafkamux.ShareRelease)
+		g.orphans[i] = Delivery{}
 	}
 	g.orphans = nil
 }
 
 // addReaderStats keeps the counters of a closed share reader.
-func (r *shareRegistry) addReaderStats(reader *kafkamux.ShareReader) {
+func (r *Registry) addReaderStats(reader *kafkamux.ShareReader) {
 	st := reader.Stats()
 	r.mu.Lock()
 	r.closedStats.Rejected += st.Rejected
@@ -291,11 +266,11 @@ func (r *shareRegistry) addReaderStats(reader *kafkamux.ShareReader) {
 }
 
 // shareGroupStats adds the share-group mode counters to st. Registry lock not held.
-func (srv *Server) shareGroupStats(st *ShareStats, gs []*shareGroup) {
-	srv.shares.mu.Lock()
-	st.Mode = srv.shares.mode
-	c := srv.shares.closedStats
-	srv.shares.mu.Unlock()
+func (r *Registry) shareGroupStats(st *Stats, gs []*Group) {
+	r.mu.Lock()
+	st.Mode = r.mode
+	c := r.closedStats
+	r.mu.Unlock()
 	for _, g := range gs {
 		if g.sq == nil {
 			continue
