@@ -77,7 +77,7 @@ type cfg struct {
 
 func defaults() cfg {
 	return cfg{laneBytes: 8 << 20, laneRecords: 8192, resumePct: 75, maxDelay: 10 * time.Millisecond, minRecords: 256,
-		qos0Delay: 2 * time.Millisecond}
+		qos0Delay: 5 * time.Millisecond}
 }
 
 func (c *cfg) validate() error {
@@ -127,7 +127,7 @@ func LaneMinRecords(n int) Opt { return opt(func(c *cfg) { c.minRecords = n }) }
 // records it only arrives late, and makes every record behind it later. QoS 1 and 2 messages are not bounded
 // by it (they wait on their connections under the count budget and LaneDelay), nor is a burst while Kafka
 // keeps up. As with LaneDelay, the bound follows Kafka's own round trip when that is longer. 0 turns it off.
-// Default 2 ms.
+// Default 5 ms.
 func LaneQoS0Delay(d time.Duration) Opt { return opt(func(c *cfg) { c.qos0Delay = d }) }
 
 // ResumeAt sets the resume mark, in percent of both budgets: a lane that
