@@ -10,11 +10,10 @@ import (
 	"github.com/ferrymq/ferry/kafkamux"
 )
 
-// Lane is one event loop's bounded path to Kafka. TryPublish is called by the
-// owning loop, and may be called from any goroutine (wills are published on
-// lane 0 from timers); completions arrive on franz-go's producer callback
-// goroutines. The lane's mutex is held only for counter updates, never across
-// a call out.
+// Lane is one event loop's bounded path to Kafka and the owner of its back-pressure (see the package doc).
+// Its loop publishes on it, and so may any other goroutine (the server publishes wills on lane 0 from timers
+// and readers); completions and OnSpace run on franz-go's producer callback goroutines. The lane's mutex is
+// held only for counter updates, never across a call out.
 type Lane struct {
 	o   *Offload
 	idx int
@@ -74,7 +73,7 @@ type Lane struct {
 // except user property names, which are Go strings and kept as they are (do
 // not build them with unsafe over a reused buffer). msg itself and its
 // UserProps slice may be reused as soon as TryPublish returns.
-func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
+func (l *Lane) TryPublish(msg *kafkamux.Message, done func(err error)) error {
 	return l.TryPublishWith(msg, "", nil, done)
 }
 
@@ -83,7 +82,7 @@ func (l *Lane) TryPublish(msg *Message, done func(err error)) error {
 // Transactions) the message, its retained copy and the session record commit or abort as one, which is how a
 // QoS 2 message and its packet-id state are stored exactly once. The session record counts against the budget
 // like the others; done reports them all, with the first error.
-func (l *Lane) TryPublishWith(msg *Message, sessKey string, sessValue []byte, done func(err error)) error {
+func (l *Lane) TryPublishWith(msg *kafkamux.Message, sessKey string, sessValue []byte, done func(err error)) error {
 	return l.TryPublishRouted(msg, Route{}, sessKey, sessValue, done)
 }
 
@@ -102,7 +101,7 @@ type Route struct {
 
 // TryPublishRouted is TryPublishWith for a message that goes to rt.Topic, with an optional partition key.
 // The zero Route is the messages topic, exactly as TryPublishWith.
-func (l *Lane) TryPublishRouted(msg *Message, rt Route, sessKey string, sessValue []byte, done func(err error)) error {
+func (l *Lane) TryPublishRouted(msg *kafkamux.Message, rt Route, sessKey string, sessValue []byte, done func(err error)) error {
 	topic := l.o.topic
 	if rt.Topic != "" {
 		topic = rt.Topic
@@ -190,7 +189,7 @@ func (l *Lane) take(recs, size int, qos0 bool) error {
 // record copies from the message and the produce callback are built once and reused, so handing a message of
 // a usual shape to Kafka allocates nothing (the server keeps one Pub in each pooled publish request).
 type Pub struct {
-	Msg Message
+	Msg kafkamux.Message
 
 	rec   kafkamux.Record
 	buf   []byte // the record's copies of Msg's string bytes
@@ -410,14 +409,6 @@ func (l *Lane) OnSpace(fn func()) {
 	l.mu.Lock()
 	l.onSpace = fn
 	l.mu.Unlock()
-}
-
-// InFlight returns the records and bytes the lane has produced and not yet
-// seen completed.
-func (l *Lane) InFlight() (records, bytes int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.recs, l.bytes
 }
 
 // Stats are a lane's counters since it was created.

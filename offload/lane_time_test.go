@@ -123,7 +123,7 @@ func TestLaneTimeBoundAgainstSlowKafka(t *testing.T) {
 	if s.LimitRecords >= 4096 {
 		t.Fatalf("limit still %d records after 3 s of 40 ms produces (refused %d)", s.LimitRecords, refused)
 	}
-	if r, _ := lane.InFlight(); r > s.LimitRecords {
+	if r, _ := inFlight(lane); r > s.LimitRecords {
 		if err := publish(); !errors.Is(err, ErrFull) {
 			t.Fatalf("publish with %d records in flight over the time-derived limit %d: err = %v, want ErrFull", r, s.LimitRecords, err)
 		}

@@ -1,26 +1,3 @@
-// Package offload is the bounded, non-blocking hand-off between the server's
-// event loops and Kafka.
-//
-// Each event loop owns one [Lane]. A loop publishes with [Lane.TryPublish]
-// (or TryPublishWith, TryPublishRouted), which never blocks: it either hands
-// the message to the Kafka producer or, when the lane's in-flight budget
-// (records and bytes, and the record limit its time bound sets, see
-// [LaneDelay]) is spent, returns [ErrFull] and produces nothing; a QoS 0
-// message is also refused, with [ErrLate], when the lane's records wait
-// longer than its QoS 0 delay ([LaneQoS0Delay]). The server
-// then keeps a QoS 1/2 publish in its connection's queue (bounded by Receive
-// Maximum) and drops a QoS 0 one; it does not stop reading the socket (gnet
-// cannot). The lane calls its [Lane.OnSpace] function once completions have
-// brought it down to its resume mark, and the loop retries the publishes it
-// holds. Other goroutines may publish on a lane too (the server publishes
-// wills on lane 0 from timers and readers): a lane is safe for concurrent use.
-//
-// Completions (each publish's done function) run on franz-go's producer
-// callback goroutines, in the order Kafka acknowledged the records (per
-// partition in produce order; across partitions in any order). They must not
-// block: the server marks the publish done and hands its connection back to
-// the owning loop with one non-blocking notify (server/loop.go), and the loop
-// writes the acks.
 package offload
 
 import (
@@ -31,21 +8,6 @@ import (
 
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
-)
-
-// Message and UserProp are the kafkamux data model, aliased so that the
-// server imports offload only.
-type (
-	Message  = kafkamux.Message
-	UserProp = kafkamux.UserProp
-	// ValueSchema names the schema of a value checked or converted by a payload rule (server/payload).
-	ValueSchema = kafkamux.ValueSchema
-	Handler     = kafkamux.Handler
-
-	// Histogram and HistogramSnapshot are kafkamux's lock-free duration histogram, for the server's own
-	// timings (event-loop lag).
-	Histogram         = kafkamux.Histogram
-	HistogramSnapshot = kafkamux.HistogramSnapshot
 )
 
 // ErrFull is returned by TryPublish when the lane's in-flight budget is
@@ -222,35 +184,6 @@ func (o *Offload) Stats() Stats {
 	}
 	return s
 }
-
-// Follow passes through to [kafkamux.Mux.Follow].
-func (o *Offload) Follow(topic string, h kafkamux.Handler) error { return o.mux.Follow(topic, h) }
-
-// Start says where FollowFrom begins reading: [kafkamux.Start].
-type Start = kafkamux.Start
-
-// Where FollowFrom begins reading.
-const (
-	FromEnd   = kafkamux.FromEnd
-	FromStart = kafkamux.FromStart
-)
-
-// FollowSpec is one topic for FollowAll: [kafkamux.FollowSpec].
-type FollowSpec = kafkamux.FollowSpec
-
-// FollowFrom passes through to [kafkamux.Mux.FollowFrom].
-func (o *Offload) FollowFrom(topic string, start Start, h kafkamux.Handler, caughtUp func()) error {
-	return o.mux.FollowFrom(topic, start, h, caughtUp)
-}
-
-// FollowAll passes through to [kafkamux.Mux.FollowAll].
-func (o *Offload) FollowAll(specs ...FollowSpec) error { return o.mux.FollowAll(specs...) }
-
-// MessagesTopic is the Kafka topic TryPublish produces to.
-func (o *Offload) MessagesTopic() string { return o.topic }
-
-// RetainedTopic is the Kafka topic TryPublish also writes retained messages to.
-func (o *Offload) RetainedTopic() string { return o.retained }
 
 func (o *Offload) logFailure(err error) {
 	if ok, n := o.rl.Allow(err.Error()); ok {

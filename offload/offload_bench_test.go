@@ -50,7 +50,7 @@ func BenchmarkTryPublish(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			msg := &Message{Payload: payload, QoS: 1, ClientID: "bench"}
+			msg := &kafkamux.Message{Payload: payload, QoS: 1, ClientID: "bench"}
 			for i := l; i < b.N; i += lanes {
 				msg.Topic = topics[i%len(topics)]
 				for {

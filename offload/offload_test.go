@@ -72,8 +72,8 @@ func failProduce(c *kfake.Cluster, code int16) {
 	})
 }
 
-func msg(topic string, payload int) *Message {
-	return &Message{Topic: topic, Payload: make([]byte, payload), QoS: 1, ClientID: "c"}
+func msg(topic string, payload int) *kafkamux.Message {
+	return &kafkamux.Message{Topic: topic, Payload: make([]byte, payload), QoS: 1, ClientID: "c"}
 }
 
 // recorder counts done calls per publish and fails the test on a second one.
@@ -134,7 +134,7 @@ func TestBudgetRecords(t *testing.T) {
 	if err := lane.TryPublish(msg("t/x", 10), rec.done(99)); !errors.Is(err, ErrFull) {
 		t.Fatalf("5th publish: err = %v, want ErrFull", err)
 	}
-	if r, _ := lane.InFlight(); r != 4 {
+	if r, _ := inFlight(lane); r != 4 {
 		t.Fatalf("in flight %d records, want 4", r)
 	}
 	// Lanes are independent.
@@ -147,7 +147,7 @@ func TestBudgetRecords(t *testing.T) {
 	release()
 	rec.wait(t, 5)
 	waitFor(t, "OnSpace", func() bool { return spaces.Load() == 1 })
-	if r, b := lane.InFlight(); r != 0 || b != 0 {
+	if r, b := inFlight(lane); r != 0 || b != 0 {
 		t.Fatalf("in flight after completion: %d records, %d bytes", r, b)
 	}
 	if len(rec.errs) != 0 {
@@ -186,7 +186,7 @@ func TestBudgetBytes(t *testing.T) {
 			t.Fatalf("publish %d: %v", i, err)
 		}
 	}
-	if _, b := lane.InFlight(); b != 3*size {
+	if _, b := inFlight(lane); b != 3*size {
 		t.Fatalf("in flight %d bytes, want %d", b, 3*size)
 	}
 	if err := lane.TryPublish(msg("t/3", 300), rec.done(3)); !errors.Is(err, ErrFull) {
@@ -263,7 +263,7 @@ func TestDoneExactlyOnce(t *testing.T) {
 		t.Fatalf("%d publishes completed, %d errors (%v)", len(rec.calls), len(rec.errs), rec.errs)
 	}
 	for l := 0; l < lanes; l++ {
-		if r, b := o.Lane(l).InFlight(); r != 0 || b != 0 {
+		if r, b := inFlight(o.Lane(l)); r != 0 || b != 0 {
 			t.Fatalf("lane %d in flight %d/%d after all completions", l, r, b)
 		}
 	}
@@ -304,7 +304,7 @@ func TestProduceErrorsPropagate(t *testing.T) {
 			!strings.HasPrefix(rec.errs[0].Error(), "cannot write MQTT message to Kafka: ") {
 			t.Fatalf("errors: %v", rec.errs)
 		}
-		if r, b := o.Lane(0).InFlight(); r != 0 || b != 0 {
+		if r, b := inFlight(o.Lane(0)); r != 0 || b != 0 {
 			t.Fatalf("budget not released on failure: %d/%d", r, b)
 		}
 		if s := o.Stats(); s.Failed != 3 || s.Published != 0 {
@@ -392,19 +392,19 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-// TestFollowPassThrough: a message published through a lane reaches a
+// TestLaneReachesFollower: a message published through a lane reaches a
 // follower of the messages topic.
-func TestFollowPassThrough(t *testing.T) {
+func TestLaneReachesFollower(t *testing.T) {
 	m := newMux(t)
 	o, err := New(m, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *Message, 1)
-	if err := o.Follow(o.MessagesTopic(), func(_ int32, _ int64, msg *Message) { got <- msg }); err != nil {
+	got := make(chan *kafkamux.Message, 1)
+	if err := m.Follow(m.MessagesTopic(), func(_ int32, _ int64, msg *kafkamux.Message) { got <- msg }); err != nil {
 		t.Fatal(err)
 	}
-	in := &Message{Topic: "a/b", Payload: []byte("hi"), QoS: 1, UserProps: []UserProp{{Key: "k", Value: "v"}}}
+	in := &kafkamux.Message{Topic: "a/b", Payload: []byte("hi"), QoS: 1, UserProps: []kafkamux.UserProp{{Key: "k", Value: "v"}}}
 	if err := o.Lane(0).TryPublish(in, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -427,4 +427,11 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// inFlight returns the records and bytes l has produced and not yet seen completed. The server never asks:
+// the lane's OnSpace is its only signal (see the package doc).
+func inFlight(l *Lane) (records, bytes int) {
+	s := l.Stats()
+	return s.InFlightRecords, s.InFlightBytes
 }

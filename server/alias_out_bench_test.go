@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // BenchmarkFanoutTopicAlias measures what outbound topic aliases save when one record goes out to many v5
@@ -71,7 +71,7 @@ func benchFanoutAlias(b *testing.B, tlen int, on, sock bool) {
 	for i := range 8 {
 		end := "/device-" + strconv.Itoa(i)
 		t := strings.Repeat("x", tlen-len(end)) + end // topics that differ in their last level
-		ds = append(ds, delivery{msg: &offload.Message{Topic: t, Payload: make([]byte, 16)}, qos: 1})
+		ds = append(ds, delivery{msg: &kafkamux.Message{Topic: t, Payload: make([]byte, 16)}, qos: 1})
 	}
 	now := time.Now()
 	out := make([]byte, 0, 64<<10)

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // aliasTestConn is a connection with no socket: writePublish appends to its loop's out buffer.
@@ -46,7 +46,7 @@ func decodeOut(t testing.TB, c *conn) []mqttcodec.Publish {
 func TestOutAlias(t *testing.T) {
 	now := time.Now()
 	send := func(c *conn, topic string) {
-		d := delivery{msg: &offload.Message{Topic: topic, Payload: []byte("x")}}
+		d := delivery{msg: &kafkamux.Message{Topic: topic, Payload: []byte("x")}}
 		if !c.writePublish(&d, 0, false, now) {
 			t.Fatalf("PUBLISH on %s not written", topic)
 		}
@@ -157,7 +157,7 @@ func TestOutAlias(t *testing.T) {
 	t.Run("MQTT-3.1.2-25/too-large-leaves-table", func(t *testing.T) {
 		c := aliasTestConn(mqttcodec.Version5, 10)
 		c.clientMaxPacket = 40
-		d := delivery{msg: &offload.Message{Topic: long, Payload: []byte("x")}}
+		d := delivery{msg: &kafkamux.Message{Topic: long, Payload: []byte("x")}}
 		if c.writePublish(&d, 0, false, now) {
 			t.Fatal("PUBLISH above the client's Maximum Packet Size written")
 		}
@@ -173,7 +173,7 @@ func TestOutAliasAllocs(t *testing.T) {
 	now := time.Now()
 	var ds []delivery
 	for i := range 8 {
-		ds = append(ds, delivery{msg: &offload.Message{Topic: "place/1/device/" + strconv.Itoa(i) + "/telemetry", Payload: []byte("x")}})
+		ds = append(ds, delivery{msg: &kafkamux.Message{Topic: "place/1/device/" + strconv.Itoa(i) + "/telemetry", Payload: []byte("x")}})
 	}
 	c.l.out = make([]byte, 0, 4096)
 	i := 0

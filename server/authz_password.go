@@ -1,11 +1,8 @@
 package server
 
 import (
-	"context"
 	"runtime"
 	"sync"
-
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/server/auth"
@@ -80,9 +77,9 @@ func (c *conn) checkPassword(pol *auth.Policy, p *mqttcodec.Connect) mqttcodec.R
 	user, pass := append([]byte(nil), p.Username...), append([]byte(nil), p.Password...)
 	ok := l.srv.pw.submit(func() {
 		pr, err := pol.VerifyPassword(user, pass) // bcrypt: this is why it is not on the loop
-		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		c.runOnLoop(func() {
 			if c.closed || c.phase != phaseLoading {
-				return nil
+				return
 			}
 			if err != nil {
 				l.srv.debug("refusing CONNECT: authentication failed", "err", err)
@@ -98,8 +95,7 @@ func (c *conn) checkPassword(pol *auth.Policy, p *mqttcodec.Connect) mqttcodec.R
 			if !c.closed {
 				c.service() // the packets that came behind the CONNECT
 			}
-			return nil
-		}))
+		})
 	})
 	if !ok {
 		l.srv.warn("refusing CONNECT: too many password checks waiting", "queued", pwQueueMax)

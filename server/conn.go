@@ -60,15 +60,15 @@ type conn struct {
 }
 
 // OnOpen runs on the connection's event loop.
-func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	l := s.loopOf(gc.EventLoop())
+func (srv *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	l := srv.loopOf(gc.EventLoop())
 	c := &conn{gc: gc, l: l, lastRead: l.now}
 	gc.SetContext(c)
-	s.metrics.connOpened(c)
-	if ls := &s.specs[c.listener]; ls.Layered() {
+	srv.metrics.connOpened(c)
+	if ls := &srv.specs[c.listener]; ls.Layered() {
 		tr, err := transport.New(c, ls)
 		if err != nil {
-			s.warn("connection refused by its listener", "listener", ls.URL(), "remote", gc.RemoteAddr().String(), "err", err)
+			srv.warn("connection refused by its listener", "listener", ls.URL(), "remote", gc.RemoteAddr().String(), "err", err)
 			c.closeWhy = closeRefused
 			c.closed = true
 			return nil, gnet.Close
@@ -76,12 +76,12 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		c.tr = tr
 	}
 	// A socket that sends no CONNECT within the timeout is closed (MQTT 5 §3.1.4, a SHOULD without a number).
-	l.wheel.schedule(c, l.now+int64(s.cfg.connectTimeout.Seconds()+0.999))
+	l.wheel.schedule(c, l.now+int64(srv.cfg.connectTimeout.Seconds()+0.999))
 	return nil, gnet.None
 }
 
 // OnClose runs on the connection's event loop.
-func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
+func (srv *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, _ := gc.Context().(*conn)
 	if c == nil {
 		return gnet.None
@@ -90,7 +90,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		c.lingerClosed() // its MQTT end was done when the linger began
 		return gnet.None
 	}
-	s.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
+	srv.metrics.connClosed(c) // before closed is set: it tells whether Ferry or the peer closed
 	c.closed = true
 	if c.tr != nil {
 		c.tr.Release() // a TLS handshake goroutine waiting for bytes gives up
@@ -103,7 +103,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 // OnTraffic runs on the connection's event loop: it decodes every whole packet buffered for the connection.
 // Bytes from Peek are borrowed until Discard; anything that must outlive this call (a publish on its way to
 // Kafka, a will, a client id) is copied before Discard.
-func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+func (srv *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, _ := gc.Context().(*conn)
 	if c != nil && c.phase == phaseLinger {
 		return c.lingerTraffic()

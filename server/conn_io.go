@@ -75,4 +75,4 @@ func (c *conn) inboundBuffered() int {
 // calls it on SIGHUP). New handshakes use the new files; established connections keep their session. If a
 // file cannot be used, the certificates in use stay and the error says which file. Without a TLS listener it
 // does nothing. Safe to call from any goroutine.
-func (s *Server) ReloadTLS() error { return s.transports.ReloadTLS(s.cfg.log) }
+func (srv *Server) ReloadTLS() error { return srv.transports.ReloadTLS(srv.cfg.log) }

@@ -1,21 +1,18 @@
 package server
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"maps"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
-
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // willMsg is a client's will, copied out of the CONNECT packet.
 type willMsg struct {
-	msg    *offload.Message
+	msg    *kafkamux.Message
 	delay  uint32 // seconds (v5 Will Delay Interval)
 	expiry uint32 // Message Expiry Interval of the will, counted from its publication
 }
@@ -258,19 +255,19 @@ func (c *conn) writeConnack(version byte, present bool, reason mqttcodec.ReasonC
 }
 
 // capabilities adds the server's v5 capabilities to a successful CONNACK.
-func (s *Server) capabilities(p *mqttcodec.Properties) {
-	p.ReceiveMaximum = s.cfg.receiveMaximum
+func (srv *Server) capabilities(p *mqttcodec.Properties) {
+	p.ReceiveMaximum = srv.cfg.receiveMaximum
 	p.Set(mqttcodec.PropReceiveMaximum)
-	if s.cfg.maxQoS < 2 {
-		p.MaximumQoS = s.cfg.maxQoS
+	if srv.cfg.maxQoS < 2 {
+		p.MaximumQoS = srv.cfg.maxQoS
 		p.Set(mqttcodec.PropMaximumQoS)
 	}
-	p.MaximumPacketSize = uint32(s.cfg.maxPacketSize)
+	p.MaximumPacketSize = uint32(srv.cfg.maxPacketSize)
 	p.Set(mqttcodec.PropMaximumPacketSize)
-	p.TopicAliasMaximum = s.cfg.topicAliasMax
+	p.TopicAliasMaximum = srv.cfg.topicAliasMax
 	p.Set(mqttcodec.PropTopicAliasMaximum)
 	p.SharedSubAvailable = 0
-	if s.cfg.share.enabled {
+	if srv.cfg.share.enabled {
 		p.SharedSubAvailable = 1 // share.go
 	}
 	p.Set(mqttcodec.PropSharedSubAvailable)
@@ -279,7 +276,7 @@ func (s *Server) capabilities(p *mqttcodec.Properties) {
 
 // copyWill copies the will out of the borrowed CONNECT bytes.
 func copyWill(p *mqttcodec.Connect, id string) *willMsg {
-	m := &offload.Message{
+	m := &kafkamux.Message{
 		Topic:    string(p.WillTopic),
 		Payload:  append([]byte(nil), p.WillPayload...),
 		QoS:      p.WillQoS,
@@ -292,7 +289,7 @@ func copyWill(p *mqttcodec.Connect, id string) *willMsg {
 }
 
 // assignID makes a client id for a client that sent none.
-func (s *Server) assignID() string {
+func (srv *Server) assignID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return "ferry-" + hex.EncodeToString(b[:])
@@ -302,21 +299,21 @@ func (s *Server) assignID() string {
 // it, or restoring it from the sessions topic (restore non-nil). It reports whether an existing session was
 // resumed and, for a restored one, where its replay starts. Runs on c's loop; takes the registry lock, then
 // matchMu and the session lock.
-func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *stored) (*session, bool, map[tp]int64, map[resendKey]outRec) {
-	s.regMu.Lock()
-	defer s.regMu.Unlock()
-	old := s.sessions[id]
+func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *stored) (*session, bool, map[tp]int64, map[resendKey]outRec) {
+	srv.regMu.Lock()
+	defer srv.regMu.Unlock()
+	old := srv.sessions[id]
 	if old != nil {
 		old.mu.Lock()
 		oc := old.c
 		old.c = nil
 		old.mu.Unlock()
 		if oc != nil {
-			s.metrics.takeovers.Add(1)
+			srv.metrics.takeovers.Add(1)
 			oc.kick(mqttcodec.SessionTakenOver) // [MQTT-3.1.4-3]
 		}
 		if clean {
-			s.discard(old)
+			srv.discard(old)
 			old = nil
 		}
 		restore = nil // this instance's own state is newer than the topic's
@@ -328,10 +325,10 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 	if sess == nil {
 		sess = &session{id: id}
 		if restore != nil {
-			from, resend = s.restore(sess, restore)
+			from, resend = srv.restore(sess, restore)
 			present = true
 		}
-		s.sessions[id] = sess
+		srv.sessions[id] = sess
 	}
 	sess.mu.Lock()
 	sess.c = c
@@ -352,8 +349,8 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 		// Live records skip the session until its replay has caught up; messages-topic partitions the stored
 		// offsets do not name start where the shared reader is now (routed topics they do not name start where
 		// the reader began them: resume in persist.go).
-		s.matchMu.Lock()
-		for p, o := range s.readPos {
+		srv.matchMu.Lock()
+		for p, o := range srv.readPos {
 			if _, ok := from[p]; !ok && p.t == 0 {
 				from[p] = o
 			}
@@ -361,14 +358,14 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 		sess.mu.Lock()
 		sess.resuming = true
 		sess.mu.Unlock()
-		s.matchMu.Unlock()
+		srv.matchMu.Unlock()
 		for f, o := range sess.subs {
-			s.metrics.subscriptions.Add(1)
+			srv.metrics.subscriptions.Add(1)
 			if !isShared(f) {
-				s.trie.add(f, sess, o)
+				srv.trie.add(f, sess, o)
 			}
 		}
-		s.resumeShares(sess) // share.go
+		srv.resumeShares(sess) // share.go
 		if sess.ps == nil {
 			sess.ps = &persisted{epoch: c.epoch} // the replay keeps its position there even if expiry is now 0
 		}
@@ -376,36 +373,38 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *
 	return sess, present, from, resend
 }
 
-// kick disconnects c from another goroutine or loop: it is done on c's own loop.
+// kick disconnects c from another goroutine or loop: it is done on c's own loop (kicked).
 func (c *conn) kick(reason mqttcodec.ReasonCode) {
-	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		if c.closed {
-			return nil // endSession saw the takeover
-		}
-		if reason == mqttcodec.SessionTakenOver {
-			c.claimTakenOverWill(true) // a will of delay 0 is due (wills.go)
-		}
-		c.disconnect = true // the session moved on: the connection's will is not sent (again)
-		if c.version >= mqttcodec.Version5 {
-			c.sendDisconnect(reason, "")
-			c.closeLinger() // the old client may be sending: it reads 0x8E (linger.go)
-			return nil
-		}
-		c.close()
-		return nil
-	}))
+	c.l.post(task{c: c, kind: taskKick, reason: reason})
+}
+
+// kicked ends c because its session moved on. Runs on the loop.
+func (c *conn) kicked(reason mqttcodec.ReasonCode) {
+	if c.closed {
+		return // endSession saw the takeover
+	}
+	if reason == mqttcodec.SessionTakenOver {
+		c.claimTakenOverWill(true) // a will of delay 0 is due (wills.go)
+	}
+	c.disconnect = true // the session moved on: the connection's will is not sent (again)
+	if c.version >= mqttcodec.Version5 {
+		c.sendDisconnect(reason, "")
+		c.closeLinger() // the old client may be sending: it reads 0x8E (linger.go)
+		return
+	}
+	c.close()
 }
 
 // discard ends a session for good: its subscriptions leave the trie and its queue is freed. The registry lock
 // is held by the caller.
-func (s *Server) discard(sess *session) {
-	if s.sessions[sess.id] == sess {
-		delete(s.sessions, sess.id)
+func (srv *Server) discard(sess *session) {
+	if srv.sessions[sess.id] == sess {
+		delete(srv.sessions, sess.id)
 	}
 	sess.mu.Lock()
 	shared := maps.Clone(sess.subs)
 	sess.mu.Unlock()
-	s.leaveShares(sess, shared) // its unacknowledged shared messages go to other members first (share.go)
+	srv.leaveShares(sess, shared) // its unacknowledged shared messages go to other members first (share.go)
 	sess.mu.Lock()
 	subs := sess.subs
 	sess.subs = nil
@@ -415,7 +414,7 @@ func (s *Server) discard(sess *session) {
 	sess.fl = nil
 	sess.mu.Unlock()
 	for f := range subs {
-		s.trie.remove(f, sess)
+		srv.trie.remove(f, sess)
 	}
 }
 
@@ -446,7 +445,7 @@ func (c *conn) endSession() {
 	if c.will != nil && c.disconnect {
 		srv.store.put(kindWill, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
 	}
-	var willNow *offload.Message // due at once: not cancelled by a CONNECT that follows (wills.go, dueWills)
+	var willNow *kafkamux.Message // due at once: not cancelled by a CONNECT that follows (wills.go, dueWills)
 	if willDue && (c.will.delay == 0 || expiry == 0) {
 		willNow = c.will.msg
 	}

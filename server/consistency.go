@@ -1,13 +1,10 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/mqttcodec"
 )
@@ -75,7 +72,7 @@ func (st *store) writeOwnRecord(id string, rec *ownerRec) {
 		panic("BUG: cannot encode sessions record: " + err.Error())
 	}
 	k := fenceKey{id, rec.Epoch}
-	st.srv.off.PutSession(storeKey(kindOwner, id), value, func(err error) {
+	st.srv.kafka.PutSession(storeKey(kindOwner, id), value, func(err error) {
 		if err == nil {
 			return
 		}
@@ -152,14 +149,6 @@ func (st *store) alive(inst string) bool {
 	seen, ok := st.instances[inst]
 	st.mu.Unlock()
 	return !ok || time.Since(seen) < st.srv.cfg.deadAfter // never seen: perhaps its first heartbeat is on its way
-}
-
-// runOnLoop runs fn on c's event loop. Runs on any goroutine.
-func (c *conn) runOnLoop(fn func()) {
-	_ = c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		fn()
-		return nil
-	}))
 }
 
 // connectSession finds the client's session once the sessions partition has been read up to the CONNECT's own

@@ -3,8 +3,8 @@ package server
 import (
 	"errors"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server/payload"
 )
 
@@ -38,7 +38,7 @@ func (c *conn) checkPayload(p *mqttcodec.Publish, rule int, r *pubReq) (ok bool,
 		return true, nil // clears the topic's retained message [MQTT-3.3.1-6]: no payload to check
 	}
 	set := c.l.srv.cfg.payload
-	var vs *offload.ValueSchema
+	var vs *kafkamux.ValueSchema
 	r.buf, vs, err = set.Ingest(rule, r.buf, p.Payload)
 	if err == nil {
 		r.pub.Msg.Schema = vs
@@ -91,11 +91,11 @@ func (c *conn) queueDenied(p *mqttcodec.Publish, reason mqttcodec.ReasonCode, wh
 // with the recent-record cache and is not modified. A record that cannot be decoded is delivered unchanged,
 // counted and logged. While m's schema id is fetched it returns m and the *payload.Pending to wait on
 // (contract_hold.go). Never waits; runs on a reader goroutine (shared, retained, a group's) or a replay's.
-func (s *Server) deliverAsJSON(m *offload.Message) (*offload.Message, *payload.Pending) {
+func (srv *Server) deliverAsJSON(m *kafkamux.Message) (*kafkamux.Message, *payload.Pending) {
 	if m.Tombstone {
 		return m, nil
 	}
-	js, err := s.cfg.payload.DeliverJSON(m.Topic, m.Payload)
+	js, err := srv.cfg.payload.DeliverJSON(m.Topic, m.Payload)
 	var pending *payload.Pending
 	switch {
 	case errors.Is(err, payload.ErrNoRule):
@@ -103,7 +103,7 @@ func (s *Server) deliverAsJSON(m *offload.Message) (*offload.Message, *payload.P
 	case errors.As(err, &pending):
 		return m, pending
 	case err != nil:
-		s.warn("record delivered as it is: deliver=json cannot decode it", "topic", m.Topic, "err", err)
+		srv.warn("record delivered as it is: deliver=json cannot decode it", "topic", m.Topic, "err", err)
 		return m, nil
 	}
 	cp := *m
@@ -114,15 +114,15 @@ func (s *Server) deliverAsJSON(m *offload.Message) (*offload.Message, *payload.P
 // checkWill runs a will message's payload through its topic's contract: it returns the message to publish (a
 // converted copy when the rule converts) or false when the will breaks the contract or its schema is not
 // loaded, in which case it is not published (counted and logged). Runs on any goroutine.
-func (s *Server) checkWill(m *offload.Message) (*offload.Message, bool) {
-	set := s.cfg.payload
+func (srv *Server) checkWill(m *kafkamux.Message) (*kafkamux.Message, bool) {
+	set := srv.cfg.payload
 	rule := set.Match(m.Topic)
 	if rule < 0 {
 		return m, true
 	}
 	out, vs, err := set.Ingest(rule, nil, m.Payload)
 	if err != nil {
-		s.warn("will message not published: its payload breaks its payload rule", "client", m.ClientID, "rule", set.Filter(rule), "err", err)
+		srv.warn("will message not published: its payload breaks its payload rule", "client", m.ClientID, "rule", set.Filter(rule), "err", err)
 		return nil, false
 	}
 	cp := *m
@@ -135,9 +135,9 @@ func (s *Server) checkWill(m *offload.Message) (*offload.Message, bool) {
 
 // PayloadStats returns the counters of the payload rules and of failed schema registry requests (nil, 0
 // without rules).
-func (s *Server) PayloadStats() ([]payload.RuleStats, uint64) {
-	if s.cfg.payload == nil {
+func (srv *Server) PayloadStats() ([]payload.RuleStats, uint64) {
+	if srv.cfg.payload == nil {
 		return nil, 0
 	}
-	return s.cfg.payload.Stats()
+	return srv.cfg.payload.Stats()
 }

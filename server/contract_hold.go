@@ -4,7 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/server/payload"
 )
 
@@ -36,7 +36,7 @@ type heldRecs struct {
 	total atomic.Uint64 // records ever held
 	lost  atomic.Uint64 // held records released unchanged because the partition held too many
 
-	retained map[<-chan struct{}][]*offload.Message // retained messages stored unchanged while their id is fetched
+	retained map[<-chan struct{}][]*kafkamux.Message // retained messages stored unchanged while their id is fetched
 }
 
 type heldPart struct {
@@ -45,26 +45,26 @@ type heldPart struct {
 
 type heldRec struct {
 	off  int64
-	m    *offload.Message
+	m    *kafkamux.Message
 	skip bool // misrouted: only moves the reader's position (deliverRecord)
 }
 
 // admit decides what happens to record off of k on the reader: it returns the record to fan out now (m
 // itself, or its JSON), or false when it is held. Runs on the shared reader's goroutine (the only one that
 // hands on k's records); takes heldMu only while some partition is held.
-func (s *Server) admit(k tp, off int64, m *offload.Message, skip bool) (*offload.Message, bool) {
-	h := &s.held
+func (srv *Server) admit(k tp, off int64, m *kafkamux.Message, skip bool) (*kafkamux.Message, bool) {
+	h := &srv.held
 	if h.held.Load() > 0 { // some partition is held: maybe k
 		h.mu.Lock()
 		if p := h.parts[k]; p != nil {
 			if !skip && !m.Tombstone {
-				s.cfg.payload.Prefetch(m.Topic, m.Payload) // its own id, if unknown, is fetched meanwhile
+				srv.cfg.payload.Prefetch(m.Topic, m.Payload) // its own id, if unknown, is fetched meanwhile
 			}
 			p.recs = append(p.recs, heldRec{off: off, m: m, skip: skip})
 			h.now.Add(1)
 			h.total.Add(1)
 			if len(p.recs) > maxHeld {
-				s.releaseHeldLocked(k, true)
+				srv.releaseHeldLocked(k, true)
 			}
 			h.mu.Unlock()
 			return nil, false
@@ -75,7 +75,7 @@ func (s *Server) admit(k tp, off int64, m *offload.Message, skip bool) (*offload
 	if skip {
 		return m, true
 	}
-	out, pending := s.deliverAsJSON(m)
+	out, pending := srv.deliverAsJSON(m)
 	if pending == nil {
 		return out, true
 	}
@@ -88,46 +88,46 @@ func (s *Server) admit(k tp, off int64, m *offload.Message, skip bool) (*offload
 	h.now.Add(1)
 	h.total.Add(1)
 	h.mu.Unlock()
-	s.warn("record held: its schema id is being fetched from the schema registry", "topic", m.Topic, "err", pending)
-	go s.awaitHeld(k, pending.Done)
+	srv.warn("record held: its schema id is being fetched from the schema registry", "topic", m.Topic, "err", pending)
+	go srv.awaitHeld(k, pending.Done)
 	return nil, false
 }
 
 // awaitHeld releases k's held records each time the schema they wait for is known or given up, until none
 // is left. Runs on a goroutine of its own.
-func (s *Server) awaitHeld(k tp, done <-chan struct{}) {
+func (srv *Server) awaitHeld(k tp, done <-chan struct{}) {
 	for done != nil {
 		<-done // closes at the latest at the hold bound, or when the payload Set closes
-		s.held.mu.Lock()
-		done = s.releaseHeldLocked(k, false)
-		s.held.mu.Unlock()
+		srv.held.mu.Lock()
+		done = srv.releaseHeldLocked(k, false)
+		srv.held.mu.Unlock()
 	}
 }
 
 // releaseHeldLocked fans out k's held records in order until one still waits for its schema, and returns
 // what that one waits on; nil once none is left (k is no longer held). With force the first record goes
 // even if it waits (unchanged). heldMu is held.
-func (s *Server) releaseHeldLocked(k tp, force bool) <-chan struct{} {
-	h := &s.held
+func (srv *Server) releaseHeldLocked(k tp, force bool) <-chan struct{} {
+	h := &srv.held
 	p := h.parts[k]
 	for p != nil && len(p.recs) > 0 {
 		r := p.recs[0]
 		m := r.m
 		if !r.skip {
 			var pending *payload.Pending
-			if m, pending = s.deliverAsJSON(r.m); pending != nil {
+			if m, pending = srv.deliverAsJSON(r.m); pending != nil {
 				if !force {
 					return pending.Done
 				}
 				h.lost.Add(1)
-				s.warn("held record delivered unchanged: its partition holds too many records", "topic", r.m.Topic, "held", len(p.recs))
+				srv.warn("held record delivered unchanged: its partition holds too many records", "topic", r.m.Topic, "held", len(p.recs))
 			}
 		}
 		force = false
 		p.recs[0] = heldRec{}
 		p.recs = p.recs[1:]
 		h.now.Add(-1)
-		s.fanOut(k, r.off, m, r.skip)
+		srv.fanOut(k, r.off, m, r.skip)
 	}
 	if p != nil {
 		delete(h.parts, k)
@@ -138,9 +138,9 @@ func (s *Server) releaseHeldLocked(k tp, force bool) <-chan struct{} {
 
 // deliverAsJSONWait is deliverAsJSON for goroutines that may wait (a session's replay, a shared
 // subscription's group reader): while the record's schema id is fetched it waits, at most the hold bound.
-func (s *Server) deliverAsJSONWait(m *offload.Message) *offload.Message {
+func (srv *Server) deliverAsJSONWait(m *kafkamux.Message) *kafkamux.Message {
 	for {
-		out, pending := s.deliverAsJSON(m)
+		out, pending := srv.deliverAsJSON(m)
 		if pending == nil {
 			return out
 		}
@@ -152,19 +152,19 @@ func (s *Server) deliverAsJSONWait(m *offload.Message) *offload.Message {
 // it is and replaced by its JSON once known, if it is still the topic's retained message: one goroutine per id
 // being fetched, however many retained messages wait for it (a retained topic read at start may hold many).
 // Runs on the retained reader's goroutine; does not wait.
-func (s *Server) retainedAsJSON(m *offload.Message) *offload.Message {
-	out, pending := s.deliverAsJSON(m)
+func (srv *Server) retainedAsJSON(m *kafkamux.Message) *kafkamux.Message {
+	out, pending := srv.deliverAsJSON(m)
 	if pending == nil {
 		return out
 	}
-	w := &s.held
+	w := &srv.held
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.retained == nil {
-		w.retained = make(map[<-chan struct{}][]*offload.Message)
+		w.retained = make(map[<-chan struct{}][]*kafkamux.Message)
 	}
 	if _, ok := w.retained[pending.Done]; !ok {
-		go s.awaitRetained(pending.Done)
+		go srv.awaitRetained(pending.Done)
 	}
 	w.retained[pending.Done] = append(w.retained[pending.Done], m)
 	return m
@@ -172,22 +172,22 @@ func (s *Server) retainedAsJSON(m *offload.Message) *offload.Message {
 
 // awaitRetained replaces the retained messages that waited for done by their JSON, if they are still their
 // topics' retained messages. Runs on a goroutine of its own.
-func (s *Server) awaitRetained(done <-chan struct{}) {
+func (srv *Server) awaitRetained(done <-chan struct{}) {
 	<-done
-	w := &s.held
+	w := &srv.held
 	w.mu.Lock()
 	msgs := w.retained[done]
 	delete(w.retained, done)
 	w.mu.Unlock()
 	for _, m := range msgs {
-		if js := s.deliverAsJSONWait(m); js != m {
-			s.retained.replace(m, js)
+		if js := srv.deliverAsJSONWait(m); js != m {
+			srv.retained.replace(m, js)
 		}
 	}
 }
 
 // PayloadHeld returns the records held for their schema now, ever, and released unchanged because their
 // partition held too many (see contract_hold.go).
-func (s *Server) PayloadHeld() (now int64, total, lost uint64) {
-	return s.held.now.Load(), s.held.total.Load(), s.held.lost.Load()
+func (srv *Server) PayloadHeld() (now int64, total, lost uint64) {
+	return srv.held.now.Load(), srv.held.total.Load(), srv.held.lost.Load()
 }

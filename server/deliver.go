@@ -4,8 +4,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // aggDelivery folds every subscription of one session that matches a message.
@@ -20,7 +20,7 @@ type aggDelivery struct {
 // add folds one of the session's subscriptions that match m. A No Local subscription does not take the
 // publisher's own messages [MQTT-3.8.3-3]; overlapping ones give one delivery at their highest QoS
 // [MQTT-3.3.4-2] with every subscription identifier [MQTT-3.3.4-3].
-func (a *aggDelivery) add(o *subOpts, sessID string, m *offload.Message) {
+func (a *aggDelivery) add(o *subOpts, sessID string, m *kafkamux.Message) {
 	if o.noLocal && m.ClientID == sessID {
 		return
 	}
@@ -34,7 +34,7 @@ func (a *aggDelivery) add(o *subOpts, sessID string, m *offload.Message) {
 
 // delivery is the folded delivery of m at its position in the messages topic, if any subscription took it.
 // QoS is min(published, granted); RETAIN is kept only for Retain As Published [MQTT-3.3.1-12]/[MQTT-3.3.1-13].
-func (a *aggDelivery) delivery(m *offload.Message, k tp, off int64) (delivery, bool) {
+func (a *aggDelivery) delivery(m *kafkamux.Message, k tp, off int64) (delivery, bool) {
 	if !a.any {
 		return delivery{}, false
 	}
@@ -43,51 +43,51 @@ func (a *aggDelivery) delivery(m *offload.Message, k tp, off int64) (delivery, b
 
 // onRecord fans one record of the messages topic out to the local sessions whose subscriptions match it. It
 // runs on the shared reader's goroutine and must not block: it only queues deliveries and wakes loops.
-func (s *Server) onRecord(part int32, off int64, m *offload.Message) {
-	s.deliverRecord(0, part, off, m)
+func (srv *Server) onRecord(part int32, off int64, m *kafkamux.Message) {
+	srv.deliverRecord(0, part, off, m)
 }
 
 // deliverRecord fans one record of Kafka topic t (0: the messages topic; else a routed one, routing.go) out.
 // With route rules, a record whose MQTT topic does not route to t is skipped and counted. Runs on the shared
 // reader's goroutine.
-func (s *Server) deliverRecord(t uint16, part int32, off int64, m *offload.Message) {
-	s.metrics.recordsIn.Add(1)
+func (srv *Server) deliverRecord(t uint16, part int32, off int64, m *kafkamux.Message) {
+	srv.metrics.recordsIn.Add(1)
 	if m.Fetched != 0 && !m.Timestamp.IsZero() {
 		waited := time.Duration(m.Fetched - m.Timestamp.UnixNano())
-		s.metrics.delStage[stageRead].Observe(waited)
-		s.lag.note(waited, m.Behind) // readlag.go
+		srv.metrics.delStage[stageRead].Observe(waited)
+		srv.lag.note(waited, m.Behind) // readlag.go
 	}
-	skip := s.rt != nil && !s.rt.tbl.RoutesTo(m.Topic, s.rt.name(t))
+	skip := srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.name(t))
 	k := tp{t, part}
-	if s.cfg.payload != nil {
+	if srv.cfg.payload != nil {
 		var now bool
-		if m, now = s.admit(k, off, m, skip); !now {
+		if m, now = srv.admit(k, off, m, skip); !now {
 			return // held for its schema, or behind a record that is (contract_hold.go)
 		}
 	}
-	s.fanOut(k, off, m, skip)
+	srv.fanOut(k, off, m, skip)
 }
 
 // fanOut queues record off of k for the sessions whose subscriptions match, and moves the reader's position
 // past it. Runs on the shared reader's goroutine, or on a held partition's releaser (contract_hold.go).
-func (s *Server) fanOut(k tp, off int64, m *offload.Message, skip bool) {
-	s.matchMu.Lock()
-	defer s.matchMu.Unlock()
-	s.readPos[k] = off + 1
+func (srv *Server) fanOut(k tp, off int64, m *kafkamux.Message, skip bool) {
+	srv.matchMu.Lock()
+	defer srv.matchMu.Unlock()
+	srv.readPos[k] = off + 1
 	if skip {
-		s.metrics.misrouted.Add(1)
+		srv.metrics.misrouted.Add(1)
 		return
 	}
-	s.scratch = s.trie.match(m.Topic, s.scratch[:0])
-	if len(s.scratch) == 0 {
+	srv.scratch = srv.trie.match(m.Topic, srv.scratch[:0])
+	if len(srv.scratch) == 0 {
 		return
 	}
-	s.gen++
-	agg := s.agg[:0]
-	for i := range s.scratch {
-		e := &s.scratch[i]
-		if e.s.matchGen != s.gen {
-			e.s.matchGen = s.gen
+	srv.gen++
+	agg := srv.agg[:0]
+	for i := range srv.scratch {
+		e := &srv.scratch[i]
+		if e.s.matchGen != srv.gen {
+			e.s.matchGen = srv.gen
 			e.s.matchIdx = int32(len(agg))
 			agg = append(agg, aggDelivery{s: e.s})
 		}
@@ -102,18 +102,18 @@ func (s *Server) fanOut(k tp, off int64, m *offload.Message, skip bool) {
 		if !ok {
 			continue
 		}
-		c, dropped := a.s.enqueue(d, s.cfg.sessionQueue)
+		c, dropped := a.s.enqueue(d, srv.cfg.sessionQueue)
 		if dropped {
-			s.metrics.dropped(dropQueueFull)
+			srv.metrics.dropped(dropQueueFull)
 		}
 		if c != nil {
-			s.wakeRec.add(c)
+			srv.wakeRec.add(c)
 		}
 		agg[i] = aggDelivery{}
 	}
-	s.wakeRec.flush()
-	clear(s.scratch)
-	s.agg = agg[:0]
+	srv.wakeRec.flush()
+	clear(srv.scratch)
+	srv.agg = agg[:0]
 }
 
 // drain writes queued deliveries while the client's window and the outbound budget allow. Runs on the loop.
@@ -324,7 +324,7 @@ func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) boo
 
 // setMessageProps sets the v5 properties a message carries from publisher to subscriber [MQTT-3.3.2-4] etc.
 // The byte slices alias the message's strings: the encoder only reads them.
-func setMessageProps(p *mqttcodec.Properties, m *offload.Message) {
+func setMessageProps(p *mqttcodec.Properties, m *kafkamux.Message) {
 	if m.HasPayloadFormat {
 		p.PayloadFormat = m.PayloadFormat
 		p.Set(mqttcodec.PropPayloadFormat)

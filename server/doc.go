@@ -1,6 +1,7 @@
 // Package server is Ferry's MQTT front end: gnet event loops own every plain TCP connection, decode packets in
-// place with mqttcodec, run the session state machine, and exchange records with Kafka through offload.
-// No goroutine is started per connection, and no loop ever waits for Kafka.
+// place with mqttcodec, run the session state machine, hand MQTT messages to Kafka through offload's lanes,
+// and reach the rest of Kafka through the interfaces of kafka.go. No goroutine is started per connection, and
+// no loop ever waits for Kafka.
 //
 // # File map
 //
@@ -8,10 +9,11 @@
 //
 //	server.go       Server, New, Start/Stop, the gnet engine; will publishing; logging helpers
 //	options.go      Opt and every option, with defaults and validation
-//	loop.go         one event loop's state: the ready list and notify (completions and deliveries back onto
-//	                the loop), lane back-pressure (block/unblock), the one-second tick
+//	loop.go         one event loop's state and service, the one way back onto it: notify (completions and
+//	                deliveries), lane back-pressure (block/unblock), the one-second tick
+//	task.go         one-off work handed back to a connection's loop (post, runOnLoop)
+//	kafka.go        Kafka: the small interfaces the server reaches Kafka through, besides the lanes
 //	keepalive.go    the loop's timing wheel: CONNECT timeouts and keep-alive
-//	procs.go        GOMAXPROCS: one P per loop above the runtime's default
 //	metrics.go      counters and histograms; stages.go: the per-stage latency of publishes and deliveries
 //	drain.go        graceful drain before a stop
 //
@@ -30,13 +32,17 @@
 //	publish.go      PUBLISH: checks, the copy into a pooled request, the hand-off to the loop's lane, acks in order
 //	qos2.go         the QoS 2 handshake and its packet-id records (key format: internal/sessionkey)
 //	routing.go      --route: which Kafka topic a message goes to (rules compiled by server/route)
+//	contract.go     --payload: a PUBLISH checked or converted before the hand-off, a record turned back into JSON;
+//	                contract_hold.go: records held while their schema id is fetched
 //
 // Outbound messages, Kafka → MQTT:
 //
 //	deliver.go      a record from the shared reader matched (trie.go) and queued on the matching sessions
 //	trie.go         the subscription index; retained.go: the retained-message index (both on server/topictree)
 //	alias_out.go    outbound topic aliases
-//	share.go        shared subscriptions; share_kafka.go: their Kafka consumer groups
+//	share.go        shared subscriptions; share_kafka.go: their Kafka consumer groups; share_group.go: Kafka
+//	                share groups (KIP-932) instead
+//	readlag.go      how late the shared reader receives records; QoS 0 shed at ingest while it lags
 //
 // Sessions (state in the sessions topic, docs/sessions.md):
 //
@@ -46,7 +52,9 @@
 //	session.go      a session and its delivery queue; flight.go: its packet-id state
 //	store.go        the instance's view of the sessions topic and its writer; persist.go: what a session saves
 //	wills.go        wills and session expiry, decided once by the sessions topic's log
+//	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
-// under both indexes), auth (identities, roles, topic patterns), route (--route rules).
+// under both indexes), auth (identities, roles, topic patterns), route (--route rules), payload (--payload
+// rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server

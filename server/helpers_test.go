@@ -77,7 +77,7 @@ func buildFerryLoops(t testing.TB, loops int, kopts []kafkamux.Opt, offOpts []of
 	// another (share_group_test.go).
 	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(loops), server.Logger(quietLog),
 		server.SharedSubscriptionMode(server.ShareModeConsumerGroup)}, opts...)
-	srv, err := server.New(off, all...)
+	srv, err := server.New(off, mux, all...)
 	if err != nil {
 		mux.Close()
 		t.Fatalf("server: %v", err)

@@ -19,22 +19,27 @@ type loop struct {
 	el   gnet.EventLoop
 	lane *offload.Lane
 
-	// the loop's tasks, bound once: scheduling them allocates nothing
-	serviceFn, unblockFn, tickFn gnet.RunnableFunc
+	// service, bound once: queuing it allocates nothing. It is the only function Ferry queues on a loop
+	// (wake): everything handed back to the loop waits in the fields below until it runs.
+	serviceFn gnet.RunnableFunc
 
-	mu        sync.Mutex
-	ready     []*conn // connections with completions or deliveries to service
-	scheduled bool    // a run of service is queued on the loop
+	mu         sync.Mutex
+	ready      []*conn // connections with completions or deliveries to service
+	tasks      []task  // one-off work for a connection, in the order it was posted (task.go)
+	unblockDue bool    // the lane has room again (onSpace): retry the blocked connections
+	tickDue    bool    // the one-second tick is due (Server.OnTick)
+	scheduled  bool    // a run of service is queued on the loop
 
 	// loop-owned
-	spare     []*conn
-	out       []byte    // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
-	tscr      [2][]byte // scratch for framing writes through a transport's layers (transport.writeBelow)
-	now       int64     // unix seconds, refreshed on every event
-	wheel     wheel
-	blocked   []*conn     // connections holding publishes that the lane had no room for, retried on its onSpace
-	freePQ    []*pubQueue // drained publish queues, for the next connection that publishes at QoS>0
-	lingering int         // sockets of this loop in a lingering close (linger.go)
+	spare      []*conn
+	spareTasks []task
+	out        []byte    // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
+	tscr       [2][]byte // scratch for framing writes through a transport's layers (transport.writeBelow)
+	now        int64     // unix seconds, refreshed on every event
+	wheel      wheel
+	blocked    []*conn     // connections holding publishes that the lane had no room for, retried on its onSpace
+	freePQ     []*pubQueue // drained publish queues, for the next connection that publishes at QoS>0
+	lingering  int         // sockets of this loop in a lingering close (linger.go)
 	// publish rate limit (limits.go): the buckets of this loop's connections, and those paused by theirs
 	pubLimits map[*conn]*pubLimit
 	throttled []*conn
@@ -57,7 +62,7 @@ func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {
 	l := &loop{srv: srv, idx: idx, el: el, lane: srv.off.Lane(idx)}
 	l.now = time.Now().Unix()
 	l.wheel.init(l.now)
-	l.serviceFn, l.unblockFn, l.tickFn = l.service, l.unblock, l.tick
+	l.serviceFn = l.service
 	l.lane.OnSpace(l.onSpace)
 	return l
 }
@@ -88,9 +93,11 @@ func (l *loop) wake() {
 	l.mu.Unlock()
 	if sched {
 		if err := l.el.Execute(context.Background(), l.serviceFn); err != nil {
-			// The engine is shutting down; connections are being closed anyway.
+			// The engine is shutting down; connections are being closed anyway, and their tasks are moot.
 			l.mu.Lock()
 			l.scheduled = false
+			clear(l.tasks)
+			l.tasks = l.tasks[:0]
 			l.mu.Unlock()
 		}
 	}
@@ -128,15 +135,30 @@ func (b *wakeBatch) flush() {
 	}
 }
 
-// service runs on the event loop: it writes the acks Kafka has completed and the deliveries queued for the
-// connections that asked for it.
+// service runs on the event loop and does everything handed back to it since its last run, in this order:
+// the one-second tick, the posted tasks (in posting order), the retry of blocked publishers, and the acks and
+// deliveries of the connections that asked for it. It is the one way back onto a loop (docs/architecture.md):
+// whatever the goroutine, work reaches a loop by being noted under l.mu and waking this function.
 func (l *loop) service(context.Context) error {
 	l.mu.Lock()
-	ready := l.ready
-	l.ready = l.spare[:0]
-	l.scheduled = false
+	ready, tasks := l.ready, l.tasks
+	l.ready, l.tasks = l.spare[:0], l.spareTasks[:0]
+	tick, unblock := l.tickDue, l.unblockDue
+	l.tickDue, l.unblockDue, l.scheduled = false, false, false
 	l.mu.Unlock()
-	l.now = time.Now().Unix()
+	if tick {
+		l.tick()
+	} else {
+		l.now = time.Now().Unix()
+	}
+	for i := range tasks {
+		tasks[i].run()
+		tasks[i] = task{} // the spare list keeps no connection or error reachable
+	}
+	l.spareTasks = tasks[:0]
+	if unblock {
+		l.unblock()
+	}
 	for i, c := range ready {
 		ready[i] = nil
 		c.notified.Store(false)
@@ -151,14 +173,17 @@ func (l *loop) service(context.Context) error {
 
 // onSpace runs on a Kafka callback goroutine when the lane has room again: the loop retries blocked publishers.
 // The lane alone owns "full": it calls onSpace once after each refusal episode, and only after the refusal, so
-// every connection blocked on that refusal is on l.blocked when unblock runs (block runs on the loop before
-// the loop takes this task). An episode in which nothing was blocked (a QoS 0 drop, a will) costs one empty run.
+// every connection blocked on that refusal is on l.blocked when unblock runs (block runs on the loop, in the
+// event that met the refusal, before the loop can run service). An episode in which nothing was blocked (a
+// QoS 0 drop, a will) costs one empty unblock.
 func (l *loop) onSpace() {
-	_ = l.el.Execute(context.Background(), l.unblockFn)
+	l.mu.Lock()
+	l.unblockDue = true
+	l.wake()
 }
 
-// unblock runs on the event loop and retries the publishes of connections the lane turned away.
-func (l *loop) unblock(context.Context) error {
+// unblock runs on the event loop (service) and retries the publishes of connections the lane turned away.
+func (l *loop) unblock() {
 	blocked := l.blocked
 	l.blocked = nil
 	for _, c := range blocked {
@@ -167,7 +192,6 @@ func (l *loop) unblock(context.Context) error {
 			c.service()
 		}
 	}
-	return nil
 }
 
 // block records that c holds publishes the lane refused (or that queue behind refused ones), to be retried on
@@ -179,13 +203,19 @@ func (l *loop) block(c *conn) {
 	}
 }
 
-// tick runs on the event loop once a second: keep-alive and CONNECT timeouts, and reading again from
-// connections paused by their publish rate.
-func (l *loop) tick(context.Context) error {
+// tickSoon asks the loop to run its one-second tick. Runs on gnet's ticker goroutine; never blocks.
+func (l *loop) tickSoon() {
+	l.mu.Lock()
+	l.tickDue = true
+	l.wake()
+}
+
+// tick runs on the event loop (service) once a second: keep-alive and CONNECT timeouts, and reading again
+// from connections paused by their publish rate.
+func (l *loop) tick() {
 	now := time.Now()
 	l.now = now.Unix()
 	l.srv.metrics.tickLag(l, now)
 	l.wheel.advance(l.now, func(c *conn) { c.checkTimeout() })
 	l.resumeThrottled()
-	return nil
 }

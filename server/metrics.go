@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // Metrics are the server's low-cardinality counters: per listener, per QoS, per reason, never per client.
@@ -23,7 +23,7 @@ import (
 // Why not a metrics library: measured on the 2-core build machine (go test -bench, Go 1.26), an increment of
 // a pre-registered VictoriaMetrics/metrics or prometheus/client_golang counter costs the same atomic add as
 // this (6.0 and 6.5 ns against 5.8 ns), so a library buys nothing on the hot path; a client_golang
-// CounterVec.WithLabelValues lookup costs 38 ns. Their histograms are slower than offload.Histogram (VM
+// CounterVec.WithLabelValues lookup costs 38 ns. Their histograms are slower than kafkamux.Histogram (VM
 // 19–26 ns, with a mutex and a log10 per update, and non-standard "vmrange" buckets that Prometheus's
 // histogram_quantile cannot use; client_golang 35 ns), and either would be a dependency of server/, offload/
 // and kafkamux/, which DESIGN.md keeps to a short list. See docs/operations.md, "Metrics".
@@ -58,11 +58,11 @@ type Metrics struct {
 	lingering         atomic.Int64                // sockets in a lingering close (linger.go)
 	lingerSkipped     atomic.Uint64               // closes that would have lingered but found the loop's lingering sockets at their cap
 
-	listeners []listenerMetrics                 // by the index of the listener in the configuration
-	loopLag   offload.Histogram                 // how late each loop ran its one-second tick
-	pubStage  [pubStages]offload.Histogram      // where a QoS 1/2 PUBLISH's time goes (stages.go)
-	delStage  [deliveryStages]offload.Histogram // where a delivery's time goes (stages.go)
-	stopping  atomic.Bool                       // Stop was called: connections the engine closes end by "server_shutdown"
+	listeners []listenerMetrics                  // by the index of the listener in the configuration
+	loopLag   kafkamux.Histogram                 // how late each loop ran its one-second tick
+	pubStage  [pubStages]kafkamux.Histogram      // where a QoS 1/2 PUBLISH's time goes (stages.go)
+	delStage  [deliveryStages]kafkamux.Histogram // where a delivery's time goes (stages.go)
+	stopping  atomic.Bool                        // Stop was called: connections the engine closes end by "server_shutdown"
 }
 
 // listenerMetrics are the connection counters of one listener.
@@ -344,14 +344,14 @@ func (m *Metrics) Listeners() []ListenerStats {
 }
 
 // LoopLag returns the histogram of how late the event loops ran their one-second tick (all loops together).
-func (m *Metrics) LoopLag() offload.HistogramSnapshot { return m.loopLag.Snapshot() }
+func (m *Metrics) LoopLag() kafkamux.HistogramSnapshot { return m.loopLag.Snapshot() }
 
 // LoopLagMax returns, per event loop that has served a connection (by loop index, which is also its offload
 // lane's index), the longest its tick waited in the current and the previous minute.
-func (s *Server) LoopLagMax() []time.Duration {
-	s.loopMu.Lock()
-	loops := s.order
-	s.loopMu.Unlock()
+func (srv *Server) LoopLagMax() []time.Duration {
+	srv.loopMu.Lock()
+	loops := srv.order
+	srv.loopMu.Unlock()
 	out := make([]time.Duration, len(loops))
 	for i, l := range loops {
 		out[i] = time.Duration(max(l.lag.cur.Load(), l.lag.prev.Load()))
@@ -369,10 +369,10 @@ type State struct {
 
 // State counts sessions, subscriptions and retained messages. It takes the registry, store, trie and retained
 // locks one after the other, briefly: call it per scrape, not per message.
-func (s *Server) State() State {
-	s.regMu.Lock()
-	local := len(s.sessions)
-	s.regMu.Unlock()
-	return State{SessionsLocal: local, SessionsKnown: s.store.count(), Subscriptions: s.trie.size(),
-		Retained: s.RetainedCount()}
+func (srv *Server) State() State {
+	srv.regMu.Lock()
+	local := len(srv.sessions)
+	srv.regMu.Unlock()
+	return State{SessionsLocal: local, SessionsKnown: srv.store.count(), Subscriptions: srv.trie.size(),
+		Retained: srv.RetainedCount()}
 }

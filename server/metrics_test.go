@@ -38,7 +38,7 @@ func TestLoopLagAndListeners(t *testing.T) {
 		addrs[i] = ln.Addr().String()
 		ln.Close()
 	}
-	s, err := New(off, Listen("tcp://"+addrs[0]), Listen("tcp://"+addrs[1]), EventLoops(1),
+	s, err := New(off, mux, Listen("tcp://"+addrs[0]), Listen("tcp://"+addrs[1]), EventLoops(1),
 		Logger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)

@@ -25,11 +25,11 @@ func TestNewMoreLoopsThanLanes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = New(off, Listen("tcp://127.0.0.1:0"), EventLoops(2), Logger(slog.New(slog.DiscardHandler)))
+	_, err = New(off, mux, Listen("tcp://127.0.0.1:0"), EventLoops(2), Logger(slog.New(slog.DiscardHandler)))
 	if err == nil || !strings.Contains(err.Error(), "2 event loops but the offload has 1 lanes") {
 		t.Fatalf("New with 2 loops over 1 lane: %v, want an error naming both counts", err)
 	}
-	if _, err := New(nil, Listen("tcp://127.0.0.1:0"), EventLoops(1)); err == nil {
+	if _, err := New(nil, nil, Listen("tcp://127.0.0.1:0"), EventLoops(1)); err == nil {
 		t.Fatal("New with a nil offload: no error")
 	}
 }

@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // persisted is the Kafka-side bookkeeping of a session that outlives its connection. Guarded by session.mu.
@@ -377,7 +377,7 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 			if !ok || f >= to {
 				continue
 			}
-			fn := func(off int64, m *offload.Message) error {
+			fn := func(off int64, m *kafkamux.Message) error {
 				if !srv.replayOne(s, p, off, m, resend) {
 					return errSessionGone
 				}
@@ -386,9 +386,9 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 			}
 			var err error
 			if p.t == 0 {
-				err = srv.off.ReadRange(ctx, p.p, f, to, fn) // the messages topic: from the recent-records cache when it can
+				err = srv.kafka.ReadRange(ctx, srv.kafka.MessagesTopic(), p.p, f, to, fn) // the messages topic: from the recent-records cache when it can
 			} else {
-				err = srv.off.ReadRangeOf(ctx, srv.rt.name(p.t), p.p, f, to, fn) // routed topics: Kafka fetches
+				err = srv.kafka.ReadRange(ctx, srv.rt.name(p.t), p.p, f, to, fn) // routed topics: Kafka fetches
 			}
 			if err == errSessionGone {
 				return
@@ -414,7 +414,7 @@ var errSessionGone = refuse(0, mqttcodec.UnspecifiedError, "session ended during
 // is full, and moves the replay's position past it: what a save writes from then on (deliveryRecord) covers
 // the record through the queue and the flights, so a resume cut short continues from there. It reports
 // false when the session is gone.
-func (srv *Server) replayOne(s *session, p tp, off int64, m *offload.Message, resend map[resendKey]outRec) bool {
+func (srv *Server) replayOne(s *session, p tp, off int64, m *kafkamux.Message, resend map[resendKey]outRec) bool {
 	s.mu.Lock()
 	d, ok := s.matchLocked(m)
 	if ok && srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.name(p.t)) {
@@ -462,7 +462,7 @@ func (s *session) replayedLocked(p tp, off int64) {
 }
 
 // matchLocked folds the session's subscriptions matching m into one delivery, as onRecord does. s.mu is held.
-func (s *session) matchLocked(m *offload.Message) (delivery, bool) {
+func (s *session) matchLocked(m *kafkamux.Message) (delivery, bool) {
 	var a aggDelivery
 	topic := bytesOf(m.Topic)
 	for f, o := range s.subs {

@@ -10,7 +10,7 @@ import (
 )
 
 // A running Server keeps one P per event loop above the runtime's default, whatever --event-loops says, and
-// gives them back when it stops (server/procs.go).
+// gives them back when it stops (internal/procs).
 func TestEventLoopsLeaveThePollerAP(t *testing.T) {
 	runtime.SetDefaultGOMAXPROCS()
 	def := runtime.GOMAXPROCS(0)

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
 )
@@ -363,7 +364,7 @@ func (c *conn) flushAcks() {
 				c.close()
 				return
 			}
-			if c.l.srv.off.StorageFull() {
+			if c.l.srv.kafka.StorageFull() {
 				// 0x97: "an implementation or administrative imposed limit has been exceeded" (MQTT 5 §3.4.2.1).
 				c.writeAck(ackFor(r.qos), r.id, mqttcodec.QuotaExceeded, "Kafka's storage is full")
 			} else {
@@ -472,7 +473,7 @@ func (c *conn) resolveAlias(p *mqttcodec.Publish) ([]byte, error) {
 }
 
 // copyProps copies the v5 message properties that travel with a message (borrowed → owned).
-func copyProps(m *offload.Message, p *mqttcodec.Properties, now time.Time) {
+func copyProps(m *kafkamux.Message, p *mqttcodec.Properties, now time.Time) {
 	if p.Has(mqttcodec.PropPayloadFormat) {
 		m.PayloadFormat, m.HasPayloadFormat = p.PayloadFormat, true
 	}
@@ -489,6 +490,6 @@ func copyProps(m *offload.Message, p *mqttcodec.Properties, now time.Time) {
 		m.ExpiresAt = now.Add(time.Duration(p.MessageExpiry) * time.Second)
 	}
 	for _, u := range p.User {
-		m.UserProps = append(m.UserProps, offload.UserProp{Key: string(u.Key), Value: string(u.Value)})
+		m.UserProps = append(m.UserProps, kafkamux.UserProp{Key: string(u.Key), Value: string(u.Value)})
 	}
 }

@@ -1,10 +1,7 @@
 package server
 
 import (
-	"context"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/internal/sessionkey"
 	"github.com/ferrymq/ferry/mqttcodec"
@@ -28,7 +25,7 @@ import (
 
 // qos2InTxn reports whether a QoS 2 publish of c must carry its "q:" record in the message's transaction.
 func (c *conn) qos2InTxn(r *pubReq) bool {
-	return r.qos == 2 && c.sess.ps != nil && c.l.srv.off.Transactional()
+	return r.qos == 2 && c.sess.ps != nil && c.l.srv.kafka.Transactional()
 }
 
 // tryPublish hands r to the loop's lane, with its "q:" record when the session needs one. Runs on the loop.
@@ -59,7 +56,7 @@ func (c *conn) qos2Stored(r *pubReq) {
 func (c *conn) qos2Released(pid uint16) {
 	srv, sess, l := c.l.srv, c.sess, c.l
 	srv.store.setQoS2(sess.id, pid, false)
-	srv.off.PutSession(sessionkey.QoS2Key(sess.id, pid), nil, func(err error) {
+	srv.kafka.PutSession(sessionkey.QoS2Key(sess.id, pid), nil, func(err error) {
 		if err != nil {
 			srv.metrics.kafkaErrors.Add(1)
 			srv.warn("cannot release a QoS 2 packet id in the sessions topic", "client", sess.id, "err", err)
@@ -73,20 +70,23 @@ func (c *conn) qos2Released(pid uint16) {
 			}
 			sess.mu.Unlock()
 		}
-		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			if c.closed || c.sess != sess {
-				return nil
-			}
-			if err != nil {
-				c.closeWhy = closeKafkaError
-				c.close()
-				return nil
-			}
-			c.writeAck(mqttcodec.PUBCOMP, pid, mqttcodec.Success, "")
-			c.flushOut()
-			return nil
-		}))
+		l.post(task{c: c, kind: taskPUBCOMP, sess: sess, pid: pid, err: err})
 	})
+}
+
+// pubcompStored answers a PUBREL once its release is stored (err nil) with PUBCOMP, or closes the connection
+// when it could not be. Runs on the loop (task).
+func (c *conn) pubcompStored(sess *session, pid uint16, err error) {
+	if c.closed || c.sess != sess {
+		return
+	}
+	if err != nil {
+		c.closeWhy = closeKafkaError
+		c.close()
+		return
+	}
+	c.writeAck(mqttcodec.PUBCOMP, pid, mqttcodec.Success, "")
+	c.flushOut()
 }
 
 // setQoS2 records in the index that a client's inbound QoS 2 id is (or no longer is) waiting for PUBREL,

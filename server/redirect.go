@@ -90,8 +90,8 @@ type heartbeatRec struct {
 	Run      string `json:"run,omitempty"`      // random per process start (store.incarnation)
 }
 
-func (s *Server) heartbeat() *heartbeatRec {
-	return &heartbeatRec{V: recVersion, At: time.Now().UnixMilli(), Addr: s.cfg.advertise, Draining: s.draining.Load(), Run: s.store.incarnation}
+func (srv *Server) heartbeat() *heartbeatRec {
+	return &heartbeatRec{V: recVersion, At: time.Now().UnixMilli(), Addr: srv.cfg.advertise, Draining: srv.draining.Load(), Run: srv.store.incarnation}
 }
 
 // peer is an instance as its heartbeats describe it.
@@ -139,7 +139,7 @@ func rendezvous(kh uint64, addr string) uint64 { return mix64(kh ^ fnv64(addr)) 
 // stable (live for a whole death window), and whether it is this instance. With others, this instance is not
 // a candidate (a drain looks for where its clients go next). addr is "" when no instance qualifies. Takes the
 // store lock.
-func (s *Server) shardOwner(key string, others bool) (addr string, stable, self bool) {
+func (srv *Server) shardOwner(key string, others bool) (addr string, stable, self bool) {
 	now := time.Now()
 	kh := fnv64(key)
 	var best uint64
@@ -149,17 +149,17 @@ func (s *Server) shardOwner(key string, others bool) (addr string, stable, self 
 			addr, best, stable, self = a, score, st, me
 		}
 	}
-	if !others && !s.draining.Load() {
-		consider(s.cfg.advertise, true, true)
+	if !others && !srv.draining.Load() {
+		consider(srv.cfg.advertise, true, true)
 	}
-	st := s.store
+	st := srv.store
 	st.mu.Lock()
 	for id, p := range st.peers {
-		if id == st.instance || p.addr == "" || p.draining || now.Sub(p.seen) >= s.cfg.deadAfter ||
-			p.addr == s.cfg.advertise { // this instance under an earlier id, or a misconfigured twin
+		if id == st.instance || p.addr == "" || p.draining || now.Sub(p.seen) >= srv.cfg.deadAfter ||
+			p.addr == srv.cfg.advertise { // this instance under an earlier id, or a misconfigured twin
 			continue
 		}
-		consider(p.addr, now.Sub(p.since) >= s.cfg.deadAfter, false)
+		consider(p.addr, now.Sub(p.since) >= srv.cfg.deadAfter, false)
 	}
 	st.mu.Unlock()
 	return addr, stable, self
@@ -254,20 +254,20 @@ func (c *conn) drainTarget() string {
 // announceDraining writes this instance's heartbeat marked draining and waits (up to a second) until it has
 // read it back from the sessions topic — the others read it at about the same time — so clients the drain
 // sends away are not sent back here. Only with redirect configured.
-func (s *Server) announceDraining(ctx context.Context) {
-	if s.cfg.redirectBy == "" {
+func (srv *Server) announceDraining(ctx context.Context) {
+	if srv.cfg.redirectBy == "" {
 		return
 	}
-	s.store.put(kindInstance, s.store.instance, s.heartbeat())
+	srv.store.put(kindInstance, srv.store.instance, srv.heartbeat())
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		s.store.mu.Lock()
-		p := s.store.peers[s.store.instance]
+		srv.store.mu.Lock()
+		p := srv.store.peers[srv.store.instance]
 		done := p != nil && p.draining
-		s.store.mu.Unlock()
+		srv.store.mu.Unlock()
 		if done {
 			return
 		}

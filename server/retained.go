@@ -7,7 +7,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/server/topictree"
 )
 
@@ -46,7 +46,7 @@ import (
 //
 // Memory per retained message, on amd64, measured by TestRetainedIndexMemory (100,000 topics
 // "site/<n>/dev/<m>/state", 16-byte payloads): about 405 bytes in all. 248 are the message itself (the
-// 200-byte offload.Message, its topic string, its payload); about 157 are the index: the nodes of the levels
+// 200-byte kafkamux.Message, its topic string, its payload); about 157 are the index: the nodes of the levels
 // only this topic has (48 bytes each), its slot in its parent (a 24-byte slice entry, or about 40 bytes in a
 // map), and its share of the levels it has in common with other topics. Stored payload and correlation data
 // are copied into one allocation of their own: the decoded record points into a Kafka fetch buffer, which
@@ -91,69 +91,69 @@ type retainedWait struct {
 
 // retainedFollow says how Start follows the retained topic: from its start into the index, with
 // onRetainedCaughtUp once the past is loaded. Start does not wait for that (see the file comment).
-func (s *Server) retainedFollow() offload.FollowSpec {
-	s.retained.since = time.Now()
+func (srv *Server) retainedFollow() kafkamux.FollowSpec {
+	srv.retained.since = time.Now()
 	time.AfterFunc(retainedSlowLoad, func() {
-		if !s.retained.ready.Load() {
-			s.cfg.log.Warn("retained messages still loading from Kafka; subscriptions wait for theirs",
-				"loaded", s.RetainedCount(), "after", retainedSlowLoad)
+		if !srv.retained.ready.Load() {
+			srv.cfg.log.Warn("retained messages still loading from Kafka; subscriptions wait for theirs",
+				"loaded", srv.RetainedCount(), "after", retainedSlowLoad)
 		}
 	})
-	return offload.FollowSpec{Topic: s.off.RetainedTopic(), Start: offload.FromStart, Handler: s.onRetained,
-		CaughtUp: s.onRetainedCaughtUp}
+	return kafkamux.FollowSpec{Topic: srv.kafka.RetainedTopic(), Start: kafkamux.FromStart, Handler: srv.onRetained,
+		CaughtUp: srv.onRetainedCaughtUp}
 }
 
 // RetainedReady reports whether the retained index has caught up with the retained topic as it was when the
 // server started. Before that, SUBSCRIBEs get their SUBACK at once and their retained messages once it has.
-func (s *Server) RetainedReady() bool { return s.retained.ready.Load() }
+func (srv *Server) RetainedReady() bool { return srv.retained.ready.Load() }
 
 // RetainedCount returns the number of retained messages in the index, expired ones not yet removed included.
-func (s *Server) RetainedCount() int {
-	s.retained.mu.RLock()
-	defer s.retained.mu.RUnlock()
-	return s.retained.count
+func (srv *Server) RetainedCount() int {
+	srv.retained.mu.RLock()
+	defer srv.retained.mu.RUnlock()
+	return srv.retained.count
 }
 
 // onRetained applies one record of the retained topic to the index: a tombstone or an empty payload clears the
 // topic [MQTT-3.3.1-6] [MQTT-3.3.1-7], anything else replaces its retained message [MQTT-3.3.1-5]. Runs on the
 // shared reader's goroutine and must not block. m is this handler's alone (nothing else reads the retained
 // topic), so it is trimmed in place before it is stored.
-func (s *Server) onRetained(_ int32, _ int64, m *offload.Message) {
+func (srv *Server) onRetained(_ int32, _ int64, m *kafkamux.Message) {
 	if m.Tombstone || len(m.Payload) == 0 || expired(m, time.Now()) {
-		s.retained.remove(m.Topic, nil)
+		srv.retained.remove(m.Topic, nil)
 		return
 	}
 	detach(m)
-	if s.cfg.payload != nil {
-		m = s.retainedAsJSON(m) // stored as subscribers get it (contract_hold.go)
+	if srv.cfg.payload != nil {
+		m = srv.retainedAsJSON(m) // stored as subscribers get it (contract_hold.go)
 	}
-	s.retained.set(m)
+	srv.retained.set(m)
 }
 
 // onRetainedCaughtUp runs once, on the reader goroutine (or in Start when the topic is empty), when the index
 // holds every retained message that existed at Start: it marks the index ready and answers the SUBSCRIBEs that
 // waited for it.
-func (s *Server) onRetainedCaughtUp() {
-	r := &s.retained
+func (srv *Server) onRetainedCaughtUp() {
+	r := &srv.retained
 	r.waitMu.Lock()
 	r.ready.Store(true)
 	waits, dropped := r.waiting, r.waitDropped
 	r.waiting = nil
 	r.waitMu.Unlock()
-	s.cfg.log.Info("retained messages loaded from Kafka", "messages", s.RetainedCount(),
+	srv.cfg.log.Info("retained messages loaded from Kafka", "messages", srv.RetainedCount(),
 		"took", time.Since(r.since).Round(time.Millisecond), "waiting_subscriptions", len(waits))
 	if dropped > 0 {
-		s.cfg.log.Warn("retained messages were not sent to some subscriptions made while they loaded",
+		srv.cfg.log.Warn("retained messages were not sent to some subscriptions made while they loaded",
 			"subscriptions", dropped)
 	}
-	s.answerWaits(waits)
+	srv.answerWaits(waits)
 }
 
 // retainedFor appends to dst the retained messages owed to a new subscription of sess to filter, or, while
 // the index is still loading, holds the request and appends nothing (see the file comment). Runs on the loop;
 // filter borrows from the read buffer.
-func (s *Server) retainedFor(sess *session, filter []byte, granted byte, subID uint32, dst []*offload.Message) []*offload.Message {
-	r := &s.retained
+func (srv *Server) retainedFor(sess *session, filter []byte, granted byte, subID uint32, dst []*kafkamux.Message) []*kafkamux.Message {
+	r := &srv.retained
 	if !r.ready.Load() {
 		r.waitMu.Lock()
 		if !r.ready.Load() {
@@ -172,11 +172,11 @@ func (s *Server) retainedFor(sess *session, filter []byte, granted byte, subID u
 
 // answerWaits queues the retained messages owed to subscriptions that waited for the index, and wakes their
 // connections. Runs on the reader goroutine (or in Start); takes session locks, no retained lock.
-func (s *Server) answerWaits(waits []retainedWait) {
-	var msgs []*offload.Message
+func (srv *Server) answerWaits(waits []retainedWait) {
+	var msgs []*kafkamux.Message
 	for i := range waits {
 		w := &waits[i]
-		msgs = s.retained.match(bytesOf(w.filter), msgs[:0])
+		msgs = srv.retained.match(bytesOf(w.filter), msgs[:0])
 		var subIDs []uint32
 		if w.subID != 0 {
 			subIDs = []uint32{w.subID} // shared by the deliveries below, which only read it
@@ -184,9 +184,9 @@ func (s *Server) answerWaits(waits []retainedWait) {
 		var wake *conn
 		for _, m := range msgs {
 			d := delivery{msg: m, qos: min(m.QoS, w.granted), retain: true, subIDs: subIDs}
-			c, dropped := w.sess.enqueue(d, s.cfg.sessionQueue)
+			c, dropped := w.sess.enqueue(d, srv.cfg.sessionQueue)
 			if dropped {
-				s.metrics.dropped(dropQueueFull)
+				srv.metrics.dropped(dropQueueFull)
 			}
 			if c != nil {
 				wake = c
@@ -200,13 +200,13 @@ func (s *Server) answerWaits(waits []retainedWait) {
 }
 
 // expired reports whether m's Message Expiry deadline has passed.
-func expired(m *offload.Message, now time.Time) bool {
+func expired(m *kafkamux.Message, now time.Time) bool {
 	return !m.ExpiresAt.IsZero() && !now.Before(m.ExpiresAt)
 }
 
 // detach copies m's payload and correlation data, which point into a Kafka fetch buffer, into one allocation
 // of their own, so the stored message does not pin the buffer.
-func detach(m *offload.Message) {
+func detach(m *kafkamux.Message) {
 	np, nc := len(m.Payload), len(m.CorrelationData)
 	buf := make([]byte, np+nc)
 	copy(buf, m.Payload)
@@ -218,10 +218,10 @@ func detach(m *offload.Message) {
 }
 
 // rnode is one topic level of the retained index: the retained message of the topic that ends there, if any.
-type rnode = topictree.Node[*offload.Message]
+type rnode = topictree.Node[*kafkamux.Message]
 
 // set stores m as the retained message of m.Topic, replacing any. Runs on the reader goroutine.
-func (r *retainedStore) set(m *offload.Message) {
+func (r *retainedStore) set(m *kafkamux.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.root.Put(m.Topic)
@@ -232,7 +232,7 @@ func (r *retainedStore) set(m *offload.Message) {
 }
 
 // replace stores m as the retained message of its topic if old still is. Runs on any goroutine.
-func (r *retainedStore) replace(old, m *offload.Message) {
+func (r *retainedStore) replace(old, m *kafkamux.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n := r.root.Get(m.Topic); n != nil && n.Value == old {
@@ -242,10 +242,10 @@ func (r *retainedStore) replace(old, m *offload.Message) {
 
 // remove clears the retained message of topic, if it is only (when only is not nil), and drops the nodes left
 // empty. Runs on the reader goroutine, and on a loop for expired messages.
-func (r *retainedStore) remove(topic string, only *offload.Message) {
+func (r *retainedStore) remove(topic string, only *kafkamux.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.root.Remove(topic, func(m **offload.Message) bool {
+	if r.root.Remove(topic, func(m **kafkamux.Message) bool {
 		if *m == nil || (only != nil && *m != only) {
 			return false
 		}
@@ -256,12 +256,12 @@ func (r *retainedStore) remove(topic string, only *offload.Message) {
 	}
 }
 
-func noMessage(m **offload.Message) bool { return *m == nil }
+func noMessage(m **kafkamux.Message) bool { return *m == nil }
 
 // match appends the retained messages whose topic matches filter (a valid topic filter) and that have not
 // expired; expired ones it finds are removed. Runs on a loop, or on the reader goroutine for waiting
 // subscriptions.
-func (r *retainedStore) match(filter []byte, dst []*offload.Message) []*offload.Message {
+func (r *retainedStore) match(filter []byte, dst []*kafkamux.Message) []*kafkamux.Message {
 	w := matcher{now: time.Now(), dst: dst}
 	// The view of filter is used only during the walk: no level of it is stored.
 	f := unsafe.String(unsafe.SliceData(filter), len(filter))
@@ -277,11 +277,11 @@ func (r *retainedStore) match(filter []byte, dst []*offload.Message) []*offload.
 // matcher walks the trie for one filter. The read lock is held.
 type matcher struct {
 	now     time.Time
-	dst     []*offload.Message
-	expired []*offload.Message
+	dst     []*kafkamux.Message
+	expired []*kafkamux.Message
 }
 
-func (w *matcher) take(m *offload.Message) {
+func (w *matcher) take(m *kafkamux.Message) {
 	switch {
 	case m == nil:
 	case expired(m, w.now):

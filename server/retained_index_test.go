@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 func matchedTopics(r *retainedStore, filter string) []string {
@@ -43,7 +43,7 @@ func TestRetainedIndexMatchesLikeLinearScan(t *testing.T) {
 	topics := map[string]bool{}
 	for i := 0; i < 400; i++ {
 		tp := randTopic()
-		r.set(&offload.Message{Topic: tp, Payload: []byte("p")})
+		r.set(&kafkamux.Message{Topic: tp, Payload: []byte("p")})
 		topics[tp] = true
 	}
 	for i := 0; i < 100; i++ { // clear some
@@ -92,7 +92,7 @@ func TestRetainedIndexMatchesLikeLinearScan(t *testing.T) {
 func TestRetainedIndexWideNode(t *testing.T) {
 	var r retainedStore
 	for i := 0; i < 100; i++ {
-		r.set(&offload.Message{Topic: fmt.Sprintf("w/%d", i), Payload: []byte("p")})
+		r.set(&kafkamux.Message{Topic: fmt.Sprintf("w/%d", i), Payload: []byte("p")})
 	}
 	w := r.root.Child("w")
 	if w == nil {
@@ -107,7 +107,7 @@ func TestRetainedIndexWideNode(t *testing.T) {
 	if got := matchedTopics(&r, "w/57"); len(got) != 1 || got[0] != "w/57" {
 		t.Fatalf("w/57 matched %q", got)
 	}
-	r.set(&offload.Message{Topic: "w/57", Payload: []byte("new")})
+	r.set(&kafkamux.Message{Topic: "w/57", Payload: []byte("new")})
 	if r.count != 100 || string(r.match([]byte("w/57"), nil)[0].Payload) != "new" {
 		t.Fatal("replacing a retained message did not replace it")
 	}
@@ -123,8 +123,8 @@ func TestRetainedIndexWideNode(t *testing.T) {
 // remove with a message only removes that message [MQTT-3.3.2-5].
 func TestRetainedIndexExpiry(t *testing.T) {
 	var r retainedStore
-	past := &offload.Message{Topic: "e/old", Payload: []byte("p"), ExpiresAt: time.Now().Add(-time.Second)}
-	live := &offload.Message{Topic: "e/new", Payload: []byte("p"), ExpiresAt: time.Now().Add(time.Hour)}
+	past := &kafkamux.Message{Topic: "e/old", Payload: []byte("p"), ExpiresAt: time.Now().Add(-time.Second)}
+	live := &kafkamux.Message{Topic: "e/new", Payload: []byte("p"), ExpiresAt: time.Now().Add(time.Hour)}
 	r.set(past)
 	r.set(live)
 	if got := matchedTopics(&r, "e/#"); len(got) != 1 || got[0] != "e/new" {
@@ -133,7 +133,7 @@ func TestRetainedIndexExpiry(t *testing.T) {
 	if r.count != 1 || r.root.Get("e/old") != nil {
 		t.Fatalf("expired message still indexed: count %d", r.count)
 	}
-	other := &offload.Message{Topic: "e/new", Payload: []byte("q")}
+	other := &kafkamux.Message{Topic: "e/new", Payload: []byte("q")}
 	r.remove("e/new", other) // not the stored one: kept
 	if r.count != 1 {
 		t.Fatal("remove(topic, other message) removed the stored one")
@@ -145,7 +145,7 @@ func TestRetainedIndexExpiry(t *testing.T) {
 func TestOnRetained(t *testing.T) {
 	s := &Server{}
 	buf := []byte("payloadcorr")
-	s.onRetained(0, 0, &offload.Message{Topic: "t", Payload: buf[:7], CorrelationData: buf[7:]})
+	s.onRetained(0, 0, &kafkamux.Message{Topic: "t", Payload: buf[:7], CorrelationData: buf[7:]})
 	m := s.retained.match([]byte("t"), nil)
 	if len(m) != 1 || string(m[0].Payload) != "payload" || string(m[0].CorrelationData) != "corr" {
 		t.Fatalf("stored %+v", m)
@@ -154,12 +154,12 @@ func TestOnRetained(t *testing.T) {
 	if string(m[0].Payload) != "payload" || string(m[0].CorrelationData) != "corr" {
 		t.Fatal("stored message shares its payload with the Kafka record")
 	}
-	for _, clear := range []*offload.Message{
+	for _, clear := range []*kafkamux.Message{
 		{Topic: "t", Tombstone: true},
 		{Topic: "t", Payload: []byte{}},
 		{Topic: "t", Payload: []byte("x"), ExpiresAt: time.Now().Add(-time.Millisecond)},
 	} {
-		s.onRetained(0, 0, &offload.Message{Topic: "t", Payload: []byte("v")})
+		s.onRetained(0, 0, &kafkamux.Message{Topic: "t", Payload: []byte("v")})
 		s.onRetained(0, 0, clear)
 		if s.RetainedCount() != 0 {
 			t.Fatalf("%+v did not clear the topic", clear)
@@ -174,12 +174,12 @@ func TestRetainedIndexMemory(t *testing.T) {
 		t.Skip("allocates 100,000 messages")
 	}
 	const n = 100_000
-	msgs := make([]*offload.Message, n)
+	msgs := make([]*kafkamux.Message, n)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i := range msgs {
-		m := &offload.Message{Topic: fmt.Sprintf("site/%d/dev/%d/state", i/100, i%100), Payload: make([]byte, 16), QoS: 1}
+		m := &kafkamux.Message{Topic: fmt.Sprintf("site/%d/dev/%d/state", i/100, i%100), Payload: make([]byte, 16), QoS: 1}
 		detach(m)
 		msgs[i] = m
 	}
@@ -208,13 +208,13 @@ func BenchmarkRetainedMatch(b *testing.B) {
 	for _, size := range []int{1_000, 100_000} {
 		var r retainedStore
 		for i := 0; i < size; i++ {
-			r.set(&offload.Message{Topic: fmt.Sprintf("site/%d/dev/%d/state", i/100, i%100), Payload: []byte("p")})
+			r.set(&kafkamux.Message{Topic: fmt.Sprintf("site/%d/dev/%d/state", i/100, i%100), Payload: []byte("p")})
 		}
 		for _, filter := range []string{"site/7/dev/42/state", "site/7/dev/+/state", "site/+/dev/42/state"} {
 			b.Run(fmt.Sprintf("%d/%s", size, filter), func(b *testing.B) {
 				b.ReportAllocs()
 				f := []byte(filter)
-				var dst []*offload.Message
+				var dst []*kafkamux.Message
 				for b.Loop() {
 					dst = r.match(f, dst[:0])
 				}
@@ -241,7 +241,7 @@ func TestRetainedWaitsBounded(t *testing.T) {
 	if !s.RetainedReady() || s.retained.waiting != nil {
 		t.Fatal("not ready after catching up")
 	}
-	s.onRetained(0, 0, &offload.Message{Topic: "a/b", Payload: []byte("p")})
+	s.onRetained(0, 0, &kafkamux.Message{Topic: "a/b", Payload: []byte("p")})
 	if got := s.retainedFor(nil, []byte("a/#"), 1, 0, nil); len(got) != 1 {
 		t.Fatalf("after loading: %d messages, want 1", len(got))
 	}

@@ -9,13 +9,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server/route"
 )
 
 // Topic routing (--route): ordered rules send an MQTT topic's messages to a Kafka topic of their own instead of
-// the messages topic (server/route compiles and matches them). Without rules s.rt is nil and every path below
+// the messages topic (server/route compiles and matches them). Without rules srv.rt is nil and every path below
 // costs one nil check.
 //
 // Publish (onPublish, sendWill; on the loop): the first matching rule picks the Kafka topic and, optionally,
@@ -122,24 +123,24 @@ func newRouting(c *cfg, retained, sessions string, creatable bool) (*routing, er
 func (rt *routing) name(t uint16) string { return (*rt.names.Load())[t] }
 
 // topicName returns the Kafka topic of index t ("" for the messages topic, as the sessions topic stores it).
-func (s *Server) routedName(t uint16) string {
-	if t == 0 || s.rt == nil {
+func (srv *Server) routedName(t uint16) string {
+	if t == 0 || srv.rt == nil {
 		return ""
 	}
-	return s.rt.name(t)
+	return srv.rt.name(t)
 }
 
 // topicIndex returns the index of a routed topic this instance follows.
-func (s *Server) topicIndex(name string) (uint16, bool) {
+func (srv *Server) topicIndex(name string) (uint16, bool) {
 	if name == "" {
 		return 0, true
 	}
-	if s.rt == nil {
+	if srv.rt == nil {
 		return 0, false
 	}
-	s.rt.mu.Lock()
-	defer s.rt.mu.Unlock()
-	t, ok := s.rt.index[name]
+	srv.rt.mu.Lock()
+	defer srv.rt.mu.Unlock()
+	t, ok := srv.rt.index[name]
 	return t, ok
 }
 
@@ -166,8 +167,8 @@ func (rt *routing) ownTopic(name string) bool { return name == rt.retained || na
 
 // routeFor decides where a message to topic goes. It runs on a loop (or, for a will, any goroutine) and never
 // blocks; it may start a goroutine that creates the Kafka topic. reason is valid when ok is false.
-func (s *Server) routeFor(topic string) (r offload.Route, reason int, ok bool) {
-	rt := s.rt
+func (srv *Server) routeFor(topic string) (r offload.Route, reason int, ok bool) {
+	rt := srv.rt
 	res, err := rt.tbl.Route(topic)
 	switch {
 	case errors.Is(err, route.ErrUnrouted):
@@ -176,7 +177,7 @@ func (s *Server) routeFor(topic string) (r offload.Route, reason int, ok bool) {
 		return r, routeIllegal, false
 	}
 	r = offload.Route{KeyFrom: res.KeyFrom, KeyTo: res.KeyTo, HasKey: res.HasKey}
-	if res.Rule < 0 || res.Topic == s.cfg.messagesTopic {
+	if res.Rule < 0 || res.Topic == srv.cfg.messagesTopic {
 		return r, 0, true // Topic "" = the messages topic
 	}
 	if rt.ownTopic(res.Topic) {
@@ -190,7 +191,7 @@ func (s *Server) routeFor(topic string) (r offload.Route, reason int, ok bool) {
 		}
 		if v, found = rt.state.LoadOrStore(res.Topic, topicCreating); !found {
 			rt.known.Add(1)
-			go s.createRouted(res.Topic)
+			go srv.createRouted(res.Topic)
 			return r, 0, true
 		}
 	}
@@ -201,14 +202,14 @@ func (s *Server) routeFor(topic string) (r offload.Route, reason int, ok bool) {
 }
 
 // createRouted creates a routed topic on first use and has discovery follow it. Runs on its own goroutine.
-func (s *Server) createRouted(name string) {
-	rt := s.rt
+func (srv *Server) createRouted(name string) {
+	rt := srv.rt
 	ctx, cancel := context.WithTimeout(rt.ctx, 30*time.Second)
-	err := s.off.CreateTopic(ctx, name)
+	err := srv.kafka.CreateTopic(ctx, name)
 	cancel()
 	if err != nil {
 		rt.state.Store(name, topicMissing) // discovery forgets it, so a later publish tries again
-		s.warn("cannot create routed Kafka topic; its publishes are refused", "topic", name, "err", err)
+		srv.warn("cannot create routed Kafka topic; its publishes are refused", "topic", name, "err", err)
 		return
 	}
 	rt.state.CompareAndSwap(name, topicCreating, topicCreated)
@@ -220,36 +221,36 @@ func (s *Server) createRouted(name string) {
 
 // routedFollowSpecs ensures the fixed routed topics exist and lists the templated ones, and returns the
 // follow specs of all of them, read from their end, for Start's FollowAll.
-func (s *Server) routedFollowSpecs() ([]offload.FollowSpec, error) {
-	rt := s.rt
+func (srv *Server) routedFollowSpecs() ([]kafkamux.FollowSpec, error) {
+	rt := srv.rt
 	ctx, cancel := context.WithTimeout(rt.ctx, 60*time.Second)
 	defer cancel()
-	have, err := s.off.ListTopicNames(ctx)
+	have, err := srv.kafka.ListTopicNames(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var follow []string
 	for _, f := range rt.tbl.FixedTopics() {
-		if f == s.cfg.messagesTopic {
+		if f == srv.cfg.messagesTopic {
 			continue
 		}
 		if !slices.Contains(have, f) {
-			if err := s.off.CreateTopic(ctx, f); err != nil {
+			if err := srv.kafka.CreateTopic(ctx, f); err != nil {
 				return nil, fmt.Errorf("routed Kafka topic %q does not exist: %w", f, err)
 			}
 		}
 		follow = append(follow, f)
 	}
 	for _, n := range have {
-		if s.routedTemplate(n) && !slices.Contains(follow, n) {
+		if srv.routedTemplate(n) && !slices.Contains(follow, n) {
 			follow = append(follow, n)
 		}
 	}
-	specs := make([]offload.FollowSpec, 0, len(follow))
+	specs := make([]kafkamux.FollowSpec, 0, len(follow))
 	for _, n := range follow {
-		spec, ok := s.routedSpec(n, offload.FromEnd)
+		spec, ok := srv.routedSpec(n, kafkamux.FromEnd)
 		if !ok {
-			s.cfg.log.Warn("too many routed Kafka topics; not following", "topic", n, "limit", maxRoutedTopics)
+			srv.cfg.log.Warn("too many routed Kafka topics; not following", "topic", n, "limit", maxRoutedTopics)
 			continue
 		}
 		specs = append(specs, spec)
@@ -258,11 +259,11 @@ func (s *Server) routedFollowSpecs() ([]offload.FollowSpec, error) {
 }
 
 // routedTemplate reports whether a listed Kafka topic is one a templated rule could write.
-func (s *Server) routedTemplate(name string) bool {
-	if name == s.cfg.messagesTopic || s.rt.ownTopic(name) {
+func (srv *Server) routedTemplate(name string) bool {
+	if name == srv.cfg.messagesTopic || srv.rt.ownTopic(name) {
 		return false
 	}
-	for _, r := range s.rt.tbl.Templated() {
+	for _, r := range srv.rt.tbl.Templated() {
 		if r.MatchesTemplate(name) {
 			return true
 		}
@@ -272,18 +273,18 @@ func (s *Server) routedTemplate(name string) bool {
 
 // routedSpec registers a routed topic and returns its follow spec. The topic is ready for publishes once it is
 // followed (state is set by the caller after FollowAll).
-func (s *Server) routedSpec(name string, start offload.Start) (offload.FollowSpec, bool) {
-	t, ok := s.rt.register(name)
+func (srv *Server) routedSpec(name string, start kafkamux.Start) (kafkamux.FollowSpec, bool) {
+	t, ok := srv.rt.register(name)
 	if !ok {
-		return offload.FollowSpec{}, false
+		return kafkamux.FollowSpec{}, false
 	}
-	return offload.FollowSpec{Topic: name, Start: start,
-		Handler: func(p int32, off int64, m *offload.Message) { s.deliverRecord(t, p, off, m) },
-		Started: func(begin map[int32]int64) { s.initTopicPos(t, begin) }}, true
+	return kafkamux.FollowSpec{Topic: name, Start: start,
+		Handler: func(p int32, off int64, m *kafkamux.Message) { srv.deliverRecord(t, p, off, m) },
+		Started: func(begin map[int32]int64) { srv.initTopicPos(t, begin) }}, true
 }
 
 // markReady records that the routed topics are followed and take publishes.
-func (rt *routing) markReady(specs []offload.FollowSpec) {
+func (rt *routing) markReady(specs []kafkamux.FollowSpec) {
 	for _, sp := range specs {
 		if _, loaded := rt.state.Swap(sp.Topic, topicReady); !loaded {
 			rt.known.Add(1)
@@ -292,8 +293,8 @@ func (rt *routing) markReady(specs []offload.FollowSpec) {
 }
 
 // discoverLoop follows templated routed topics as they appear. Runs on its own goroutine until Stop.
-func (s *Server) discoverLoop() {
-	rt := s.rt
+func (srv *Server) discoverLoop() {
+	rt := srv.rt
 	t := time.NewTimer(discoverEvery)
 	defer t.Stop()
 	for {
@@ -306,7 +307,7 @@ func (s *Server) discoverLoop() {
 		// The topic list comes from metadata, which the client may serve from a cache younger than its
 		// metadata min age (500 ms): a topic just created may be missing, so look again soon.
 		next := discoverEvery
-		if s.discover() {
+		if srv.discover() {
 			next = 300 * time.Millisecond
 		}
 		t.Stop()
@@ -317,43 +318,43 @@ func (s *Server) discoverLoop() {
 // discover lists the cluster's topics and follows, from their start, templated routed topics not followed yet.
 // Topics whose creation failed are forgotten, so the next publish tries again. It reports whether a topic this
 // instance created is still not followed.
-func (s *Server) discover() (pending bool) {
-	rt := s.rt
+func (srv *Server) discover() (pending bool) {
+	rt := srv.rt
 	rt.discoverMu.Lock()
 	defer rt.discoverMu.Unlock()
 	ctx, cancel := context.WithTimeout(rt.ctx, discoverEvery)
-	have, err := s.off.ListTopicNames(ctx)
+	have, err := srv.kafka.ListTopicNames(ctx)
 	cancel()
 	if err != nil {
 		if rt.ctx.Err() == nil {
-			s.warn("cannot list Kafka topics to find routed ones", "err", err)
+			srv.warn("cannot list Kafka topics to find routed ones", "err", err)
 		}
 		return true
 	}
-	var specs []offload.FollowSpec
+	var specs []kafkamux.FollowSpec
 	for _, n := range have {
 		if v, ok := rt.state.Load(n); ok && v.(uint32) == topicReady {
 			continue
 		}
-		if !s.routedTemplate(n) {
+		if !srv.routedTemplate(n) {
 			continue
 		}
-		if spec, ok := s.routedSpec(n, offload.FromStart); ok {
+		if spec, ok := srv.routedSpec(n, kafkamux.FromStart); ok {
 			specs = append(specs, spec)
 		}
 	}
 	if len(specs) > 0 {
-		if err := s.off.FollowAll(specs...); err != nil {
-			s.warn("cannot follow routed Kafka topics; retrying", "err", err)
+		if err := srv.kafka.FollowAll(specs...); err != nil {
+			srv.warn("cannot follow routed Kafka topics; retrying", "err", err)
 			return true
 		}
 		rt.markReady(specs)
 		names := make([]string, len(specs))
 		for i, sp := range specs {
-			s.cfg.log.Info("following routed Kafka topic", "topic", sp.Topic)
+			srv.cfg.log.Info("following routed Kafka topic", "topic", sp.Topic)
 			names[i] = sp.Topic
 		}
-		s.shareAddTopics(names) // share.go: the share groups whose filters need them read them too
+		srv.shareAddTopics(names) // share.go: the share groups whose filters need them read them too
 	}
 	rt.state.Range(func(k, v any) bool {
 		switch v.(uint32) {
@@ -373,19 +374,19 @@ func (s *Server) discover() (pending bool) {
 // is handed on. For a routed topic it is also where a resuming session whose stored offsets do not name the
 // topic starts replaying it (persist.go): the topic appeared after that session's last save, as far as this
 // instance knows.
-func (s *Server) initTopicPos(t uint16, begin map[int32]int64) {
-	s.matchMu.Lock()
-	defer s.matchMu.Unlock()
+func (srv *Server) initTopicPos(t uint16, begin map[int32]int64) {
+	srv.matchMu.Lock()
+	defer srv.matchMu.Unlock()
 	for p, o := range begin {
 		k := tp{t, p}
-		if _, ok := s.readPos[k]; !ok {
-			s.readPos[k] = o
+		if _, ok := srv.readPos[k]; !ok {
+			srv.readPos[k] = o
 		}
 		if t != 0 {
-			if s.topicBegin == nil {
-				s.topicBegin = make(map[tp]int64)
+			if srv.topicBegin == nil {
+				srv.topicBegin = make(map[tp]int64)
 			}
-			s.topicBegin[k] = o
+			srv.topicBegin[k] = o
 		}
 	}
 }

@@ -11,7 +11,9 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/ferrymq/ferry/internal/procs"
 	"github.com/ferrymq/ferry/internal/throttle"
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server/transport"
 )
@@ -21,7 +23,8 @@ type Server struct {
 	gnet.BuiltinEventEngine
 
 	cfg        cfg
-	off        *offload.Offload
+	off        *offload.Offload  // the loops' lanes: MQTT messages into Kafka, and back-pressure
+	kafka      Kafka             // the rest of Kafka: reads, session records, groups, admin (kafka.go)
 	specs      []transport.Spec  // the parsed listeners, in configuration order
 	transports *transport.Shared // what the listeners' transports share: limits, PROXY trust, TLS certificates
 
@@ -60,228 +63,233 @@ type Server struct {
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
 
 	eng       gnet.Engine
-	procsHeld int // Ps reserved for the loops while they run (procs.go)
+	procsHeld int // Ps reserved for the loops while they run (internal/procs)
 	booted    chan struct{}
 	stopped   chan error
 	warnLim   throttle.Limiter // warn: one line per message per 10 s
 	events    throttle.Limiter // debug: connection-event lines, eventBurst per kind per second
 }
 
-// New builds a Server that hands messages to off. Call Start to listen.
-func New(off *offload.Offload, opts ...Opt) (*Server, error) {
-	s := &Server{off: off, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[tp]int64),
+// New builds a Server that hands MQTT messages to off's lanes and reaches the rest of Kafka through kafka (the
+// *kafkamux.Mux off was built over). Call Start to listen.
+func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
+	srv := &Server{off: off, kafka: kafka, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[tp]int64),
 		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), stopped: make(chan error, 1)}
-	s.cfg.defaults()
+	srv.cfg.defaults()
 	for _, o := range opts {
-		o.apply(&s.cfg)
+		o.apply(&srv.cfg)
 	}
-	if err := s.cfg.validate(); err != nil {
+	if err := srv.cfg.validate(); err != nil {
 		return nil, err
 	}
-	s.lag.limit = int64(s.cfg.readLagLimit)
+	srv.lag.limit = int64(srv.cfg.readLagLimit)
 	if off == nil {
 		return nil, errors.New("invalid server configuration: nil offload")
 	}
-	if n := off.Lanes(); s.cfg.eventLoops > n {
+	if kafka == nil {
+		return nil, errors.New("invalid server configuration: nil Kafka")
+	}
+	if n := off.Lanes(); srv.cfg.eventLoops > n {
 		// Each loop owns one lane (loop.go): a loop without one would index past the lanes at its first OnBoot.
 		return nil, fmt.Errorf("invalid server configuration: %d event loops but the offload has %d lanes; "+
-			"build it with offload.New(mux, loops) for at least as many loops", s.cfg.eventLoops, n)
+			"build it with offload.New(mux, loops) for at least as many loops", srv.cfg.eventLoops, n)
 	}
-	for _, l := range s.cfg.listeners {
+	for _, l := range srv.cfg.listeners {
 		ls, _ := transport.ParseListener(l) // validate checked it
-		s.specs = append(s.specs, ls)
+		srv.specs = append(srv.specs, ls)
 	}
 	var err error
-	s.transports, err = transport.NewShared(s.specs, transport.Options{MaxPacketSize: s.cfg.maxPacketSize,
-		ProxyTrusted: s.cfg.proxyTrusted, TLS: s.cfg.tlsFiles(), HandshakeFailed: func(err error) {
-			s.metrics.transportErrors.Add(1)
-			s.debug("TLS handshake failed", "err", err)
-		}})
+	srv.transports, err = transport.NewShared(srv.specs, transport.MaxPacketSize(srv.cfg.maxPacketSize),
+		transport.ProxyTrusted(srv.cfg.proxyTrusted), transport.TLS(srv.cfg.tlsFiles()),
+		transport.HandshakeFailed(func(err error) {
+			srv.metrics.transportErrors.Add(1)
+			srv.debug("TLS handshake failed", "err", err)
+		}))
 	if err != nil {
 		return nil, err
 	}
-	s.warnLim.Window = 10 * time.Second
-	s.events.Window, s.events.Burst = time.Second, eventBurst
-	s.metrics.initListeners(s.cfg.listeners)
-	s.store = newStore(s)
-	if len(s.cfg.routes) > 0 {
-		rt, err := newRouting(&s.cfg, off.RetainedTopic(), off.SessionsTopic(), off.CreatesTopics())
+	srv.warnLim.Window = 10 * time.Second
+	srv.events.Window, srv.events.Burst = time.Second, eventBurst
+	srv.metrics.initListeners(srv.cfg.listeners)
+	srv.store = newStore(srv)
+	if len(srv.cfg.routes) > 0 {
+		rt, err := newRouting(&srv.cfg, kafka.RetainedTopic(), kafka.SessionsTopic(), kafka.CreatesTopics())
 		if err != nil {
 			return nil, err
 		}
-		s.rt = rt
+		srv.rt = rt
 	}
-	if s.cfg.connRate > 0 {
-		s.connRate = newConnRateTable(s.cfg.connRate, s.cfg.connBurst, &s.metrics.limits)
+	if srv.cfg.connRate > 0 {
+		srv.connRate = newConnRateTable(srv.cfg.connRate, srv.cfg.connBurst, &srv.metrics.limits)
 	}
-	return s, nil
+	return srv, nil
 }
 
 // Start follows the messages topic and the retained topic and starts the event loops; it returns once the
 // listeners accept connections, or with the error that kept them from starting. It does not wait for the
 // retained messages to load (see retained.go and RetainedReady).
-func (s *Server) Start() error {
+func (srv *Server) Start() error {
 	// One call, so the first fetch reads every topic; the retained one loads in the background
 	// (retained.go); sessions must be known before the first CONNECT is answered, so Start waits for them.
 	sessionsLoaded := make(chan struct{})
-	specs := []offload.FollowSpec{
-		{Topic: s.cfg.messagesTopic, Handler: s.onRecord, Started: s.initReadPos},
-		s.retainedFollow(),
-		{Topic: s.off.SessionsTopic(), Start: offload.FromStart,
-			Raw:      func(r *offload.Record) { s.store.onRecord(string(r.Key), r.Value, r.Partition) },
+	specs := []kafkamux.FollowSpec{
+		{Topic: srv.cfg.messagesTopic, Handler: srv.onRecord, Started: srv.initReadPos},
+		srv.retainedFollow(),
+		{Topic: srv.kafka.SessionsTopic(), Start: kafkamux.FromStart,
+			Raw:      func(r *kafkamux.Record) { srv.store.onRecord(string(r.Key), r.Value, r.Partition) },
 			CaughtUp: func() { close(sessionsLoaded) }},
 	}
-	var routed []offload.FollowSpec
-	if s.rt != nil {
+	var routed []kafkamux.FollowSpec
+	if srv.rt != nil {
 		var err error
-		if routed, err = s.routedFollowSpecs(); err != nil { // routing.go
+		if routed, err = srv.routedFollowSpecs(); err != nil { // routing.go
 			return fmt.Errorf("cannot prepare routed Kafka topics: %w", err)
 		}
 		specs = append(specs, routed...)
 	}
-	s.resolveShareMode() // share_group.go
-	if err := s.off.FollowAll(specs...); err != nil {
+	srv.resolveShareMode() // share_group.go
+	if err := srv.kafka.FollowAll(specs...); err != nil {
 		return fmt.Errorf("cannot follow Kafka topics: %w", err)
 	}
-	if s.rt != nil {
-		s.rt.markReady(routed)
-		go s.discoverLoop()
+	if srv.rt != nil {
+		srv.rt.markReady(routed)
+		go srv.discoverLoop()
 	}
 	t0 := time.Now()
 	select {
 	case <-sessionsLoaded:
-		s.cfg.log.Info("sessions loaded from Kafka", "sessions", s.store.count(), "took", time.Since(t0))
-	case <-time.After(s.cfg.loadTimeout):
-		return fmt.Errorf("cannot load sessions from Kafka topic %s within %v", s.off.SessionsTopic(), s.cfg.loadTimeout)
+		srv.cfg.log.Info("sessions loaded from Kafka", "sessions", srv.store.count(), "took", time.Since(t0))
+	case <-time.After(srv.cfg.loadTimeout):
+		return fmt.Errorf("cannot load sessions from Kafka topic %s within %v", srv.kafka.SessionsTopic(), srv.cfg.loadTimeout)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stopSaver, s.runCtx = cancel, ctx // before ready: a will due at once reads runCtx
-	s.store.mu.Lock()
-	s.store.ready = true // from now on, end records decide wills (see wills.go)
-	s.store.mu.Unlock()
-	s.recoverOwnConnections(time.Now())
-	go s.saver(ctx, s.cfg.saveEvery)
-	go s.heartbeats(ctx)
-	go s.processor(ctx)
-	addrs := make([]string, len(s.specs))
-	for i := range s.specs {
-		addrs[i] = s.specs[i].Addr()
+	srv.stopSaver, srv.runCtx = cancel, ctx // before ready: a will due at once reads runCtx
+	srv.store.mu.Lock()
+	srv.store.ready = true // from now on, end records decide wills (see wills.go)
+	srv.store.mu.Unlock()
+	srv.recoverOwnConnections(time.Now())
+	go srv.saver(ctx, srv.cfg.saveEvery)
+	go srv.heartbeats(ctx)
+	go srv.processor(ctx)
+	addrs := make([]string, len(srv.specs))
+	for i := range srv.specs {
+		addrs[i] = srv.specs[i].Addr()
 	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
-	// connections) always has one (procs.go).
-	procs.reserve(s.cfg.eventLoops)
-	s.procsHeld = s.cfg.eventLoops
+	// connections) always has one (internal/procs).
+	procs.Reserve(srv.cfg.eventLoops)
+	srv.procsHeld = srv.cfg.eventLoops
 	go func() {
-		s.stopped <- gnet.Rotate(s, addrs,
+		srv.stopped <- gnet.Rotate(srv, addrs,
 			gnet.WithMulticore(true),
-			gnet.WithNumEventLoop(s.cfg.eventLoops),
+			gnet.WithNumEventLoop(srv.cfg.eventLoops),
 			gnet.WithReuseAddr(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithTicker(true),
 			gnet.WithReadBufferCap(64<<10),
-			gnet.WithLogger(gnetLogger{s.cfg.log}),
+			gnet.WithLogger(gnetLogger{srv.cfg.log}),
 		)
 	}()
 	select {
-	case <-s.booted:
+	case <-srv.booted:
 		return nil
-	case err := <-s.stopped:
-		s.releaseProcs()
+	case err := <-srv.stopped:
+		srv.releaseProcs()
 		if err == nil {
 			err = errors.New("event loops stopped at once")
 		}
-		return fmt.Errorf("cannot listen for MQTT on %v: %w", s.cfg.listeners, err)
+		return fmt.Errorf("cannot listen for MQTT on %v: %w", srv.cfg.listeners, err)
 	}
 }
 
 // Stop closes the listeners and every connection, and waits for the loops to end.
-func (s *Server) Stop(ctx context.Context) error {
-	s.metrics.stopping.Store(true)
-	if s.stopSaver != nil {
-		s.stopSaver()
+func (srv *Server) Stop(ctx context.Context) error {
+	srv.metrics.stopping.Store(true)
+	if srv.stopSaver != nil {
+		srv.stopSaver()
 	}
-	if s.rt != nil {
-		s.rt.cancel()
+	if srv.rt != nil {
+		srv.rt.cancel()
 	}
-	if err := s.eng.Stop(ctx); err != nil {
+	if err := srv.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("cannot stop the event loops: %w", err)
 	}
 	select {
-	case <-s.stopped:
-		s.releaseProcs()
+	case <-srv.stopped:
+		srv.releaseProcs()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	return nil
 }
 
-// releaseProcs gives back the Ps reserved for the loops once they have ended (procs.go).
-func (s *Server) releaseProcs() {
-	procs.release(s.procsHeld)
-	s.procsHeld = 0
+// releaseProcs gives back the Ps reserved for the loops once they have ended (internal/procs).
+func (srv *Server) releaseProcs() {
+	procs.Release(srv.procsHeld)
+	srv.procsHeld = 0
 }
 
 // Metrics returns the server's counters.
-func (s *Server) Metrics() *Metrics { return &s.metrics }
+func (srv *Server) Metrics() *Metrics { return &srv.metrics }
 
 // OnBoot runs once when gnet is listening.
-func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
-	s.eng = eng
-	close(s.booted)
+func (srv *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	srv.eng = eng
+	close(srv.booted)
 	return gnet.None
 }
 
 // OnTick runs on gnet's ticker goroutine once a second; the work itself is done on each loop.
-func (s *Server) OnTick() (time.Duration, gnet.Action) {
-	s.loopMu.Lock()
-	loops := s.order
-	s.loopMu.Unlock()
+func (srv *Server) OnTick() (time.Duration, gnet.Action) {
+	srv.loopMu.Lock()
+	loops := srv.order
+	srv.loopMu.Unlock()
 	now := time.Now().UnixNano()
 	for _, l := range loops {
 		l.lag.tickAt.CompareAndSwap(0, now) // the tick measures how long it waited for the loop (loop lag)
-		_ = l.el.Execute(context.Background(), l.tickFn)
+		l.tickSoon()
 	}
 	return time.Second, gnet.None
 }
 
 // loopOf returns Ferry's state for a gnet event loop, creating it on the loop's first connection.
-func (s *Server) loopOf(el gnet.EventLoop) *loop {
-	s.loopMu.Lock()
-	defer s.loopMu.Unlock()
-	l := s.loops[el]
+func (srv *Server) loopOf(el gnet.EventLoop) *loop {
+	srv.loopMu.Lock()
+	defer srv.loopMu.Unlock()
+	l := srv.loops[el]
 	if l == nil {
-		l = newLoop(s, len(s.order), el)
-		s.loops[el] = l
-		s.order = append(s.order, l)
+		l = newLoop(srv, len(srv.order), el)
+		srv.loops[el] = l
+		srv.order = append(srv.order, l)
 	}
 	return l
 }
 
 // sendWill publishes a will message into Kafka. It may run on any goroutine (lanes are safe to call from
 // any): it uses the first lane, and retries while the lane is full.
-func (s *Server) sendWill(m *offload.Message) {
+func (srv *Server) sendWill(m *kafkamux.Message) {
 	var rt offload.Route
-	if s.rt != nil { // a will follows the route rules like any publish (routing.go)
+	if srv.rt != nil { // a will follows the route rules like any publish (routing.go)
 		var reason int
 		var ok bool
-		if rt, reason, ok = s.routeFor(m.Topic); !ok {
-			s.metrics.routeRefused[reason].Add(1)
-			s.warn("will message not published: its topic is not routed", "topic", m.Topic, "reason", RouteRefusedNames[reason])
+		if rt, reason, ok = srv.routeFor(m.Topic); !ok {
+			srv.metrics.routeRefused[reason].Add(1)
+			srv.warn("will message not published: its topic is not routed", "topic", m.Topic, "reason", RouteRefusedNames[reason])
 			return
 		}
 	}
-	if s.cfg.payload != nil {
+	if srv.cfg.payload != nil {
 		var ok bool
-		if m, ok = s.checkWill(m); !ok { // contract.go
+		if m, ok = srv.checkWill(m); !ok { // contract.go
 			return
 		}
 	}
-	s.metrics.willsSent.Add(1)
+	srv.metrics.willsSent.Add(1)
 	var try func()
 	try = func() {
-		err := s.off.Lane(0).TryPublishRouted(m, rt, "", nil, func(err error) {
+		err := srv.off.Lane(0).TryPublishRouted(m, rt, "", nil, func(err error) {
 			if err != nil {
-				s.warn("will message not written to Kafka", "topic", m.Topic, "err", err)
+				srv.warn("will message not written to Kafka", "topic", m.Topic, "err", err)
 			}
 		})
 		if errors.Is(err, offload.ErrFull) {
@@ -295,29 +303,29 @@ func (s *Server) sendWill(m *offload.Message) {
 // transport error) at debug level — on with --log-level debug. A flood of one kind of event cannot flood the
 // log: at most eventBurst lines per kind (the message) per second get through, and the first line of the next
 // second says how many were left out.
-func (s *Server) debug(msg string, args ...any) {
-	if !s.debugOn() {
+func (srv *Server) debug(msg string, args ...any) {
+	if !srv.debugOn() {
 		return
 	}
-	if ok, n := s.events.Allow(msg); ok {
+	if ok, n := srv.events.Allow(msg); ok {
 		if n > 0 {
 			args = append(args, "suppressed_before", n)
 		}
-		s.cfg.log.Debug(msg, args...)
+		srv.cfg.log.Debug(msg, args...)
 	}
 }
 
 // debugOn reports whether debug lines are logged; callers check it before building costly arguments.
-func (s *Server) debugOn() bool { return s.cfg.log.Enabled(context.Background(), slog.LevelDebug) }
+func (srv *Server) debugOn() bool { return srv.cfg.log.Enabled(context.Background(), slog.LevelDebug) }
 
 // eventBurst is how many connection-event lines of one kind debug lets through per second.
 const eventBurst = 50
 
 // warn logs at warning level, at most once per period for the same message so a misbehaving fleet cannot
 // flood the log.
-func (s *Server) warn(msg string, args ...any) {
-	if ok, _ := s.warnLim.Allow(msg); ok {
-		s.cfg.log.Warn(msg, args...)
+func (srv *Server) warn(msg string, args ...any) {
+	if ok, _ := srv.warnLim.Allow(msg); ok {
+		srv.cfg.log.Warn(msg, args...)
 	}
 }
 
@@ -332,4 +340,4 @@ func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprint
 
 // initReadPos records where the shared reader starts in each partition of the messages topic, so resumes
 // know the reader's position before its first record. Runs before any record is handed on.
-func (s *Server) initReadPos(begin map[int32]int64) { s.initTopicPos(0, begin) }
+func (srv *Server) initReadPos(begin map[int32]int64) { srv.initTopicPos(0, begin) }

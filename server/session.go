@@ -4,18 +4,18 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 )
 
 // delivery is one message waiting to be sent to a session, with the options of the matching subscriptions
 // already folded together. Values (not pointers) live in the session's queue, so queueing allocates nothing.
 type delivery struct {
-	msg    *offload.Message // shared, read-only
-	qos    byte             // min(published, granted)
-	retain bool             // RETAIN flag to send
-	topic  uint16           // Kafka topic of the record: 0 = the messages topic, else a routed one (routing.go); fits in padding
-	part   int32            // partition of the record in that topic
-	off    int64            // its offset; -1 for a retained message (not a position in the messages topic)
+	msg    *kafkamux.Message // shared, read-only
+	qos    byte              // min(published, granted)
+	retain bool              // RETAIN flag to send
+	topic  uint16            // Kafka topic of the record: 0 = the messages topic, else a routed one (routing.go); fits in padding
+	part   int32             // partition of the record in that topic
+	off    int64             // its offset; -1 for a retained message (not a position in the messages topic)
 	// A replayed message the client had in flight before: re-sent with its packet id (and DUP), or only its
 	// PUBREL when the client had already sent PUBREC [MQTT-4.4.0-1].
 	resendID uint16

@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // Shared subscriptions, "$share/{ShareName}/{filter}" [MQTT 5.0 §4.8.2], also accepted from v3.1.1 clients.
@@ -132,8 +132,8 @@ type shareRegistry struct {
 	m        map[string]*shareGroup
 	handoffs atomic.Uint64 // messages handed from a member that left to another one
 
-	mode        string                   // the mode in use, decided at Start (share_group.go)
-	closedStats offload.ShareReaderStats // counters of share readers closed since start (share_group.go)
+	mode        string                    // the mode in use, decided at Start (share_group.go)
+	closedStats kafkamux.ShareReaderStats // counters of share readers closed since start (share_group.go)
 }
 
 // ShareStats describes this instance's shared subscriptions.
@@ -152,14 +152,14 @@ type ShareStats struct {
 }
 
 // ShareStats returns the state of this instance's shared subscriptions.
-func (s *Server) ShareStats() ShareStats {
-	s.shares.mu.Lock()
-	st := ShareStats{Groups: len(s.shares.m), Handoffs: s.shares.handoffs.Load()}
-	gs := make([]*shareGroup, 0, len(s.shares.m))
-	for _, g := range s.shares.m {
+func (srv *Server) ShareStats() ShareStats {
+	srv.shares.mu.Lock()
+	st := ShareStats{Groups: len(srv.shares.m), Handoffs: srv.shares.handoffs.Load()}
+	gs := make([]*shareGroup, 0, len(srv.shares.m))
+	for _, g := range srv.shares.m {
 		gs = append(gs, g)
 	}
-	s.shares.mu.Unlock()
+	srv.shares.mu.Unlock()
 	for _, g := range gs {
 		g.mu.Lock()
 		st.Members += len(g.members)
@@ -168,8 +168,8 @@ func (s *Server) ShareStats() ShareStats {
 		st.Partitions += len(g.parts)
 		g.pmu.Unlock()
 	}
-	st.KafkaConnections = s.off.GroupConnections()
-	s.shareGroupStats(&st, gs)
+	st.KafkaConnections = srv.kafka.GroupConnections()
+	srv.shareGroupStats(&st, gs)
 	return st
 }
 
@@ -181,12 +181,12 @@ type shareGroup struct {
 
 	mu      sync.Mutex
 	members []shareMember
-	next    int                  // round-robin start
-	orphans []delivery           // messages of members that left, waiting for a member with room
-	reader  *offload.GroupReader // nil until joined
-	closed  bool                 // no local member any more: leaving the Kafka group
-	routed  map[string]bool      // routed Kafka topics the group reads besides the messages topic
-	sq      *shareQ              // share-group mode state (share_group.go); nil in consumer-group mode
+	next    int                   // round-robin start
+	orphans []delivery            // messages of members that left, waiting for a member with room
+	reader  *kafkamux.GroupReader // nil until joined
+	closed  bool                  // no local member any more: leaving the Kafka group
+	routed  map[string]bool       // routed Kafka topics the group reads besides the messages topic
+	sq      *shareQ               // share-group mode state (share_group.go); nil in consumer-group mode
 
 	wake chan struct{} // capacity 1: a member acknowledged something or joined
 
@@ -267,7 +267,7 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 		}
 		g = &shareGroup{srv: srv, key: key, filter: filter, wake: make(chan struct{}, 1), parts: make(map[tp]*sharePart)}
 		if r.mode == ShareModeShareGroup {
-			g.sq = &shareQ{held: make(map[shareKey]*offload.ShareRecord)}
+			g.sq = &shareQ{held: make(map[shareKey]*kafkamux.ShareRecord)}
 		}
 		if r.m == nil {
 			r.m = make(map[string]*shareGroup)
@@ -303,7 +303,7 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 			}
 		}
 		srv.matchMu.Lock()
-		begin := make(offload.TopicOffsets)
+		begin := make(kafkamux.TopicOffsets)
 		for k, off := range srv.readPos {
 			if read[k.t] {
 				name := srv.kafkaTopicName(k.t)
@@ -327,7 +327,7 @@ func (srv *Server) joinShare(key, filter string, s *session, o subOpts) bool {
 
 // deliver hands the record to the least loaded member with room. It reports whether it did, and gone when
 // the record is no longer this instance's to deliver (partition revoked, group closed).
-func (g *shareGroup) deliver(part tp, off int64, m *offload.Message) (delivered, gone bool) {
+func (g *shareGroup) deliver(part tp, off int64, m *kafkamux.Message) (delivered, gone bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed || !g.owns(part) {
@@ -510,7 +510,7 @@ func (g *shareGroup) remove(s *session) bool {
 	} else {
 		g.orphans = nil // uncommitted: the next owner of the partitions re-delivers them
 	}
-	var sreader *offload.ShareReader
+	var sreader *kafkamux.ShareReader
 	if last && g.sq != nil {
 		g.sq.mu.Lock()
 		sreader = g.sq.reader

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // Shared subscriptions served by Kafka share groups (KIP-932), the "share-group" mode of
@@ -17,7 +17,7 @@ import (
 //   - One Kafka share group per MQTT share group and filter, named ShareGroupPrefix + "{name}/{filter}"
 //     (the subscribed string without "$share/"), e.g. "ferry-share-workers/jobs/#": the same name the
 //     consumer-group mode gives its consumer group. Every instance with a local member joins it with one
-//     share consumer (offload.ShareReader) over the messages topic and the routed topics the filter can
+//     share consumer (kafkamux.ShareReader) over the messages topic and the routed topics the filter can
 //     reach (as in consumer-group mode).
 //   - The broker acquires records for a consumer one by one, whatever the partition count: members beyond the
 //     partition count, and instances beyond it, all receive. On this instance each acquired record goes to the
@@ -74,15 +74,15 @@ func (c *shareCfg) validateMode() error {
 
 // resolveShareMode decides, once at Start, which mode serves shared subscriptions, and says so in one log
 // line. Runs before the listeners open.
-func (s *Server) resolveShareMode() {
-	c := &s.cfg.share
+func (srv *Server) resolveShareMode() {
+	c := &srv.cfg.share
 	mode, why := c.mode, "configured"
 	if mode == ShareModeAuto && !c.enabled {
 		mode = ShareModeConsumerGroup // not asked: shared subscriptions are off
 	}
 	if mode == ShareModeAuto {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ok, err := s.off.ShareGroupsSupported(ctx)
+		ok, err := srv.kafka.ShareGroupsSupported(ctx)
 		cancel()
 		switch {
 		case err != nil:
@@ -93,11 +93,11 @@ func (s *Server) resolveShareMode() {
 			mode, why = ShareModeConsumerGroup, "the brokers do not advertise the share group APIs (Kafka 4.2 has them)"
 		}
 	}
-	s.shares.mu.Lock()
-	s.shares.mode = mode
-	s.shares.mu.Unlock()
+	srv.shares.mu.Lock()
+	srv.shares.mode = mode
+	srv.shares.mu.Unlock()
 	if c.enabled {
-		s.cfg.log.Info("shared subscriptions", "mode", mode, "why", why)
+		srv.cfg.log.Info("shared subscriptions", "mode", mode, "why", why)
 	}
 }
 
@@ -111,8 +111,8 @@ const shareFetchRecords = 512
 // shareQ is a share group's share-group mode state: its reader and the records acquired for local members.
 type shareQ struct {
 	mu     sync.Mutex
-	reader *offload.ShareReader // nil until joined
-	held   map[shareKey]*offload.ShareRecord
+	reader *kafkamux.ShareReader // nil until joined
+	held   map[shareKey]*kafkamux.ShareRecord
 }
 
 type shareKey struct {
@@ -122,9 +122,9 @@ type shareKey struct {
 
 // runShare joins the Kafka share group, retrying while the group still has local members. Runs on its own
 // goroutine until joined.
-func (g *shareGroup) runShare(begin offload.TopicOffsets) {
+func (g *shareGroup) runShare(begin kafkamux.TopicOffsets) {
 	srv := g.srv
-	spec := offload.ShareSpec{
+	spec := kafkamux.ShareSpec{
 		Group:         srv.cfg.share.prefix + strings.TrimPrefix(g.key, "$share/"),
 		Topics:        g.routedTopics(),
 		Begin:         begin,
@@ -138,7 +138,7 @@ func (g *shareGroup) runShare(begin offload.TopicOffsets) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		reader, err := srv.off.JoinShareGroup(ctx, spec)
+		reader, err := srv.kafka.JoinShareGroup(ctx, srv.kafka.MessagesTopic(), spec)
 		cancel()
 		if err == nil {
 			g.mu.Lock()
@@ -165,7 +165,7 @@ func (g *shareGroup) runShare(begin offload.TopicOffsets) {
 
 // shutdownShare releases what is left, leaves the share group and closes its client. Runs on its own
 // goroutine.
-func (g *shareGroup) shutdownShare(reader *offload.ShareReader) {
+func (g *shareGroup) shutdownShare(reader *kafkamux.ShareReader) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	reader.Close(ctx)
@@ -177,11 +177,11 @@ func (g *shareGroup) shutdownShare(reader *offload.ShareReader) {
 
 // onShareRecord hands one acquired record to one member with room. It runs on the share reader's goroutine
 // and waits while every member is full (the group's backpressure), or returns at once if the group closes.
-func (g *shareGroup) onShareRecord(r *offload.ShareRecord) {
+func (g *shareGroup) onShareRecord(r *kafkamux.ShareRecord) {
 	srv := g.srv
 	t, ok := srv.kafkaTopicIndex(r.Topic)
 	if !ok || (srv.rt != nil && !srv.rt.tbl.RoutesTo(r.Msg.Topic, srv.rt.name(t))) || !mqttcodec.Match(bytesOf(g.filter), bytesOf(r.Msg.Topic)) {
-		r.Ack(offload.ShareAccept) // not for this filter (the shared reader counts misrouted records)
+		r.Ack(kafkamux.ShareAccept) // not for this filter (the shared reader counts misrouted records)
 		return
 	}
 	if srv.cfg.payload != nil {
@@ -202,7 +202,7 @@ func (g *shareGroup) onShareRecord(r *offload.ShareRecord) {
 				timer.Stop()
 			}
 			if gone {
-				r.Ack(offload.ShareRelease)
+				r.Ack(kafkamux.ShareRelease)
 			}
 			return
 		}
@@ -216,7 +216,7 @@ func (g *shareGroup) onShareRecord(r *offload.ShareRecord) {
 		case <-timer.C:
 		case <-closing:
 			timer.Stop()
-			r.Ack(offload.ShareRelease)
+			r.Ack(kafkamux.ShareRelease)
 			return
 		}
 	}
@@ -224,7 +224,7 @@ func (g *shareGroup) onShareRecord(r *offload.ShareRecord) {
 
 // deliverShare queues r for the next member with room. It reports whether it did, and gone when the group
 // closed.
-func (g *shareGroup) deliverShare(key shareKey, r *offload.ShareRecord) (delivered, gone bool) {
+func (g *shareGroup) deliverShare(key shareKey, r *kafkamux.ShareRecord) (delivered, gone bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -246,20 +246,20 @@ func (g *shareGroup) deliverShare(key shareKey, r *offload.ShareRecord) (deliver
 		g.sq.mu.Unlock()
 	}
 	if !g.pushLocked(mem.s, d) {
-		g.sq.settle(key, offload.ShareRelease) // went offline after it was picked: for another consumer
+		g.sq.settle(key, kafkamux.ShareRelease) // went offline after it was picked: for another consumer
 		if d.qos == 0 {
-			r.Ack(offload.ShareRelease)
+			r.Ack(kafkamux.ShareRelease)
 		}
 		return true, false
 	}
 	if d.qos == 0 {
-		r.Ack(offload.ShareAccept) // at most once: accepted on hand-off
+		r.Ack(kafkamux.ShareAccept) // at most once: accepted on hand-off
 	}
 	return true, false
 }
 
 // settle acknowledges the held record at key, if any. It may run with a session lock held.
-func (q *shareQ) settle(key shareKey, status offload.ShareAck) {
+func (q *shareQ) settle(key shareKey, status kafkamux.ShareAck) {
 	q.mu.Lock()
 	r := q.held[key]
 	delete(q.held, key)
@@ -273,14 +273,14 @@ func (q *shareQ) settle(key shareKey, status offload.ShareAck) {
 func (g *shareGroup) releaseOrphansLocked() {
 	for i := range g.orphans {
 		d := &g.orphans[i]
-		g.sq.settle(shareKey{tp{d.topic, d.part}, d.off}, offload.ShareRelease)
+		g.sq.settle(shareKey{tp{d.topic, d.part}, d.off}, kafkamux.ShareRelease)
 		g.orphans[i] = delivery{}
 	}
 	g.orphans = nil
 }
 
 // addReaderStats keeps the counters of a closed share reader.
-func (r *shareRegistry) addReaderStats(reader *offload.ShareReader) {
+func (r *shareRegistry) addReaderStats(reader *kafkamux.ShareReader) {
 	st := reader.Stats()
 	r.mu.Lock()
 	r.closedStats.Rejected += st.Rejected
@@ -291,11 +291,11 @@ func (r *shareRegistry) addReaderStats(reader *offload.ShareReader) {
 }
 
 // shareGroupStats adds the share-group mode counters to st. Registry lock not held.
-func (s *Server) shareGroupStats(st *ShareStats, gs []*shareGroup) {
-	s.shares.mu.Lock()
-	st.Mode = s.shares.mode
-	c := s.shares.closedStats
-	s.shares.mu.Unlock()
+func (srv *Server) shareGroupStats(st *ShareStats, gs []*shareGroup) {
+	srv.shares.mu.Lock()
+	st.Mode = srv.shares.mode
+	c := srv.shares.closedStats
+	srv.shares.mu.Unlock()
 	for _, g := range gs {
 		if g.sq == nil {
 			continue

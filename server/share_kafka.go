@@ -5,8 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // The Kafka side of a share group (share.go): the consumer group that gives this instance its partitions, the
@@ -14,9 +14,9 @@ import (
 
 // run joins the Kafka consumer group, retrying while the group still has local members. Runs on its own
 // goroutine until joined.
-func (g *shareGroup) run(begin offload.TopicOffsets) {
+func (g *shareGroup) run(begin kafkamux.TopicOffsets) {
 	srv := g.srv
-	spec := offload.GroupSpec{
+	spec := kafkamux.GroupSpec{
 		Group:       srv.cfg.share.prefix + strings.TrimPrefix(g.key, "$share/"),
 		Topics:      g.routedTopics(),
 		Begin:       begin,
@@ -34,7 +34,7 @@ func (g *shareGroup) run(begin offload.TopicOffsets) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		reader, err := srv.off.JoinGroup(ctx, spec)
+		reader, err := srv.kafka.JoinGroup(ctx, srv.kafka.MessagesTopic(), spec)
 		cancel()
 		if err == nil {
 			g.mu.Lock()
@@ -81,7 +81,7 @@ func (g *shareGroup) addTopics(names []string) {
 		g.routed[name] = true
 	}
 	reader := g.reader
-	var sreader *offload.ShareReader
+	var sreader *kafkamux.ShareReader
 	if g.sq != nil {
 		g.sq.mu.Lock()
 		sreader = g.sq.reader // share-group mode (share_group.go)
@@ -101,13 +101,13 @@ func (g *shareGroup) addTopics(names []string) {
 
 // shareTopics returns the routed Kafka topics this instance follows that a shared subscription to filter reads
 // (route.Table.MayHold), for a new share group; none without route rules.
-func (s *Server) shareTopics(filter string) []string {
-	if s.rt == nil {
+func (srv *Server) shareTopics(filter string) []string {
+	if srv.rt == nil {
 		return nil
 	}
 	var out []string
-	for _, name := range (*s.rt.names.Load())[1:] {
-		if v, ok := s.rt.state.Load(name); ok && v.(uint32) == topicReady && s.rt.tbl.MayHold(filter, name) {
+	for _, name := range (*srv.rt.names.Load())[1:] {
+		if v, ok := srv.rt.state.Load(name); ok && v.(uint32) == topicReady && srv.rt.tbl.MayHold(filter, name) {
 			out = append(out, name)
 		}
 	}
@@ -116,17 +116,17 @@ func (s *Server) shareTopics(filter string) []string {
 
 // shareAddTopics has the share groups read routed topics discovery just followed, each the ones its filter
 // needs. Runs on the discovery goroutine.
-func (s *Server) shareAddTopics(names []string) {
-	s.shares.mu.Lock()
-	gs := make([]*shareGroup, 0, len(s.shares.m))
-	for _, g := range s.shares.m {
+func (srv *Server) shareAddTopics(names []string) {
+	srv.shares.mu.Lock()
+	gs := make([]*shareGroup, 0, len(srv.shares.m))
+	for _, g := range srv.shares.m {
 		gs = append(gs, g)
 	}
-	s.shares.mu.Unlock()
+	srv.shares.mu.Unlock()
 	for _, g := range gs {
 		var add []string
 		for _, name := range names {
-			if s.rt.tbl.MayHold(g.filter, name) {
+			if srv.rt.tbl.MayHold(g.filter, name) {
 				add = append(add, name)
 			}
 		}
@@ -136,19 +136,19 @@ func (s *Server) shareAddTopics(names []string) {
 
 // kafkaTopicIndex returns the index (routing.go) of a Kafka topic a share group reads: 0 for the messages
 // topic.
-func (s *Server) kafkaTopicIndex(name string) (uint16, bool) {
-	if s.rt == nil || name == s.off.MessagesTopic() {
+func (srv *Server) kafkaTopicIndex(name string) (uint16, bool) {
+	if srv.rt == nil || name == srv.kafka.MessagesTopic() {
 		return 0, true
 	}
-	return s.topicIndex(name)
+	return srv.topicIndex(name)
 }
 
 // kafkaTopicName returns the Kafka topic of index t.
-func (s *Server) kafkaTopicName(t uint16) string {
+func (srv *Server) kafkaTopicName(t uint16) string {
 	if t == 0 {
-		return s.off.MessagesTopic()
+		return srv.kafka.MessagesTopic()
 	}
-	return s.rt.name(t)
+	return srv.rt.name(t)
 }
 
 func (g *shareGroup) isClosed() bool {
@@ -159,7 +159,7 @@ func (g *shareGroup) isClosed() bool {
 
 // shutdown leaves the Kafka group (committing through revoked) and closes its client. Runs on its own
 // goroutine.
-func (g *shareGroup) shutdown(reader *offload.GroupReader) {
+func (g *shareGroup) shutdown(reader *kafkamux.GroupReader) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	reader.Close(ctx)
@@ -183,7 +183,7 @@ func (g *shareGroup) weight() int {
 // onRecord delivers one record of an assigned partition to one member. It runs on the group reader's
 // goroutine and waits while every member is full (backpressure on this group's consumer only), or returns
 // at once if the partition was revoked meanwhile (its next owner delivers the record).
-func (g *shareGroup) onRecord(topic string, p int32, off int64, m *offload.Message) {
+func (g *shareGroup) onRecord(topic string, p int32, off int64, m *kafkamux.Message) {
 	srv := g.srv
 	t, ok := srv.kafkaTopicIndex(topic)
 	if !ok {
@@ -256,7 +256,7 @@ func (g *shareGroup) advance(part tp, off int64, pend bool) bool {
 // done with. It may run with a session lock held.
 func (g *shareGroup) completed(part tp, off int64) {
 	if g.sq != nil {
-		g.sq.settle(shareKey{part, off}, offload.ShareAccept) // share-group mode: accepted in Kafka (share_group.go)
+		g.sq.settle(shareKey{part, off}, kafkamux.ShareAccept) // share-group mode: accepted in Kafka (share_group.go)
 		g.signal()
 		return
 	}
@@ -280,8 +280,8 @@ func (p *sharePart) commitOffset() (int64, bool) {
 }
 
 // commitOffsets returns, by Kafka topic, the offsets of held that may be committed. pmu is held.
-func (g *shareGroup) commitOffsets(held map[tp]*sharePart) offload.TopicOffsets {
-	offs := make(offload.TopicOffsets)
+func (g *shareGroup) commitOffsets(held map[tp]*sharePart) kafkamux.TopicOffsets {
+	offs := make(kafkamux.TopicOffsets)
 	for part, p := range held {
 		if o, ok := p.commitOffset(); ok {
 			name := g.srv.kafkaTopicName(part.t)
@@ -295,14 +295,14 @@ func (g *shareGroup) commitOffsets(held map[tp]*sharePart) offload.TopicOffsets 
 }
 
 // committable runs on the group's commit goroutine.
-func (g *shareGroup) committable() offload.TopicOffsets {
+func (g *shareGroup) committable() kafkamux.TopicOffsets {
 	g.pmu.Lock()
 	defer g.pmu.Unlock()
 	return g.commitOffsets(g.parts)
 }
 
 // keys returns the position keys of parts, leaving out topics this instance does not follow.
-func (g *shareGroup) keys(parts offload.TopicPartitions) []tp {
+func (g *shareGroup) keys(parts kafkamux.TopicPartitions) []tp {
 	var out []tp
 	for name, ps := range parts {
 		t, ok := g.srv.kafkaTopicIndex(name)
@@ -317,7 +317,7 @@ func (g *shareGroup) keys(parts offload.TopicPartitions) []tp {
 }
 
 // assigned runs on franz-go's group goroutine.
-func (g *shareGroup) assigned(parts offload.TopicPartitions) {
+func (g *shareGroup) assigned(parts kafkamux.TopicPartitions) {
 	g.pmu.Lock()
 	for _, part := range g.keys(parts) {
 		if g.parts[part] == nil {
@@ -331,7 +331,7 @@ func (g *shareGroup) assigned(parts offload.TopicPartitions) {
 // revoked runs on franz-go's group goroutine before parts go to another instance (or the group is left):
 // reading them stops at once, then it waits up to revokeWait for their messages to be acknowledged — unless
 // no member is left to acknowledge them — and returns the offsets to commit.
-func (g *shareGroup) revoked(parts offload.TopicPartitions) offload.TopicOffsets {
+func (g *shareGroup) revoked(parts kafkamux.TopicPartitions) kafkamux.TopicOffsets {
 	g.pmu.Lock()
 	keys := g.keys(parts)
 	held := make(map[tp]*sharePart, len(keys))
@@ -367,7 +367,7 @@ func (g *shareGroup) revoked(parts offload.TopicPartitions) offload.TopicOffsets
 }
 
 // lost runs on franz-go's group goroutine when partitions were taken away without a commit.
-func (g *shareGroup) lost(parts offload.TopicPartitions) {
+func (g *shareGroup) lost(parts kafkamux.TopicPartitions) {
 	g.pmu.Lock()
 	for _, part := range g.keys(parts) {
 		delete(g.parts, part)

@@ -3,7 +3,7 @@ package server
 import (
 	"time"
 
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 )
 
 // Latency stages: where the time of a QoS 1/2 PUBLISH and of a delivery goes, as histograms an operator can
@@ -49,8 +49,8 @@ var monoEpoch = time.Now()
 func monoNow() int64 { return int64(time.Since(monoEpoch)) }
 
 // PublishStages returns the publish stage histograms, by the index of PublishStageNames.
-func (m *Metrics) PublishStages() [pubStages]offload.HistogramSnapshot {
-	var out [pubStages]offload.HistogramSnapshot
+func (m *Metrics) PublishStages() [pubStages]kafkamux.HistogramSnapshot {
+	var out [pubStages]kafkamux.HistogramSnapshot
 	for i := range out {
 		out[i] = m.pubStage[i].Snapshot()
 	}
@@ -58,8 +58,8 @@ func (m *Metrics) PublishStages() [pubStages]offload.HistogramSnapshot {
 }
 
 // DeliveryStages returns the delivery stage histograms, by the index of DeliveryStageNames.
-func (m *Metrics) DeliveryStages() [deliveryStages]offload.HistogramSnapshot {
-	var out [deliveryStages]offload.HistogramSnapshot
+func (m *Metrics) DeliveryStages() [deliveryStages]kafkamux.HistogramSnapshot {
+	var out [deliveryStages]kafkamux.HistogramSnapshot
 	for i := range out {
 		out[i] = m.delStage[i].Snapshot()
 	}

@@ -351,7 +351,7 @@ func (st *store) write(key string, value []byte) { st.writeThen(key, value, nil)
 // writeThen is write with done (may be nil), run on a Kafka callback goroutine once the record is
 // acknowledged or failed.
 func (st *store) writeThen(key string, value []byte, done func(error)) {
-	st.srv.off.PutSession(key, value, func(err error) {
+	st.srv.kafka.PutSession(key, value, func(err error) {
 		if err != nil {
 			st.srv.metrics.kafkaErrors.Add(1)
 			st.srv.warn("cannot write sessions record", "key", key, "err", err)

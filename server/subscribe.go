@@ -1,8 +1,8 @@
 package server
 
 import (
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // onSubscribe handles SUBSCRIBE. Runs on the loop; p borrows from the read buffer.
@@ -13,7 +13,7 @@ func (c *conn) onSubscribe(p *mqttcodec.Subscribe) error {
 		subID = p.Props.SubscriptionIDs[0]
 	}
 	ack := mqttcodec.Suback{PacketID: p.PacketID} // [MQTT-3.8.4-2] same packet id
-	var retained []*offload.Message
+	var retained []*kafkamux.Message
 	var grantedFor []byte
 	for i := range p.Subs {
 		s := &p.Subs[i]

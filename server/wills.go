@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // Wills are decided by the sessions topic's log, so each is published exactly once whichever instance holds
@@ -59,8 +59,8 @@ func newWillRec(epoch int64, w *willMsg) *willRec {
 }
 
 // message builds the will's message at publication time.
-func (r *willRec) message(clientID string, now time.Time) *offload.Message {
-	m := &offload.Message{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, ClientID: clientID,
+func (r *willRec) message(clientID string, now time.Time) *kafkamux.Message {
+	m := &kafkamux.Message{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain, ClientID: clientID,
 		ContentType: r.ContentType, ResponseTopic: r.ResponseTopic, CorrelationData: r.Correlation}
 	if r.PayloadFormat != nil {
 		m.PayloadFormat, m.HasPayloadFormat = *r.PayloadFormat, true
@@ -69,7 +69,7 @@ func (r *willRec) message(clientID string, now time.Time) *offload.Message {
 		m.ExpiresAt = now.Add(time.Duration(r.Expiry) * time.Second)
 	}
 	for _, u := range r.User {
-		m.UserProps = append(m.UserProps, offload.UserProp{Key: u[0], Value: u[1]})
+		m.UserProps = append(m.UserProps, kafkamux.UserProp{Key: u[0], Value: u[1]})
 	}
 	return m
 }
@@ -84,21 +84,21 @@ func (r *willRec) message(clientID string, now time.Time) *offload.Message {
 // written, is forgotten. Guarded by mu, taken alone.
 type dueWills struct {
 	mu sync.Mutex
-	m  map[fenceKey]*offload.Message
+	m  map[fenceKey]*kafkamux.Message
 }
 
 // keep records the will of the connection (id, epoch) as due at once.
-func (d *dueWills) keep(id string, epoch int64, m *offload.Message) {
+func (d *dueWills) keep(id string, epoch int64, m *kafkamux.Message) {
 	d.mu.Lock()
 	if d.m == nil {
-		d.m = make(map[fenceKey]*offload.Message)
+		d.m = make(map[fenceKey]*kafkamux.Message)
 	}
 	d.m[fenceKey{id, epoch}] = m
 	d.mu.Unlock()
 }
 
 // take removes and returns the kept will of (id, epoch), if any.
-func (d *dueWills) take(id string, epoch int64) *offload.Message {
+func (d *dueWills) take(id string, epoch int64) *kafkamux.Message {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := fenceKey{id, epoch}
@@ -109,14 +109,14 @@ func (d *dueWills) take(id string, epoch int64) *offload.Message {
 
 // endConnection writes the end record of a connection: the claim that decides its will. A will due at once
 // (now non-nil) is kept until the record is read back (dueWills). Runs on the loop.
-func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *offload.Message) {
+func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *kafkamux.Message) {
 	srv.claimEnd(id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
 		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue}, now)
 }
 
 // claimEnd writes end record rec of client id's connection; a will due at once (now non-nil) is kept until the
 // record is read back (dueWills). Runs on any goroutine.
-func (srv *Server) claimEnd(id string, rec *ownerRec, now *offload.Message) {
+func (srv *Server) claimEnd(id string, rec *ownerRec, now *kafkamux.Message) {
 	var done func(error)
 	if now != nil {
 		srv.due.keep(id, rec.Epoch, now)
@@ -264,7 +264,7 @@ func (srv *Server) processor(ctx context.Context) {
 func (srv *Server) readSessionsUpTo(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, srv.cfg.sessionsWait)
 	defer cancel()
-	if err := srv.off.ReadSessionsUpTo(ctx); err != nil {
+	if err := srv.kafka.ReadUpTo(ctx, srv.kafka.SessionsTopic()); err != nil {
 		if ctx.Err() == nil || !errors.Is(err, context.Canceled) {
 			srv.warn("deciding no will or expiry now: the sessions topic could not be read up to its end", "err", err)
 		}
@@ -293,7 +293,7 @@ func (srv *Server) processPartitions(now time.Time) {
 	type claim struct {
 		id  string
 		rec *ownerRec
-		now *offload.Message // a will due at once (dueWills)
+		now *kafkamux.Message // a will due at once (dueWills)
 	}
 	var claims []claim
 	var expired []string
@@ -307,7 +307,7 @@ func (srv *Server) processPartitions(now time.Time) {
 			// The holder died. When exactly its connection ended is unknown; counting the Will Delay from now,
 			// the detection, never publishes a will early.
 			will := c.will != nil && c.will.Epoch == o.Epoch
-			var due *offload.Message
+			var due *kafkamux.Message
 			if will && min(c.will.Delay, o.Expiry) == 0 {
 				due = c.will.message(id, now)
 			}
@@ -353,7 +353,7 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	type end struct {
 		id  string
 		rec *ownerRec
-		now *offload.Message // a will due at once (dueWills)
+		now *kafkamux.Message // a will due at once (dueWills)
 	}
 	var ends, pending []end
 	st.mu.Lock()

@@ -48,7 +48,7 @@ func TestAdminEndToEnd(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	listener := "tcp://" + addr
-	srv, err := server.New(off, server.Listen(listener), server.EventLoops(2), server.Logger(quiet))
+	srv, err := server.New(off, mux, server.Listen(listener), server.EventLoops(2), server.Logger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -245,7 +245,7 @@ func run(cfg *config) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(off, sopts...)
+	srv, err := server.New(off, mux, sopts...)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func TestDataDirFull(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	srv, err := server.New(off, server.Listen("tcp://"+addr), server.EventLoops(1), server.Logger(log))
+	srv, err := server.New(off, mux, server.Listen("tcp://"+addr), server.EventLoops(1), server.Logger(log))
 	if err != nil {
 		t.Fatal(err)
 	}

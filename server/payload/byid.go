@@ -47,7 +47,7 @@ func (e *Pending) Error() string {
 
 // Hold bounds how long records of an unknown schema id wait for it while the registry cannot be reached,
 // from when the id is first met; then they are delivered unchanged. Default: the fetch timeout.
-func Hold(d time.Duration) Opt { return func(c *cfg) { c.hold = d } }
+func Hold(d time.Duration) Opt { return opt(func(c *cfg) { c.hold = d }) }
 
 // Prefetch starts fetching the schema id of a record of the topic if its deliver=json rule will need one
 // Ferry does not know, so that records held behind another do not wait for their own ids one after the

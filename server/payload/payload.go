@@ -29,7 +29,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/sr"
 
-	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/kafkamux"
 )
 
 // Set is the compiled payload rules of an instance. Safe for concurrent use.
@@ -62,7 +62,7 @@ type loaded struct {
 	format  Format
 	id      int // registry id; 0 = none (file schema without id=)
 	version int
-	hdr     *offload.ValueSchema // the record headers naming it; nil for json
+	hdr     *kafkamux.ValueSchema // the record headers naming it; nil for json
 }
 
 type cfg struct {
@@ -73,30 +73,55 @@ type cfg struct {
 	log     *slog.Logger
 }
 
-// Opt configures a Set.
-type Opt func(*cfg)
+// Opt configures a Set. Options follow franz-go's style, as the rest of Ferry's do: an interface over an
+// unexported config that has defaults() and validate(), so only this package can make one.
+type Opt interface{ apply(*cfg) }
+
+type opt func(*cfg)
+
+func (o opt) apply(c *cfg) { o(c) }
+
+func (c *cfg) defaults() {
+	c.refresh, c.timeout, c.log = 5*time.Minute, 10*time.Second, slog.New(slog.DiscardHandler)
+}
+
+func (c *cfg) validate() error {
+	switch {
+	case c.refresh < 0:
+		return fmt.Errorf("invalid schema refresh interval %v: want 0 (never) or positive", c.refresh)
+	case c.timeout <= 0:
+		return fmt.Errorf("invalid schema registry timeout %v: want a positive duration", c.timeout)
+	case c.log == nil:
+		return errors.New("invalid payload rules logger: nil")
+	}
+	if c.hold <= 0 {
+		c.hold = c.timeout
+	}
+	return nil
+}
 
 // Registry sets the schema registry client of registry: sources. Default: none (a registry: rule is an error).
-func Registry(cl *sr.Client) Opt { return func(c *cfg) { c.reg = cl } }
+func Registry(cl *sr.Client) Opt { return opt(func(c *cfg) { c.reg = cl }) }
 
 // Refresh sets how often rules on a subject's latest version look for a new one. Default 5m; 0 = never.
-func Refresh(d time.Duration) Opt { return func(c *cfg) { c.refresh = d } }
+func Refresh(d time.Duration) Opt { return opt(func(c *cfg) { c.refresh = d }) }
 
 // FetchTimeout bounds one registry request. Default 10s.
-func FetchTimeout(d time.Duration) Opt { return func(c *cfg) { c.timeout = d } }
+func FetchTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.timeout = d }) }
 
 // Logger sets the logger of registry trouble. Default: discard.
-func Logger(l *slog.Logger) Opt { return func(c *cfg) { c.log = l } }
+func Logger(l *slog.Logger) Opt { return opt(func(c *cfg) { c.log = l }) }
 
 // New parses the rules (FILTER=FORMAT[:SOURCE][;OPTION]..., see [Spec]) in order and loads file schemas; registry
 // schemas load when Start runs. Errors name the rule.
 func New(specs []string, opts ...Opt) (*Set, error) {
-	c := cfg{refresh: 5 * time.Minute, timeout: 10 * time.Second, log: slog.New(slog.DiscardHandler)}
+	var c cfg
+	c.defaults()
 	for _, o := range opts {
-		o(&c)
+		o.apply(&c)
 	}
-	if c.hold <= 0 {
-		c.hold = c.timeout
+	if err := c.validate(); err != nil {
+		return nil, err
 	}
 	s := &Set{cfg: c, done: make(chan struct{}), ids: map[int]*idState{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -135,9 +160,9 @@ func New(specs []string, opts ...Opt) (*Set, error) {
 	return s, nil
 }
 
-func header(sp *Spec, ref string, id int) *offload.ValueSchema {
+func header(sp *Spec, ref string, id int) *kafkamux.ValueSchema {
 	f := sp.Format
-	h := &offload.ValueSchema{Format: []byte(f.String()), Ref: []byte(ref), Binary: f == Avro || f == Protobuf || sp.Frame}
+	h := &kafkamux.ValueSchema{Format: []byte(f.String()), Ref: []byte(ref), Binary: f == Avro || f == Protobuf || sp.Frame}
 	if id > 0 {
 		h.ID = []byte(strconv.Itoa(id))
 	}
@@ -169,7 +194,7 @@ func (e *Unavailable) Error() string { return "schema not available: " + e.Why }
 // itself (json, jsonschema; with framing=confluent after the Confluent wire format header) or its conversion
 // in the Confluent wire format (avro, protobuf; the body alone for a file schema without id=). hdr names the schema for the record's headers (nil for json). It fails with
 // *Invalid (counted) or *Unavailable (counted). Runs on an event loop: it computes only.
-func (s *Set) Ingest(i int, dst, payload []byte) (out []byte, hdr *offload.ValueSchema, err error) {
+func (s *Set) Ingest(i int, dst, payload []byte) (out []byte, hdr *kafkamux.ValueSchema, err error) {
 	r := s.rules[i]
 	l := r.cur.Load()
 	if l == nil {

@@ -407,3 +407,22 @@ func TestRegistryReferences(t *testing.T) {
 		t.Fatalf("json, through two references: %v", err)
 	}
 }
+
+// Options out of range are refused with an error that names them, before any rule is parsed.
+func TestNewRefusesBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		opt  Opt
+		want string
+	}{
+		{Refresh(-time.Second), "schema refresh interval -1s"},
+		{FetchTimeout(0), "schema registry timeout 0s"},
+		{Logger(nil), "logger: nil"},
+	} {
+		if _, err := New([]string{"x/#=json"}, tc.opt); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New with a bad option: %v, want an error naming %q", err, tc.want)
+		}
+	}
+	if _, err := New([]string{"x/#=json"}, Refresh(0), FetchTimeout(time.Second), Hold(0)); err != nil {
+		t.Fatalf("Refresh 0 (never) and Hold 0 (the fetch timeout): %v", err)
+	}
+}

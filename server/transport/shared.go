@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -24,24 +25,60 @@ type Shared struct {
 	tls          *tlsServer // certificates of TLS listeners (tls.go); nil without one
 }
 
-// Options configure NewShared.
-type Options struct {
-	MaxPacketSize int            // the largest MQTT packet accepted, in bytes: bounds what a transport buffers
-	ProxyTrusted  []netip.Prefix // peers allowed to send PROXY protocol headers
-	TLS           TLSFiles       // for tls:// and wss:// listeners
-	// HandshakeFailed counts and logs a TLS handshake failure that no connection reports (its socket closed
-	// first). Runs on any goroutine; nil = ignored.
-	HandshakeFailed func(err error)
+// Opt configures NewShared. Options follow franz-go's style, as the rest of Ferry's do: an interface over an
+// unexported config that has defaults() and validate(), so only this package can make one.
+type Opt interface{ apply(*cfg) }
+
+type opt func(*cfg)
+
+func (o opt) apply(c *cfg) { o(c) }
+
+type cfg struct {
+	maxPacket       int
+	proxyTrusted    []netip.Prefix
+	tls             TLSFiles
+	handshakeFailed func(err error)
 }
+
+func (c *cfg) defaults() { c.maxPacket = 1 << 20 }
+
+func (c *cfg) validate() error {
+	if c.maxPacket < 1 {
+		return fmt.Errorf("invalid transport configuration: max packet size %d, want at least 1 byte", c.maxPacket)
+	}
+	return nil
+}
+
+// MaxPacketSize is the largest MQTT packet accepted, in bytes: it bounds what a transport buffers.
+// Default 1 MiB.
+func MaxPacketSize(n int) Opt { return opt(func(c *cfg) { c.maxPacket = n }) }
+
+// ProxyTrusted lists the peers allowed to send PROXY protocol headers. Default: none.
+func ProxyTrusted(p []netip.Prefix) Opt { return opt(func(c *cfg) { c.proxyTrusted = p }) }
+
+// TLS names the certificate files of tls:// and wss:// listeners. Default: none (a TLS listener is refused).
+func TLS(f TLSFiles) Opt { return opt(func(c *cfg) { c.tls = f }) }
+
+// HandshakeFailed sets the function that counts and logs a TLS handshake failure no connection reports (its
+// socket closed first). It runs on any goroutine. Default: none (ignored).
+func HandshakeFailed(fn func(err error)) Opt { return opt(func(c *cfg) { c.handshakeFailed = fn }) }
 
 // NewShared checks, once, that every layer the listeners ask for can be built, and loads the TLS
 // certificates if a listener needs them.
-func NewShared(specs []Spec, o Options) (*Shared, error) {
-	sh := &Shared{maxPacket: o.MaxPacketSize, proxyTrusted: o.ProxyTrusted}
+func NewShared(specs []Spec, opts ...Opt) (*Shared, error) {
+	var c cfg
+	c.defaults()
+	for _, o := range opts {
+		o.apply(&c)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	sh := &Shared{maxPacket: c.maxPacket, proxyTrusted: c.proxyTrusted}
 	for i := range specs {
 		ls := &specs[i]
 		if ls.tls {
-			if err := sh.initTLS(ls, o); err != nil {
+			if err := sh.initTLS(ls, &c); err != nil {
 				return nil, err
 			}
 		}

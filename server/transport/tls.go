@@ -90,15 +90,15 @@ func CheckTLS(f TLSFiles) error {
 }
 
 // initTLS loads the certificates a tls:// or wss:// listener needs, once for all of them.
-func (sh *Shared) initTLS(ls *Spec, o Options) error {
+func (sh *Shared) initTLS(ls *Spec, c *cfg) error {
 	if sh.tls != nil {
 		return nil
 	}
-	ts, err := newTLSServer(o.TLS)
+	ts, err := newTLSServer(c.tls)
 	if err != nil {
 		return fmt.Errorf("invalid MQTT listener %q: %w", ls.url, err)
 	}
-	ts.hs.onFail = o.HandshakeFailed
+	ts.hs.onFail = c.handshakeFailed
 	sh.tls = ts
 	return nil
 }
@@ -511,7 +511,7 @@ func (pipeAddr) String() string  { return "gnet" }
 type hsLimiter struct {
 	max        int           // 0 = no bound
 	cpu        chan struct{} // a token per handshake computing (not waiting for its client)
-	onFail     func(error)   // Options.HandshakeFailed
+	onFail     func(error)   // the HandshakeFailed option
 	mu         sync.Mutex
 	running    int
 	head, tail *tlsLayer

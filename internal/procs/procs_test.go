@@ -1,4 +1,4 @@
-package server
+package procs
 
 import (
 	"runtime"
@@ -11,7 +11,7 @@ func TestProcsReserveOnePPerLoop(t *testing.T) {
 	runtime.SetDefaultGOMAXPROCS()
 	def := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.SetDefaultGOMAXPROCS() })
-	var p procReserve
+	var p Reservation
 	want := func(step string, n int) {
 		t.Helper()
 		if got := runtime.GOMAXPROCS(0); got != n {
@@ -19,21 +19,21 @@ func TestProcsReserveOnePPerLoop(t *testing.T) {
 		}
 	}
 	for _, n := range []int{1, 2, 3, 8} {
-		p.reserve(n)
+		p.Reserve(n)
 		want("reserved", def+n)
-		if base, loops := p.reserved(); base != def || loops != n {
+		if base, loops := p.Reserved(); base != def || loops != n {
 			t.Fatalf("reserved() = %d, %d; want %d, %d", base, loops, def, n)
 		}
-		p.release(n)
+		p.Release(n)
 		want("released", def)
 	}
 	// Two servers in one process: their loops add up, and the last stop gives the default back.
-	p.reserve(2)
-	p.reserve(1)
+	p.Reserve(2)
+	p.Reserve(1)
 	want("two servers", def+3)
-	p.release(2)
+	p.Release(2)
 	want("one stopped", def+1)
-	p.release(1)
+	p.Release(1)
 	want("both stopped", def)
 	if p.stop != nil {
 		t.Fatal("the follower still runs with nothing reserved")
@@ -45,12 +45,12 @@ func TestProcsReserveOneCPU(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "1")
 	runtime.GOMAXPROCS(1) // what the runtime parsed from the variable at start
 	t.Cleanup(func() { runtime.SetDefaultGOMAXPROCS() })
-	var p procReserve
-	p.reserve(1)
+	var p Reservation
+	p.Reserve(1)
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Fatalf("GOMAXPROCS %d with one loop on one CPU, want 2", got)
 	}
-	p.release(1)
+	p.Release(1)
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("GOMAXPROCS %d after the loop stopped, want the environment's 1", got)
 	}
@@ -61,9 +61,9 @@ func TestProcsFollowRederives(t *testing.T) {
 	runtime.SetDefaultGOMAXPROCS()
 	def := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.SetDefaultGOMAXPROCS() })
-	var p procReserve
-	p.reserve(2)
-	defer p.release(2)
+	var p Reservation
+	p.Reserve(2)
+	defer p.Release(2)
 	runtime.GOMAXPROCS(1) // something else moved it
 	p.mu.Lock()
 	p.print = "changed" // as if the CPU limits had changed

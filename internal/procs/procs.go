@@ -1,18 +1,4 @@
-package server
-
-import (
-	"bytes"
-	"os"
-	"path/filepath"
-	"runtime"
-	"strings"
-	"sync"
-	"time"
-
-	"golang.org/x/sys/unix"
-)
-
-// Ps for the event loops and for Go's network poller.
+// Package procs reserves Ps (GOMAXPROCS) for gnet event loops, so that Go's network poller always has one.
 //
 // A gnet event loop waits for its sockets in a raw epoll_wait system call. The Go runtime counts a goroutine in
 // a system call as still holding its P (processor), and sysmon takes that P back only when one call outlasts a
@@ -34,16 +20,37 @@ import (
 // full re-derivation every procsRederiveEvery) it asks the runtime for its default again and adds the loops to
 // that. A GOMAXPROCS environment variable is the base instead of the default and is not followed, as the
 // runtime does not follow it either.
+package procs
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 const (
 	procsCheckEvery    = 2 * time.Second
 	procsRederiveEvery = time.Minute
 )
 
-// procs is the process's one reservation of Ps for event loops.
-var procs procReserve
+// process is the process's one reservation of Ps for event loops, which Reserve and Release change.
+var process Reservation
 
-type procReserve struct {
+// Reserve adds n event loops to the process's reservation (see [Reservation.Reserve]).
+func Reserve(n int) { process.Reserve(n) }
+
+// Release gives back n event loops of the process's reservation (see [Reservation.Release]).
+func Release(n int) { process.Release(n) }
+
+// Reservation is a reservation of Ps for event loops: the runtime's default number plus one per loop. The
+// process has one (Reserve, Release); tests make their own. Safe for concurrent use.
+type Reservation struct {
 	mu      sync.Mutex
 	loops   int       // event loops of all running Servers
 	base    int       // the runtime's default (or GOMAXPROCS from the environment) when last derived
@@ -55,7 +62,7 @@ type procReserve struct {
 
 // reserve adds n event loops to the reservation and sets GOMAXPROCS to the base plus all reserved loops.
 // It runs on the goroutine that starts a Server.
-func (p *procReserve) reserve(n int) {
+func (p *Reservation) Reserve(n int) {
 	if n <= 0 {
 		return
 	}
@@ -72,7 +79,7 @@ func (p *procReserve) reserve(n int) {
 
 // release gives back n event loops; the last release hands GOMAXPROCS back to the runtime's default (and its
 // automatic updates), or to the environment's value.
-func (p *procReserve) release(n int) {
+func (p *Reservation) Release(n int) {
 	if n <= 0 {
 		return
 	}
@@ -94,14 +101,14 @@ func (p *procReserve) release(n int) {
 }
 
 // reserved returns the base and the reserved loops (tests and metrics).
-func (p *procReserve) reserved() (base, loops int) {
+func (p *Reservation) Reserved() (base, loops int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.base, p.loops
 }
 
 // deriveLocked asks the runtime for its default number of Ps (or reads the environment's). p.mu is held.
-func (p *procReserve) deriveLocked() {
+func (p *Reservation) deriveLocked() {
 	p.print = cpuFingerprint()
 	p.derived = time.Now()
 	if v := os.Getenv("GOMAXPROCS"); v != "" {
@@ -117,7 +124,7 @@ func (p *procReserve) deriveLocked() {
 
 // follow runs on its own goroutine while loops are reserved: it re-derives the base when the machine's CPU
 // limits change, and now and then regardless, and resets GOMAXPROCS when the base moved.
-func (p *procReserve) follow(stop chan bool) {
+func (p *Reservation) follow(stop chan bool) {
 	t := time.NewTicker(procsCheckEvery)
 	defer t.Stop()
 	for {
