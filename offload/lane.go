@@ -42,8 +42,7 @@ type Lane struct {
 	// The QoS 0 budget (LaneQoS0Delay): qos0Recs is the records in flight above which a QoS 0 message is
 	// refused, moved at the end of every window of laneQoS0Window (qos0Bound).
 	qos0Recs  int
-	q0Start   time.Time     // start of the window
-	q0Last    time.Time     // the window's latest completion
+	q0Start   time.Time     // start of the window; zero: starts at the next completion
 	q0Done    int           // records completed in the window
 	q0Lat     time.Duration // their latencies added up
 	q0Refused bool          // the QoS 0 budget turned a message away in the window
@@ -179,6 +178,9 @@ func (l *Lane) take(recs, size int, qos0 bool) error {
 		l.late++
 		l.q0Refused = true
 		return ErrLate
+	}
+	if l.recs == 0 {
+		l.q0Start = time.Time{} // the lane was idle: the QoS 0 budget's next window starts at its next completion
 	}
 	l.recs += recs
 	l.bytes += size
@@ -379,12 +381,12 @@ func (l *Lane) timeBound(recs int, lat time.Duration, now time.Time) {
 // A window under the delay in which the budget turned messages away grows it by half, up to the count budget.
 // So a burst while Kafka keeps up is taken whole, and only a lane whose records wait longer than the delay
 // sheds QoS 0; QoS 1 and 2 messages are never refused by this budget. The window measures the lane while it
-// works: an idle gap longer than a window starts a new one. l.mu is held.
+// works: a lane that had nothing in flight starts a new one at its next completion (take), so idle time never
+// counts as a slow rate, while the gaps of a slow Kafka answering in bursts do. l.mu is held.
 func (l *Lane) qos0Bound(recs int, lat time.Duration, now time.Time) {
-	if l.q0Start.IsZero() || now.Sub(l.q0Last) > laneQoS0Window {
+	if l.q0Start.IsZero() {
 		l.q0Start, l.q0Done, l.q0Lat, l.q0Refused = now, 0, 0, false
 	}
-	l.q0Last = now
 	l.q0Done += recs
 	l.q0Lat += time.Duration(recs) * lat
 	el := now.Sub(l.q0Start)

@@ -143,7 +143,7 @@ func completeQoS0Window(l *Lane, n int, lat time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
-	l.q0Start, l.q0Last, l.q0Done, l.q0Lat = now.Add(-10*time.Millisecond), now, 0, 0
+	l.q0Start, l.q0Done, l.q0Lat = now.Add(-10*time.Millisecond), 0, 0
 	l.qos0Bound(n, lat, now)
 }
 
@@ -196,7 +196,7 @@ func TestLaneQoS0Budget(t *testing.T) {
 		for range 20 {
 			l.mu.Lock()
 			now := time.Now()
-			l.q0Start, l.q0Last, l.q0Done, l.q0Lat, l.q0Refused = now.Add(-10*time.Millisecond), now, 0, 0, true
+			l.q0Start, l.q0Done, l.q0Lat, l.q0Refused = now.Add(-10*time.Millisecond), 0, 0, true
 			l.qos0Bound(2000, time.Millisecond, now)
 			l.mu.Unlock()
 		}
@@ -204,12 +204,17 @@ func TestLaneQoS0Budget(t *testing.T) {
 			t.Fatalf("QoS 0 budget %d, want it back at the count budget 8192", l.qos0Recs)
 		}
 	})
-	t.Run("an idle gap starts a new window", func(t *testing.T) {
+	t.Run("a lane that went idle starts a new window", func(t *testing.T) {
 		l := newQoS0Lane()
 		l.mu.Lock()
 		now := time.Now()
-		// One slow completion a second ago, then a burst: the second of idling is not part of the rate.
-		l.q0Start, l.q0Last, l.q0Done, l.q0Lat = now.Add(-time.Second), now.Add(-time.Second), 1, 20*time.Millisecond
+		// Slow completions a second ago, then the lane emptied: the idle second is not part of the rate.
+		l.q0Start, l.q0Done, l.q0Lat = now.Add(-time.Second), 1, 20*time.Millisecond
+		l.mu.Unlock()
+		if err := l.take(1, 10, true); err != nil {
+			t.Fatal(err)
+		}
+		l.mu.Lock()
 		l.qos0Bound(100, 20*time.Millisecond, now)
 		start, done := l.q0Start, l.q0Done
 		l.mu.Unlock()
@@ -218,6 +223,19 @@ func TestLaneQoS0Budget(t *testing.T) {
 		}
 		if l.qos0Recs != 8192 {
 			t.Fatalf("QoS 0 budget %d after an idle gap, want the count budget 8192", l.qos0Recs)
+		}
+	})
+	t.Run("a slow Kafka answering in bursts is measured across its gaps", func(t *testing.T) {
+		l := newQoS0Lane()
+		l.recs = 5000 // never idle
+		l.mu.Lock()
+		now := time.Now()
+		// A burst of 1,000 completions every 30 ms, each record having waited 60 ms: 33,000/s.
+		l.q0Start, l.q0Done, l.q0Lat = now.Add(-30*time.Millisecond), 1000, 1000*60*time.Millisecond
+		l.qos0Bound(1000, 60*time.Millisecond, now)
+		l.mu.Unlock()
+		if l.qos0Recs != 256 {
+			t.Fatalf("QoS 0 budget %d records, want the floor 256 (2,000 records in 30 ms × 2 ms is 133)", l.qos0Recs)
 		}
 	})
 }
