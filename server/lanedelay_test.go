@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -21,12 +20,7 @@ func TestLaneDelayShedsQoS0NotQoS1(t *testing.T) {
 	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")},
 		[]offload.Opt{offload.LaneQoS0Delay(time.Millisecond), offload.LaneMinRecords(8), offload.LaneDelay(0)},
 		server.ReadLagLimit(0)) // the reader's own QoS 0 shedding (readlag.go) off: only the lane decides here
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = f.srv.Stop(ctx)
-		f.mux.Close()
-	})
+	t.Cleanup(f.stop)
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "delay-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "delay/#", QoS: 1})
 	laneDelay := func() uint64 { return f.srv.Metrics().Snapshot().Drops[dropIndex("lane_delay")] }
