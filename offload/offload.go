@@ -88,7 +88,8 @@ func LaneMinRecords(n int) Opt { return opt(func(c *cfg) { c.minRecords = n }) }
 // the caller. A QoS 0 message has no sender waiting for it and no retry; queued behind tens of milliseconds of
 // records it only arrives late, and makes every record behind it later. QoS 1 and 2 messages are not bounded
 // by it (they wait on their connections under the count budget and LaneDelay), nor is a burst while Kafka
-// keeps up. As with LaneDelay, the bound follows Kafka's own round trip when that is longer. 0 turns it off.
+// keeps up. As with LaneDelay, the bound follows Kafka's own round trip when that is longer (measured by
+// LaneDelay's windows: with LaneDelay 0 the bound is this delay alone). 0 turns it off.
 // Default 5 ms.
 func LaneQoS0Delay(d time.Duration) Opt { return opt(func(c *cfg) { c.qos0Delay = d }) }
 
