@@ -2,6 +2,7 @@ package kafkamux
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -51,6 +52,19 @@ func (c clientIDPartitioner) Partition(r *kgo.Record, n int) int {
 // on a franz-go goroutine once Kafka acked (acks=all) or failed the record.
 func (m *Mux) PutSession(key string, value []byte, done func(error)) {
 	r := &kgo.Record{Topic: m.cfg.topicSessions, Key: []byte(key), Value: value}
+	start := time.Now()
+	m.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
+		m.stats.latency[roleSessions].Observe(time.Since(start))
+		done(err)
+	})
+}
+
+// PutSessionTombstone writes a tombstone of the sessions topic that carries epoch in the
+// [sessionkey.EpochHeader] header, so a reader can tell the end of an older connection that reached Kafka
+// late from the end of the newest one. It never blocks; done runs as for PutSession.
+func (m *Mux) PutSessionTombstone(key string, epoch int64, done func(error)) {
+	r := &kgo.Record{Topic: m.cfg.topicSessions, Key: []byte(key),
+		Headers: []kgo.RecordHeader{{Key: sessionkey.EpochHeader, Value: strconv.AppendInt(nil, epoch, 10)}}}
 	start := time.Now()
 	m.Produce(context.Background(), r, func(_ *kgo.Record, err error) {
 		m.stats.latency[roleSessions].Observe(time.Since(start))

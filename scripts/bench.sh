@@ -18,6 +18,8 @@
 #   IDLE_CONNS [15000] IDLE_SUBS [10]           IDLE_HOLD [10s]  IDLE_RATE [5000] conn/s
 #   IDLE_SETTLE [2s]   idle scenarios: wait after the last CONNACK (and SUBACK) before reading server memory;
 #                      10s shows where an idle server settles after the connect storm
+#   TLS_GROUPS         idle-tls*: key exchange groups the clients offer (ferry-bench --tls-groups), e.g.
+#                      X25519,CurveP256 as OpenSSL 3.0 or mbedTLS devices; default Go's (X25519MLKEM768 first)
 #   TLS_CONNS [8000]   TLS_RATE [1000] conn/s   (idle-tls, idle-tls-resume: TLS 1.3, one ECDSA P-256
 #                      certificate made here and served by every target)
 #   FANIN_PUBS [100]   FANOUT_SUBS [1000]       FIXED_RATE [20000] msg/s
@@ -243,6 +245,7 @@ run_scenario() {
       extra=()
       [[ -n $KAFKA && ( $1 == kafka-ingest || $1 == idle ) ]] && extra+=(--kafka "$KAFKA")
       [[ $label == idle-tls-resume ]] && extra+=(--tls-resume)
+      [[ $label == idle-tls* && -n ${TLS_GROUPS:-} ]] && extra+=(--tls-groups "$TLS_GROUPS")
       [[ $PLOTS == 1 && $i == 1 ]] && extra+=(--plot "$OUT/plots")
       [[ -n $METRICS && $1 != idle ]] && extra+=(--metrics "$METRICS")
       bin/ferry-bench "$@" --target "$TARGET" --server-pid "$PIDS" "${extra[@]}" \

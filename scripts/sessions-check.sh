@@ -19,8 +19,16 @@
 # transaction at once), as scripts/crash.sh does with MODE=external. One instance is down at a time. The
 # clients' operations cut off by a kill have an unknown outcome and the clients connect again elsewhere.
 #
+# Windows a random kill rarely hits are widened or opened on purpose (docs/sessions.md, "History checker"):
+# COMPACT=1 compacts the sessions topic (SIGUSR1 to the standalone kfake) a second after each restarted instance
+# is ready — after the restart has aborted the killed run's open transaction, since kfake compacts past open
+# transactions — so the next restart reads a compacted topic; WILL_HOLD makes every instance hold a will due
+# at once that long between winning its claim and publishing it (--chaos-will-hold), so that kills land there.
+#
 # Environment: DURATION [30s]  CLIENTS [40]  KILLS [0]  THINK [0s] (ferry-chaos sessions --think: a random pause
-#   before each operation; kfake does not compact, so a long run with kills wants a smaller sessions topic)
+#   before each operation; kfake compacts only with COMPACT, so a long run with kills wants a smaller sessions topic)
+#   COMPACT [1]  WILL_HOLD [300ms]  LOG_LEVEL [warn] (the instances' --log-level; debug logs each claim and
+#   each will due at once published)
 #   CLOSE_EVERY [0] (ferry-chaos sessions --close-every: one move in this many first closes the connection)
 #   KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
 # Verdict: "sessions: PASS|FAIL …" with the kills done and the session moves; exit 1 on a violation, when an
@@ -32,19 +40,21 @@ CLIENTS=${CLIENTS:-40}
 KILLS=${KILLS:-0}
 THINK=${THINK:-0s}
 CLOSE_EVERY=${CLOSE_EVERY:-0}
+COMPACT=${COMPACT:-1}
+WILL_HOLD=${WILL_HOLD:-300ms}
 source scripts/lib/fault.sh
 fault_init sessions kfake
 
 KAFKA=$(free_port)
 "$work/kfake" --addr "127.0.0.1:$KAFKA" --partitions 6 >"$work/kfake.log" 2>&1 &
-pids+=("$!")
+kpid=$!; pids+=("$kpid")
 wait_port "$KAFKA" || { echo "sessions: FAIL kfake did not listen"; exit 1; }
 txn="check-$RANDOM$RANDOM" # transactional ids: check-<run>-<instance>, the same across restarts
 mqtt=(); admin=(); ipid=()
 start_instance() { # instance number: starts it and waits until it is ready
   local i=$1 n
   "$work/ferry" --mqtt "tcp://127.0.0.1:${mqtt[$i]}" --kafka-brokers "127.0.0.1:$KAFKA" --admin "127.0.0.1:${admin[$i]}" \
-    --instance-id "check-$i" --kafka-transactional-id "$txn-$i" --log-level warn >>"$work/ferry-$i.log" 2>&1 &
+    --instance-id "check-$i" --kafka-transactional-id "$txn-$i" --chaos-will-hold "$WILL_HOLD" --log-level "${LOG_LEVEL:-warn}" >>"$work/ferry-$i.log" 2>&1 &
   ipid[$i]=$!; pids+=("$!")
   for ((n = 0; n < 900; n++)); do curl -sf -o /dev/null "http://127.0.0.1:${admin[$i]}/readyz" && return 0; sleep 0.1; done
   echo "sessions: FAIL instance $i did not become ready"; tail "$work/ferry-$i.log"; KEEP=1
@@ -84,18 +94,20 @@ if ((KILLS > 0)); then
     t0=$(date +%s%N)
     start_instance "$i" || { kill -9 "$cpid" 2>/dev/null; exit 1; }
     kills=$k
+    if ((COMPACT)); then (sleep 1; kill -USR1 "$kpid" 2>/dev/null) & fi
     echo "sessions: kill $k/$KILLS of instance $i (127.0.0.1:${mqtt[$i]}) at ${at_ms} ms of the run; ready again in $(( ($(date +%s%N) - t0) / 1000000 )) ms" >&2
   done
 fi
 wait "$cpid" || rc=$?
+compactions=$(grep -c 'compacted' "$work/kfake.log" || true)
 summary=$(grep '^sessions: [0-9]* operations' "$work/sessions.out" | sed 's/^sessions: //' || true)
 details=$(grep -E '^sessions: (deliveries|wills)' "$work/sessions.out" || true)
 if ((rc == 0 && kills < KILLS)); then rc=1; why=" — only $kills of $KILLS kills were done before the run ended"; fi
 if ((rc == 0)); then
-  echo "sessions: PASS duration=$DURATION clients=$CLIENTS think=$THINK close_every=$CLOSE_EVERY kills=$kills $summary"
+  echo "sessions: PASS duration=$DURATION clients=$CLIENTS think=$THINK close_every=$CLOSE_EVERY kills=$kills compactions=$compactions will_hold=$WILL_HOLD $summary"
   [[ -z $details ]] || echo "$details"
 else
-  echo "sessions: FAIL duration=$DURATION clients=$CLIENTS think=$THINK close_every=$CLOSE_EVERY kills=$kills $summary$why"
+  echo "sessions: FAIL duration=$DURATION clients=$CLIENTS think=$THINK close_every=$CLOSE_EVERY kills=$kills compactions=$compactions will_hold=$WILL_HOLD $summary$why"
   head -60 "$work/sessions.out"; tail -5 "$work/sessions.err"
   KEEP=1
   exit 1

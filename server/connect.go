@@ -445,9 +445,9 @@ func (c *conn) endSession() {
 	if c.will != nil && c.disconnect {
 		srv.store.put(kindWill, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
 	}
-	var willNow *kafkamux.Message // due at once: not cancelled by a CONNECT that follows (wills.go, dueWills)
+	var willNow *willRec // due at once: not cancelled by a CONNECT that follows (wills_pending.go)
 	if willDue && (c.will.delay == 0 || expiry == 0) {
-		willNow = c.will.msg
+		willNow = newWillRec(c.epoch, c.will)
 	}
 	if expiry > 0 {
 		// The session outlives the connection in Kafka: final offsets, then the end record, which also decides
@@ -461,7 +461,7 @@ func (c *conn) endSession() {
 	}
 	srv.endConnection(sess.id, c.epoch, 0, willDue, willNow)
 	if srv.discardOrphan(sess) {
-		srv.store.forget(sess.id, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
+		srv.store.forget(sess.id, c.epoch, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
 	}
 }
 

@@ -135,7 +135,7 @@ func (st *store) ownRecordRead(id string, epoch int64, f *fence, prev *stored) {
 		return
 	}
 	if prev.owner == nil || (prev.owner.Expiry == 0 && prev.sess == nil) {
-		st.put(kindOwner, id, nil) // nothing to keep
+		st.endOwner(id, epoch) // nothing to keep
 		return
 	}
 	st.put(kindOwner, id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: epoch, At: time.Now().UnixMilli(),

@@ -52,6 +52,8 @@
 //	session.go      a session and its delivery queue; flight.go: its packet-id state
 //	store.go        the instance's view of the sessions topic and its writer; persist.go: what a session saves
 //	wills.go        wills and session expiry, decided once by the sessions topic's log
+//	wills_pending.go  wills due at once kept in Kafka from their claim to their publication; an owner record
+//	                written again after a late record of an older connection
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels

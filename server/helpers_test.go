@@ -62,6 +62,18 @@ func buildFerry(t testing.TB, kopts []kafkamux.Opt, offOpts []offload.Opt, opts 
 // buildFerryLoops is buildFerry with loops event loops (and as many offload lanes).
 func buildFerryLoops(t testing.TB, loops int, kopts []kafkamux.Opt, offOpts []offload.Opt, opts ...server.Opt) *ferry {
 	t.Helper()
+	f := newFerry(t, loops, "127.0.0.1:"+strconv.Itoa(freePort(t)), kopts, offOpts, opts...)
+	if err := f.srv.Start(); err != nil {
+		f.mux.Close()
+		t.Fatalf("start: %v", err)
+	}
+	return f
+}
+
+// newFerry builds a Ferry listening on addr without starting it; the caller starts it, and closes f.mux if
+// it does not stop it.
+func newFerry(t testing.TB, loops int, addr string, kopts []kafkamux.Opt, offOpts []offload.Opt, opts ...server.Opt) *ferry {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// Transactions on, as in the binary; a test may turn them off with kafkamux.Transactions("").
@@ -75,7 +87,6 @@ func buildFerryLoops(t testing.TB, loops int, kopts []kafkamux.Opt, offOpts []of
 		mux.Close()
 		t.Fatalf("offload: %v", err)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	// Shared subscriptions in the consumer-group mode the tests were written for, unless a test asks for
 	// another (share_group_test.go).
 	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(loops), server.Logger(quietLog),
@@ -84,10 +95,6 @@ func buildFerryLoops(t testing.TB, loops int, kopts []kafkamux.Opt, offOpts []of
 	if err != nil {
 		mux.Close()
 		t.Fatalf("server: %v", err)
-	}
-	if err := srv.Start(); err != nil {
-		mux.Close()
-		t.Fatalf("start: %v", err)
 	}
 	return &ferry{addr: addr, mux: mux, off: off, srv: srv}
 }

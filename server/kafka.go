@@ -44,6 +44,9 @@ type SessionWriter interface {
 	// PutSession writes one record (value nil = tombstone), partitioned by the client id part of key. It never
 	// blocks; done runs on a Kafka callback goroutine.
 	PutSession(key string, value []byte, done func(error))
+	// PutSessionTombstone writes a tombstone carrying epoch, the connection it ends, in a record header. It
+	// never blocks; done runs on a Kafka callback goroutine.
+	PutSessionTombstone(key string, epoch int64, done func(error))
 	// Transactional reports whether a message and its session record can be committed as one (QoS 2).
 	Transactional() bool
 }

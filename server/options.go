@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,7 @@ type cfg struct {
 	lingerMax        int            // sockets lingering at once, per instance
 	heartbeatEvery   time.Duration  // how often the instance writes its heartbeat to the sessions topic
 	deadAfter        time.Duration  // an instance silent this long is dead: its clients' wills and sessions move on
+	willHold         time.Duration  // testing: a will due at once waits this long after its claim won (WillHold)
 	proxyTrusted     []netip.Prefix // peers allowed to send PROXY protocol headers
 	instanceID       string         // stable id of this instance in the sessions topic; "" = random per start
 
@@ -82,6 +84,8 @@ type cfg struct {
 	tlsClientCA   string // PEM CAs that sign client certificates; "" = none asked for
 	tlsClientAuth string // TLSClientCertRequire or TLSClientCertVerifyGiven
 	tlsHandshakes int    // TLS handshakes in progress at once; 0 = no bound
+
+	tlsGroups []tls.CurveID // key exchanges in order of preference; nil = Go's default
 }
 
 func (c *cfg) defaults() {
@@ -164,6 +168,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("read lag limit must be 0 (off) or positive, not %v", c.readLagLimit)
 	case c.outboundBudget < 1024:
 		return fmt.Errorf("outbound budget must be at least 1024 bytes, not %d", c.outboundBudget)
+	case c.willHold < 0:
+		return fmt.Errorf("invalid will hold %v: want 0 or more", c.willHold)
 	case c.heartbeatEvery <= 0 || c.deadAfter < 2*c.heartbeatEvery:
 		return fmt.Errorf("heartbeats every %v with death after %v: want a positive interval and at least two of them before death", c.heartbeatEvery, c.deadAfter)
 	case c.maxSubs < 1:
@@ -220,6 +226,14 @@ func TLSClientAuth(mode string) Opt { return opt(func(c *cfg) { c.tlsClientAuth 
 // within the connect timeout. Each costs a goroutine and its crypto state until the client answers.
 // Default 4096; 0 = no bound.
 func TLSMaxHandshakes(n int) Opt { return opt(func(c *cfg) { c.tlsHandshakes = n }) }
+
+// TLSKeyExchanges sets the key exchange groups TLS listeners accept, in order of preference (names as
+// ParseTLSKeyExchanges reads them). Default nil: Go's default, the hybrid post-quantum X25519MLKEM768 first.
+func TLSKeyExchanges(groups []tls.CurveID) Opt { return opt(func(c *cfg) { c.tlsGroups = groups }) }
+
+// ParseTLSKeyExchanges reads a comma-separated list of key exchange groups for TLSKeyExchanges, e.g.
+// "X25519,CurveP256"; "" gives nil (Go's default).
+func ParseTLSKeyExchanges(s string) ([]tls.CurveID, error) { return transport.ParseKeyExchanges(s) }
 
 // EventLoops sets the number of gnet event loops. Default: one per CPU.
 func EventLoops(n int) Opt { return opt(func(c *cfg) { c.eventLoops = n }) }
@@ -298,6 +312,12 @@ func Heartbeats(every, deadAfter time.Duration) Opt {
 	return opt(func(c *cfg) { c.heartbeatEvery, c.deadAfter = every, deadAfter })
 }
 
+// WillHold is for fault testing only: a will due at once waits d after its claim was read back as the winner
+// before it is published, which widens the window in which a killed instance leaves a claimed will
+// unpublished, so that the history checker's kills can hit it (docs/sessions.md, "Pending wills"). Default
+// 0; never negative.
+func WillHold(d time.Duration) Opt { return opt(func(c *cfg) { c.willHold = d }) }
+
 // MaxSubscriptions caps the subscriptions of one session; SUBSCRIBE beyond it gets 0x97 Quota Exceeded (v3:
 // 0x80) for the extra filters. Default 1000.
 func MaxSubscriptions(n int) Opt { return opt(func(c *cfg) { c.maxSubs = n }) }
@@ -330,7 +350,7 @@ func Logger(l *slog.Logger) Opt { return opt(func(c *cfg) { c.log = l }) }
 // tlsFiles are the TLS settings for server/transport.
 func (c *cfg) tlsFiles() transport.TLSFiles {
 	return transport.TLSFiles{Cert: c.tlsCert, Key: c.tlsKey, ClientCA: c.tlsClientCA, ClientAuth: c.tlsClientAuth,
-		MaxHandshakes: c.tlsHandshakes}
+		MaxHandshakes: c.tlsHandshakes, KeyExchanges: c.tlsGroups}
 }
 
 // CheckOptions validates options without building a Server, so a command can refuse bad settings before it

@@ -111,19 +111,30 @@ func withQoS2(set map[uint16]struct{}, pid uint16, on bool) map[uint16]struct{} 
 	if _, ok := set[pid]; ok == on {
 		return set
 	}
-	out := make(map[uint16]struct{}, len(set)+1)
-	for k := range set {
-		out[k] = struct{}{}
+	return withEntry(set, pid, struct{}{}, on)
+}
+
+// withEntry returns a copy of m with k set to v (on) or removed; nil when empty. The index's maps are shared
+// by the copies lookup hands out, so they are replaced, never changed in place.
+func withEntry[K comparable, V any](m map[K]V, k K, v V, on bool) map[K]V {
+	out := make(map[K]V, len(m)+1)
+	for key, val := range m {
+		out[key] = val
 	}
 	if on {
-		out[pid] = struct{}{}
+		out[k] = v
 	} else {
-		delete(out, pid)
+		delete(out, k)
 	}
 	if len(out) == 0 {
 		return nil
 	}
 	return out
+}
+
+// qos2Rec is the value of a "q:" key (written by sessionkey.QoS2Value); only its version is read.
+type qos2Rec struct {
+	V int `json:"v"`
 }
 
 // onQoS2Record applies a "q:" record read from the sessions topic. Runs on the reader goroutine.
@@ -134,26 +145,10 @@ func (st *store) onQoS2Record(key string, value []byte, part int32) {
 		return
 	}
 	if value != nil {
-		if _, err := decodeRec[struct {
-			V int `json:"v"`
-		}](value); err != nil {
+		if _, err := decodeRec[qos2Rec](value); err != nil {
 			st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
 			return
 		}
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	c := st.clients[id]
-	if c == nil {
-		if value == nil {
-			return
-		}
-		c = &stored{}
-		st.clients[id] = c
-	}
-	c.part = part
-	c.q2 = withQoS2(c.q2, pid, value != nil)
-	if c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && (c.owner == nil || c.owner.Expiry == 0) {
-		delete(st.clients, id)
-	}
+	st.update(id, part, value != nil, func(c *stored) { c.q2 = withQoS2(c.q2, pid, value != nil) })
 }

@@ -19,7 +19,7 @@ import (
 // the messages topic (server/route compiles and matches them). Without rules srv.rt is nil and every path below
 // costs one nil check.
 //
-// Publish (onPublish, sendWill; on the loop): the first matching rule picks the Kafka topic and, optionally,
+// Publish (onPublish, sendWillWith; on the loop): the first matching rule picks the Kafka topic and, optionally,
 // a partition key (a capture, carried in the kafkamux.HeaderPartitionKey header); the record key stays the
 // MQTT topic (data model v1). A retained copy still goes to the retained topic. Refusals answer v5 QoS 1/2
 // with PUBACK/PUBREC 0x90 Topic Name Invalid ("the Topic Name is not malformed, but is not accepted by this

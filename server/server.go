@@ -55,9 +55,9 @@ type Server struct {
 	shares shareRegistry // shared subscriptions (share.go)
 	pw     pwPool        // password checks off the event loops (authz_password.go)
 
-	store     *store         // the sessions topic
-	due       dueWills       // wills due at once, published when their end record is read back (wills.go)
-	connRate  *connRateTable // --max-connection-rate; nil = off (limits.go)
+	store     *store                      // the sessions topic
+	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
+	connRate  *connRateTable              // --max-connection-rate; nil = off (limits.go)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
@@ -136,7 +136,7 @@ func (srv *Server) Start() error {
 		{Topic: srv.cfg.messagesTopic, Handler: srv.onRecord, Started: srv.initReadPos},
 		srv.retainedFollow(),
 		{Topic: srv.kafka.SessionsTopic(), Start: kafkamux.FromStart,
-			Raw:      func(r *kafkamux.Record) { srv.store.onRecord(string(r.Key), r.Value, r.Partition) },
+			Raw:      srv.store.onRaw,
 			CaughtUp: func() { close(sessionsLoaded) }},
 	}
 	var routed []kafkamux.FollowSpec
@@ -175,6 +175,10 @@ func (srv *Server) Start() error {
 	for i := range srv.specs {
 		addrs[i] = srv.specs[i].Addr()
 	}
+	reusePort, err := exclusiveReusePort(addrs) // reuseport.go
+	if err != nil {
+		return fmt.Errorf("cannot listen for MQTT on %v: %w", srv.cfg.listeners, err)
+	}
 	// Each loop waits in epoll_wait holding a P: reserve one more per loop, so Go's network poller (Kafka's
 	// connections) always has one (internal/procs).
 	procs.Reserve(srv.cfg.eventLoops)
@@ -184,6 +188,7 @@ func (srv *Server) Start() error {
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(srv.cfg.eventLoops),
 			gnet.WithReuseAddr(true),
+			gnet.WithReusePort(reusePort),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithTicker(true),
 			gnet.WithReadBufferCap(64<<10),
@@ -265,9 +270,19 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
-// sendWill publishes a will message into Kafka. It may run on any goroutine (lanes are safe to call from
-// any): it uses the first lane, and retries while the lane is full.
-func (srv *Server) sendWill(m *kafkamux.Message) {
+// sendWillWith publishes a will message into Kafka and tombstones the sessions record named done (the will's
+// pending or stored record; "" none) with it: with transactions in the same one, so a kill leaves both or
+// neither; without, once Kafka acknowledged the will (a kill in between publishes it again: at least once).
+// A will the route rules or the payload contract refuse is not published and its record is tombstoned all the
+// same. A will Kafka fails keeps its record: it is published again by this instance's next run (wills.go,
+// recoverOwnConnections) or a processor. It may run on any goroutine (lanes are safe to call from any): it
+// uses the first lane, and retries while the lane is full.
+func (srv *Server) sendWillWith(m *kafkamux.Message, done string) {
+	tomb := func() {
+		if done != "" {
+			srv.store.write(done, nil)
+		}
+	}
 	var rt offload.Route
 	if srv.rt != nil { // a will follows the route rules like any publish (routing.go)
 		var reason int
@@ -275,21 +290,31 @@ func (srv *Server) sendWill(m *kafkamux.Message) {
 		if rt, reason, ok = srv.routeFor(m.Topic); !ok {
 			srv.metrics.routeRefused[reason].Add(1)
 			srv.warn("will message not published: its topic is not routed", "topic", m.Topic, "reason", RouteRefusedNames[reason])
+			tomb()
 			return
 		}
 	}
 	if srv.cfg.payload != nil {
 		var ok bool
 		if m, ok = srv.checkWill(m); !ok { // contract.go
+			tomb()
 			return
 		}
 	}
 	srv.metrics.willsSent.Add(1)
+	with := "" // the tombstone in the will's transaction
+	if srv.kafka.Transactional() {
+		with = done
+	}
 	var try func()
 	try = func() {
-		err := srv.off.Lane(0).TryPublishRouted(m, rt, "", nil, func(err error) {
+		err := srv.off.Lane(0).TryPublishRouted(m, rt, with, nil, func(err error) {
 			if err != nil {
 				srv.warn("will message not written to Kafka", "topic", m.Topic, "err", err)
+				return
+			}
+			if with == "" {
+				tomb()
 			}
 		})
 		if errors.Is(err, offload.ErrFull) {

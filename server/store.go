@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/internal/sessionkey"
+	"github.com/ferrymq/ferry/kafkamux"
 )
 
 // The sessions topic (compacted) holds every per-client record, keyed "<kind>:<client id>" so a Kafka tool
@@ -56,6 +57,10 @@ type ownerRec struct {
 	// record of an epoch and round in the partition's log decides which instance publishes the will.
 	Will  bool `json:"will,omitempty"`
 	Round int  `json:"round,omitempty"`
+	// Now: the will was due when the connection ended (Will Delay 0, or a session that ends with it); the
+	// claimer wrote it as "p:<id>\x00<epoch>" before this record, and it stays there until published
+	// (wills_pending.go).
+	Now bool `json:"now,omitempty"`
 }
 
 // deliveryRec is the value of a "d:" key: where the session's delivery stands in the messages topic.
@@ -83,10 +88,11 @@ type stored struct {
 	owner       *ownerRec
 	deliv       *deliveryRec
 	will        *willRec
-	q2          map[uint16]struct{} // inbound QoS 2 ids waiting for PUBREL ("q:" keys); replaced, never changed in place
-	part        int32               // the client's sessions-topic partition
-	ended       [2]int64            // epoch and round of the first end record seen for the latest epoch
-	endedBefore [2]int64            // the one before: a second claim of that end, read after a newer end, is not first
+	q2          map[uint16]struct{}    // inbound QoS 2 ids waiting for PUBREL ("q:" keys); replaced, never changed in place
+	pending     map[int64]*pendingWill // wills due at once, claimed, not yet published ("p:" keys), by epoch; replaced, never changed in place
+	part        int32                  // the client's sessions-topic partition
+	ended       [2]int64               // epoch and round of the first end record seen for the latest epoch
+	endedBefore [2]int64               // the one before: a second claim of that end, read after a newer end, is not first
 }
 
 // store is the instance's view of the sessions topic, fed by the shared reader from the topic's start, and
@@ -126,8 +132,30 @@ func newStore(srv *Server) *store {
 		waiters: make(map[string]*handoff), instances: make(map[string]time.Time)}
 }
 
-// onRecord applies one sessions-topic record. It runs on the reader goroutine and must not block.
-func (st *store) onRecord(key string, value []byte, part int32) {
+// empty reports whether the index needs no entry for the client: a session that ends with its connection
+// keeps none, its owner records only signal takeovers (handled as they are read).
+func (c *stored) empty() bool {
+	return c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && len(c.pending) == 0 &&
+		(c.owner == nil || c.owner.Expiry == 0)
+}
+
+// onRaw applies one record of the sessions topic as the shared reader hands it on. Runs on the reader
+// goroutine; must not block.
+func (st *store) onRaw(r *kafkamux.Record) {
+	var epoch int64 // of the connection a tombstone ends (sessionkey.EpochHeader); 0 = not said
+	if r.Value == nil {
+		for _, h := range r.Headers {
+			if h.Key == sessionkey.EpochHeader {
+				epoch, _ = sessionkey.ParseEpoch(h.Value)
+			}
+		}
+	}
+	st.onRecord(string(r.Key), r.Value, r.Partition, epoch)
+}
+
+// onRecord applies one sessions-topic record; tombEpoch is the epoch of the connection a tombstone ends, 0 if
+// it does not say. It runs on the reader goroutine and must not block.
+func (st *store) onRecord(key string, value []byte, part int32, tombEpoch int64) {
 	kind, id, ok := sessionkey.Split(key)
 	if !ok {
 		st.srv.warn("skipping sessions record with an unknown key", "key", key)
@@ -135,6 +163,10 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	}
 	if kind == sessionkey.QoS2 {
 		st.onQoS2Record(key, value, part)
+		return
+	}
+	if kind == sessionkey.Pending {
+		st.onPendingRecord(key, value, part)
 		return
 	}
 	if kind == kindInstance {
@@ -176,7 +208,9 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	var err error
 	var fenced *fence
 	var prev stored
-	var o *ownerRec // the owner record read, if kind is kindOwner
+	var o *ownerRec        // the owner record read, if kind is kindOwner
+	var reassert *ownerRec // this instance's owner record, to write again after a late record (reassertOwner)
+	orphan := false        // this instance's claim lost, and the will it wrote as pending is nobody's
 	switch kind {
 	case kindSession:
 		c.sess, err = decodeRec[sessionRec](value)
@@ -185,14 +219,21 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 		if f := st.takeFence(id, o); f != nil {
 			fenced, prev = f, *c // the view the CONNECT decides on: everything before its own record
 		}
-		if o == nil || c.owner == nil || o.Epoch >= c.owner.Epoch {
+		late := c.owner != nil && ((o != nil && o.Epoch < c.owner.Epoch) || (o == nil && tombEpoch != 0 && tombEpoch < c.owner.Epoch))
+		if !late {
 			c.owner = o
 		} else if st.ready {
-			// The end record of a dropped connection can reach Kafka after the client's CONNECT elsewhere
-			// (the closing instance's writes were slow): the client is still connected there. Taken as the
-			// owner, it made the next CONNECT skip the hand-over of the newer connection.
+			// The end record (or the tombstone) of a dropped connection can reach Kafka after the client's
+			// CONNECT elsewhere (the closing instance's writes were slow): the client is still connected there.
+			// Taken as the owner, it made the next CONNECT skip the hand-over of the newer connection.
 			st.srv.debug("sessions index keeps the newer owner over a late record of an older connection",
-				"client", id, "late_epoch", o.Epoch, "connected", o.Connected, "owner_epoch", c.owner.Epoch)
+				"client", id, "late_epoch", max(tombEpoch, epochOf(o)), "connected", o != nil && o.Connected, "owner_epoch", c.owner.Epoch)
+			if c.owner.Connected && c.owner.Instance == st.instance {
+				// It is also the key's last record now, which is all compaction keeps: this instance, holding
+				// the newer connection, writes that connection's record again (reassertOwner).
+				mine := *c.owner
+				reassert = &mine
+			}
 		}
 	case kindDelivery:
 		var d *deliveryRec
@@ -207,17 +248,17 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	}
 	var end *ownerRec
 	if o != nil && !o.Connected {
+		first := false
 		if k := [2]int64{o.Epoch, int64(o.Round)}; c.ended != k && c.endedBefore != k {
 			c.endedBefore, c.ended = c.ended, k // the first end record of this epoch and round: it decides the will
+			first = true
 			if st.ready {
 				end = o
 			}
 		}
-		if end == nil && o.Instance == st.instance {
-			st.srv.due.take(id, o.Epoch) // this instance's claim did not decide (wills.go, dueWills)
-		}
+		orphan = c.claimPending(o, first, st.instance) && st.ready
 	}
-	if c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && (c.owner == nil || c.owner.Expiry == 0) {
+	if c.empty() {
 		// A session that ends with its connection needs no index entry: its owner records only signal
 		// takeovers (handled below), so an idle clean-session client costs this instance nothing here.
 		delete(st.clients, id)
@@ -249,6 +290,12 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	if fenced != nil {
 		st.ownRecordRead(id, o.Epoch, fenced, &prev)
 	}
+	if reassert != nil {
+		st.srv.reassertOwner(id, reassert)
+	}
+	if orphan {
+		st.write(sessionkey.PendingKey(id, o.Epoch), nil)
+	}
 	if h != nil {
 		h.timer.Stop()
 		h.done(&snapshot)
@@ -261,25 +308,61 @@ func (st *store) onRecord(key string, value []byte, part int32) {
 	}
 }
 
-// decodeRec parses a record value of a known version; a tombstone gives nil.
-func decodeRec[T any](value []byte) (*T, error) {
+// update applies fn to client id's index entry under st.mu, creating the entry if create is set (a record
+// with a value) and dropping it when fn leaves it empty. Runs on the reader goroutine.
+func (st *store) update(id string, part int32, create bool, fn func(c *stored)) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := st.clients[id]
+	if c == nil {
+		if !create {
+			return
+		}
+		c = &stored{}
+		st.clients[id] = c
+	}
+	c.part = part
+	fn(c)
+	if c.empty() {
+		delete(st.clients, id)
+	}
+}
+
+// versioned is a sessions-topic record value: every kind carries its format version.
+type versioned interface{ version() int }
+
+func (r *sessionRec) version() int   { return r.V }
+func (r *ownerRec) version() int     { return r.V }
+func (r *deliveryRec) version() int  { return r.V }
+func (r *heartbeatRec) version() int { return r.V }
+func (r *willRec) version() int      { return r.V }
+func (r *qos2Rec) version() int      { return r.V }
+
+// decodeRec parses a record value of a known version; a tombstone gives nil. A record of this version is
+// parsed once; only one that does not decode, or names another version, is read again for its version, so
+// the error says which it is.
+func decodeRec[T any, P interface {
+	*T
+	versioned
+}](value []byte) (*T, error) {
 	if value == nil {
 		return nil, nil
+	}
+	v := new(T)
+	err := json.Unmarshal(value, v)
+	if err == nil && P(v).version() == recVersion {
+		return v, nil
 	}
 	var probe struct {
 		V int `json:"v"`
 	}
-	if err := json.Unmarshal(value, &probe); err != nil {
-		return nil, fmt.Errorf("cannot decode: %w", err)
+	if perr := json.Unmarshal(value, &probe); perr != nil {
+		return nil, fmt.Errorf("cannot decode: %w", perr)
 	}
 	if probe.V != recVersion {
 		return nil, fmt.Errorf("unknown record version %d (this instance reads version %d)", probe.V, recVersion)
 	}
-	var v T
-	if err := json.Unmarshal(value, &v); err != nil {
-		return nil, fmt.Errorf("cannot decode version %d: %w", probe.V, err)
-	}
-	return &v, nil
+	return nil, fmt.Errorf("cannot decode version %d: %w", probe.V, err)
 }
 
 // lookup returns a copy of what the topic says of id.
@@ -331,6 +414,11 @@ func (st *store) put(kind, id string, v any) { st.putThen(kind, id, v, nil) }
 // putThen is put with done, which runs on a Kafka callback goroutine once Kafka acknowledged the record
 // (err nil) or failed it; it must not block. done may be nil.
 func (st *store) putThen(kind, id string, v any, done func(error)) {
+	st.putKey(storeKey(kind, id), v, done)
+}
+
+// putKey is putThen for a record named by its full key.
+func (st *store) putKey(key string, v any, done func(error)) {
 	var value []byte
 	if v != nil {
 		var err error
@@ -341,7 +429,6 @@ func (st *store) putThen(kind, id string, v any, done func(error)) {
 	// No write-through into this instance's own index: it learns the record when the reader hands it back,
 	// like every other instance, so it never decides on a record Kafka refused. A CONNECT here waits to read
 	// its own owner record back (consistency.go), which this producer wrote after this one: it sees it.
-	key := storeKey(kind, id)
 	st.writeThen(key, value, done)
 }
 
@@ -362,13 +449,14 @@ func (st *store) writeThen(key string, value []byte, done func(error)) {
 	})
 }
 
-// forget tombstones every key of a client, so nothing accumulates in Kafka. With all false, only the owner
-// key and the keys the topic is known to hold are tombstoned: a session that ended with its connection wrote
-// nothing else.
-func (st *store) forget(id string, all bool) {
+// forget tombstones every key of a client, so nothing accumulates in Kafka; the owner key's tombstone carries
+// epoch, the connection it ends (onRaw). With all false, only the owner key and the keys the topic is known to
+// hold are tombstoned: a session that ended with its connection wrote nothing else.
+func (st *store) forget(id string, epoch int64, all bool) {
 	st.mu.Lock()
 	c := st.clients[id]
 	hasSess, hasDeliv := c != nil && c.sess != nil, c != nil && c.deliv != nil
+	hasWill := c != nil && c.will != nil && c.will.Epoch == epoch // a newer connection's will is not this end's
 	var q2 map[uint16]struct{}
 	if c != nil {
 		q2, c.q2 = c.q2, nil
@@ -383,7 +471,29 @@ func (st *store) forget(id string, all bool) {
 	if all || hasDeliv {
 		st.put(kindDelivery, id, nil)
 	}
-	st.put(kindOwner, id, nil)
+	if all || hasWill {
+		st.put(kindWill, id, nil) // a will published at once keeps its record until here (publishPendingOf)
+	}
+	st.endOwner(id, epoch)
+}
+
+// endOwner tombstones the owner key of client id, whose newest connection had epoch.
+func (st *store) endOwner(id string, epoch int64) {
+	key := storeKey(kindOwner, id)
+	st.srv.kafka.PutSessionTombstone(key, epoch, func(err error) {
+		if err != nil {
+			st.srv.metrics.kafkaErrors.Add(1)
+			st.srv.warn("cannot write sessions record", "key", key, "err", err)
+		}
+	})
+}
+
+// epochOf returns o's epoch, 0 for a tombstone.
+func epochOf(o *ownerRec) int64 {
+	if o == nil {
+		return 0
+	}
+	return o.Epoch
 }
 
 // offsetsJSON encodes delivery positions: the plain partition number for the messages topic (as before routes

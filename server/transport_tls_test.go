@@ -237,6 +237,39 @@ func TestTLSClients(t *testing.T) {
 	dialV5(t, f.addr, &paho.Connect{ClientID: "plain", CleanStart: true})
 }
 
+// --tls-key-exchanges orders the server's key exchange groups: a client that offers the hybrid post-quantum
+// group and X25519 (Go's client sends a key share for both) gets the server's first choice, and by default
+// that is the hybrid one. A client without a group of the list cannot connect; bad lists are refused.
+func TestTLSKeyExchanges(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	files := writeTLSFiles(t, ca, "ferry", 2, nil)
+	classic, err := server.ParseTLSKeyExchanges("X25519, P-256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, defAddr := startTLSFerry(t, files)
+	_, clAddr := startTLSFerry(t, files, server.TLSKeyExchanges(classic))
+	conf := &tls.Config{RootCAs: ca.pool(), MinVersion: tls.VersionTLS13}
+	for _, c := range []struct {
+		name, addr string
+		want       tls.CurveID
+	}{{"default", defAddr, tls.X25519MLKEM768}, {"X25519 first", clAddr, tls.X25519}} {
+		_, nc := mustTLSV5(t, c.addr, conf, "kx-"+c.name)
+		if got := nc.ConnectionState().CurveID; got != c.want {
+			t.Errorf("%s: negotiated %v, want %v", c.name, got, c.want)
+		}
+	}
+	pqOnly := &tls.Config{RootCAs: ca.pool(), MinVersion: tls.VersionTLS13, CurvePreferences: []tls.CurveID{tls.X25519MLKEM768}}
+	if _, _, err := dialTLSV5(clAddr, pqOnly, &paho.Connect{ClientID: "kx-none", CleanStart: true}); err == nil {
+		t.Error("a client with no group of the server's list connected")
+	}
+	for _, bad := range []string{"X25519,X448", "X25519,x25519"} {
+		if _, err := server.ParseTLSKeyExchanges(bad); err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("ParseTLSKeyExchanges(%q) = %v, want a one-line error", bad, err)
+		}
+	}
+}
+
 // A TLS record carries at most 16 KiB: a 200 KiB publish crosses many, both ways.
 func TestTLSBigMessage(t *testing.T) {
 	ca := newTestCA(t, "test CA")

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"sync"
 	"time"
 
+	"github.com/ferrymq/ferry/internal/sessionkey"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
 )
@@ -74,59 +74,24 @@ func (r *willRec) message(clientID string, now time.Time) *kafkamux.Message {
 	return m
 }
 
-// dueWills are the wills of connections this instance saw end abnormally with nothing left to wait for: a Will
-// Delay of 0, or a session that ends with the connection. MQTT 5 publishes such a will when the connection
-// closes [MQTT-3.1.2-8]; a CONNECT that follows, even a millisecond later on another instance, does not cancel
-// it. So the decision is this instance's, taken when it saw the socket close, and kept in memory until the
-// connection's end record is read back: if that record is the first end record of the connection's epoch (no
-// other instance claimed the connection, as for a dead holder: wills.go's rule), the will is published from
-// here, whatever was written for the client since. A kept will whose record did not win, or could not be
-// written, is forgotten. Guarded by mu, taken alone.
-type dueWills struct {
-	mu sync.Mutex
-	m  map[fenceKey]*kafkamux.Message
-}
-
-// keep records the will of the connection (id, epoch) as due at once.
-func (d *dueWills) keep(id string, epoch int64, m *kafkamux.Message) {
-	d.mu.Lock()
-	if d.m == nil {
-		d.m = make(map[fenceKey]*kafkamux.Message)
-	}
-	d.m[fenceKey{id, epoch}] = m
-	d.mu.Unlock()
-}
-
-// take removes and returns the kept will of (id, epoch), if any.
-func (d *dueWills) take(id string, epoch int64) *kafkamux.Message {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	k := fenceKey{id, epoch}
-	m := d.m[k]
-	delete(d.m, k)
-	return m
-}
-
 // endConnection writes the end record of a connection: the claim that decides its will. A will due at once
-// (now non-nil) is kept until the record is read back (dueWills). Runs on the loop.
-func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *kafkamux.Message) {
+// (now non-nil) is written as pending first (claimEnd). Runs on the loop.
+func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *willRec) {
 	srv.claimEnd(id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: epoch,
 		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue}, now)
 }
 
-// claimEnd writes end record rec of client id's connection; a will due at once (now non-nil) is kept until the
-// record is read back (dueWills). Runs on any goroutine.
-func (srv *Server) claimEnd(id string, rec *ownerRec, now *kafkamux.Message) {
-	var done func(error)
+// claimEnd writes end record rec of client id's connection. A will due at once (now non-nil) is written
+// first as the pending will of the connection ("p:<id>\x00<epoch>"), so that once the claim wins, the will is
+// in Kafka until it is published, whoever publishes it (wills_pending.go). Runs on any goroutine.
+func (srv *Server) claimEnd(id string, rec *ownerRec, now *willRec) {
 	if now != nil {
-		srv.due.keep(id, rec.Epoch, now)
-		done = func(err error) {
-			if err != nil {
-				srv.due.take(id, rec.Epoch) // never read back: the will is the partition processor's to decide
-			}
-		}
+		rec.Now = true
+		srv.store.putKey(sessionkey.PendingKey(id, rec.Epoch), now, nil) // same producer, same partition: before rec
 	}
-	srv.store.putThen(kindOwner, id, rec, done)
+	srv.debug("claiming the end of a connection", "client", id, "epoch", rec.Epoch, "round", rec.Round, "will", rec.Will,
+		"due_now", rec.Now)
+	srv.store.put(kindOwner, id, rec)
 }
 
 // claimTakenOverWill claims the end of connection c, whose session another connection took, when its will is
@@ -146,7 +111,7 @@ func (c *conn) claimTakenOverWill(kicked bool) {
 	expiry := sess.expiry
 	sess.mu.Unlock()
 	c.l.srv.claimEnd(sess.id, &ownerRec{V: recVersion, Instance: c.l.srv.store.instance, Epoch: c.epoch,
-		At: time.Now().UnixMilli(), Expiry: expiry, Will: true}, w.msg)
+		At: time.Now().UnixMilli(), Expiry: expiry, Will: true}, newWillRec(c.epoch, w))
 }
 
 // claimMissedWill runs on the loop of a CONNECT that stopped waiting for the instance holding the client's
@@ -159,27 +124,19 @@ func (srv *Server) claimMissedWill(id string, o *ownerRec, prev *stored) {
 	if w == nil || w.Epoch != o.Epoch || w.Delay != 0 {
 		return
 	}
-	now := time.Now()
-	srv.claimEnd(id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: o.Epoch, At: now.UnixMilli(),
-		Expiry: o.Expiry, Will: true}, w.message(id, now))
+	srv.claimEnd(id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: o.Epoch, At: time.Now().UnixMilli(),
+		Expiry: o.Expiry, Will: true}, w)
 }
 
 // connectionEnded runs on the reader goroutine for the first end record of an epoch and round. If this
-// instance wrote it and a will is due, the will is published: at once if this instance kept it as due at once
-// (dueWills), else after its delay unless the client came back.
+// instance wrote it and a will is due, the will is published: at once if it was due at once (its pending
+// record, wills_pending.go), else after its delay unless the client came back.
 func (srv *Server) connectionEnded(id string, end *ownerRec) {
 	if end.Instance != srv.store.instance || !end.Will {
 		return
 	}
-	if m := srv.due.take(id, end.Epoch); m != nil && end.Round == 0 {
-		st, _ := srv.store.lookup(id)
-		if st.will != nil && st.will.Epoch == end.Epoch && (st.owner == nil || st.owner.Epoch <= end.Epoch) {
-			// Published: nothing is left for a processor to claim if this instance dies. A client that
-			// connected again replaces or cancels the key itself (completeConnect): left to it, so its
-			// new will is not deleted by a late tombstone.
-			srv.store.put(kindWill, id, nil)
-		}
-		go srv.sendWill(m) // a payload check may ask the schema registry: not on the reader goroutine
+	if end.Now {
+		srv.publishPendingOf(id, end)
 		return
 	}
 	st, ok := srv.store.lookup(id)
@@ -213,8 +170,7 @@ func (srv *Server) publishStoredWill(id string, epoch int64) {
 	if st.owner != nil && st.owner.Epoch > epoch {
 		return // [MQTT-3.1.3-9] a new connection within the delay cancels the will
 	}
-	srv.sendWill(st.will.message(id, time.Now()))
-	srv.store.put(kindWill, id, nil)
+	srv.sendWillWith(st.will.message(id, time.Now()), storeKey(kindWill, id)) // the tombstone with the will
 }
 
 // heartbeats writes this instance's heartbeat every heartbeatEvery. Runs on its own goroutine until ctx ends;
@@ -293,12 +249,21 @@ func (srv *Server) processPartitions(now time.Time) {
 	type claim struct {
 		id  string
 		rec *ownerRec
-		now *kafkamux.Message // a will due at once (dueWills)
+		now *willRec // a will due at once (claimEnd)
 	}
 	var claims []claim
-	var expired []string
+	var expired []fenceKey // client id, epoch of its last connection
 	for id, c := range st.clients {
-		if live[int(c.part)%len(live)] != st.instance || c.owner == nil {
+		if live[int(c.part)%len(live)] != st.instance {
+			continue
+		}
+		for epoch, p := range c.pending {
+			if p.winner != "" && !alive(p.winner) {
+				// The instance that won a will due at once died before publishing it: claim the next round.
+				claims = append(claims, claim{id, c.pendingClaim(st.instance, epoch, p, now), nil})
+			}
+		}
+		if c.owner == nil {
 			continue
 		}
 		o := c.owner
@@ -307,32 +272,32 @@ func (srv *Server) processPartitions(now time.Time) {
 			// The holder died. When exactly its connection ended is unknown; counting the Will Delay from now,
 			// the detection, never publishes a will early.
 			will := c.will != nil && c.will.Epoch == o.Epoch
-			var due *kafkamux.Message
+			var due *willRec
 			if will && min(c.will.Delay, o.Expiry) == 0 {
-				due = c.will.message(id, now)
+				due = c.will
 			}
 			claims = append(claims, claim{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
 				At: now.UnixMilli(), Expiry: o.Expiry, Will: will}, due})
-		case !o.Connected && o.Will && c.will != nil && c.will.Epoch == o.Epoch && !alive(o.Instance) &&
+		case !o.Connected && o.Will && !o.Now && c.will != nil && c.will.Epoch == o.Epoch && !alive(o.Instance) &&
 			now.After(time.UnixMilli(o.At).Add(time.Duration(c.will.Delay)*time.Second+deadAfter)):
 			// The instance that won the will died before publishing it: claim the next round.
 			claims = append(claims, claim{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
 				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}, nil})
 		case !o.Connected && o.Expiry != 0xFFFFFFFF && now.UnixMilli() > o.At+int64(o.Expiry)*1000:
-			expired = append(expired, id)
+			expired = append(expired, fenceKey{id, o.Epoch})
 		}
 	}
 	st.mu.Unlock()
 	for _, c := range claims {
 		srv.claimEnd(c.id, c.rec, c.now)
 	}
-	for _, id := range expired {
+	for _, e := range expired {
 		srv.regMu.Lock()
-		_, local := srv.sessions[id]
+		_, local := srv.sessions[e.id]
 		srv.regMu.Unlock()
 		if !local {
 			srv.metrics.sessionsExpired.Add(1)
-			st.forget(id, true) // nothing of it stays in Kafka
+			st.forget(e.id, e.epoch, true) // nothing of it stays in Kafka
 		}
 	}
 }
@@ -353,17 +318,22 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	type end struct {
 		id  string
 		rec *ownerRec
-		now *kafkamux.Message // a will due at once (dueWills)
+		now *willRec // a will due at once (claimEnd)
 	}
-	var ends, pending []end
+	var ends, pending, won []end
 	st.mu.Lock()
 	for id, c := range st.clients {
+		for epoch, p := range c.pending {
+			if p.winner == st.instance { // won by the previous run, not published
+				won = append(won, end{id, &ownerRec{Instance: st.instance, Epoch: epoch, Will: true, Now: true}, nil})
+			}
+		}
 		o := c.owner
 		if o == nil || o.Instance != st.instance {
 			continue
 		}
 		if !o.Connected {
-			if o.Will && c.will != nil && c.will.Epoch == o.Epoch {
+			if o.Will && !o.Now && c.will != nil && c.will.Epoch == o.Epoch {
 				pending = append(pending, end{id, o, nil})
 			}
 			continue
@@ -371,7 +341,7 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 		e := end{id, &ownerRec{V: recVersion, Instance: st.instance, Epoch: o.Epoch,
 			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.will != nil && c.will.Epoch == o.Epoch}, nil}
 		if e.rec.Will && min(c.will.Delay, o.Expiry) == 0 {
-			e.now = c.will.message(id, now)
+			e.now = c.will
 		}
 		ends = append(ends, e)
 	}
@@ -379,11 +349,12 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	for _, e := range ends {
 		srv.claimEnd(e.id, e.rec, e.now)
 	}
-	for _, e := range pending {
+	for _, e := range append(pending, won...) {
 		srv.connectionEnded(e.id, e.rec)
 	}
-	if len(pending) > 0 {
-		srv.cfg.log.Info("took over the pending wills of this instance's previous run", "instance", st.instance, "wills", len(pending))
+	if len(pending)+len(won) > 0 {
+		srv.cfg.log.Info("took over the pending wills of this instance's previous run", "instance", st.instance,
+			"delayed", len(pending), "due_at_once", len(won))
 	}
 	if len(ends) > 0 {
 		srv.cfg.log.Info("ended the connections of this instance's previous run", "instance", st.instance, "connections", len(ends))

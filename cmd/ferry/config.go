@@ -49,6 +49,7 @@ type config struct {
 	sessionsReadWait  time.Duration
 	heartbeatEvery    time.Duration
 	deadAfter         time.Duration
+	chaosWillHold     time.Duration
 	outboundBudget    int
 	outAliases        int
 	outAliasBytes     int
@@ -151,6 +152,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.sessionsReadWait, "sessions-read-wait", 5*time.Second, "how long a CONNECT may wait to read its client's sessions partition; after it, CONNACK 0x88 (v3: 3)")
 	fs.DurationVar(&c.heartbeatEvery, "heartbeat-every", 2*time.Second, "how often the instance writes its heartbeat and processes its sessions partitions")
 	fs.DurationVar(&c.deadAfter, "dead-after", 6*time.Second, "an instance silent this long is dead: its connections are ended within dead-after + heartbeat-every")
+	fs.DurationVar(&c.chaosWillHold, "chaos-will-hold", 0, "fault testing only: a will due at once waits this long after its claim won before it is published, so that a kill can hit the window (scripts/sessions-check.sh)")
 	fs.IntVar(&c.outboundBudget, "outbound-budget", 1<<20, "bytes buffered towards one client before deliveries wait")
 	fs.IntVar(&c.outAliases, "outbound-topic-aliases", 16, "topic aliases used towards one v5 client that announces a Topic Alias Maximum, least recently used replaced first (0 = none)")
 	fs.IntVar(&c.outAliasBytes, "outbound-topic-alias-bytes", 2048, "memory of one connection's outbound topic alias table: 32 bytes per alias plus its topic")
@@ -323,6 +325,7 @@ func (c *config) validate() error {
 		{c.sessionsReadWait >= 100*time.Millisecond, "sessions-read-wait", c.sessionsReadWait, "at least 100ms"},
 		{c.heartbeatEvery >= 100*time.Millisecond, "heartbeat-every", c.heartbeatEvery, "at least 100ms"},
 		{c.deadAfter >= 2*c.heartbeatEvery, "dead-after", c.deadAfter, "at least two heartbeat intervals"},
+		{c.chaosWillHold >= 0, "chaos-will-hold", c.chaosWillHold, "0 (off) or positive"},
 		{c.outAliases >= 0 && c.outAliases <= 65535, "outbound-topic-aliases", c.outAliases, "0 to 65535"},
 		{c.outAliasBytes >= 0, "outbound-topic-alias-bytes", c.outAliasBytes, "0 or more"},
 		{c.lingerTimeout >= 0, "linger-timeout", c.lingerTimeout, "0 (off) or positive"},

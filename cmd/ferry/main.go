@@ -135,7 +135,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.MaxSessionExpiry(uint32(cfg.maxSessionExpiry.Seconds())),
 		server.SaveEvery(cfg.saveEvery),
 		server.SessionsReadWait(cfg.sessionsReadWait),
-		server.Heartbeats(cfg.heartbeatEvery, cfg.deadAfter),
+		server.Heartbeats(cfg.heartbeatEvery, cfg.deadAfter), server.WillHold(cfg.chaosWillHold),
 		server.OutboundBudget(cfg.outboundBudget),
 		server.OutboundTopicAliases(cfg.outAliases), server.OutboundTopicAliasBytes(cfg.outAliasBytes),
 		server.Linger(cfg.lingerTimeout, cfg.lingerBytes, cfg.maxLingering),

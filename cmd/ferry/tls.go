@@ -12,6 +12,7 @@ type tlsConfig struct {
 	cert, key, clientCA string
 	clientAuth          string
 	maxHandshakes       int
+	keyExchanges        string
 }
 
 func addTLSFlags(fs *flag.FlagSet, c *tlsConfig) {
@@ -20,6 +21,7 @@ func addTLSFlags(fs *flag.FlagSet, c *tlsConfig) {
 	fs.StringVar(&c.clientCA, "tls-client-ca", "", "PEM CA certificates of client certificates: mutual TLS, the certificate's Common Name is the client's identity (empty = no client certificates; reloaded on SIGHUP)")
 	fs.StringVar(&c.clientAuth, "tls-client-auth", server.TLSClientCertRequire, "with --tls-client-ca: require (no connection without a valid client certificate) or verify-if-given (optional, verified when sent)")
 	fs.IntVar(&c.maxHandshakes, "tls-max-handshakes", 4096, "TLS handshakes in progress at once; more wait their turn within --connect-timeout (0 = no bound)")
+	fs.StringVar(&c.keyExchanges, "tls-key-exchanges", "", "TLS key exchange groups in order of preference, comma separated, e.g. X25519,CurveP256 (empty = Go's default: X25519MLKEM768 first, the hybrid post-quantum group)")
 }
 
 func (c *tlsConfig) validate() error {
@@ -31,10 +33,14 @@ func (c *tlsConfig) validate() error {
 	case c.maxHandshakes < 0:
 		return fmt.Errorf("invalid --tls-max-handshakes %d: want 0 (no bound) or more", c.maxHandshakes)
 	}
+	if _, err := server.ParseTLSKeyExchanges(c.keyExchanges); err != nil {
+		return fmt.Errorf("invalid --tls-key-exchanges %q: %w", c.keyExchanges, err)
+	}
 	return nil
 }
 
 func (c *tlsConfig) serverOpts() []server.Opt {
+	groups, _ := server.ParseTLSKeyExchanges(c.keyExchanges) // checked by validate
 	return []server.Opt{server.TLSFiles(c.cert, c.key, c.clientCA), server.TLSClientAuth(c.clientAuth),
-		server.TLSMaxHandshakes(c.maxHandshakes)}
+		server.TLSMaxHandshakes(c.maxHandshakes), server.TLSKeyExchanges(groups)}
 }

@@ -35,3 +35,29 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("QoS2Value = %s", v)
 	}
 }
+
+// A pending will's key parses back, partitions by the client id, and an epoch header parses as decimal only.
+func TestPendingKeyAndEpoch(t *testing.T) {
+	k := PendingKey("dev/1", 1765000000123456789)
+	kind, rest, ok := Split(k)
+	if !ok || kind != Pending {
+		t.Fatalf("Split(%q) = %q, %q, %v", k, kind, rest, ok)
+	}
+	if id, epoch, ok := ParsePending(rest); !ok || id != "dev/1" || epoch != 1765000000123456789 {
+		t.Fatalf("ParsePending(%q) = %q, %d, %v", rest, id, epoch, ok)
+	}
+	if got := string(ClientID([]byte(k))); got != "dev/1" {
+		t.Errorf("ClientID(%q) = %q", k, got)
+	}
+	for _, bad := range []string{"dev", "dev\x00", "dev\x00x1"} {
+		if _, _, ok := ParsePending(bad); ok {
+			t.Errorf("ParsePending(%q) accepted", bad)
+		}
+	}
+	if e, ok := ParseEpoch([]byte("42")); !ok || e != 42 {
+		t.Errorf("ParseEpoch(42) = %d, %v", e, ok)
+	}
+	if _, ok := ParseEpoch([]byte("4 2")); ok {
+		t.Error("ParseEpoch accepted a non-number")
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +71,7 @@ const (
 type tlsServer struct {
 	cert, key, clientCA string
 	auth                tls.ClientAuthType
+	groups              []tls.CurveID // nil = Go's default
 	cur                 atomic.Pointer[tls.Config]
 	base                *tls.Config // each connection starts from it; it asks cur for the real one
 	reload              sync.Mutex  // one load at a time
@@ -81,6 +84,41 @@ type TLSFiles struct {
 	ClientCA      string // PEM CAs that sign client certificates; "" = none asked for
 	ClientAuth    string // TLSClientCertRequire or TLSClientCertVerifyGiven
 	MaxHandshakes int    // TLS handshakes in progress at once; 0 = no bound
+	// KeyExchanges are the (EC)DHE groups offered, in the server's order of preference; nil = Go's default
+	// (the hybrid post-quantum X25519MLKEM768 first). See ParseKeyExchanges.
+	KeyExchanges []tls.CurveID
+}
+
+// keyExchanges are the groups ParseKeyExchanges knows, by the names crypto/tls gives them.
+var keyExchanges = []tls.CurveID{tls.X25519MLKEM768, tls.SecP256r1MLKEM768, tls.SecP384r1MLKEM1024,
+	tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521}
+
+// ParseKeyExchanges reads a comma-separated list of key exchange groups in order of preference, e.g.
+// "X25519MLKEM768,X25519,CurveP256" (crypto/tls's names; "P-256", "P-384" and "P-521" are accepted too).
+// "" gives nil: Go's default. A TLS 1.3 client that sent no key share for the first group both support is
+// asked for one (a HelloRetryRequest, one more round trip), so a list should keep the groups devices send.
+func ParseKeyExchanges(s string) ([]tls.CurveID, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var ids []tls.CurveID
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		var id tls.CurveID
+		for _, k := range keyExchanges {
+			if strings.EqualFold(name, k.String()) || strings.EqualFold(name, strings.Replace(k.String(), "CurveP", "P-", 1)) {
+				id = k
+			}
+		}
+		if id == 0 {
+			return nil, fmt.Errorf("TLS key exchange %q is not one of %v", name, keyExchanges)
+		}
+		if slices.Contains(ids, id) {
+			return nil, fmt.Errorf("TLS key exchange %q is named twice", name)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // CheckTLS reports whether f's files can be used, without keeping anything.
@@ -107,7 +145,8 @@ func newTLSServer(f TLSFiles) (*tlsServer, error) {
 	if f.Cert == "" || f.Key == "" {
 		return nil, errors.New("TLS needs a certificate and its key (--tls-cert and --tls-key)")
 	}
-	ts := &tlsServer{cert: f.Cert, key: f.Key, clientCA: f.ClientCA, auth: tls.RequireAndVerifyClientCert}
+	ts := &tlsServer{cert: f.Cert, key: f.Key, clientCA: f.ClientCA, auth: tls.RequireAndVerifyClientCert,
+		groups: f.KeyExchanges}
 	if f.ClientAuth == TLSClientCertVerifyGiven {
 		ts.auth = tls.VerifyClientCertIfGiven
 	}
@@ -140,8 +179,9 @@ func (ts *tlsServer) load() (*tls.Config, error) {
 		return nil, fmt.Errorf("cannot use TLS certificate %s with key %s: %w", ts.cert, ts.key, err)
 	}
 	conf := &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12, // TLS 1.2 and 1.3
+		Certificates:     []tls.Certificate{cert},
+		MinVersion:       tls.VersionTLS12, // TLS 1.2 and 1.3
+		CurvePreferences: ts.groups,
 	}
 	if ts.clientCA != "" {
 		caPEM, err := os.ReadFile(ts.clientCA)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferrymq/ferry/perf/internal/load"
 	"github.com/ferrymq/ferry/perf/internal/stats"
 )
 
@@ -19,6 +20,7 @@ type options struct {
 	tls        bool   // --target tls://host:port or wss://: TLS on every connection
 	tlsCA      string // --tls-ca: PEM CA file that verifies the server ("" = no verification)
 	tlsResume  bool   // --tls-resume: session tickets kept and offered
+	tlsGroups  string // --tls-groups: key exchange groups offered
 	serverPids []int
 	echo       bool
 	workers    int
@@ -78,6 +80,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.StringVar(&o.target, "target", "127.0.0.1:1883", "MQTT broker host:port, or ws://host:port/path for MQTT over WebSocket")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "with a tls:// or wss:// target: PEM CA file to verify the server's certificate (empty = not verified)")
 	fs.BoolVar(&o.tlsResume, "tls-resume", false, "with a tls:// or wss:// target: keep the server's session tickets and resume with them (each worker's first connections do a full handshake)")
+	fs.StringVar(&o.tlsGroups, "tls-groups", "", "with a tls:// or wss:// target: key exchange groups the clients offer, comma separated, e.g. X25519,CurveP256 as an OpenSSL 3.0 or mbedTLS device (empty = Go's default: X25519MLKEM768 first)")
 	fs.StringVar(&pids, "server-pid", "", "broker process id(s), comma separated, for RSS and CPU (e.g. mosquitto,bridge,kfake)")
 	fs.BoolVar(&o.echo, "echo", false, "measure the generator itself: run the trivial in-harness sink and target it")
 	fs.IntVar(&o.workers, "workers", 0, "worker processes (0 = max(2, connections/6000))")
@@ -195,6 +198,9 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	}
 	if rest, ok := strings.CutPrefix(o.target, "wss://"); ok {
 		o.target, o.tls = "ws://"+rest, true
+	}
+	if _, err := load.ParseTLSGroups(o.tlsGroups); err != nil {
+		return nil, err // one line, checked before any worker starts
 	}
 	if rest, ok := strings.CutPrefix(o.target, "ws://"); ok {
 		host, path, _ := strings.Cut(rest, "/")

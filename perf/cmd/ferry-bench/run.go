@@ -30,7 +30,7 @@ func workerConfigs(o *options, n int, prefix string) []load.WorkerConfig {
 	useSrc := o.srcIPs > 0 && loopback(o.target)
 	for w := range cfgs {
 		c := load.WorkerConfig{
-			Target: o.target, WSPath: o.wsPath, TLS: o.tls, TLSCA: o.tlsCA, TLSResume: o.tlsResume, ClientPrefix: prefix, KeepAlive: o.keepAlive,
+			Target: o.target, WSPath: o.wsPath, TLS: o.tls, TLSCA: o.tlsCA, TLSResume: o.tlsResume, TLSGroups: o.tlsGroups, ClientPrefix: prefix, KeepAlive: o.keepAlive,
 			Username: o.username, Password: o.password, Persistent: o.persistent,
 			ConnRate: o.connRate / float64(n), ConnPar: max(1, o.connPar/n), ConnTimeout: o.connTO,
 			SubFilter: o.filter, SubQoS: byte(o.subQoS), PubTopic: o.topic, QoS: byte(o.qos),
@@ -628,6 +628,9 @@ func params(o *options) map[string]any {
 	}
 	if o.tlsResume {
 		p["tls_resume"] = true
+	}
+	if o.tlsGroups != "" {
+		p["tls_groups"] = o.tlsGroups
 	}
 	return p
 }

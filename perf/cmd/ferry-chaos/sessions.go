@@ -54,6 +54,7 @@ func sessions(args []string) error {
 	v3Every := fs.Int("v3-every", 4, "one client in this many (of those not carriers) speaks MQTT 3.1.1 (0: none)")
 	wills := fs.Int("wills", 8, "will clients (0: none): each connects again and again with a will of its own, half with a Will Delay")
 	willDelay := fs.Duration("will-delay", 2*time.Second, "the Will Delay of the odd will clients (whole seconds)")
+	willCleanEvery := fs.Int("will-clean-every", 2, "one life in this many of the will clients without a Will Delay has a Session Expiry of 0 (0: none), so its end tombstones the client's owner record")
 	kafka := fs.String("kafka", "", "Kafka bootstrap address: the wills are counted in the messages topic (--wills needs it)")
 	kafkaTopic := fs.String("kafka-topic", "mqtt-messages", "Ferry's messages topic")
 	run := fs.String("run", fmt.Sprintf("h%d", time.Now().UnixNano()%1e9), "run id: client ids are hist-<run>-<n>")
@@ -99,7 +100,7 @@ func sessions(args []string) error {
 		willsWG.Add(1)
 		go func() {
 			defer willsWG.Done()
-			wc, willErr = runWills(*wills, *run, addrs, *willDelay, deadline, start, *kafka, *kafkaTopic, ks)
+			wc, willErr = runWills(*wills, *run, addrs, *willDelay, *willCleanEvery, deadline, start, *kafka, *kafkaTopic, ks)
 		}()
 	}
 	for _, h := range hoppers {

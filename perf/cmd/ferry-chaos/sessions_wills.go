@@ -15,7 +15,9 @@ import (
 )
 
 // Wills (issue 15: "each will is published at most once, and exactly once unless the client came back in
-// time"). Will clients (MQTT 5, Session Expiry 3600 s) connect again and again, each connection — a life —
+// time"). Will clients (MQTT 5, Session Expiry 3600 s; for the clients without a Will Delay, 0 in one life of
+// --will-clean-every, so that a life's end tombstones the owner record — late, at times, after the next life's
+// CONNECT elsewhere: docs/sessions.md, "Late records") connect again and again, each connection — a life —
 // with a will of its own: topic hist/<run>/will/<w>, payload the life's number, QoS 2, and a Will Delay of 0
 // (even w) or --will-delay (odd w). A life ends after a short while in one of three ways: a normal DISCONNECT,
 // the client closing the socket, or the connection breaking by itself (its instance was killed). The client
@@ -85,7 +87,7 @@ func dialPaho(addr string, cfg paho.ClientConfig, c *paho.Connect) (*paho.Client
 }
 
 // willClient is will client n's lives until deadline.
-func (w *willWatch) willClient(n int, run string, addrs []string, delay time.Duration, deadline time.Time) {
+func (w *willWatch) willClient(n int, run string, addrs []string, delay time.Duration, cleanEvery int, deadline time.Time) {
 	if n%2 == 0 {
 		delay = 0
 	}
@@ -114,10 +116,14 @@ func (w *willWatch) willClient(n int, run string, addrs []string, delay time.Dur
 		}
 		c := paho.NewClient(paho.ClientConfig{Conn: nc})
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		expiry := uint32(3600)
+		if n%2 == 0 && cleanEvery > 0 && life%cleanEvery == cleanEvery-1 {
+			expiry = 0 // the session ends with the life: its end tombstones the owner record (late, at times)
+		}
 		ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 30,
 			WillMessage:    &paho.WillMessage{Topic: fmt.Sprintf("hist/%s/will/%d", run, n), QoS: 2, Payload: []byte(strconv.Itoa(life))},
 			WillProperties: &paho.WillProperties{WillDelayInterval: ptr(uint32(delay / time.Second))},
-			Properties:     &paho.ConnectProperties{SessionExpiryInterval: ptr(uint32(3600))}})
+			Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 		cancel()
 		lives = append(lives, willLife{delay: delay, addr: addr})
 		l := &lives[life]
@@ -262,12 +268,12 @@ func (d willCounts) String() string {
 
 // runWills runs the will clients until deadline, waits until the last will is due, and counts the wills in
 // Kafka's messages topic.
-func runWills(clients int, run string, addrs []string, delay time.Duration, deadline, t0 time.Time, broker, topic string, k *kills) (willCounts, error) {
+func runWills(clients int, run string, addrs []string, delay time.Duration, cleanEvery int, deadline, t0 time.Time, broker, topic string, k *kills) (willCounts, error) {
 	w := &willWatch{t0: t0, got: map[[2]int]int{}, k: k, lives: make([][]willLife, clients)}
 	var wg sync.WaitGroup
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); w.willClient(i, run, addrs, delay, deadline) }()
+		go func() { defer wg.Done(); w.willClient(i, run, addrs, delay, cleanEvery, deadline) }()
 	}
 	wg.Wait()
 	time.Sleep(delay + willBound + 2*time.Second) // the last will due: a normal DISCONNECT's instance killed at once

@@ -31,6 +31,7 @@ type WorkerConfig struct {
 	TLS          bool     `json:"tls,omitempty"`        // TLS on the TCP connection (under WebSocket if both)
 	TLSCA        string   `json:"tls_ca,omitempty"`     // PEM CA file to verify the server; "" = no verification
 	TLSResume    bool     `json:"tls_resume,omitempty"` // keep session tickets: connections after the first resume
+	TLSGroups    string   `json:"tls_groups,omitempty"` // key exchange groups offered, comma separated; "" = Go's default
 	SrcIPs       []string `json:"src_ips"`              // local addresses to bind, round robin
 	ClientPrefix string   `json:"client_prefix"`
 	KeepAlive    int      `json:"keep_alive"` // seconds; 0 = no PINGREQ

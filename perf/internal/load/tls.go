@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -15,6 +17,29 @@ type tlsConfOnce struct {
 	once sync.Once
 	conf *tls.Config
 	err  error
+}
+
+// tlsGroups are the key exchange groups --tls-groups knows, by crypto/tls's names.
+var tlsGroups = []tls.CurveID{tls.X25519MLKEM768, tls.SecP256r1MLKEM768, tls.SecP384r1MLKEM1024,
+	tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521}
+
+// ParseTLSGroups reads a comma-separated list of key exchange groups a client offers, in its order of
+// preference (e.g. "X25519,CurveP256", what an OpenSSL 3.0 or mbedTLS device offers); "" = Go's default
+// (X25519MLKEM768 first, with a key share for it and one for X25519: a ClientHello of about 1.5 KB).
+func ParseTLSGroups(s string) ([]tls.CurveID, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var ids []tls.CurveID
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		i := slices.IndexFunc(tlsGroups, func(id tls.CurveID) bool { return strings.EqualFold(id.String(), name) })
+		if i < 0 {
+			return nil, fmt.Errorf("invalid --tls-groups: %q is not one of %v", name, tlsGroups)
+		}
+		ids = append(ids, tlsGroups[i])
+	}
+	return ids, nil
 }
 
 // tlsClient performs a TLS handshake on a dialed connection (tls:// and wss:// targets). Without a CA file
@@ -29,6 +54,9 @@ func (w *worker) tlsClient(nc net.Conn) (net.Conn, error) {
 			// keeps a ticket until it fails), so the server's cost is a resumption's, as for a fleet of
 			// devices reconnecting with their own tickets.
 			t.conf.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		}
+		if t.conf.CurvePreferences, t.err = ParseTLSGroups(w.cfg.TLSGroups); t.err != nil {
+			return
 		}
 		if w.cfg.TLSCA != "" {
 			pem, err := os.ReadFile(w.cfg.TLSCA)

@@ -1,5 +1,7 @@
 // Command kfake runs franz-go's in-memory Kafka (pkg/kfake) on one port: the
-// same kind of Kafka Ferry embeds, for the Mosquitto + bridge peer to write to.
+// same kind of Kafka Ferry embeds, for the Mosquitto + bridge peer to write to, and for the history checker
+// (scripts/sessions-check.sh). SIGUSR1 runs one compaction of the compacted topics at once (kfake's own
+// interval is an hour): the checker compacts the sessions topic during its run.
 package main
 
 import (
@@ -42,7 +44,13 @@ func main() {
 	}
 	log.Printf("kfake listening on %v", c.ListenAddrs())
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR1)
+	for s := range sig {
+		if s != syscall.SIGUSR1 {
+			break
+		}
+		c.Compact()
+		log.Printf("compacted")
+	}
 	c.Close()
 }

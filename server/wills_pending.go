@@ -1,0 +1,133 @@
+package server
+
+import (
+	"time"
+
+	"github.com/ferrymq/ferry/internal/sessionkey"
+)
+
+// Pending wills: a will due at once survives the death of the instance that won it.
+//
+// A will due at once (Will Delay 0, or a session that ends with its connection) is claimed by an end record
+// like any will, and the first end record of the connection's epoch (and round) decides who publishes it. The
+// claimer may be killed after reading its claim back and before the will reaches Kafka; and by then the
+// client may have connected again and replaced or deleted its "w:" record, and a restarted instance cannot
+// tell that the will was due at once. So the claimer writes the will first, under a key of its own,
+// "p:<id>\x00<epoch>", then the end record with "now": true (same producer, same partition: in that order).
+// Every instance's index keeps the pending wills it reads, and notes for each the instance whose claim won.
+// The winner publishes the will with the pending record's tombstone: in one Kafka transaction when
+// transactions are on (exactly once: both or neither survive a kill), else the tombstone after Kafka
+// acknowledged the will (at least once: a kill in between publishes it again). A pending will whose winner
+// died is published by the instance restarted under the winner's id (recoverOwnConnections), or, once the
+// winner is known dead, by the partition's processor after a claim of the next round, which decides as the
+// first claim did. A claim that lost, for a will nobody won, tombstones its own pending record.
+
+// pendingWill is a will due at once whose claim was written ("p:" record). Immutable once in the index.
+type pendingWill struct {
+	will   *willRec
+	winner string // the instance whose end record, the first of the epoch and round, claimed it; "" none read yet
+	round  int    // that record's round
+}
+
+// onPendingRecord applies a "p:" record read from the sessions topic. Runs on the reader goroutine.
+func (st *store) onPendingRecord(key string, value []byte, part int32) {
+	id, epoch, ok := sessionkey.ParsePending(key[2:])
+	if !ok {
+		st.srv.warn("skipping sessions record with an unknown key", "key", key)
+		return
+	}
+	w, err := decodeRec[willRec](value)
+	if err != nil {
+		st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
+		return
+	}
+	st.update(id, part, w != nil, func(c *stored) {
+		var p *pendingWill
+		if w != nil {
+			p = &pendingWill{will: w}
+			if old := c.pending[epoch]; old != nil {
+				p.winner, p.round = old.winner, old.round // the same will written again by a claim that lost
+			}
+		}
+		c.pending = withEntry(c.pending, epoch, p, p != nil)
+	})
+}
+
+// claimPending notes end record o of the client: the first of its epoch and round (first) wins the pending
+// will of that epoch. It reports whether o is a claim of this instance (self) that did not win while the
+// will it wrote as pending has no winner: nobody will publish that record, so it is tombstoned. st.mu is held.
+func (c *stored) claimPending(o *ownerRec, first bool, self string) (orphan bool) {
+	if !o.Now {
+		return false
+	}
+	p := c.pending[o.Epoch]
+	if p == nil {
+		return false
+	}
+	if first {
+		c.pending = withEntry(c.pending, o.Epoch, &pendingWill{will: p.will, winner: o.Instance, round: o.Round}, true)
+		return false
+	}
+	return o.Instance == self && p.winner == ""
+}
+
+// pendingClaim is the end record by which instance self claims the next round of pending will p of epoch,
+// its winner being dead. st.mu is held.
+func (c *stored) pendingClaim(self string, epoch int64, p *pendingWill, now time.Time) *ownerRec {
+	r := &ownerRec{V: recVersion, Instance: self, Epoch: epoch, At: now.UnixMilli(), Will: true, Now: true, Round: p.round + 1}
+	if o := c.owner; o != nil && o.Epoch == epoch && !o.Connected {
+		r.At, r.Expiry = o.At, o.Expiry // the end of that connection, which the session's expiry counts from
+	}
+	return r
+}
+
+// publishPendingOf publishes the pending will that end record end (this instance's, the first of its epoch
+// and round) won. Runs on the reader goroutine; must not block.
+func (srv *Server) publishPendingOf(id string, end *ownerRec) {
+	st, _ := srv.store.lookup(id)
+	p := st.pending[end.Epoch]
+	if p == nil {
+		srv.warn("will due at once not published: its pending record was not read before its claim", "client", id)
+		return
+	}
+	srv.debug("publishing a will due at once", "client", id, "epoch", end.Epoch, "round", end.Round)
+	// The "w:" record stays: a claim of "now" is never published from it (the processor and a restart publish
+	// the pending record), and a tombstone written now could land after the record of the client's next CONNECT
+	// with a will — which replaces this one or deletes it itself (completeConnect), as the end of the session
+	// does (forget).
+	go srv.publishPending(id, end.Epoch, p.will) // a payload check may ask the schema registry
+}
+
+// publishPending publishes pending will w of client id's connection epoch and tombstones its record with it
+// (sendWillWith). Runs on any goroutine but the reader's.
+func (srv *Server) publishPending(id string, epoch int64, w *willRec) {
+	if h := srv.willHook.Load(); h != nil && (*h)() {
+		return
+	}
+	if d := srv.cfg.willHold; d > 0 {
+		time.Sleep(d) // fault testing (WillHold): this goroutine is the will's own
+	}
+	srv.sendWillWith(w.message(id, time.Now()), sessionkey.PendingKey(id, epoch))
+}
+
+// reassertOwner writes owner record o of client id again — this instance's record of the connection it holds
+// — after a record of an older connection of the client was read after it: that record is the key's last one
+// now, and compaction keeps only the last, so an instance reading the topic from its start would see the
+// client disconnected (or not there) while it is connected here. Written under the session's lock and only
+// while the connection is held: the end of the connection (endSession, which takes the lock first) is written
+// after it. Runs on the reader goroutine; PutSession does not block.
+func (srv *Server) reassertOwner(id string, o *ownerRec) {
+	srv.regMu.Lock()
+	s := srv.sessions[id]
+	srv.regMu.Unlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil || s.c.epoch != o.Epoch {
+		return
+	}
+	srv.debug("owner record written again after a late record of an older connection", "client", id, "epoch", o.Epoch)
+	srv.store.put(kindOwner, id, o)
+}
