@@ -27,6 +27,10 @@ type EmbeddedStats struct {
 	LastPass     time.Time     // when the last pass ended; zero before the first
 	LastDuration time.Duration // how long the last pass held the broker
 	Topics       []EmbeddedTopicStats
+	// Retention and Compaction are how long each pass of either kind held the
+	// broker (produce and fetch wait meanwhile). A compaction pass applies
+	// retention too.
+	Retention, Compaction HistogramSnapshot
 }
 
 // EmbeddedTopicStats is one topic's share of the embedded Kafka's disk and
@@ -48,22 +52,43 @@ type EmbeddedTopicStats struct {
 // embedded Kafka (one per stored record batch), for estimates.
 const EmbeddedIndexEntryBytes = kfakeBatchMetaSize
 
-// cleaner runs retention and compaction on the embedded cluster every
-// cfg.cleanEvery and measures the result.
+// compactDirtyBytes is the default of cfg.compactDirty: how many bytes the
+// compacted topics must have grown by since the last compaction for a pass
+// to compact them.
+//
+// kfake compacts every compacted topic in one call on its only goroutine:
+// it reads each of their batches twice (a seek and a read each time) and
+// rewrites and syncs every partition that holds two batches or more, so a
+// compaction holds the broker for about 20–40 ms even when little changed,
+// plus 5–45 µs per batch of the live keys, the tombstones of the last
+// delete.retention.ms and what was written since the last compaction. A
+// retention pass walks the index: 3.5 ms for 1.5 M entries (BENCHMARKS.md,
+// "The retention pass pause"). So a pass skips compaction when the compacted
+// topics grew by less than this; compacting more often than every interval
+// was measured and rejected: each compaction rewrites the live keys and
+// tombstones again, so the broker was held about 4× longer in all.
+const compactDirtyBytes = 1 << 20
+
+// cleaner runs retention on the embedded cluster every cfg.cleanEvery, with
+// compaction when the compacted topics have grown enough, and measures the
+// result.
 type cleaner struct {
 	m      *Mux
 	starts map[string]map[int32]int64 // log start offsets after the last pass
+	clean  int64                      // bytes of the compacted topics after the last compaction; -1 before the first
 	done   chan struct{}
 
-	mu      sync.Mutex // guards stats and deleted
-	stats   EmbeddedStats
-	deleted map[string]uint64 // by stats topic name
+	mu         sync.Mutex // guards stats, deleted and the updates of the histograms
+	retention  Histogram  // how long retention passes held the broker
+	compaction Histogram  // how long compaction passes held the broker
+	stats      EmbeddedStats
+	deleted    map[string]uint64 // by stats topic name
 }
 
 // startCleaner starts the cleaner goroutine; Close stops it before the
 // cluster.
 func (m *Mux) startCleaner() {
-	cl := &cleaner{m: m, done: make(chan struct{}), deleted: map[string]uint64{}}
+	cl := &cleaner{m: m, clean: -1, done: make(chan struct{}), deleted: map[string]uint64{}}
 	m.cleaner = cl
 	go cl.run()
 }
@@ -88,17 +113,59 @@ func (cl *cleaner) run() {
 			return
 		case <-t.C:
 		}
-		cl.pass()
+		cl.pass(cl.compactDue())
 	}
 }
 
-// pass runs one retention and compaction pass and measures it. Runs on the
-// cleaner goroutine; Cluster.Compact blocks until kfake's run loop has done
-// the work (compaction of the compacted topics, then retention of all).
-func (cl *cleaner) pass() {
+// compactDue reports whether the compacted topics (retained and sessions)
+// have grown by at least cfg.compactDirty bytes since the last compaction.
+// Before the first, anything they hold counts: a data dir may hold what an
+// earlier run never compacted. Runs on the cleaner goroutine.
+func (cl *cleaner) compactDue() bool {
+	n, ok := cl.compactedBytes()
+	if !ok {
+		return true // as before the threshold existed
+	}
+	if cl.clean < 0 {
+		return n > 0
+	}
+	return n-cl.clean >= cl.m.cfg.compactDirty
+}
+
+// compactedBytes returns the bytes of record batches the retained and
+// sessions topics hold (kfake's own count, read in its goroutine: a few
+// microseconds), false if a topic is missing.
+func (cl *cleaner) compactedBytes() (int64, bool) {
+	var n int64
+	for _, t := range []string{cl.m.cfg.topicRetained, cl.m.cfg.topicSessions} {
+		ps := cl.m.cluster.PartitionInfos(t)
+		if ps == nil {
+			return 0, false
+		}
+		for _, p := range ps {
+			n += p.NumBytes
+		}
+	}
+	return n, true
+}
+
+// pass runs one retention pass, or with compact a compaction pass (kfake's
+// Compact: it compacts the compacted topics and then applies retention to
+// every topic), and measures it. Runs on the cleaner goroutine; kfake's Compact and
+// ApplyRetention block until its run loop has done the work.
+func (cl *cleaner) pass(compact bool) {
 	start := time.Now()
-	cl.m.cluster.Compact() // compacts cleanup.policy=compact topics and applies retention to every topic
+	if compact {
+		cl.m.cluster.Compact()
+	} else {
+		cl.m.cluster.ApplyRetention()
+	}
 	took := time.Since(start)
+	if compact {
+		if n, ok := cl.compactedBytes(); ok {
+			cl.clean = n
+		}
+	}
 
 	now := cl.startOffsets()
 	var deleted map[string]uint64
@@ -125,8 +192,13 @@ func (cl *cleaner) pass() {
 		topics[i].RecordsDeleted = cl.deleted[topics[i].Topic]
 	}
 	cl.stats = EmbeddedStats{Passes: cl.stats.Passes + 1, LastPass: time.Now(), LastDuration: took, Topics: topics}
+	kind, h := "retention", &cl.retention
+	if compact {
+		kind, h = "compaction", &cl.compaction
+	}
+	h.Observe(took) // under mu, so that EmbeddedStats sees it with Passes
 	if took > time.Second {
-		cl.m.log.Warn("embedded Kafka retention and compaction pass was slow", "took", took)
+		cl.m.log.Warn("embedded Kafka "+kind+" pass was slow", "took", took)
 	}
 }
 
@@ -222,5 +294,6 @@ func (m *Mux) EmbeddedStats() (s EmbeddedStats, ok bool) {
 	defer m.cleaner.mu.Unlock()
 	s = m.cleaner.stats
 	s.Topics = append([]EmbeddedTopicStats(nil), s.Topics...)
+	s.Retention, s.Compaction = m.cleaner.retention.Snapshot(), m.cleaner.compaction.Snapshot()
 	return s, true
 }

@@ -59,7 +59,8 @@ type cfg struct {
 	embedded       bool          // no brokers: New starts kfake (set by New)
 	retention      time.Duration // embedded messages topic's retention.ms; 0: none (retention.go)
 	retentionBytes int64         // embedded messages topic's bytes, all partitions; 0: none
-	cleanEvery     time.Duration // embedded retention and compaction interval
+	cleanEvery     time.Duration // embedded retention interval (cleaner.go)
+	compactDirty   int64         // embedded compacted topics' growth that calls for a compaction (cleaner.go)
 }
 
 // topicConfig is one extra config of the topics New creates; role "" = all three.
@@ -92,6 +93,7 @@ func defaults() cfg {
 		retention:       DefaultEmbeddedRetention,
 		retentionBytes:  DefaultEmbeddedRetentionBytes,
 		cleanEvery:      DefaultEmbeddedCleanInterval,
+		compactDirty:    compactDirtyBytes,
 	}
 }
 

@@ -64,9 +64,10 @@ func EmbeddedRetentionBytes(n int64) Opt {
 }
 
 // EmbeddedCleanInterval sets how often the embedded Kafka applies retention
-// to every topic and compacts the compacted ones; each pass holds the
-// broker's one goroutine for its duration. Default
-// [DefaultEmbeddedCleanInterval]. Ignored with [Brokers].
+// to every topic and compacts the compacted ones if they have grown by 1 MiB
+// since the last compaction (cleaner.go); each pass holds the broker's one
+// goroutine for its duration. Default [DefaultEmbeddedCleanInterval].
+// Ignored with [Brokers].
 func EmbeddedCleanInterval(d time.Duration) Opt {
 	return opt(func(c *cfg) { c.cleanEvery = d })
 }

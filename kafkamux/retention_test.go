@@ -153,7 +153,8 @@ func TestEmbeddedRetentionAppliedAtRestart(t *testing.T) {
 // Records older than the time bound are gone after a pass; compacted topics keep every live key however old
 // (kfake would apply 7 days of retention to them) and only its latest value.
 func TestEmbeddedRetentionByTimeAndCompaction(t *testing.T) {
-	m := newMux(t, DataDir(t.TempDir()), Partitions(1), EmbeddedRetention(2*time.Second), EmbeddedCleanInterval(100*time.Millisecond))
+	m := newMux(t, DataDir(t.TempDir()), Partitions(1), EmbeddedRetention(2*time.Second), EmbeddedCleanInterval(100*time.Millisecond),
+		compactDirty(1))
 	msgs, ret := m.MessagesTopic(), m.RetainedTopic()
 	var old []*kgo.Record
 	for i := range 10 {
@@ -189,6 +190,53 @@ func TestEmbeddedRetentionByTimeAndCompaction(t *testing.T) {
 	}
 	if s.LastPass.IsZero() || time.Since(s.LastPass) > 5*time.Second {
 		t.Errorf("last pass %v, want a recent one", s.LastPass)
+	}
+	if s.Compaction.Count == 0 || s.Retention.Count == 0 || s.Passes != s.Compaction.Count+s.Retention.Count {
+		t.Errorf("%d passes, %d compactions and %d retention passes measured: want both kinds, adding up",
+			s.Passes, s.Compaction.Count, s.Retention.Count)
+	}
+}
+
+// compactDirty sets the growth of the compacted topics that calls for a compaction.
+func compactDirty(n int64) Opt { return opt(func(c *cfg) { c.compactDirty = n }) }
+
+// A pass compacts only when the compacted topics have grown by the threshold since the last compaction:
+// retention passes go on meanwhile, and an unchanged topic is never rewritten.
+func TestEmbeddedCompactionWhenGrown(t *testing.T) {
+	const dirty = 64 << 10
+	m := newMux(t, DataDir(t.TempDir()), Partitions(1), EmbeddedCleanInterval(50*time.Millisecond), compactDirty(dirty))
+	ret := m.RetainedTopic()
+	put := func(key string, n int) {
+		produceAll(t, m, []*kgo.Record{{Topic: ret, Key: []byte(key), Value: bytes.Repeat([]byte("v"), n)}})
+	}
+	compactions := func() uint64 { s, _ := m.EmbeddedStats(); return s.Compaction.Count }
+	put("a", 100)
+	waitFor(t, 10*time.Second, "the first compaction", func() bool { return compactions() == 1 })
+
+	waitPasses(t, m, 3) // unchanged: retention only
+	if n := compactions(); n != 1 {
+		t.Fatalf("%d compactions with the compacted topics unchanged, want 1", n)
+	}
+	for range 4 { // 40 KiB: below the threshold
+		put("b", 10<<10)
+	}
+	waitPasses(t, m, 3)
+	if n := compactions(); n != 1 {
+		t.Fatalf("%d compactions after %d bytes written, want 1 below the threshold of %d", n, 40<<10, dirty)
+	}
+	for range 3 { // 70 KiB in all
+		put("b", 10<<10)
+	}
+	put("c", 100) // the last batch, which compaction keeps whatever it holds
+	waitFor(t, 10*time.Second, "a compaction past the threshold", func() bool { return compactions() == 2 })
+	var bs int
+	for _, r := range readAll(t, m, ret) {
+		if string(r.Key) == "b" {
+			bs++
+		}
+	}
+	if bs != 1 {
+		t.Errorf("%d records of key b after the compaction, want 1", bs)
 	}
 }
 

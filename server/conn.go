@@ -38,7 +38,7 @@ type conn struct {
 	halfClosed bool        // lingering: the write side is shut (linger.go)
 	pwDone     bool        // the CONNECT's password was checked off the loop; c.auth holds the outcome (authz_password.go)
 	unrecorded bool        // connected without an owner record (alone.go); set under the registry lock
-	notified   atomic.Bool // queued in l.ready
+	notified   atomic.Bool // queued in l.ready or l.urgent
 	keepAlive  uint16      // seconds, 0 = none
 	lastRead   int64       // unix seconds of the last packet
 	wheelAt    int64       // the second of c's live entry in the loop's timing wheel

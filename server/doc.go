@@ -10,7 +10,8 @@
 //	server.go       Server, New, Start/Stop, the gnet engine; will publishing; logging helpers
 //	options.go      Opt and every option, with defaults and validation
 //	loop.go         one event loop's state and service, the one way back onto it: notify (completions and
-//	                deliveries), lane back-pressure (block/unblock), the one-second tick
+//	                deliveries; the urgent list before a fan-out's), lane back-pressure (block/unblock), the
+//	                one-second tick
 //	task.go         one-off work handed back to a connection's loop (post, runOnLoop)
 //	kafka.go        Kafka: the small interfaces the server reaches Kafka through, besides the lanes
 //	keepalive.go    the loop's timing wheel: CONNECT timeouts and keep-alive

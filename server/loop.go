@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -24,18 +25,24 @@ type loop struct {
 	serviceFn gnet.RunnableFunc
 
 	mu         sync.Mutex
-	ready      []*conn // connections with completions or deliveries to service
+	ready      []*conn // connections a record's fan-out made ready (notifyAll), in the fan-out's order
+	urgent     []*conn // connections notified one by one (notify): Kafka acks of their publishes, mostly
 	tasks      []task  // one-off work for a connection, in the order it was posted (task.go)
 	unblockDue bool    // the lane has room again (onSpace): retry the blocked connections
 	tickDue    bool    // the one-second tick is due (Server.OnTick)
 	scheduled  bool    // a run of service is queued on the loop
+	// hasUrgent is set with an append to urgent; service looks at it between fan-out connections, so a
+	// PUBACK does not wait for a fan-out's thousand writes (serviceUrgentEvery).
+	hasUrgent atomic.Bool
 
 	// loop-owned
 	spare      []*conn
+	spareU     []*conn
 	spareTasks []task
-	out        []byte    // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
-	tscr       [2][]byte // scratch for framing writes through a transport's layers (transport.writeBelow)
-	now        int64     // unix seconds, refreshed on every event
+	serviced   func(*conn) // tests only: called instead of conn.service
+	out        []byte      // scratch for the packets one step writes; handed to gnet, which copies what it cannot send
+	tscr       [2][]byte   // scratch for framing writes through a transport's layers (transport.writeBelow)
+	now        int64       // unix seconds, refreshed on every event
 	wheel      wheel
 	blocked    []*conn     // connections holding publishes that the lane had no room for, retried on its onSpace
 	freePQ     []*pubQueue // drained publish queues, for the next connection that publishes at QoS>0
@@ -67,13 +74,15 @@ func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {
 	return l
 }
 
-// notify asks the loop to service c soon. It may be called from any goroutine and never blocks.
+// notify asks the loop to service c soon, before the connections of a fan-out that wait for it (service).
+// It may be called from any goroutine and never blocks.
 func (l *loop) notify(c *conn) {
 	if c.notified.Swap(true) {
 		return
 	}
 	l.mu.Lock()
-	l.ready = append(l.ready, c)
+	l.urgent = append(l.urgent, c)
+	l.hasUrgent.Store(true)
 	l.wake()
 }
 
@@ -135,9 +144,16 @@ func (b *wakeBatch) flush() {
 	}
 }
 
+// serviceUrgentEvery is how many fan-out connections service writes between two looks at the urgent list: a
+// socket write costs a few µs, so a PUBACK that Kafka completes during a fan-out to 1,000 subscribers waits
+// for about 32 writes instead of all of the loop's share.
+const serviceUrgentEvery = 32
+
 // service runs on the event loop and does everything handed back to it since its last run, in this order:
 // the one-second tick, the posted tasks (in posting order), the retry of blocked publishers, and the acks and
-// deliveries of the connections that asked for it. It is the one way back onto a loop (docs/architecture.md):
+// deliveries of the connections that asked for it: first those notified one by one (a publisher whose PUBACK
+// Kafka has completed), then a fan-out's, looking at the urgent list again every serviceUrgentEvery of them
+// (a fan-out writes to every matching subscriber in turn, and a PUBACK behind it waited for all the writes). It is the one way back onto a loop (docs/architecture.md):
 // whatever the goroutine, work reaches a loop by being noted under l.mu and waking this function.
 func (l *loop) service(context.Context) error {
 	l.mu.Lock()
@@ -159,16 +175,41 @@ func (l *loop) service(context.Context) error {
 	if unblock {
 		l.unblock()
 	}
+	l.serviceUrgent()
 	for i, c := range ready {
-		ready[i] = nil
-		c.notified.Store(false)
-		if c.closed {
-			continue
+		if i%serviceUrgentEvery == serviceUrgentEvery-1 && l.hasUrgent.Load() {
+			l.serviceUrgent()
 		}
-		c.service()
+		ready[i] = nil
+		l.serviceOne(c)
 	}
 	l.spare = ready[:0]
 	return nil
+}
+
+// serviceUrgent services the connections notified one by one so far. Runs on the event loop.
+func (l *loop) serviceUrgent() {
+	l.mu.Lock()
+	urgent := l.urgent
+	l.urgent = l.spareU[:0]
+	l.hasUrgent.Store(false)
+	l.mu.Unlock()
+	for i, c := range urgent {
+		urgent[i] = nil
+		l.serviceOne(c)
+	}
+	l.spareU = urgent[:0]
+}
+
+func (l *loop) serviceOne(c *conn) {
+	c.notified.Store(false)
+	switch {
+	case c.closed:
+	case l.serviced != nil:
+		l.serviced(c)
+	default:
+		c.service()
+	}
 }
 
 // onSpace runs on a Kafka callback goroutine when the lane has room again: the loop retries blocked publishers.

@@ -40,8 +40,11 @@ func TestWakeBatchOneWakeUpPerLoop(t *testing.T) {
 		t.Fatalf("notify queued %d runs, want 1", els[1].executed)
 	}
 	loops[1].mu.Lock()
+	if len(loops[1].urgent) != 1 || loops[1].urgent[0] != waiting {
+		t.Fatal("a connection notified alone is not on its loop's urgent list")
+	}
 	loops[1].scheduled = false // as if that run had taken the list but not yet serviced waiting
-	loops[1].ready = loops[1].ready[:0]
+	loops[1].urgent = loops[1].urgent[:0]
 	loops[1].mu.Unlock()
 	els[1].executed = 0
 
@@ -78,5 +81,59 @@ func TestWakeBatchOneWakeUpPerLoop(t *testing.T) {
 	b.flush()
 	if els[0].executed != 1 || els[1].executed != 1 {
 		t.Fatal("an empty flush woke a loop")
+	}
+}
+
+// A connection notified alone (a publisher whose PUBACK Kafka completed) is serviced before the connections of
+// a fan-out that were ready before it, and one notified while the loop works through a fan-out is serviced
+// within serviceUrgentEvery connections, not after all of them.
+func TestServiceUrgentBeforeFanOut(t *testing.T) {
+	el := &countingLoop{}
+	l := &loop{el: el}
+	fan := make([]*conn, 200)
+	for i := range fan {
+		fan[i] = &conn{l: l}
+		fan[i].notified.Store(true) // as wakeBatch.add leaves them
+	}
+	l.notifyAll(fan)
+	early, late := &conn{l: l}, &conn{l: l}
+	l.notify(early)
+
+	var order []*conn
+	l.serviced = func(c *conn) {
+		order = append(order, c)
+		if c == fan[100] {
+			l.notify(late) // Kafka completes a publish while the fan-out is being written
+		}
+		if c.notified.Load() {
+			t.Fatal("a connection is serviced while still marked notified")
+		}
+	}
+	if err := l.service(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(order) != len(fan)+2 {
+		t.Fatalf("serviced %d connections, want %d", len(order), len(fan)+2)
+	}
+	if order[0] != early {
+		t.Fatal("the urgent connection was not serviced first")
+	}
+	at := -1
+	for i, c := range order {
+		if c == late {
+			at = i
+		}
+	}
+	// late arrived after fan[100] (order index 101); the next look at the urgent list is after fan[127].
+	if at < 102 || at > 102+serviceUrgentEvery {
+		t.Fatalf("the connection notified during the fan-out was serviced at position %d, want within %d of 102", at, serviceUrgentEvery)
+	}
+	for i, c := range fan {
+		if c.notified.Load() {
+			t.Fatalf("fan-out connection %d still marked notified", i)
+		}
+	}
+	if l.hasUrgent.Load() || len(l.urgent) != 0 || len(l.ready) != 0 {
+		t.Fatal("service left connections listed")
 	}
 }

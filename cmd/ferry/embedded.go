@@ -24,7 +24,7 @@ const minPartitionRetentionBytes = 4 << 20
 func addEmbeddedFlags(fs *flag.FlagSet, c *embeddedConfig) {
 	fs.DurationVar(&c.retention, "embedded-retention", kafkamux.DefaultEmbeddedRetention, "embedded Kafka: how long messages are kept (retention.ms of the messages and routed topics; 0 = no time bound)")
 	fs.Int64Var(&c.retentionBytes, "embedded-retention-bytes", kafkamux.DefaultEmbeddedRetentionBytes, "embedded Kafka: bytes of messages kept, all partitions of the messages topic together, and of each routed topic; its files stay under about 1.125× this plus one clean interval's writes (0 = no size bound)")
-	fs.DurationVar(&c.cleanInterval, "embedded-clean-interval", kafkamux.DefaultEmbeddedCleanInterval, "embedded Kafka: how often retention and compaction run")
+	fs.DurationVar(&c.cleanInterval, "embedded-clean-interval", kafkamux.DefaultEmbeddedCleanInterval, "embedded Kafka: how often retention and compaction run (compaction only if the compacted topics grew by 1 MiB)")
 }
 
 func (c *embeddedConfig) validate(partitions int) error {

@@ -49,6 +49,9 @@ func TestEmbeddedMetrics(t *testing.T) {
 		`# TYPE ferry_embedded_kafka_clean_passes_total counter`,
 		`ferry_embedded_kafka_last_clean_timestamp_seconds `,
 		`ferry_embedded_kafka_last_clean_duration_seconds `,
+		`# TYPE ferry_embedded_kafka_clean_seconds histogram`,
+		`ferry_embedded_kafka_clean_seconds_bucket{kind="retention",le="+Inf"} `,
+		`ferry_embedded_kafka_clean_seconds_count{kind="compaction"} `,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q:\n%s", want, text)

@@ -317,6 +317,9 @@ func appendEmbeddedMetrics(p *promWriter, mux *kafkamux.Mux) {
 	}
 	p.family("ferry_embedded_kafka_clean_passes_total", "counter", "Retention and compaction passes of the embedded Kafka (--embedded-clean-interval).")
 	p.u("ferry_embedded_kafka_clean_passes_total", es.Passes)
+	p.family("ferry_embedded_kafka_clean_seconds", "histogram", "How long each retention or compaction pass held the embedded Kafka (produce and fetch wait meanwhile), by kind.")
+	p.histogram("ferry_embedded_kafka_clean_seconds", es.Retention, "kind", "retention")
+	p.histogram("ferry_embedded_kafka_clean_seconds", es.Compaction, "kind", "compaction")
 	if !es.LastPass.IsZero() {
 		p.family("ferry_embedded_kafka_last_clean_timestamp_seconds", "gauge", "Unix time the last retention and compaction pass ended.")
 		p.f("ferry_embedded_kafka_last_clean_timestamp_seconds", float64(es.LastPass.UnixMilli())/1000)

@@ -63,6 +63,7 @@ type options struct {
 	pubSndBuf  int
 	minSentNs  int64
 	qos0Flow   bool
+	subRx      string // load.SubRxEpoll or "" (goroutine per connection), resolved from --sub-rx
 }
 
 // smokeDefaults are the small counts --smoke uses for flags not given.
@@ -125,6 +126,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.IntVar(&o.batch, "batch", 32, "PUBLISHes per socket write at most")
 	fs.IntVar(&o.pubSndBuf, "pub-sndbuf", -1, "SO_SNDBUF of publisher sockets in bytes (-1 = 64 KiB at QoS 0, kernel default otherwise; 0 = kernel default)")
 	fs.BoolVar(&o.qos0Flow, "qos0-flow", true, "QoS 0: at most --window unconfirmed messages per publisher (PINGREQ after each batch, tokens back on PINGRESP); false = as fast as TCP allows")
+	subRx := fs.String("sub-rx", "auto", "how subscribers are read: epoll (plain TCP: one epoll receiver per worker, deliveries timed at the kernel's receive time, the time read by the generator reported too), goroutine (one per connection, timed when read), auto (epoll for fanout, goroutine otherwise)")
 	fs.StringVar(&o.topic, "topic", "", "publish topic; {i} = publisher id (default bench/{i}; fanout bench/fanout)")
 	fs.StringVar(&o.filter, "filter", "", "subscription filter (default bench/#; fanout: the topic)")
 	fs.StringVar(&o.kafka, "kafka", "", "Kafka bootstrap host:port (kafka-ingest: required; idle: count the server's Kafka connections)")
@@ -179,6 +181,11 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	if o.subQoS < 0 {
 		o.subQoS = o.qos
 	}
+	switch *subRx {
+	case "auto", "epoll", "goroutine":
+	default:
+		return nil, fmt.Errorf("bad --sub-rx %q: want epoll, goroutine or auto", *subRx)
+	}
 	if o.pubSndBuf < 0 {
 		o.pubSndBuf = 0
 		if o.qos == 0 {
@@ -211,6 +218,13 @@ func parseOptions(scenario string, args []string) (*options, error) {
 		if scenario == "fanout" {
 			o.topic = "bench/fanout"
 		}
+	}
+	plainTCP := !o.tls && o.wsPath == ""
+	switch {
+	case *subRx == "epoll" && !plainTCP:
+		return nil, fmt.Errorf("--sub-rx epoll reads plain TCP only, not a TLS or WebSocket target")
+	case *subRx == "epoll", *subRx == "auto" && scenario == "fanout" && plainTCP:
+		o.subRx = load.SubRxEpoll
 	}
 	if o.filter == "" {
 		o.filter = "bench/#"

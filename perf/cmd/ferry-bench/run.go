@@ -33,7 +33,7 @@ func workerConfigs(o *options, n int, prefix string) []load.WorkerConfig {
 			Target: o.target, WSPath: o.wsPath, TLS: o.tls, TLSCA: o.tlsCA, TLSResume: o.tlsResume, TLSGroups: o.tlsGroups, ClientPrefix: prefix, KeepAlive: o.keepAlive,
 			Username: o.username, Password: o.password, Persistent: o.persistent,
 			ConnRate: o.connRate / float64(n), ConnPar: max(1, o.connPar/n), ConnTimeout: o.connTO,
-			SubFilter: o.filter, SubQoS: byte(o.subQoS), PubTopic: o.topic, QoS: byte(o.qos),
+			SubFilter: o.filter, SubQoS: byte(o.subQoS), SubRx: o.subRx, PubTopic: o.topic, QoS: byte(o.qos),
 			Window: o.window, PayloadSize: o.payload, JSONPayload: o.jsonPayload, TotalPubs: o.pubs, BatchMax: o.batch,
 			StopGraceMs: 3000, SubsPerConn: o.subsPerConn, PubSndBuf: o.pubSndBuf, MinSentNs: o.minSentNs, Qos0Flow: o.qos0Flow,
 		}
@@ -291,6 +291,7 @@ func run(o *options) (err error) {
 
 	// Merge the workers' measurements.
 	connH, subH, delH, ackH := stats.NewHist(), stats.NewHist(), stats.NewHist(), stats.NewHist()
+	delReadH := stats.NewHist()
 	var loss stats.Loss
 	res.Errors = map[string]int{}
 	for _, e := range results {
@@ -298,6 +299,7 @@ func run(o *options) (err error) {
 		stats.MergeSnapshot(connH, r.Connect)
 		stats.MergeSnapshot(subH, r.Subscribe)
 		stats.MergeSnapshot(delH, r.Delivery)
+		stats.MergeSnapshot(delReadH, r.DeliveryRead)
 		stats.MergeSnapshot(ackH, r.Ack)
 		loss.Merge(r.Loss)
 		res.Generator.WorkerCPUSec = append(res.Generator.WorkerCPUSec, r.CPUSec)
@@ -314,6 +316,10 @@ func run(o *options) (err error) {
 	if o.scenario != "idle" {
 		d, a := stats.Summarize(delH), stats.Summarize(ackH)
 		res.Delivery, res.Ack = &d, &a
+		if delReadH.TotalCount() > 0 {
+			dr := stats.Summarize(delReadH)
+			res.DeliveryRead = &dr
+		}
 		if o.subs > 0 {
 			res.Loss = &loss
 		}
@@ -460,6 +466,12 @@ func headline(o *options, r *report.Result) {
 			r.Add("delivery latency p90", r.Delivery.P90, "ms", "lower")
 			r.Add("delivery latency p99", r.Delivery.P99, "ms", "lower")
 			r.Add("delivery latency p99.9", r.Delivery.P999, "ms", "lower")
+			if dr := r.DeliveryRead; dr != nil {
+				// The epoll receiver's delivery figures are the kernel's receive times; these are the same
+				// deliveries as the generator read them (the difference is the generator's own delay).
+				r.Add("delivery read by generator p50", dr.P50, "ms", "lower")
+				r.Add("delivery read by generator p99", dr.P99, "ms", "lower")
+			}
 		}
 		if o.qos > 0 {
 			r.Add("PUBLISH→ack p50", r.Ack.P50, "ms", "lower")
@@ -618,6 +630,9 @@ func params(o *options) map[string]any {
 	} else {
 		p["pubs"], p["subs"], p["qos"], p["sub_qos"], p["window"] = o.pubs, o.subs, o.qos, o.subQoS, o.window
 		p["qos0_flow"] = o.qos0Flow
+		if o.subRx != "" {
+			p["sub_rx"] = o.subRx
+		}
 		p["payload"], p["duration_sec"], p["rate"], p["topic"], p["filter"] = o.payload, o.duration.Seconds(), o.rate, o.topic, o.filter
 	}
 	if o.persistent {

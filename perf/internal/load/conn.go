@@ -22,15 +22,16 @@ const (
 	rolePub
 )
 
-// client is one MQTT connection. Exactly one goroutine (readLoop) reads the
-// socket; writers (publisher loop, reader's acks, keep-alive sweep) serialise
+// client is one MQTT connection. Exactly one goroutine (readLoop, or the
+// worker's epoll receiver for subscribers on the epoll path) reads the socket; writers (publisher loop, reader's acks, keep-alive sweep) serialise
 // on wmu. A publisher adds one goroutine (pubLoop). No other per-connection
 // goroutines exist, so 5,000 idle connections cost 5,000 parked goroutines.
 type client struct {
 	w    *worker
 	id   int // global id within its role
 	role role
-	nc   net.Conn // TCP, or MQTT over WebSocket on it (wsConn)
+	nc   net.Conn // TCP, or MQTT over WebSocket on it (wsConn); handshake only on the epoll path
+	raw  *rawConn // the epoll path's socket (rx_linux.go), nil on the goroutine path
 
 	wmu       sync.Mutex
 	lastWrite atomic.Int64 // unix ns
@@ -43,7 +44,8 @@ type client struct {
 
 	// subscriber state (reader goroutine only)
 	trackers []*stats.SeqTracker // by publisher id
-	lat      []int64             // latencies of the current read batch
+	sent     []int64             // send stamps of the deliveries in the current read
+	acks     []byte              // acks to write for the current read
 
 	// idle subscribe phase
 	subSent atomic.Int64 // unix ns SUBSCRIBE was written, 0 = none pending
@@ -163,6 +165,18 @@ func (c *client) readFrame() (wire.Frame, error) {
 	}
 }
 
+// close closes the socket; on the epoll path it shuts the socket down and the receiver, reading end-of-file,
+// closes the descriptor.
+func (c *client) close() {
+	if c.raw != nil {
+		c.wmu.Lock()
+		c.raw.shutdown()
+		c.wmu.Unlock()
+		return
+	}
+	_ = c.nc.Close()
+}
+
 func (c *client) grow(need int) {
 	size := 2 * len(c.rbuf)
 	if size < need {
@@ -175,8 +189,13 @@ func (c *client) grow(need int) {
 
 // write sends b under the write lock.
 func (c *client) write(b []byte) error {
+	var err error
 	c.wmu.Lock()
-	_, err := c.nc.Write(b)
+	if c.raw != nil {
+		err = c.raw.write(b)
+	} else {
+		_, err = c.nc.Write(b)
+	}
 	c.wmu.Unlock()
 	c.lastWrite.Store(time.Now().UnixNano())
 	return err
@@ -186,7 +205,6 @@ func (c *client) write(b []byte) error {
 func (c *client) readLoop() {
 	defer c.w.wg.Done()
 	defer close(c.doneCh)
-	var acks []byte
 	for {
 		if c.rlen == len(c.rbuf) {
 			c.grow(0)
@@ -194,55 +212,75 @@ func (c *client) readLoop() {
 		n, err := c.nc.Read(c.rbuf[c.rlen:])
 		now := stats.NowNs()
 		c.rlen += n
-		off := 0
-		acks = acks[:0]
-		for {
-			f, fl, ferr := wire.Split(c.rbuf[off:c.rlen])
-			if ferr != nil {
-				if errors.Is(ferr, wire.ErrIncomplete) {
-					if fl > len(c.rbuf) {
-						c.grow(fl)
-					}
-					break
-				}
-				c.w.noteErr("malformed frame from server")
-				c.fail()
-				return
-			}
-			acks = c.handle(f, now, acks)
-			off += fl
-		}
-		if off > 0 {
-			copy(c.rbuf, c.rbuf[off:c.rlen])
-			c.rlen -= off
-		}
-		if len(c.lat) > 0 {
-			c.w.recordDeliveries(c.lat)
-			c.lat = c.lat[:0]
-		}
-		if c.pub != nil && len(c.pub.ackLat) > 0 {
-			c.w.recordAcks(c.pub.ackLat)
-			c.pub.ackLat = c.pub.ackLat[:0]
-		}
-		if len(acks) > 0 {
-			if werr := c.write(acks); werr != nil && !c.closing.Load() {
-				c.w.noteErr("write: " + errText(werr))
-			}
-		}
-		if err != nil {
-			if !c.closing.Load() {
-				c.w.cnt.disconnected.Add(1)
-				if !errors.Is(err, io.EOF) {
-					c.w.noteErr("read: " + errText(err))
-				} else {
-					c.w.noteErr("server closed the connection")
-				}
-			}
-			if c.pub != nil {
-				c.pub.fail()
-			}
+		if !c.consume(now, 0) {
 			return
 		}
+		if err != nil {
+			c.ended(err)
+			return
+		}
+	}
+}
+
+// errEOF is the epoll receiver's end of stream (a read of 0 bytes).
+var errEOF = io.EOF
+
+// consume handles the whole frames in rbuf, records what they measured and writes the acks they call for;
+// false if the server sent a malformed frame (the connection is then failed). arrival is when the bytes
+// reached this host (the kernel's receive time on the epoll path, else the read time); readNs, when non-zero,
+// is when the generator read them (the epoll path's second delivery histogram). Runs on the goroutine that
+// reads the connection.
+func (c *client) consume(arrival, readNs int64) bool {
+	off := 0
+	c.acks = c.acks[:0]
+	for {
+		f, fl, ferr := wire.Split(c.rbuf[off:c.rlen])
+		if ferr != nil {
+			if errors.Is(ferr, wire.ErrIncomplete) {
+				if fl > len(c.rbuf) {
+					c.grow(fl)
+				}
+				break
+			}
+			c.w.noteErr("malformed frame from server")
+			c.fail()
+			return false
+		}
+		c.acks = c.handle(f, arrival, c.acks)
+		off += fl
+	}
+	if off > 0 {
+		copy(c.rbuf, c.rbuf[off:c.rlen])
+		c.rlen -= off
+	}
+	if len(c.sent) > 0 {
+		c.w.recordDeliveries(c.sent, arrival, readNs)
+		c.sent = c.sent[:0]
+	}
+	if c.pub != nil && len(c.pub.ackLat) > 0 {
+		c.w.recordAcks(c.pub.ackLat)
+		c.pub.ackLat = c.pub.ackLat[:0]
+	}
+	if len(c.acks) > 0 {
+		if werr := c.write(c.acks); werr != nil && !c.closing.Load() {
+			c.w.noteErr("write: " + errText(werr))
+		}
+	}
+	return true
+}
+
+// ended accounts for the end of the connection's input (err from the read).
+func (c *client) ended(err error) {
+	if !c.closing.Load() {
+		c.w.cnt.disconnected.Add(1)
+		if !errors.Is(err, io.EOF) {
+			c.w.noteErr("read: " + errText(err))
+		} else {
+			c.w.noteErr("server closed the connection")
+		}
+	}
+	if c.pub != nil {
+		c.pub.fail()
 	}
 }
 
@@ -250,7 +288,7 @@ func (c *client) done() <-chan struct{} { return c.doneCh }
 
 func (c *client) fail() {
 	c.w.cnt.disconnected.Add(1)
-	_ = c.nc.Close()
+	c.close()
 	if c.pub != nil {
 		c.pub.fail()
 	}
@@ -277,7 +315,7 @@ func (c *client) handle(f wire.Frame, now int64, acks []byte) []byte {
 			return acks
 		}
 		c.w.cnt.delivered.Add(1)
-		c.lat = append(c.lat, now-s.SentNs)
+		c.sent = append(c.sent, s.SentNs)
 		t := c.trackers[s.Pub]
 		if t == nil {
 			t = &stats.SeqTracker{}

@@ -56,6 +56,9 @@ type WorkerConfig struct {
 	SubTo     int    `json:"sub_to"`
 	SubFilter string `json:"sub_filter"`
 	SubQoS    byte   `json:"sub_qos"`
+	// SubRx is how subscribers are read: SubRxEpoll (plain TCP only: one epoll receiver per worker, deliveries
+	// timed at the kernel's receive time, rx_linux.go) or "" (a goroutine per connection, timed when read).
+	SubRx string `json:"sub_rx,omitempty"`
 
 	// Publishers: global ids [PubFrom, PubTo) of TotalPubs; topic is
 	// PubTopic with "{i}" replaced by the publisher id.
@@ -83,6 +86,9 @@ type WorkerConfig struct {
 	// still routing its backlog) and count as foreign, not as deliveries.
 	MinSentNs int64 `json:"min_sent_ns"`
 }
+
+// SubRxEpoll is WorkerConfig.SubRx's epoll receiver.
+const SubRxEpoll = "epoll"
 
 // Command is a coordinator → worker line.
 type Command struct {
@@ -166,8 +172,11 @@ type WorkerResult struct {
 	Connect   *hdrhistogram.Snapshot `json:"connect"`   // CONNECT → CONNACK, µs
 	Subscribe *hdrhistogram.Snapshot `json:"subscribe"` // SUBSCRIBE → SUBACK, µs
 	Delivery  *hdrhistogram.Snapshot `json:"delivery"`  // payload stamp → arrival at a subscriber, µs
-	Ack       *hdrhistogram.Snapshot `json:"ack"`       // PUBLISH written → PUBACK/PUBREC read, µs
-	Loss      stats.Loss             `json:"loss"`
-	CPUSec    float64                `json:"cpu_sec"`
-	Errors    map[string]int         `json:"errors,omitempty"`
+	// DeliveryRead is payload stamp → read by the generator, µs (epoll path only; Delivery is then the
+	// kernel's receive time, and the difference is the generator's own delay).
+	DeliveryRead *hdrhistogram.Snapshot `json:"delivery_read,omitempty"`
+	Ack          *hdrhistogram.Snapshot `json:"ack"` // PUBLISH written → PUBACK/PUBREC read, µs
+	Loss         stats.Loss             `json:"loss"`
+	CPUSec       float64                `json:"cpu_sec"`
+	Errors       map[string]int         `json:"errors,omitempty"`
 }

@@ -32,6 +32,8 @@ type worker struct {
 
 	hmu                     sync.Mutex
 	connH, subH, delH, ackH *hdrhistogram.Histogram
+	delReadH                *hdrhistogram.Histogram // epoll path: stamp → read by the generator
+	rx                      *rxLoop                 // epoll path: the subscribers' receiver
 	emu                     sync.Mutex
 	errs                    map[string]int
 	cmu                     sync.Mutex
@@ -51,6 +53,7 @@ func RunWorker(in io.Reader, out io.Writer) error {
 	w := &worker{
 		out:   json.NewEncoder(out),
 		connH: stats.NewHist(), subH: stats.NewHist(), delH: stats.NewHist(), ackH: stats.NewHist(),
+		delReadH: stats.NewHist(),
 		errs:     map[string]int{},
 		subsDone: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -67,6 +70,12 @@ func RunWorker(in io.Reader, out io.Writer) error {
 		switch c.Cmd {
 		case "config":
 			w.cfg = *c.Config
+			if w.cfg.SubRx == SubRxEpoll && w.cfg.SubTo > w.cfg.SubFrom {
+				var err error
+				if w.rx, err = newRxLoop(w); err != nil {
+					return err
+				}
+			}
 			go w.progress(quit)
 			if w.cfg.KeepAlive > 0 {
 				go w.keepAlive(quit)
@@ -156,10 +165,15 @@ func (w *worker) recordSubscribe(d time.Duration, granted int) {
 	w.hmu.Unlock()
 }
 
-func (w *worker) recordDeliveries(lat []int64) {
+// recordDeliveries records the deliveries of one read: their send stamps, when the bytes arrived and (epoll
+// path, else 0) when the generator read them.
+func (w *worker) recordDeliveries(sent []int64, arrival, readNs int64) {
 	w.hmu.Lock()
-	for _, ns := range lat {
-		stats.RecordNs(w.delH, ns)
+	for _, ns := range sent {
+		stats.RecordNs(w.delH, arrival-ns)
+		if readNs != 0 {
+			stats.RecordNs(w.delReadH, readNs-ns)
+		}
 	}
 	w.hmu.Unlock()
 }
@@ -297,6 +311,16 @@ func (w *worker) open(s spec) *client {
 		c.pub = newPubState(c, s.id, cfg)
 	}
 	w.wg.Add(1)
+	if s.role == roleSub && w.rx != nil {
+		if err := w.rx.take(c); err != nil {
+			w.wg.Done()
+			w.cnt.connOK.Add(-1)
+			w.cnt.connFail.Add(1)
+			w.noteErr(err.Error())
+			return nil
+		}
+		return c
+	}
 	go c.readLoop()
 	return c
 }
@@ -429,7 +453,7 @@ func (w *worker) closeClient(c *client) {
 		return
 	}
 	_ = c.write(wire.AppendDisconnect(nil))
-	_ = c.nc.Close()
+	c.close()
 }
 
 // finish closes every connection, waits for the readers and computes loss
@@ -460,6 +484,9 @@ func (w *worker) finish(acked map[int]uint64) *WorkerResult {
 	w.hmu.Lock()
 	res.Connect, res.Subscribe = w.connH.Export(), w.subH.Export()
 	res.Delivery, res.Ack = w.delH.Export(), w.ackH.Export()
+	if w.rx != nil {
+		res.DeliveryRead = w.delReadH.Export()
+	}
 	w.hmu.Unlock()
 	w.emu.Lock()
 	res.Errors = w.errs

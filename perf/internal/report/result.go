@@ -39,10 +39,13 @@ type Result struct {
 	Totals      load.Counters      `json:"totals"`
 	Rates       *Rates             `json:"rates,omitempty"`
 	Delivery    *stats.Percentiles `json:"delivery_latency,omitempty"`
-	Ack         *stats.Percentiles `json:"ack_latency,omitempty"`
-	Loss        *stats.Loss        `json:"loss,omitempty"`
-	Kafka       *Kafka             `json:"kafka,omitempty"`
-	Stages      []Stage            `json:"server_stages,omitempty"` // the server's own stage histograms (--metrics)
+	// DeliveryRead (epoll receiver only): the deliveries timed when the generator read them; Delivery is then
+	// timed at the kernel's receive time.
+	DeliveryRead *stats.Percentiles `json:"delivery_read_latency,omitempty"`
+	Ack          *stats.Percentiles `json:"ack_latency,omitempty"`
+	Loss         *stats.Loss        `json:"loss,omitempty"`
+	Kafka        *Kafka             `json:"kafka,omitempty"`
+	Stages       []Stage            `json:"server_stages,omitempty"` // the server's own stage histograms (--metrics)
 
 	Servers   []Server       `json:"servers,omitempty"`
 	Derived   Derived        `json:"derived"`
