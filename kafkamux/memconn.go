@@ -23,10 +23,16 @@ type memConn struct {
 
 type memBuf struct {
 	mu     sync.Mutex
-	b      []byte
+	b      []byte        // b[r:] is unread; the array is reused once read empty, unless larger than memBufKeep
+	r      int           // read offset in b
 	closed bool          // an end closed: reads return what is left, then EOF (or ErrClosed on the closing end)
 	wake   chan struct{} // capacity 1: data, close or a new deadline
 }
+
+// memBufKeep is the largest buffer a direction keeps for its next writes once read empty: requests and
+// responses of ordinary size reuse one array instead of allocating one per write (at 20,000 messages/s that
+// was a tenth of the instance's garbage); a large fetch response's array is let go.
+const memBufKeep = 64 << 10
 
 func newMemBuf() *memBuf { return &memBuf{wake: make(chan struct{}, 1)} }
 
@@ -49,13 +55,16 @@ func (c *memConn) Read(p []byte) (int, error) {
 			return 0, &net.OpError{Op: "read", Net: "mem", Err: net.ErrClosed} // as a socket closed by its owner
 		}
 		c.in.mu.Lock()
-		if len(c.in.b) > 0 {
-			n := copy(p, c.in.b)
-			c.in.b = c.in.b[n:]
-			if len(c.in.b) == 0 {
-				c.in.b = c.in.b[:0:0] // let a large response's array go
+		if m := c.in; m.r < len(m.b) {
+			n := copy(p, m.b[m.r:])
+			m.r += n
+			if m.r == len(m.b) {
+				m.r, m.b = 0, m.b[:0]
+				if cap(m.b) > memBufKeep {
+					m.b = nil // let a large response's array go
+				}
 			}
-			c.in.mu.Unlock()
+			m.mu.Unlock()
 			return n, nil
 		}
 		closed := c.in.closed

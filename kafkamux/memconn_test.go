@@ -52,3 +52,43 @@ func TestMemConnAsASocket(t *testing.T) {
 		t.Fatalf("read on the closed end: %v, want net.ErrClosed", err)
 	}
 }
+
+// A request or response of ordinary size goes through an in-memory connection without allocating once the
+// direction has a buffer: the array read empty is reused by the next write. Partial reads keep the order, and
+// a large message's array is not kept.
+func TestMemConnReusesItsBuffer(t *testing.T) {
+	a, b := memPipe()
+	msg := make([]byte, 1500)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	got := make([]byte, len(msg))
+	roundTrip := func() {
+		if _, err := a.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Write(msg[:100]); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range [][]byte{msg, msg[:100]} {
+			if _, err := io.ReadFull(b, got[:len(want)]); err != nil || string(got[:len(want)]) != string(want) {
+				t.Fatalf("read %d bytes: %v, or not the bytes written", len(want), err)
+			}
+		}
+	}
+	roundTrip()
+	if n := testing.AllocsPerRun(100, roundTrip); n != 0 {
+		t.Fatalf("%v allocations per write and read of 1,600 bytes, want 0", n)
+	}
+	big := make([]byte, 2*memBufKeep)
+	a.Write(big)
+	if _, err := io.ReadFull(b, make([]byte, len(big))); err != nil {
+		t.Fatal(err)
+	}
+	m := b.(*memConn).in
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cap(m.b) != 0 || m.r != 0 {
+		t.Fatalf("after a %d-byte message was read: buffer of %d bytes kept (read offset %d), want none", len(big), cap(m.b), m.r)
+	}
+}

@@ -7,7 +7,10 @@
 //     TryPublishPub) never blocks: it hands the message to the Kafka producer, or returns [ErrFull] and
 //     produces nothing.
 //   - Budgets. A lane bounds what it has in flight to Kafka in records, in bytes ([LaneRecords],
-//     [LaneBytes]) and in time ([LaneDelay]: the record limit follows how fast Kafka completes).
+//     [LaneBytes]) and in time ([LaneDelay]: the record limit follows how fast Kafka completes). A QoS 0
+//     message has a tighter time budget of its own ([LaneQoS0Delay]): while the lane's records wait longer
+//     than it, a QoS 0 message past what Kafka completes in it is refused with [ErrLate] (an ErrFull that
+//     does not pause the lane), and the server drops it.
 //   - Back-pressure. The lane alone decides "full", under its own mutex, and alone says "room again": it
 //     calls its [Lane.OnSpace] function once per refusal episode, after the refusal, when completions have
 //     brought it down to its resume mark ([ResumeAt]). The server keeps a refused QoS 1/2 publish in its

@@ -22,7 +22,8 @@ type Lane struct {
 	resumePct         int // resume mark in percent of the record limit in force
 	resumeByt         int
 	maxDelay          time.Duration // time bound (LaneDelay); 0 = off
-	minRecs           int           // floor of the time bound
+	minRecs           int           // floor of the time bounds
+	qos0Delay         time.Duration // QoS 0 time budget (LaneQoS0Delay); 0 = off
 
 	mu      sync.Mutex
 	recs    int
@@ -38,8 +39,15 @@ type Lane struct {
 	winFull   bool          // the limit turned a record away in the window
 	baseMin   time.Duration // fastest completion over the last laneBaseHorizon: Kafka's own round trip
 	baseStart time.Time
+	// The QoS 0 budget (LaneQoS0Delay): qos0Recs is the records in flight above which a QoS 0 message is
+	// refused, moved at the end of every window of laneQoS0Window (qos0Bound).
+	qos0Recs  int
+	q0Start   time.Time     // start of the window; zero: starts at the next completion
+	q0Done    int           // records completed in the window
+	q0Lat     time.Duration // their latencies added up
+	q0Refused bool          // the QoS 0 budget turned a message away in the window
 
-	published, failed, full uint64 // counters, guarded by mu
+	published, failed, full, late uint64 // counters, guarded by mu
 }
 
 // TryPublish produces msg to the messages topic without blocking. It runs on
@@ -116,8 +124,8 @@ func (l *Lane) TryPublishRouted(msg *kafkamux.Message, rt Route, sessKey string,
 		recs++
 	}
 
-	if !l.take(recs, size) {
-		return ErrFull
+	if err := l.take(recs, size, msg.QoS == 0); err != nil {
+		return err
 	}
 
 	start := time.Now() // produce latency, carried by the closure that exists anyway (kafkamux.Mux.ProduceLatency)
@@ -154,20 +162,29 @@ func (l *Lane) TryPublishRouted(msg *kafkamux.Message, rt Route, sessKey string,
 	return nil
 }
 
-// take counts recs records of size bytes against the budget, or reports that they do not fit: the lane is
-// then paused until OnSpace.
-func (l *Lane) take(recs, size int) bool {
+// take counts recs records of size bytes against the budget, or says why they do not fit: ErrFull, which
+// pauses the lane until OnSpace, or ErrLate for a QoS 0 message (qos0) past the QoS 0 budget, which leaves the
+// lane as it is.
+func (l *Lane) take(recs, size int, qos0 bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.recs > 0 && (l.recs+recs > l.limRecs || l.bytes+size > l.maxBytes) {
 		l.paused = true
 		l.full++
 		l.winFull = true
-		return false
+		return ErrFull
+	}
+	if qos0 && l.recs > 0 && l.recs+recs > l.qos0Recs {
+		l.late++
+		l.q0Refused = true
+		return ErrLate
+	}
+	if l.recs == 0 {
+		l.q0Start = time.Time{} // the lane was idle: the QoS 0 budget's next window starts at its next completion
 	}
 	l.recs += recs
 	l.bytes += size
-	return true
+	return nil
 }
 
 // Pub is a message on its way through a lane in storage its caller keeps: its Kafka record, the bytes the
@@ -203,8 +220,8 @@ func (l *Lane) TryPublishPub(p *Pub, done func(err error)) error {
 	}
 	p.buf = msg.RecordInto(&p.rec, p.buf, l.o.topic)
 	size := kafkamux.RecordSize(&p.rec)
-	if !l.take(1, size) {
-		return ErrFull
+	if err := l.take(1, size, msg.QoS == 0); err != nil {
+		return err
 	}
 	if p.cb == nil {
 		p.cb = p.produced // bound once per Pub, not per message
@@ -279,6 +296,8 @@ func (l *Lane) finish(err error, done func(error)) {
 const (
 	laneWindow      = 50 * time.Millisecond
 	laneBaseHorizon = 10 * time.Second
+	// laneQoS0Window is the window of the QoS 0 budget: short, as a QoS 0 flood fills a lane in milliseconds.
+	laneQoS0Window = 5 * time.Millisecond
 )
 
 // release returns size bytes and recs records, which took lat from hand-off to completion, to the budget and,
@@ -297,8 +316,14 @@ func (l *Lane) release(recs, size int, failed bool, lat time.Duration) {
 		l.mu.Unlock()
 		panic(fmt.Sprintf("BUG: offload lane %d released more than it took: %d records, %d bytes", l.idx, l.recs, l.bytes))
 	}
-	if l.maxDelay > 0 {
-		l.timeBound(recs, lat)
+	if l.maxDelay > 0 || l.qos0Delay > 0 {
+		now := time.Now()
+		if l.maxDelay > 0 {
+			l.timeBound(recs, lat, now)
+		}
+		if l.qos0Delay > 0 {
+			l.qos0Bound(recs, lat, now)
+		}
 	}
 	var fn func()
 	if l.paused && l.recs <= l.limRecs*l.resumePct/100 && l.bytes <= l.resumeByt {
@@ -320,8 +345,7 @@ func (l *Lane) release(recs, size int, failed bool, lat time.Duration) {
 // (records in flight ÷ completion rate is the time a new record waits: Little's law). Without one, a limit
 // that turned records away in the window grows by half, back up to the count budget. So a burst while Kafka
 // keeps up is taken whole, and only a Kafka that falls behind bounds the queue by time. l.mu is held.
-func (l *Lane) timeBound(recs int, lat time.Duration) {
-	now := time.Now()
+func (l *Lane) timeBound(recs int, lat time.Duration, now time.Time) {
 	if l.winStart.IsZero() {
 		l.winStart, l.winMin = now, lat
 	}
@@ -346,6 +370,39 @@ func (l *Lane) timeBound(recs int, lat time.Duration) {
 	l.winStart, l.winDone, l.winMin, l.winFull = now, 0, lat, false
 }
 
+// qos0Bound counts recs completions that took lat, and at the end of a window of laneQoS0Window moves the QoS
+// 0 budget.
+//
+// The budget bounds the time a QoS 0 message waits in the lane, which QoS 0 does not need to do at all: past
+// it, the message is dropped (as QoS 0 allows) rather than queued. The delay is the lane's LaneQoS0Delay, or
+// twice Kafka's own round trip when that is longer (see timeBound). A window whose completions took longer than
+// the delay on average is a queue: the budget becomes what Kafka completed in the delay at the window's rate
+// (records in flight ÷ completion rate is the time a new record waits: Little's law), never below the floor.
+// A window under the delay in which the budget turned messages away grows it by half, up to the count budget.
+// So a burst while Kafka keeps up is taken whole, and only a lane whose records wait longer than the delay
+// sheds QoS 0; QoS 1 and 2 messages are never refused by this budget. The window measures the lane while it
+// works: a lane that had nothing in flight starts a new one at its next completion (take), so idle time never
+// counts as a slow rate, while the gaps of a slow Kafka answering in bursts do. l.mu is held.
+func (l *Lane) qos0Bound(recs int, lat time.Duration, now time.Time) {
+	if l.q0Start.IsZero() {
+		l.q0Start, l.q0Done, l.q0Lat, l.q0Refused = now, 0, 0, false
+	}
+	l.q0Done += recs
+	l.q0Lat += time.Duration(recs) * lat
+	el := now.Sub(l.q0Start)
+	if el < laneQoS0Window {
+		return
+	}
+	delay := max(l.qos0Delay, 2*l.baseMin)
+	switch {
+	case l.q0Lat > time.Duration(l.q0Done)*delay:
+		l.qos0Recs = max(l.minRecs, min(l.maxRecs, int(float64(l.q0Done)*float64(delay)/float64(el))))
+	case l.q0Refused:
+		l.qos0Recs = min(l.maxRecs, l.qos0Recs+l.qos0Recs/2)
+	}
+	l.q0Start, l.q0Done, l.q0Lat, l.q0Refused = now, 0, 0, false
+}
+
 // OnSpace sets the function called when a lane that returned ErrFull has
 // space again (its in-flight records and bytes fell to the resume mark). It
 // runs on a Kafka callback goroutine, once per ErrFull episode, and must not
@@ -361,13 +418,16 @@ type Stats struct {
 	Published                      uint64 // publishes Kafka acknowledged
 	Failed                         uint64 // publishes that failed (done got an error)
 	Full                           uint64 // TryPublish calls refused with ErrFull
+	Late                           uint64 // QoS 0 messages refused with ErrLate (LaneQoS0Delay)
 	InFlightRecords, InFlightBytes int
 	LimitRecords                   int // the record limit in force: the count budget, or lower by the time bound (LaneDelay)
+	LimitQoS0                      int // the records in flight above which a QoS 0 message is refused (LaneQoS0Delay)
 }
 
 // Stats returns the lane's counters. Safe from any goroutine.
 func (l *Lane) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Stats{Published: l.published, Failed: l.failed, Full: l.full, InFlightRecords: l.recs, InFlightBytes: l.bytes, LimitRecords: l.limRecs}
+	return Stats{Published: l.published, Failed: l.failed, Full: l.full, Late: l.late, InFlightRecords: l.recs, InFlightBytes: l.bytes,
+		LimitRecords: l.limRecs, LimitQoS0: l.qos0Recs}
 }

@@ -15,6 +15,12 @@ import (
 // at QoS 0) and tries again after the lane's OnSpace function has run.
 var ErrFull = errors.New("offload: lane full")
 
+// ErrLate is returned by TryPublish for a QoS 0 message when the lane's records already wait longer than its
+// QoS 0 delay ([LaneQoS0Delay]): nothing was produced, and the caller drops the message, as QoS 0 allows. It
+// wraps ErrFull, so a caller that retries on ErrFull (a will) retries it too; unlike ErrFull it does not pause
+// the lane, and OnSpace is not called for it.
+var ErrLate = fmt.Errorf("%w: QoS 0 message past the lane's QoS 0 delay", ErrFull)
+
 // Opt configures an Offload.
 type Opt interface{ apply(*cfg) }
 
@@ -28,10 +34,12 @@ type cfg struct {
 	resumePct   int
 	maxDelay    time.Duration
 	minRecords  int
+	qos0Delay   time.Duration
 }
 
 func defaults() cfg {
-	return cfg{laneBytes: 8 << 20, laneRecords: 8192, resumePct: 75, maxDelay: 10 * time.Millisecond, minRecords: 256}
+	return cfg{laneBytes: 8 << 20, laneRecords: 8192, resumePct: 75, maxDelay: 10 * time.Millisecond, minRecords: 256,
+		qos0Delay: 5 * time.Millisecond}
 }
 
 func (c *cfg) validate() error {
@@ -46,6 +54,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("invalid lane delay %v: must be 0 (off) or positive", c.maxDelay)
 	case c.minRecords < 1:
 		return fmt.Errorf("invalid lane minimum records %d: must be positive", c.minRecords)
+	case c.qos0Delay < 0:
+		return fmt.Errorf("invalid lane QoS 0 delay %v: must be 0 (off) or positive", c.qos0Delay)
 	}
 	return nil
 }
@@ -68,9 +78,20 @@ func LaneRecords(n int) Opt { return opt(func(c *cfg) { c.laneRecords = n }) }
 // the time bound off. Default 10 ms.
 func LaneDelay(d time.Duration) Opt { return opt(func(c *cfg) { c.maxDelay = d }) }
 
-// LaneMinRecords is the floor of the time bound (LaneDelay): a lane may always have this many records in
-// flight, whatever the rate. Default 256.
+// LaneMinRecords is the floor of the time bounds (LaneDelay, LaneQoS0Delay): a lane may always have this many
+// records in flight, whatever the rate. Default 256.
 func LaneMinRecords(n int) Opt { return opt(func(c *cfg) { c.minRecords = n }) }
+
+// LaneQoS0Delay bounds the time a QoS 0 message may wait in a lane: while the lane's records take longer than
+// this from hand-off to Kafka's acknowledgement, a QoS 0 message is refused with [ErrLate] once the lane has
+// what Kafka completes in this time in flight (Little's law, measured every few milliseconds), and dropped by
+// the caller. A QoS 0 message has no sender waiting for it and no retry; queued behind tens of milliseconds of
+// records it only arrives late, and makes every record behind it later. QoS 1 and 2 messages are not bounded
+// by it (they wait on their connections under the count budget and LaneDelay), nor is a burst while Kafka
+// keeps up. As with LaneDelay, the bound follows Kafka's own round trip when that is longer (measured by
+// LaneDelay's windows: with LaneDelay 0 the bound is this delay alone). 0 turns it off.
+// Default 5 ms.
+func LaneQoS0Delay(d time.Duration) Opt { return opt(func(c *cfg) { c.qos0Delay = d }) }
 
 // ResumeAt sets the resume mark, in percent of both budgets: a lane that
 // returned ErrFull calls its OnSpace function once its in-flight records and
@@ -133,7 +154,9 @@ func New(mux *kafkamux.Mux, loops int, opts ...Opt) (*Offload, error) {
 			resumeByt: c.laneBytes * c.resumePct / 100,
 			maxDelay:  c.maxDelay,
 			minRecs:   min(c.minRecords, c.laneRecords),
+			qos0Delay: c.qos0Delay,
 			limRecs:   c.laneRecords,
+			qos0Recs:  c.laneRecords,
 		}
 		o.lanes[i] = l
 	}
@@ -156,7 +179,9 @@ func (o *Offload) Stats() Stats {
 		s.Full += ls.Full
 		s.InFlightRecords += ls.InFlightRecords
 		s.InFlightBytes += ls.InFlightBytes
+		s.Late += ls.Late
 		s.LimitRecords += ls.LimitRecords
+		s.LimitQoS0 += ls.LimitQoS0
 	}
 	return s
 }

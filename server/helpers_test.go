@@ -40,13 +40,16 @@ func freePort(t testing.TB) int {
 func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 	t.Helper()
 	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, nil, opts...)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = f.srv.Stop(ctx)
-		f.mux.Close()
-	})
+	t.Cleanup(f.stop)
 	return f
+}
+
+// stop stops the server (10 s at most) and closes its Kafka client.
+func (f *ferry) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = f.srv.Stop(ctx)
+	f.mux.Close()
 }
 
 // buildFerry starts a Ferry on the Kafka the options name (3 partitions per created topic, 2 event loops).

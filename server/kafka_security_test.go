@@ -50,12 +50,7 @@ func TestKafkaSASLAndTLS(t *testing.T) {
 				mopts = append(mopts, kafkamux.SASL(tc.mech, "ferry", "pw-"+tc.mech))
 			}
 			f := buildFerry(t, mopts, nil)
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_ = f.srv.Stop(ctx)
-				f.mux.Close()
-			})
+			t.Cleanup(f.stop)
 
 			pub := dialV5(t, f.addr, &paho.Connect{ClientID: "secure-pub", CleanStart: true})
 			if r := pub.pub(t, &paho.Publish{Topic: "secure/dev/1", QoS: 1, Payload: []byte("over " + tc.name)}); r.ReasonCode != 0 {

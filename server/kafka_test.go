@@ -142,12 +142,7 @@ func TestThousandPublishers(t *testing.T) {
 // QoS 1 messages keep acks=all and their PUBACK.
 func TestQoS0OwnAcksLevel(t *testing.T) {
 	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir(""), kafkamux.QoS0Acks(1)}, nil)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = f.srv.Stop(ctx)
-		f.mux.Close()
-	}()
+	defer f.stop()
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "q0-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "q0/#", QoS: 1})
 	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "q0-pub", CleanStart: true})

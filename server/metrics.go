@@ -222,11 +222,12 @@ const (
 	dropTooLarge         // larger than the client's Maximum Packet Size
 	dropDenied           // outside the client's privileges: a QoS 0 or v3 publish, or a delivery (authz.go)
 	dropReadLag          // QoS 0 publish while the shared reader trails Kafka past --read-lag-limit (readlag.go)
+	dropLaneDelay        // QoS 0 publish while the loop's records wait in Kafka's hands past --inflight-qos0-delay
 	dropReasons
 )
 
 // DropReasonNames names the drop counters for metrics output.
-var DropReasonNames = [dropReasons]string{"lane_full", "queue_full", "expired", "too_large", "not_authorized", "read_lag"}
+var DropReasonNames = [dropReasons]string{"lane_full", "queue_full", "expired", "too_large", "not_authorized", "read_lag", "lane_delay"}
 
 func (m *Metrics) dropped(reason int) { m.drops[reason].Add(1) }
 

@@ -189,7 +189,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	r.q2Txn = c.qos2InTxn(r)
 	if c.pq != nil && c.pq.waiting > 0 {
 		// Earlier publishes still wait for lane space; this one queues behind them to keep topic order.
-		return c.queueOrDrop(r)
+		return c.queueOrDrop(r, offload.ErrFull)
 	}
 	r.state.Store(reqInKafka)
 	r.handed = r.decoded // set before the hand-off: the callback may run before tryPublish returns
@@ -200,7 +200,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 			e.Err = err
 			return e
 		}
-		return c.queueOrDrop(r)
+		return c.queueOrDrop(r, err)
 	}
 	if p.QoS > 0 {
 		srv.metrics.pubStage[stageQueued].Observe(0)
@@ -211,10 +211,14 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 }
 
 // queueOrDrop keeps a QoS>0 publish the lane could not take yet; a QoS 0 one is dropped and counted, as QoS 0
-// allows. Runs on the loop.
-func (c *conn) queueOrDrop(r *pubReq) error {
+// allows, under the reason the lane gave (err: offload.ErrFull or offload.ErrLate). Runs on the loop.
+func (c *conn) queueOrDrop(r *pubReq, err error) error {
 	if r.qos == 0 {
-		c.l.srv.metrics.dropped(dropLaneFull)
+		reason := dropLaneFull
+		if errors.Is(err, offload.ErrLate) {
+			reason = dropLaneDelay
+		}
+		c.l.srv.metrics.dropped(reason)
 		releasePub(r)
 		return nil
 	}

@@ -59,6 +59,7 @@ type config struct {
 	laneBytes         int
 	laneRecords       int
 	laneDelay         time.Duration
+	laneQoS0Delay     time.Duration
 	readLagLimit      time.Duration
 	logLevel          string
 	logFormat         string
@@ -161,6 +162,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.laneBytes, "inflight-bytes", 8<<20, "bytes in flight to Kafka per event loop")
 	fs.IntVar(&c.laneRecords, "inflight-records", 8192, "records in flight to Kafka per event loop")
 	fs.DurationVar(&c.laneDelay, "inflight-delay", 10*time.Millisecond, "when Kafka falls behind, records in flight per event loop are also limited to what Kafka completes in this time (0 = count and bytes only)")
+	fs.DurationVar(&c.laneQoS0Delay, "inflight-qos0-delay", 5*time.Millisecond, "while an event loop's records wait longer than this for Kafka, QoS 0 publishes beyond what Kafka completes in this time are dropped at ingest instead of queued; QoS 1/2 are never dropped (0 = off)")
 	fs.DurationVar(&c.readLagLimit, "read-lag-limit", 10*time.Millisecond, "when the shared reader trails Kafka by more than this (with at least 256 records behind it in its partition), QoS 0 publishes are dropped at ingest until it catches up, so deliveries stay near this late when the instance is at its limit; QoS 1/2 are never dropped (0 = off)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -318,6 +320,7 @@ func (c *config) validate() error {
 		{c.maxSessionExpiry >= time.Second && c.maxSessionExpiry.Seconds() < 1<<32, "max-session-expiry", c.maxSessionExpiry, "1s to 136 years"},
 		{c.saveEvery >= 100*time.Millisecond, "save-every", c.saveEvery, "at least 100ms"},
 		{c.laneDelay >= 0, "inflight-delay", c.laneDelay, "0 (off) or positive"},
+		{c.laneQoS0Delay >= 0, "inflight-qos0-delay", c.laneQoS0Delay, "0 (off) or positive"},
 		{c.readLagLimit >= 0, "read-lag-limit", c.readLagLimit, "0 (off) or positive"},
 		{c.sessionsReadWait >= 100*time.Millisecond, "sessions-read-wait", c.sessionsReadWait, "at least 100ms"},
 		{c.heartbeatEvery >= 100*time.Millisecond, "heartbeat-every", c.heartbeatEvery, "at least 100ms"},

@@ -241,7 +241,7 @@ func run(cfg *config) error {
 	}
 	defer mux.Close()
 	off, err := offload.New(mux, loops, offload.LaneBytes(cfg.laneBytes), offload.LaneRecords(cfg.laneRecords),
-		offload.LaneDelay(cfg.laneDelay))
+		offload.LaneDelay(cfg.laneDelay), offload.LaneQoS0Delay(cfg.laneQoS0Delay))
 	if err != nil {
 		return err
 	}

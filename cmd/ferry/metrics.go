@@ -182,6 +182,10 @@ func (in instance) appendMetrics(dst []byte) []byte {
 		for i, l := range lanes {
 			p.i("ferry_inflight_limit_records", int64(l.LimitRecords), "loop", strconv.Itoa(i))
 		}
+		p.family("ferry_inflight_qos0_limit_records", "gauge", "Records in flight per event loop above which a QoS 0 publish is dropped: --inflight-records, or lower while records wait for Kafka longer than --inflight-qos0-delay.")
+		for i, l := range lanes {
+			p.i("ferry_inflight_qos0_limit_records", int64(l.LimitQoS0), "loop", strconv.Itoa(i))
+		}
 		p.family("ferry_inflight_bytes", "gauge", "Bytes an event loop has in flight to Kafka (--inflight-bytes bounds it).")
 		for i, l := range lanes {
 			p.i("ferry_inflight_bytes", int64(l.InFlightBytes), "loop", strconv.Itoa(i))
