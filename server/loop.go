@@ -153,8 +153,9 @@ const serviceUrgentEvery = 32
 // the one-second tick, the posted tasks (in posting order), the retry of blocked publishers, and the acks and
 // deliveries of the connections that asked for it: first those notified one by one (a publisher whose PUBACK
 // Kafka has completed), then a fan-out's, looking at the urgent list again every serviceUrgentEvery of them
-// (a fan-out writes to every matching subscriber in turn, and a PUBACK behind it waited for all the writes). It is the one way back onto a loop (docs/architecture.md):
-// whatever the goroutine, work reaches a loop by being noted under l.mu and waking this function.
+// (a fan-out writes to every matching subscriber in turn, and a PUBACK behind it waited for all the writes).
+// It is the one way back onto a loop (docs/architecture.md): whatever the goroutine, work reaches a loop by
+// being noted under l.mu and waking this function.
 func (l *loop) service(context.Context) error {
 	l.mu.Lock()
 	ready, tasks := l.ready, l.tasks
