@@ -34,19 +34,25 @@ func (g *Group) run(begin kafkamux.TopicOffsets) {
 		if err != nil {
 			return err
 		}
-		g.mu.Lock()
-		closed := g.closed
-		if !closed {
-			g.reader = reader
-		}
-		g.mu.Unlock()
-		if closed {
+		if !g.adopt(func() { g.reader = reader }) {
 			g.shutdown(reader)
 		} else {
 			reader.AddTopics(g.routedTopics()...) // those discovery found while joining; no-op otherwise
 		}
 		return nil
 	})
+}
+
+// adopt runs keep (which stores a reader just joined) under g.mu unless the group closed meanwhile, and
+// reports whether it ran: a closed group's new reader is shut down by the caller instead.
+func (g *Group) adopt(keep func()) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	keep()
+	return true
 }
 
 // joinRetrying calls join (a Kafka "what" of the group) until it succeeds, the group has no local member

@@ -123,15 +123,11 @@ func (g *Group) runShare(begin kafkamux.TopicOffsets) {
 		if err != nil {
 			return err
 		}
-		g.mu.Lock()
-		closed := g.closed
-		if !closed {
+		if !g.adopt(func() {
 			g.sq.mu.Lock()
 			g.sq.reader = reader
 			g.sq.mu.Unlock()
-		}
-		g.mu.Unlock()
-		if closed {
+		}) {
 			g.shutdownShare(reader)
 		} else {
 			reader.AddTopics(g.routedTopics()...) // those discovery found while joining
