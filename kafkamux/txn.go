@@ -60,14 +60,14 @@ type txnPump struct {
 
 	mu      sync.Mutex
 	pending []txnItem
+	closing bool
+	wake    chan struct{} // capacity 1: something is pending
+	stopped chan struct{} // closed when the pump has returned
 
 	// open is held from BeginTransaction until the transaction has ended. The embedded Kafka's cleaner takes it
 	// to compact (cleaner.go): kfake compacts records of an open transaction like committed ones, so a
 	// committed value superseded by the open transaction's would be gone if that transaction then aborted.
-	open    sync.Mutex
-	closing bool
-	wake    chan struct{} // capacity 1: something is pending
-	stopped chan struct{} // closed when the pump has returned
+	open sync.Mutex
 
 	// pump-owned
 	batch []txnItem
