@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"net"
@@ -166,4 +167,53 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 	}
 	takenOver(t, first, "MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E")
 	second.none(t, 500*time.Millisecond) // m1, delivered and acknowledged on A, is not delivered again
+}
+
+// A will due at once is published by the instance whose claim — the end record of the connection — is the
+// first of its epoch in the log, once that instance reads the claim back. Compaction can remove the claim
+// before even its writer's reader gets there, when a later record of the owner key supersedes it: here the
+// client's next CONNECT, on B, while A's fetches are held. A then read the pending will and never its claim,
+// and nobody published the will (the checker's wills lost with frequent compaction). A claims it again, in the
+// next round, at its first processor round after the claim was acknowledged: the will comes once.
+func TestPendingWillClaimedAgainWhenCompactionRemovedTheClaim(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	hb := server.Heartbeats(200*time.Millisecond, time.Second)
+	ga := newFetchGate()
+	a := startGated(t, kafka, ga, hb, server.InstanceID("claimer"))
+	b := startInstance(t, kafka, hb, server.InstanceID("other"))
+	t.Cleanup(ga.release)
+	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "cc-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	claimed := make(chan struct{})
+	var once sync.Once
+	server.SetClaimHook(a.srv, func() bool { once.Do(func() { close(claimed) }); return false })
+
+	r := connectWithWill(t, a.addr, "cc", 0)
+	ga.hold() // A reads nothing of what follows until the topic is compacted
+	r.nc.Close()
+	select {
+	case <-claimed: // the pending will is in Kafka; the claim follows it on the same producer
+	case <-time.After(10 * time.Second):
+		t.Fatal("A did not claim the end of the dropped connection")
+	}
+	for i := 0; !bytes.Contains(readSessions(t, kafka)["o:cc"], []byte(`"connected":false`)); i++ {
+		if i == 5 {
+			t.Fatal("A's claim is not in Kafka")
+		}
+	}
+	back := dialV5(t, b.addr, persistent("cc", false)) // B read A's claim: no hand-over; its owner record supersedes the claim
+	t.Cleanup(func() { _ = back.Disconnect(&paho.Disconnect{}) })
+	// Owner records of other clients, some in the client's partition: B's is then not its partition's last
+	// batch, which kfake never compacts.
+	for i := range 30 {
+		dialV5(t, b.addr, &paho.Connect{ClientID: "cc-" + strconv.Itoa(i), CleanStart: true})
+	}
+	cluster.Compact() // removes A's claim, not its pending will
+	ga.release()
+
+	m := watch.next(t)
+	if m.Topic != "wills/cc" || string(m.Payload) != "gone" {
+		t.Fatalf("got %s %q", m.Topic, m.Payload)
+	}
+	watch.none(t, 2*time.Second) // once
 }

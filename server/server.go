@@ -58,6 +58,7 @@ type Server struct {
 
 	store     *store                      // the sessions topic
 	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
+	claimHook atomic.Pointer[func() bool] // tests: runs between a pending will and its claim; true = killed there
 	connRate  *connRateTable              // --max-connection-rate; nil = off (limits.go)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc

@@ -104,11 +104,12 @@ type store struct {
 
 	mu        sync.Mutex
 	clients   map[string]*stored
-	waiters   map[string]*handoff  // connections waiting for another instance to hand a session over
-	instances map[string]time.Time // instance id → when its last heartbeat was read (this instance's clock)
-	peers     map[string]*peer     // instance id → its advertised address and liveness, for redirect (redirect.go)
-	ready     bool                 // the topic has been read to the end once: end records are acted on
-	fences    map[fenceKey]*fence  // CONNECTs waiting to read their own owner record back (consistency.go)
+	waiters   map[string]*handoff    // connections waiting for another instance to hand a session over
+	instances map[string]time.Time   // instance id → when its last heartbeat was read (this instance's clock)
+	peers     map[string]*peer       // instance id → its advertised address and liveness, for redirect (redirect.go)
+	ready     bool                   // the topic has been read to the end once: end records are acted on
+	fences    map[fenceKey]*fence    // CONNECTs waiting to read their own owner record back (consistency.go)
+	claims    map[fenceKey]time.Time // this instance's claims of wills due at once → when Kafka acknowledged them, zero before (wills_pending.go)
 
 	lone lone // whether no other instance is alive: unrecorded connections (alone.go)
 }

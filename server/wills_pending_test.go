@@ -178,3 +178,51 @@ func dropHoldingEnd(t *testing.T, cluster *kfake.Cluster, txn, key string, nc ne
 	}
 	return release
 }
+
+// A claimer killed between its two records — the pending will in Kafka, its claim not — left a will that
+// nobody published: here A is taking a client over on B's CONNECT and claims the kicked connection's will due
+// at once. Nobody else ends that connection (the processors look at a client's newest connection, B's), and
+// B's CONNECT, waiting for A's hand-over, would claim it only at its HandoffTimeout (30 s here, past the
+// watcher's 10 s). The pending record names its claimer: the instance restarted under that id claims it
+// again, and so does the partition's processor once the claimer is known dead. The will comes once.
+func TestPendingWillOfAClaimerKilledBeforeItsClaim(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		restart bool // the claimer comes back under its id; else it stays dead
+	}{{"restarted", true}, {"dead", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, kafka := startKafka(t)
+			hb := server.Heartbeats(200*time.Millisecond, time.Second)
+			a := startInstance(t, kafka, hb, server.InstanceID("claimer"))
+			b := startInstance(t, kafka, hb, server.InstanceID("other"), server.HandoffTimeout(30*time.Second))
+			watch := dialV5(t, b.addr, &paho.Connect{ClientID: "pk-watch", CleanStart: true})
+			watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+			killed := make(chan struct{})
+			server.SetClaimHook(a.srv, func() bool {
+				close(killed)
+				go a.crash()
+				return true
+			})
+
+			connectWithWill(t, a.addr, "pk", 0)
+			go func() { // the CONNECT waits for A's hand-over: it is answered after the will or not at all
+				if c, err := connectV5(b.addr, persistent("pk", false)); err == nil {
+					_ = c.Disconnect(&paho.Disconnect{})
+				}
+			}()
+			select {
+			case <-killed: // A kicked its connection and wrote the pending will of its claim
+			case <-time.After(10 * time.Second):
+				t.Fatal("A did not claim the end of the connection taken over")
+			}
+			if tc.restart {
+				startInstance(t, kafka, hb, server.InstanceID("claimer"))
+			}
+			m := watch.next(t)
+			if m.Topic != "wills/pk" || string(m.Payload) != "gone" {
+				t.Fatalf("got %s %q", m.Topic, m.Payload)
+			}
+			watch.none(t, 2*time.Second) // once
+		})
+	}
+}
