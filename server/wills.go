@@ -87,7 +87,7 @@ func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue 
 // in Kafka until it is published, whoever publishes it (wills_pending.go). Runs on any goroutine.
 func (srv *Server) claimEnd(id string, rec *ownerRec, now *willRec) {
 	srv.debug("claiming the end of a connection", "client", id, "epoch", rec.Epoch, "round", rec.Round, "will", rec.Will,
-		"due_now", now != nil)
+		"due_now", now != nil || rec.Now)
 	if now == nil && !rec.Now {
 		srv.store.put(kindOwner, id, rec)
 		return
