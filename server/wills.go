@@ -285,10 +285,12 @@ func (srv *Server) processPartitions(start, now time.Time) {
 				continue // a claim of this instance is on its way: the log decides it first
 			case p.winner != "" && !alive(p.winner) && processed:
 				// The instance that won a will due at once died before publishing it: claim the next round.
-			case p.winner == "" && p.by == st.instance:
+			case p.claimed:
+				continue // the log decided it; a dead winner's is above
+			case p.by == st.instance:
 				// This instance's claim is in Kafka and was not read: compacted away before the reader got
 				// there, or it was never written. Nobody else publishes the will: claim the next round.
-			case p.winner == "" && p.by != "" && !alive(p.by) && processed:
+			case p.by != "" && !alive(p.by) && processed:
 				// Its claimer died between the pending will and the claim, or after a claim nobody read.
 			default:
 				continue
