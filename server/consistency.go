@@ -195,6 +195,14 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 	// last batch (docs/sessions.md, "Compaction"). That connection may still be held elsewhere, delivering:
 	// wait for its hand-over as for a known holder, else its deliveries since that record are sent again.
 	compacted := !local && !held && prev.deliv != nil && prev.deliv.Epoch > epochOf(o) && prev.deliv.Epoch < c.epoch
+	if srv.debugOn() { // what each decision saw: the trail of a window (docs/sessions.md, "Compaction")
+		var de int64
+		if prev.deliv != nil {
+			de = prev.deliv.Epoch
+		}
+		srv.debug("deciding a CONNECT", "client", pc.id, "epoch", c.epoch, "owner_epoch", epochOf(o),
+			"owner_connected", o != nil && o.Connected, "delivery_epoch", de, "local", local, "wait", held || compacted)
+	}
 	if held || compacted {
 		from := prev.deliv.Epoch // compacted: the connection the delivery record names
 		if held {
