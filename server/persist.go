@@ -47,6 +47,11 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 	for p, o := range base {
 		offs[p] = o
 	}
+	for p, f := range s.liveFrom { // completed before this instance's reader got there (resume)
+		if o, ok := offs[p]; !ok || f > o {
+			offs[p] = f
+		}
+	}
 	lower := func(p tp, o int64) {
 		if o < 0 {
 			return
@@ -359,6 +364,16 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 		if caught {
 			s.mu.Lock()
 			s.resuming = false
+			// The stored state can be ahead of this instance's reader (handed over by an instance that read
+			// further): the records in between were completed there, and the live path skips them.
+			for p, f := range from {
+				if o, ok := srv.readPos[p]; !ok || f > o {
+					if s.liveFrom == nil {
+						s.liveFrom = make(map[tp]int64)
+					}
+					s.liveFrom[p] = f
+				}
+			}
 			if s.ps != nil {
 				s.ps.from, s.ps.resend = nil, nil
 			}
