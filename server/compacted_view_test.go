@@ -211,11 +211,7 @@ func TestPendingWillClaimedAgainWhenCompactionRemovedTheClaim(t *testing.T) {
 	cluster.Compact() // removes A's claim, not its pending will
 	ga.release()
 
-	m := watch.next(t)
-	if m.Topic != "wills/cc" || string(m.Payload) != "gone" {
-		t.Fatalf("got %s %q", m.Topic, m.Payload)
-	}
-	watch.none(t, 2*time.Second) // once
+	willOnce(t, watch, "cc")
 }
 
 // Compaction can leave a CONNECT's view no trace at all of the connection holding the client: B's reader
