@@ -181,7 +181,7 @@ func (srv *Server) awaitRetained(done <-chan struct{}) {
 	w.mu.Unlock()
 	for _, m := range msgs {
 		if js := srv.deliverAsJSONWait(m); js != m {
-			srv.retained.replace(m, js)
+			srv.retained.Replace(m, js)
 		}
 	}
 }

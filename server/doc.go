@@ -39,7 +39,9 @@
 // Outbound messages, Kafka → MQTT:
 //
 //	deliver.go      a record from the shared reader matched (trie.go) and queued on the matching sessions
-//	trie.go         the subscription index; retained.go: the retained-message index (both on server/topictree)
+//	trie.go         the subscription index (on server/topictree)
+//	retained.go     retained messages: the retained topic read into the index (server/retained), SUBSCRIBEs
+//	                held while it loads
 //	alias_out.go    outbound topic aliases
 //	share.go        shared subscriptions, the MQTT side: options, SUBSCRIBE, a session as a share group
 //	                member, the server as the groups' host (the groups and their Kafka side: server/share)
@@ -58,6 +60,7 @@
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
-// under both indexes), share (shared subscriptions' groups and their Kafka consumer or share groups), auth
-// (identities, roles, topic patterns), route (--route rules), payload (--payload rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
+// under both indexes), retained (the retained-message index), share (shared subscriptions' groups and their
+// Kafka consumer or share groups), auth (identities, roles, topic patterns), route (--route rules), payload
+// (--payload rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server
