@@ -32,7 +32,8 @@
 //
 //	publish.go      PUBLISH: checks, the copy into a pooled request, the hand-off to the loop's lane, acks in order
 //	qos2.go         the QoS 2 handshake and its packet-id records (key format: internal/sessionkey)
-//	routing.go      --route: which Kafka topic a message goes to (rules compiled by server/route)
+//	routing.go      --route: which Kafka topic a message goes to, a refused one answered, the routed topics
+//	                followed (rules, routed topics' creation and discovery: server/route)
 //	contract.go     --payload: a PUBLISH checked or converted before the hand-off, a record turned back into JSON;
 //	                contract_hold.go: records held while their schema id is fetched
 //
@@ -59,8 +60,8 @@
 //	                written again after a late record of an older connection
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
-// Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
-// under both indexes), retained (the retained-message index), share (shared subscriptions' groups and their
-// Kafka consumer or share groups), auth (identities, roles, topic patterns), route (--route rules), payload
-// (--payload rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
+// Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels under both
+// indexes), retained (the retained-message index), share (shared subscriptions' groups and their Kafka consumer or
+// share groups), auth (identities, roles, topic patterns), route (--route rules and the Kafka topics they write to),
+// payload (--payload rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server

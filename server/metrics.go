@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/route"
 )
 
 // Metrics are the server's low-cardinality counters: per listener, per QoS, per reason, never per client.
@@ -51,12 +52,12 @@ type Metrics struct {
 	subscriptions     atomic.Int64
 	refusedSubs       atomic.Uint64 // subscriptions refused by the per-session quota
 	willsSent         atomic.Uint64
-	limits            limitMetrics                // rate limits and redirects (limits.go)
-	authDenied        [authDenials]atomic.Uint64  // authorization refusals, by kind (authz.go)
-	routeRefused      [routeReasons]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
-	misrouted         atomic.Uint64               // records read from a Kafka topic their MQTT topic does not route to
-	lingering         atomic.Int64                // sockets in a lingering close (linger.go)
-	lingerSkipped     atomic.Uint64               // closes that would have lingered but found the loop's lingering sockets at their cap
+	limits            limitMetrics                  // rate limits and redirects (limits.go)
+	authDenied        [authDenials]atomic.Uint64    // authorization refusals, by kind (authz.go)
+	routeRefused      [route.Refusals]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
+	misrouted         atomic.Uint64                 // records read from a Kafka topic their MQTT topic does not route to
+	lingering         atomic.Int64                  // sockets in a lingering close (linger.go)
+	lingerSkipped     atomic.Uint64                 // closes that would have lingered but found the loop's lingering sockets at their cap
 
 	listeners []listenerMetrics                  // by the index of the listener in the configuration
 	loopLag   kafkamux.Histogram                 // how late each loop ran its one-second tick
@@ -275,11 +276,11 @@ type Snapshot struct {
 	TransportErrors                                                                             uint64
 	HeldSaves                                                                                   uint64 // delivery records written before QoS 2 steps of persistent sessions went out
 	Drops                                                                                       [dropReasons]uint64
-	AuthDenied                                                                                  [authDenials]uint64  // by kind, see AuthDeniedNames
-	RouteRefused                                                                                [routeReasons]uint64 // by reason, see RouteRefusedNames
-	Misrouted                                                                                   uint64               // records skipped: their MQTT topic routes to another Kafka topic
-	Lingering                                                                                   int64                // sockets in a lingering close (linger.go)
-	LingerSkipped                                                                               uint64               // closes that found the lingering sockets at their cap and closed at once
+	AuthDenied                                                                                  [authDenials]uint64    // by kind, see AuthDeniedNames
+	RouteRefused                                                                                [route.Refusals]uint64 // by reason, see RouteRefusedNames
+	Misrouted                                                                                   uint64                 // records skipped: their MQTT topic routes to another Kafka topic
+	Lingering                                                                                   int64                  // sockets in a lingering close (linger.go)
+	LingerSkipped                                                                               uint64                 // closes that found the lingering sockets at their cap and closed at once
 	Refused                                                                                     map[mqttcodec.ReasonCode]uint64
 	ProtocolErrorsByCode                                                                        map[mqttcodec.ReasonCode]uint64
 }

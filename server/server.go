@@ -15,6 +15,7 @@ import (
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/route"
 	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
 )
@@ -117,7 +118,7 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 	srv.metrics.initListeners(srv.cfg.listeners)
 	srv.store = newStore(srv)
 	if len(srv.cfg.routes) > 0 {
-		rt, err := newRouting(&srv.cfg, kafka.RetainedTopic(), kafka.SessionsTopic(), kafka.CreatesTopics())
+		rt, err := newRouting(srv, &srv.cfg, kafka)
 		if err != nil {
 			return nil, err
 		}
@@ -143,21 +144,21 @@ func (srv *Server) Start() error {
 			Raw:      srv.store.onRaw,
 			CaughtUp: func() { close(sessionsLoaded) }},
 	}
-	var routed []kafkamux.FollowSpec
+	var routed []route.Topic
 	if srv.rt != nil {
 		var err error
-		if routed, err = srv.routedFollowSpecs(); err != nil { // routing.go
+		if routed, err = srv.rt.topics.Start(); err != nil { // server/route/topics.go
 			return fmt.Errorf("cannot prepare routed Kafka topics: %w", err)
 		}
-		specs = append(specs, routed...)
+		specs = append(specs, srv.routedFollow(routed, kafkamux.FromEnd)...)
 	}
 	srv.resolveShareMode() // share.go
 	if err := srv.kafka.FollowAll(specs...); err != nil {
 		return fmt.Errorf("cannot follow Kafka topics: %w", err)
 	}
 	if srv.rt != nil {
-		srv.rt.markReady(routed)
-		go srv.discoverLoop()
+		srv.rt.topics.Ready(routed)
+		go srv.rt.topics.Run()
 	}
 	t0 := time.Now()
 	select {
@@ -218,7 +219,7 @@ func (srv *Server) Stop(ctx context.Context) error {
 		srv.stopSaver()
 	}
 	if srv.rt != nil {
-		srv.rt.cancel()
+		srv.rt.topics.Close()
 	}
 	if err := srv.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("cannot stop the event loops: %w", err)
