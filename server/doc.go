@@ -35,7 +35,7 @@
 //	routing.go      --route: which Kafka topic a message goes to, a refused one answered, the routed topics
 //	                followed (rules, routed topics' creation and discovery: server/route)
 //	contract.go     --payload: a PUBLISH checked or converted before the hand-off, a record turned back into JSON;
-//	                contract_hold.go: records held while their schema id is fetched
+//	                (records held while their schema id is fetched: payload.Held, server/payload/hold.go)
 //
 // Outbound messages, Kafka → MQTT:
 //
@@ -63,5 +63,6 @@
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels under both
 // indexes), retained (the retained-message index), share (shared subscriptions' groups and their Kafka consumer or
 // share groups), auth (identities, roles, topic patterns), route (--route rules and the Kafka topics they write to),
-// payload (--payload rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
+// payload (--payload rules, and the records held while their schema id is fetched). The Ps reserved for the loops
+// (GOMAXPROCS) are internal/procs's.
 package server

@@ -103,7 +103,7 @@ func (srv *Server) onRetained(_ int32, _ int64, m *kafkamux.Message) {
 	}
 	retained.Detach(m)
 	if srv.cfg.payload != nil {
-		m = srv.retainedAsJSON(m) // stored as subscribers get it (contract_hold.go)
+		m = srv.held.Retained(m) // stored as subscribers get it (server/payload/hold.go)
 	}
 	srv.retained.Set(m)
 }

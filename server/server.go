@@ -15,6 +15,7 @@ import (
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/payload"
 	"github.com/ferrymq/ferry/server/route"
 	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
@@ -48,9 +49,9 @@ type Server struct {
 	wakeRec    wakeBatch // the connections one record's fan-out wakes (deliver.go)
 	lag        readLag   // how far the shared reader trails Kafka (readlag.go); written by the reader only
 	gen        uint64
-	readPos    map[tp]int64 // topic-partition → next offset the shared reader hands on (tp: routing.go)
-	held       heldRecs     // records held for their schema id, and their partitions (contract_hold.go)
-	topicBegin map[tp]int64 // routed topic-partition → offset the shared reader began it at
+	readPos    map[tp]int64      // topic-partition → next offset the shared reader hands on (tp: routing.go)
+	held       *payload.Held[tp] // deliver=json: records held for their schema id (contract.go); nil without --payload
+	topicBegin map[tp]int64      // routed topic-partition → offset the shared reader began it at
 
 	rt *routing // topic routing (routing.go); nil without route rules
 
@@ -123,6 +124,9 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 			return nil, err
 		}
 		srv.rt = rt
+	}
+	if srv.cfg.payload != nil {
+		srv.held = payload.NewHeld[tp](srv.cfg.payload, holdHost{srv})
 	}
 	if srv.cfg.connRate > 0 {
 		srv.connRate = newConnRateTable(srv.cfg.connRate, srv.cfg.connBurst, &srv.metrics.limits)

@@ -297,7 +297,7 @@ func (h shareHost) Convert(m *kafkamux.Message) *kafkamux.Message {
 	if h.srv.cfg.payload == nil {
 		return m
 	}
-	return h.srv.deliverAsJSONWait(m)
+	return h.srv.held.JSONWait(m)
 }
 
 func (h shareHost) Stopping() bool                { return h.srv.metrics.stopping.Load() }
