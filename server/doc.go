@@ -24,7 +24,7 @@
 //	conn_io.go      reading and writing through the listener's transport (server/transport)
 //	refuse.go       refuse: the one constructor of a refused packet's error and reason code
 //	linger.go       lingering close, so a client can read the DISCONNECT that ends it
-//	limits.go       connection rate per address, publish rate per connection
+//	limits.go       connection rate per address (the table: server/ratelimit), publish rate per connection
 //	authz.go        authentication and topic authorization (package auth); authz_password.go: bcrypt off the loop
 //	redirect.go     redirect and sharding over the live instances, and their heartbeats
 //
@@ -63,6 +63,6 @@
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels under both
 // indexes), retained (the retained-message index), share (shared subscriptions' groups and their Kafka consumer or
 // share groups), auth (identities, roles, topic patterns), route (--route rules and the Kafka topics they write to),
-// payload (--payload rules, and the records held while their schema id is fetched). The Ps reserved for the loops
-// (GOMAXPROCS) are internal/procs's.
+// payload (--payload rules, and the records held while their schema id is fetched), ratelimit (the connection-rate
+// table). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server

@@ -16,6 +16,7 @@ import (
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server/payload"
+	"github.com/ferrymq/ferry/server/ratelimit"
 	"github.com/ferrymq/ferry/server/route"
 	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
@@ -60,7 +61,7 @@ type Server struct {
 
 	store     *store                      // the sessions topic
 	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
-	connRate  *connRateTable              // --max-connection-rate; nil = off (limits.go)
+	connRate  *ratelimit.ConnTable        // --max-connection-rate; nil = off (limits.go, server/ratelimit)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
@@ -129,7 +130,7 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 		srv.held = payload.NewHeld[tp](srv.cfg.payload, holdHost{srv})
 	}
 	if srv.cfg.connRate > 0 {
-		srv.connRate = newConnRateTable(srv.cfg.connRate, srv.cfg.connBurst, &srv.metrics.limits)
+		srv.connRate = ratelimit.NewConnTable(srv.cfg.connRate, srv.cfg.connBurst, &srv.metrics.limits.rateEvictions)
 	}
 	return srv, nil
 }
