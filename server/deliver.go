@@ -317,7 +317,7 @@ func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) boo
 	}
 	c.l.out = mqttcodec.AppendPublish(c.l.out, p, c.version)
 	if alias != 0 {
-		c.outAlias.commit(m.Topic, alias, known)
+		c.outAlias.Commit(m.Topic, alias, known)
 	}
 	return true
 }

@@ -43,7 +43,7 @@
 //	trie.go         the subscription index (on server/topictree)
 //	retained.go     retained messages: the retained topic read into the index (server/retained), SUBSCRIBEs
 //	                held while it loads
-//	alias_out.go    outbound topic aliases
+//	alias_out.go    outbound topic aliases on a connection's PUBLISHes (the table: server/topicalias)
 //	share.go        shared subscriptions, the MQTT side: options, SUBSCRIBE, a session as a share group
 //	                member, the server as the groups' host (the groups and their Kafka side: server/share)
 //	readlag.go      how late the shared reader receives records; QoS 0 shed at ingest while it lags
@@ -61,8 +61,9 @@
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
 // Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels under both
-// indexes), retained (the retained-message index), share (shared subscriptions' groups and their Kafka consumer or
-// share groups), auth (identities, roles, topic patterns), route (--route rules and the Kafka topics they write to),
-// payload (--payload rules, and the records held while their schema id is fetched), ratelimit (the connection-rate
-// table). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
+// indexes), retained (the retained-message index), topicalias (a connection's outbound topic aliases), share (shared
+// subscriptions' groups and their Kafka consumer or share groups), auth (identities, roles, topic patterns), route
+// (--route rules and the Kafka topics they write to), payload (--payload rules, and the records held while their schema
+// id is fetched), ratelimit (the connection-rate table). The Ps reserved for the loops (GOMAXPROCS) are
+// internal/procs's.
 package server
