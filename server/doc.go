@@ -25,7 +25,8 @@
 //	refuse.go       refuse: the one constructor of a refused packet's error and reason code
 //	linger.go       lingering close, so a client can read the DISCONNECT that ends it
 //	limits.go       connection rate per address (the table: server/ratelimit), publish rate per connection
-//	authz.go        authentication and topic authorization (package auth); authz_password.go: bcrypt off the loop
+//	authz.go        authentication and topic authorization (package auth); authz_password.go: a CONNECT parked
+//	                while its bcrypt check runs off the loop (on auth.CheckPool)
 //	redirect.go     redirect and sharding over the live instances, and their heartbeats
 //
 // Inbound messages, MQTT → Kafka:

@@ -15,6 +15,7 @@ import (
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/auth"
 	"github.com/ferrymq/ferry/server/payload"
 	"github.com/ferrymq/ferry/server/ratelimit"
 	"github.com/ferrymq/ferry/server/route"
@@ -57,7 +58,7 @@ type Server struct {
 	rt *routing // topic routing (routing.go); nil without route rules
 
 	shares *share.Registry // shared subscriptions (share.go, server/share)
-	pw     pwPool          // password checks off the event loops (authz_password.go)
+	pw     auth.CheckPool  // password checks off the event loops (authz_password.go)
 
 	store     *store                      // the sessions topic
 	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
