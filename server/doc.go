@@ -61,10 +61,10 @@
 //	                written again after a late record of an older connection
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
-// Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels under both
-// indexes), retained (the retained-message index), topicalias (a connection's outbound topic aliases), share (shared
-// subscriptions' groups and their Kafka consumer or share groups), auth (identities, roles, topic patterns), route
-// (--route rules and the Kafka topics they write to), payload (--payload rules, and the records held while their schema
-// id is fetched), ratelimit (the connection-rate table). The Ps reserved for the loops (GOMAXPROCS) are
-// internal/procs's.
+// Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack; which listener accepted a connection; SO_REUSEPORT
+// kept exclusive), topictree (the tree of topic levels under both indexes), retained (the retained-message index),
+// topicalias (a connection's outbound topic aliases), share (shared subscriptions' groups and their Kafka consumer or
+// share groups), auth (identities, roles, topic patterns; the pool of password checks), route (--route rules and the
+// Kafka topics they write to), payload (--payload rules, and the records held while their schema id is fetched),
+// ratelimit (the connection-rate table). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server

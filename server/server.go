@@ -186,7 +186,7 @@ func (srv *Server) Start() error {
 	for i := range srv.specs {
 		addrs[i] = srv.specs[i].Addr()
 	}
-	reusePort, err := exclusiveReusePort(addrs) // reuseport.go
+	reusePort, err := transport.ExclusiveReusePort(addrs) // server/transport/listen.go
 	if err != nil {
 		return fmt.Errorf("cannot listen for MQTT on %v: %w", srv.cfg.listeners, err)
 	}
