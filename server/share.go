@@ -264,17 +264,10 @@ func (h shareHost) RoutesTo(mqttTopic string, t uint16) bool {
 // Topics returns the routed Kafka topics this instance follows that a shared subscription to filter reads
 // (route.Table.MayHold), for a new share group; none without route rules.
 func (h shareHost) Topics(filter string) []string {
-	rt := h.srv.rt
-	if rt == nil {
+	if h.srv.rt == nil {
 		return nil
 	}
-	var out []string
-	for _, name := range (*rt.names.Load())[1:] {
-		if v, ok := rt.state.Load(name); ok && v.(uint32) == topicReady && rt.tbl.MayHold(filter, name) {
-			out = append(out, name)
-		}
-	}
-	return out
+	return h.srv.rt.topics.ReadyFor(filter)
 }
 
 // MayHold reports whether the routed Kafka topic name may hold messages matching filter.
@@ -304,7 +297,7 @@ func (h shareHost) Convert(m *kafkamux.Message) *kafkamux.Message {
 	if h.srv.cfg.payload == nil {
 		return m
 	}
-	return h.srv.deliverAsJSONWait(m)
+	return h.srv.held.JSONWait(m)
 }
 
 func (h shareHost) Stopping() bool                { return h.srv.metrics.stopping.Load() }
