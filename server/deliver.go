@@ -94,14 +94,6 @@ func (srv *Server) fanOut(k tp, off int64, m *kafkamux.Message, skip bool) {
 		if e.s.resuming {
 			continue // its replay delivers this record (resume in persist.go)
 		}
-		if f, ok := e.s.liveFrom[k]; ok {
-			if off < f {
-				continue // completed before this session was resumed here (resume in persist.go)
-			}
-			if delete(e.s.liveFrom, k); len(e.s.liveFrom) == 0 {
-				e.s.liveFrom = nil
-			}
-		}
 		agg[e.s.matchIdx].add(&e.subOpts, e.s.id, m)
 	}
 	for i := range agg {

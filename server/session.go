@@ -67,10 +67,6 @@ type session struct {
 	ended      bool       // removed from the registry; nothing may be queued any more
 	resuming   bool       // replaying from stored offsets: live records skip it (guarded by matchMu too)
 	ps         *persisted // Kafka-side state of a persistent session; nil for one that ends with its connection
-	// liveFrom: where the stored state stood in topic-partitions the shared reader had not reached when the
-	// resume caught up; live records before it were completed already and skip the session. Guarded by
-	// matchMu; nil when there are none.
-	liveFrom map[tp]int64
 
 	// matchGen and matchIdx are scratch for folding several matching subscriptions into one delivery; only
 	// the goroutine holding Server.matchMu touches them.
