@@ -35,8 +35,8 @@
 //	qos2.go         the QoS 2 handshake and its packet-id records (key format: internal/sessionkey)
 //	routing.go      --route: which Kafka topic a message goes to, a refused one answered, the routed topics
 //	                followed (rules, routed topics' creation and discovery: server/route)
-//	contract.go     --payload: a PUBLISH checked or converted before the hand-off, a record turned back into JSON;
-//	                (records held while their schema id is fetched: payload.Held, server/payload/hold.go)
+//	contract.go     --payload: a PUBLISH checked or converted before the hand-off, a record turned back into JSON
+//	                (records held while their schema id is fetched: payload.Held, in server/payload)
 //
 // Outbound messages, Kafka → MQTT:
 //
@@ -45,7 +45,7 @@
 //	retained.go     retained messages: the retained topic read into the index (server/retained), SUBSCRIBEs
 //	                held while it loads
 //	alias_out.go    outbound topic aliases on a connection's PUBLISHes (the table: server/topicalias)
-//	share.go        shared subscriptions, the MQTT side: options, SUBSCRIBE, a session as a share group
+//	share.go        shared subscriptions, the MQTT side: SUBSCRIBE, a session as a share group
 //	                member, the server as the groups' host (the groups and their Kafka side: server/share)
 //	readlag.go      how late the shared reader receives records; QoS 0 shed at ingest while it lags
 //
@@ -61,10 +61,11 @@
 //	                written again after a late record of an older connection
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
-// Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack; which listener accepted a connection; SO_REUSEPORT
-// kept exclusive), topictree (the tree of topic levels under both indexes), retained (the retained-message index),
-// topicalias (a connection's outbound topic aliases), share (shared subscriptions' groups and their Kafka consumer or
-// share groups), auth (identities, roles, topic patterns; the pool of password checks), route (--route rules and the
-// Kafka topics they write to), payload (--payload rules, and the records held while their schema id is fetched),
-// ratelimit (the connection-rate table). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
+// Sub-packages, each behind small interfaces of its own: transport (the TCP/TLS/WebSocket/PROXY layer stack;
+// which listener accepted a connection; SO_REUSEPORT kept exclusive), topictree (the tree of topic levels under
+// both indexes), retained (the retained-message index), topicalias (a connection's outbound topic aliases),
+// share (shared subscriptions' groups and their Kafka consumer or share groups), auth (identities, roles, topic
+// patterns; the pool of password checks), route (--route rules and the Kafka topics they write to), payload
+// (--payload rules, and the records held while their schema id is fetched), ratelimit (the connection-rate
+// table). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server

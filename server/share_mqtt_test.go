@@ -14,6 +14,7 @@ import (
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/server"
 	"github.com/ferrymq/ferry/server/auth"
+	"github.com/ferrymq/ferry/server/share"
 )
 
 // Shared subscriptions, the MQTT side (server/share.go): QoS 0 members, SUBACK and UNSUBSCRIBE, a server
@@ -60,7 +61,7 @@ func TestSharedQoS0(t *testing.T) {
 // SUBACK grants shared subscriptions at min(requested, server maximum); retained messages are not sent for
 // them; UNSUBSCRIBE removes the member (0x00, then 0x11); --max-share-groups refuses one group too many.
 func TestSharedSubackUnsubscribe(t *testing.T) {
-	f := startFerry(t, server.MaximumQoS(1), server.MaxShareGroups(2))
+	f := startFerry(t, server.MaximumQoS(1), server.Share(share.MaxGroups(2)))
 	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "sa-pub", CleanStart: true})
 	pub.pub(t, &paho.Publish{Topic: "jobs/kept", QoS: 1, Retain: true, Payload: []byte("retained")})
 	c := dialV5(t, f.addr, &paho.Connect{ClientID: "sa", CleanStart: true})
@@ -106,7 +107,7 @@ func TestSharedSubackUnsubscribe(t *testing.T) {
 
 // With shared subscriptions off, CONNACK says so and SUBSCRIBE is refused (v3: 0x80).
 func TestSharedDisabled(t *testing.T) {
-	f := startFerry(t, server.SharedSubscriptions(false))
+	f := startFerry(t, server.Share(share.Enabled(false)))
 	c := dialV5(t, f.addr, &paho.Connect{ClientID: "off", CleanStart: true})
 	if c.connack.Properties.SharedSubAvailable {
 		t.Fatal("CONNACK says Shared Subscription Available = 1 with shared subscriptions off")
@@ -232,12 +233,12 @@ func TestShareOptionsRefused(t *testing.T) {
 		opt  server.Opt
 		want string
 	}{
-		{server.MaxShareGroups(-1), "max share groups must not be negative"},
-		{server.ShareGroupPrefix(""), "share group prefix must not be empty"},
-		{server.ShareTimings(0, time.Second, time.Second), "share group timings"},
-		{server.SharedSubscriptionMode("round-robin"), `shared subscription mode "round-robin"`},
-		{server.ShareDeliveryLimit(10), "share delivery limit 10: want 1 to 9"},
-		{server.ShareHold(0), "share hold 0s"},
+		{server.Share(share.MaxGroups(-1)), "max share groups must not be negative"},
+		{server.Share(share.GroupPrefix("")), "share group prefix must not be empty"},
+		{server.Share(share.Timings(0, time.Second, time.Second)), "share group timings"},
+		{server.Share(share.Mode("round-robin")), `shared subscription mode "round-robin"`},
+		{server.Share(share.DeliveryLimit(10)), "share delivery limit 10: want 1 to 9"},
+		{server.Share(share.Hold(0)), "share hold 0s"},
 	} {
 		err := server.CheckOptions(server.Listen("tcp://127.0.0.1:0"), tc.opt)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -248,7 +249,7 @@ func TestShareOptionsRefused(t *testing.T) {
 		}
 	}
 	// The last setting given wins, as for every option.
-	if err := server.CheckOptions(server.Listen("tcp://127.0.0.1:0"), server.ShareDeliveryLimit(0), server.ShareDeliveryLimit(9)); err != nil {
+	if err := server.CheckOptions(server.Listen("tcp://127.0.0.1:0"), server.Share(share.DeliveryLimit(0)), server.Share(share.DeliveryLimit(9))); err != nil {
 		t.Errorf("delivery limit 0 then 9: %v", err)
 	}
 }
