@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"net"
@@ -165,5 +166,120 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 		t.Error("Session Present 0 on B after A handed the session over")
 	}
 	takenOver(t, first, "MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E")
+	second.none(t, 500*time.Millisecond) // m1, delivered and acknowledged on A, is not delivered again
+}
+
+// A will due at once is published by the instance whose claim — the end record of the connection — is the
+// first of its epoch in the log, once that instance reads the claim back. Compaction can remove the claim
+// before even its writer's reader gets there, when a later record of the owner key supersedes it: here the
+// client's next CONNECT, on B, while A's fetches are held. A then read the pending will and never its claim,
+// and nobody published the will (the checker's wills lost with frequent compaction). A claims it again, in the
+// next round, at its first processor round after the claim was acknowledged: the will comes once.
+func TestPendingWillClaimedAgainWhenCompactionRemovedTheClaim(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	hb := server.Heartbeats(200*time.Millisecond, time.Second)
+	ga := newFetchGate()
+	a := startGated(t, kafka, ga, hb, server.InstanceID("claimer"))
+	b := startInstance(t, kafka, hb, server.InstanceID("other"))
+	t.Cleanup(ga.release)
+	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "cc-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	claimed := make(chan struct{})
+	var once sync.Once
+	server.SetClaimHook(a.srv, func() bool { once.Do(func() { close(claimed) }); return false })
+
+	r := connectWithWill(t, a.addr, "cc", 0)
+	ga.hold() // A reads nothing of what follows until the topic is compacted
+	r.nc.Close()
+	select {
+	case <-claimed: // the pending will is in Kafka; the claim follows it on the same producer
+	case <-time.After(10 * time.Second):
+		t.Fatal("A did not claim the end of the dropped connection")
+	}
+	for i := 0; !bytes.Contains(readSessions(t, kafka)["o:cc"], []byte(`"connected":false`)); i++ {
+		if i == 5 {
+			t.Fatal("A's claim is not in Kafka")
+		}
+	}
+	back := dialV5(t, b.addr, persistent("cc", false)) // B read A's claim: no hand-over; its owner record supersedes the claim
+	t.Cleanup(func() { _ = back.Disconnect(&paho.Disconnect{}) })
+	// Owner records of other clients, some in the client's partition: B's is then not its partition's last
+	// batch, which kfake never compacts.
+	for i := range 30 {
+		dialV5(t, b.addr, &paho.Connect{ClientID: "cc-" + strconv.Itoa(i), CleanStart: true})
+	}
+	cluster.Compact() // removes A's claim, not its pending will
+	ga.release()
+
+	willOnce(t, watch, "cc")
+}
+
+// Compaction can leave a CONNECT's view no trace at all of the connection holding the client: B's reader
+// lags, A — the holder — reads B's owner record first and hands over at once, and a compaction then removes
+// A's owner record (superseded by B's) and every delivery record before A's hand-over (superseded by it, after
+// B's record). B's view showed the client's earlier connection ended, B resumed from that connection's final
+// delivery record, and the message A had delivered and the client acknowledged since went out again. A's
+// connection marker ("c:"), a key only its tombstone supersedes, is still in B's view: B waits for the hand-over.
+func TestHandOverWhenCompactionRemovedEveryRecordOfTheHolder(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	// No periodic saves: A's only delivery record is its hand-over.
+	opts := []server.Opt{server.HandoffTimeout(30 * time.Second), server.SaveEvery(time.Hour)}
+	gb := newFetchGate()
+	a := startInstance(t, kafka, opts...)
+	b := startGated(t, kafka, gb, opts...)
+	c := startInstance(t, kafka, opts...)
+	t.Cleanup(gb.release)
+
+	zero := dialV5(t, c.addr, persistent("hidden", true))
+	zero.sub(t, paho.SubscribeOptions{Topic: "hidden/t", QoS: 1})
+	if err := zero.Disconnect(&paho.Disconnect{}); err != nil { // C writes the final delivery record and the end
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // B has read them
+	gb.hold()                          // B reads nothing of what follows until the topic is compacted
+	// Kafka answers a fetch waiting for records as soon as there are some: B's next answer is then held
+	// with these in it, and B's next fetch, sent once it is read, is answered from the compacted log.
+	dialV5(t, c.addr, &paho.Connect{ClientID: "hidden-wake", CleanStart: true})
+	time.Sleep(300 * time.Millisecond)
+	first := dialV5(t, a.addr, persistent("hidden", false))
+	pub := dialV5(t, c.addr, &paho.Connect{ClientID: "hidden-pub", CleanStart: true})
+	pub.pub(t, &paho.Publish{Topic: "hidden/t", QoS: 1, Payload: []byte("m1")})
+	if m := first.next(t); string(m.Payload) != "m1" {
+		t.Fatalf("got %q on A, want m1", m.Payload)
+	}
+	time.Sleep(300 * time.Millisecond) // the client's PUBACK (sent once the handler returned) is read by A
+
+	connack := make(chan *v5, 1)
+	go func() {
+		c, err := connectV5(b.addr, persistent("hidden", false))
+		if err != nil {
+			t.Errorf("connect on B: %v", err)
+			close(connack)
+			return
+		}
+		connack <- c
+	}()
+	takenOver(t, first, "MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E") // its hand-over is written
+	// Owner records of other clients, some in the client's partition: A's hand-over is then not its
+	// partition's last batch, which kfake never compacts.
+	for i := range 30 {
+		dialV5(t, c.addr, &paho.Connect{ClientID: "hidden-" + strconv.Itoa(i), CleanStart: true})
+	}
+	cluster.Compact() // removes A's owner record and C's delivery record, superseded after B's owner record
+	gb.release()
+
+	var second *v5
+	select {
+	case second = <-connack:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no CONNACK from B")
+	}
+	if second == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = second.Disconnect(&paho.Disconnect{}) })
+	if !second.connack.SessionPresent {
+		t.Error("Session Present 0 on B")
+	}
 	second.none(t, 500*time.Millisecond) // m1, delivered and acknowledged on A, is not delivered again
 }

@@ -456,6 +456,9 @@ func (c *conn) endSession() {
 		// sessions topic and replays them. Its expiry is processed by its sessions partition's processor.
 		srv.saveDelivery(sess, true, 0)
 		srv.endConnection(sess.id, c.epoch, expiry, willDue, willNow)
+		if c.marked {
+			srv.store.unmarkConn(sess.id, c.epoch) // over: after its final records (conns.go)
+		}
 		srv.discardOrphan(sess)
 		return
 	}

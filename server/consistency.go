@@ -157,7 +157,8 @@ func (st *store) alive(inst string) bool {
 // connection reads no packet meanwhile; the loop is never blocked. Runs on the loop.
 func (c *conn) connectSession(pc *pendingConnect) error {
 	srv := c.l.srv
-	c.phase = phaseLoading // no packet is read until the session is here
+	c.phase = phaseLoading                // no packet is read until the session is here
+	c.marked = pc.expiry > 0 || !pc.clean // a session that may be handed over, or resumed from (conns.go)
 	srv.store.awaitOwnRecord(pc.id, c.epoch, srv.cfg.sessionsWait, func(prev *stored, err error) {
 		if err != nil {
 			c.runOnLoop(func() { c.connectUnavailable(pc, err) })
@@ -165,6 +166,9 @@ func (c *conn) connectSession(pc *pendingConnect) error {
 		}
 		srv.decideConnect(c, pc, prev)
 	})
+	if c.marked {
+		srv.store.markConn(pc.id, c.epoch) // before the owner record: a trace compaction keeps
+	}
 	// Every instance reads it: the takeover signal, and this CONNECT's fence.
 	srv.store.writeOwnRecord(pc.id, &ownerRec{V: recVersion, Instance: srv.store.instance, Epoch: c.epoch,
 		Connected: true, At: time.Now().UnixMilli(), Expiry: pc.expiry})
@@ -177,6 +181,9 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 	o := prev.owner
 	if o != nil && o.Connected && o.Epoch > c.epoch {
 		// A newer CONNECT of the client came first in the log: it wins, this one is superseded.
+		if c.marked {
+			srv.store.unmarkConn(pc.id, c.epoch) // nothing to hand over: a CONNECT waiting for this one stops
+		}
 		c.runOnLoop(func() {
 			if !c.closed && c.phase == phaseLoading {
 				c.close()
@@ -194,15 +201,37 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 	// reader got there — superseded by this CONNECT's own record. kfake compacts everything but a partition's
 	// last batch (docs/sessions.md, "Compaction"). That connection may still be held elsewhere, delivering:
 	// wait for its hand-over as for a known holder, else its deliveries since that record are sent again.
-	compacted := !local && !held && prev.deliv != nil && prev.deliv.Epoch > epochOf(o) && prev.deliv.Epoch < c.epoch
-	if held || compacted {
-		from := prev.deliv.Epoch // compacted: the connection the delivery record names
+	compacted := !local && !held && prev.deliv != nil && prev.deliv.Epoch > epochOf(o) && prev.deliv.Epoch < c.epoch &&
+		prev.connEnded < prev.deliv.Epoch // unless that connection's marker was read tombstoned: it is over (conns.go)
+	// The same from a connection marker (conns.go): it stays until its connection is over, whatever
+	// compaction removed of the connection's other records meanwhile.
+	var marked int64
+	if !local {
+		marked = prev.newestConn(epochOf(o), c.epoch)
+	}
+	if srv.debugOn() { // what each decision saw: the trail of a window (docs/sessions.md, "Compaction")
+		var de int64
+		if prev.deliv != nil {
+			de = prev.deliv.Epoch
+		}
+		srv.debug("deciding a CONNECT", "client", pc.id, "epoch", c.epoch, "owner_epoch", epochOf(o),
+			"owner_connected", o != nil && o.Connected, "delivery_epoch", de, "marked_epoch", marked, "local", local,
+			"wait", held || compacted || marked != 0)
+	}
+	if held || compacted || marked != 0 {
+		var from int64 // the newest connection waited for: its end ends the wait, an older one's does not
 		if held {
 			from = o.Epoch
 		}
 		if compacted {
-			srv.debug("sessions view lacks the owner record of the connection its delivery record names; waiting for a hand-over",
-				"client", pc.id, "delivery_epoch", from, "owner_epoch", epochOf(o))
+			from = prev.deliv.Epoch // the connection the delivery record names
+		}
+		if marked > from {
+			from = marked
+		}
+		if !held {
+			srv.debug("sessions view lacks the owner record of a connection its delivery record or marker names; waiting for a hand-over",
+				"client", pc.id, "from_epoch", from, "owner_epoch", epochOf(o))
 		}
 		// Registered here, on the reader goroutine, before the reader can hand on the hand-over's record.
 		// A clean start waits too: the previous instance's last writes (a SUBSCRIBE acknowledged just before
@@ -242,6 +271,7 @@ func (c *conn) completeConnect(pc *pendingConnect, prev, snap *stored) {
 	case prev.will != nil:
 		srv.store.put(kindWill, pc.id, nil) // an earlier connection's will is cancelled by this one [MQTT-3.1.3-9]
 	}
+	srv.store.unmarkOlder(pc.id, c.epoch, prev, snap) // the client's earlier connections are over (conns.go)
 	c.finishConnect(pc, snap)
 	c.service()
 }

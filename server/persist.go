@@ -338,7 +338,7 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 	for {
 		srv.matchMu.Lock()
 		target := make(map[tp]int64, len(srv.readPos))
-		caught := true
+		caught, ahead := true, false
 		s.mu.Lock()
 		for p, o := range srv.readPos {
 			target[p] = o
@@ -351,11 +351,28 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 			if ok && f < o {
 				caught = false
 			}
+			// The stored state can be ahead of this instance's reader: handed over by an instance that had
+			// read further, or this one is catching up after a restart. The records in between were
+			// completed where it was written, and a message it had in flight there keeps its packet id only
+			// through the replay: live, both would go out as new. So the resume waits until the reader has
+			// passed them (bounded: a position the reader never reaches is not waited for).
+			ahead = ahead || (ok && f > o)
 		}
+		for k := range resend {
+			if o, ok := srv.readPos[tp{k.t, k.p}]; ok && k.o >= o {
+				ahead = true
+			}
+		}
+		ahead = ahead && time.Since(start) < srv.cfg.sessionsWait
 		if len(s.subs) == 0 {
-			caught = true // no subscription: nothing to replay, and one made from now on takes live messages
+			caught, ahead = true, false // no subscription: nothing to replay, and one made from now on takes live messages
 		}
 		s.mu.Unlock()
+		if caught && ahead {
+			srv.matchMu.Unlock()
+			time.Sleep(5 * time.Millisecond) // the reader hands on its next records meanwhile
+			continue
+		}
 		if caught {
 			s.mu.Lock()
 			s.resuming = false

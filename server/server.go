@@ -67,6 +67,7 @@ type Server struct {
 
 	store     *store                      // the sessions topic
 	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
+	claimHook atomic.Pointer[func() bool] // tests: runs between a pending will and its claim; true = killed there
 	connRate  *ratelimit.ConnTable        // --max-connection-rate; nil = off (limits.go, server/ratelimit)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc

@@ -90,6 +90,8 @@ type stored struct {
 	will        *willRec
 	q2          map[uint16]struct{}    // inbound QoS 2 ids waiting for PUBREL ("q:" keys); replaced, never changed in place
 	pending     map[int64]*pendingWill // wills due at once, claimed, not yet published ("p:" keys), by epoch; replaced, never changed in place
+	conns       map[int64]struct{}     // epochs of persistent connections marked as maybe open ("c:" keys, conns.go); replaced, never changed in place
+	connEnded   int64                  // the newest epoch whose marker's tombstone was read: that connection is over
 	part        int32                  // the client's sessions-topic partition
 	ended       [2]int64               // epoch and round of the first end record seen for the latest epoch
 	endedBefore [2]int64               // the one before: a second claim of that end, read after a newer end, is not first
@@ -104,11 +106,12 @@ type store struct {
 
 	mu        sync.Mutex
 	clients   map[string]*stored
-	waiters   map[string]*handoff  // connections waiting for another instance to hand a session over
-	instances map[string]time.Time // instance id → when its last heartbeat was read (this instance's clock)
-	peers     map[string]*peer     // instance id → its advertised address and liveness, for redirect (redirect.go)
-	ready     bool                 // the topic has been read to the end once: end records are acted on
-	fences    map[fenceKey]*fence  // CONNECTs waiting to read their own owner record back (consistency.go)
+	waiters   map[string]*handoff    // connections waiting for another instance to hand a session over
+	instances map[string]time.Time   // instance id → when its last heartbeat was read (this instance's clock)
+	peers     map[string]*peer       // instance id → its advertised address and liveness, for redirect (redirect.go)
+	ready     bool                   // the topic has been read to the end once: end records are acted on
+	fences    map[fenceKey]*fence    // CONNECTs waiting to read their own owner record back (consistency.go)
+	claims    map[fenceKey]time.Time // this instance's claims of wills due at once → when Kafka acknowledged them, zero before (wills_pending.go)
 
 	lone lone // whether no other instance is alive: unrecorded connections (alone.go)
 }
@@ -135,7 +138,7 @@ func newStore(srv *Server) *store {
 // empty reports whether the index needs no entry for the client: a session that ends with its connection
 // keeps none, its owner records only signal takeovers (handled as they are read).
 func (c *stored) empty() bool {
-	return c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && len(c.pending) == 0 &&
+	return c.sess == nil && c.deliv == nil && c.will == nil && c.q2 == nil && len(c.pending) == 0 && len(c.conns) == 0 &&
 		(c.owner == nil || c.owner.Expiry == 0)
 }
 
@@ -167,6 +170,10 @@ func (st *store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 	}
 	if kind == sessionkey.Pending {
 		st.onPendingRecord(key, value, part)
+		return
+	}
+	if kind == sessionkey.Conn {
+		st.onConnRecord(key, value, part)
 		return
 	}
 	if kind == kindInstance {
@@ -458,12 +465,17 @@ func (st *store) forget(id string, epoch int64, all bool) {
 	hasSess, hasDeliv := c != nil && c.sess != nil, c != nil && c.deliv != nil
 	hasWill := c != nil && c.will != nil && c.will.Epoch == epoch // a newer connection's will is not this end's
 	var q2 map[uint16]struct{}
+	var conns map[int64]struct{}
 	if c != nil {
 		q2, c.q2 = c.q2, nil
+		conns = c.conns
 	}
 	st.mu.Unlock()
 	for pid := range q2 {
 		st.write(sessionkey.QoS2Key(id, pid), nil)
+	}
+	for e := range conns {
+		st.unmarkConn(id, e)
 	}
 	if all || hasSess {
 		st.put(kindSession, id, nil)

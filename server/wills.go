@@ -41,6 +41,7 @@ type willRec struct {
 	Correlation   []byte      `json:"correlation_data,omitempty"`
 	Expiry        uint32      `json:"message_expiry,omitempty"` // seconds, from the will's publication
 	User          [][2]string `json:"user,omitempty"`
+	By            string      `json:"by,omitempty"` // a pending will ("p:"): the instance whose claim wrote it
 }
 
 func newWillRec(epoch int64, w *willMsg) *willRec {
@@ -85,13 +86,33 @@ func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue 
 // first as the pending will of the connection ("p:<id>\x00<epoch>"), so that once the claim wins, the will is
 // in Kafka until it is published, whoever publishes it (wills_pending.go). Runs on any goroutine.
 func (srv *Server) claimEnd(id string, rec *ownerRec, now *willRec) {
-	if now != nil {
-		rec.Now = true
-		srv.store.putKey(sessionkey.PendingKey(id, rec.Epoch), now, nil) // same producer, same partition: before rec
-	}
 	srv.debug("claiming the end of a connection", "client", id, "epoch", rec.Epoch, "round", rec.Round, "will", rec.Will,
-		"due_now", rec.Now)
-	srv.store.put(kindOwner, id, rec)
+		"due_now", now != nil || rec.Now)
+	if now == nil && !rec.Now {
+		srv.store.put(kindOwner, id, rec)
+		return
+	}
+	k := fenceKey{id, rec.Epoch}
+	srv.store.claimWritten(k)
+	claim := func() { srv.store.putThen(kindOwner, id, rec, func(error) { srv.store.claimAcked(k) }) }
+	if now == nil {
+		claim() // the next round of a pending will: its record is in Kafka already
+		return
+	}
+	rec.Now = true
+	pw := *now // the index's record is shared: a copy names this claimer
+	pw.By = srv.store.instance
+	if h := srv.claimHook.Load(); h != nil {
+		// Tests: the claimer killed between its two records. The hook runs once Kafka holds the pending will.
+		srv.store.putKey(sessionkey.PendingKey(id, rec.Epoch), &pw, func(error) {
+			if !(*h)() {
+				claim()
+			}
+		})
+		return
+	}
+	srv.store.putKey(sessionkey.PendingKey(id, rec.Epoch), &pw, nil) // same producer, same partition: before rec
+	claim()
 }
 
 // claimTakenOverWill claims the end of connection c, whose session another connection took, when its will is
@@ -209,7 +230,7 @@ func (srv *Server) processor(ctx context.Context) {
 		start := time.Now()
 		if srv.readSessionsUpTo(ctx) {
 			srv.sessionsRead(start.UnixNano()) // alone.go
-			srv.processPartitions(time.Now())
+			srv.processPartitions(start, time.Now())
 		}
 	}
 }
@@ -231,8 +252,10 @@ func (srv *Server) readSessionsUpTo(ctx context.Context) bool {
 
 // processPartitions claims the ends of connections held by dead instances, and of wills whose publisher died,
 // on the sessions partitions this instance processes, and expires sessions whose expiry passed while no
-// instance held them. The caller has read the sessions topic up to its end first (readSessionsUpTo).
-func (srv *Server) processPartitions(now time.Time) {
+// instance held them. It also claims again the pending wills that nobody is known to have won
+// (wills_pending.go): this instance's own, on every partition, and those of dead claimers on its partitions.
+// The caller has read the sessions topic up to where it ended at start (readSessionsUpTo).
+func (srv *Server) processPartitions(start, now time.Time) {
 	deadAfter := srv.cfg.deadAfter
 	st := srv.store
 	st.mu.Lock()
@@ -253,17 +276,28 @@ func (srv *Server) processPartitions(now time.Time) {
 	}
 	var claims []claim
 	var expired []fenceKey // client id, epoch of its last connection
+	settled := st.settledClaims(start)
 	for id, c := range st.clients {
-		if live[int(c.part)%len(live)] != st.instance {
-			continue
-		}
+		processed := live[int(c.part)%len(live)] == st.instance
 		for epoch, p := range c.pending {
-			if p.winner != "" && !alive(p.winner) {
+			switch {
+			case !settled(fenceKey{id, epoch}):
+				continue // a claim of this instance is on its way: the log decides it first
+			case p.winner != "" && !alive(p.winner) && processed:
 				// The instance that won a will due at once died before publishing it: claim the next round.
-				claims = append(claims, claim{id, c.pendingClaim(st.instance, epoch, p, now), nil})
+			case p.claimed:
+				continue // the log decided it; a dead winner's is above
+			case p.by == st.instance:
+				// This instance's claim is in Kafka and was not read: compacted away before the reader got
+				// there, or it was never written. Nobody else publishes the will: claim the next round.
+			case p.by != "" && !alive(p.by) && processed:
+				// Its claimer died between the pending will and the claim, or after a claim nobody read.
+			default:
+				continue
 			}
+			claims = append(claims, claim{id, c.pendingClaim(st.instance, epoch, p, now), nil})
 		}
-		if c.owner == nil {
+		if !processed || c.owner == nil {
 			continue
 		}
 		o := c.owner

@@ -21,12 +21,25 @@ import (
 // died is published by the instance restarted under the winner's id (recoverOwnConnections), or, once the
 // winner is known dead, by the partition's processor after a claim of the next round, which decides as the
 // first claim did. A claim that lost, for a will nobody won, tombstones its own pending record.
+//
+// The winner is known only to an index that read the winning claim, and an index can miss it: kfake compacts
+// everything but a partition's last batch, so a claim superseded at once by a later record of the owner key —
+// the client's next CONNECT, or the session's own end — can be removed before even the claimer's reader gets
+// there (docs/sessions.md, "Compaction"); and a claimer killed between its two records wrote no claim. The
+// pending record itself is never superseded but by a claim of the same will, and it names its claimer ("by").
+// So a pending will of which no claim at all has been read is claimed again, in the next round, decided by
+// the log like the first: by its claimer, at its first processor round that began after Kafka acknowledged
+// the claim (its reader has read past it then: nobody read it), and by the partition's processor once the
+// claimer is dead (its restart under the same id is the claimer again). A claim that was read decided,
+// whoever it named: a claim that lost tombstones its pending record, as above.
 
 // pendingWill is a will due at once whose claim was written ("p:" record). Immutable once in the index.
 type pendingWill struct {
-	will   *willRec
-	winner string // the instance whose end record, the first of the epoch and round, claimed it; "" none read yet
-	round  int    // that record's round
+	will    *willRec
+	by      string // the instance that wrote the pending record read last (willRec.By); "" written before it named one
+	winner  string // the instance whose end record, the first of the epoch and round, claimed it; "" none read yet
+	round   int    // that record's round
+	claimed bool   // an end record of the epoch has been read: the log has decided its rounds so far
 }
 
 // onPendingRecord applies a "p:" record read from the sessions topic. Runs on the reader goroutine.
@@ -44,31 +57,31 @@ func (st *store) onPendingRecord(key string, value []byte, part int32) {
 	st.update(id, part, w != nil, func(c *stored) {
 		var p *pendingWill
 		if w != nil {
-			p = &pendingWill{will: w}
+			p = &pendingWill{will: w, by: w.By}
 			if old := c.pending[epoch]; old != nil {
-				p.winner, p.round = old.winner, old.round // the same will written again by a claim that lost
+				p.winner, p.round, p.claimed = old.winner, old.round, old.claimed // the same will written again by another claim
 			}
 		}
 		c.pending = withEntry(c.pending, epoch, p, p != nil)
 	})
 }
 
-// claimPending notes end record o of the client: the first of its epoch and round (first) wins the pending
-// will of that epoch. It reports whether o is a claim of this instance (self) that did not win while the
-// will it wrote as pending has no winner: nobody will publish that record, so it is tombstoned. st.mu is held.
+// claimPending notes end record o of the client: the pending will of its epoch has been claimed, and the
+// first claim "now" of an epoch and round (first) wins it. It reports whether o is a claim of this instance
+// (self) that did not win while the will it wrote as pending has no winner: nobody will publish that record,
+// so it is tombstoned. st.mu is held.
 func (c *stored) claimPending(o *ownerRec, first bool, self string) (orphan bool) {
-	if !o.Now {
-		return false
-	}
 	p := c.pending[o.Epoch]
 	if p == nil {
 		return false
 	}
-	if first {
-		c.pending = withEntry(c.pending, o.Epoch, &pendingWill{will: p.will, winner: o.Instance, round: o.Round}, true)
-		return false
+	q := *p
+	q.claimed = true
+	if o.Now && first {
+		q.winner, q.round = o.Instance, o.Round
 	}
-	return o.Instance == self && p.winner == ""
+	c.pending = withEntry(c.pending, o.Epoch, &q, true)
+	return o.Now && !first && o.Instance == self && p.winner == ""
 }
 
 // pendingClaim is the end record by which instance self claims the next round of pending will p of epoch,
@@ -130,4 +143,40 @@ func (srv *Server) reassertOwner(id string, o *ownerRec) {
 	}
 	srv.debug("owner record written again after a late record of an older connection", "client", id, "epoch", o.Epoch)
 	srv.store.put(kindOwner, id, o)
+}
+
+// claimWritten notes a claim of a will due at once (an end record with "now") that this instance is writing
+// for client and epoch k: until Kafka acknowledges it and a processor round reads past it, the log decides it
+// and the round does not claim that will again (settledClaims).
+func (st *store) claimWritten(k fenceKey) {
+	st.mu.Lock()
+	if st.claims == nil {
+		st.claims = make(map[fenceKey]time.Time)
+	}
+	st.claims[k] = time.Time{}
+	st.mu.Unlock()
+}
+
+// claimAcked notes that Kafka acknowledged (or failed) claim k. Runs on a Kafka callback goroutine.
+func (st *store) claimAcked(k fenceKey) {
+	st.mu.Lock()
+	if _, ok := st.claims[k]; ok {
+		st.claims[k] = time.Now()
+	}
+	st.mu.Unlock()
+}
+
+// settledClaims forgets this instance's claims that Kafka acknowledged before start, the start of a processor
+// round that has read the sessions topic up to where it ended then: the round's reader has passed them. It
+// returns whether the claims of a client and epoch are settled so: none is still on its way. st.mu is held.
+func (st *store) settledClaims(start time.Time) func(fenceKey) bool {
+	for k, acked := range st.claims {
+		if !acked.IsZero() && acked.Before(start) {
+			delete(st.claims, k)
+		}
+	}
+	return func(k fenceKey) bool {
+		_, inFlight := st.claims[k]
+		return !inFlight
+	}
 }

@@ -25,18 +25,8 @@ func TestPendingWillSurvivesItsClaimerKilled(t *testing.T) {
 		restart bool // the claimer comes back under its id; else it stays dead
 	}{{"restarted", true}, {"dead", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, kafka := startKafka(t)
-			hb := server.Heartbeats(200*time.Millisecond, time.Second)
-			a := startInstance(t, kafka, hb, server.InstanceID("claimer"))
-			b := startInstance(t, kafka, hb, server.InstanceID("other"), server.HandoffTimeout(300*time.Millisecond))
-			watch := dialV5(t, b.addr, &paho.Connect{ClientID: "pw-watch", CleanStart: true})
-			watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
-			killed := make(chan struct{})
-			server.SetWillHook(a.srv, func() bool {
-				close(killed)
-				go a.crash()
-				return true
-			})
+			kafka, hb, a, b, watch := claimerAndOther(t, server.HandoffTimeout(300*time.Millisecond))
+			killed := killedAt(a, server.SetWillHook)
 
 			r := connectWithWill(t, a.addr, "pw", 0)
 			r.nc.Close() // no DISCONNECT: the will is due now; A claims it and reads its claim back
@@ -52,11 +42,7 @@ func TestPendingWillSurvivesItsClaimerKilled(t *testing.T) {
 			if tc.restart {
 				startInstance(t, kafka, hb, server.InstanceID("claimer"))
 			}
-			m := watch.next(t)
-			if m.Topic != "wills/pw" || string(m.Payload) != "gone" {
-				t.Fatalf("got %s %q", m.Topic, m.Payload)
-			}
-			watch.none(t, 2*time.Second) // once
+			willOnce(t, watch, "pw")
 		})
 	}
 }
@@ -177,4 +163,74 @@ func dropHoldingEnd(t *testing.T, cluster *kfake.Cluster, txn, key string, nc ne
 		t.Fatal("no end record written for the dropped connection")
 	}
 	return release
+}
+
+// A claimer killed between its two records — the pending will in Kafka, its claim not — left a will that
+// nobody published: here A is taking a client over on B's CONNECT and claims the kicked connection's will due
+// at once. Nobody else ends that connection (the processors look at a client's newest connection, B's), and
+// B's CONNECT, waiting for A's hand-over, would claim it only at its HandoffTimeout (30 s here, past the
+// watcher's 10 s). The pending record names its claimer: the instance restarted under that id claims it
+// again, and so does the partition's processor once the claimer is known dead. The will comes once.
+func TestPendingWillOfAClaimerKilledBeforeItsClaim(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		restart bool // the claimer comes back under its id; else it stays dead
+	}{{"restarted", true}, {"dead", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			kafka, hb, a, b, watch := claimerAndOther(t, server.HandoffTimeout(30*time.Second))
+			killed := killedAt(a, server.SetClaimHook)
+
+			connectWithWill(t, a.addr, "pk", 0)
+			go func() { // the CONNECT waits for A's hand-over: it is answered after the will or not at all
+				if c, err := connectV5(b.addr, persistent("pk", false)); err == nil {
+					_ = c.Disconnect(&paho.Disconnect{})
+				}
+			}()
+			select {
+			case <-killed: // A kicked its connection and wrote the pending will of its claim
+			case <-time.After(10 * time.Second):
+				t.Fatal("A did not claim the end of the connection taken over")
+			}
+			if tc.restart {
+				startInstance(t, kafka, hb, server.InstanceID("claimer"))
+			}
+			willOnce(t, watch, "pk")
+		})
+	}
+}
+
+// claimerAndOther starts two instances on a Kafka of their own with a 1 s death window: A, "claimer", and B,
+// "other", with bOpts; watch subscribes to every will on B.
+func claimerAndOther(t *testing.T, bOpts ...server.Opt) (kafka string, hb server.Opt, a, b *instance, watch *v5) {
+	t.Helper()
+	_, kafka = startKafka(t)
+	hb = server.Heartbeats(200*time.Millisecond, time.Second)
+	a = startInstance(t, kafka, hb, server.InstanceID("claimer"))
+	b = startInstance(t, kafka, append([]server.Opt{hb, server.InstanceID("other")}, bOpts...)...)
+	watch = dialV5(t, b.addr, &paho.Connect{ClientID: "watch-wills", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	return kafka, hb, a, b, watch
+}
+
+// killedAt sets a test hook of in's server (SetWillHook, SetClaimHook) that crashes in where it runs; the
+// channel closes then.
+func killedAt(in *instance, set func(*server.Server, func() bool)) <-chan struct{} {
+	killed := make(chan struct{})
+	set(in.srv, func() bool {
+		close(killed)
+		go in.crash()
+		return true
+	})
+	return killed
+}
+
+// willOnce waits for the will of client id (topic wills/<id>, payload "gone") on watch, and checks that it
+// comes once.
+func willOnce(t *testing.T, watch *v5, id string) {
+	t.Helper()
+	m := watch.next(t)
+	if m.Topic != "wills/"+id || string(m.Payload) != "gone" {
+		t.Fatalf("got %s %q, want the will of %s", m.Topic, m.Payload, id)
+	}
+	watch.none(t, 2*time.Second) // once
 }

@@ -26,6 +26,7 @@ const (
 	Instance = "i" // an instance's heartbeat (key i:<instance id>)
 	QoS2     = "q" // an inbound QoS 2 packet id waiting for PUBREL (key q:<client id>\x00<packet id>)
 	Pending  = "p" // a will due at once, claimed and not yet published (key p:<client id>\x00<epoch>)
+	Conn     = "c" // a persistent session's connection, until it ended (key c:<client id>\x00<epoch>)
 )
 
 // EpochHeader is the record header that carries, in decimal, the epoch of the connection an "o:" tombstone
@@ -64,7 +65,12 @@ func PendingKey(id string, epoch int64) string {
 	return Pending + ":" + id + "\x00" + strconv.FormatInt(epoch, 10)
 }
 
-// ParsePending splits the part of a "p:" key after the kind into the client id and the epoch.
+// ConnKey is the key marking client id's connection epoch of a persistent session while it may be open.
+func ConnKey(id string, epoch int64) string {
+	return Conn + ":" + id + "\x00" + strconv.FormatInt(epoch, 10)
+}
+
+// ParsePending splits the part of a "p:" or "c:" key after the kind into the client id and the epoch.
 func ParsePending(rest string) (id string, epoch int64, ok bool) {
 	i := strings.LastIndexByte(rest, 0)
 	if i < 0 {
@@ -99,7 +105,7 @@ func QoS2Value(at time.Time) []byte {
 // known shape is returned whole.
 func ClientID(key []byte) []byte {
 	if len(key) >= 2 && key[1] == ':' {
-		if key[0] == QoS2[0] || key[0] == Pending[0] {
+		if key[0] == QoS2[0] || key[0] == Pending[0] || key[0] == Conn[0] {
 			if i := bytes.LastIndexByte(key, 0); i >= 2 {
 				return key[2:i]
 			}

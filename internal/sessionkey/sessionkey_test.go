@@ -23,7 +23,7 @@ func TestRoundTrip(t *testing.T) {
 			t.Errorf("ParseQoS2(%q) accepted", bad)
 		}
 	}
-	for _, k := range []string{Key(Session, "dev/1"), Key(Owner, "dev/1"), Key(Delivery, "dev/1"), Key(Will, "dev/1"), QoS2Key("dev/1", 7)} {
+	for _, k := range []string{Key(Session, "dev/1"), Key(Owner, "dev/1"), Key(Delivery, "dev/1"), Key(Will, "dev/1"), QoS2Key("dev/1", 7), PendingKey("dev/1", 9), ConnKey("dev/1", 9)} {
 		if got := string(ClientID([]byte(k))); got != "dev/1" {
 			t.Errorf("ClientID(%q) = %q", k, got)
 		}
