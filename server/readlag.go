@@ -1,6 +1,8 @@
 package server
 
 import (
+	"math"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 )
@@ -10,59 +12,146 @@ import (
 // Every record an instance takes in goes into Kafka and comes back through the shared reader before it reaches
 // a subscriber. A record's wait, from its timestamp (for Ferry's own records, when the loop handed it to the
 // producer) to the reader receiving it, spans the queues of that round trip: records in flight to Kafka, the
-// broker, and the log ahead of the reader. Ingest and read-back share the instance's CPU; at the instance's
-// limit, QoS 0 publishers (which nothing holds back: no window, no acknowledgement) fill those queues, and every
-// delivery waits behind them. Their count budgets (in-flight records per loop, the session queue) are sized for
-// bursts, so at full rate they are tens of milliseconds deep.
+// broker, and the log ahead of the reader. Ingest and read-back share the instance's CPU, and the loops that
+// take publishes in run whenever their clients send, while the broker and the reader get what is left: at the
+// instance's limit, QoS 0 publishers (which nothing holds back: no window, no acknowledgement) fill those
+// queues, and every delivery waits behind them. Their count budgets (in-flight records per loop, the session
+// queue) are sized for bursts, so at full rate they are tens of milliseconds deep.
 //
-// So the reader also bounds the round trip by time. When it receives a record that waited longer than
-// --read-lag-limit with at least readLagMinRecords records behind it in its partition, the instance is behind:
-// the loops drop QoS 0 publishes at ingest, counted as ferry_dropped_total{reason="read_lag"}, as they drop them
-// when Kafka's in-flight budget is spent (lane_full). QoS 1 and 2 publishes are never dropped; each client's
-// window already holds them back. The instance is no longer behind once the reader receives a record that
-// waited less than half the limit, or one with nothing behind it.
+// So the round trip is also bounded by time, the way an active queue manager (PIE, CoDel) keeps a router's
+// queue short: each loop drops a share of its QoS 0 publishes at ingest, counted as
+// ferry_dropped_total{reason="read_lag"}, and moves that share every shedEvery from how old the oldest record
+// the reader has not yet handed on is (the lag):
 //
-// Dropping late deliveries at the reader instead would not bound the queues: the reader still has to fetch every
-// record, and while ingest outruns it the wait only grows, until every QoS 0 delivery is late.
+//   - above --read-lag-limit the share grows in proportion to how far above (the integral: it settles where the
+//     lag stays near the limit, whatever share of the publishes that takes), and with how fast the lag grew
+//     since the last step (the proportional part: a lag that climbs is met before it is high);
+//   - below the limit it falls the same way, down to nothing.
+//
+// The reader notes, for every record it receives with at least readLagMinRecords records behind it in its
+// partition, that record's timestamp; the lag is then the time since that timestamp, so it keeps growing while
+// the reader does not get to run, and the loops shed more without waiting for the reader to report. A record
+// with fewer behind it means the reader is at the partition's end: no lag. The record count keeps a pause of
+// the reader (a scheduler hiccup, a garbage collection) at an ordinary rate from counting as overload.
+//
+// Turning shedding fully on past a limit and off below half of it (what Ferry did before) made the lag swing:
+// the loops shed everything until the reader caught up, then let everything in, and the reader saw each change
+// only a lag later. A share that moves in small steps keeps the admitted rate near what the reader reads.
+//
+// QoS 1 and 2 publishes are never dropped; each client's window already holds them back. Dropping late
+// deliveries at the reader instead would not bound the queues: the reader still has to fetch every record, and
+// while ingest outruns it the wait only grows, until every QoS 0 delivery is late.
 //
 // The trade-off: the reader follows every partition once any client subscribes, so an instance at its limit
 // drops QoS 0 publishes whatever their topics, to keep its deliveries on time. Where QoS 0 is taken in mostly for
 // Kafka consumers, --read-lag-limit 0 lets it all reach Kafka however late the read-back (the default favours
-// latency).
-//
-// The record count keeps a pause of the reader (a scheduler hiccup, a garbage collection) at an ordinary rate
-// from counting as overload: a few records late is not an instance taking in more than it reads back. Should it
-// happen anyway, the reader clears the signal as soon as it has read to the end of the partition.
+// latency). Only records Ferry wrote count (they carry the publisher's client id): a Kafka application may
+// stamp its records with any time.
 const readLagMinRecords = 256
 
-// readLag is the instance's "the reader is behind" signal. The shared reader alone writes it (note); the loops
-// read it for every QoS 0 publish.
+// The shedding controller's constants: how often a loop moves its share, and how far per step.
+const (
+	shedEvery = 2 * time.Millisecond
+	// shedIntegral is the share added per millisecond while the lag is one limit above the limit (so 2 % a
+	// millisecond at twice the limit, −1 % a millisecond with no lag at all).
+	shedIntegral = 0.01
+	// shedProportional is the share added when the lag grew by one limit since the last step.
+	shedProportional = 0.5
+	// shedMaxStep bounds one step either way, so one odd reading cannot swing the share from one end to the
+	// other.
+	shedMaxStep = 0.25
+)
+
+// wallEpoch is monoEpoch as Unix nanoseconds: a record timestamp minus it is the monoNow of that instant.
+var wallEpoch = monoEpoch.UnixNano()
+
+// readLag is the instance's view of the shared reader's lag. The reader alone writes it (note); the loops read it
+// (age) when they move their shedding share.
 type readLag struct {
-	limit  int64 // --read-lag-limit in nanoseconds; 0 = off
-	behind atomic.Bool
+	limit int64 // --read-lag-limit in nanoseconds; 0 = off
+	// head is the timestamp, on monoNow's clock, of the last record the reader received with a backlog behind
+	// it; 0 when the last one it received had none.
+	head atomic.Int64
+	last int64        // reader-owned: what it last stored in head
+	held atomic.Int64 // tests only (HoldReadLag): a lag in nanoseconds reported instead of the reader's; 0 = none
 }
 
-// note updates the signal from one record the reader received: waited is how long it was in Kafka (received −
-// record timestamp), after how many records followed it in its partition. Runs on the shared reader's
-// goroutine; it writes the shared flag only when it changes.
-func (r *readLag) note(waited time.Duration, after int64) {
+// readLagStoreStep is how far a timestamp must move before the reader stores it again: the loops read head once
+// every shedEvery, so storing every record would only move its cache line between cores.
+const readLagStoreStep = int64(100 * time.Microsecond)
+
+// note updates the view from one record the reader received: ts is its timestamp (Unix nanoseconds), after how
+// many records followed it in its partition. Runs on the shared reader's goroutine.
+func (r *readLag) note(ts int64, after int64) {
 	if r.limit == 0 {
 		return
 	}
-	w := int64(waited)
-	was := r.behind.Load()
-	now := was
-	switch {
-	case !was && w > r.limit && after >= readLagMinRecords:
-		now = true
-	case was && (w < r.limit/2 || after == 0):
-		now = false
+	h := int64(0)
+	if after >= readLagMinRecords {
+		h = max(ts-wallEpoch, 1) // 0 means "no backlog"
 	}
-	if now != was {
-		r.behind.Store(now)
+	if (h == 0) == (r.last == 0) && max(h-r.last, r.last-h) < readLagStoreStep {
+		return
 	}
+	r.last = h
+	r.head.Store(h)
 }
 
-// shedQoS0 reports whether a QoS 0 publish is to be dropped at ingest because the reader is behind. Runs on a
-// loop.
-func (r *readLag) shedQoS0() bool { return r.behind.Load() }
+// age is the lag at now (monoNow): how long ago the oldest record the reader has not handed on was written, as
+// far as the reader's last note tells; 0 with no backlog. Safe for concurrent use.
+func (r *readLag) age(now int64) int64 {
+	if d := r.held.Load(); d != 0 {
+		return max(d, 0)
+	}
+	h := r.head.Load()
+	if h == 0 || now <= h {
+		return 0
+	}
+	return now - h
+}
+
+// shedder is one loop's share of QoS 0 publishes to drop at ingest while the reader lags. Loop-owned, but for
+// the share's copy that scrapes read.
+type shedder struct {
+	p      float64       // the share, 0–1
+	thresh uint32        // p scaled to rand.Uint32's range: drop when a draw falls below it
+	at     int64         // monoNow of the last step; 0 before the first
+	due    int64         // monoNow when the next step is due
+	prev   int64         // the lag at the last step
+	pub    atomic.Uint64 // p's bits, for scrapes
+}
+
+// qos0 reports whether a QoS 0 publish decoded at now (monoNow) is to be dropped, moving the share first when a
+// step is due. Runs on the loop.
+func (s *shedder) qos0(r *readLag, now int64) bool {
+	if r.limit == 0 {
+		return false
+	}
+	if now >= s.due {
+		s.step(r.age(now), r.limit, now)
+	}
+	return s.thresh != 0 && rand.Uint32() < s.thresh
+}
+
+// step moves the share from the lag at now (both in nanoseconds, on monoNow's clock) against the limit.
+func (s *shedder) step(lag, limit, now int64) {
+	s.due = now + int64(shedEvery)
+	if s.at == 0 || now-s.at > int64(50*shedEvery) {
+		// The first step, or the first after the loop took no QoS 0 publish for a while: nothing to compare
+		// the lag with, and the time since says nothing about how long the lag lasted.
+		s.at, s.prev = now-int64(shedEvery), lag
+	}
+	lim := float64(limit)
+	over := math.Min((float64(lag)-lim)/lim, 4) // ≥ −1
+	grew := math.Max(math.Min(float64(lag-s.prev)/lim, 2), -2)
+	ms := float64(now-s.at) / float64(time.Millisecond)
+	d := shedIntegral*over*ms + shedProportional*grew
+	d = math.Max(math.Min(d, shedMaxStep), -shedMaxStep)
+	s.p = math.Max(math.Min(s.p+d, 1), 0)
+	s.at, s.prev = now, lag
+	s.thresh = uint32(s.p * math.MaxUint32)
+	s.pub.Store(math.Float64bits(s.p))
+}
+
+// share is the loop's current share, for scrapes. Safe for concurrent use.
+func (s *shedder) share() float64 { return math.Float64frombits(s.pub.Load()) }
