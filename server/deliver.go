@@ -56,7 +56,7 @@ func (srv *Server) deliverRecord(t uint16, part int32, off int64, m *kafkamux.Me
 		waited := time.Duration(m.Fetched - m.Timestamp.UnixNano())
 		srv.metrics.delStage[stageRead].Observe(waited)
 		if m.ClientID != "" {
-			srv.lag.note(m.Timestamp.UnixNano(), m.Behind) // readlag.go: only Ferry's own records' timestamps count
+			srv.lag.note(waited, m.Fetched, m.Behind) // readlag.go: only Ferry's own records' timestamps count
 		}
 	}
 	skip := srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.name(t))

@@ -359,7 +359,7 @@ func (srv *Server) LoopLagMax() []time.Duration {
 	return out
 }
 
-// ReadLag returns how far the shared reader trails Kafka now, as the loops see it when they move their QoS 0
+// ReadLag returns how far the shared reader trails Kafka, as the loops see it when they move their QoS 0
 // shedding share (readlag.go): 0 when the reader is at the end of what it reads, or --read-lag-limit is 0.
 func (srv *Server) ReadLag() time.Duration { return time.Duration(srv.lag.age(monoNow())) }
 

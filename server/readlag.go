@@ -20,19 +20,23 @@ import (
 //
 // So the round trip is also bounded by time, the way an active queue manager (PIE, CoDel) keeps a router's
 // queue short: each loop drops a share of its QoS 0 publishes at ingest, counted as
-// ferry_dropped_total{reason="read_lag"}, and moves that share every shedEvery from how old the oldest record
-// the reader has not yet handed on is (the lag):
+// ferry_dropped_total{reason="read_lag"}, and moves that share every shedEvery from the reader's lag (below):
 //
 //   - above --read-lag-limit the share grows in proportion to how far above (the integral: it settles where the
 //     lag stays near the limit, whatever share of the publishes that takes), and with how fast the lag grew
 //     since the last step (the proportional part: a lag that climbs is met before it is high);
 //   - below the limit it falls the same way, down to nothing.
 //
-// The reader notes, for every record it receives with at least readLagMinRecords records behind it in its
-// partition, that record's timestamp; the lag is then the time since that timestamp, so it keeps growing while
-// the reader does not get to run, and the loops shed more without waiting for the reader to report. A record
-// with fewer behind it means the reader is at the partition's end: no lag. The record count keeps a pause of
-// the reader (a scheduler hiccup, a garbage collection) at an ordinary rate from counting as overload.
+// The lag is the shortest wait, from a record's timestamp to the reader receiving it, among the records the
+// reader received in a window of readLagWindow, as CoDel judges a queue by its shortest sojourn over an
+// interval: a burst or a pause makes some records late, a standing queue makes all of them late. At the
+// instance's limit the reader's fetches grow with the backlog (it takes time to hand a fetch's records on, and
+// Kafka keeps appending meanwhile), so most records wait about as long as the reader took for the fetch before
+// theirs; that is the queue the shedding keeps short. A window counts only if at least one of its records had
+// readLagMinRecords records or more behind it in its partition: otherwise the reader is at the end of what it
+// reads, and however late a few records came (a scheduler hiccup, a garbage collection at an ordinary rate) the
+// instance is not taking in more than it reads back. A lag the reader has not renewed for readLagStale counts
+// as none, so a share that dropped every QoS 0 publish cannot outlive the records that set it.
 //
 // Turning shedding fully on past a limit and off below half of it (what Ferry did before) made the lag swing:
 // the loops shed everything until the reader caught up, then let everything in, and the reader saw each change
@@ -62,52 +66,60 @@ const (
 	shedMaxStep = 0.25
 )
 
-// wallEpoch is monoEpoch as Unix nanoseconds: a record timestamp minus it is the monoNow of that instant.
+const (
+	readLagWindow = 10 * time.Millisecond
+	readLagStale  = 100 * time.Millisecond
+)
+
+// wallEpoch is monoEpoch as Unix nanoseconds: a Unix time minus it is the monoNow of that instant.
 var wallEpoch = monoEpoch.UnixNano()
 
 // readLag is the instance's view of the shared reader's lag. The reader alone writes it (note); the loops read it
 // (age) when they move their shedding share.
 type readLag struct {
-	limit int64 // --read-lag-limit in nanoseconds; 0 = off
-	// head is the timestamp, on monoNow's clock, of the last record the reader received with a backlog behind
-	// it; 0 when the last one it received had none.
-	head atomic.Int64
-	last int64        // reader-owned: what it last stored in head
-	held atomic.Int64 // tests only (HoldReadLag): a lag in nanoseconds reported instead of the reader's; 0 = none
+	limit int64        // --read-lag-limit in nanoseconds; 0 = off
+	lag   atomic.Int64 // the last window's lag, ns; 0 when none of its records had a backlog behind it
+	at    atomic.Int64 // when the reader stored lag, on monoNow's clock
+	held  atomic.Int64 // tests only (HoldReadLag): a lag in nanoseconds reported instead of the reader's; 0 = none
+
+	// reader-owned: the window being measured
+	winEnd  int64 // Unix ns at which it closes; 0 before the first record
+	winMin  int64 // the shortest wait in it so far
+	backlog bool  // a record in it had readLagMinRecords or more behind it
 }
 
-// readLagStoreStep is how far a timestamp must move before the reader stores it again: the loops read head once
-// every shedEvery, so storing every record would only move its cache line between cores.
-const readLagStoreStep = int64(100 * time.Microsecond)
-
-// note updates the view from one record the reader received: ts is its timestamp (Unix nanoseconds), after how
-// many records followed it in its partition. Runs on the shared reader's goroutine.
-func (r *readLag) note(ts int64, after int64) {
+// note counts one record the reader received at fetched (Unix nanoseconds, one reading per poll), after it
+// waited waited since its timestamp, with after records behind it in its partition. Runs on the shared reader's
+// goroutine.
+func (r *readLag) note(waited time.Duration, fetched, after int64) {
 	if r.limit == 0 {
 		return
 	}
-	h := int64(0)
-	if after >= readLagMinRecords {
-		h = max(ts-wallEpoch, 1) // 0 means "no backlog"
+	if fetched >= r.winEnd {
+		if r.winEnd != 0 {
+			lag := int64(0)
+			if r.backlog {
+				lag = max(r.winMin, 0)
+			}
+			r.lag.Store(lag)
+			r.at.Store(fetched - wallEpoch)
+		}
+		r.winEnd, r.winMin, r.backlog = fetched+int64(readLagWindow), math.MaxInt64, false
 	}
-	if (h == 0) == (r.last == 0) && max(h-r.last, r.last-h) < readLagStoreStep {
-		return
-	}
-	r.last = h
-	r.head.Store(h)
+	r.winMin = min(r.winMin, int64(waited))
+	r.backlog = r.backlog || after >= readLagMinRecords
 }
 
-// age is the lag at now (monoNow): how long ago the oldest record the reader has not handed on was written, as
-// far as the reader's last note tells; 0 with no backlog. Safe for concurrent use.
+// age is the lag as the loops see it at now (monoNow): the last window's, unless the reader stored it longer
+// than readLagStale ago. Safe for concurrent use.
 func (r *readLag) age(now int64) int64 {
 	if d := r.held.Load(); d != 0 {
 		return max(d, 0)
 	}
-	h := r.head.Load()
-	if h == 0 || now <= h {
+	if now-r.at.Load() > int64(readLagStale) {
 		return 0
 	}
-	return now - h
+	return r.lag.Load()
 }
 
 // shedder is one loop's share of QoS 0 publishes to drop at ingest while the reader lags. Loop-owned, but for

@@ -6,38 +6,45 @@ import (
 	"time"
 )
 
-// The reader's view: a record read with a backlog behind it makes the lag the time since its timestamp, so the
-// lag keeps growing while the reader reads nothing more; a record with (nearly) nothing behind it means no lag.
-func TestReadLagAge(t *testing.T) {
+// The reader's view: the lag is the shortest wait of a window's records, once the window is over, if one of
+// them had a backlog behind it; nothing otherwise, and nothing once the reader has not renewed it for a while.
+func TestReadLagWindow(t *testing.T) {
 	const limit = 10 * time.Millisecond
 	r := readLag{limit: int64(limit)}
-	at := func(mono int64) int64 { return mono + wallEpoch } // a timestamp whose monoNow is mono
+	t0 := wallEpoch + int64(time.Hour) // a fetch time, Unix ns
+	mono := func(wall int64) int64 { return wall - wallEpoch }
+	ms := int64(time.Millisecond)
 
-	if got := r.age(int64(time.Hour)); got != 0 {
+	if got := r.age(mono(t0)); got != 0 {
 		t.Fatalf("lag %v before any record", time.Duration(got))
 	}
-	ts := int64(time.Minute)
-	r.note(at(ts), readLagMinRecords)
-	for _, later := range []time.Duration{0, 5 * time.Millisecond, time.Second} {
-		if got := r.age(ts + int64(later)); got != int64(later) {
-			t.Fatalf("%v after a record with a backlog behind it: lag %v, want %v", later, time.Duration(got), later)
-		}
+	// A window of late records, one of them with a backlog behind it: its shortest wait is the lag, once a
+	// record of the next window arrives.
+	r.note(30*time.Millisecond, t0, readLagMinRecords)
+	r.note(20*time.Millisecond, t0+2*ms, 10)
+	r.note(50*time.Millisecond, t0+4*ms, 0)
+	if got := r.age(mono(t0 + 5*ms)); got != 0 {
+		t.Fatalf("lag %v while the first window is still open", time.Duration(got))
 	}
-	r.note(at(ts+int64(time.Millisecond)), readLagMinRecords-1)
-	if got := r.age(ts + int64(time.Second)); got != 0 {
-		t.Fatalf("after a record with %d behind it (a pause, not a backlog): lag %v, want 0", readLagMinRecords-1, time.Duration(got))
+	r.note(time.Millisecond, t0+int64(readLagWindow), 0)
+	if got := r.age(mono(t0 + int64(readLagWindow))); got != int64(20*time.Millisecond) {
+		t.Fatalf("after a window of waits 30, 20, 50 ms with a backlog: lag %v, want 20ms (the shortest)", time.Duration(got))
 	}
-	r.note(at(ts+int64(2*time.Millisecond)), 10*readLagMinRecords)
-	if got := r.age(ts + int64(3*time.Millisecond)); got != int64(time.Millisecond) {
-		t.Fatalf("backlog again: lag %v, want 1ms", time.Duration(got))
+	if got := r.age(mono(t0+int64(readLagWindow)) + int64(readLagStale) + 1); got != 0 {
+		t.Fatalf("lag %v after the reader renewed nothing for %v", time.Duration(got), readLagStale)
 	}
-	if got := r.age(ts); got != 0 {
-		t.Fatalf("a record stamped after now (another clock): lag %v, want 0", time.Duration(got))
+	// The second window: late records, but none with a backlog behind it: a pause, not overload.
+	r.note(40*time.Millisecond, t0+int64(readLagWindow)+ms, readLagMinRecords-1)
+	t2 := t0 + 2*int64(readLagWindow)
+	r.note(time.Millisecond, t2, 0)
+	if got := r.age(mono(t2)); got != 0 {
+		t.Fatalf("after a window with waits up to 40 ms and no backlog: lag %v, want 0", time.Duration(got))
 	}
 
 	off := readLag{}
-	off.note(at(ts), 1<<40)
-	if got := off.age(ts + int64(time.Hour)); got != 0 {
+	off.note(time.Hour, t0, 1<<40)
+	off.note(time.Hour, t0+int64(time.Second), 1<<40)
+	if got := off.age(mono(t0 + int64(time.Second))); got != 0 {
 		t.Fatalf("with --read-lag-limit 0 the reader noted a lag of %v", time.Duration(got))
 	}
 }
