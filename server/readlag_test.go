@@ -28,21 +28,40 @@ func TestReadLagShedsQoS0NotQoS1(t *testing.T) {
 		return m
 	}
 
-	// The reader a second behind, as when ingest outruns it: the share climbs to all of QoS 0. Every publish is
-	// a step's chance to move it; the loop is bounded by count, not by a clock.
+	// publishUntil publishes QoS 0 messages prefix-N until done holds: every publish is a step's chance to move
+	// the share. Bounded by count, not by a clock.
+	publishUntil := func(prefix string, done func() bool, want string) {
+		t.Helper()
+		for i := 0; !done(); i++ {
+			if i == 20_000 {
+				t.Fatalf("%s: not so after 20,000 QoS 0 publishes (share %v)", want, maxShare())
+			}
+			pub.pub(t, &paho.Publish{Topic: fmt.Sprintf("%s%d", prefix, i), QoS: 0, Payload: []byte("x")})
+			if i%100 == 99 {
+				time.Sleep(time.Millisecond) // let steps fall due
+			}
+		}
+	}
+	// receiveUntil reads the subscriber's messages up to topic; only ones under prefix may come before it.
+	receiveUntil := func(topic, prefix, why string) {
+		t.Helper()
+		for {
+			m := sub.next(t)
+			if m.Topic == topic {
+				return
+			}
+			if !strings.HasPrefix(m.Topic, prefix) {
+				t.Fatalf("got %q, want %q (%s)", m.Topic, topic, why)
+			}
+		}
+	}
+
+	// The reader a second behind, as when ingest outruns it: the share climbs to all of QoS 0.
 	server.HoldReadLag(f.srv, time.Second)
 	if got := f.srv.ReadLag(); got != time.Second {
 		t.Fatalf("ReadLag %v while held at 1s", got)
 	}
-	for i := 0; maxShare() < 1; i++ {
-		if i == 20_000 {
-			t.Fatalf("share %v after 20,000 QoS 0 publishes with the reader a second behind, want 1", maxShare())
-		}
-		pub.pub(t, &paho.Publish{Topic: fmt.Sprintf("lag/q0-early-%d", i), QoS: 0, Payload: []byte("x")})
-		if i%100 == 99 {
-			time.Sleep(time.Millisecond) // let steps fall due
-		}
-	}
+	publishUntil("lag/q0-early-", func() bool { return maxShare() == 1 }, "share 1 with the reader a second behind")
 	before := readLag()
 	for i := range 100 {
 		pub.pub(t, &paho.Publish{Topic: fmt.Sprintf("lag/q0-dropped-%d", i), QoS: 0, Payload: []byte("late")})
@@ -52,40 +71,12 @@ func TestReadLagShedsQoS0NotQoS1(t *testing.T) {
 	if r := pub.pub(t, &paho.Publish{Topic: "lag/q1", QoS: 1, Payload: []byte("kept")}); r.ReasonCode != 0 {
 		t.Fatalf("QoS 1 publish while the reader is behind: reason 0x%02x, want success", r.ReasonCode)
 	}
-	for {
-		m := sub.next(t)
-		if m.Topic == "lag/q1" {
-			break
-		}
-		if !strings.HasPrefix(m.Topic, "lag/q0-early-") {
-			t.Fatalf("got %q, want the QoS 1 message (QoS 0 ones published at a share of 1 are dropped)", m.Topic)
-		}
-	}
+	receiveUntil("lag/q1", "lag/q0-early-", "QoS 0 ones published at a share of 1 are dropped")
 
 	// The reader keeps up: the share falls and a QoS 0 publish reaches the subscriber again.
 	server.HoldReadLag(f.srv, 0)
-	for i := 0; ; i++ {
-		if i == 20_000 {
-			t.Fatalf("no QoS 0 publish delivered in 20,000 after the reader caught up (share %v)", maxShare())
-		}
-		topic := fmt.Sprintf("lag/q0-kept-%d", i)
-		pub.pub(t, &paho.Publish{Topic: topic, QoS: 0, Payload: []byte("on time")})
-		if i%100 == 99 {
-			time.Sleep(time.Millisecond)
-		}
-		if maxShare() == 0 {
-			pub.pub(t, &paho.Publish{Topic: "lag/q0-after", QoS: 0, Payload: []byte("on time")})
-			break
-		}
-	}
-	for {
-		m := sub.next(t)
-		if m.Topic == "lag/q0-after" {
-			break
-		}
-		if !strings.HasPrefix(m.Topic, "lag/q0-kept-") {
-			t.Fatalf("got %q, want QoS 0 messages published after the reader caught up", m.Topic)
-		}
-	}
+	publishUntil("lag/q0-kept-", func() bool { return maxShare() == 0 }, "share 0 once the reader keeps up")
+	pub.pub(t, &paho.Publish{Topic: "lag/q0-after", QoS: 0, Payload: []byte("on time")})
+	receiveUntil("lag/q0-after", "lag/q0-kept-", "a QoS 0 publish after the reader caught up is delivered")
 	server.HoldReadLag(f.srv, -1)
 }
