@@ -269,8 +269,9 @@ func SessionQueue(n int) Opt { return opt(func(c *cfg) { c.sessionQueue = n }) }
 
 // ReadLagLimit bounds how late, in time, the shared reader may receive records: while the records it receives
 // (with a backlog of at least 256 records behind them in their partition) all waited longer than d since their
-// hand-off to Kafka, each loop drops a growing share of its QoS 0 publishes at ingest (counted, reason read_lag), and a falling one once the
-// lag is under d, down to none (readlag.go). QoS 1 and 2 are never dropped. 0 turns it off. Default 10 ms.
+// hand-off to Kafka, each loop drops a growing share of its QoS 0 publishes at ingest (counted, reason
+// read_lag), and a falling one once the lag is under d, down to none (readlag.go). QoS 1 and 2 are never
+// dropped. 0 turns it off. Default 10 ms.
 func ReadLagLimit(d time.Duration) Opt { return opt(func(c *cfg) { c.readLagLimit = d }) }
 
 // OutboundBudget bounds the bytes buffered in the socket's outbound buffer for one client; past it,
