@@ -158,7 +158,7 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 	}
 
 	now := monoNow()
-	if p.QoS == 0 && c.l.shed.qos0(&srv.lag, now) {
+	if p.QoS == 0 && c.l.shed.qos0(&srv.lag, int64(srv.cfg.readLagLimit), now) {
 		srv.metrics.dropped(dropReadLag) // the reader trails Kafka past --read-lag-limit (readlag.go)
 		return nil
 	}

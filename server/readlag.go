@@ -134,13 +134,14 @@ type shedder struct {
 }
 
 // qos0 reports whether a QoS 0 publish decoded at now (monoNow) is to be dropped, moving the share first when a
-// step is due. Runs on the loop.
-func (s *shedder) qos0(r *readLag, now int64) bool {
-	if r.limit == 0 {
+// step is due. limit is --read-lag-limit (the caller's copy: r sits among the fields the reader writes for every
+// record, so the loops touch it only once a step). Runs on the loop.
+func (s *shedder) qos0(r *readLag, limit, now int64) bool {
+	if limit == 0 {
 		return false
 	}
 	if now >= s.due {
-		s.step(r.age(now), r.limit, now)
+		s.step(r.age(now), limit, now)
 	}
 	return s.thresh != 0 && rand.Uint32() < s.thresh
 }

@@ -124,7 +124,7 @@ func TestShedderDraws(t *testing.T) {
 		s := shedder{p: p, thresh: uint32(p * math.MaxUint32), at: 1, due: math.MaxInt64}
 		n := 0
 		for range 10_000 {
-			if s.qos0(&r, 2) {
+			if s.qos0(&r, r.limit, 2) {
 				n++
 			}
 		}
@@ -142,7 +142,7 @@ func TestShedderDraws(t *testing.T) {
 	off := readLag{}
 	off.held.Store(int64(time.Hour))
 	s := shedder{p: 1, thresh: math.MaxUint32}
-	if s.qos0(&off, int64(time.Hour)) {
+	if s.qos0(&off, off.limit, int64(time.Hour)) {
 		t.Fatal("a QoS 0 publish dropped with --read-lag-limit 0")
 	}
 }
