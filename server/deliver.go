@@ -55,7 +55,9 @@ func (srv *Server) deliverRecord(t uint16, part int32, off int64, m *kafkamux.Me
 	if m.Fetched != 0 && !m.Timestamp.IsZero() {
 		waited := time.Duration(m.Fetched - m.Timestamp.UnixNano())
 		srv.metrics.delStage[stageRead].Observe(waited)
-		srv.lag.note(waited, m.Behind) // readlag.go
+		if m.ClientID != "" {
+			srv.lag.note(waited, m.Fetched, m.Behind) // readlag.go: only Ferry's own records' timestamps count
+		}
 	}
 	skip := srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.name(t))
 	k := tp{t, part}

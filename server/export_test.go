@@ -2,9 +2,18 @@ package server
 
 import "time"
 
-// NoteReadLag hands the server's read-lag signal one record as the shared reader would: one that waited waited
-// in Kafka, with after records behind it in its partition (readlag.go).
-func NoteReadLag(s *Server, waited time.Duration, after int64) { s.lag.note(waited, after) }
+// HoldReadLag makes the loops see the shared reader lag by d, whatever it reads, until called again with a
+// negative d (readlag.go). d = 0 holds "no lag".
+func HoldReadLag(s *Server, d time.Duration) {
+	switch {
+	case d < 0:
+		s.lag.held.Store(0)
+	case d == 0:
+		s.lag.held.Store(-1) // age reports max(held, 0)
+	default:
+		s.lag.held.Store(int64(d))
+	}
+}
 
 // SetWillHook makes fn run just before the server publishes a will due at once whose claim it read back as the
 // winner; fn returning true stands for the process killed there (the will is not published).

@@ -51,6 +51,7 @@ type loop struct {
 	pubLimits map[*conn]*pubLimit
 	throttled []*conn
 	lag       loopLag // how late the one-second tick runs (metrics.go)
+	shed      shedder // the share of QoS 0 publishes dropped while the shared reader lags (readlag.go)
 
 	// decode targets reused for every packet on this loop (0 allocations per packet)
 	pub   mqttcodec.Publish

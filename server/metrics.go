@@ -312,6 +312,23 @@ func (srv *Server) LoopLagMax() []time.Duration {
 	return out
 }
 
+// ReadLag returns how far the shared reader trails Kafka, as the loops see it when they move their QoS 0
+// shedding share (readlag.go): 0 when the reader is at the end of what it reads, or --read-lag-limit is 0.
+func (srv *Server) ReadLag() time.Duration { return time.Duration(srv.lag.age(monoNow())) }
+
+// ReadLagShed returns, per event loop that has served a connection (by loop index), the share of its QoS 0
+// publishes it drops at ingest while the shared reader lags (readlag.go), 0–1.
+func (srv *Server) ReadLagShed() []float64 {
+	srv.loopMu.Lock()
+	loops := srv.order
+	srv.loopMu.Unlock()
+	out := make([]float64, len(loops))
+	for i, l := range loops {
+		out[i] = l.shed.share()
+	}
+	return out
+}
+
 // State is what the instance holds right now.
 type State struct {
 	SessionsLocal int // sessions in this instance's memory: connected, and persistent ones offline

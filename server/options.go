@@ -36,7 +36,7 @@ type cfg struct {
 	serverKeepAlive  uint16         // seconds; 0 = accept the client's keep-alive
 	connectTimeout   time.Duration  // a socket must send CONNECT within this
 	sessionQueue     int            // messages queued per session before QoS 0 drops / QoS>0 quota disconnect
-	readLagLimit     time.Duration  // how far the shared reader may trail Kafka before QoS 0 publishes are dropped (readlag.go); 0 = off
+	readLagLimit     time.Duration  // how far the shared reader may trail Kafka before a share of QoS 0 publishes is dropped (readlag.go); 0 = off
 	outboundBudget   int            // bytes buffered towards one client before deliveries wait
 	maxSessionExpiry uint32         // seconds; caps the client's Session Expiry Interval
 	v3SessionExpiry  uint32         // seconds; expiry of a v3 CleanSession=0 session
@@ -267,11 +267,11 @@ func ConnectTimeout(d time.Duration) Opt { return opt(func(c *cfg) { c.connectTi
 // 0x97 Quota Exceeded. Default 10,000.
 func SessionQueue(n int) Opt { return opt(func(c *cfg) { c.sessionQueue = n }) }
 
-// ReadLagLimit bounds how late, in time, the shared reader may receive records: once one waited longer than d
-// between its hand-off to Kafka and the reader, with at least 256 records behind it in its partition, QoS 0
-// publishes are dropped at ingest (counted, reason read_lag) until the reader receives one that waited less than
-// half of d, or one with nothing behind it (readlag.go). QoS 1 and 2 are never dropped. 0 turns it off.
-// Default 10 ms.
+// ReadLagLimit bounds how late, in time, the shared reader may receive records: while the records it receives
+// (with a backlog of at least 256 records behind them in their partition) all waited longer than d since their
+// hand-off to Kafka, each loop drops a growing share of its QoS 0 publishes at ingest (counted, reason
+// read_lag), and a falling one once the lag is under d, down to none (readlag.go). QoS 1 and 2 are never
+// dropped. 0 turns it off. Default 10 ms.
 func ReadLagLimit(d time.Duration) Opt { return opt(func(c *cfg) { c.readLagLimit = d }) }
 
 // OutboundBudget bounds the bytes buffered in the socket's outbound buffer for one client; past it,

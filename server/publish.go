@@ -157,13 +157,14 @@ func (c *conn) onPublish(p *mqttcodec.Publish) error {
 		return refuse(mqttcodec.PUBLISH, mqttcodec.PayloadFormatInvalid, "payload is not valid UTF-8")
 	}
 
-	if p.QoS == 0 && srv.lag.shedQoS0() {
+	now := monoNow()
+	if p.QoS == 0 && c.l.shed.qos0(&srv.lag, int64(srv.cfg.readLagLimit), now) {
 		srv.metrics.dropped(dropReadLag) // the reader trails Kafka past --read-lag-limit (readlag.go)
 		return nil
 	}
 	r := acquirePub()
 	r.c, r.id, r.qos, r.route = c, p.PacketID, p.QoS, rt
-	r.decoded = monoNow()
+	r.decoded = now
 	r.buf = append(r.buf[:0], topic...)
 	if srv.cfg.payload == nil {
 		r.buf = append(r.buf, p.Payload...)

@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,34 +11,72 @@ import (
 	"github.com/ferrymq/ferry/server"
 )
 
-// While the shared reader trails Kafka past --read-lag-limit, a QoS 0 publish is dropped at ingest and counted;
-// a QoS 1 one is taken, acknowledged and delivered. Once the reader receives a record on time, QoS 0 flows again.
+// While the shared reader trails Kafka past --read-lag-limit, the loops drop a growing share of QoS 0 publishes at
+// ingest and count them; a QoS 1 publish is taken, acknowledged and delivered whatever the share. Once the reader
+// keeps up again, the share falls back and QoS 0 flows again.
 func TestReadLagShedsQoS0NotQoS1(t *testing.T) {
 	f := startFerry(t, server.ReadLagLimit(50*time.Millisecond))
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "lag-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "lag/#", QoS: 1})
 	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "lag-pub", CleanStart: true})
 	readLag := func() uint64 { return f.srv.Metrics().Snapshot().Drops[dropIndex("read_lag")] }
+	maxShare := func() float64 {
+		m := 0.0
+		for _, s := range f.srv.ReadLagShed() {
+			m = max(m, s)
+		}
+		return m
+	}
 
-	// A record that waited a second with 10,000 behind it, as the reader sees one when ingest outruns it.
-	server.NoteReadLag(f.srv, time.Second, 10_000)
+	// publishUntil publishes QoS 0 messages prefix-N until done holds: every publish is a step's chance to move
+	// the share. Bounded by count, not by a clock.
+	publishUntil := func(prefix string, done func() bool, want string) {
+		t.Helper()
+		for i := 0; !done(); i++ {
+			if i == 20_000 {
+				t.Fatalf("%s: not so after 20,000 QoS 0 publishes (share %v)", want, maxShare())
+			}
+			pub.pub(t, &paho.Publish{Topic: fmt.Sprintf("%s%d", prefix, i), QoS: 0, Payload: []byte("x")})
+			if i%100 == 99 {
+				time.Sleep(time.Millisecond) // let steps fall due
+			}
+		}
+	}
+	// receiveUntil reads the subscriber's messages up to topic; only ones under prefix may come before it.
+	receiveUntil := func(topic, prefix, why string) {
+		t.Helper()
+		for {
+			m := sub.next(t)
+			if m.Topic == topic {
+				return
+			}
+			if !strings.HasPrefix(m.Topic, prefix) {
+				t.Fatalf("got %q, want %q (%s)", m.Topic, topic, why)
+			}
+		}
+	}
+
+	// The reader a second behind, as when ingest outruns it: the share climbs to all of QoS 0.
+	server.HoldReadLag(f.srv, time.Second)
+	if got := f.srv.ReadLag(); got != time.Second {
+		t.Fatalf("ReadLag %v while held at 1s", got)
+	}
+	publishUntil("lag/q0-early-", func() bool { return maxShare() == 1 }, "share 1 with the reader a second behind")
 	before := readLag()
-	pub.pub(t, &paho.Publish{Topic: "lag/q0-dropped", QoS: 0, Payload: []byte("late")})
-	waitCounter(t, "read_lag drops", before+1, readLag)
+	for i := range 100 {
+		pub.pub(t, &paho.Publish{Topic: fmt.Sprintf("lag/q0-dropped-%d", i), QoS: 0, Payload: []byte("late")})
+	}
+	waitCounter(t, "read_lag drops at a share of 1", before+100, readLag)
 
 	if r := pub.pub(t, &paho.Publish{Topic: "lag/q1", QoS: 1, Payload: []byte("kept")}); r.ReasonCode != 0 {
 		t.Fatalf("QoS 1 publish while the reader is behind: reason 0x%02x, want success", r.ReasonCode)
 	}
-	if m := sub.next(t); m.Topic != "lag/q1" {
-		t.Fatalf("got %q, want the QoS 1 message (the QoS 0 one was dropped)", m.Topic)
-	}
+	receiveUntil("lag/q1", "lag/q0-early-", "QoS 0 ones published at a share of 1 are dropped")
 
-	// The reader received lag/q1 at once with nothing behind it: caught up.
-	pub.pub(t, &paho.Publish{Topic: "lag/q0-kept", QoS: 0, Payload: []byte("on time")})
-	if m := sub.next(t); m.Topic != "lag/q0-kept" {
-		t.Fatalf("got %q, want the QoS 0 message published after the reader caught up", m.Topic)
-	}
-	if got := readLag(); got != before+1 {
-		t.Fatalf("read_lag drops %d, want %d", got, before+1)
-	}
+	// The reader keeps up: the share falls and a QoS 0 publish reaches the subscriber again.
+	server.HoldReadLag(f.srv, 0)
+	publishUntil("lag/q0-kept-", func() bool { return maxShare() == 0 }, "share 0 once the reader keeps up")
+	pub.pub(t, &paho.Publish{Topic: "lag/q0-after", QoS: 0, Payload: []byte("on time")})
+	receiveUntil("lag/q0-after", "lag/q0-kept-", "a QoS 0 publish after the reader caught up is delivered")
+	server.HoldReadLag(f.srv, -1)
 }

@@ -163,7 +163,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.laneRecords, "inflight-records", 8192, "records in flight to Kafka per event loop")
 	fs.DurationVar(&c.laneDelay, "inflight-delay", 10*time.Millisecond, "when Kafka falls behind, records in flight per event loop are also limited to what Kafka completes in this time (0 = count and bytes only)")
 	fs.DurationVar(&c.laneQoS0Delay, "inflight-qos0-delay", 5*time.Millisecond, "while an event loop's records wait longer than this for Kafka, QoS 0 publishes beyond what Kafka completes in this time are dropped at ingest instead of queued; QoS 1/2 are never dropped (0 = off)")
-	fs.DurationVar(&c.readLagLimit, "read-lag-limit", 10*time.Millisecond, "when the shared reader trails Kafka by more than this (with at least 256 records behind it in its partition), QoS 0 publishes are dropped at ingest until it catches up, so deliveries stay near this late when the instance is at its limit; QoS 1/2 are never dropped (0 = off)")
+	fs.DurationVar(&c.readLagLimit, "read-lag-limit", 10*time.Millisecond, "while the shared reader trails Kafka by more than this (with at least 256 records behind it in its partition), each event loop drops a share of its QoS 0 publishes at ingest that grows with the lag and falls back once the reader keeps up, so deliveries stay near this late when the instance is at its limit; QoS 1/2 are never dropped (0 = off)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "time allowed for a graceful stop")

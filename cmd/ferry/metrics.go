@@ -169,6 +169,12 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	for i, d := range in.srv.LoopLagMax() {
 		p.f("ferry_event_loop_lag_max_seconds", d.Seconds(), "loop", strconv.Itoa(i))
 	}
+	p.family("ferry_read_lag_seconds", "gauge", "The shared reader's lag: the shortest wait from a record's timestamp to the reader among the records it received in the last 10 ms, while it has a backlog (0 at the end of what it reads, or with --read-lag-limit 0).")
+	p.f("ferry_read_lag_seconds", in.srv.ReadLag().Seconds())
+	p.family("ferry_read_lag_shed_ratio", "gauge", "Share of QoS 0 publishes each event loop drops at ingest while the shared reader lags past --read-lag-limit (counted as ferry_dropped_total{reason=\"read_lag\"}).")
+	for i, r := range in.srv.ReadLagShed() {
+		p.f("ferry_read_lag_shed_ratio", r, "loop", strconv.Itoa(i))
+	}
 	if in.off != nil {
 		lanes := make([]offload.Stats, in.off.Lanes())
 		for i := range lanes {
