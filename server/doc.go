@@ -17,6 +17,7 @@
 //	keepalive.go    the loop's timing wheel: CONNECT timeouts and keep-alive
 //	metrics.go      counters and histograms; stages.go: the per-stage latency of publishes and deliveries
 //	drain.go        graceful drain before a stop
+//	reuseport.go    a listening socket per loop; deferaccept_linux.go: each accepts once a client's first bytes are there
 //
 // One connection, from its bytes to its packets:
 //
