@@ -15,8 +15,8 @@ import (
 )
 
 // Every loop's listening socket, of every listener, defers accepting a connection until its first bytes
-// (deferaccept_linux.go): gnet creates the sockets of loops past the first without exposing them, so the check
-// looks at the process's sockets as the server does, and the sockets it must have found are one per loop.
+// (server/transport/deferaccept_linux.go): gnet creates the sockets of loops past the first without exposing
+// them, so the check looks at the process's sockets as the server does, and finds one per loop.
 func TestListenersDeferAccept(t *testing.T) {
 	ws := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	f := startFerry(t, server.Listen("ws://"+ws+"/mqtt"))

@@ -10,7 +10,7 @@ import (
 
 // A socket that never sends CONNECT is closed after the CONNECT timeout. A socket that sends nothing at all
 // reaches Ferry only when the kernel gives up deferring its accept, at its first SYN-ACK retransmission about
-// a second after the handshake (deferaccept_linux.go); the timeout runs from then.
+// a second after the handshake (server/transport/deferaccept_linux.go); the timeout runs from then.
 func TestConnectTimeout(t *testing.T) {
 	f := startFerry(t, server.ConnectTimeout(time.Second))
 	r := dialRaw(t, f.addr)

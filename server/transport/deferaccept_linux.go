@@ -1,4 +1,4 @@
-package server
+package transport
 
 import (
 	"errors"
@@ -25,17 +25,17 @@ import (
 // gnet creates the listening sockets of every loop but the first itself and does not expose them; they are
 // found among the process's file descriptors as the listening TCP sockets bound to the address of the first
 // (which gnet does expose, as a duplicate). Only the loops of this engine can hold that address: a second
-// socket on it fails to bind unless it joins the group with SO_REUSEPORT, which exclusiveReusePort keeps to
-// this server's loops. A descriptor closed and reused between the check and setsockopt is harmless: the option
+// socket on it fails to bind unless it joins the group with SO_REUSEPORT, which ExclusiveReusePort keeps to
+// the loops of one engine. A descriptor closed and reused between the check and setsockopt is harmless: the option
 // means nothing on a socket that does not listen.
 
 // deferAcceptSeconds is TCP_DEFER_ACCEPT's value: how long a silent client waits to be accepted (rounded by
 // the kernel to its SYN-ACK retransmissions: one, about a second after the handshake).
 const deferAcceptSeconds = 1
 
-// deferAccept sets TCP_DEFER_ACCEPT on every listening socket of eng bound to one of addrs (tcp://host:port)
+// DeferAccept sets TCP_DEFER_ACCEPT on every listening socket of eng bound to one of addrs (tcp://host:port)
 // and returns how many it set. Runs once, when every loop listens (the engine's first tick), off the loops.
-func deferAccept(eng gnet.Engine, addrs []string) (int, error) {
+func DeferAccept(eng gnet.Engine, addrs []string) (int, error) {
 	var want []unix.Sockaddr
 	for _, a := range addrs {
 		_, hostport, _ := strings.Cut(a, "://")

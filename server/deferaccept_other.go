@@ -1,9 +1,0 @@
-//go:build !linux
-
-package server
-
-import "github.com/panjf2000/gnet/v2"
-
-// deferAccept is Linux's TCP_DEFER_ACCEPT (deferaccept_linux.go); elsewhere every connect wakes its loop
-// for the handshake as well as for the CONNECT.
-func deferAccept(gnet.Engine, []string) (int, error) { return 0, nil }
