@@ -74,8 +74,10 @@ type Server struct {
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
 
 	eng       gnet.Engine
-	procsHeld int // Ps reserved for the loops while they run (internal/procs)
-	booted    chan struct{}
+	procsHeld int           // Ps reserved for the loops while they run (internal/procs)
+	addrs     []string      // what the loops listen on, tcp://host:port (Start)
+	listening chan struct{} // closed at the engine's first tick: every loop listens (OnTick)
+	ticked    bool          // OnTick ran once; only the ticker goroutine touches it
 	stopped   chan error
 	warnLim   throttle.Limiter // warn: one line per message per 10 s
 	events    throttle.Limiter // debug: connection-event lines, eventBurst per kind per second
@@ -85,7 +87,7 @@ type Server struct {
 // *kafkamux.Mux off was built over). Call Start to listen.
 func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 	srv := &Server{off: off, kafka: kafka, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[tp]int64),
-		loops: make(map[gnet.EventLoop]*loop), booted: make(chan struct{}), stopped: make(chan error, 1)}
+		loops: make(map[gnet.EventLoop]*loop), listening: make(chan struct{}), stopped: make(chan error, 1)}
 	srv.cfg.defaults()
 	for _, o := range opts {
 		o.apply(&srv.cfg)
@@ -192,6 +194,7 @@ func (srv *Server) Start() error {
 	for i := range srv.specs {
 		addrs[i] = srv.specs[i].Addr()
 	}
+	srv.addrs = addrs
 	reusePort, err := transport.ExclusiveReusePort(addrs) // server/transport/listen.go
 	if err != nil {
 		return fmt.Errorf("cannot listen for MQTT on %v: %w", srv.cfg.listeners, err)
@@ -213,7 +216,7 @@ func (srv *Server) Start() error {
 		)
 	}()
 	select {
-	case <-srv.booted:
+	case <-srv.listening:
 		return nil
 	case err := <-srv.stopped:
 		srv.releaseProcs()
@@ -257,12 +260,21 @@ func (srv *Server) Metrics() *Metrics { return &srv.metrics }
 // OnBoot runs once when gnet is listening.
 func (srv *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	srv.eng = eng
-	close(srv.booted)
 	return gnet.None
 }
 
-// OnTick runs on gnet's ticker goroutine once a second; the work itself is done on each loop.
+// OnTick runs on gnet's ticker goroutine once a second; the work itself is done on each loop. gnet starts
+// the ticker once every loop listens: the first tick defers their accepts (server/transport/deferaccept_linux.go)
+// and lets Start return.
 func (srv *Server) OnTick() (time.Duration, gnet.Action) {
+	if !srv.ticked {
+		srv.ticked = true
+		if n, err := transport.DeferAccept(srv.eng, srv.addrs); err != nil {
+			srv.warn("cannot defer accepting connections until their first bytes; each connect costs its event loop one more wake-up",
+				"err", err, "listening_sockets_deferred", n)
+		}
+		close(srv.listening)
+	}
 	srv.loopMu.Lock()
 	loops := srv.order
 	srv.loopMu.Unlock()

@@ -41,7 +41,7 @@ func (c *conn) onSubscribe(p *mqttcodec.Subscribe) error {
 		existed := srv.trie.add(filter, sess, o)
 		sess.mu.Lock()
 		if sess.subs == nil {
-			sess.subs = make(map[string]subOpts)
+			sess.subs = make(map[string]subOpts, len(p.Subs)) // sized once: the usual SUBSCRIBE is the session's first and only
 		}
 		sess.subs[filter] = o
 		sess.mu.Unlock()
@@ -126,6 +126,15 @@ type heldAck struct {
 // acknowledged, and the client's next CONNECT finds the session as Kafka holds it. Runs on the loop.
 func (c *conn) ackWhenSaved(start int, after func()) {
 	srv, sess, l := c.l.srv, c.sess, c.l
+	sess.mu.Lock()
+	persistent := sess.ps != nil
+	sess.mu.Unlock()
+	if !persistent { // nothing to save (saveSession would say so too): no held ack and no callback to allocate
+		if after != nil {
+			after()
+		}
+		return
+	}
 	h := &heldAck{after: after}
 	if !srv.saveSession(sess, func(err error) { c.runOnLoop(func() { c.releaseAck(sess, h, err) }) }) {
 		if after != nil {

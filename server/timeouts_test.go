@@ -8,14 +8,16 @@ import (
 	"github.com/ferrymq/ferry/server"
 )
 
-// A socket that never sends CONNECT is closed after the CONNECT timeout.
+// A socket that never sends CONNECT is closed after the CONNECT timeout. A socket that sends nothing at all
+// reaches Ferry only when the kernel gives up deferring its accept, at its first SYN-ACK retransmission about
+// a second after the handshake (server/transport/deferaccept_linux.go); the timeout runs from then.
 func TestConnectTimeout(t *testing.T) {
 	f := startFerry(t, server.ConnectTimeout(time.Second))
 	r := dialRaw(t, f.addr)
 	start := time.Now()
 	r.expectClosed()
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("closed after %v, want about 1s", d)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("closed after %v, want about 1s of deferred accept and 1s of timeout", d)
 	}
 	// A slowloris CONNECT, one byte at a time, does not extend the deadline.
 	r = dialRaw(t, f.addr)

@@ -5,7 +5,8 @@
 // own buffer, and frames what the server writes.
 //
 // Everything here runs on the connection's gnet event loop, except a TLS handshake, which runs on a goroutine
-// of its own (tls.go). The package knows nothing of MQTT sessions: it sees its connection through Conn.
+// of its own (tls.go), and what sets up the listening sockets (listen.go, deferaccept_linux.go), which runs
+// once as the server starts. The package knows nothing of MQTT sessions: it sees its connection through Conn.
 package transport
 
 import (

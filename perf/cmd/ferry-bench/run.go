@@ -178,6 +178,7 @@ func run(o *options) (err error) {
 	if o.scenario == "idle" {
 		if o.subsPerConn > 0 {
 			mon.setPhase("subscribe")
+			ss.sample(func(s *report.Server, p procstat.Sample) { s.SubscribeStart = ptr(p) })
 			t := time.Now()
 			if err := coord.Broadcast(load.Command{Cmd: "subscribe"}); err != nil {
 				return err
@@ -186,6 +187,7 @@ func run(o *options) (err error) {
 				return err
 			}
 			sec := since(t)
+			ss.sample(func(s *report.Server, p procstat.Sample) { s.SubscribeEnd = ptr(p) })
 			tot := coord.Totals()
 			res.Subscribe = &report.Phase{Attempted: int64(o.subsPerConn) * afterConn.ConnOK, OK: tot.SubOK, Failed: tot.SubFail,
 				Sec: sec, RatePerSec: float64(tot.SubOK) / sec}
@@ -393,6 +395,14 @@ func derive(o *options, res *report.Result) {
 	if rss2, _, ok2 := sum(s, func(x *report.Server) *procstat.Sample { return x.AfterSubscribe }); ok1 && ok2 && res.Subscribe != nil && res.Subscribe.OK > 0 {
 		d.RSSPerSub = float64(rss2-rss1) / float64(res.Subscribe.OK)
 	}
+	_, cs0, oks0 := sum(s, func(x *report.Server) *procstat.Sample { return x.SubscribeStart })
+	_, cs1, oks1 := sum(s, func(x *report.Server) *procstat.Sample { return x.SubscribeEnd })
+	if oks0 && oks1 && res.Subscribe != nil && res.Subscribe.OK > 0 {
+		d.SubCPUSec = cs1 - cs0
+		if d.SubCPUSec > 0 {
+			d.SubsPerCPUSec = float64(res.Subscribe.OK) / d.SubCPUSec
+		}
+	}
 	_, cl0, okl0 := sum(s, func(x *report.Server) *procstat.Sample { return x.LoadStart })
 	_, cl1, okl1 := sum(s, func(x *report.Server) *procstat.Sample { return x.LoadEnd })
 	if okl0 && okl1 {
@@ -429,6 +439,9 @@ func headline(o *options, r *report.Result) {
 				r.Add("server RSS per subscription", d.RSSPerSub, "B", "lower")
 			}
 			r.Add("connections per server CPU-second", d.ConnsPerCPUSec, "/cpu-s", "higher")
+			if d.SubsPerCPUSec > 0 {
+				r.Add("subscriptions per server CPU-second", d.SubsPerCPUSec, "/cpu-s", "higher")
+			}
 			r.Add("server CPU while holding", d.HoldCPUPercent, "%", "lower")
 		}
 		if r.Subscribe != nil {

@@ -109,6 +109,8 @@ type Server struct {
 	Before         procstat.Sample  `json:"before"`
 	AfterConnect   *procstat.Sample `json:"after_connect,omitempty"`
 	AfterSubscribe *procstat.Sample `json:"after_subscribe,omitempty"`
+	SubscribeStart *procstat.Sample `json:"subscribe_start,omitempty"` // idle: CPU as the SUBSCRIBEs start and
+	SubscribeEnd   *procstat.Sample `json:"subscribe_end,omitempty"`   // as the last SUBACK arrives
 	LoadStart      *procstat.Sample `json:"load_start,omitempty"`
 	LoadEnd        *procstat.Sample `json:"load_end,omitempty"`
 	End            procstat.Sample  `json:"end"`
@@ -121,6 +123,8 @@ type Derived struct {
 	RSSPerSub      float64 `json:"rss_bytes_per_sub,omitempty"`
 	ConnsPerCPUSec float64 `json:"conns_per_server_cpu_sec,omitempty"`
 	ConnectCPUSec  float64 `json:"connect_server_cpu_sec,omitempty"`
+	SubsPerCPUSec  float64 `json:"subs_per_server_cpu_sec,omitempty"` // idle: subscriptions granted per CPU-second of the SUBSCRIBE phase
+	SubCPUSec      float64 `json:"subscribe_server_cpu_sec,omitempty"`
 	HoldCPUPercent float64 `json:"hold_server_cpu_percent,omitempty"`
 	LoadCPUSec     float64 `json:"load_server_cpu_sec,omitempty"`
 	BusyCores      float64 `json:"server_busy_cores,omitempty"`
