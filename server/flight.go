@@ -19,14 +19,16 @@ type flight struct {
 
 	// Held QoS 2 steps of a persistent session (hold): a delivery record computed after an entry was held
 	// holds it; once Kafka acknowledged that record the step goes on the wire (sendHeld).
-	heldPub  int    // held entries in state outPublished: queued deliveries wait behind them, keeping the order
-	heldRel  int    // held entries in state outReleased
-	saveSeq  uint32 // delivery records computed while entries were held (persist.go)
-	durable  uint32 // the newest of them Kafka acknowledged
-	flushed  uint32 // durable when sendHeld last looked
-	wantSave bool   // an entry was held after the last record was computed
-	saving   bool   // a record for held entries is on its way (startHeldSave); one at a time per session
-	saveErr  error  // Kafka failed a record holding entries: the connection is closed, they stay in flight
+	heldPub  int      // held entries in state outPublished: queued deliveries wait behind them, keeping the order
+	heldRel  int      // held entries in state outReleased
+	saveSeq  uint32   // delivery records computed while entries were held (persist.go)
+	durable  uint32   // the newest of them Kafka acknowledged
+	flushed  uint32   // durable when sendHeld last looked
+	wantSave bool     // an entry was held after the last record was computed
+	saving   bool     // a record for held entries is on its way (startHeldSave); one at a time per session
+	savedAt  [2]int64 // unix ns when the last two records for held entries were started, older first
+	gapTimer bool     // a timer will notify the connection when the next record may start (startHeldSave)
+	saveErr  error    // Kafka failed a record holding entries: the connection is closed, they stay in flight
 }
 
 // flights returns the session's packet-id state, allocating it. s.mu is held.

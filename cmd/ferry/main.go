@@ -133,7 +133,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.SharedSubscriptionMode(cfg.shareMode), server.ShareDeliveryLimit(cfg.shareDelivLimit), server.ShareHold(cfg.shareHold),
 		server.V3SessionExpiry(uint32(cfg.v3SessionExpiry.Seconds())),
 		server.MaxSessionExpiry(uint32(cfg.maxSessionExpiry.Seconds())),
-		server.SaveEvery(cfg.saveEvery),
+		server.SaveEvery(cfg.saveEvery), server.QoS2StateGap(cfg.qos2StateGap),
 		server.SessionsReadWait(cfg.sessionsReadWait),
 		server.Heartbeats(cfg.heartbeatEvery, cfg.deadAfter), server.WillHold(cfg.chaosWillHold),
 		server.OutboundBudget(cfg.outboundBudget),
