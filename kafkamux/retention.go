@@ -40,10 +40,10 @@ const (
 	// every tombstone kept is an index entry and a batch that each
 	// compaction reads and rewrites. Kafka's default, 24 h, would keep a day
 	// of them; 15 minutes kept 131,000 (117,000 batches, nearly all of the
-	// topic after a pass) in scripts/soak.sh at 5,000 msg/s. A reader misses a delete only if
-	// a pass runs while it is this far behind the log end; in standalone
-	// mode the one reader is Ferry's own, which follows the topic live and
-	// loads it at start, before the first pass.
+	// topic after a pass) in scripts/soak.sh at 5,000 msg/s. A reader
+	// misses a delete only if a pass runs while it is this far behind the
+	// log end; in standalone mode the one reader is Ferry's own, which
+	// follows the topic live and loads it at start, before the first pass.
 	embeddedTombstoneRetention = time.Minute
 )
 
