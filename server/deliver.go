@@ -151,7 +151,8 @@ func (c *conn) drain() {
 			break // [MQTT-3.3.4-9] the client's Receive Maximum
 		}
 		held := holdsPublish(sess, d)
-		if !held && sess.fl != nil && sess.fl.heldPub > 0 {
+		behind := !held && sess.fl != nil && sess.fl.heldPub > 0
+		if behind && (d.qos == 0 || d.share != nil || d.resendID != 0) {
 			break // after the held PUBLISHes, in order [MQTT-4.6.0-6]
 		}
 		if d.resendID != 0 {
@@ -163,10 +164,15 @@ func (c *conn) drain() {
 		if d.qos > 0 {
 			id = sess.flights().allocID()
 		}
-		if held {
-			// Not on the wire before Kafka holds its packet id and position (flight.hold): sent by sendHeld.
+		if held || behind {
+			// Not on the wire before Kafka holds its packet id and position (flight.hold), or before the held
+			// PUBLISH ahead of it (flight.holdBehind): sent by sendHeld.
 			sess.fl.add(id, *d, outPublished)
-			sess.fl.hold(&sess.fl.out[len(sess.fl.out)-1])
+			if e := &sess.fl.out[len(sess.fl.out)-1]; held {
+				sess.fl.hold(e)
+			} else {
+				sess.fl.holdBehind(e)
+			}
 			sess.queue.pop()
 			continue
 		}
