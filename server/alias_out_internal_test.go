@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/topicalias"
 )
 
 // aliasTestConn is a connection with no socket: writePublish appends to its loop's out buffer.
@@ -123,22 +124,23 @@ func TestOutAlias(t *testing.T) {
 		}
 	})
 	t.Run("byte-budget", func(t *testing.T) {
-		c := aliasTestConn(mqttcodec.Version5, 100, OutboundTopicAliasBytes(3*(outAliasEntryCost+len(long))))
+		c := aliasTestConn(mqttcodec.Version5, 100, OutboundTopicAliasBytes(3*(topicalias.EntryCost+len(long))))
 		for i := range 10 {
 			send(c, long[:len(long)-1]+strconv.Itoa(i))
 		}
-		if n := len(c.outAlias.ents); n != 3 {
+		if n := c.outAlias.Len(); n != 3 {
 			t.Fatalf("%d aliases within a budget of 3 entries", n)
 		}
-		if c.outAlias.bytes > c.outAlias.budget {
-			t.Fatalf("table holds %d bytes, budget %d", c.outAlias.bytes, c.outAlias.budget)
+		if held, budget := c.outAlias.Bytes(); held > budget {
+			t.Fatalf("table holds %d bytes, budget %d", held, budget)
 		}
 		for i, p := range decodeOut(t, c) {
 			if p.Props.TopicAlias == 0 || p.Props.TopicAlias > 3 || len(p.Topic) == 0 {
 				t.Fatalf("PUBLISH %d: alias %d topic %q", i, p.Props.TopicAlias, p.Topic)
 			}
 		}
-		huge := strings.Repeat("x", c.outAlias.budget)
+		_, budget := c.outAlias.Bytes()
+		huge := strings.Repeat("x", budget)
 		send(c, huge)
 		if p := decodeOut(t, c)[0]; p.Props.Has(mqttcodec.PropTopicAlias) {
 			t.Fatal("a topic larger than the budget got an alias")
@@ -161,7 +163,7 @@ func TestOutAlias(t *testing.T) {
 		if c.writePublish(&d, 0, false, now) {
 			t.Fatal("PUBLISH above the client's Maximum Packet Size written")
 		}
-		if len(c.outAlias.ents) != 0 {
+		if c.outAlias.Len() != 0 {
 			t.Fatal("a PUBLISH that was not sent defined an alias")
 		}
 	})

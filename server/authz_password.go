@@ -1,9 +1,6 @@
 package server
 
 import (
-	"runtime"
-	"sync"
-
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/server/auth"
 )
@@ -12,62 +9,16 @@ import (
 //
 // A bcrypt comparison takes tens of milliseconds of CPU: done on the loop it would stall every connection of
 // the loop. So a CONNECT from a user of the password file is parked (phaseLoading: its later packets stay
-// unread), its bytes are copied, and the comparison runs on a small pool: at most one goroutine per two CPUs
-// at once, started only while there is work, with up to pwQueueMax CONNECTs waiting. Past that the CONNECT
-// is refused with 0x89 Server Busy (v3: return code 3) at once: a reconnect storm costs a bounded queue, not
-// a goroutine per client. The result goes back to the connection's loop (gnet Execute), which decodes the
-// copied CONNECT again and goes on as for any CONNECT, with the principal already known.
+// unread), its bytes are copied, and the comparison runs on a small pool (auth.CheckPool): at most one
+// goroutine per two CPUs at once, started only while there is work, with up to auth.CheckQueueMax CONNECTs
+// waiting. Past that the CONNECT is refused with 0x89 Server Busy (v3: return code 3) at once: a reconnect
+// storm costs a bounded queue, not a goroutine per client. The result goes back to the connection's loop
+// (runOnLoop), which decodes the copied CONNECT again and goes on as for any CONNECT, with the principal
+// already known.
 
 // authPending is what authenticate returns for a CONNECT whose password is being checked off the loop. It is
 // not a reason code of the protocol: it never reaches the wire.
 const authPending mqttcodec.ReasonCode = 0xFF
-
-// pwQueueMax bounds the CONNECTs waiting for a password check.
-const pwQueueMax = 4096
-
-// pwPool runs password checks: a bounded number of goroutines, none while idle, and a bounded queue.
-type pwPool struct {
-	mu      sync.Mutex
-	running int
-	max     int
-	queue   []func()
-}
-
-// submit runs job soon, or reports false when the queue is full. Safe for concurrent use; never blocks.
-func (p *pwPool) submit(job func()) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.max == 0 {
-		p.max = max(1, runtime.NumCPU()/2)
-	}
-	if p.running < p.max {
-		p.running++
-		go p.run(job)
-		return true
-	}
-	if len(p.queue) >= pwQueueMax {
-		return false
-	}
-	p.queue = append(p.queue, job)
-	return true
-}
-
-// run runs job and then the queued ones, and ends when the queue is empty. Runs on its own goroutine.
-func (p *pwPool) run(job func()) {
-	for job != nil {
-		job()
-		p.mu.Lock()
-		if len(p.queue) == 0 {
-			p.running--
-			job = nil
-		} else {
-			job = p.queue[0]
-			p.queue[0] = nil
-			p.queue = p.queue[1:]
-		}
-		p.mu.Unlock()
-	}
-}
 
 // checkPassword parks c's CONNECT while the pool checks its password, and returns authPending, or 0x89 when
 // the pool's queue is full. Runs on the loop, within handle: l.connFH and l.connBody are the CONNECT's bytes.
@@ -75,7 +26,7 @@ func (c *conn) checkPassword(pol *auth.Policy, p *mqttcodec.Connect) mqttcodec.R
 	l := c.l
 	fh, raw := l.connFH, append([]byte(nil), l.connBody...)
 	user, pass := append([]byte(nil), p.Username...), append([]byte(nil), p.Password...)
-	ok := l.srv.pw.submit(func() {
+	ok := l.srv.pw.Submit(func() {
 		pr, err := pol.VerifyPassword(user, pass) // bcrypt: this is why it is not on the loop
 		c.runOnLoop(func() {
 			if c.closed || c.phase != phaseLoading {
@@ -98,7 +49,7 @@ func (c *conn) checkPassword(pol *auth.Policy, p *mqttcodec.Connect) mqttcodec.R
 		})
 	})
 	if !ok {
-		l.srv.warn("refusing CONNECT: too many password checks waiting", "queued", pwQueueMax)
+		l.srv.warn("refusing CONNECT: too many password checks waiting", "queued", auth.CheckQueueMax)
 		return mqttcodec.ServerBusy // v3: return code 3
 	}
 	c.phase = phaseLoading // no packet is read until the check is done

@@ -8,6 +8,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/topicalias"
 	"github.com/ferrymq/ferry/server/transport"
 )
 
@@ -48,7 +49,7 @@ type conn struct {
 	clientRecvMax   uint16            // outbound QoS>0 window the client allows
 	clientAliasMax  uint16            // the client's Topic Alias Maximum: outbound aliases it takes (0: none)
 	aliases         map[uint16]string // inbound topic aliases
-	outAlias        *outAliases       // outbound topic aliases (alias_out.go); nil until the first one
+	outAlias        *topicalias.Out   // outbound topic aliases (alias_out.go); nil until the first one
 
 	pq          *pubQueue // inbound QoS>0 publishes until their ack is written; nil when there are none
 	lingerBytes int32     // lingering: bytes read and discarded (linger.go)

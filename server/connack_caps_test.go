@@ -5,6 +5,7 @@ import (
 
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/server"
+	"github.com/ferrymq/ferry/server/share"
 )
 
 // rawConnack sends a v5 CONNECT (keep-alive 30, session expiry asked) and returns the decoded CONNACK.
@@ -48,7 +49,7 @@ func TestConnackCapabilities(t *testing.T) {
 	}{
 		{"defaults", nil, want{keepAlive: -1, recvMax: 1024, maxQoS: -1, maxPacket: 1 << 20, aliasMax: 64, shared: 1, expiry: -1, askedExpiry: 60}},
 		{"configured", []server.Opt{server.ServerKeepAlive(45), server.ReceiveMaximum(77), server.MaximumQoS(1),
-			server.MaxPacketSize(4096), server.TopicAliasMaximum(9), server.SharedSubscriptions(false), server.MaxSessionExpiry(120)},
+			server.MaxPacketSize(4096), server.TopicAliasMaximum(9), server.Share(share.Enabled(false)), server.MaxSessionExpiry(120)},
 			want{keepAlive: 45, recvMax: 77, maxQoS: 1, maxPacket: 4096, aliasMax: 9, shared: 0, expiry: 120, askedExpiry: 3600}},
 		{"qos0-no-aliases", []server.Opt{server.MaximumQoS(0), server.TopicAliasMaximum(0)},
 			want{keepAlive: -1, recvMax: 1024, maxQoS: 0, maxPacket: 1 << 20, aliasMax: 0, shared: 1, expiry: -1}},

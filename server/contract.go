@@ -11,9 +11,10 @@ import (
 // Payload contracts (--payload rules, server/payload): a PUBLISH whose topic a rule matches is checked, and
 // possibly converted, on the loop before it is handed to Kafka (onPublish); records of rules with deliver=json
 // are turned back into JSON once per record before fan-out (deliverRecord), before the retained index stores
-// them (onRetained), on a session's replay (replayOne) and on a shared subscription's group reader; a record
-// whose schema id is being fetched is held meanwhile (contract_hold.go). Without
-// rules cfg.payload is nil and each path costs one nil check.
+// them (onRetained), on a session's replay (replayOne) and on a shared subscription's group reader, by the
+// server's payload.Held (srv.held), which holds a record whose schema id is being fetched meanwhile, and the
+// later records of its partition (server/payload/hold.go). Without rules cfg.payload and srv.held are nil
+// and each path costs one nil check.
 //
 // Refusals. A payload that breaks its contract gets PUBACK/PUBREC 0x99 Payload Format Invalid with the first
 // validation error as reason string (v5 QoS 1/2); a v5 QoS 0 one is dropped. A v3 client cannot be told: with
@@ -86,29 +87,20 @@ func (c *conn) queueDenied(p *mqttcodec.Publish, reason mqttcodec.ReasonCode, wh
 	return nil
 }
 
-// deliverAsJSON returns the record to deliver for m: m itself, or, when m's topic has a deliver=json rule, a
-// copy whose payload is the record's JSON (content type application/json, payload format UTF-8). m is shared
-// with the recent-record cache and is not modified. A record that cannot be decoded is delivered unchanged,
-// counted and logged. While m's schema id is fetched it returns m and the *payload.Pending to wait on
-// (contract_hold.go). Never waits; runs on a reader goroutine (shared, retained, a group's) or a replay's.
-func (srv *Server) deliverAsJSON(m *kafkamux.Message) (*kafkamux.Message, *payload.Pending) {
-	if m.Tombstone {
-		return m, nil
-	}
-	js, err := srv.cfg.payload.DeliverJSON(m.Topic, m.Payload)
-	var pending *payload.Pending
-	switch {
-	case errors.Is(err, payload.ErrNoRule):
-		return m, nil
-	case errors.As(err, &pending):
-		return m, pending
-	case err != nil:
-		srv.warn("record delivered as it is: deliver=json cannot decode it", "topic", m.Topic, "err", err)
-		return m, nil
-	}
-	cp := *m
-	cp.Payload, cp.ContentType, cp.PayloadFormat, cp.HasPayloadFormat = js, "application/json", 1, true
-	return &cp, nil
+// holdHost is the server as its payload.Held (srv.held) sees it: deliver=json records, held while their
+// schema id is fetched, are fanned out (deliver.go) and retained messages replaced (retained.go) through it.
+type holdHost struct{ srv *Server }
+
+func (h holdHost) FanOut(k tp, off int64, m *kafkamux.Message, skip bool) {
+	h.srv.fanOut(k, off, m, skip)
+}
+func (h holdHost) ReplaceRetained(old, m *kafkamux.Message) { h.srv.retained.Replace(old, m) }
+func (h holdHost) Warn(msg string, args ...any)             { h.srv.warn(msg, args...) }
+
+// deliverAsJSONWait is the record to deliver for m, as JSON where its rule says so, waiting while its schema
+// id is fetched (payload.Held.JSONWait): for a session's replay (persist.go). cfg.payload is not nil.
+func (srv *Server) deliverAsJSONWait(m *kafkamux.Message) *kafkamux.Message {
+	return srv.held.JSONWait(m)
 }
 
 // checkWill runs a will message's payload through its topic's contract: it returns the message to publish (a
@@ -131,6 +123,15 @@ func (srv *Server) checkWill(m *kafkamux.Message) (*kafkamux.Message, bool) {
 		cp.HasPayloadFormat = false
 	}
 	return &cp, true
+}
+
+// PayloadHeld returns the records held for their schema now, ever, and released unchanged because their
+// partition held too many (payload.Held).
+func (srv *Server) PayloadHeld() (now int64, total, lost uint64) {
+	if srv.held == nil {
+		return 0, 0, 0
+	}
+	return srv.held.Stats()
 }
 
 // PayloadStats returns the counters of the payload rules and of failed schema registry requests (nil, 0

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferrymq/ferry/server"
 	"github.com/ferrymq/ferry/server/payload"
+	"github.com/ferrymq/ferry/server/share"
 )
 
 // deliverJSONRule is a deliver=json rule whose Avro schema is a file with registry id 42, so records framed
@@ -90,7 +91,7 @@ func TestPayloadDeliverJSONEverywhere(t *testing.T) {
 	_, kafka := startKafka(t)
 	a := startInstance(t, kafka, server.Payload(payloadSet(t, []string{deliverJSONRule}), false))
 	b := startInstance(t, kafka, server.Payload(payloadSet(t, []string{deliverJSONRule}), false),
-		server.SharedSubscriptionMode(server.ShareModeShareGroup))
+		server.Share(share.Mode(share.ModeShareGroup)))
 	topic := a.mux.MessagesTopic()
 
 	t.Run("retained", func(t *testing.T) {

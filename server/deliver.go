@@ -61,15 +61,15 @@ func (srv *Server) deliverRecord(t uint16, part int32, off int64, m *kafkamux.Me
 	k := tp{t, part}
 	if srv.cfg.payload != nil {
 		var now bool
-		if m, now = srv.admit(k, off, m, skip); !now {
-			return // held for its schema, or behind a record that is (contract_hold.go)
+		if m, now = srv.held.Admit(k, off, m, skip); !now {
+			return // held for its schema, or behind a record that is (server/payload/hold.go)
 		}
 	}
 	srv.fanOut(k, off, m, skip)
 }
 
 // fanOut queues record off of k for the sessions whose subscriptions match, and moves the reader's position
-// past it. Runs on the shared reader's goroutine, or on a held partition's releaser (contract_hold.go).
+// past it. Runs on the shared reader's goroutine, or on a held partition's releaser (server/payload/hold.go).
 func (srv *Server) fanOut(k tp, off int64, m *kafkamux.Message, skip bool) {
 	srv.matchMu.Lock()
 	defer srv.matchMu.Unlock()
@@ -323,7 +323,7 @@ func (c *conn) writePublish(d *delivery, id uint16, dup bool, now time.Time) boo
 	}
 	c.l.out = mqttcodec.AppendPublish(c.l.out, p, c.version)
 	if alias != 0 {
-		c.outAlias.commit(m.Topic, alias, known)
+		c.outAlias.Commit(m.Topic, alias, known)
 	}
 	return true
 }

@@ -24,24 +24,28 @@
 //	conn_io.go      reading and writing through the listener's transport (server/transport)
 //	refuse.go       refuse: the one constructor of a refused packet's error and reason code
 //	linger.go       lingering close, so a client can read the DISCONNECT that ends it
-//	limits.go       connection rate per address, publish rate per connection
-//	authz.go        authentication and topic authorization (package auth); authz_password.go: bcrypt off the loop
+//	limits.go       connection rate per address (the table: server/ratelimit), publish rate per connection
+//	authz.go        authentication and topic authorization (package auth); authz_password.go: a CONNECT parked
+//	                while its bcrypt check runs off the loop (on auth.CheckPool)
 //	redirect.go     redirect and sharding over the live instances, and their heartbeats
 //
 // Inbound messages, MQTT → Kafka:
 //
 //	publish.go      PUBLISH: checks, the copy into a pooled request, the hand-off to the loop's lane, acks in order
 //	qos2.go         the QoS 2 handshake and its packet-id records (key format: internal/sessionkey)
-//	routing.go      --route: which Kafka topic a message goes to (rules compiled by server/route)
-//	contract.go     --payload: a PUBLISH checked or converted before the hand-off, a record turned back into JSON;
-//	                contract_hold.go: records held while their schema id is fetched
+//	routing.go      --route: which Kafka topic a message goes to, a refused one answered, the routed topics
+//	                followed (rules, routed topics' creation and discovery: server/route)
+//	contract.go     --payload: a PUBLISH checked or converted before the hand-off, a record turned back into JSON
+//	                (records held while their schema id is fetched: payload.Held, in server/payload)
 //
 // Outbound messages, Kafka → MQTT:
 //
 //	deliver.go      a record from the shared reader matched (trie.go) and queued on the matching sessions
-//	trie.go         the subscription index; retained.go: the retained-message index (both on server/topictree)
-//	alias_out.go    outbound topic aliases
-//	share.go        shared subscriptions, the MQTT side: options, SUBSCRIBE, a session as a share group
+//	trie.go         the subscription index (on server/topictree)
+//	retained.go     retained messages: the retained topic read into the index (server/retained), SUBSCRIBEs
+//	                held while it loads
+//	alias_out.go    outbound topic aliases on a connection's PUBLISHes (the table: server/topicalias)
+//	share.go        shared subscriptions, the MQTT side: SUBSCRIBE, a session as a share group
 //	                member, the server as the groups' host (the groups and their Kafka side: server/share)
 //	readlag.go      how late the shared reader receives records; QoS 0 shed at ingest while it lags
 //
@@ -57,7 +61,11 @@
 //	                written again after a late record of an older connection
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
-// Sub-packages: transport (the TCP/TLS/WebSocket/PROXY layer stack), topictree (the tree of topic levels
-// under both indexes), share (shared subscriptions' groups and their Kafka consumer or share groups), auth
-// (identities, roles, topic patterns), route (--route rules), payload (--payload rules). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
+// Sub-packages, each behind small interfaces of its own: transport (the TCP/TLS/WebSocket/PROXY layer stack;
+// which listener accepted a connection; SO_REUSEPORT kept exclusive), topictree (the tree of topic levels under
+// both indexes), retained (the retained-message index), topicalias (a connection's outbound topic aliases),
+// share (shared subscriptions' groups and their Kafka consumer or share groups), auth (identities, roles, topic
+// patterns; the pool of password checks), route (--route rules and the Kafka topics they write to), payload
+// (--payload rules, and the records held while their schema id is fetched), ratelimit (the connection-rate
+// table). The Ps reserved for the loops (GOMAXPROCS) are internal/procs's.
 package server

@@ -14,6 +14,7 @@ import (
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server"
+	"github.com/ferrymq/ferry/server/share"
 )
 
 // ferry is a Ferry instance for one test: in-process kfake as Kafka, gnet loops on a loopback port.
@@ -90,7 +91,7 @@ func newFerry(t testing.TB, loops int, addr string, kopts []kafkamux.Opt, offOpt
 	// Shared subscriptions in the consumer-group mode the tests were written for, unless a test asks for
 	// another (share_group_test.go).
 	all := append([]server.Opt{server.Listen("tcp://" + addr), server.EventLoops(loops), server.Logger(quietLog),
-		server.SharedSubscriptionMode(server.ShareModeConsumerGroup)}, opts...)
+		server.Share(share.Mode(share.ModeConsumerGroup))}, opts...)
 	srv, err := server.New(off, mux, all...)
 	if err != nil {
 		mux.Close()

@@ -1,16 +1,13 @@
 package server
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"math"
-	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/ratelimit"
 	"github.com/ferrymq/ferry/server/transport"
 )
 
@@ -55,7 +52,7 @@ func (m *Metrics) Limits() LimitStats {
 // MaxConnectionRate limits new connections per source address (IPv4 address or IPv6 /64) to perSecond per
 // second, with bursts of burst (0 = one second's worth, at least 1). CONNECTs over it get CONNACK 0x9F (v5) /
 // return code 3 (v3). Default 0 = no limit. Up to 65,536 source addresses are tracked at once (about 1.6 MB);
-// see connRateTable.
+// see ratelimit.ConnTable.
 func MaxConnectionRate(perSecond float64, burst int) Opt {
 	return opt(func(c *cfg) { c.connRate, c.connBurst = perSecond, burst })
 }
@@ -87,112 +84,8 @@ func (c *cfg) validateLimits() error {
 	return c.validateRedirect()
 }
 
-// burstOf is the bucket size for a rate and a configured burst (0 = one second's worth, at least 1).
-func burstOf(rate float64, burst int) float64 {
-	if burst > 0 {
-		return float64(burst)
-	}
-	return max(1, math.Ceil(rate))
-}
-
-// --- Connection rate per source address ---
-
-// connRateTable is the token buckets of the source addresses that connected recently, in a fixed-size,
-// set-associative table shared by the event loops: gnet spreads one address's connections over every loop,
-// so a table per loop would let an address through once per loop. Each set of rateWays entries has its own
-// mutex, held for a few compares and never across I/O, so loops contend only when two CONNECTs hash to the
-// same one of connRateSets sets at the same moment: there is no global lock.
-//
-// Memory is fixed when the server starts: connRateSets × rateWays entries (65,536 addresses, about 1.6 MB),
-// whatever the number of addresses. When an address's set is full, the entry used longest ago is replaced:
-// that address starts again with a full bucket when it comes back. A flood from more addresses than the
-// table holds therefore weakens the limit for the flooding addresses (each gets about a burst per eviction
-// cycle) but never refuses an address that is under its rate, and never grows memory. Replacing an entry that
-// was still limiting its address is counted (ferry_connection_rate_evictions_total); a steady count means the
-// table is too small for the flood, and the listener's max-connections and the CONNECT timeout remain the
-// backstop. Entries need no pruning: an idle one is simply the first to be replaced.
-type connRateTable struct {
-	rate  float64 // tokens per nanosecond
-	burst float64
-	seed  uint64 // random: which set an address lands in cannot be chosen from outside
-	sets  []rateSet
-	m     *limitMetrics
-}
-
-const (
-	connRateSets = 8192
-	rateWays     = 8
-)
-
-type rateSet struct {
-	mu sync.Mutex
-	e  [rateWays]rateEntry
-}
-
-type rateEntry struct {
-	key    uint64 // mixed address group; 0 = free
-	at     int64  // unix ns of the last refill
-	tokens float64
-}
-
-func newConnRateTable(rate float64, burst int, m *limitMetrics) *connRateTable {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // never fails on Linux
-	seed := binary.LittleEndian.Uint64(b[:])
-	return &connRateTable{rate: rate / 1e9, burst: burstOf(rate, burst), seed: seed,
-		sets: make([]rateSet, connRateSets), m: m}
-}
-
-// addrGroup is the part of an address that is limited as one source: the IPv4 address, or the /64 of an
-// IPv6 address. IPv4-mapped IPv6 addresses count as IPv4.
-func addrGroup(a netip.Addr) uint64 {
-	a = a.Unmap()
-	if a.Is4() {
-		b := a.As4()
-		return 1<<32 | uint64(binary.BigEndian.Uint32(b[:])) // 0:1::/32 is unassigned IPv6 space: no overlap
-	}
-	b := a.As16()
-	return binary.BigEndian.Uint64(b[:8])
-}
-
-// mix64 is splitmix64's finalizer: a bijection that spreads every input bit over the output.
-func mix64(z uint64) uint64 {
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
-
-// allow takes a token for one connection from a, at unix ns now. It may run on any loop.
-func (t *connRateTable) allow(a netip.Addr, now int64) bool {
-	if !a.IsValid() {
-		return true // no address to count (a PROXY LOCAL header without one): not limited
-	}
-	key := mix64(addrGroup(a)^t.seed) | 1 // never 0, which marks a free entry
-	s := &t.sets[(key>>1)%connRateSets]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var victim *rateEntry
-	for i := range s.e {
-		e := &s.e[i]
-		if e.key == key {
-			e.tokens = min(t.burst, e.tokens+float64(now-e.at)*t.rate)
-			e.at = now
-			if e.tokens < 1 {
-				return false
-			}
-			e.tokens--
-			return true
-		}
-		if victim == nil || e.key == 0 || (victim.key != 0 && e.at < victim.at) {
-			victim = e
-		}
-	}
-	if victim.key != 0 && victim.tokens+float64(now-victim.at)*t.rate < t.burst {
-		t.m.rateEvictions.Add(1) // it still limited its address
-	}
-	*victim = rateEntry{key: key, at: now, tokens: t.burst - 1}
-	return true
-}
+// mix64 is ratelimit.Mix64, by the name redirect.go's rendezvous hash calls it.
+func mix64(z uint64) uint64 { return ratelimit.Mix64(z) }
 
 // connectRateOK applies --max-connection-rate to c's CONNECT. Runs on c's loop.
 func (c *conn) connectRateOK() bool {
@@ -200,7 +93,7 @@ func (c *conn) connectRateOK() bool {
 	if t == nil {
 		return true
 	}
-	return t.allow(transport.AddrPort(c.remoteAddr()).Addr(), time.Now().UnixNano())
+	return t.Allow(transport.AddrPort(c.remoteAddr()).Addr(), time.Now().UnixNano())
 }
 
 // --- Publish rate per connection ---
@@ -222,7 +115,7 @@ type pubLimit struct {
 // refill adds the tokens earned since the last refill. Runs on the loop.
 func (p *pubLimit) refill(now int64, cfg *cfg) {
 	if now > p.at {
-		p.milli = min(int64(burstOf(cfg.pubRate, cfg.pubBurst)*1000), p.milli+(now-p.at)*int64(cfg.pubRate*1000))
+		p.milli = min(int64(ratelimit.Burst(cfg.pubRate, cfg.pubBurst)*1000), p.milli+(now-p.at)*int64(cfg.pubRate*1000))
 		p.at = now
 	}
 }
@@ -240,7 +133,7 @@ func (c *conn) publishRate() error {
 	cfg := &l.srv.cfg
 	p := l.pubLimits[c]
 	if p == nil {
-		p = &pubLimit{milli: int64(burstOf(cfg.pubRate, cfg.pubBurst) * 1000), at: l.now}
+		p = &pubLimit{milli: int64(ratelimit.Burst(cfg.pubRate, cfg.pubBurst) * 1000), at: l.now}
 		if l.pubLimits == nil {
 			l.pubLimits = make(map[*conn]*pubLimit)
 		}

@@ -3,14 +3,13 @@ package server
 import (
 	"context"
 	"log/slog"
-	"net"
-	"net/url"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/route"
+	"github.com/ferrymq/ferry/server/transport"
 )
 
 // Metrics are the server's low-cardinality counters: per listener, per QoS, per reason, never per client.
@@ -51,14 +50,15 @@ type Metrics struct {
 	subscriptions     atomic.Int64
 	refusedSubs       atomic.Uint64 // subscriptions refused by the per-session quota
 	willsSent         atomic.Uint64
-	limits            limitMetrics                // rate limits and redirects (limits.go)
-	authDenied        [authDenials]atomic.Uint64  // authorization refusals, by kind (authz.go)
-	routeRefused      [routeReasons]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
-	misrouted         atomic.Uint64               // records read from a Kafka topic their MQTT topic does not route to
-	lingering         atomic.Int64                // sockets in a lingering close (linger.go)
-	lingerSkipped     atomic.Uint64               // closes that would have lingered but found the loop's lingering sockets at their cap
+	limits            limitMetrics                  // rate limits and redirects (limits.go)
+	authDenied        [authDenials]atomic.Uint64    // authorization refusals, by kind (authz.go)
+	routeRefused      [route.Refusals]atomic.Uint64 // publishes and wills refused by routing, by reason (routing.go)
+	misrouted         atomic.Uint64                 // records read from a Kafka topic their MQTT topic does not route to
+	lingering         atomic.Int64                  // sockets in a lingering close (linger.go)
+	lingerSkipped     atomic.Uint64                 // closes that would have lingered but found the loop's lingering sockets at their cap
 
 	listeners []listenerMetrics                  // by the index of the listener in the configuration
+	which     *transport.Listeners               // which listener accepted a connection
 	loopLag   kafkamux.Histogram                 // how late each loop ran its one-second tick
 	pubStage  [pubStages]kafkamux.Histogram      // where a QoS 1/2 PUBLISH's time goes (stages.go)
 	delStage  [deliveryStages]kafkamux.Histogram // where a delivery's time goes (stages.go)
@@ -67,9 +67,7 @@ type Metrics struct {
 
 // listenerMetrics are the connection counters of one listener.
 type listenerMetrics struct {
-	name    string   // as configured, e.g. tcp://0.0.0.0:1883
-	ips     []net.IP // the addresses it listens on; none: any address (0.0.0.0, ::)
-	port    int
+	name    string // as configured, e.g. tcp://0.0.0.0:1883
 	opened  atomic.Uint64
 	current atomic.Int64
 	closed  [closeReasons]atomic.Uint64
@@ -79,54 +77,9 @@ type listenerMetrics struct {
 func (m *Metrics) initListeners(listeners []string) {
 	m.listeners = make([]listenerMetrics, len(listeners))
 	for i, l := range listeners {
-		lm := &m.listeners[i]
-		lm.name = l
-		if u, err := url.Parse(l); err == nil {
-			host, port, _ := net.SplitHostPort(u.Host)
-			lm.port, _ = strconv.Atoi(port)
-			if ip := net.ParseIP(host); ip != nil {
-				if !ip.IsUnspecified() {
-					lm.ips = []net.IP{ip}
-				}
-			} else if host != "" {
-				lm.ips, _ = net.LookupIP(host) // a host name: the addresses the listener is bound to
-			}
-		}
+		m.listeners[i].name = l
 	}
-}
-
-// listenerOf returns the index of the listener that accepted a connection, from gnet's local address (the
-// listener's own address): a listener bound to that very address first, then one bound to any address on the
-// port. OnOpen builds the connection's transport from it, so it must be exact: cfg.validate refuses what
-// could not be told apart (port 0 or more than 256 listeners, when there are several). With one listener it
-// is 0.
-func (m *Metrics) listenerOf(local net.Addr) int {
-	if len(m.listeners) < 2 {
-		return 0
-	}
-	a, ok := local.(*net.TCPAddr)
-	if !ok {
-		return 0
-	}
-	any := -1
-	for i := range m.listeners {
-		l := &m.listeners[i]
-		if l.port != a.Port {
-			continue
-		}
-		if len(l.ips) == 0 {
-			if any < 0 {
-				any = i
-			}
-			continue
-		}
-		for _, ip := range l.ips {
-			if ip.Equal(a.IP) {
-				return i
-			}
-		}
-	}
-	return max(any, 0)
+	m.which = transport.NewListeners(listeners)
 }
 
 // Why a connection ended, for ferry_connections_closed_total{reason}.
@@ -156,7 +109,7 @@ func (m *Metrics) connOpened(c *conn) {
 	if len(m.listeners) == 0 {
 		return
 	}
-	i := m.listenerOf(c.gc.LocalAddr())
+	i := m.which.Of(c.gc.LocalAddr())
 	c.listener = uint8(i)
 	m.listeners[i].opened.Add(1)
 	m.listeners[i].current.Add(1)
@@ -275,11 +228,11 @@ type Snapshot struct {
 	TransportErrors                                                                             uint64
 	HeldSaves                                                                                   uint64 // delivery records written before QoS 2 steps of persistent sessions went out
 	Drops                                                                                       [dropReasons]uint64
-	AuthDenied                                                                                  [authDenials]uint64  // by kind, see AuthDeniedNames
-	RouteRefused                                                                                [routeReasons]uint64 // by reason, see RouteRefusedNames
-	Misrouted                                                                                   uint64               // records skipped: their MQTT topic routes to another Kafka topic
-	Lingering                                                                                   int64                // sockets in a lingering close (linger.go)
-	LingerSkipped                                                                               uint64               // closes that found the lingering sockets at their cap and closed at once
+	AuthDenied                                                                                  [authDenials]uint64    // by kind, see AuthDeniedNames
+	RouteRefused                                                                                [route.Refusals]uint64 // by reason, see RouteRefusedNames
+	Misrouted                                                                                   uint64                 // records skipped: their MQTT topic routes to another Kafka topic
+	Lingering                                                                                   int64                  // sockets in a lingering close (linger.go)
+	LingerSkipped                                                                               uint64                 // closes that found the lingering sockets at their cap and closed at once
 	Refused                                                                                     map[mqttcodec.ReasonCode]uint64
 	ProtocolErrorsByCode                                                                        map[mqttcodec.ReasonCode]uint64
 }

@@ -1,14 +1,12 @@
 package server
 
 import (
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/ferrymq/ferry/kafkamux"
-	"github.com/ferrymq/ferry/server/topictree"
+	"github.com/ferrymq/ferry/server/retained"
 )
 
 // Retained messages live in Kafka: the compacted retained topic (offload writes every RETAIN=1 PUBLISH to it,
@@ -38,33 +36,17 @@ import (
 // lands in between gets the message twice: from the index with RETAIN=1, then live. The old design fed the
 // index from the messages topic and had no such window, but lost everything on restart.
 //
-// Index: a trie of topic levels. A filter walks only the branches it can match: a literal level is one
-// lookup, '+' visits the children of one node, '#' the subtree below one node; a SUBSCRIBE costs the matching
-// part of the index, not all of it. The tree is server/topictree's, shared with the subscription trie: nodes
-// keep up to eight children in a slice and switch to a map past that, and a node's level string is a substring
-// of the topic of the message that created it, so levels cost no bytes of their own.
+// Index: package server/retained keeps the messages by topic and matches filters against them (its package
+// comment gives their memory cost and how expired ones are dropped); deliver.go also drops expired messages
+// at send time.
 //
-// Memory per retained message, on amd64, measured by TestRetainedIndexMemory (100,000 topics
-// "site/<n>/dev/<m>/state", 16-byte payloads): about 405 bytes in all. 248 are the message itself (the
-// 200-byte kafkamux.Message, its topic string, its payload); about 157 are the index: the nodes of the levels
-// only this topic has (48 bytes each), its slot in its parent (a 24-byte slice entry, or about 40 bytes in a
-// map), and its share of the levels it has in common with other topics. Stored payload and correlation data
-// are copied into one allocation of their own: the decoded record points into a Kafka fetch buffer, which
-// must not be pinned for as long as the message stays retained.
-//
-// Expiry: a retained message past its Message Expiry deadline is not stored, and one that expires while
-// stored is skipped by the SUBSCRIBE that finds it and then removed [MQTT-3.3.2-5]; deliver.go also drops
-// expired messages at send time.
-//
-// Locks: retainedStore.mu (RW) guards the trie: the reader goroutine writes, loops read (and write to drop
+// Locks: the index's own lock (RW) guards the trie: the reader goroutine writes, loops read (and write to drop
 // expired messages). waitMu guards the waiting list. The two are never held together, no other lock is held
 // while either is taken, and answerWaits takes session locks (in enqueue) holding neither.
 
 // retainedStore is the instance's index of retained messages.
 type retainedStore struct {
-	mu    sync.RWMutex
-	root  rnode
-	count int
+	retained.Index // the messages (server/retained)
 
 	ready       atomic.Bool
 	waitMu      sync.Mutex
@@ -108,26 +90,22 @@ func (srv *Server) retainedFollow() kafkamux.FollowSpec {
 func (srv *Server) RetainedReady() bool { return srv.retained.ready.Load() }
 
 // RetainedCount returns the number of retained messages in the index, expired ones not yet removed included.
-func (srv *Server) RetainedCount() int {
-	srv.retained.mu.RLock()
-	defer srv.retained.mu.RUnlock()
-	return srv.retained.count
-}
+func (srv *Server) RetainedCount() int { return srv.retained.Count() }
 
 // onRetained applies one record of the retained topic to the index: a tombstone or an empty payload clears the
 // topic [MQTT-3.3.1-6] [MQTT-3.3.1-7], anything else replaces its retained message [MQTT-3.3.1-5]. Runs on the
 // shared reader's goroutine and must not block. m is this handler's alone (nothing else reads the retained
 // topic), so it is trimmed in place before it is stored.
 func (srv *Server) onRetained(_ int32, _ int64, m *kafkamux.Message) {
-	if m.Tombstone || len(m.Payload) == 0 || expired(m, time.Now()) {
-		srv.retained.remove(m.Topic, nil)
+	if m.Tombstone || len(m.Payload) == 0 || retained.Expired(m, time.Now()) {
+		srv.retained.Remove(m.Topic, nil)
 		return
 	}
-	detach(m)
+	retained.Detach(m)
 	if srv.cfg.payload != nil {
-		m = srv.retainedAsJSON(m) // stored as subscribers get it (contract_hold.go)
+		m = srv.held.Retained(m) // stored as subscribers get it (server/payload/hold.go)
 	}
-	srv.retained.set(m)
+	srv.retained.Set(m)
 }
 
 // onRetainedCaughtUp runs once, on the reader goroutine (or in Start when the topic is empty), when the index
@@ -167,7 +145,7 @@ func (srv *Server) retainedFor(sess *session, filter []byte, granted byte, subID
 		}
 		r.waitMu.Unlock()
 	}
-	return r.match(filter, dst)
+	return r.Match(filter, dst)
 }
 
 // answerWaits queues the retained messages owed to subscriptions that waited for the index, and wakes their
@@ -176,7 +154,7 @@ func (srv *Server) answerWaits(waits []retainedWait) {
 	var msgs []*kafkamux.Message
 	for i := range waits {
 		w := &waits[i]
-		msgs = srv.retained.match(bytesOf(w.filter), msgs[:0])
+		msgs = srv.retained.Match(bytesOf(w.filter), msgs[:0])
 		var subIDs []uint32
 		if w.subID != 0 {
 			subIDs = []uint32{w.subID} // shared by the deliveries below, which only read it
@@ -197,136 +175,4 @@ func (srv *Server) answerWaits(waits []retainedWait) {
 		}
 		waits[i] = retainedWait{}
 	}
-}
-
-// expired reports whether m's Message Expiry deadline has passed.
-func expired(m *kafkamux.Message, now time.Time) bool {
-	return !m.ExpiresAt.IsZero() && !now.Before(m.ExpiresAt)
-}
-
-// detach copies m's payload and correlation data, which point into a Kafka fetch buffer, into one allocation
-// of their own, so the stored message does not pin the buffer.
-func detach(m *kafkamux.Message) {
-	np, nc := len(m.Payload), len(m.CorrelationData)
-	buf := make([]byte, np+nc)
-	copy(buf, m.Payload)
-	m.Payload = buf[:np:np]
-	if m.CorrelationData != nil {
-		copy(buf[np:], m.CorrelationData)
-		m.CorrelationData = buf[np:]
-	}
-}
-
-// rnode is one topic level of the retained index: the retained message of the topic that ends there, if any.
-type rnode = topictree.Node[*kafkamux.Message]
-
-// set stores m as the retained message of m.Topic, replacing any. Runs on the reader goroutine.
-func (r *retainedStore) set(m *kafkamux.Message) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := r.root.Put(m.Topic)
-	if n.Value == nil {
-		r.count++
-	}
-	n.Value = m
-}
-
-// replace stores m as the retained message of its topic if old still is. Runs on any goroutine.
-func (r *retainedStore) replace(old, m *kafkamux.Message) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if n := r.root.Get(m.Topic); n != nil && n.Value == old {
-		n.Value = m
-	}
-}
-
-// remove clears the retained message of topic, if it is only (when only is not nil), and drops the nodes left
-// empty. Runs on the reader goroutine, and on a loop for expired messages.
-func (r *retainedStore) remove(topic string, only *kafkamux.Message) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.root.Remove(topic, func(m **kafkamux.Message) bool {
-		if *m == nil || (only != nil && *m != only) {
-			return false
-		}
-		*m = nil
-		return true
-	}, noMessage) {
-		r.count--
-	}
-}
-
-func noMessage(m **kafkamux.Message) bool { return *m == nil }
-
-// match appends the retained messages whose topic matches filter (a valid topic filter) and that have not
-// expired; expired ones it finds are removed. Runs on a loop, or on the reader goroutine for waiting
-// subscriptions.
-func (r *retainedStore) match(filter []byte, dst []*kafkamux.Message) []*kafkamux.Message {
-	w := matcher{now: time.Now(), dst: dst}
-	// The view of filter is used only during the walk: no level of it is stored.
-	f := unsafe.String(unsafe.SliceData(filter), len(filter))
-	r.mu.RLock()
-	w.walk(&r.root, f, true)
-	r.mu.RUnlock()
-	for _, m := range w.expired {
-		r.remove(m.Topic, m)
-	}
-	return w.dst
-}
-
-// matcher walks the trie for one filter. The read lock is held.
-type matcher struct {
-	now     time.Time
-	dst     []*kafkamux.Message
-	expired []*kafkamux.Message
-}
-
-func (w *matcher) take(m *kafkamux.Message) {
-	switch {
-	case m == nil:
-	case expired(m, w.now):
-		w.expired = append(w.expired, m)
-	default:
-		w.dst = append(w.dst, m)
-	}
-}
-
-// walk matches the filter levels in filter against the subtree of n. At the root, a wildcard level does not
-// match topics that start with '$' [MQTT-4.7.2-1].
-func (w *matcher) walk(n *rnode, filter string, root bool) {
-	level, tail, more := strings.Cut(filter, "/")
-	switch level {
-	case "#":
-		// "sport/#" matches "sport" too [MQTT-4.7.1-2]; the root never holds a message.
-		w.take(n.Value)
-		n.Each(func(l string, c *rnode) {
-			if !root || !strings.HasPrefix(l, "$") {
-				w.all(c)
-			}
-		})
-	case "+":
-		n.Each(func(l string, c *rnode) {
-			if !root || !strings.HasPrefix(l, "$") {
-				w.next(c, tail, more)
-			}
-		})
-	default:
-		if c := n.Child(level); c != nil {
-			w.next(c, tail, more)
-		}
-	}
-}
-
-func (w *matcher) next(c *rnode, tail string, more bool) {
-	if more {
-		w.walk(c, tail, false)
-	} else {
-		w.take(c.Value)
-	}
-}
-
-// all takes every message in the subtree of n.
-func (w *matcher) all(n *rnode) {
-	w.take(n.Value)
-	n.Each(func(_ string, c *rnode) { w.all(c) })
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/ferrymq/ferry/kafkamux"
 )
 
-// The loops listen with SO_REUSEPORT (reuseport.go), which would let a second process share the port: a
-// second Ferry on a port the first serves must still fail with "address already in use", and the first must
-// keep serving every new connection (none lands on a socket of the second).
+// The loops listen with SO_REUSEPORT (server/transport/listen.go), which would let a second process share
+// the port: a second Ferry on a port the first serves must still fail with "address already in use", and the
+// first must keep serving every new connection (none lands on a socket of the second).
 func TestListenPortExclusive(t *testing.T) {
 	f := startFerry(t)
 	second := newFerry(t, 2, f.addr, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, nil)

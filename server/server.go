@@ -15,6 +15,10 @@ import (
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
+	"github.com/ferrymq/ferry/server/auth"
+	"github.com/ferrymq/ferry/server/payload"
+	"github.com/ferrymq/ferry/server/ratelimit"
+	"github.com/ferrymq/ferry/server/route"
 	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
 )
@@ -47,18 +51,18 @@ type Server struct {
 	wakeRec    wakeBatch // the connections one record's fan-out wakes (deliver.go)
 	lag        readLag   // how far the shared reader trails Kafka (readlag.go); written by the reader only
 	gen        uint64
-	readPos    map[tp]int64 // topic-partition → next offset the shared reader hands on (tp: routing.go)
-	held       heldRecs     // records held for their schema id, and their partitions (contract_hold.go)
-	topicBegin map[tp]int64 // routed topic-partition → offset the shared reader began it at
+	readPos    map[tp]int64      // topic-partition → next offset the shared reader hands on (tp: routing.go)
+	held       *payload.Held[tp] // deliver=json: records held for their schema id (contract.go); nil without --payload
+	topicBegin map[tp]int64      // routed topic-partition → offset the shared reader began it at
 
 	rt *routing // topic routing (routing.go); nil without route rules
 
 	shares *share.Registry // shared subscriptions (share.go, server/share)
-	pw     pwPool          // password checks off the event loops (authz_password.go)
+	pw     auth.CheckPool  // password checks off the event loops (authz_password.go)
 
 	store     *store                      // the sessions topic
 	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
-	connRate  *connRateTable              // --max-connection-rate; nil = off (limits.go)
+	connRate  *ratelimit.ConnTable        // --max-connection-rate; nil = off (limits.go, server/ratelimit)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
@@ -117,14 +121,17 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 	srv.metrics.initListeners(srv.cfg.listeners)
 	srv.store = newStore(srv)
 	if len(srv.cfg.routes) > 0 {
-		rt, err := newRouting(&srv.cfg, kafka.RetainedTopic(), kafka.SessionsTopic(), kafka.CreatesTopics())
+		rt, err := newRouting(srv, &srv.cfg, kafka)
 		if err != nil {
 			return nil, err
 		}
 		srv.rt = rt
 	}
+	if srv.cfg.payload != nil {
+		srv.held = payload.NewHeld[tp](srv.cfg.payload, holdHost{srv})
+	}
 	if srv.cfg.connRate > 0 {
-		srv.connRate = newConnRateTable(srv.cfg.connRate, srv.cfg.connBurst, &srv.metrics.limits)
+		srv.connRate = ratelimit.NewConnTable(srv.cfg.connRate, srv.cfg.connBurst, &srv.metrics.limits.rateEvictions)
 	}
 	return srv, nil
 }
@@ -143,21 +150,21 @@ func (srv *Server) Start() error {
 			Raw:      srv.store.onRaw,
 			CaughtUp: func() { close(sessionsLoaded) }},
 	}
-	var routed []kafkamux.FollowSpec
+	var routed []route.Topic
 	if srv.rt != nil {
 		var err error
-		if routed, err = srv.routedFollowSpecs(); err != nil { // routing.go
+		if routed, err = srv.rt.topics.Start(); err != nil { // server/route/topics.go
 			return fmt.Errorf("cannot prepare routed Kafka topics: %w", err)
 		}
-		specs = append(specs, routed...)
+		specs = append(specs, srv.routedFollow(routed, kafkamux.FromEnd)...)
 	}
 	srv.resolveShareMode() // share.go
 	if err := srv.kafka.FollowAll(specs...); err != nil {
 		return fmt.Errorf("cannot follow Kafka topics: %w", err)
 	}
 	if srv.rt != nil {
-		srv.rt.markReady(routed)
-		go srv.discoverLoop()
+		srv.rt.topics.Ready(routed)
+		go srv.rt.topics.Run()
 	}
 	t0 := time.Now()
 	select {
@@ -179,7 +186,7 @@ func (srv *Server) Start() error {
 	for i := range srv.specs {
 		addrs[i] = srv.specs[i].Addr()
 	}
-	reusePort, err := exclusiveReusePort(addrs) // reuseport.go
+	reusePort, err := transport.ExclusiveReusePort(addrs) // server/transport/listen.go
 	if err != nil {
 		return fmt.Errorf("cannot listen for MQTT on %v: %w", srv.cfg.listeners, err)
 	}
@@ -218,7 +225,7 @@ func (srv *Server) Stop(ctx context.Context) error {
 		srv.stopSaver()
 	}
 	if srv.rt != nil {
-		srv.rt.cancel()
+		srv.rt.topics.Close()
 	}
 	if err := srv.eng.Stop(ctx); err != nil {
 		return fmt.Errorf("cannot stop the event loops: %w", err)

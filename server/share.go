@@ -2,7 +2,6 @@ package server
 
 import (
 	"strings"
-	"time"
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
@@ -11,61 +10,13 @@ import (
 
 // Shared subscriptions, "$share/{ShareName}/{filter}" [MQTT 5.0 §4.8.2]: the MQTT side. The share groups,
 // their Kafka consumer or share groups and their commits are package server/share's (its doc says how a
-// record reaches exactly one member); here are the options, SUBSCRIBE, the session as a share.Member, and the
+// record reaches exactly one member); here are SUBSCRIBE, the session as a share.Member, and the
 // server as the share.Host the groups ask about topics, routing, read positions and payloads.
 
-// Shared subscription modes (--shared-subscriptions).
-const (
-	ShareModeAuto          = share.ModeAuto          // share groups when the cluster supports them, else consumer groups
-	ShareModeShareGroup    = share.ModeShareGroup    // Kafka share groups (KIP-932, Kafka 4.2)
-	ShareModeConsumerGroup = share.ModeConsumerGroup // one Kafka consumer group per share group, split by partition
-)
-
-// SharedSubscriptions turns shared subscriptions on or off. Default on; off, they are refused with 0x9E and
-// CONNACK says Shared Subscription Available = 0.
-func SharedSubscriptions(on bool) Opt {
-	return opt(func(c *cfg) { c.share = append(c.share, share.Enabled(on)) })
-}
-
-// MaxShareGroups caps the share groups (share name + filter) this instance takes part in at once; each costs
-// a Kafka consumer group or share group member with its own franz-go client (up to 3 connections per broker
-// in consumer-group mode; in share-group mode one per broker leading a partition it reads plus one to the
-// coordinator, docs/operations.md). A SUBSCRIBE
-// that would start one more is refused with 0x97 Quota Exceeded. Default 100.
-func MaxShareGroups(n int) Opt {
-	return opt(func(c *cfg) { c.share = append(c.share, share.MaxGroups(n)) })
-}
-
-// ShareGroupPrefix is the prefix of the Kafka consumer group ids of share groups. Default "ferry-share-".
-func ShareGroupPrefix(p string) Opt {
-	return opt(func(c *cfg) { c.share = append(c.share, share.GroupPrefix(p)) })
-}
-
-// ShareTimings sets the Kafka group heartbeat of share groups (a rebalance starts within about one, the
-// session timeout is ten), how often their offsets are committed, and how long a rebalance waits for
-// acknowledgements. Defaults 1s, 1s, 2s.
-func ShareTimings(heartbeat, commitEvery, revokeWait time.Duration) Opt {
-	return opt(func(c *cfg) { c.share = append(c.share, share.Timings(heartbeat, commitEvery, revokeWait)) })
-}
-
-// SharedSubscriptionMode chooses how shared subscriptions use Kafka: ShareModeAuto (default),
-// ShareModeShareGroup or ShareModeConsumerGroup.
-func SharedSubscriptionMode(mode string) Opt {
-	return opt(func(c *cfg) { c.share = append(c.share, share.Mode(mode)) })
-}
-
-// ShareDeliveryLimit is how many times a share-group mode record may be delivered (released by members that
-// left) before it is rejected as poison. 1..9; default 4, the group's share.delivery.count.limit being set
-// one above it.
-func ShareDeliveryLimit(n int) Opt {
-	return opt(func(c *cfg) { c.share = append(c.share, share.DeliveryLimit(n)) })
-}
-
-// ShareHold is how long a share-group mode record may wait for a member's acknowledgement before it is
-// released for another consumer; keep it below the cluster's group.share.record.lock.duration.ms. Default 20s.
-func ShareHold(d time.Duration) Opt {
-	return opt(func(c *cfg) { c.share = append(c.share, share.Hold(d)) })
-}
+// Share sets the shared subscriptions' options (server/share: Enabled, MaxGroups, GroupPrefix, Timings,
+// Mode, DeliveryLimit, Hold), checked by CheckOptions and New. Default: share's defaults (on, 100 groups,
+// mode auto).
+func Share(opts ...share.Opt) Opt { return opt(func(c *cfg) { c.share = append(c.share, opts...) }) }
 
 // ShareStats describes this instance's shared subscriptions.
 type ShareStats = share.Stats
@@ -264,17 +215,10 @@ func (h shareHost) RoutesTo(mqttTopic string, t uint16) bool {
 // Topics returns the routed Kafka topics this instance follows that a shared subscription to filter reads
 // (route.Table.MayHold), for a new share group; none without route rules.
 func (h shareHost) Topics(filter string) []string {
-	rt := h.srv.rt
-	if rt == nil {
+	if h.srv.rt == nil {
 		return nil
 	}
-	var out []string
-	for _, name := range (*rt.names.Load())[1:] {
-		if v, ok := rt.state.Load(name); ok && v.(uint32) == topicReady && rt.tbl.MayHold(filter, name) {
-			out = append(out, name)
-		}
-	}
-	return out
+	return h.srv.rt.topics.ReadyFor(filter)
 }
 
 // MayHold reports whether the routed Kafka topic name may hold messages matching filter.
@@ -304,7 +248,7 @@ func (h shareHost) Convert(m *kafkamux.Message) *kafkamux.Message {
 	if h.srv.cfg.payload == nil {
 		return m
 	}
-	return h.srv.deliverAsJSONWait(m)
+	return h.srv.held.JSONWait(m)
 }
 
 func (h shareHost) Stopping() bool                { return h.srv.metrics.stopping.Load() }

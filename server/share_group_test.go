@@ -16,11 +16,12 @@ import (
 
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/server"
+	"github.com/ferrymq/ferry/server/share"
 )
 
 // Shared subscriptions served by Kafka share groups (server/share/sharegroup.go), on kfake's share groups.
 
-var shareGroupMode = server.SharedSubscriptionMode(server.ShareModeShareGroup)
+var shareGroupMode = server.Share(share.Mode(share.ModeShareGroup))
 
 // One instance, three members, 3,000 QoS 1 messages: each delivered exactly once in total.
 func TestShareGroupSingleInstance(t *testing.T) {
@@ -28,7 +29,7 @@ func TestShareGroupSingleInstance(t *testing.T) {
 	const n, members = 3000, 3
 	tl := shareExactlyOnce(t, f, members, n, 60*time.Second)
 	st := f.srv.ShareStats()
-	if st.Mode != server.ShareModeShareGroup || st.Groups != 1 || st.Members != members {
+	if st.Mode != share.ModeShareGroup || st.Groups != 1 || st.Members != members {
 		t.Errorf("ShareStats %+v, want share-group mode, 1 group of %d members", st, members)
 	}
 	t.Logf("messages per member %v; %+v", tl.counts(), st)
@@ -143,7 +144,7 @@ func TestShareGroupTenMembersOnePartition(t *testing.T) {
 	}
 	for _, in := range ins {
 		st := in.srv.ShareStats()
-		if st.Mode != server.ShareModeShareGroup || st.KafkaConnections > 4 {
+		if st.Mode != share.ModeShareGroup || st.KafkaConnections > 4 {
 			t.Errorf("ShareStats %+v: want share-group mode and at most 3 Kafka connections (+1 seed while bootstrapping) for one group", st)
 		}
 	}
@@ -214,7 +215,7 @@ func TestShareGroupKilledMemberReleases(t *testing.T) {
 // A record that keeps coming back (its members die holding it) is rejected after --share-delivery-limit
 // deliveries and counted, never looped forever.
 func TestShareGroupPoisonRejected(t *testing.T) {
-	ins := startShareInstances(t, startShareKafka(t, nil), 1, server.ShareDeliveryLimit(2))
+	ins := startShareInstances(t, startShareKafka(t, nil), 1, server.Share(share.DeliveryLimit(2)))
 	in := ins[0]
 	type member struct {
 		c    *v5
@@ -278,8 +279,8 @@ func TestShareGroupAutoMode(t *testing.T) {
 		opts []kfake.Opt
 		want string
 	}{
-		{"kfake", nil, server.ShareModeShareGroup},
-		{"kafka-3.9", []kfake.Opt{kfake.MaxVersions(kversion.V3_9_0())}, server.ShareModeConsumerGroup},
+		{"kfake", nil, share.ModeShareGroup},
+		{"kafka-3.9", []kfake.Opt{kfake.MaxVersions(kversion.V3_9_0())}, share.ModeConsumerGroup},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, tc.opts...)...)
@@ -288,7 +289,7 @@ func TestShareGroupAutoMode(t *testing.T) {
 			}
 			t.Cleanup(c.Close)
 			in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(c.ListenAddrs()[0])}, nil,
-				server.SharedSubscriptionMode(server.ShareModeAuto))}
+				server.Share(share.Mode(share.ModeAuto)))}
 			t.Cleanup(in.stop)
 			if got := in.srv.ShareStats().Mode; got != tc.want {
 				t.Errorf("mode %q, want %q", got, tc.want)

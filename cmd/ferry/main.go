@@ -27,6 +27,7 @@ import (
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server"
+	"github.com/ferrymq/ferry/server/share"
 )
 
 // version is stamped by scripts/build.sh and the Dockerfile (-ldflags "-X main.version=…"); a plain `go build`
@@ -129,8 +130,8 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.SessionQueue(cfg.sessionQueue),
 		server.ReadLagLimit(cfg.readLagLimit),
 		server.MaxSubscriptions(cfg.maxSubscriptions),
-		server.MaxShareGroups(cfg.maxShareGroups), server.SharedSubscriptions(cfg.maxShareGroups > 0),
-		server.SharedSubscriptionMode(cfg.shareMode), server.ShareDeliveryLimit(cfg.shareDelivLimit), server.ShareHold(cfg.shareHold),
+		server.Share(share.MaxGroups(cfg.maxShareGroups), share.Enabled(cfg.maxShareGroups > 0),
+			share.Mode(cfg.shareMode), share.DeliveryLimit(cfg.shareDelivLimit), share.Hold(cfg.shareHold)),
 		server.V3SessionExpiry(uint32(cfg.v3SessionExpiry.Seconds())),
 		server.MaxSessionExpiry(uint32(cfg.maxSessionExpiry.Seconds())),
 		server.SaveEvery(cfg.saveEvery), server.QoS2StateGap(cfg.qos2StateGap),

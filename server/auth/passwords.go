@@ -17,7 +17,7 @@ import (
 // topic level; roles name roles of the rules file, and a user without roles gets the default_role.
 //
 // Checking a password costs one bcrypt comparison: tens of milliseconds of CPU at cost 10, by design. Never
-// call VerifyPassword on an event loop (the server runs it on a small bounded pool, server/authz_password.go).
+// call VerifyPassword on an event loop (the server runs it on a small bounded pool, CheckPool).
 
 // User is one entry of a password file.
 type User struct {

@@ -8,10 +8,14 @@
 // A "{name}" level matches exactly one level, like '+', and captures it; '+' and a trailing '#' are allowed.
 // Topics starting with '$' are not matched by a wildcard or capture in the first level [MQTT-4.7.2-1].
 //
+// Topics (topics.go) are the Kafka topics the rules write to, as one instance knows them: their indexes, which
+// take publishes, creation on first use and discovery.
+//
 // It lives under server/ because only the server decides where a message goes (the publish side hands the
 // chosen topic and key to offload, the read side checks records against it); it imports only the standard
-// library, so cmd/ferry can validate rules without building a server. Everything here is safe for concurrent
-// use once built; Route and RoutesTo do not allocate except to build a templated Kafka topic name.
+// library, so cmd/ferry can validate rules without building a server, and reaches Kafka and the server through
+// the small interfaces of topics.go (Kafka, Host). Everything here is safe for concurrent use once built; Route
+// and RoutesTo do not allocate except to build a templated Kafka topic name.
 package route
 
 import (

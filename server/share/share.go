@@ -111,19 +111,24 @@ func (c *cfg) validate() error {
 }
 
 // Enabled offers shared subscriptions or not. Default true. A Registry does not refuse by itself: its user
-// asks Enabled before a Join.
+// asks Enabled before a Join (the server, off, refuses them with 0x9E and its CONNACK says Shared
+// Subscription Available = 0).
 func Enabled(on bool) Opt { return opt(func(c *cfg) { c.enabled = on }) }
 
-// MaxGroups caps the share groups this instance takes part in at once: a Join that would start one more
-// reports false. Default 100.
+// MaxGroups caps the share groups (share name + filter) this instance takes part in at once: a Join that
+// would start one more reports false (the server refuses that SUBSCRIBE with 0x97 Quota Exceeded). Each costs
+// a Kafka consumer group or share group member with its own franz-go client (up to 3 connections per broker
+// in consumer-group mode; in share-group mode one per broker leading a partition it reads plus one to the
+// coordinator, docs/operations.md). Default 100.
 func MaxGroups(n int) Opt { return opt(func(c *cfg) { c.maxGroups = n }) }
 
 // GroupPrefix is the prefix of the Kafka consumer or share group ids, followed by "{name}/{filter}". Default
 // "ferry-share-".
 func GroupPrefix(p string) Opt { return opt(func(c *cfg) { c.prefix = p }) }
 
-// Timings sets the Kafka group heartbeat (consumer-group mode), how often offsets are committed, and how long
-// a rebalance waits for acknowledgements. Defaults 1s, 1s, 2s.
+// Timings sets the Kafka group heartbeat (consumer-group mode; a rebalance starts within about one, the
+// session timeout is ten), how often offsets are committed, and how long a rebalance waits for
+// acknowledgements. Defaults 1s, 1s, 2s.
 func Timings(heartbeat, commitEvery, revokeWait time.Duration) Opt {
 	return opt(func(c *cfg) { c.heartbeat, c.commitEvery, c.revokeWait = heartbeat, commitEvery, revokeWait })
 }
@@ -131,12 +136,13 @@ func Timings(heartbeat, commitEvery, revokeWait time.Duration) Opt {
 // Mode chooses how share groups use Kafka: ModeAuto (default), ModeShareGroup or ModeConsumerGroup.
 func Mode(mode string) Opt { return opt(func(c *cfg) { c.mode = mode }) }
 
-// DeliveryLimit is how many times a share-group mode record may be delivered before it is rejected as
-// poison. 1..9; default 4.
+// DeliveryLimit is how many times a share-group mode record may be delivered (released by members that
+// left) before it is rejected as poison. 1..9; default 4, the group's share.delivery.count.limit being set
+// one above it.
 func DeliveryLimit(n int) Opt { return opt(func(c *cfg) { c.deliveryLimit = n }) }
 
 // Hold is how long a share-group mode record may wait for a member's acknowledgement before it is released
-// for another consumer. Default 20s.
+// for another consumer; keep it below the cluster's group.share.record.lock.duration.ms. Default 20s.
 func Hold(d time.Duration) Opt { return opt(func(c *cfg) { c.hold = d }) }
 
 // CheckOptions validates options without building a Registry.

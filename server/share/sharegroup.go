@@ -14,7 +14,7 @@ import (
 // Shared subscriptions served by Kafka share groups (KIP-932), the "share-group" mode of
 // --shared-subscriptions; share.go describes the share groups themselves, consumer.go the "consumer-group" mode.
 //
-//   - One Kafka share group per MQTT share group and filter, named ShareGroupPrefix + "{name}/{filter}"
+//   - One Kafka share group per MQTT share group and filter, named GroupPrefix + "{name}/{filter}"
 //     (the subscribed string without "$share/"), e.g. "ferry-share-workers/jobs/#": the same name the
 //     consumer-group mode gives its consumer group. Every instance with a local member joins it with one
 //     share consumer (kafkamux.ShareReader) over the messages topic and the routed topics the filter can

@@ -1,6 +1,6 @@
 // Package topictree is the tree of MQTT topic levels under both of the server's indexes: subscriptions
 // (filters stored, a topic matched against them: server/trie.go) and retained messages (topics stored, a
-// filter matched against them: server/retained.go). It owns the shape they share — one node per level, a
+// filter matched against them: server/retained). It owns the shape they share — one node per level, a
 // node's children kept in a slice while they are few and in a map past that, paths walked and created level
 // by level, nodes left empty pruned on removal — and leaves what a node holds (V) and how a filter or topic
 // is matched to its user: the two matches walk the tree in opposite directions.

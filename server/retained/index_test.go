@@ -1,8 +1,7 @@
-package server
+package retained
 
 import (
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -14,9 +13,9 @@ import (
 	"github.com/ferrymq/ferry/mqttcodec"
 )
 
-func matchedTopics(r *retainedStore, filter string) []string {
+func matchedTopics(r *Index, filter string) []string {
 	var out []string
-	for _, m := range r.match([]byte(filter), nil) {
+	for _, m := range r.Match([]byte(filter), nil) {
 		out = append(out, m.Topic)
 	}
 	slices.Sort(out)
@@ -39,16 +38,16 @@ func TestRetainedIndexMatchesLikeLinearScan(t *testing.T) {
 		}
 		return strings.Join(lv, "/")
 	}
-	var r retainedStore
+	var r Index
 	topics := map[string]bool{}
 	for i := 0; i < 400; i++ {
 		tp := randTopic()
-		r.set(&kafkamux.Message{Topic: tp, Payload: []byte("p")})
+		r.Set(&kafkamux.Message{Topic: tp, Payload: []byte("p")})
 		topics[tp] = true
 	}
 	for i := 0; i < 100; i++ { // clear some
 		tp := randTopic()
-		r.remove(tp, nil)
+		r.Remove(tp, nil)
 		delete(topics, tp)
 	}
 	if r.count != len(topics) {
@@ -81,7 +80,7 @@ func TestRetainedIndexMatchesLikeLinearScan(t *testing.T) {
 	}
 	// Removing everything leaves an empty root: no node is leaked.
 	for tp := range topics {
-		r.remove(tp, nil)
+		r.Remove(tp, nil)
 	}
 	if r.count != 0 || !r.root.Leaf() || r.root.Value != nil {
 		t.Fatalf("after removing all: count %d, root %+v", r.count, r.root)
@@ -90,9 +89,9 @@ func TestRetainedIndexMatchesLikeLinearScan(t *testing.T) {
 
 // Nodes switch from a slice to a map past smallFanout children and back to nothing when emptied.
 func TestRetainedIndexWideNode(t *testing.T) {
-	var r retainedStore
+	var r Index
 	for i := 0; i < 100; i++ {
-		r.set(&kafkamux.Message{Topic: fmt.Sprintf("w/%d", i), Payload: []byte("p")})
+		r.Set(&kafkamux.Message{Topic: fmt.Sprintf("w/%d", i), Payload: []byte("p")})
 	}
 	w := r.root.Child("w")
 	if w == nil {
@@ -107,12 +106,12 @@ func TestRetainedIndexWideNode(t *testing.T) {
 	if got := matchedTopics(&r, "w/57"); len(got) != 1 || got[0] != "w/57" {
 		t.Fatalf("w/57 matched %q", got)
 	}
-	r.set(&kafkamux.Message{Topic: "w/57", Payload: []byte("new")})
-	if r.count != 100 || string(r.match([]byte("w/57"), nil)[0].Payload) != "new" {
+	r.Set(&kafkamux.Message{Topic: "w/57", Payload: []byte("new")})
+	if r.count != 100 || string(r.Match([]byte("w/57"), nil)[0].Payload) != "new" {
 		t.Fatal("replacing a retained message did not replace it")
 	}
 	for i := 0; i < 100; i++ {
-		r.remove(fmt.Sprintf("w/%d", i), nil)
+		r.Remove(fmt.Sprintf("w/%d", i), nil)
 	}
 	if !r.root.Leaf() || r.root.Value != nil {
 		t.Fatalf("root not empty after removing all: %+v", r.root)
@@ -122,11 +121,11 @@ func TestRetainedIndexWideNode(t *testing.T) {
 // An expired retained message is not delivered and is dropped from the index by the SUBSCRIBE that finds it;
 // remove with a message only removes that message [MQTT-3.3.2-5].
 func TestRetainedIndexExpiry(t *testing.T) {
-	var r retainedStore
+	var r Index
 	past := &kafkamux.Message{Topic: "e/old", Payload: []byte("p"), ExpiresAt: time.Now().Add(-time.Second)}
 	live := &kafkamux.Message{Topic: "e/new", Payload: []byte("p"), ExpiresAt: time.Now().Add(time.Hour)}
-	r.set(past)
-	r.set(live)
+	r.Set(past)
+	r.Set(live)
 	if got := matchedTopics(&r, "e/#"); len(got) != 1 || got[0] != "e/new" {
 		t.Fatalf("matched %q, want [e/new]", got)
 	}
@@ -134,41 +133,14 @@ func TestRetainedIndexExpiry(t *testing.T) {
 		t.Fatalf("expired message still indexed: count %d", r.count)
 	}
 	other := &kafkamux.Message{Topic: "e/new", Payload: []byte("q")}
-	r.remove("e/new", other) // not the stored one: kept
+	r.Remove("e/new", other) // not the stored one: kept
 	if r.count != 1 {
 		t.Fatal("remove(topic, other message) removed the stored one")
 	}
 }
 
-// onRetained: tombstones, empty payloads and already expired records clear the topic; stored payloads do not
-// share memory with the record.
-func TestOnRetained(t *testing.T) {
-	s := &Server{}
-	buf := []byte("payloadcorr")
-	s.onRetained(0, 0, &kafkamux.Message{Topic: "t", Payload: buf[:7], CorrelationData: buf[7:]})
-	m := s.retained.match([]byte("t"), nil)
-	if len(m) != 1 || string(m[0].Payload) != "payload" || string(m[0].CorrelationData) != "corr" {
-		t.Fatalf("stored %+v", m)
-	}
-	copy(buf, "XXXXXXXXXXX")
-	if string(m[0].Payload) != "payload" || string(m[0].CorrelationData) != "corr" {
-		t.Fatal("stored message shares its payload with the Kafka record")
-	}
-	for _, clear := range []*kafkamux.Message{
-		{Topic: "t", Tombstone: true},
-		{Topic: "t", Payload: []byte{}},
-		{Topic: "t", Payload: []byte("x"), ExpiresAt: time.Now().Add(-time.Millisecond)},
-	} {
-		s.onRetained(0, 0, &kafkamux.Message{Topic: "t", Payload: []byte("v")})
-		s.onRetained(0, 0, clear)
-		if s.RetainedCount() != 0 {
-			t.Fatalf("%+v did not clear the topic", clear)
-		}
-	}
-}
-
 // TestRetainedIndexMemory measures the heap a retained message costs in the index (the figure quoted in
-// retained.go): 100,000 topics of the shape "site/<n>/dev/<m>/state" with 16-byte payloads.
+// its package comment): 100,000 topics of the shape "site/<n>/dev/<m>/state" with 16-byte payloads.
 func TestRetainedIndexMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates 100,000 messages")
@@ -180,15 +152,15 @@ func TestRetainedIndexMemory(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	for i := range msgs {
 		m := &kafkamux.Message{Topic: fmt.Sprintf("site/%d/dev/%d/state", i/100, i%100), Payload: make([]byte, 16), QoS: 1}
-		detach(m)
+		Detach(m)
 		msgs[i] = m
 	}
 	runtime.GC()
 	var mid runtime.MemStats
 	runtime.ReadMemStats(&mid)
-	var r retainedStore
+	var r Index
 	for _, m := range msgs {
-		r.set(m)
+		r.Set(m)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -206,9 +178,9 @@ func TestRetainedIndexMemory(t *testing.T) {
 // BenchmarkRetainedMatch: a narrow filter costs the matching branch, not the index size.
 func BenchmarkRetainedMatch(b *testing.B) {
 	for _, size := range []int{1_000, 100_000} {
-		var r retainedStore
+		var r Index
 		for i := 0; i < size; i++ {
-			r.set(&kafkamux.Message{Topic: fmt.Sprintf("site/%d/dev/%d/state", i/100, i%100), Payload: []byte("p")})
+			r.Set(&kafkamux.Message{Topic: fmt.Sprintf("site/%d/dev/%d/state", i/100, i%100), Payload: []byte("p")})
 		}
 		for _, filter := range []string{"site/7/dev/42/state", "site/7/dev/+/state", "site/+/dev/42/state"} {
 			b.Run(fmt.Sprintf("%d/%s", size, filter), func(b *testing.B) {
@@ -216,33 +188,9 @@ func BenchmarkRetainedMatch(b *testing.B) {
 				f := []byte(filter)
 				var dst []*kafkamux.Message
 				for b.Loop() {
-					dst = r.match(f, dst[:0])
+					dst = r.Match(f, dst[:0])
 				}
 			})
 		}
-	}
-}
-
-// While the index loads, the retained parts of SUBSCRIBEs wait, up to maxRetainedWaits; the rest are counted
-// and dropped, and once loaded, SUBSCRIBEs are answered at once.
-func TestRetainedWaitsBounded(t *testing.T) {
-	s := &Server{}
-	s.cfg.defaults()
-	s.cfg.log = slog.New(slog.DiscardHandler)
-	for i := 0; i < maxRetainedWaits+10; i++ {
-		if got := s.retainedFor(nil, []byte("a/#"), 1, 0, nil); len(got) != 0 {
-			t.Fatal("answered before the index loaded")
-		}
-	}
-	if len(s.retained.waiting) != maxRetainedWaits || s.retained.waitDropped != 10 {
-		t.Fatalf("waiting %d, dropped %d", len(s.retained.waiting), s.retained.waitDropped)
-	}
-	s.onRetainedCaughtUp() // nothing matches the empty index: no session is touched
-	if !s.RetainedReady() || s.retained.waiting != nil {
-		t.Fatal("not ready after catching up")
-	}
-	s.onRetained(0, 0, &kafkamux.Message{Topic: "a/b", Payload: []byte("p")})
-	if got := s.retainedFor(nil, []byte("a/#"), 1, 0, nil); len(got) != 1 {
-		t.Fatalf("after loading: %d messages, want 1", len(got))
 	}
 }
