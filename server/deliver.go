@@ -117,12 +117,23 @@ func (srv *Server) fanOut(k tp, off int64, m *kafkamux.Message, skip bool) {
 }
 
 // drain writes queued deliveries while the client's window and the outbound budget allow. Runs on the loop.
+//
+// The loop's output buffer is flushed to the socket every 64 KiB, without the session lock: a write that fails
+// closes the connection at once, and gnet's OnClose ends the session, which takes that lock.
 func (c *conn) drain() {
+	for c.drainSome() && !c.closed {
+		c.flushOut()
+	}
+}
+
+// drainSome is drain up to 64 KiB of output; it reports whether it stopped there with more to write. Runs on the
+// loop; takes the session lock.
+func (c *conn) drainSome() (more bool) {
 	sess := c.sess
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.c != c {
-		return
+		return false
 	}
 	if sess.overflowed {
 		sess.overflowed = false
@@ -196,9 +207,10 @@ func (c *conn) drain() {
 		c.l.srv.metrics.publishesOut[d.qos].Add(1) // before pop, which clears *d
 		sess.queue.pop()
 		if len(c.l.out) >= 64<<10 {
-			c.flushOut()
+			return true // drain flushes it, unlocked
 		}
 	}
+	return false
 }
 
 // holdsPublish reports whether delivery d must be held until Kafka holds its packet id: a QoS 2 message at a
