@@ -117,12 +117,7 @@ func TestQoS2StateRecordsCoalescedByGap(t *testing.T) {
 	_, kafka := startKafka(t)
 	a := startInstance(t, kafka, server.SaveEvery(time.Hour), server.QoS2StateGap(gap))
 
-	sub := q2subConnect(t, a.addr, true, false)
-	s := mqttcodec.Subscribe{PacketID: 1, Subs: []mqttcodec.Subscription{{Filter: []byte("q2g/#"), QoS: 2}}}
-	sub.send(mqttcodec.AppendSubscribe(nil, &s, 5))
-	if fh, _ := sub.packet(); fh.Type != mqttcodec.SUBACK {
-		t.Fatalf("got %s, want SUBACK", mqttcodec.TypeName(fh.Type))
-	}
+	sub := q2subscribed(t, a.addr, "q2g/#")
 	pub := dialV5(t, a.addr, &paho.Connect{ClientID: "q2g-pub", CleanStart: true})
 	before := a.srv.Metrics().Snapshot().HeldSaves
 	start := time.Now()
@@ -153,6 +148,18 @@ func TestQoS2StateRecordsCoalescedByGap(t *testing.T) {
 	if most := 2 + 2*uint64(time.Since(start)/gap); records > most || records == 0 {
 		t.Fatalf("%d records held the %d QoS 2 steps in %v, want 1 to %d (two per %v at most)", records, 2*n, time.Since(start).Round(time.Millisecond), most, gap)
 	}
+}
+
+// q2subscribed connects a new persistent session of q2sub and subscribes it to filter at QoS 2.
+func q2subscribed(t *testing.T, addr, filter string) q2sub {
+	t.Helper()
+	sub := q2subConnect(t, addr, true, false)
+	s := mqttcodec.Subscribe{PacketID: 1, Subs: []mqttcodec.Subscription{{Filter: []byte(filter), QoS: 2}}}
+	sub.send(mqttcodec.AppendSubscribe(nil, &s, 5))
+	if fh, _ := sub.packet(); fh.Type != mqttcodec.SUBACK {
+		t.Fatalf("got %s, want SUBACK", mqttcodec.TypeName(fh.Type))
+	}
+	return sub
 }
 
 // receiveAll reads n PUBLISHes, checked in order by check, and completes each: PUBACK for QoS 1; PUBREC, then
@@ -200,12 +207,7 @@ func TestQoS1BehindHeldQoS2GoesWithIt(t *testing.T) {
 	_, kafka := startKafka(t)
 	a := startInstance(t, kafka, server.SaveEvery(time.Hour), server.QoS2StateGap(400*time.Millisecond))
 
-	sub := q2subConnect(t, a.addr, true, false)
-	s := mqttcodec.Subscribe{PacketID: 1, Subs: []mqttcodec.Subscription{{Filter: []byte("q2b/#"), QoS: 2}}}
-	sub.send(mqttcodec.AppendSubscribe(nil, &s, 5))
-	if fh, _ := sub.packet(); fh.Type != mqttcodec.SUBACK {
-		t.Fatalf("got %s, want SUBACK", mqttcodec.TypeName(fh.Type))
-	}
+	sub := q2subscribed(t, a.addr, "q2b/#")
 	pub := dialV5(t, a.addr, &paho.Connect{ClientID: "q2b-pub", CleanStart: true})
 	before := a.srv.Metrics().Snapshot().HeldSaves
 	for i := range n {
