@@ -309,8 +309,9 @@ func SaveEvery(d time.Duration) Opt { return opt(func(c *cfg) { c.saveEvery = d 
 // QoS2StateGap bounds how often a persistent session writes the records that hold its outbound QoS 2 steps:
 // a QoS 2 PUBLISH or PUBREL to a persistent session goes out only once Kafka holds its packet id, so a stream
 // of them writes the session's delivery record (its whole in-flight list) again and again. At most two such
-// records start within any d; steps held meanwhile wait for the next, which carries them all. An isolated
-// message's PUBLISH and PUBREL do not wait; under a stream a step waits up to d plus a Kafka round trip. 0
+// records start within any d; steps held meanwhile wait for the next, which carries them all. A message alone
+// (none within d before it) does not wait; from 1/d messages a second per session on, its steps wait up to d
+// plus a Kafka round trip. 0
 // writes one as soon as the last is acknowledged (one per round trip under a stream: thousands per second
 // per session on the embedded Kafka). Default 10 ms; never negative.
 func QoS2StateGap(d time.Duration) Opt { return opt(func(c *cfg) { c.heldSaveGap = d }) }
