@@ -55,6 +55,11 @@ type Server struct {
 	held       *payload.Held[tp] // deliver=json: records held for their schema id (contract.go); nil without --payload
 	topicBegin map[tp]int64      // routed topic-partition → offset the shared reader began it at
 
+	// The shared reader writes the fields above for every record (matchMu, gen); a loop reads rt below for
+	// every PUBLISH. A cache line between them keeps a publish from missing on the reader's writes (with the
+	// held records' state moved out to payload.Held, rt had come onto gen's line).
+	_ [64]byte
+
 	rt *routing // topic routing (routing.go); nil without route rules
 
 	shares *share.Registry // shared subscriptions (share.go, server/share)
