@@ -116,8 +116,8 @@ func TestEmbeddedRetentionDefaults(t *testing.T) {
 		{m.RetainedTopic(), "retention.bytes", "-1"},
 		{m.SessionsTopic(), "retention.ms", "-1"},
 		{m.SessionsTopic(), "retention.bytes", "-1"},
-		{m.SessionsTopic(), "delete.retention.ms", "900000"},
-		{m.RetainedTopic(), "delete.retention.ms", "900000"},
+		{m.SessionsTopic(), "delete.retention.ms", "60000"},
+		{m.RetainedTopic(), "delete.retention.ms", "60000"},
 	} {
 		if got := describedConfig(t, m, c.topic, c.key); got != c.want {
 			t.Errorf("%s %s = %q, want %q", c.topic, c.key, got, c.want)

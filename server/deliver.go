@@ -119,12 +119,23 @@ func (srv *Server) fanOut(k tp, off int64, m *kafkamux.Message, skip bool) {
 }
 
 // drain writes queued deliveries while the client's window and the outbound budget allow. Runs on the loop.
+//
+// The loop's output buffer is flushed to the socket every 64 KiB, without the session lock: a write that fails
+// closes the connection at once, and gnet's OnClose ends the session, which takes that lock.
 func (c *conn) drain() {
+	for c.drainSome() && !c.closed {
+		c.flushOut()
+	}
+}
+
+// drainSome is drain up to 64 KiB of output; it reports whether it stopped there with more to write. Runs on the
+// loop; takes the session lock.
+func (c *conn) drainSome() (more bool) {
 	sess := c.sess
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.c != c {
-		return
+		return false
 	}
 	if sess.overflowed {
 		sess.overflowed = false
@@ -153,7 +164,8 @@ func (c *conn) drain() {
 			break // [MQTT-3.3.4-9] the client's Receive Maximum
 		}
 		held := holdsPublish(sess, d)
-		if !held && sess.fl != nil && sess.fl.heldPub > 0 {
+		behind := !held && sess.fl != nil && sess.fl.heldPub > 0
+		if behind && (d.qos == 0 || d.share != nil || d.resendID != 0) {
 			break // after the held PUBLISHes, in order [MQTT-4.6.0-6]
 		}
 		if d.resendID != 0 {
@@ -165,10 +177,15 @@ func (c *conn) drain() {
 		if d.qos > 0 {
 			id = sess.flights().allocID()
 		}
-		if held {
-			// Not on the wire before Kafka holds its packet id and position (flight.hold): sent by sendHeld.
+		if held || behind {
+			// Not on the wire before Kafka holds its packet id and position (flight.hold), or before the held
+			// PUBLISH ahead of it (flight.holdBehind): sent by sendHeld.
 			sess.fl.add(id, *d, outPublished)
-			sess.fl.hold(&sess.fl.out[len(sess.fl.out)-1])
+			if e := &sess.fl.out[len(sess.fl.out)-1]; held {
+				sess.fl.hold(e)
+			} else {
+				sess.fl.holdBehind(e)
+			}
 			sess.queue.pop()
 			continue
 		}
@@ -192,9 +209,10 @@ func (c *conn) drain() {
 		c.l.srv.metrics.publishesOut[d.qos].Add(1) // before pop, which clears *d
 		sess.queue.pop()
 		if len(c.l.out) >= 64<<10 {
-			c.flushOut()
+			return true // drain flushes it, unlocked
 		}
 	}
+	return false
 }
 
 // holdsPublish reports whether delivery d must be held until Kafka holds its packet id: a QoS 2 message at a

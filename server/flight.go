@@ -19,14 +19,17 @@ type flight struct {
 
 	// Held QoS 2 steps of a persistent session (hold): a delivery record computed after an entry was held
 	// holds it; once Kafka acknowledged that record the step goes on the wire (sendHeld).
-	heldPub  int    // held entries in state outPublished: queued deliveries wait behind them, keeping the order
-	heldRel  int    // held entries in state outReleased
-	saveSeq  uint32 // delivery records computed while entries were held (persist.go)
-	durable  uint32 // the newest of them Kafka acknowledged
-	flushed  uint32 // durable when sendHeld last looked
-	wantSave bool   // an entry was held after the last record was computed
-	saving   bool   // a record for held entries is on its way (startHeldSave); one at a time per session
-	saveErr  error  // Kafka failed a record holding entries: the connection is closed, they stay in flight
+	heldPub  int      // held entries in state outPublished: queued deliveries wait behind them, keeping the order
+	heldRel  int      // held entries in state outReleased
+	saveSeq  uint32   // delivery records computed while entries were held (persist.go)
+	durable  uint32   // the newest of them Kafka acknowledged
+	flushed  uint32   // durable when sendHeld last looked
+	wantSave bool     // an entry was held after the last record was computed
+	saving   bool     // a record for held entries is on its way (startHeldSave); one at a time per session
+	lastNeed uint32   // need of the entry last held in state outPublished
+	savedAt  [2]int64 // unix ns when the last two records for held entries were started, older first
+	gapTimer bool     // a timer will notify the connection when the next record may start (startHeldSave)
+	saveErr  error    // Kafka failed a record holding entries: the connection is closed, they stay in flight
 }
 
 // flights returns the session's packet-id state, allocating it. s.mu is held.
@@ -133,10 +136,20 @@ func (f *flight) hold(e *outFlight) {
 	e.held, e.need = true, f.saveSeq+1
 	if e.state == outPublished {
 		f.heldPub++
+		f.lastNeed = e.need
 	} else {
 		f.heldRel++
 	}
 	f.wantSave = true
+}
+
+// holdBehind keeps entry e — a QoS 1 PUBLISH queued behind a held one — off the wire until the PUBLISH last held
+// goes: it needs no delivery record of its own, only its place in the order [MQTT-4.6.0-6], so the record that
+// lets that one go lets it go too, and a session's queue moves into flight at once instead of one held
+// PUBLISH per record. f.heldPub > 0 (so f.lastNeed is a record still to come); s.mu is held.
+func (f *flight) holdBehind(e *outFlight) {
+	e.held, e.need = true, f.lastNeed
+	f.heldPub++
 }
 
 // unhold takes e off the held entries. s.mu is held.

@@ -46,6 +46,7 @@ type cfg struct {
 	handoffTimeout   time.Duration  // how long a CONNECT waits for another instance to hand a session over
 	sessionsWait     time.Duration  // how long a CONNECT waits to read its client's sessions partition (consistency.go)
 	saveEvery        time.Duration  // how often delivery offsets of connected persistent sessions are written
+	heldSaveGap      time.Duration  // least time between two of a session's records that hold QoS 2 steps (persist.go)
 	loadTimeout      time.Duration  // how long Start waits for the sessions topic to be read
 	maxSubs          int            // subscriptions per session
 	aliasBytes       int            // bytes of topic names one connection may hold as inbound topic aliases
@@ -107,6 +108,7 @@ func (c *cfg) defaults() {
 	c.handoffTimeout = 3 * time.Second
 	c.sessionsWait = 5 * time.Second
 	c.saveEvery = 2 * time.Second
+	c.heldSaveGap = 10 * time.Millisecond
 	c.loadTimeout = 60 * time.Second
 	c.maxSubs = 1000
 	c.aliasBytes = 16 << 10
@@ -170,6 +172,8 @@ func (c *cfg) validate() error {
 		return fmt.Errorf("outbound budget must be at least 1024 bytes, not %d", c.outboundBudget)
 	case c.willHold < 0:
 		return fmt.Errorf("invalid will hold %v: want 0 or more", c.willHold)
+	case c.heldSaveGap < 0:
+		return fmt.Errorf("invalid QoS 2 state gap %v: want 0 or more", c.heldSaveGap)
 	case c.heartbeatEvery <= 0 || c.deadAfter < 2*c.heartbeatEvery:
 		return fmt.Errorf("heartbeats every %v with death after %v: want a positive interval and at least two of them before death", c.heartbeatEvery, c.deadAfter)
 	case c.maxSubs < 1:
@@ -301,6 +305,16 @@ func SessionsReadWait(d time.Duration) Opt { return opt(func(c *cfg) { c.session
 // SaveEvery is how often the delivery offsets of connected persistent sessions are written to Kafka, coalescing
 // every acknowledgement in between; they are also written when a connection ends. Default 2 s.
 func SaveEvery(d time.Duration) Opt { return opt(func(c *cfg) { c.saveEvery = d }) }
+
+// QoS2StateGap bounds how often a persistent session writes the records that hold its outbound QoS 2 steps:
+// a QoS 2 PUBLISH or PUBREL to a persistent session goes out only once Kafka holds its packet id, so a stream
+// of them writes the session's delivery record (its whole in-flight list) again and again. At most two such
+// records start within any d; steps held meanwhile wait for the next, which carries them all. A message alone
+// (none within d before it) does not wait; from 1/d messages a second per session on, its steps wait up to d
+// plus a Kafka round trip. 0
+// writes one as soon as the last is acknowledged (one per round trip under a stream: thousands per second
+// per session on the embedded Kafka). Default 10 ms; never negative.
+func QoS2StateGap(d time.Duration) Opt { return opt(func(c *cfg) { c.heldSaveGap = d }) }
 
 // Heartbeats sets how often the instance announces itself in the sessions topic (and processes its sessions
 // partitions) and after how much silence another instance counts as dead, so that the wills and expiries of

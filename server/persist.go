@@ -143,17 +143,36 @@ func (srv *Server) saveDeliveryThen(s *session, complete bool, handoffEpoch int6
 	srv.store.putThen(kindDelivery, s.id, r, done)
 }
 
-// startHeldSave writes a delivery record for the session's held QoS 2 steps, unless one is on its way already:
-// the steps held meanwhile wait for the next, which the loop starts when this one is acknowledged. So a session
-// has at most one such record in Kafka's hands, and each carries every step held while the one before was
-// written. Runs on the loop with s.mu held; the record is computed on a goroutine (saveDelivery takes matchMu,
-// which the shared reader holds while it fans out).
+// startHeldSave writes a delivery record for the session's held QoS 2 steps, unless one is on its way already
+// or two have started within the last cfg.heldSaveGap: the steps held meanwhile wait for the next, which the
+// loop starts when this one is acknowledged and the gap allows (a timer notifies the connection then). So a
+// session has at most one such record in Kafka's hands and starts at most two per gap, each carrying every
+// step held since the one before was computed: under a stream of QoS 2 deliveries the sessions topic takes two
+// records per gap per session, not one per Kafka round trip, while an isolated message's two steps (PUBLISH,
+// then PUBREL) do not wait for the gap. Runs on the loop with s.mu held; the record is computed on a goroutine
+// (saveDelivery takes matchMu, which the shared reader holds while it fans out).
 func (srv *Server) startHeldSave(s *session) {
 	f := s.fl
 	if f == nil || !f.wantSave || f.saving || s.ps == nil {
 		return
 	}
-	f.saving = true
+	now := time.Now().UnixNano()
+	if wait := time.Duration(f.savedAt[0]-now) + srv.cfg.heldSaveGap; wait > 0 {
+		if !f.gapTimer {
+			f.gapTimer = true
+			time.AfterFunc(wait, func() {
+				s.mu.Lock()
+				f.gapTimer = false
+				c := s.c
+				s.mu.Unlock()
+				if c != nil {
+					c.l.notify(c) // drain starts the record (its deferred startHeldSave)
+				}
+			})
+		}
+		return
+	}
+	f.saving, f.savedAt = true, [2]int64{f.savedAt[1], now}
 	srv.metrics.heldSaves.Add(1)
 	go srv.saveDeliveryThen(s, false, 0, func(error) {
 		s.mu.Lock()

@@ -46,6 +46,7 @@ type config struct {
 	v3SessionExpiry   time.Duration
 	maxSessionExpiry  time.Duration
 	saveEvery         time.Duration
+	qos2StateGap      time.Duration
 	sessionsReadWait  time.Duration
 	heartbeatEvery    time.Duration
 	deadAfter         time.Duration
@@ -149,6 +150,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.v3SessionExpiry, "v3-session-expiry", 2*time.Hour, "how long a v3 CleanSession=0 session outlives its connection")
 	fs.DurationVar(&c.maxSessionExpiry, "max-session-expiry", 7*24*time.Hour, "cap on a v5 client's Session Expiry Interval")
 	fs.DurationVar(&c.saveEvery, "save-every", 2*time.Second, "how often delivery offsets of connected persistent sessions are written to Kafka")
+	fs.DurationVar(&c.qos2StateGap, "qos2-state-gap", 10*time.Millisecond, "least time between two records of a persistent session's outbound QoS 2 state: steps held meanwhile wait for the next, which carries them all (0 = one per Kafka round trip)")
 	fs.DurationVar(&c.sessionsReadWait, "sessions-read-wait", 5*time.Second, "how long a CONNECT may wait to read its client's sessions partition; after it, CONNACK 0x88 (v3: 3)")
 	fs.DurationVar(&c.heartbeatEvery, "heartbeat-every", 2*time.Second, "how often the instance writes its heartbeat and processes its sessions partitions")
 	fs.DurationVar(&c.deadAfter, "dead-after", 6*time.Second, "an instance silent this long is dead: its connections are ended within dead-after + heartbeat-every")
@@ -319,6 +321,7 @@ func (c *config) validate() error {
 		{c.v3SessionExpiry >= time.Second && c.v3SessionExpiry.Seconds() < 1<<32, "v3-session-expiry", c.v3SessionExpiry, "1s to 136 years"},
 		{c.maxSessionExpiry >= time.Second && c.maxSessionExpiry.Seconds() < 1<<32, "max-session-expiry", c.maxSessionExpiry, "1s to 136 years"},
 		{c.saveEvery >= 100*time.Millisecond, "save-every", c.saveEvery, "at least 100ms"},
+		{c.qos2StateGap >= 0, "qos2-state-gap", c.qos2StateGap, "0 or positive"},
 		{c.laneDelay >= 0, "inflight-delay", c.laneDelay, "0 (off) or positive"},
 		{c.laneQoS0Delay >= 0, "inflight-qos0-delay", c.laneQoS0Delay, "0 (off) or positive"},
 		{c.readLagLimit >= 0, "read-lag-limit", c.readLagLimit, "0 (off) or positive"},

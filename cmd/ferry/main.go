@@ -134,7 +134,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 			share.Mode(cfg.shareMode), share.DeliveryLimit(cfg.shareDelivLimit), share.Hold(cfg.shareHold)),
 		server.V3SessionExpiry(uint32(cfg.v3SessionExpiry.Seconds())),
 		server.MaxSessionExpiry(uint32(cfg.maxSessionExpiry.Seconds())),
-		server.SaveEvery(cfg.saveEvery),
+		server.SaveEvery(cfg.saveEvery), server.QoS2StateGap(cfg.qos2StateGap),
 		server.SessionsReadWait(cfg.sessionsReadWait),
 		server.Heartbeats(cfg.heartbeatEvery, cfg.deadAfter), server.WillHold(cfg.chaosWillHold),
 		server.OutboundBudget(cfg.outboundBudget),
