@@ -40,6 +40,7 @@ type conn struct {
 	pwDone     bool        // the CONNECT's password was checked off the loop; c.auth holds the outcome (authz_password.go)
 	unrecorded bool        // connected without an owner record (alone.go); set under the registry lock
 	marked     bool        // its connection marker ("c:", conns.go) was written at CONNECT
+	flushing   bool        // flushOut is handing bytes to gnet, maybe under the session lock (OnClose)
 	notified   atomic.Bool // queued in l.ready or l.urgent
 	keepAlive  uint16      // seconds, 0 = none
 	lastRead   int64       // unix seconds of the last packet
@@ -98,6 +99,12 @@ func (srv *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		c.tr.Release() // a TLS handshake goroutine waiting for bytes gives up
 	}
 	c.forgetLimits()
+	if c.flushing {
+		// gnet closes a socket whose write failed within that write, and flushOut runs under the session lock
+		// (drain, close on a queue overflow): the end, which takes that lock, runs once the flush is over.
+		c.l.post(task{c: c, kind: taskEnd})
+		return gnet.None
+	}
 	c.endSession()
 	return gnet.None
 }
@@ -337,11 +344,13 @@ func (c *conn) flushOut() {
 		return
 	}
 	if !c.closed {
+		c.flushing = true
 		if c.tr != nil {
 			c.tr.Write(l.out)
 		} else {
 			_, _ = c.gc.Write(l.out)
 		}
+		c.flushing = false
 		c.l.srv.metrics.bytesOut.Add(uint64(len(l.out)))
 	}
 	l.out = l.out[:0]

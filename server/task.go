@@ -27,6 +27,7 @@ const (
 	taskKick                     // end c: its session moved on (reason)
 	taskShutDown                 // end c: the server stops
 	taskPUBCOMP                  // a QoS 2 release is stored (err nil) or could not be (qos2.go)
+	taskEnd                      // end c's session: its socket closed during a write (OnClose)
 )
 
 // post hands t to its connection's loop. Runs on any goroutine; never blocks.
@@ -47,6 +48,8 @@ func (t *task) run() {
 		t.c.shutDownNow()
 	case taskPUBCOMP:
 		t.c.pubcompStored(t.sess, t.pid, t.err)
+	case taskEnd:
+		t.c.endSession()
 	default:
 		panic("BUG: unknown loop task kind")
 	}
