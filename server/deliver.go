@@ -120,22 +120,14 @@ func (srv *Server) fanOut(k tp, off int64, m *kafkamux.Message, skip bool) {
 
 // drain writes queued deliveries while the client's window and the outbound budget allow. Runs on the loop.
 //
-// The loop's output buffer is flushed to the socket every 64 KiB, without the session lock: a write that fails
-// closes the connection at once, and gnet's OnClose ends the session, which takes that lock.
+// The loop's output buffer is flushed to the socket every 64 KiB, under the session lock: a write that fails
+// closes the connection at once, and the end of its session waits for the flush (OnClose, conn.flushing).
 func (c *conn) drain() {
-	for c.drainSome() && !c.closed {
-		c.flushOut()
-	}
-}
-
-// drainSome is drain up to 64 KiB of output; it reports whether it stopped there with more to write. Runs on the
-// loop; takes the session lock.
-func (c *conn) drainSome() (more bool) {
 	sess := c.sess
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.c != c {
-		return false
+		return
 	}
 	if sess.overflowed {
 		sess.overflowed = false
@@ -209,10 +201,11 @@ func (c *conn) drainSome() (more bool) {
 		c.l.srv.metrics.publishesOut[d.qos].Add(1) // before pop, which clears *d
 		sess.queue.pop()
 		if len(c.l.out) >= 64<<10 {
-			return true // drain flushes it, unlocked
+			if c.flushOut(); c.closed {
+				return // the write failed: the socket is closed and the session's end is posted
+			}
 		}
 	}
-	return false
 }
 
 // holdsPublish reports whether delivery d must be held until Kafka holds its packet id: a QoS 2 message at a
