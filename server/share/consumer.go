@@ -12,12 +12,15 @@ import (
 // The Kafka side of a share group in consumer-group mode (share.go): the consumer group that gives this
 // instance its partitions, the topics it reads, records in, and the offsets committed as members complete them.
 
+// kafkaGroup is the name of the Kafka group behind g, in either mode: the prefix, then the MQTT group's name.
+func (g *Group) kafkaGroup() string { return g.r.cfg.prefix + strings.TrimPrefix(g.key, "$share/") }
+
 // run joins the Kafka consumer group, retrying while the group still has local members. Runs on its own
 // goroutine until joined.
 func (g *Group) run(begin kafkamux.TopicOffsets) {
 	r := g.r
 	spec := kafkamux.GroupSpec{
-		Group:       r.cfg.prefix + strings.TrimPrefix(g.key, "$share/"),
+		Group:       g.kafkaGroup(),
 		Topics:      g.routedTopics(),
 		Begin:       begin,
 		Handler:     g.onRecord,

@@ -3,7 +3,6 @@ package share
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -110,7 +109,7 @@ type shareKey struct {
 func (g *Group) runShare(begin kafkamux.TopicOffsets) {
 	r := g.r
 	spec := kafkamux.ShareSpec{
-		Group:         r.cfg.prefix + strings.TrimPrefix(g.key, "$share/"),
+		Group:         g.kafkaGroup(),
 		Topics:        g.routedTopics(),
 		Begin:         begin,
 		DeliveryLimit: r.cfg.deliveryLimit,
