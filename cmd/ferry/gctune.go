@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -25,11 +26,12 @@ import (
 //
 // A GOGC environment variable turns the tuner off (the operator chose); GOMEMLIMIT works as always on top.
 const (
-	gcMinPercent = 25              // lowest GOGC: a collection per quarter of the live heap allocated
-	gcMaxPercent = 100             // highest: the runtime's default
-	gcHorizon    = 5 * time.Second // headroom = allocations expected in this time
-	gcTick       = time.Second     // how often the rate is sampled
-	gcReturnGap  = time.Minute     // at most one early return of memory per this time
+	gcMinPercent = 25                    // lowest GOGC: a collection per quarter of the live heap allocated
+	gcMaxPercent = 100                   // highest: the runtime's default
+	gcHorizon    = 5 * time.Second       // headroom = allocations expected in this time
+	gcTick       = time.Second           // how often the rate is sampled, at least
+	gcSoonest    = 10 * time.Millisecond // a collection samples at once if at least this long after the last sample
+	gcReturnGap  = time.Minute           // at most one early return of memory per this time
 )
 
 // gcPercent is the GOGC for a heap of live bytes allocating rate bytes per second.
@@ -110,18 +112,54 @@ func tuneGC(ctx context.Context, log *slog.Logger) {
 	}
 	t := newGCTuner()
 	t.log = log
+	tick := time.NewTicker(gcTick)
 	go func() {
-		tick := time.NewTicker(gcTick)
 		defer tick.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
+		t.run(ctx, tick.C, watchGC(ctx))
+	}()
+}
+
+// run samples at every tick, and at the end of every collection at least gcSoonest after the last sample:
+// a burst that starts while GOGC is low (an idle server's) runs the collector back to back until the rate is
+// seen, and is seen at its first collection instead of at the next tick. Idle, nothing collects, and the
+// tick alone samples.
+func (t *gcTuner) run(ctx context.Context, tick <-chan time.Time, collected <-chan struct{}) {
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick:
+			t.step(now.Sub(last))
+			last = now
+		case <-collected:
+			if now := time.Now(); now.Sub(last) >= gcSoonest {
 				t.step(now.Sub(last))
 				last = now
 			}
 		}
-	}()
+	}
 }
+
+// watchGC returns a channel that receives after every garbage collection (at most one waiting), until ctx
+// ends: an unreachable sentinel's cleanup runs after the collection that frees it, and arms the next one.
+func watchGC(ctx context.Context) <-chan struct{} {
+	collected := make(chan struct{}, 1)
+	var arm func(int)
+	arm = func(int) {
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case collected <- struct{}{}:
+		default:
+		}
+		runtime.AddCleanup(new(gcSentinel), arm, 0)
+	}
+	runtime.AddCleanup(new(gcSentinel), arm, 0)
+	return collected
+}
+
+// gcSentinel holds a pointer so that it is not packed with other small objects (the tiny allocator keeps
+// such a block alive as long as any of them lives): it is freed by the first collection after it is made.
+type gcSentinel struct{ _ *byte }
