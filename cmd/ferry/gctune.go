@@ -104,6 +104,27 @@ func (t *gcTuner) step(dt time.Duration) {
 	}
 }
 
+// raise takes a sample dt after the previous one, but only if the allocation rate rose: then it raises GOGC
+// as step would and reports true. Otherwise it changes nothing, and the next sample covers this interval too.
+func (t *gcTuner) raise(dt time.Duration) bool {
+	metrics.Read(t.samples)
+	allocs, live := t.samples[0].Value.Uint64(), t.samples[1].Value.Uint64()
+	r := float64(allocs-t.allocs) / dt.Seconds()
+	if r <= t.rate {
+		return false
+	}
+	t.allocs, t.rate = allocs, r
+	if p := gcPercent(r, float64(live)); p-t.percent >= t.percent/8 || p > t.percent && p == gcMaxPercent {
+		t.set(p)
+		t.percent = p
+		t.peak = max(t.peak, p)
+		if t.log != nil {
+			t.log.Debug("garbage collector headroom changed", "gogc", p, "alloc_rate_bytes", int64(r), "live_heap_bytes", live)
+		}
+	}
+	return true
+}
+
 // tuneGC runs the tuner until ctx ends, unless GOGC is set in the environment.
 func tuneGC(ctx context.Context, log *slog.Logger) {
 	if v, ok := os.LookupEnv("GOGC"); ok {
@@ -122,7 +143,8 @@ func tuneGC(ctx context.Context, log *slog.Logger) {
 // run samples at every tick, and at the end of every collection at least gcSoonest after the last sample:
 // a burst that starts while GOGC is low (an idle server's) runs the collector back to back until the rate is
 // seen, and is seen at its first collection instead of at the next tick. Idle, nothing collects, and the
-// tick alone samples.
+// tick alone samples. A collection's sample only raises GOGC (raise); lowering it, and returning a burst's
+// memory, stay with the tick: a sample of a few milliseconds inside a burst can see a lull.
 func (t *gcTuner) run(ctx context.Context, tick <-chan time.Time, collected <-chan struct{}) {
 	last := time.Now()
 	for {
@@ -133,8 +155,7 @@ func (t *gcTuner) run(ctx context.Context, tick <-chan time.Time, collected <-ch
 			t.step(now.Sub(last))
 			last = now
 		case <-collected:
-			if now := time.Now(); now.Sub(last) >= gcSoonest {
-				t.step(now.Sub(last))
+			if now := time.Now(); now.Sub(last) >= gcSoonest && t.raise(now.Sub(last)) {
 				last = now
 			}
 		}

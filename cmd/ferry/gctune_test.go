@@ -78,8 +78,8 @@ func burst() {
 }
 
 // The end of a collection makes the tuner sample at once, without waiting for its tick: a burst that starts
-// while GOGC is at its minimum raises it at its first collection. watchGC's signal comes after every
-// collection, and keeps coming.
+// while GOGC is at its minimum raises it at its first collection; a collection never lowers it. watchGC's
+// signal comes after every collection, and keeps coming.
 func TestGCTunerSamplesAfterCollections(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -122,4 +122,11 @@ func TestGCTunerSamplesAfterCollections(t *testing.T) {
 	}
 	cancel()
 	<-done
+
+	// A collection in a lull changes nothing: lowering GOGC and returning memory are the tick's.
+	frees := 0
+	tu.free = func() { frees++ }
+	if tu.raise(time.Hour) || tu.percent != gcMaxPercent || frees != 0 || len(sets) != 0 {
+		t.Fatalf("a collection at a falling rate: GOGC %d, %d returns, %d changes; want %d and none", tu.percent, frees, len(sets), gcMaxPercent)
+	}
 }
