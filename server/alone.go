@@ -8,7 +8,7 @@ import (
 )
 
 // Unrecorded connections (docs/sessions.md, "Unrecorded connections"). Every CONNECT writes an owner record
-// "o:<id>" and reads it back (consistency.go): it is the signal that makes another instance disconnect the
+// "o:<id>" and reads it back (consistency.go, sessions/consistency.go): it is the signal that makes another instance disconnect the
 // client's older connection [MQTT-3.1.4-3], and the fence of the CONNECT's decision. A CONNECT that asks for
 // nothing to be kept — Clean Start (CleanSession) 1, no session expiry, no will — needs neither when its
 // instance is the only one: there is no other instance to signal, and no state to decide on beyond what the

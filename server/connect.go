@@ -450,7 +450,7 @@ func (c *conn) endSession() {
 		srv.saveDelivery(sess, true, 0)
 		srv.endConnection(sess.id, c.epoch, expiry, willDue, willNow)
 		if c.marked {
-			srv.store.UnmarkConn(sess.id, c.epoch) // over: after its final records (conns.go)
+			srv.store.UnmarkConn(sess.id, c.epoch) // over: after its final records (sessions/conns.go)
 		}
 		srv.discardOrphan(sess)
 		return

@@ -18,7 +18,7 @@ import (
 func (c *conn) connectSession(pc *pendingConnect) error {
 	srv := c.l.srv
 	c.phase = phaseLoading                // no packet is read until the session is here
-	c.marked = pc.expiry > 0 || !pc.clean // a session that may be handed over, or resumed from (conns.go)
+	c.marked = pc.expiry > 0 || !pc.clean // a session that may be handed over, or resumed from (sessions/conns.go)
 	srv.store.AwaitOwnRecord(pc.id, c.epoch, srv.cfg.sessionsWait, func(prev *sessions.Stored, err error) {
 		if err != nil {
 			c.runOnLoop(func() { c.connectUnavailable(pc, err) })
@@ -108,7 +108,7 @@ func (c *conn) completeConnect(pc *pendingConnect, prev, snap *sessions.Stored) 
 	case prev.Will != nil:
 		srv.store.Put(sessionkey.Will, pc.id, nil) // an earlier connection's will is cancelled by this one [MQTT-3.1.3-9]
 	}
-	srv.store.UnmarkOlder(pc.id, c.epoch, prev, snap) // the client's earlier connections are over (conns.go)
+	srv.store.UnmarkOlder(pc.id, c.epoch, prev, snap) // the client's earlier connections are over (sessions/conns.go)
 	c.finishConnect(pc, snap)
 	c.service()
 }

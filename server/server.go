@@ -65,7 +65,7 @@ type Server struct {
 	shares *share.Registry // shared subscriptions (share.go, server/share)
 	pw     auth.CheckPool  // password checks off the event loops (authz_password.go)
 
-	store     *sessions.Store             // the sessions topic (store.go, server/sessions)
+	store     *sessions.Store             // the sessions topic (server/sessions; its host: store.go)
 	lone      lone                        // whether no other instance is alive: unrecorded connections (alone.go)
 	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
 	connRate  *ratelimit.ConnTable        // --max-connection-rate; nil = off (limits.go, server/ratelimit)

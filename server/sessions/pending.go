@@ -132,7 +132,7 @@ func (st *Store) settledClaims(start time.Time) func(Key) bool {
 
 // ClaimEnd writes end record rec of client id's connection. A will due at once (now non-nil) is written
 // first as the pending will of the connection ("p:<id>\x00<epoch>"), so that once the claim wins, the will is
-// in Kafka until it is published, whoever publishes it (wills_pending.go). Runs on any goroutine.
+// in Kafka until it is published, whoever publishes it (above). Runs on any goroutine.
 func (st *Store) ClaimEnd(id string, rec *OwnerRec, now *WillRec) {
 	st.host.Debug("claiming the end of a connection", "client", id, "epoch", rec.Epoch, "round", rec.Round, "will", rec.Will,
 		"due_now", now != nil || rec.Now)

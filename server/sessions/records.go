@@ -39,7 +39,7 @@ type OwnerRec struct {
 	Round int  `json:"round,omitempty"`
 	// Now: the will was due when the connection ended (Will Delay 0, or a session that ends with it); the
 	// claimer wrote it as "p:<id>\x00<epoch>" before this record, and it stays there until published
-	// (wills_pending.go).
+	// (pending.go).
 	Now bool `json:"now,omitempty"`
 }
 

@@ -76,10 +76,10 @@ type Store struct {
 	clients   map[string]*Stored
 	waiters   map[string]*handoff  // connections waiting for another instance to hand a session over
 	instances map[string]time.Time // instance id → when its last heartbeat was read (this instance's clock)
-	peers     map[string]*Peer     // instance id → its advertised address and liveness, for redirect (redirect.go)
+	peers     map[string]*Peer     // instance id → its advertised address and liveness, for redirect (peers.go)
 	ready     bool                 // the topic has been read to the end once: end records are acted on
 	fences    map[Key]*fence       // CONNECTs waiting to read their own owner record back (consistency.go)
-	claims    map[Key]time.Time    // this instance's claims of wills due at once → when Kafka acknowledged them, zero before (wills_pending.go)
+	claims    map[Key]time.Time    // this instance's claims of wills due at once → when Kafka acknowledged them, zero before (pending.go)
 }
 
 // handoff is a CONNECT waiting for the previous owner's final delivery record.
