@@ -24,22 +24,7 @@ func TestConnectionsConstant(t *testing.T) {
 	const goroutines, each = 1000, 20
 	var wg sync.WaitGroup
 	var acked, failed atomic.Int64
-	var maxConns atomic.Int64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			if c := int64(m.Connections()); c > maxConns.Load() {
-				maxConns.Store(c)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-			}
-		}
-	}()
+	maxConns := sampleConns(m, time.Millisecond)
 	for g := 0; g < goroutines; g++ {
 		wg.Add(1)
 		go func() {
@@ -60,14 +45,13 @@ func TestConnectionsConstant(t *testing.T) {
 	if err := m.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	close(stop)
-	<-sampled
+	maxConns.stop()
 	if failed.Load() != 0 || acked.Load() != goroutines*each {
 		t.Fatalf("acked %d failed %d, want %d acked", acked.Load(), failed.Load(), goroutines*each)
 	}
-	t.Logf("connections: max %d during the run, now %d %v", maxConns.Load(), m.Connections(), m.ConnectionsByBroker())
-	if maxConns.Load() > 3 {
-		t.Fatalf("up to %d connections to a one-broker cluster, budget is 3", maxConns.Load())
+	t.Logf("connections: max %d during the run, now %d %v", maxConns.max.Load(), m.Connections(), m.ConnectionsByBroker())
+	if maxConns.max.Load() > 3 {
+		t.Fatalf("up to %d connections to a one-broker cluster, budget is 3", maxConns.max.Load())
 	}
 }
 
@@ -81,22 +65,7 @@ func TestSeedRotationStaysInBudget(t *testing.T) {
 	if err := m.Follow(topic, func(int32, int64, *Message) { got.Add(1) }); err != nil {
 		t.Fatal(err)
 	}
-	var maxConns atomic.Int64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			if c := int64(m.Connections()); c > maxConns.Load() {
-				maxConns.Store(c)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Microsecond):
-			}
-		}
-	}()
+	maxConns := sampleConns(m, 100*time.Microsecond)
 	ctx := context.Background()
 	for i := 0; i < 10; i++ {
 		m.Client().ForceMetadataRefresh()
@@ -107,11 +76,10 @@ func TestSeedRotationStaysInBudget(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	waitFor(t, 10*time.Second, "records", func() bool { return got.Load() == 10 })
-	close(stop)
-	<-sampled
-	t.Logf("max connections %d, seed connections parked %d", maxConns.Load(), m.conns.parked.Load())
-	if maxConns.Load() > 3 {
-		t.Fatalf("%d connections, budget 3", maxConns.Load())
+	maxConns.stop()
+	t.Logf("max connections %d, seed connections parked %d", maxConns.max.Load(), m.conns.parked.Load())
+	if maxConns.max.Load() > 3 {
+		t.Fatalf("%d connections, budget 3", maxConns.max.Load())
 	}
 }
 
@@ -143,4 +111,35 @@ func TestConnectionsOverTime(t *testing.T) {
 	if maxConns > 3 {
 		t.Fatalf("%d connections, budget 3", maxConns)
 	}
+}
+
+// connSampler keeps the most connections a Mux held, sampled every interval until stop.
+type connSampler struct {
+	max     atomic.Int64
+	stopc   chan struct{}
+	sampled chan struct{}
+}
+
+func sampleConns(m *Mux, every time.Duration) *connSampler {
+	s := &connSampler{stopc: make(chan struct{}), sampled: make(chan struct{})}
+	go func() {
+		defer close(s.sampled)
+		for {
+			if c := int64(m.Connections()); c > s.max.Load() {
+				s.max.Store(c)
+			}
+			select {
+			case <-s.stopc:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends the sampling and waits for its last sample.
+func (s *connSampler) stop() {
+	close(s.stopc)
+	<-s.sampled
 }
