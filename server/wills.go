@@ -29,7 +29,7 @@ func newWillRec(epoch int64, w *willMsg) *sessions.WillRec {
 }
 
 // endConnection writes the end record of a connection: the claim that decides its will. A will due at once
-// (now non-nil) is written as pending first (claimEnd). Runs on the loop.
+// (now non-nil) is written as pending first (sessions.Store.ClaimEnd). Runs on the loop.
 func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *sessions.WillRec) {
 	srv.store.ClaimEnd(id, &sessions.OwnerRec{V: sessionkey.Version, Instance: srv.store.Instance, Epoch: epoch,
 		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue}, now)

@@ -29,7 +29,7 @@ type Claim struct {
 	Now *WillRec // a will due at once (ClaimEnd)
 }
 
-// Due is a processor round's decision (docs/md, "Instance death"): the ends of connections held by
+// Due is a processor round's decision (docs/sessions.md, "Instance death"): the ends of connections held by
 // dead instances, and of wills whose publisher died, on the sessions partitions this instance processes, to
 // claim; and the sessions whose expiry passed while no instance held them, by the epoch of their last
 // connection, to expire. It also claims again the pending wills that nobody is known to have won (pending.go):
@@ -97,16 +97,16 @@ func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
 	return claims, expired
 }
 
-// OwnOpen is what a previous run of this instance (same id) left open when it stopped without a goodbye.
-// ends: the end records of the connections it held (their owner records still say connected) — other
-// instances cannot tell, this id is alive again — counting the session's expiry from now. pending and won are
-// end records already in the log that this run acts on as ConnectionEnded would (Host):
-// it also takes over the wills the previous run had won and not yet published — a connection that ended (its
-// end record, by this instance, says a will is due) while its Will Delay was still running: that run's timer
-// died with it, the load does not act on end records (store.ready), and no other instance claims them, since
-// this id is alive again. They are published when their delay ends, from the end record's time (at once if it
-// has passed), unless the client came back (publishStoredWill).
-// pending: wills delayed; won: wills due at once the previous run won (pending.go).
+// OwnOpen is what a previous run of this instance (same id) left open when it stopped without a goodbye, for
+// the new run to act on before it serves. Other instances cannot tell — this id is alive again — so nobody
+// else will.
+//
+// ends are the end records to write (ClaimEnd) for the connections it held, whose owner records still say
+// connected; the session's expiry counts from now. pending and won are end records already in the log, to act
+// on as Host.ConnectionEnded does: the wills that run had won and not yet published, since its timers died
+// with it and the load acts on no end record (SetReady). pending: a will whose Will Delay was still running,
+// published when its delay ends, from the end record's time (at once if it has passed), unless the client
+// came back; won: a will due at once (pending.go).
 func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
