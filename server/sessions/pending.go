@@ -18,7 +18,7 @@ import (
 // The winner publishes the will with the pending record's tombstone: in one Kafka transaction when
 // transactions are on (exactly once: both or neither survive a kill), else the tombstone after Kafka
 // acknowledged the will (at least once: a kill in between publishes it again). A pending will whose winner
-// died is published by the instance restarted under the winner's id (recoverOwnConnections), or, once the
+// died is published by the instance restarted under the winner's id (OwnOpen), or, once the
 // winner is known dead, by the partition's processor after a claim of the next round, which decides as the
 // first claim did. A claim that lost, for a will nobody won, tombstones its own pending record.
 //

@@ -151,7 +151,7 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 		}
 		twin := id == st.Instance && value != nil && hb.Run != "" && hb.Run != st.Incarnation && st.ready
 		if (id != st.Instance && value != nil) || twin {
-			st.host.NoteForeign() // another instance is alive (alone.go)
+			st.host.NoteForeign() // another instance is alive (the server's unrecorded connections)
 		}
 		if twin {
 			st.host.Error("another Ferry instance runs with this instance's id: give each instance its own --instance-id",
@@ -183,7 +183,7 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 	var fenced *fence
 	var prev Stored
 	var o *OwnerRec        // the owner record read, if kind is kindOwner
-	var reassert *OwnerRec // this instance's owner record, to write again after a late record (reassertOwner)
+	var reassert *OwnerRec // this instance's owner record, to write again after a late record (Host.ReassertOwner)
 	orphan := false        // this instance's claim lost, and the will it wrote as pending is nobody's
 	switch kind {
 	case sessionkey.Session:
@@ -204,7 +204,7 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 				"client", id, "late_epoch", max(tombEpoch, EpochOf(o)), "connected", o != nil && o.Connected, "owner_epoch", c.Owner.Epoch)
 			if c.Owner.Connected && c.Owner.Instance == st.Instance {
 				// It is also the key's last record now, which is all compaction keeps: this instance, holding
-				// the newer connection, writes that connection's record again (reassertOwner).
+				// the newer connection, writes that connection's record again (Host.ReassertOwner).
 				mine := *c.Owner
 				reassert = &mine
 			}
@@ -255,7 +255,7 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 	snapshot := *c
 	st.mu.Unlock()
 	if o != nil && o.Instance != st.Instance {
-		st.host.NoteForeign() // before ownerChanged below looks the client up (alone.go)
+		st.host.NoteForeign() // before OwnerChanged below looks the client up
 	}
 	if err != nil {
 		// A corrupt or newer record is logged and skipped: the session starts clean, the instance goes on.
@@ -414,7 +414,7 @@ func (st *Store) Forget(id string, epoch int64, all bool) {
 		st.Put(sessionkey.Delivery, id, nil)
 	}
 	if all || hasWill {
-		st.Put(sessionkey.Will, id, nil) // a will published at once keeps its record until here (publishPendingOf)
+		st.Put(sessionkey.Will, id, nil) // a will published at once keeps its record until here (the server publishes it from its pending record)
 	}
 	st.EndOwner(id, epoch)
 }
