@@ -31,8 +31,7 @@ func newWillRec(epoch int64, w *willMsg) *sessions.WillRec {
 // endConnection writes the end record of a connection: the claim that decides its will. A will due at once
 // (now non-nil) is written as pending first (sessions.Store.ClaimEnd). Runs on the loop.
 func (srv *Server) endConnection(id string, epoch int64, expiry uint32, willDue bool, now *sessions.WillRec) {
-	srv.store.ClaimEnd(id, &sessions.OwnerRec{V: sessionkey.Version, Instance: srv.store.Instance, Epoch: epoch,
-		Connected: false, At: time.Now().UnixMilli(), Expiry: expiry, Will: willDue}, now)
+	srv.store.ClaimEnd(id, srv.store.EndRecord(epoch, expiry, willDue), now)
 }
 
 // claimTakenOverWill claims the end of connection c, whose session another connection took, when its will is
@@ -51,8 +50,7 @@ func (c *conn) claimTakenOverWill(kicked bool) {
 	sess.mu.Lock()
 	expiry := sess.expiry
 	sess.mu.Unlock()
-	c.l.srv.store.ClaimEnd(sess.id, &sessions.OwnerRec{V: sessionkey.Version, Instance: c.l.srv.store.Instance, Epoch: c.epoch,
-		At: time.Now().UnixMilli(), Expiry: expiry, Will: true}, newWillRec(c.epoch, w))
+	c.l.srv.store.ClaimEnd(sess.id, c.l.srv.store.EndRecord(c.epoch, expiry, true), newWillRec(c.epoch, w))
 }
 
 // claimMissedWill runs on the loop of a CONNECT that stopped waiting for the instance holding the client's
@@ -65,8 +63,7 @@ func (srv *Server) claimMissedWill(id string, o *sessions.OwnerRec, prev *sessio
 	if w == nil || w.Epoch != o.Epoch || w.Delay != 0 {
 		return
 	}
-	srv.store.ClaimEnd(id, &sessions.OwnerRec{V: sessionkey.Version, Instance: srv.store.Instance, Epoch: o.Epoch, At: time.Now().UnixMilli(),
-		Expiry: o.Expiry, Will: true}, w)
+	srv.store.ClaimEnd(id, srv.store.EndRecord(o.Epoch, o.Expiry, true), w)
 }
 
 // connectionEnded runs on the reader goroutine for the first end record of an epoch and round. If this
@@ -80,16 +77,9 @@ func (srv *Server) connectionEnded(id string, end *sessions.OwnerRec) {
 		srv.publishPendingOf(id, end)
 		return
 	}
-	st, ok := srv.store.Lookup(id)
-	if !ok || st.Will == nil || st.Will.Epoch != end.Epoch {
-		return // no will stored for this connection (or already published)
+	if due, ok := srv.store.WillDueAt(id, end); ok {
+		time.AfterFunc(time.Until(due), func() { srv.publishStoredWill(id, end.Epoch) })
 	}
-	delay := time.Duration(st.Will.Delay) * time.Second
-	if exp := time.Duration(end.Expiry) * time.Second; exp < delay {
-		delay = exp // [MQTT-3.1.3-9] the will goes out when the delay passes or the session ends
-	}
-	due := time.UnixMilli(end.At).Add(delay)
-	time.AfterFunc(time.Until(due), func() { srv.publishStoredWill(id, end.Epoch) })
 }
 
 // publishStoredWill publishes the will of epoch unless the client connected again or the will is gone, then
@@ -104,14 +94,9 @@ func (srv *Server) publishStoredWill(id string, epoch int64) {
 		time.AfterFunc(time.Second, func() { srv.publishStoredWill(id, epoch) })
 		return
 	}
-	st, ok := srv.store.Lookup(id)
-	if !ok || st.Will == nil || st.Will.Epoch != epoch {
-		return
+	if w := srv.store.StoredWill(id, epoch); w != nil {
+		srv.sendWillWith(w.Message(id, time.Now()), sessionkey.Key(sessionkey.Will, id)) // the tombstone with the will
 	}
-	if st.Owner != nil && st.Owner.Epoch > epoch {
-		return // [MQTT-3.1.3-9] a new connection within the delay cancels the will
-	}
-	srv.sendWillWith(st.Will.Message(id, time.Now()), sessionkey.Key(sessionkey.Will, id)) // the tombstone with the will
 }
 
 // heartbeats writes this instance's heartbeat every heartbeatEvery. Runs on its own goroutine until ctx ends;

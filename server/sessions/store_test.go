@@ -111,3 +111,29 @@ func TestStoreDecide(t *testing.T) {
 		}
 	}
 }
+
+// MQTT-3.1.3-9: a delayed will is due after its delay or when the session ends, whichever is first, and is
+// not published once the client connected again.
+func TestStoreWillDue(t *testing.T) {
+	st := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
+	will, _ := json.Marshal(&WillRec{V: sessionkey.Version, Epoch: 2, Topic: "t", Delay: 30})
+	st.onRecord(sessionkey.Key(sessionkey.Will, "c1"), will, 0, 0)
+	end := &OwnerRec{Instance: "me", Epoch: 2, At: 1_000_000, Expiry: 10, Will: true}
+	if at, ok := st.WillDueAt("c1", end); !ok || at.UnixMilli() != 1_010_000 {
+		t.Errorf("due at %v, %v; want the session's end, 10 s after the connection's", at, ok)
+	}
+	end.Expiry = 60
+	if at, ok := st.WillDueAt("c1", end); !ok || at.UnixMilli() != 1_030_000 {
+		t.Errorf("due at %v, %v; want the Will Delay, 30 s after the connection's end", at, ok)
+	}
+	if _, ok := st.WillDueAt("c1", &OwnerRec{Epoch: 1}); ok {
+		t.Error("a will is due for a connection it is not of")
+	}
+	if w := st.StoredWill("c1", 2); w == nil || w.Topic != "t" {
+		t.Errorf("stored will %+v, want the will of epoch 2", w)
+	}
+	st.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, OwnerRec{Instance: "other", Epoch: 3, Connected: true}), 0, 0)
+	if w := st.StoredWill("c1", 2); w != nil {
+		t.Errorf("MQTT-3.1.3-9: will %+v still published after the client connected again", w)
+	}
+}

@@ -135,3 +135,36 @@ func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 	}
 	return ends, pending, won
 }
+
+// EndRecord is the end record by which this instance ends its connection epoch of a client now: the claim
+// that decides the connection's will (ClaimEnd), will saying whether one is due.
+func (st *Store) EndRecord(epoch int64, expiry uint32, will bool) *OwnerRec {
+	return &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: epoch, At: time.Now().UnixMilli(), Expiry: expiry,
+		Will: will}
+}
+
+// WillDueAt is when the delayed will that end record end of client id won is due: after its Will Delay
+// Interval, or when the session ends if that comes first [MQTT-3.1.3-9]. false: no will is stored for that
+// connection (or it was published).
+func (st *Store) WillDueAt(id string, end *OwnerRec) (time.Time, bool) {
+	c, ok := st.Lookup(id)
+	if !ok || c.Will == nil || c.Will.Epoch != end.Epoch {
+		return time.Time{}, false
+	}
+	delay := time.Duration(c.Will.Delay) * time.Second
+	if exp := time.Duration(end.Expiry) * time.Second; exp < delay {
+		delay = exp
+	}
+	return time.UnixMilli(end.At).Add(delay), true
+}
+
+// StoredWill is the will of client id's connection epoch to publish now that its delay passed, nil if it is
+// gone or the client connected again meanwhile [MQTT-3.1.3-9]. The caller has read the sessions topic up to
+// its end.
+func (st *Store) StoredWill(id string, epoch int64) *WillRec {
+	c, ok := st.Lookup(id)
+	if !ok || c.Will == nil || c.Will.Epoch != epoch || (c.Owner != nil && c.Owner.Epoch > epoch) {
+		return nil
+	}
+	return c.Will
+}
