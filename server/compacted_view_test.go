@@ -283,3 +283,74 @@ func TestHandOverWhenCompactionRemovedEveryRecordOfTheHolder(t *testing.T) {
 	}
 	second.none(t, 500*time.Millisecond) // m1, delivered and acknowledged on A, is not delivered again
 }
+
+// A normal DISCONNECT decides that the connection's will is not published: its holder's end record, the first
+// of the epoch, says so. A CONNECT on another instance whose owner record came before that end record in the
+// log waits for the holder: its view shows the client connected there, with its will. A session that ends
+// with its connection tombstones its owner key right after the end record, so compaction can remove the end
+// record before this instance's reader gets there; the wait then ended on the connection marker's tombstone
+// with no end of that connection read, and the CONNECT claimed the will as if the holder had died without
+// ending it (claimMissedWill): a will published after a normal DISCONNECT — or twice, after a dropped
+// connection whose holder had claimed it: the checker's two will anomalies with frequent compaction. The
+// marker's tombstone comes after the holder's end record: the holder decided, and the CONNECT claims nothing.
+func TestNoWillClaimedWhenCompactionRemovedTheHoldersEnd(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	opts := []server.Opt{server.HandoffTimeout(30 * time.Second)}
+	ga, gb := newFetchGate(), newFetchGate()
+	a := startGated(t, kafka, ga, opts...)
+	b := startGated(t, kafka, gb, opts...)
+	c := startInstance(t, kafka, opts...)
+	t.Cleanup(ga.release)
+	t.Cleanup(gb.release)
+	watch := dialV5(t, c.addr, &paho.Connect{ClientID: "ended-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+
+	// A session that ends with its connection, with a will of delay 0; Clean Start 0, so the connection is
+	// marked (conns.go).
+	noExpiry := &paho.ConnectProperties{SessionExpiryInterval: u32(0)}
+	first := dialV5(t, a.addr, &paho.Connect{ClientID: "ended", WillMessage: &paho.WillMessage{Topic: "wills/ended", QoS: 1,
+		Payload: []byte("gone")}, Properties: noExpiry})
+	time.Sleep(300 * time.Millisecond) // B has read A's owner record and the will
+	ga.hold()                          // A does not read B's owner record: the DISCONNECT ends its connection, not a takeover
+	// Kafka answers a fetch waiting for records as soon as there are some: A's next answer is held with this
+	// one in it.
+	dialV5(t, c.addr, &paho.Connect{ClientID: "ended-wake-a", CleanStart: true})
+	connack := make(chan *v5, 1)
+	go func() {
+		c, err := connectV5(b.addr, &paho.Connect{ClientID: "ended", Properties: noExpiry})
+		if err != nil {
+			t.Errorf("connect on B: %v", err)
+			close(connack)
+			return
+		}
+		connack <- c
+	}()
+	time.Sleep(500 * time.Millisecond) // B has read its own owner record: it waits for A
+	gb.hold()                          // B reads nothing of what follows until the topic is compacted
+	dialV5(t, c.addr, &paho.Connect{ClientID: "ended-wake-b", CleanStart: true})
+	time.Sleep(300 * time.Millisecond)
+	if err := first.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // A's end record, then the tombstones of its marker and of the owner key
+	// Owner records of other clients, some in the client's partition: A's tombstones are then not their
+	// partition's last batch, which kfake never compacts.
+	for i := range 30 {
+		dialV5(t, c.addr, &paho.Connect{ClientID: "ended-" + strconv.Itoa(i), CleanStart: true})
+	}
+	cluster.Compact() // removes A's end record, superseded by the owner key's tombstone
+	gb.release()
+	ga.release()
+
+	var second *v5
+	select {
+	case second = <-connack:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no CONNACK from B")
+	}
+	if second == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = second.Disconnect(&paho.Disconnect{}) })
+	watch.none(t, 2*time.Second) // [MQTT-3.1.2-10] the DISCONNECT deleted the will
+}
