@@ -124,22 +124,11 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 	}
 
 	ga.hold() // A does not read B's owner record yet: it holds the client until the topic is compacted
-	connack := make(chan *v5, 1)
-	go func() {
-		c, err := connectV5(b.addr, persistent("compacted", false))
-		if err != nil {
-			t.Errorf("connect on B: %v", err)
-			close(connack)
-			return
-		}
-		connack <- c
-	}()
+	connack := connectAsync(t, b.addr, persistent("compacted", false))
 	time.Sleep(300 * time.Millisecond) // B's owner record is written
 	// Owner records of other clients, some in the client's sessions partition, after B's: B's own record is
 	// then not its partition's last batch, which kfake never compacts.
-	for i := range 30 {
-		dialV5(t, c.addr, &paho.Connect{ClientID: "compacted-" + strconv.Itoa(i), CleanStart: true})
-	}
+	fillPartitions(t, c.addr, "compacted")
 	cluster.Compact() // removes A's owner record of the client (B's is later), not the hand-over to A
 
 	gb.release()
@@ -152,16 +141,7 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 	ga.release()
-	var second *v5
-	select {
-	case second = <-connack:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no CONNACK from B after A read its owner record")
-	}
-	if second == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { _ = second.Disconnect(&paho.Disconnect{}) })
+	second := connackOf(t, connack, "no CONNACK from B after A read its owner record")
 	if !second.connack.SessionPresent {
 		t.Error("Session Present 0 on B after A handed the session over")
 	}
@@ -205,9 +185,7 @@ func TestPendingWillClaimedAgainWhenCompactionRemovedTheClaim(t *testing.T) {
 	t.Cleanup(func() { _ = back.Disconnect(&paho.Disconnect{}) })
 	// Owner records of other clients, some in the client's partition: B's is then not its partition's last
 	// batch, which kfake never compacts.
-	for i := range 30 {
-		dialV5(t, b.addr, &paho.Connect{ClientID: "cc-" + strconv.Itoa(i), CleanStart: true})
-	}
+	fillPartitions(t, b.addr, "cc")
 	cluster.Compact() // removes A's claim, not its pending will
 	ga.release()
 
@@ -249,35 +227,15 @@ func TestHandOverWhenCompactionRemovedEveryRecordOfTheHolder(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // the client's PUBACK (sent once the handler returned) is read by A
 
-	connack := make(chan *v5, 1)
-	go func() {
-		c, err := connectV5(b.addr, persistent("hidden", false))
-		if err != nil {
-			t.Errorf("connect on B: %v", err)
-			close(connack)
-			return
-		}
-		connack <- c
-	}()
+	connack := connectAsync(t, b.addr, persistent("hidden", false))
 	takenOver(t, first, "MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E") // its hand-over is written
 	// Owner records of other clients, some in the client's partition: A's hand-over is then not its
 	// partition's last batch, which kfake never compacts.
-	for i := range 30 {
-		dialV5(t, c.addr, &paho.Connect{ClientID: "hidden-" + strconv.Itoa(i), CleanStart: true})
-	}
+	fillPartitions(t, c.addr, "hidden")
 	cluster.Compact() // removes A's owner record and C's delivery record, superseded after B's owner record
 	gb.release()
 
-	var second *v5
-	select {
-	case second = <-connack:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no CONNACK from B")
-	}
-	if second == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { _ = second.Disconnect(&paho.Disconnect{}) })
+	second := connackOf(t, connack, "no CONNACK from B")
 	if !second.connack.SessionPresent {
 		t.Error("Session Present 0 on B")
 	}
@@ -315,16 +273,7 @@ func TestNoWillClaimedWhenCompactionRemovedTheHoldersEnd(t *testing.T) {
 	// Kafka answers a fetch waiting for records as soon as there are some: A's next answer is held with this
 	// one in it.
 	dialV5(t, c.addr, &paho.Connect{ClientID: "ended-wake-a", CleanStart: true})
-	connack := make(chan *v5, 1)
-	go func() {
-		c, err := connectV5(b.addr, &paho.Connect{ClientID: "ended", Properties: noExpiry})
-		if err != nil {
-			t.Errorf("connect on B: %v", err)
-			close(connack)
-			return
-		}
-		connack <- c
-	}()
+	connack := connectAsync(t, b.addr, &paho.Connect{ClientID: "ended", Properties: noExpiry})
 	time.Sleep(500 * time.Millisecond) // B has read its own owner record: it waits for A
 	gb.hold()                          // B reads nothing of what follows until the topic is compacted
 	dialV5(t, c.addr, &paho.Connect{ClientID: "ended-wake-b", CleanStart: true})
@@ -335,22 +284,53 @@ func TestNoWillClaimedWhenCompactionRemovedTheHoldersEnd(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // A's end record, then the tombstones of its marker and of the owner key
 	// Owner records of other clients, some in the client's partition: A's tombstones are then not their
 	// partition's last batch, which kfake never compacts.
-	for i := range 30 {
-		dialV5(t, c.addr, &paho.Connect{ClientID: "ended-" + strconv.Itoa(i), CleanStart: true})
-	}
+	fillPartitions(t, c.addr, "ended")
 	cluster.Compact() // removes A's end record, superseded by the owner key's tombstone
 	gb.release()
 	ga.release()
 
-	var second *v5
+	connackOf(t, connack, "no CONNACK from B")
+	watch.none(t, 2*time.Second) // [MQTT-3.1.2-10] the DISCONNECT deleted the will
+}
+
+// connectAsync connects cp to addr on a goroutine, for a CONNACK that waits (a hand-over): the channel gets the
+// client, or is closed if the CONNECT failed (the test is failed then).
+func connectAsync(t *testing.T, addr string, cp *paho.Connect) chan *v5 {
+	connack := make(chan *v5, 1)
+	go func() {
+		c, err := connectV5(addr, cp)
+		if err != nil {
+			t.Errorf("connect %s: %v", cp.ClientID, err)
+			close(connack)
+			return
+		}
+		connack <- c
+	}()
+	return connack
+}
+
+// connackOf waits for the client of connectAsync, failing with what if it does not come within 15 s; the client
+// disconnects at the end of the test.
+func connackOf(t *testing.T, connack chan *v5, what string) *v5 {
+	t.Helper()
+	var c *v5
 	select {
-	case second = <-connack:
+	case c = <-connack:
 	case <-time.After(15 * time.Second):
-		t.Fatal("no CONNACK from B")
+		t.Fatal(what)
 	}
-	if second == nil {
+	if c == nil {
 		t.FailNow()
 	}
-	t.Cleanup(func() { _ = second.Disconnect(&paho.Disconnect{}) })
-	watch.none(t, 2*time.Second) // [MQTT-3.1.2-10] the DISCONNECT deleted the will
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+// fillPartitions connects 30 clean clients through addr: their owner records, some in any given sessions
+// partition, make the records before them not their partition's last batch, which kfake never compacts.
+func fillPartitions(t *testing.T, addr, prefix string) {
+	t.Helper()
+	for i := range 30 {
+		dialV5(t, addr, &paho.Connect{ClientID: prefix + "-" + strconv.Itoa(i), CleanStart: true})
+	}
 }
