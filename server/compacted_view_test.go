@@ -87,6 +87,18 @@ func (c *gatedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// gatedTrio starts three instances on the Kafka at addr: A and B with fetch gates, C without.
+func gatedTrio(t *testing.T, addr string, opts ...server.Opt) (a, b, c *instance, ga, gb *fetchGate) {
+	t.Helper()
+	ga, gb = newFetchGate(), newFetchGate()
+	a = startGated(t, addr, ga, opts...)
+	b = startGated(t, addr, gb, opts...)
+	c = startInstance(t, addr, opts...)
+	t.Cleanup(ga.release)
+	t.Cleanup(gb.release)
+	return a, b, c, ga, gb
+}
+
 func startGated(t *testing.T, addr string, g *fetchGate, opts ...server.Opt) *instance {
 	t.Helper()
 	in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(addr),
@@ -106,12 +118,7 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 	cluster, kafka := startKafka(t)
 	// No periodic saves: the only delivery record of A's connection is the one C hands over to it.
 	opts := []server.Opt{server.HandoffTimeout(30 * time.Second), server.SaveEvery(time.Hour)}
-	ga, gb := newFetchGate(), newFetchGate()
-	a := startGated(t, kafka, ga, opts...)
-	b := startGated(t, kafka, gb, opts...)
-	c := startInstance(t, kafka, opts...)
-	t.Cleanup(ga.release)
-	t.Cleanup(gb.release)
+	a, b, c, ga, gb := gatedTrio(t, kafka, opts...)
 
 	gb.hold() // B reads nothing of what follows until the topic is compacted
 	zero := dialV5(t, c.addr, persistent("compacted", true))
@@ -254,12 +261,7 @@ func TestHandOverWhenCompactionRemovedEveryRecordOfTheHolder(t *testing.T) {
 func TestNoWillClaimedWhenCompactionRemovedTheHoldersEnd(t *testing.T) {
 	cluster, kafka := startKafka(t)
 	opts := []server.Opt{server.HandoffTimeout(30 * time.Second)}
-	ga, gb := newFetchGate(), newFetchGate()
-	a := startGated(t, kafka, ga, opts...)
-	b := startGated(t, kafka, gb, opts...)
-	c := startInstance(t, kafka, opts...)
-	t.Cleanup(ga.release)
-	t.Cleanup(gb.release)
+	a, b, c, ga, gb := gatedTrio(t, kafka, opts...)
 	watch := dialV5(t, c.addr, &paho.Connect{ClientID: "ended-watch", CleanStart: true})
 	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
 
