@@ -83,8 +83,11 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *sessions.Sto
 					c.close()
 					return
 				}
-				if held && (snap.Deliv == nil || snap.Deliv.Epoch != c.epoch) && snap.Ended[0] < o.Epoch {
-					srv.claimMissedWill(pc.id, o, prev) // no hand-over and no end of o in time (wills.go)
+				// No hand-over and no end of o in time (wills.go). A tombstone of o's marker is an end: its holder
+				// wrote it after o's end record, which decided the will, and which compaction can remove before
+				// this reader gets there (a session that ends with its connection tombstones the owner key next).
+				if held && (snap.Deliv == nil || snap.Deliv.Epoch != c.epoch) && snap.Ended[0] < o.Epoch && snap.ConnEnded < o.Epoch {
+					srv.claimMissedWill(pc.id, o, prev)
 				}
 				c.completeConnect(pc, prev, snap)
 			})

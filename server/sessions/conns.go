@@ -53,6 +53,7 @@ func (st *Store) onConnRecord(key string, value []byte, part int32) {
 		if c != nil {
 			snap = *c
 		}
+		snap.ConnEnded = max(snap.ConnEnded, epoch)
 	}
 	st.mu.Unlock()
 	if h != nil {

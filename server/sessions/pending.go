@@ -57,6 +57,7 @@ func (st *Store) onPendingRecord(key string, value []byte, part int32) {
 	st.update(id, part, w != nil, func(c *Stored) {
 		var p *PendingWill
 		if w != nil {
+			st.sawAlive(w.By)
 			p = &PendingWill{Will: w, by: w.By}
 			if old := c.Pending[epoch]; old != nil {
 				p.winner, p.round, p.claimed = old.winner, old.round, old.claimed // the same will written again by another claim

@@ -190,6 +190,9 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 		c.Sess, err = Decode[SessionRec](value)
 	case sessionkey.Owner:
 		o, err = Decode[OwnerRec](value)
+		if o != nil {
+			st.sawAlive(o.Instance)
+		}
 		if f := st.takeFence(id, o); f != nil {
 			fenced, prev = f, *c // the view the CONNECT decides on: everything before its own record
 		}
@@ -279,6 +282,17 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 	}
 	if end != nil {
 		st.host.ConnectionEnded(id, end)
+	}
+}
+
+// sawAlive notes a record that instance inst wrote — an owner record names its writer, a pending will its
+// claimer — as a heartbeat of inst, if inst is known: liveness is only judged from heartbeats read. An instance
+// restarted under the id of one that died writes its claims (OwnOpen) before its first heartbeat, and a
+// heartbeat can be committed a transaction after the claims: another instance reading a claim of a will won by
+// "a dead instance" claimed the next round and published the will a second time. st.mu is held.
+func (st *Store) sawAlive(inst string) {
+	if _, known := st.instances[inst]; known && inst != st.Instance {
+		st.instances[inst] = time.Now()
 	}
 }
 

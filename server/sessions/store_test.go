@@ -137,3 +137,9 @@ func TestStoreWillDue(t *testing.T) {
 		t.Errorf("MQTT-3.1.3-9: will %+v still published after the client connected again", w)
 	}
 }
+
+func (w *fakeWriter) keys() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.puts...)
+}
