@@ -73,7 +73,7 @@ func planMemoryLimit(cfg *config, loops int, getenv func(string) (string, bool))
 	case cfg.memoryLimit < 0:
 		return memoryLimit{source: "none"}
 	}
-	if v, ok := getenv("GOMEMLIMIT"); ok && v != "" && v != "off" {
+	if v, ok := getenv("GOMEMLIMIT"); ok && v != "" { // "off" too: the operator chose no limit
 		return memoryLimit{source: "GOMEMLIMIT"}
 	}
 	if cfg.kafkaBrokers != "" || cfg.embedded.retentionBytes == 0 {

@@ -56,7 +56,7 @@ func TestMemoryLimitPlan(t *testing.T) {
 		{"no size bound", noLimit, []string{"--embedded-retention-bytes", "0"}, "none", 0},
 		{"real Kafka", noLimit, []string{"--kafka-brokers", "127.0.0.1:1"}, "none", 0},
 		{"GOMEMLIMIT", withEnv, nil, "GOMEMLIMIT", 0},
-		{"GOMEMLIMIT=off", func(string) (string, bool) { return "off", true }, nil, "derived", want},
+		{"GOMEMLIMIT=off", func(string) (string, bool) { return "off", true }, nil, "GOMEMLIMIT", 0},
 		{"flag", noLimit, []string{"--memory-limit", "200000000"}, "flag", 200000000},
 		{"flag over GOMEMLIMIT", withEnv, []string{"--memory-limit", "200000000"}, "flag", 200000000},
 		{"flag off", withEnv, []string{"--memory-limit", "-1"}, "none", 0},
