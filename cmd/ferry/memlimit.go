@@ -20,14 +20,17 @@ import (
 // that an operator can compute before the node runs:
 //
 //	limit = memBase + recent-cache-bytes + 2 × inflight-bytes × event loops
-//	      + index of the messages topic: 72 B × 5/4 × (5/4 × embedded-retention-bytes) ÷ 89 B
-//	      + index of the other topics (retained, sessions, routed), as the last cleaning pass counted it × 5/4
+//	      + index of the messages topic: 72 B × 5/2 × (5/4 × embedded-retention-bytes) ÷ 89 B
+//	      + index of the other topics (retained, sessions, routed), as the last cleaning pass counted it × 5/2
 //
 // The messages topic holds at most 9/8 of its size bound after a pass, plus what is written before the next
 // (taken as another eighth); each stored batch costs an index entry of 72 B, and the smallest batch Ferry
-// writes is 89 B (one message per batch is the worst case); kfake appends the entries of a segment to one
-// slice, which Go grows by about a quarter at a time. The other topics follow their live keys, not a flag, so
-// their part follows what they hold.
+// writes is 89 B (one message per batch is the worst case). An entry costs up to 5/2 × 72 B in the heap:
+// kfake appends a segment's entries to one slice, which Go grows by about a quarter at a time (5/4), and
+// when retention drops a segment kfake reslices its list of segments, whose array keeps the dropped
+// segments' index reachable until an append reallocates it: up to as many dropped segments as live ones (2;
+// measured: 177 B per live entry, 88 B with the dropped segments cleared). The other topics follow their
+// live keys, not a flag, so their part follows what they hold.
 //
 // The limit is soft: while the live heap stays below it, the collector keeps the heap under it whatever GOGC
 // says; if the live heap grows past it, the runtime caps the collector at about half the CPU and lets memory
@@ -38,8 +41,9 @@ import (
 // Ferry is about 28 MiB resident.
 const memBase = 64 << 20
 
-// indexSlack is the growth of kfake's index slices beyond their entries (Go grows a large slice by 1/4).
-const indexSlackNum, indexSlackDen = 5, 4
+// indexSlack is the heap of one of kfake's index entries beyond its 72 bytes: the growth of its slice
+// (Go grows a large slice by 1/4) times the dropped segments kfake's list of segments keeps reachable (2).
+const indexSlackNum, indexSlackDen = 5, 2
 
 // memoryLimitFlag is --memory-limit: 0 derives the limit in standalone mode (none with --kafka-brokers), -1
 // sets none, a positive number of bytes sets that.

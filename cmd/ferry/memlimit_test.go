@@ -31,16 +31,16 @@ func TestMemoryLimitPlan(t *testing.T) {
 		return planMemoryLimit(c, loops, env)
 	}
 	// Defaults, 2 event loops: 64 MiB base + 64 MiB recent cache + 2 × 8 MiB × 2 in flight, and the index of
-	// 5/4 × 512 MiB of 89-byte batches at 72 B × 5/4 each.
+	// 5/4 × 512 MiB of 89-byte batches at 72 B × 5/2 each.
 	def := plan(noLimit, 2)
-	want := int64(64*mib + 64*mib + 32*mib + 671088640/89*90)
+	want := int64(64*mib + 64*mib + 32*mib + 671088640/89*180)
 	if def.source != "derived" || def.static != want {
 		t.Fatalf("defaults: %+v, want derived %d", def, want)
 	}
 	if got := plan(noLimit, 4); got.static != want+2*8*mib*2 {
 		t.Errorf("4 event loops: %d, want 32 MiB more than %d", got.static, want)
 	}
-	if got, want2 := plan(noLimit, 2, "--embedded-retention-bytes", strconv.Itoa(1024*mib)), int64(160*mib+1342177280/89*90); got.static != want2 {
+	if got, want2 := plan(noLimit, 2, "--embedded-retention-bytes", strconv.Itoa(1024*mib)), int64(160*mib+1342177280/89*180); got.static != want2 {
 		t.Errorf("twice the size bound: %d, want %d (the index term twice)", got.static, want2)
 	}
 	if got := plan(noLimit, 2, "--recent-cache-bytes", "0"); got.static != want-64*mib {
