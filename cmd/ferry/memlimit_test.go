@@ -5,11 +5,7 @@ import (
 	"bytes"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -152,26 +148,11 @@ func TestMemoryLimitOfTheBinary(t *testing.T) {
 // limit at its first tick after the data dir is loaded), failing after 30 s.
 func binaryMetrics(t *testing.T, env string, args []string, want func(map[string]string) bool) {
 	t.Helper()
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
-	mqttAddr, admin, dir := free(), free(), t.TempDir()
-	cmd := exec.Command(binary, append([]string{"--mqtt", "tcp://" + mqttAddr, "--admin", admin,
-		"--embedded-kafka-addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--log-level", "error"}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = os.Environ()
+	var vars []string
 	if env != "" {
-		cmd.Env = append(cmd.Env, env)
+		vars = append(vars, env)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer stopProcess(cmd)
+	admin := startStandalone(t, vars, args...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		m := map[string]string{}
