@@ -1,0 +1,276 @@
+// Command floor is the fan-out floor: the least an event-loop broker on gnet must do to fan one publisher's
+// messages out to many subscribers on this machine, against which Ferry's fan-out latency is read.
+//
+// It speaks just enough MQTT 3.1.1 for ferry-bench's fanout scenario: CONNECT gets a CONNACK, SUBSCRIBE a
+// SUBACK granting what was asked (every subscriber takes every message, whatever its filter), a QoS 1 PUBLISH
+// a PUBACK, PINGREQ a PINGRESP; PUBACKs from subscribers are read and dropped. For each PUBLISH it builds one
+// QoS 1 PUBLISH (same topic and payload, one packet id for all) and writes it to every subscriber, one write
+// per subscriber as Ferry does: the publisher's loop hands the bytes to every other loop first (gnet's
+// Execute, the way Ferry's shared reader wakes its loops) and then writes to its own subscribers. No Kafka,
+// no sessions, no queues, no packet-id table, no retries: whatever latency it shows is the machine's
+// (loopback TCP beside the load generator), not a broker's.
+//
+// It runs on as many gnet event loops as Ferry (--event-loops, default one per CPU) with Ferry's gnet
+// options and GOMAXPROCS (the runtime's default plus one P per loop).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// MQTT control packet types the floor reads or writes.
+const (
+	typeConnect    = 1
+	typeConnack    = 2
+	typePublish    = 3
+	typePuback     = 4
+	typeSubscribe  = 8
+	typeSuback     = 9
+	typePingreq    = 12
+	typePingresp   = 13
+	typeDisconnect = 14
+)
+
+var errBadFrame = errors.New("malformed MQTT frame")
+
+type floor struct {
+	gnet.BuiltinEventEngine
+	eng gnet.Engine
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*loop
+	order []*loop
+	pid   uint16 // under mu: the packet id of the next fanned-out PUBLISH
+}
+
+// loop is the floor's state for one gnet event loop; subs is touched only on the loop.
+type loop struct {
+	el   gnet.EventLoop
+	subs []gnet.Conn
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:1883", "TCP listen address")
+	loops := flag.Int("event-loops", runtime.NumCPU(), "gnet event loops (Ferry's default: one per CPU)")
+	flag.Parse()
+	if *loops < 1 {
+		fmt.Fprintf(os.Stderr, "floor: --event-loops must be at least 1, not %d\n", *loops)
+		os.Exit(2)
+	}
+	// As Ferry (internal/procs): each loop waits in epoll_wait holding a P, so one more P per loop.
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + *loops)
+	f := &floor{loops: map[gnet.EventLoop]*loop{}}
+	done := make(chan error, 1)
+	go func() {
+		done <- gnet.Run(f, "tcp://"+*addr,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(*loops),
+			gnet.WithReuseAddr(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithReadBufferCap(64<<10),
+		)
+	}()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case err := <-done:
+		log.Fatalf("cannot serve on %s: %v", *addr, err)
+	case <-sig:
+		_ = f.eng.Stop(context.Background())
+	}
+}
+
+// OnBoot runs once when gnet is listening.
+func (f *floor) OnBoot(eng gnet.Engine) gnet.Action {
+	f.eng = eng
+	return gnet.None
+}
+
+// loopOf returns the floor's state for el, creating it on the loop's first connection.
+func (f *floor) loopOf(el gnet.EventLoop) *loop {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l := f.loops[el]
+	if l == nil {
+		l = &loop{el: el}
+		f.loops[el] = l
+		f.order = append(f.order, l)
+	}
+	return l
+}
+
+// OnClose runs on c's loop.
+func (f *floor) OnClose(c gnet.Conn, _ error) gnet.Action {
+	l := f.loopOf(c.EventLoop())
+	for i, s := range l.subs {
+		if s == c {
+			l.subs = append(l.subs[:i], l.subs[i+1:]...)
+			break
+		}
+	}
+	return gnet.None
+}
+
+// OnTraffic runs on c's loop: it handles every whole frame c has sent.
+func (f *floor) OnTraffic(c gnet.Conn) gnet.Action {
+	b, _ := c.Peek(-1)
+	off := 0
+	for {
+		hdr, body, n, err := split(b[off:])
+		if err != nil {
+			return gnet.Close
+		}
+		if n == 0 {
+			break
+		}
+		if !f.handle(c, hdr, body) {
+			return gnet.Close
+		}
+		off += n
+	}
+	_, _ = c.Discard(off)
+	return gnet.None
+}
+
+// handle answers one frame (hdr: its first byte). Runs on c's loop.
+func (f *floor) handle(c gnet.Conn, hdr byte, body []byte) bool {
+	switch hdr >> 4 {
+	case typeConnect:
+		_, _ = c.Write([]byte{typeConnack << 4, 2, 0, 0})
+	case typeSubscribe:
+		if len(body) < 2 {
+			return false
+		}
+		ack := []byte{typeSuback << 4, 0, body[0], body[1]}
+		for r := body[2:]; len(r) >= 3; {
+			n := int(r[0])<<8 | int(r[1])
+			if len(r) < 3+n {
+				return false
+			}
+			ack = append(ack, r[2+n]&3)
+			r = r[3+n:]
+		}
+		if len(ack)-2 > 127 {
+			return false // more filters than ferry-bench sends, and than one length byte holds
+		}
+		ack[1] = byte(len(ack) - 2)
+		l := f.loopOf(c.EventLoop())
+		l.subs = append(l.subs, c)
+		_, _ = c.Write(ack)
+	case typePublish:
+		return f.publish(c, hdr, body)
+	case typePingreq:
+		_, _ = c.Write([]byte{typePingresp << 4, 0})
+	case typeDisconnect:
+		return false
+	}
+	return true // PUBACKs of deliveries and anything else: read and dropped
+}
+
+// publish acknowledges one PUBLISH and fans it out: the other loops get the prebuilt packet first, then this
+// loop writes it to its own subscribers. Runs on the publisher's loop.
+func (f *floor) publish(c gnet.Conn, hdr byte, body []byte) bool {
+	qos := hdr >> 1 & 3
+	if len(body) < 2 {
+		return false
+	}
+	tl := int(body[0])<<8 | int(body[1])
+	idAt := 2 + tl
+	if qos > 0 {
+		idAt += 2
+	}
+	if len(body) < idAt {
+		return false
+	}
+	topic, payload := body[2:2+tl], body[idAt:]
+	if qos == 1 {
+		_, _ = c.Write([]byte{typePuback << 4, 2, body[idAt-2], body[idAt-1]})
+	}
+
+	f.mu.Lock()
+	f.pid++
+	if f.pid == 0 {
+		f.pid = 1
+	}
+	id := f.pid
+	loops := f.order
+	f.mu.Unlock()
+	rl := 2 + len(topic) + 2 + len(payload)
+	pkt := make([]byte, 0, 5+rl)
+	pkt = append(pkt, typePublish<<4|1<<1)
+	pkt = appendVarint(pkt, rl)
+	pkt = append(pkt, byte(len(topic)>>8), byte(len(topic)))
+	pkt = append(pkt, topic...)
+	pkt = append(pkt, byte(id>>8), byte(id))
+	pkt = append(pkt, payload...)
+
+	own := c.EventLoop()
+	for _, l := range loops {
+		if l.el != own {
+			_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				l.write(pkt)
+				return nil
+			}))
+		}
+	}
+	f.loopOf(own).write(pkt)
+	return true
+}
+
+// write writes pkt to every subscriber of the loop, one write each. Runs on the loop.
+func (l *loop) write(pkt []byte) {
+	for _, s := range l.subs {
+		_, _ = s.Write(pkt)
+	}
+}
+
+func appendVarint(b []byte, n int) []byte {
+	for {
+		d := byte(n & 0x7f)
+		n >>= 7
+		if n > 0 {
+			d |= 0x80
+		}
+		b = append(b, d)
+		if n == 0 {
+			return b
+		}
+	}
+}
+
+// split reads one frame from b: its first byte, its body and its whole length (0 when b holds no whole frame).
+func split(b []byte) (hdr byte, body []byte, n int, err error) {
+	if len(b) < 2 {
+		return 0, nil, 0, nil
+	}
+	rl, mul, i := 0, 1, 1
+	for ; ; i++ {
+		if i >= len(b) {
+			return 0, nil, 0, nil
+		}
+		if i > 4 {
+			return 0, nil, 0, errBadFrame
+		}
+		rl += int(b[i]&0x7f) * mul
+		if b[i]&0x80 == 0 {
+			break
+		}
+		mul <<= 7
+	}
+	n = i + 1 + rl
+	if len(b) < n {
+		return 0, nil, 0, nil
+	}
+	return b[0], b[i+1 : n], n, nil
+}
