@@ -11,11 +11,15 @@
 // (loopback TCP beside the load generator), not a broker's.
 //
 // It runs on as many gnet event loops as Ferry (--event-loops, default one per CPU) with Ferry's gnet
-// options and GOMAXPROCS (the runtime's default plus one P per loop).
+// options and GOMAXPROCS (the runtime's default plus one P per loop). --hand-off picks how a record reaches the
+// loops (inline as above, as a task on every loop, or through a reader goroutine as Ferry's records do). On
+// SIGTERM it prints, for the PUBLISHes ferry-bench stamped, the time from the stamp to the floor's read, and
+// the time one loop took to write a record to all of its subscribers.
 package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,8 +27,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 )
@@ -52,7 +58,21 @@ type floor struct {
 	loops map[gnet.EventLoop]*loop
 	order []*loop
 	pid   uint16 // under mu: the packet id of the next fanned-out PUBLISH
+
+	// under mu, printed on exit: per PUBLISH stamped by ferry-bench, its stamp → read by the floor; per record
+	// and loop, the loop's writes of it, first to last (ns)
+	arrived, wrote []int64
+
+	mode   int         // handInline, handTask or handReader (--hand-off)
+	reader chan []byte // handReader: records for the reader goroutine
 }
+
+// How the publisher's loop hands a record to the loops that write it (--hand-off).
+const (
+	handInline = iota // its own subscribers inline, the other loops by Execute
+	handTask          // every loop by Execute, its own too: written after the events of this loop turn
+	handReader        // to a goroutine (Ferry's shared reader) that hands it to every loop by Execute
+)
 
 // loop is the floor's state for one gnet event loop; subs is touched only on the loop.
 type loop struct {
@@ -63,6 +83,8 @@ type loop struct {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:1883", "TCP listen address")
 	loops := flag.Int("event-loops", runtime.NumCPU(), "gnet event loops (Ferry's default: one per CPU)")
+	reusePort := flag.Bool("reuse-port", true, "each loop listens with SO_REUSEPORT and accepts its own connections, as Ferry's (false: gnet's accepting reactor hands them to the loops)")
+	handOff := flag.String("hand-off", "inline", "how a PUBLISH reaches the loops that write it: inline (the publisher's loop writes its own subscribers at once and hands the record to the others), task (every loop by gnet's Execute, its own too), reader (through a goroutine that hands it to every loop, as Ferry's shared reader)")
 	flag.Parse()
 	if *loops < 1 {
 		fmt.Fprintf(os.Stderr, "floor: --event-loops must be at least 1, not %d\n", *loops)
@@ -70,13 +92,26 @@ func main() {
 	}
 	// As Ferry (internal/procs): each loop waits in epoll_wait holding a P, so one more P per loop.
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + *loops)
-	f := &floor{loops: map[gnet.EventLoop]*loop{}}
+	f := &floor{loops: map[gnet.EventLoop]*loop{}, reader: make(chan []byte, 1024)}
+	switch *handOff {
+	case "inline":
+		f.mode = handInline
+	case "task":
+		f.mode = handTask
+	case "reader":
+		f.mode = handReader
+		go f.read()
+	default:
+		fmt.Fprintf(os.Stderr, "floor: --hand-off %q: want inline, task or reader\n", *handOff)
+		os.Exit(2)
+	}
 	done := make(chan error, 1)
 	go func() {
 		done <- gnet.Run(f, "tcp://"+*addr,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(*loops),
 			gnet.WithReuseAddr(true),
+			gnet.WithReusePort(*reusePort),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithReadBufferCap(64<<10),
 		)
@@ -87,6 +122,7 @@ func main() {
 	case err := <-done:
 		log.Fatalf("cannot serve on %s: %v", *addr, err)
 	case <-sig:
+		f.report()
 		_ = f.eng.Stop(context.Background())
 	}
 }
@@ -194,6 +230,10 @@ func (f *floor) publish(c gnet.Conn, hdr byte, body []byte) bool {
 		return false
 	}
 	topic, payload := body[2:2+tl], body[idAt:]
+	if len(payload) >= 10 && payload[0] == 0xFB && payload[1] == 0x01 { // ferry-bench's stamp (perf/internal/stats)
+		sent := int64(binary.BigEndian.Uint64(payload[2:10]))
+		f.note(&f.arrived, time.Now().UnixNano()-sent)
+	}
 	if qos == 1 {
 		_, _ = c.Write([]byte{typePuback << 4, 2, body[idAt-2], body[idAt-1]})
 	}
@@ -215,23 +255,71 @@ func (f *floor) publish(c gnet.Conn, hdr byte, body []byte) bool {
 	pkt = append(pkt, byte(id>>8), byte(id))
 	pkt = append(pkt, payload...)
 
-	own := c.EventLoop()
+	switch f.mode {
+	case handInline:
+		own := c.EventLoop()
+		f.handOff(loops, pkt, own)
+		f.loopOf(own).write(f, pkt)
+	case handTask:
+		f.handOff(loops, pkt, nil)
+	case handReader:
+		f.reader <- pkt
+	}
+	return true
+}
+
+// handOff queues pkt's writes on every loop but skip, waking each (gnet's Execute).
+func (f *floor) handOff(loops []*loop, pkt []byte, skip gnet.EventLoop) {
 	for _, l := range loops {
-		if l.el != own {
+		if l.el != skip {
 			_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-				l.write(pkt)
+				l.write(f, pkt)
 				return nil
 			}))
 		}
 	}
-	f.loopOf(own).write(pkt)
-	return true
+}
+
+// read is the reader of --hand-off reader: it takes each record from the publisher's loop and hands it to
+// every loop, as Ferry's shared reader does with what it reads from Kafka.
+func (f *floor) read() {
+	for pkt := range f.reader {
+		f.mu.Lock()
+		loops := f.order
+		f.mu.Unlock()
+		f.handOff(loops, pkt, nil)
+	}
 }
 
 // write writes pkt to every subscriber of the loop, one write each. Runs on the loop.
-func (l *loop) write(pkt []byte) {
+func (l *loop) write(f *floor, pkt []byte) {
+	t0 := time.Now()
 	for _, s := range l.subs {
 		_, _ = s.Write(pkt)
+	}
+	f.note(&f.wrote, int64(time.Since(t0)))
+}
+
+func (f *floor) note(to *[]int64, ns int64) {
+	f.mu.Lock()
+	*to = append(*to, ns)
+	f.mu.Unlock()
+}
+
+// report prints the percentiles of what note gathered.
+func (f *floor) report() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, h := range []struct {
+		name string
+		ns   []int64
+	}{{"stamp → PUBLISH read by the floor", f.arrived}, {"one loop's writes of a record, first to last", f.wrote}} {
+		if len(h.ns) == 0 {
+			continue
+		}
+		slices.Sort(h.ns)
+		at := func(q float64) time.Duration { return time.Duration(h.ns[int(q*float64(len(h.ns)-1))]) }
+		log.Printf("%s: n=%d p50 %v p90 %v p99 %v max %v", h.name, len(h.ns), at(0.5), at(0.9), at(0.99), at(1))
 	}
 }
 
