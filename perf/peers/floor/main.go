@@ -12,7 +12,8 @@
 //
 // It runs on as many gnet event loops as Ferry (--event-loops, default one per CPU) with Ferry's gnet
 // options and GOMAXPROCS (the runtime's default plus one P per loop). --hand-off picks how a record reaches the
-// loops (inline as above, as a task on every loop, or through a reader goroutine as Ferry's records do). On
+// loops (inline as above, as a task on every loop, or through a reader goroutine as Ferry's records do);
+// --puback-last writes the PUBACK after the publisher loop's writes instead of before them. On
 // SIGTERM it prints, for the PUBLISHes ferry-bench stamped, the time from the stamp to the floor's read, and
 // the time one loop took to write a record to all of its subscribers.
 package main
@@ -63,8 +64,9 @@ type floor struct {
 	// and loop, the loop's writes of it, first to last (ns)
 	arrived, wrote []int64
 
-	mode   int         // handInline, handTask or handReader (--hand-off)
-	reader chan []byte // handReader: records for the reader goroutine
+	pubackLast bool        // --puback-last: the PUBACK after the fan-out's writes on this loop
+	mode       int         // handInline, handTask or handReader (--hand-off)
+	reader     chan []byte // handReader: records for the reader goroutine
 }
 
 // How the publisher's loop hands a record to the loops that write it (--hand-off).
@@ -85,6 +87,7 @@ func main() {
 	loops := flag.Int("event-loops", runtime.NumCPU(), "gnet event loops (Ferry's default: one per CPU)")
 	reusePort := flag.Bool("reuse-port", true, "each loop listens with SO_REUSEPORT and accepts its own connections, as Ferry's (false: gnet's accepting reactor hands them to the loops)")
 	handOff := flag.String("hand-off", "inline", "how a PUBLISH reaches the loops that write it: inline (the publisher's loop writes its own subscribers at once and hands the record to the others), task (every loop by gnet's Execute, its own too), reader (through a goroutine that hands it to every loop, as Ferry's shared reader)")
+	pubackLast := flag.Bool("puback-last", false, "write a PUBLISH's PUBACK after the publisher's loop has written the record to its subscribers (Ferry's PUBACK waits for Kafka), not before")
 	flag.Parse()
 	if *loops < 1 {
 		fmt.Fprintf(os.Stderr, "floor: --event-loops must be at least 1, not %d\n", *loops)
@@ -93,6 +96,7 @@ func main() {
 	// As Ferry (internal/procs): each loop waits in epoll_wait holding a P, so one more P per loop.
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + *loops)
 	f := &floor{loops: map[gnet.EventLoop]*loop{}, reader: make(chan []byte, 1024)}
+	f.pubackLast = *pubackLast
 	switch *handOff {
 	case "inline":
 		f.mode = handInline
@@ -234,8 +238,12 @@ func (f *floor) publish(c gnet.Conn, hdr byte, body []byte) bool {
 		sent := int64(binary.BigEndian.Uint64(payload[2:10]))
 		f.note(&f.arrived, time.Now().UnixNano()-sent)
 	}
-	if qos == 1 {
-		_, _ = c.Write([]byte{typePuback << 4, 2, body[idAt-2], body[idAt-1]})
+	puback := []byte{typePuback << 4, 2, body[idAt-2], body[idAt-1]}
+	if qos == 1 && !f.pubackLast {
+		_, _ = c.Write(puback)
+	}
+	if qos == 1 && f.pubackLast {
+		defer c.Write(puback) //nolint:errcheck // gnet closes the connection on a failed write
 	}
 
 	f.mu.Lock()
@@ -320,6 +328,9 @@ func (f *floor) report() {
 		slices.Sort(h.ns)
 		at := func(q float64) time.Duration { return time.Duration(h.ns[int(q*float64(len(h.ns)-1))]) }
 		log.Printf("%s: n=%d p50 %v p90 %v p99 %v max %v", h.name, len(h.ns), at(0.5), at(0.9), at(0.99), at(1))
+	}
+	for i, l := range f.order {
+		log.Printf("loop %d: %d subscribers", i, len(l.subs)) // read off the loop: a count at exit, nothing more
 	}
 }
 
