@@ -34,22 +34,9 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-)
 
-// MQTT control packet types the floor reads or writes.
-const (
-	typeConnect    = 1
-	typeConnack    = 2
-	typePublish    = 3
-	typePuback     = 4
-	typeSubscribe  = 8
-	typeSuback     = 9
-	typePingreq    = 12
-	typePingresp   = 13
-	typeDisconnect = 14
+	"github.com/ferrymq/ferry/perf/internal/wire"
 )
-
-var errBadFrame = errors.New("malformed MQTT frame")
 
 type floor struct {
 	gnet.BuiltinEventEngine
@@ -168,14 +155,11 @@ func (f *floor) OnTraffic(c gnet.Conn) gnet.Action {
 	b, _ := c.Peek(-1)
 	off := 0
 	for {
-		hdr, body, n, err := split(b[off:])
-		if err != nil {
-			return gnet.Close
-		}
-		if n == 0 {
+		fr, n, err := wire.Split(b[off:])
+		if errors.Is(err, wire.ErrIncomplete) {
 			break
 		}
-		if !f.handle(c, hdr, body) {
+		if err != nil || !f.handle(c, fr) {
 			return gnet.Close
 		}
 		off += n
@@ -184,16 +168,17 @@ func (f *floor) OnTraffic(c gnet.Conn) gnet.Action {
 	return gnet.None
 }
 
-// handle answers one frame (hdr: its first byte). Runs on c's loop.
-func (f *floor) handle(c gnet.Conn, hdr byte, body []byte) bool {
-	switch hdr >> 4 {
-	case typeConnect:
-		_, _ = c.Write([]byte{typeConnack << 4, 2, 0, 0})
-	case typeSubscribe:
+// handle answers one frame. Runs on c's loop.
+func (f *floor) handle(c gnet.Conn, fr wire.Frame) bool {
+	switch fr.Type {
+	case wire.CONNECT:
+		_, _ = c.Write([]byte{wire.CONNACK << 4, 2, 0, 0})
+	case wire.SUBSCRIBE:
+		body := fr.Body
 		if len(body) < 2 {
 			return false
 		}
-		ack := []byte{typeSuback << 4, 0, body[0], body[1]}
+		ack := []byte{wire.SUBACK << 4, 0, body[0], body[1]}
 		for r := body[2:]; len(r) >= 3; {
 			n := int(r[0])<<8 | int(r[1])
 			if len(r) < 3+n {
@@ -210,42 +195,31 @@ func (f *floor) handle(c gnet.Conn, hdr byte, body []byte) bool {
 		l.subs = append(l.subs, c)
 		l.most = max(l.most, len(l.subs))
 		_, _ = c.Write(ack)
-	case typePublish:
-		return f.publish(c, hdr, body)
-	case typePingreq:
-		_, _ = c.Write([]byte{typePingresp << 4, 0})
-	case typeDisconnect:
+	case wire.PUBLISH:
+		p, err := wire.ParsePublish(fr)
+		if err != nil {
+			return false
+		}
+		f.publish(c, p)
+	case wire.PINGREQ:
+		_, _ = c.Write([]byte{wire.PINGRESP << 4, 0})
+	case wire.DISCONNECT:
 		return false
 	}
 	return true // PUBACKs of deliveries and anything else: read and dropped
 }
 
-// publish acknowledges one PUBLISH and fans it out: the other loops get the prebuilt packet first, then this
-// loop writes it to its own subscribers. Runs on the publisher's loop.
-func (f *floor) publish(c gnet.Conn, hdr byte, body []byte) bool {
-	qos := hdr >> 1 & 3
-	if len(body) < 2 {
-		return false
-	}
-	tl := int(body[0])<<8 | int(body[1])
-	idAt := 2 + tl
-	if qos > 0 {
-		idAt += 2
-	}
-	if len(body) < idAt {
-		return false
-	}
-	topic, payload := body[2:2+tl], body[idAt:]
-	if len(payload) >= 10 && payload[0] == 0xFB && payload[1] == 0x01 { // ferry-bench's stamp (perf/internal/stats)
-		sent := int64(binary.BigEndian.Uint64(payload[2:10]))
+// publish acknowledges one PUBLISH and fans it out (--hand-off). Runs on the publisher's loop.
+func (f *floor) publish(c gnet.Conn, p wire.Publish) {
+	if len(p.Payload) >= 10 && p.Payload[0] == 0xFB && p.Payload[1] == 0x01 { // ferry-bench's stamp (perf/internal/stats)
+		sent := int64(binary.BigEndian.Uint64(p.Payload[2:10]))
 		f.note(&f.arrived, time.Now().UnixNano()-sent)
 	}
-	puback := []byte{typePuback << 4, 2, body[idAt-2], body[idAt-1]}
-	if qos == 1 && !f.pubackLast {
-		_, _ = c.Write(puback)
+	if p.QoS == 1 && !f.pubackLast {
+		_, _ = c.Write(wire.AppendAck(nil, wire.PUBACK, p.PID))
 	}
-	if qos == 1 && f.pubackLast {
-		defer c.Write(puback) //nolint:errcheck // gnet closes the connection on a failed write
+	if p.QoS == 1 && f.pubackLast {
+		defer c.Write(wire.AppendAck(nil, wire.PUBACK, p.PID)) //nolint:errcheck // gnet closes the connection on a failed write
 	}
 
 	f.mu.Lock()
@@ -256,14 +230,7 @@ func (f *floor) publish(c gnet.Conn, hdr byte, body []byte) bool {
 	id := f.pid
 	loops := f.order
 	f.mu.Unlock()
-	rl := 2 + len(topic) + 2 + len(payload)
-	pkt := make([]byte, 0, 5+rl)
-	pkt = append(pkt, typePublish<<4|1<<1)
-	pkt = appendVarint(pkt, rl)
-	pkt = append(pkt, byte(len(topic)>>8), byte(len(topic)))
-	pkt = append(pkt, topic...)
-	pkt = append(pkt, byte(id>>8), byte(id))
-	pkt = append(pkt, payload...)
+	pkt := wire.AppendPublish(nil, string(p.Topic), 1, false, false, id, p.Payload)
 
 	switch f.mode {
 	case handInline:
@@ -275,7 +242,6 @@ func (f *floor) publish(c gnet.Conn, hdr byte, body []byte) bool {
 	case handReader:
 		f.reader <- pkt
 	}
-	return true
 }
 
 // handOff queues pkt's writes on every loop but skip, waking each (gnet's Execute).
@@ -334,44 +300,4 @@ func (f *floor) report() {
 	for i, l := range f.order {
 		log.Printf("loop %d: at most %d subscribers", i, l.most) // read off the loop, once the run is over
 	}
-}
-
-func appendVarint(b []byte, n int) []byte {
-	for {
-		d := byte(n & 0x7f)
-		n >>= 7
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-// split reads one frame from b: its first byte, its body and its whole length (0 when b holds no whole frame).
-func split(b []byte) (hdr byte, body []byte, n int, err error) {
-	if len(b) < 2 {
-		return 0, nil, 0, nil
-	}
-	rl, mul, i := 0, 1, 1
-	for ; ; i++ {
-		if i >= len(b) {
-			return 0, nil, 0, nil
-		}
-		if i > 4 {
-			return 0, nil, 0, errBadFrame
-		}
-		rl += int(b[i]&0x7f) * mul
-		if b[i]&0x80 == 0 {
-			break
-		}
-		mul <<= 7
-	}
-	n = i + 1 + rl
-	if len(b) < n {
-		return 0, nil, 0, nil
-	}
-	return b[0], b[i+1 : n], n, nil
 }
