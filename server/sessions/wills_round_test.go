@@ -1,0 +1,67 @@
+package sessions
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/ferrymq/ferry/internal/sessionkey"
+)
+
+// A will due at once won by an instance is claimed again (the next round) by the partition's processor only
+// once the winner is dead. An instance restarted under the id of one that died writes its claims before its
+// first heartbeat (recoverOwnConnections, then the heartbeats), and with transactions that heartbeat can be
+// committed a transaction after the claims: another instance that read the restarted instance's winning claim,
+// and not yet its heartbeat, took the winner for dead, claimed the next round and published the will too — the
+// checker's will published twice, after a restart that took 10 s (`COMPACT_EVERY=0.25 KILLS=20`). A record an
+// instance wrote is a sign of its life, like its heartbeat.
+func TestWinningClaimReadShowsItsWinnerAlive(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		claim bool // the claim is read; else compaction removed it, and the pending will alone names its claimer
+	}{{"claim read", true}, {"claim compacted away", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			kafka := &fakeWriter{}
+			st := NewStore("processor", 6*time.Second, kafka, &fakeHost{})
+			st.SetReady()
+			// The winner's last heartbeat was read 10 s ago: it was killed, and its restart loaded the topic since.
+			st.instances["winner"] = time.Now().Add(-10 * time.Second)
+			// A processor round as the server runs it (processPartitions): the claims it decides, written.
+			processPartitions := func(start, now time.Time) {
+				claims, _ := st.Due(start, now)
+				for _, c := range claims {
+					st.ClaimEnd(c.ID, c.Rec, c.Now)
+				}
+			}
+
+			const id, epoch = "c", int64(1000)
+			rec := func(v any) []byte {
+				b, err := json.Marshal(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+			// The restarted winner ends its previous run's connection: its pending will, then its claim.
+			st.onRecord(sessionkey.PendingKey(id, epoch), rec(&WillRec{V: sessionkey.Version, Epoch: epoch, Topic: "wills/c", By: "winner"}), 0, 0)
+			if tc.claim {
+				st.onRecord(sessionkey.Key(sessionkey.Owner, id), rec(&OwnerRec{V: sessionkey.Version, Instance: "winner", Epoch: epoch,
+					At: time.Now().UnixMilli(), Expiry: 3600, Will: true, Now: true}), 0, 0)
+			}
+			now := time.Now()
+			processPartitions(now, now)
+			if keys := kafka.keys(); len(keys) > 0 {
+				t.Fatalf("the processor wrote %q: it claimed the next round of a will whose claimer it had just read", keys)
+			}
+
+			// The winner dies again and stays dead: the next round is claimed once its death is known.
+			st.mu.Lock()
+			st.instances["winner"] = time.Now().Add(-10 * time.Second)
+			st.mu.Unlock()
+			processPartitions(now, time.Now())
+			if keys := kafka.keys(); len(keys) != 1 || keys[0] != sessionkey.Key(sessionkey.Owner, id) {
+				t.Fatalf("the processor wrote %q, want the claim of the next round (its pending will is in Kafka)", keys)
+			}
+		})
+	}
+}
