@@ -70,6 +70,7 @@ type config struct {
 	kafkaTxnID        string
 	instanceID        string
 	recentCacheBytes  int
+	memoryLimit       int64 // --memory-limit (memlimit.go)
 	proxyTrusted      listFlag
 	route             listFlag // route rules, in order (server/route)
 	routeUnrouted     string
@@ -179,6 +180,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	addEdgeFlags(fs, &c.edge)
 	addTLSFlags(fs, &c.tls)
 	addEmbeddedFlags(fs, &c.embedded)
+	addMemoryLimitFlag(fs, &c.memoryLimit)
 	addPayloadFlags(fs, &c.payload)
 	return fs
 }
@@ -380,6 +382,9 @@ func (c *config) validate() error {
 		return err
 	}
 	if err := c.embedded.validate(c.partitions); err != nil {
+		return err
+	}
+	if err := validMemoryLimit(c.memoryLimit); err != nil {
 		return err
 	}
 	if err := c.payload.validate(); err != nil {
