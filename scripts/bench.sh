@@ -20,12 +20,16 @@
 #   IDLE_CONNS [15000] IDLE_SUBS [10]           IDLE_HOLD [10s]  IDLE_RATE [5000] conn/s
 #   IDLE_SETTLE [2s]   idle scenarios: wait after the last CONNACK (and SUBACK) before reading server memory;
 #                      10s shows where an idle server settles after the connect storm
-#   TLS_GROUPS         idle-tls*: key exchange groups the clients offer (ferry-bench --tls-groups), e.g.
-#                      X25519,CurveP256 as OpenSSL 3.0 or mbedTLS devices; default Go's (X25519MLKEM768 first)
-#   TLS_CONNS [8000]   TLS_RATE [1000] conn/s   (idle-tls, idle-tls-resume: TLS 1.3, one ECDSA P-256
-#                      certificate made here and served by every target)
+#   TLS_CONNS [8000]   TLS_RATE [1000] conn/s   (idle-tls*: TLS 1.3, one ECDSA P-256 certificate made here
+#                      and served by every target; each target on its defaults)
+#                      idle-tls, idle-tls-resume: Go's TLS client, whose ClientHello carries a post-quantum
+#                      X25519MLKEM768 key share (Ferry chooses it, Mosquitto's OpenSSL 3.0 X25519);
+#                      TLS_GROUPS sets the groups it offers instead (ferry-bench --tls-groups)
+#                      idle-tls-device, idle-tls-resume-device: clients offering TLS_DEVICE_GROUPS
+#                      [X25519,CurveP256], as OpenSSL 3.0 or mbedTLS devices: both servers do the same
+#                      key exchange (X25519)
 #   FANIN_PUBS [100]   FANOUT_SUBS [1000]       FIXED_RATE [20000] msg/s
-#   SCENARIOS          subset of: idle idle-tls idle-tls-resume fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo
+#   SCENARIOS          subset of: idle idle-tls idle-tls-resume idle-tls-device idle-tls-resume-device fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo
 #                      latency-1k latency-20k
 #   TARGETS            subset of: ferry ferry-kafka mosquitto mochi bridge floor
 #   SET=latency        the latency set: SCENARIOS="latency-1k latency-20k fanout fanin-qos0 fanin-qos1",
@@ -53,10 +57,11 @@ IDLE_RATE=${IDLE_RATE:-5000}
 IDLE_SETTLE=${IDLE_SETTLE:-2s}
 TLS_CONNS=${TLS_CONNS:-8000}
 TLS_RATE=${TLS_RATE:-1000}
+TLS_DEVICE_GROUPS=${TLS_DEVICE_GROUPS:-X25519,CurveP256}
 FANIN_PUBS=${FANIN_PUBS:-100}
 FANOUT_SUBS=${FANOUT_SUBS:-1000}
 FIXED_RATE=${FIXED_RATE:-20000}
-SCENARIOS=${SCENARIOS:-"idle idle-tls idle-tls-resume fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo"}
+SCENARIOS=${SCENARIOS:-"idle idle-tls idle-tls-resume idle-tls-device idle-tls-resume-device fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo"}
 TARGETS=${TARGETS:-"ferry mosquitto mochi bridge"}
 OUT=${OUT:-perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
 WRITE_BENCHMARKS=${WRITE_BENCHMARKS:-1}
@@ -251,8 +256,12 @@ run_scenario() {
       start_target "$t" || continue
       extra=()
       [[ -n $KAFKA && ( $1 == kafka-ingest || $1 == idle ) ]] && extra+=(--kafka "$KAFKA")
-      [[ $label == idle-tls-resume ]] && extra+=(--tls-resume)
-      [[ $label == idle-tls* && -n ${TLS_GROUPS:-} ]] && extra+=(--tls-groups "$TLS_GROUPS")
+      [[ $label == idle-tls-resume* ]] && extra+=(--tls-resume)
+      if [[ $label == idle-tls*-device ]]; then
+        extra+=(--tls-groups "$TLS_DEVICE_GROUPS")
+      elif [[ $label == idle-tls* && -n ${TLS_GROUPS:-} ]]; then
+        extra+=(--tls-groups "$TLS_GROUPS")
+      fi
       [[ $PLOTS == 1 && $i == 1 ]] && extra+=(--plot "$OUT/plots")
       [[ -n $METRICS && $1 != idle ]] && extra+=(--metrics "$METRICS")
       bin/ferry-bench "$@" --target "$TARGET" --server-pid "$PIDS" "${extra[@]}" \
@@ -267,6 +276,8 @@ run_scenario idle "ferry mosquitto mochi" idle --conns "$IDLE_CONNS" --subs-per-
   --hold "$IDLE_HOLD" --conn-rate "$IDLE_RATE" --settle "$IDLE_SETTLE"
 run_scenario idle-tls "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE" --settle "$IDLE_SETTLE"
 run_scenario idle-tls-resume "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE" --settle "$IDLE_SETTLE"
+run_scenario idle-tls-device "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE" --settle "$IDLE_SETTLE"
+run_scenario idle-tls-resume-device "ferry mosquitto" idle --conns "$TLS_CONNS" --hold "$IDLE_HOLD" --conn-rate "$TLS_RATE" --settle "$IDLE_SETTLE"
 run_scenario latency-1k "ferry ferry-kafka mosquitto" fanin --qos 1 --window 16 --pubs 10 --subs 1 --payload 64 \
   --rate 1000 --duration "$DURATION"
 run_scenario latency-20k "ferry ferry-kafka mosquitto" fanin --qos 1 --window 16 --pubs 100 --subs 1 --payload 64 \

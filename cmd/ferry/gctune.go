@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
@@ -32,12 +33,13 @@ import (
 // when the live heap nears it. GOGC sets how far the heap may grow past the live heap; the limit caps that
 // growth, so under load the heap stays below the limit while the live heap does.
 const (
-	gcMinPercent = 25              // lowest GOGC: a collection per quarter of the live heap allocated
-	gcMaxPercent = 100             // highest: the runtime's default
-	gcHorizon    = 5 * time.Second // headroom = allocations expected in this time
-	gcTick       = time.Second     // how often the rate is sampled
-	gcReturnGap  = time.Minute     // at most one early return of memory per this time
-	gcNearLimit  = 0.9             // warn when the live heap passes this share of the memory limit
+	gcMinPercent = 25                    // lowest GOGC: a collection per quarter of the live heap allocated
+	gcMaxPercent = 100                   // highest: the runtime's default
+	gcHorizon    = 5 * time.Second       // headroom = allocations expected in this time
+	gcTick       = time.Second           // how often the rate is sampled, at least
+	gcSoonest    = 10 * time.Millisecond // a collection samples at once if at least this long after the last sample
+	gcReturnGap  = time.Minute           // at most one early return of memory per this time
+	gcNearLimit  = 0.9                   // warn when the live heap passes this share of the memory limit
 	gcWarnGap    = 10 * time.Minute
 )
 
@@ -169,19 +171,81 @@ func tuneGC(ctx context.Context, log *slog.Logger) *gcTuner {
 		log.Info("GOGC set in the environment: the garbage collector's headroom is not tuned", "GOGC", v)
 		t.tuneGC = false
 	}
+	tick := time.NewTicker(gcTick)
 	go func() {
-		tick := time.NewTicker(gcTick)
 		defer tick.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				t.step(now.Sub(last))
-				last = now
-			}
-		}
+		t.run(ctx, tick.C, watchGC(ctx))
 	}()
 	return t
 }
+
+// run samples at every tick, and at the end of every collection at least gcSoonest after the last sample:
+// a burst that starts while GOGC is low (an idle server's) runs the collector back to back until the rate is
+// seen, and is seen at its first collection instead of at the next tick. Idle, nothing collects, and the
+// tick alone samples. A collection's sample only raises GOGC (raise); lowering it, returning a burst's
+// memory and keeping the memory limit stay with the tick: a sample of a few milliseconds inside a burst can
+// see a lull.
+func (t *gcTuner) run(ctx context.Context, tick <-chan time.Time, collected <-chan struct{}) {
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick:
+			t.step(now.Sub(last))
+			last = now
+		case <-collected:
+			if now := time.Now(); now.Sub(last) >= gcSoonest && t.raise(now.Sub(last)) {
+				last = now
+			}
+		}
+	}
+}
+
+// raise takes a sample dt after the previous one, but only if GOGC is tuned and the allocation rate rose:
+// then it raises GOGC as step would and reports true. Otherwise it changes nothing, and the next sample
+// covers this interval too.
+func (t *gcTuner) raise(dt time.Duration) bool {
+	if !t.tuneGC {
+		return false
+	}
+	metrics.Read(t.samples)
+	allocs, live := t.samples[0].Value.Uint64(), t.samples[1].Value.Uint64()
+	r := float64(allocs-t.allocs) / dt.Seconds()
+	if r <= t.rate {
+		return false
+	}
+	t.allocs, t.rate = allocs, r
+	if p := gcPercent(r, float64(live)); p-t.percent >= t.percent/8 || p > t.percent && p == gcMaxPercent {
+		t.set(p)
+		t.percent = p
+		t.peak = max(t.peak, p)
+		if t.log != nil {
+			t.log.Debug("garbage collector headroom changed", "gogc", p, "alloc_rate_bytes", int64(r), "live_heap_bytes", live)
+		}
+	}
+	return true
+}
+
+// watchGC returns a channel that receives after every garbage collection (at most one waiting), until ctx
+// ends: an unreachable sentinel's cleanup runs after the collection that frees it, and arms the next one.
+func watchGC(ctx context.Context) <-chan struct{} {
+	collected := make(chan struct{}, 1)
+	var arm func(int)
+	arm = func(int) {
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case collected <- struct{}{}:
+		default:
+		}
+		runtime.AddCleanup(new(gcSentinel), arm, 0)
+	}
+	runtime.AddCleanup(new(gcSentinel), arm, 0)
+	return collected
+}
+
+// gcSentinel holds a pointer so that it is not packed with other small objects (the tiny allocator keeps
+// such a block alive as long as any of them lives): it is freed by the first collection after it is made.
+type gcSentinel struct{ _ *byte }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"runtime"
 	"testing"
 	"time"
@@ -73,5 +74,59 @@ func burst() {
 	burstSink = nil
 	for range 64 {
 		burstSink = append(burstSink, make([]byte, 1<<20))
+	}
+}
+
+// The end of a collection makes the tuner sample at once, without waiting for its tick: a burst that starts
+// while GOGC is at its minimum raises it at its first collection; a collection never lowers it. watchGC's
+// signal comes after every collection, and keeps coming.
+func TestGCTunerSamplesAfterCollections(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	collected := watchGC(ctx)
+	for i := range 3 {
+		runtime.GC()
+		select {
+		case <-collected:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("collection %d: no signal", i)
+		}
+	}
+
+	runtime.GC()
+	tu := newGCTuner()
+	sets := make(chan int, 16)
+	tu.set = func(p int) int { sets <- p; return 0 }
+	tu.free = func() {}
+	tu.rate = 0
+	tu.step(time.Hour)
+	if p := <-sets; p != gcMinPercent {
+		t.Fatalf("idle: GOGC %d, want %d", p, gcMinPercent)
+	}
+	kick := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		tu.run(ctx, nil, kick) // no tick: only a collection can make it sample
+		close(done)
+	}()
+	time.Sleep(2 * gcSoonest) // a collection this soon after the last sample is not one to sample at
+	burst()
+	kick <- struct{}{}
+	select {
+	case p := <-sets:
+		if p != gcMaxPercent {
+			t.Fatalf("burst: GOGC %d, want %d", p, gcMaxPercent)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a collection during a burst did not make the tuner sample")
+	}
+	cancel()
+	<-done
+
+	// A collection in a lull changes nothing: lowering GOGC and returning memory are the tick's.
+	frees := 0
+	tu.free = func() { frees++ }
+	if tu.raise(time.Hour) || tu.percent != gcMaxPercent || frees != 0 || len(sets) != 0 {
+		t.Fatalf("a collection at a falling rate: GOGC %d, %d returns, %d changes; want %d and none", tu.percent, frees, len(sets), gcMaxPercent)
 	}
 }
