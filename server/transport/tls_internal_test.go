@@ -1,15 +1,22 @@
 package transport
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-
-	"github.com/ferrymq/ferry/kafkamux/kafkatest"
 )
 
 // The TLS layer's handshake runs as a coroutine of the loop: these tests are the loop, calling unwrap with
@@ -47,12 +54,33 @@ func (c *loopConn) AsyncWrite([]byte, gnet.AsyncCallback) error {
 	panic("the TLS layer wrote from another goroutine")
 }
 
-// tlsShared is a Shared serving a test CA's ECDSA certificate (kafkatest's, made for a client: these tests'
-// clients do not verify it, or fail to), with at most max handshakes at once.
+// tlsShared is a Shared serving a fresh self-signed ECDSA certificate, with at most max handshakes at once.
 func tlsShared(t *testing.T, max int) *Shared {
 	t.Helper()
-	pki := kafkatest.NewPKI(t)
-	ts, err := newTLSServer(TLSFiles{Cert: pki.ClientCertFile, Key: pki.ClientKeyFile, MaxHandshakes: max})
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cert, keyf := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyf, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := newTLSServer(TLSFiles{Cert: cert, Key: keyf, MaxHandshakes: max})
 	if err != nil {
 		t.Fatal(err)
 	}
