@@ -310,7 +310,7 @@ func (l *tlsLayer) unwrap(t *Transport, out, in []byte) ([]byte, int, error) {
 
 // handshake takes in (the client's bytes) to the handshake and runs it as far as they allow. It returns how
 // many bytes of in it took (all of them unless the handshake ended on them: the rest is then left in the
-// pipe's src, a part of in or of the copy the handshake ran on) and the error that ends the connection.
+// pipe's src, or in its pend if the handshake ran on a copy) and the error that ends the connection.
 // l.ready says the handshake succeeded. Runs on the loop.
 func (l *tlsLayer) handshake(t *Transport, in []byte) (int, error) {
 	p := &l.pipe
@@ -344,18 +344,14 @@ func (l *tlsLayer) handshake(t *Transport, in []byte) (int, error) {
 		p.src = in
 	}
 	_, waiting := l.resume()
-	if !waiting {
-		l.resume, l.stop = nil, nil
-		l.state.Store(hsOver)
-		ts.hs.finish()
-	}
-	// The handshake's records, or its alert. A write that fails closes the connection at once: release runs
-	// inside flush, and ends a handshake still waiting.
-	l.flush(t)
-	if waiting || l.hsErr == nil && t.c.Closed() {
+	l.flush(t) // the handshake's records, or its alert
+	if waiting {
 		p.src, p.pend = nil, nil // Read suspends only when it has taken every byte
 		return len(in), nil
 	}
+	l.resume, l.stop = nil, nil
+	l.state.Store(hsOver)
+	ts.hs.finish()
 	used := len(in)
 	if !copied {
 		used -= len(p.src)
