@@ -113,7 +113,11 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 	}
 	var err error
 	srv.transports, err = transport.NewShared(srv.specs, transport.MaxPacketSize(srv.cfg.maxPacketSize),
-		transport.ProxyTrusted(srv.cfg.proxyTrusted), transport.TLS(srv.cfg.tlsFiles()))
+		transport.ProxyTrusted(srv.cfg.proxyTrusted), transport.TLS(srv.cfg.tlsFiles()),
+		transport.HandshakeFailed(func(err error) {
+			srv.metrics.transportErrors.Add(1)
+			srv.debug("TLS handshake failed", "err", err)
+		}))
 	if err != nil {
 		return nil, err
 	}

@@ -34,9 +34,10 @@ type opt func(*cfg)
 func (o opt) apply(c *cfg) { o(c) }
 
 type cfg struct {
-	maxPacket    int
-	proxyTrusted []netip.Prefix
-	tls          TLSFiles
+	maxPacket       int
+	proxyTrusted    []netip.Prefix
+	tls             TLSFiles
+	handshakeFailed func(err error)
 }
 
 func (c *cfg) defaults() { c.maxPacket = 1 << 20 }
@@ -57,6 +58,10 @@ func ProxyTrusted(p []netip.Prefix) Opt { return opt(func(c *cfg) { c.proxyTrust
 
 // TLS names the certificate files of tls:// and wss:// listeners. Default: none (a TLS listener is refused).
 func TLS(f TLSFiles) Opt { return opt(func(c *cfg) { c.tls = f }) }
+
+// HandshakeFailed sets the function that counts and logs a TLS handshake failure no connection reports (its
+// socket closed first). It runs on any goroutine. Default: none (ignored).
+func HandshakeFailed(fn func(err error)) Opt { return opt(func(c *cfg) { c.handshakeFailed = fn }) }
 
 // NewShared checks, once, that every layer the listeners ask for can be built, and loads the TLS
 // certificates if a listener needs them.

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"iter"
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -22,15 +22,12 @@ import (
 // The TLS layer serves tls:// and wss:// listeners with crypto/tls, driven by the event loop through an
 // in-memory net.Conn (tlsPipe) instead of a socket:
 //
-//   - The handshake runs as a coroutine of the connection's event loop (iter.Pull): crypto/tls cannot be
-//     driven step by step through a handshake (a handshake that returns an error is over), so it runs on a
-//     goroutine of its own, but the loop switches to it and back directly, on the loop's thread, without
-//     the scheduler: unwrap lends the pipe the bytes that arrived and resumes the handshake; when the pipe has
-//     no more bytes its Read suspends the handshake and unwrap goes on. What crypto/tls writes meanwhile is
-//     appended to the pipe's out and sent below by unwrap before it returns. No other goroutine touches the
-//     connection, so there is no lock, no hand-off back to the loop and no copy of the records. The
-//     coroutine starts with the client's first byte, so a silent socket costs none; at most
-//     TLSMaxHandshakes are in progress (see hsLimiter). When the handshake ends the coroutine ends with it.
+//   - The handshake runs on a short-lived goroutine: crypto/tls cannot be driven step by step through a
+//     handshake (a handshake that returns an error is over). The pipe's Read blocks on a sync.Cond until the
+//     loop's unwrap hands it the bytes that arrived; its Write sends the handshake's records with
+//     gnet.Conn.AsyncWrite. The goroutine starts with the client's first byte, so a silent socket costs none;
+//     at most TLSMaxHandshakes are in progress and at most half the cores compute at once (see hsLimiter). When the handshake ends, the goroutine records
+//     the client's identity and wakes the connection; from then on tls.Conn belongs to the loop.
 //   - After the handshake nothing blocks. unwrap lends tls.Conn the bytes from below and calls Read until the
 //     pipe says it has nothing more: the pipe's Read then returns errWouldBlock, a net.Error whose Temporary()
 //     is true, which crypto/tls (Go 1.26 conn.go, readRecordOrCCS) returns without making it sticky, keeping
@@ -40,17 +37,16 @@ import (
 //   - Writes that crypto/tls makes inside Read (a TLS 1.3 KeyUpdate answer, an alert before an error) land in
 //     the pipe and are sent below by unwrap before it returns.
 //
-// A handshake computes on the loop that serves the connection, as the connection's reads and writes do: in a
-// reconnect storm, a loop's other connections wait for the handshakes of the same wake-up (each takes
-// 0.1–0.4 ms of CPU), and the loops share the cores with nothing else that would queue them.
+// Ordering: the handshake's last records go out by AsyncWrite before the loop writes application data. The
+// loop adopts the finished handshake only when every AsyncWrite the goroutine made has run (pendingW = 0; the
+// callbacks run on the loop after the write); until then it keeps feeding the pipe.
 //
-// Only the PROXY layer, which frames nothing, can be below TLS, so the handshake's records need no framing
-// but that of writeBelow.
+// Only the PROXY layer, which frames nothing, can be below TLS, so the goroutine's AsyncWrite needs no framing.
 //
 // Memory per idle connection after the handshake: the tls.Conn with its record state and read buffer, the
 // layer and the pipe (measured: see docs/operations.md, "TLS"). The handshake's own state (certificates,
-// transcript, coroutine stack) is garbage once it ends, and plaintext is decrypted through a pooled buffer,
-// not one per connection.
+// transcript, goroutine stack) is garbage once it ends; the pipe's input buffer is dropped, and plaintext is
+// decrypted through a pooled buffer, not one per connection.
 
 // Client certificate policies of TLSClientAuth.
 const (
@@ -62,14 +58,12 @@ const (
 // (crypto/tls takes a certificate chain of up to 256 KiB) plus whatever it pipelines after its Finished.
 const tlsMaxPending = 320 << 10
 
-// The states of a handshake. A queued connection's state is changed by the loop that frees a slot, under
-// hsLimiter.mu; every other change is the connection's loop's.
 const (
-	hsIdle     uint32 = iota // no byte from the client yet
-	hsQueued                 // waiting for a handshake slot; its bytes wait in the pipe's pend
-	hsAdmitted               // given a slot while queued: its loop starts the handshake when woken
-	hsRunning                // the coroutine is suspended in the middle of the handshake
-	hsOver                   // the handshake ended (tls.Conn is the loop's) or the socket closed first
+	hsIdle    uint32 = iota // no byte from the client yet
+	hsQueued                // waiting for a handshake slot
+	hsRunning               // the handshake goroutine owns tls.Conn
+	hsDone                  // the handshake succeeded; the loop takes tls.Conn once its writes are out
+	hsFailed                // the handshake failed: hsErr says why
 )
 
 // tlsServer is the server's TLS state: the configuration in use, replaced whole by a reload.
@@ -141,6 +135,7 @@ func (sh *Shared) initTLS(ls *Spec, c *cfg) error {
 	if err != nil {
 		return fmt.Errorf("invalid MQTT listener %q: %w", ls.url, err)
 	}
+	ts.hs.onFail = c.handshakeFailed
 	sh.tls = ts
 	return nil
 }
@@ -155,6 +150,7 @@ func newTLSServer(f TLSFiles) (*tlsServer, error) {
 		ts.auth = tls.VerifyClientCertIfGiven
 	}
 	ts.hs.max = f.MaxHandshakes
+	ts.hs.cpu = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 	conf, err := ts.load()
 	if err != nil {
 		return nil, err
@@ -231,18 +227,18 @@ func (sh *Shared) ReloadTLS(log *slog.Logger) error {
 
 // tlsLayer is one connection's TLS state, kept small: idle connections pay for it.
 type tlsLayer struct {
-	gc    gnet.Conn
-	tc    *tls.Conn
-	pipe  tlsPipe
-	state atomic.Uint32
-	// resume switches to the handshake coroutine until it needs more bytes (true) or the handshake is over
-	// (false); stop ends it early. Both are nil outside a handshake. Loop only.
-	resume func() (struct{}, bool)
-	stop   func()
-	hsErr  error     // the handshake's failure, set by the coroutine
-	next   *tlsLayer // hsLimiter's queue
-	idx    uint8     // the layer's position in the transport: its own writes go below it
-	ready  bool      // loop-owned: the handshake succeeded
+	gc       gnet.Conn
+	tc       *tls.Conn
+	pipe     tlsPipe
+	state    atomic.Uint32
+	pendingW atomic.Int32       // AsyncWrites of the handshake goroutine not yet run on the loop
+	wrote    gnet.AsyncCallback // counts them down; runs on the loop
+	hsErr    error              // set by the goroutine before state hsFailed
+	ident    string             // set by the goroutine before state hsDone
+	next     *tlsLayer          // hsLimiter's queue
+	idx      uint8              // the layer's position in the transport: its own writes go below it
+	ready    bool               // loop-owned: the loop has taken tls.Conn over
+	reported bool               // loop-owned: unwrap returned the handshake's failure
 }
 
 // newTLSLayer builds the TLS layer of one connection; t holds the layers below it already.
@@ -250,7 +246,10 @@ func newTLSLayer(t *Transport, ls *Spec) (layer, error) {
 	if t.c.Shared().tls == nil {
 		return nil, fmt.Errorf("BUG: listener %q has no TLS configuration", ls.url)
 	}
-	return &tlsLayer{gc: t.c.Gnet(), idx: uint8(len(t.layers))}, nil // tls.Conn comes with the first byte
+	l := &tlsLayer{gc: t.c.Gnet(), idx: uint8(len(t.layers))}
+	l.pipe.l = l
+	l.pipe.cond.L = &l.pipe.mu
+	return l, nil // tls.Conn comes with the first byte: a silent socket does not pay for it
 }
 
 // errWouldBlock is what the pipe's Read says on the loop when it has no more bytes: temporary, so crypto/tls
@@ -263,24 +262,45 @@ func (wouldBlock) Error() string   { return "tls pipe: no more bytes buffered" }
 func (wouldBlock) Timeout() bool   { return true }
 func (wouldBlock) Temporary() bool { return true }
 
-// holding reports whether unwrap has work without new bytes: a queued handshake that was given its slot.
-func (l *tlsLayer) holding() bool { return !l.ready && l.state.Load() == hsAdmitted }
+// holding reports whether unwrap has work without new bytes: a finished (or failed) handshake to take over.
+func (l *tlsLayer) holding() bool { return !l.ready && l.state.Load() >= hsDone }
 
 // unwrap runs on the connection's event loop.
 func (l *tlsLayer) unwrap(t *Transport, out, in []byte) ([]byte, int, error) {
-	p := &l.pipe
-	used, tail := 0, true // tail: p.src is the rest of in (not a copy), and counts when read
 	if !l.ready {
-		n, err := l.handshake(t, in)
-		if err != nil || !l.ready {
-			return out, n, err
+		switch l.state.Load() {
+		case hsIdle:
+			if len(in) == 0 {
+				return out, 0, nil
+			}
+			if in[0] != 22 { // a TLS record of type handshake; anything else is not a TLS client (plain MQTT?)
+				return out, 0, fmt.Errorf("tls: the client's first byte is 0x%02x, not a TLS handshake record", in[0])
+			}
+			if err := l.pipe.feed(in); err != nil {
+				return out, 0, err
+			}
+			ts := t.c.Shared().tls
+			l.tc = tls.Server(&l.pipe, ts.base)
+			l.state.Store(hsQueued)
+			ts.hs.start(l)
+			return out, len(in), nil
+		case hsQueued, hsRunning:
+			return out, len(in), l.pipe.feed(in)
+		case hsFailed:
+			l.reported = true
+			return out, 0, fmt.Errorf("tls handshake: %w", l.hsErr)
+		case hsDone:
+			if l.pendingW.Load() != 0 {
+				// The handshake's last records are still queued for the loop; application data must wait.
+				return out, len(in), l.pipe.feed(in)
+			}
+			l.pipe.adopt()
+			l.ready, l.wrote = true, nil
+			t.ident = l.ident
 		}
-		// The handshake ended on these bytes: what followed the client's Finished is in p.src.
-		used, tail = n, n < len(in)
-	} else {
-		p.src = in
 	}
-	start := len(p.src)
+	p := &l.pipe
+	p.src = in
 	bp := tlsReadBufs.Get().(*[]byte)
 	buf := *bp
 	var err error
@@ -293,11 +313,12 @@ func (l *tlsLayer) unwrap(t *Transport, out, in []byte) ([]byte, int, error) {
 		}
 	}
 	tlsReadBufs.Put(bp)
-	if tail {
-		used += start - len(p.src)
-	}
+	used := len(in) - len(p.src)
 	p.src = nil
-	l.flush(t) // crypto/tls wrote while reading: a KeyUpdate answer or an alert
+	if len(p.out) > 0 { // crypto/tls wrote while reading: a KeyUpdate answer or an alert
+		t.writeBelow(int(l.idx), p.out)
+		p.out = nil
+	}
 	switch {
 	case err == errWouldBlock:
 		return out, used, nil
@@ -305,88 +326,6 @@ func (l *tlsLayer) unwrap(t *Transport, out, in []byte) ([]byte, int, error) {
 		return out, used, ErrClosedByPeer // close_notify
 	default:
 		return out, used, fmt.Errorf("tls: %w", err)
-	}
-}
-
-// handshake takes in (the client's bytes) to the handshake and runs it as far as they allow. It returns how
-// many bytes of in it took (all of them unless the handshake ended on them: the rest is then left in the
-// pipe's src, or in its pend if the handshake ran on a copy) and the error that ends the connection.
-// l.ready says the handshake succeeded. Runs on the loop.
-func (l *tlsLayer) handshake(t *Transport, in []byte) (int, error) {
-	p := &l.pipe
-	ts := t.c.Shared().tls
-	switch l.state.Load() {
-	case hsIdle:
-		if len(in) == 0 {
-			return 0, nil
-		}
-		if in[0] != 22 { // a TLS record of type handshake; anything else is not a TLS client (plain MQTT?)
-			return 0, fmt.Errorf("tls: the client's first byte is 0x%02x, not a TLS handshake record", in[0])
-		}
-		if !ts.hs.admit(l) {
-			return len(in), p.feed(in) // hsQueued: the bytes wait for a slot
-		}
-		l.begin(ts)
-	case hsQueued:
-		return len(in), p.feed(in)
-	case hsAdmitted:
-		l.begin(ts)
-	case hsOver:
-		return 0, nil // the socket closed: nothing more is read
-	}
-	copied := len(p.pend) > 0
-	if copied { // the bytes that waited for a slot come first
-		if err := p.feed(in); err != nil {
-			return len(in), err
-		}
-		p.src = p.pend
-	} else {
-		p.src = in
-	}
-	_, waiting := l.resume()
-	l.flush(t) // the handshake's records, or its alert
-	if waiting {
-		p.src, p.pend = nil, nil // Read suspends only when it has taken every byte
-		return len(in), nil
-	}
-	l.resume, l.stop = nil, nil
-	l.state.Store(hsOver)
-	ts.hs.finish()
-	used := len(in)
-	if !copied {
-		used -= len(p.src)
-	}
-	p.pend = nil // p.src keeps what is left of it
-	if l.hsErr != nil {
-		p.src = nil
-		return used, fmt.Errorf("tls handshake: %w", l.hsErr)
-	}
-	cs := l.tc.ConnectionState()
-	if len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
-		t.ident = cs.VerifiedChains[0][0].Subject.CommonName
-	}
-	l.ready = true
-	return used, nil
-}
-
-// begin creates tls.Conn and the coroutine that runs its handshake; the first resume starts it. Runs on
-// the loop.
-func (l *tlsLayer) begin(ts *tlsServer) {
-	l.tc = tls.Server(&l.pipe, ts.base)
-	l.state.Store(hsRunning)
-	l.resume, l.stop = iter.Pull(func(yield func(struct{}) bool) {
-		l.pipe.yield = yield
-		l.hsErr = l.tc.Handshake()
-		l.pipe.yield = nil
-	})
-}
-
-// flush sends what crypto/tls wrote into the pipe (handshake records, a KeyUpdate answer, an alert) below.
-// Runs on the loop.
-func (l *tlsLayer) flush(t *Transport) {
-	if p := &l.pipe; len(p.out) > 0 {
-		t.writeBelow(int(l.idx), p.out)
-		p.out = nil // an idle connection keeps no buffer of its own
 	}
 }
 
@@ -408,7 +347,7 @@ func (l *tlsLayer) wrap(_ *Transport, dst, p []byte) []byte {
 // goodbye appends the close_notify alert. Runs on the loop.
 func (l *tlsLayer) goodbye(_ *Transport, dst []byte) []byte {
 	if !l.ready {
-		return dst // a handshake in progress ends with release
+		return dst // a handshake in progress belongs to its goroutine; release ends it
 	}
 	l.pipe.out = dst
 	_ = l.tc.CloseWrite()
@@ -416,89 +355,139 @@ func (l *tlsLayer) goodbye(_ *Transport, dst []byte) []byte {
 	return dst
 }
 
-// release runs on the loop once the socket is closed: a handshake in progress ends (its coroutine with it),
-// and its slot goes to the next connection waiting for one.
+// release runs on the loop once the socket is closed: a handshake goroutine waiting for bytes gives up.
 func (l *tlsLayer) release(t *Transport) {
 	if l.ready {
 		return
 	}
 	p := &l.pipe
+	p.mu.Lock()
 	p.closed = true
-	p.pend, p.src = nil, nil
-	h := &t.c.Shared().tls.hs
-	if l.state.Load() == hsRunning {
-		l.stop() // the pipe's Read fails: crypto/tls returns, and the coroutine ends
-		l.resume, l.stop = nil, nil
-		l.state.Store(hsOver)
-		h.finish()
-		p.out = nil
-		return
+	p.pend = nil
+	p.cond.Broadcast()
+	st := l.state.Load()
+	p.mu.Unlock()
+	if st == hsFailed && !l.reported && !errors.Is(l.hsErr, net.ErrClosed) {
+		// The client left on the handshake's alert before the loop read the failure: it still counts.
+		t.c.Shared().tls.hs.failed(l.hsErr)
 	}
-	h.leave(l)
 }
 
-// hsLimiter bounds the handshakes in progress: each one waiting for its client keeps a suspended coroutine
-// (its stack grew to tens of KiB during the key exchange) and crypto state. Connections past the bound wait
-// in arrival order with their first bytes buffered; a handshake that ends gives its slot to the first of
-// them and wakes it on its loop. The connect timeout still closes a connection that waits too long.
+// handshake runs on a handshake goroutine (hsLimiter) and hands tls.Conn back to the loop when it ends.
+func (l *tlsLayer) handshake(h *hsLimiter) {
+	l.wrote = func(c gnet.Conn, _ error) error {
+		// The last of the handshake's records is out. If the loop found them still queued when bytes came,
+		// those bytes wait in the pipe: wake it so it takes the connection over and reads them now, not at
+		// the client's next packet.
+		if l.pendingW.Add(-1) == 0 && l.state.Load() == hsDone {
+			_ = c.Wake(nil)
+		}
+		return nil
+	}
+	l.pipe.hs = h
+	h.cpuTake()
+	l.pipe.busy = true
+	err := l.tc.Handshake()
+	if l.pipe.busy {
+		l.pipe.busy = false
+		h.cpuDone()
+	}
+	var ident string
+	if err == nil {
+		cs := l.tc.ConnectionState()
+		if len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
+			ident = cs.VerifiedChains[0][0].Subject.CommonName
+		}
+	}
+	// Under the pipe's lock, so that exactly one of this goroutine and release (the socket closed) reports a
+	// failure that the loop will not read.
+	p := &l.pipe
+	p.mu.Lock()
+	if err == nil {
+		l.ident = ident
+		l.state.Store(hsDone)
+	} else {
+		l.hsErr = err
+		l.state.Store(hsFailed)
+	}
+	closed := p.closed
+	p.mu.Unlock()
+	switch {
+	case !closed:
+		// OnTraffic reads what arrived with the client's Finished, or closes on the error. Queued after the
+		// handshake's AsyncWrites, so it finds them done.
+		_ = l.gc.Wake(nil)
+	case err != nil && !errors.Is(err, net.ErrClosed):
+		h.failed(err)
+	}
+}
+
+// hsLimiter bounds the handshakes in progress: in a reconnect storm each costs a goroutine (its stack grows
+// to tens of KiB during the key exchange and stays while the client answers) and crypto state. Connections
+// past the bound wait in arrival order with their first bytes buffered, and a goroutine that finishes a
+// handshake takes the next waiting one. The connect timeout still closes a connection that waits too long.
 // The bound is also what a slow client can hold: set it well above handshakes/s × the clients' round trip.
-// Its methods run on event loops, any of them.
 type hsLimiter struct {
-	max        int // 0 = no bound
+	max        int           // 0 = no bound
+	cpu        chan struct{} // a token per handshake computing (not waiting for its client)
+	onFail     func(error)   // the HandshakeFailed option
 	mu         sync.Mutex
-	running    int // slots taken: handshakes in progress and admitted connections not yet woken
+	running    int
 	head, tail *tlsLayer
 }
 
-// admit takes a slot for l and reports true, or queues l (state hsQueued) and reports false.
-func (h *hsLimiter) admit(l *tlsLayer) bool {
+// cpuTake waits for a CPU slot. Handshakes compute on at most half the cores (at least one) at once: in a
+// reconnect storm, hundreds of runnable handshake goroutines would otherwise queue the event loops behind
+// them in Go's scheduler, and every established connection would wait. Handshake goroutine only.
+func (h *hsLimiter) cpuTake() { h.cpu <- struct{}{} }
+
+func (h *hsLimiter) cpuDone() { <-h.cpu }
+
+// failed counts a handshake failure that no connection reports: its socket closed first. Any goroutine.
+func (h *hsLimiter) failed(err error) {
+	if h.onFail != nil {
+		h.onFail(err)
+	}
+}
+
+// start runs l's handshake now or when a slot frees. Runs on the loop.
+func (h *hsLimiter) start(l *tlsLayer) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.max > 0 && h.running >= h.max {
-		l.state.Store(hsQueued)
 		if h.tail == nil {
 			h.head = l
 		} else {
 			h.tail.next = l
 		}
 		h.tail = l
-		return false
-	}
-	h.running++
-	return true
-}
-
-// finish gives a slot back: to the first connection still waiting, which is woken on its loop, or to the pool.
-func (h *hsLimiter) finish() {
-	h.mu.Lock()
-	for h.head != nil {
-		l := h.head
-		if h.head = l.next; h.head == nil {
-			h.tail = nil
-		}
-		l.next = nil
-		if l.state.Load() != hsQueued {
-			continue // its socket closed while it waited
-		}
-		l.state.Store(hsAdmitted)
 		h.mu.Unlock()
-		_ = l.gc.Wake(nil) // its OnTraffic starts the handshake (holding)
 		return
 	}
-	h.running--
+	h.running++
 	h.mu.Unlock()
+	go h.run(l)
 }
 
-// leave is release's part for a connection that closed before its handshake started: a queued one gives up
-// its place, an admitted one passes its slot on.
-func (h *hsLimiter) leave(l *tlsLayer) {
-	h.mu.Lock()
-	st := l.state.Load()
-	if st == hsQueued || st == hsAdmitted {
-		l.state.Store(hsOver) // finish skips it in the queue
-	}
-	h.mu.Unlock()
-	if st == hsAdmitted {
-		h.finish()
+// run is a handshake goroutine: it runs l's handshake, then those waiting, until none is left.
+func (h *hsLimiter) run(l *tlsLayer) {
+	for l != nil {
+		if l.pipe.isClosed() {
+			l.hsErr = net.ErrClosed
+			l.state.Store(hsFailed)
+		} else {
+			l.state.Store(hsRunning)
+			l.handshake(h)
+		}
+		h.mu.Lock()
+		l = h.head
+		if l != nil {
+			if h.head = l.next; h.head == nil {
+				h.tail = nil
+			}
+			l.next = nil
+		} else {
+			h.running--
+		}
+		h.mu.Unlock()
 	}
 }
