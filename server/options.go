@@ -227,8 +227,7 @@ func TLSFiles(cert, key, clientCA string) Opt {
 func TLSClientAuth(mode string) Opt { return opt(func(c *cfg) { c.tlsClientAuth = mode }) }
 
 // TLSMaxHandshakes bounds the TLS handshakes in progress at once; more connections wait their turn, in order,
-// within the connect timeout. Each costs a suspended coroutine (its stack) and its crypto state until the
-// client answers.
+// within the connect timeout. Each costs a goroutine and its crypto state until the client answers.
 // Default 4096; 0 = no bound.
 func TLSMaxHandshakes(n int) Opt { return opt(func(c *cfg) { c.tlsHandshakes = n }) }
 
