@@ -175,6 +175,10 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	for i, r := range in.srv.ReadLagShed() {
 		p.f("ferry_read_lag_shed_ratio", r, "loop", strconv.Itoa(i))
 	}
+	p.family("ferry_qos0_holds_total", "counter", "Times an event loop stopped reading a connection whose next QoS 0 PUBLISH would be late (--qos0-hold), by reason: lane_delay (records wait for Kafka past --inflight-qos0-delay), read_lag (the shared reader lags past --read-lag-limit).")
+	for i, n := range server.HoldReasonNames {
+		p.u("ferry_qos0_holds_total", s.QoS0Holds[i], "reason", n)
+	}
 	if in.off != nil {
 		lanes := make([]offload.Stats, in.off.Lanes())
 		for i := range lanes {
