@@ -196,7 +196,9 @@ func (c *conn) drain() {
 			if wall == 0 {
 				wall = now.UnixNano()
 			}
-			c.l.srv.metrics.delStage[stageWrite].Observe(time.Duration(wall - d.msg.Fetched))
+			w := time.Duration(wall - d.msg.Fetched)
+			c.l.srv.metrics.delStage[stageWrite].Observe(w)
+			c.l.dlag.note(w, wall, int64(sess.queue.len()-1)) // the loop's delivery lag (readlag_hold.go)
 		}
 		c.l.srv.metrics.publishesOut[d.qos].Add(1) // before pop, which clears *d
 		sess.queue.pop()

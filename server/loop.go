@@ -53,7 +53,8 @@ type loop struct {
 	throttled []*conn
 	lag       loopLag  // how late the one-second tick runs (metrics.go)
 	shed      shedder  // the share of QoS 0 publishes dropped while the shared reader lags (readlag.go)
-	hold      qos0Hold // QoS 0 publishers not read while the shared reader lags (readlag_hold.go)
+	hold      qos0Hold // QoS 0 publishers not read while deliveries are late (readlag_hold.go)
+	dlag      readLag  // how late this loop writes the deliveries it reads back (readlag_hold.go)
 
 	// decode targets reused for every packet on this loop (0 allocations per packet)
 	pub   mqttcodec.Publish
@@ -71,6 +72,7 @@ type loop struct {
 func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {
 	l := &loop{srv: srv, idx: idx, el: el, lane: srv.off.Lane(idx)}
 	l.now = time.Now().Unix()
+	l.dlag.limit = int64(srv.cfg.readLagLimit)
 	l.wheel.init(l.now)
 	l.serviceFn = l.service
 	l.lane.OnSpace(l.onSpace)

@@ -20,10 +20,16 @@ import "time"
 //   - The lane's budget: the lane answers (Lane.HoldQoS0) and, as for a full lane, calls OnSpace once it is
 //     back under the budget; the loop then reads its blocked connections again (loop.unblock). The lane
 //     stays the one owner of "room in the path to Kafka".
-//   - The reader's lag is a measurement, not a budget, and nothing is read back while every publisher is
-//     held: a loop that holds connections for it looks at the lag again every shedEvery (a timer that wakes
-//     the loop, as every hand-back does) and reads them again, in the order they were held, once the lag is
-//     at or below the limit.
+//   - The lateness of deliveries: the shared reader's lag (readlag.go) plus the longest delivery lag of a
+//     loop, measured the same way from the reader receiving a record to a loop writing it to a subscriber
+//     (the shortest wait among a loop's writes of the last 10 ms, counted only while one of them had at least
+//     256 deliveries queued behind it in its session: a standing queue in front of subscribers, not one slow
+//     client among many, nor a fan-out's many short queues). At the instance's limit the queue that makes
+//     deliveries late may sit in Kafka before the reader or in the session queues after it, depending on
+//     whether reading back or writing out is the slower; holding for either keeps both short. Lateness is a
+//     measurement, not a budget, and nothing is read back while every publisher is held: a loop that holds
+//     connections for it looks again every shedEvery (a timer that wakes the loop, as every hand-back does)
+//     and reads them again, in the order they were held, once lateness is at or below --read-lag-limit.
 //
 // Rules:
 //   - Only a QoS 0 PUBLISH is held. A connection whose next packet is anything else is read as always, so QoS 1
@@ -46,18 +52,18 @@ const holdMaxBytes = 64 << 10
 // Why a QoS 0 publisher was held, for metrics.
 const (
 	holdLaneDelay = iota // the lane's QoS 0 budget (--inflight-qos0-delay)
-	holdReadLag          // the shared reader's lag (--read-lag-limit)
+	holdReadLag          // late deliveries: the shared reader's lag plus the loops' delivery lag (--read-lag-limit)
 	holdReasons
 )
 
 // HoldReasonNames are the labels of ferry_qos0_holds_total, by reason.
 var HoldReasonNames = [holdReasons]string{"lane_delay", "read_lag"}
 
-// qos0Hold is one loop's holding of QoS 0 publishers for the reader's lag. Loop-owned.
+// qos0Hold is one loop's holding of QoS 0 publishers for late deliveries. Loop-owned.
 type qos0Hold struct {
-	on    bool        // the reader lagged past the limit at the last look: QoS 0 publishes are held
+	on    bool        // deliveries were late past the limit at the last look: QoS 0 publishes are held
 	due   int64       // monoNow of the next look at the lag
-	conns []*conn     // the connections held for the lag, in the order they were held
+	conns []*conn     // the connections held for lateness, in the order they were held
 	timer *time.Timer // wakes the loop to look at the lag again while conns is not empty
 	armed bool        // timer is running
 }
@@ -82,7 +88,7 @@ func (c *conn) holdQoS0() bool {
 	}
 	h := &l.hold
 	if now := monoNow(); now >= h.due {
-		h.look(srv.lag.age(now), limit, now)
+		h.look(srv.lateness(now), limit, now)
 	}
 	if !h.on {
 		return false
@@ -101,21 +107,43 @@ func (c *conn) holdQoS0() bool {
 	return true
 }
 
-// look notes the lag at now against the limit (nanoseconds).
+// lateness is how late the instance delivers at now (monoNow), in nanoseconds: the shared reader's lag plus the
+// longest delivery lag of a loop. Safe for concurrent use.
+func (srv *Server) lateness(now int64) int64 {
+	return srv.lag.age(now) + int64(srv.DeliveryLag())
+}
+
+// DeliveryLag is the longest delivery lag of an event loop: the shortest wait, from the shared reader receiving
+// a record to the loop writing it to a subscriber, among the deliveries the loop wrote in the last 10 ms, while
+// one of them had at least 256 deliveries queued behind it in its session (0 otherwise, or with
+// --read-lag-limit 0). Safe for concurrent use.
+func (srv *Server) DeliveryLag() time.Duration {
+	now := monoNow()
+	srv.loopMu.Lock()
+	loops := srv.order
+	srv.loopMu.Unlock()
+	var d int64
+	for _, l := range loops {
+		d = max(d, l.dlag.age(now))
+	}
+	return time.Duration(d)
+}
+
+// look notes the lateness at now against the limit (nanoseconds).
 func (h *qos0Hold) look(lag, limit, now int64) {
 	h.on = lag > limit
 	h.due = now + int64(shedEvery)
 }
 
-// holdDue runs on the hold timer's goroutine: the loop looks at the lag again (releaseHeld). Never blocks.
+// holdDue runs on the hold timer's goroutine: the loop looks at lateness again (releaseHeld). Never blocks.
 func (l *loop) holdDue() {
 	l.mu.Lock()
 	l.holdLook = true
 	l.wake()
 }
 
-// releaseHeld looks at the lag and, if the reader keeps up again, reads the connections held for it, in the
-// order they were held; otherwise it looks again after shedEvery. A connection the lane holds too is held
+// releaseHeld looks at lateness and, if deliveries are on time again, reads the connections held for it, in
+// the order they were held; otherwise it looks again after shedEvery. A connection the lane holds too is held
 // again by it when read (holdQoS0). Runs on the loop (service).
 func (l *loop) releaseHeld() {
 	h := &l.hold
@@ -124,7 +152,7 @@ func (l *loop) releaseHeld() {
 		return
 	}
 	now := monoNow()
-	h.look(l.srv.lag.age(now), int64(l.srv.cfg.readLagLimit), now)
+	h.look(l.srv.lateness(now), int64(l.srv.cfg.readLagLimit), now)
 	if h.on {
 		h.armed = true
 		h.timer.Reset(shedEvery)
