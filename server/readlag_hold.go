@@ -110,15 +110,17 @@ func (c *conn) holdQoS0() bool {
 // lateness is how late the instance delivers at now (monoNow), in nanoseconds: the shared reader's lag plus the
 // longest delivery lag of a loop. Safe for concurrent use.
 func (srv *Server) lateness(now int64) int64 {
-	return srv.lag.age(now) + int64(srv.DeliveryLag())
+	return srv.lag.age(now) + srv.deliveryLag(now)
 }
 
 // DeliveryLag is the longest delivery lag of an event loop: the shortest wait, from the shared reader receiving
 // a record to the loop writing it to a subscriber, among the deliveries the loop wrote in the last 10 ms, while
 // one of them had at least 256 deliveries queued behind it in its session (0 otherwise, or with
 // --read-lag-limit 0). Safe for concurrent use.
-func (srv *Server) DeliveryLag() time.Duration {
-	now := monoNow()
+func (srv *Server) DeliveryLag() time.Duration { return time.Duration(srv.deliveryLag(monoNow())) }
+
+// deliveryLag is DeliveryLag at now (monoNow), in nanoseconds.
+func (srv *Server) deliveryLag(now int64) int64 {
 	srv.loopMu.Lock()
 	loops := srv.order
 	srv.loopMu.Unlock()
@@ -126,7 +128,7 @@ func (srv *Server) DeliveryLag() time.Duration {
 	for _, l := range loops {
 		d = max(d, l.dlag.age(now))
 	}
-	return time.Duration(d)
+	return d
 }
 
 // look notes the lateness at now against the limit (nanoseconds).
