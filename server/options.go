@@ -100,7 +100,6 @@ func (c *cfg) defaults() {
 	c.connectTimeout = 10 * time.Second
 	c.sessionQueue = 10000
 	c.readLagLimit = 10 * time.Millisecond
-	c.qos0Hold = true
 	c.outboundBudget = 1 << 20
 	c.maxSessionExpiry = 7 * 24 * 3600
 	c.v3SessionExpiry = 2 * 3600
@@ -284,7 +283,9 @@ func ReadLagLimit(d time.Duration) Opt { return opt(func(c *cfg) { c.readLagLimi
 // Kafka past offload.LaneQoS0Delay, or the shared reader lags past ReadLagLimit), stop reading its connection
 // instead until it would not be, so that a client pacing itself on the server's answers is slowed rather than
 // dropped. A connection with more than 64 KiB of input buffered is read and its late QoS 0 publishes dropped
-// as without it (readlag_hold.go). QoS 1 and 2 publishes are never held by it. Default true; false drops only.
+// as without it (readlag_hold.go). QoS 1 and 2 publishes are never held by it. Default false: drop only (at
+// the instance's limit holding delivers every QoS 0 message of such clients, at the same rate, but the
+// deliveries' p99 is higher than with drops; docs/operations.md).
 func QoS0Hold(on bool) Opt { return opt(func(c *cfg) { c.qos0Hold = on }) }
 
 // OutboundBudget bounds the bytes buffered in the socket's outbound buffer for one client; past it,

@@ -12,7 +12,7 @@ import "time"
 // then dropped, and every queue of the round trip stays as long as before. A broker that is one thread
 // (Mosquitto) never reads more from its publishers than it delivers.
 //
-// So with --qos0-hold (the default), before a loop handles a QoS 0 PUBLISH it asks both questions first, and
+// So with --qos0-hold (off by default), before a loop handles a QoS 0 PUBLISH it asks both questions first, and
 // if either answer is "late" it does not read the packet: the PUBLISH and everything behind it stay in the
 // connection's input buffer, nothing the client sent after it (a PINGREQ included) is answered, and a client
 // that waits for its answers waits.

@@ -34,7 +34,7 @@ func qos0Publish(dst []byte, topic, payload string) []byte {
 // publisher meanwhile is read, acknowledged and delivered. Once the lag is back under the limit the held
 // connection is read again: its PUBLISH is delivered and its PINGREQ answered.
 func TestQoS0HeldWhileReaderLagsNotQoS1(t *testing.T) {
-	f := startFerry(t, server.ReadLagLimit(50*time.Millisecond))
+	f := startFerry(t, server.ReadLagLimit(50*time.Millisecond), server.QoS0Hold(true))
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "hold-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "hold/#", QoS: 1})
 	held := func() uint64 { return f.srv.Metrics().Snapshot().QoS0Holds[holdIndex("read_lag")] }
@@ -67,9 +67,10 @@ func TestQoS0HeldWhileReaderLagsNotQoS1(t *testing.T) {
 	}
 }
 
-// Without --qos0-hold, the same lag drops instead of holding: the connection is read and nothing is held.
+// Without --qos0-hold (the default), the same lag drops instead of holding: the connection is read and nothing
+// is held.
 func TestQoS0HoldOff(t *testing.T) {
-	f := startFerry(t, server.ReadLagLimit(50*time.Millisecond), server.QoS0Hold(false))
+	f := startFerry(t, server.ReadLagLimit(50*time.Millisecond))
 	server.HoldReadLag(f.srv, time.Second)
 	t.Cleanup(func() { server.HoldReadLag(f.srv, -1) })
 	q0 := dialRaw(t, f.addr)
@@ -89,7 +90,7 @@ func TestQoS0HoldOff(t *testing.T) {
 func TestQoS0HeldForLaneDelay(t *testing.T) {
 	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")},
 		[]offload.Opt{offload.LaneQoS0Delay(time.Millisecond), offload.LaneMinRecords(8), offload.LaneDelay(0)},
-		server.ReadLagLimit(0)) // only the lane decides here
+		server.ReadLagLimit(0), server.QoS0Hold(true)) // only the lane decides here
 	t.Cleanup(f.stop)
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "lhold-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "lhold/#", QoS: 1})
