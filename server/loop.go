@@ -30,7 +30,7 @@ type loop struct {
 	tasks      []task  // one-off work for a connection, in the order it was posted (task.go)
 	unblockDue bool    // the lane has room again (onSpace): retry the blocked connections
 	tickDue    bool    // the one-second tick is due (Server.OnTick)
-	holdLook   bool    // the hold timer fired: look at the reader's lag for the held connections (readlag_hold.go)
+	holdLook   bool    // the hold timer fired: look at lateness again for the held connections (readlag_hold.go)
 	scheduled  bool    // a run of service is queued on the loop
 	// hasUrgent is set with an append to urgent; service looks at it between fan-out connections, so a
 	// PUBACK does not wait for a fan-out's thousand writes (serviceUrgentEvery).
