@@ -278,6 +278,9 @@ func (p *joinedPub) complete(r *kafkamux.Record, err error) {
 	switch r.Topic {
 	case p.l.o.retained:
 		p.l.o.latRetained.Observe(time.Since(p.start))
+		if fn := p.l.o.onRetained; fn != nil && err == nil {
+			fn(r.Partition, r.Offset)
+		}
 	case p.l.o.mux.SessionsTopic():
 	default: // the messages topic or a routed one
 		p.l.o.latMessages.Observe(time.Since(p.start))

@@ -109,7 +109,15 @@ type Offload struct {
 	lanes    []*Lane
 
 	latMessages, latRetained *kafkamux.Histogram // produce latency, owned by the mux
+
+	onRetained func(partition int32, offset int64) // OnRetainedWritten
 }
+
+// OnRetainedWritten sets fn, called on a Kafka callback goroutine with the partition and offset of each
+// retained-topic record Kafka acknowledges, before the publish's done function runs (so before its PUBACK).
+// The server uses it to answer a SUBSCRIBE only from an index that holds the retained messages this instance
+// has acknowledged. Set it before the first publish; fn must not block.
+func (o *Offload) OnRetainedWritten(fn func(partition int32, offset int64)) { o.onRetained = fn }
 
 // New creates loops lanes over mux, producing to mux's messages topic. The
 // lanes' combined budgets must fit in the mux's producer buffer, so a lane

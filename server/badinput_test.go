@@ -9,7 +9,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/offload"
 )
 
 // raw is a hand-driven MQTT connection for feeding the server bytes no real client would send.
@@ -122,7 +124,11 @@ func publishBytes(version byte, topic string, qos byte, id uint16) []byte {
 }
 
 func TestBadInput(t *testing.T) {
-	f := startFerry(t) // every case below runs against one instance, beside a healthy client
+	// Every case below runs against one instance, beside a healthy client. The lane's time bound is off so that
+	// the receive-maximum case is decided by the count of publishes in flight alone (see there).
+	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")},
+		[]offload.Opt{offload.LaneDelay(0)})
+	t.Cleanup(f.stop)
 	healthy := dialV5(t, f.addr, &paho.Connect{ClientID: "healthy", CleanStart: true})
 	healthy.sub(t, paho.SubscribeOptions{Topic: "ok/#", QoS: 1})
 
@@ -221,7 +227,10 @@ func TestBadInput(t *testing.T) {
 		r := dialRaw(t, f.addr)
 		r.connect(5, "flood")
 		// QoS 2 publishes stay in flight until PUBREL, which this client never sends: the 1,025th breaks the
-		// advertised Receive Maximum of 1,024.
+		// advertised Receive Maximum of 1,024. The 1,024 before it are all in the lane when the breach is
+		// decoded (8,192 records fit; the lane's time bound, which would keep some waiting on the connection
+		// while Kafka is slow, is off for this instance), so all of them reach Kafka. A publish still waiting
+		// on its connection when the connection is refused is discarded: it was never acknowledged.
 		var all []byte
 		for i := 1; i <= 1025; i++ {
 			all = append(all, publishBytes(5, "ok/flood", 2, uint16(i))...)

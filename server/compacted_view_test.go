@@ -87,6 +87,18 @@ func (c *gatedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// gatedTrio starts three instances on the Kafka at addr: A and B with fetch gates, C without.
+func gatedTrio(t *testing.T, addr string, opts ...server.Opt) (a, b, c *instance, ga, gb *fetchGate) {
+	t.Helper()
+	ga, gb = newFetchGate(), newFetchGate()
+	a = startGated(t, addr, ga, opts...)
+	b = startGated(t, addr, gb, opts...)
+	c = startInstance(t, addr, opts...)
+	t.Cleanup(ga.release)
+	t.Cleanup(gb.release)
+	return a, b, c, ga, gb
+}
+
 func startGated(t *testing.T, addr string, g *fetchGate, opts ...server.Opt) *instance {
 	t.Helper()
 	in := &instance{ferry: buildFerry(t, []kafkamux.Opt{kafkamux.Brokers(addr),
@@ -106,12 +118,7 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 	cluster, kafka := startKafka(t)
 	// No periodic saves: the only delivery record of A's connection is the one C hands over to it.
 	opts := []server.Opt{server.HandoffTimeout(30 * time.Second), server.SaveEvery(time.Hour)}
-	ga, gb := newFetchGate(), newFetchGate()
-	a := startGated(t, kafka, ga, opts...)
-	b := startGated(t, kafka, gb, opts...)
-	c := startInstance(t, kafka, opts...)
-	t.Cleanup(ga.release)
-	t.Cleanup(gb.release)
+	a, b, c, ga, gb := gatedTrio(t, kafka, opts...)
 
 	gb.hold() // B reads nothing of what follows until the topic is compacted
 	zero := dialV5(t, c.addr, persistent("compacted", true))
@@ -124,22 +131,11 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 	}
 
 	ga.hold() // A does not read B's owner record yet: it holds the client until the topic is compacted
-	connack := make(chan *v5, 1)
-	go func() {
-		c, err := connectV5(b.addr, persistent("compacted", false))
-		if err != nil {
-			t.Errorf("connect on B: %v", err)
-			close(connack)
-			return
-		}
-		connack <- c
-	}()
+	connack := connectAsync(t, b.addr, persistent("compacted", false))
 	time.Sleep(300 * time.Millisecond) // B's owner record is written
 	// Owner records of other clients, some in the client's sessions partition, after B's: B's own record is
 	// then not its partition's last batch, which kfake never compacts.
-	for i := range 30 {
-		dialV5(t, c.addr, &paho.Connect{ClientID: "compacted-" + strconv.Itoa(i), CleanStart: true})
-	}
+	fillPartitions(t, c.addr, "compacted")
 	cluster.Compact() // removes A's owner record of the client (B's is later), not the hand-over to A
 
 	gb.release()
@@ -152,16 +148,7 @@ func TestHandOverWhenCompactionRemovedTheOwnerRecord(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 	ga.release()
-	var second *v5
-	select {
-	case second = <-connack:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no CONNACK from B after A read its owner record")
-	}
-	if second == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { _ = second.Disconnect(&paho.Disconnect{}) })
+	second := connackOf(t, connack, "no CONNACK from B after A read its owner record")
 	if !second.connack.SessionPresent {
 		t.Error("Session Present 0 on B after A handed the session over")
 	}
@@ -205,9 +192,7 @@ func TestPendingWillClaimedAgainWhenCompactionRemovedTheClaim(t *testing.T) {
 	t.Cleanup(func() { _ = back.Disconnect(&paho.Disconnect{}) })
 	// Owner records of other clients, some in the client's partition: B's is then not its partition's last
 	// batch, which kfake never compacts.
-	for i := range 30 {
-		dialV5(t, b.addr, &paho.Connect{ClientID: "cc-" + strconv.Itoa(i), CleanStart: true})
-	}
+	fillPartitions(t, b.addr, "cc")
 	cluster.Compact() // removes A's claim, not its pending will
 	ga.release()
 
@@ -249,37 +234,105 @@ func TestHandOverWhenCompactionRemovedEveryRecordOfTheHolder(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // the client's PUBACK (sent once the handler returned) is read by A
 
+	connack := connectAsync(t, b.addr, persistent("hidden", false))
+	takenOver(t, first, "MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E") // its hand-over is written
+	// Owner records of other clients, some in the client's partition: A's hand-over is then not its
+	// partition's last batch, which kfake never compacts.
+	fillPartitions(t, c.addr, "hidden")
+	cluster.Compact() // removes A's owner record and C's delivery record, superseded after B's owner record
+	gb.release()
+
+	second := connackOf(t, connack, "no CONNACK from B")
+	if !second.connack.SessionPresent {
+		t.Error("Session Present 0 on B")
+	}
+	second.none(t, 500*time.Millisecond) // m1, delivered and acknowledged on A, is not delivered again
+}
+
+// A normal DISCONNECT decides that the connection's will is not published: its holder's end record, the first
+// of the epoch, says so. A CONNECT on another instance whose owner record came before that end record in the
+// log waits for the holder: its view shows the client connected there, with its will. A session that ends
+// with its connection tombstones its owner key right after the end record, so compaction can remove the end
+// record before this instance's reader gets there; the wait then ended on the connection marker's tombstone
+// with no end of that connection read, and the CONNECT claimed the will as if the holder had died without
+// ending it (claimMissedWill): a will published after a normal DISCONNECT — or twice, after a dropped
+// connection whose holder had claimed it: the checker's two will anomalies with frequent compaction. The
+// marker's tombstone comes after the holder's end record: the holder decided, and the CONNECT claims nothing.
+func TestNoWillClaimedWhenCompactionRemovedTheHoldersEnd(t *testing.T) {
+	cluster, kafka := startKafka(t)
+	opts := []server.Opt{server.HandoffTimeout(30 * time.Second)}
+	a, b, c, ga, gb := gatedTrio(t, kafka, opts...)
+	watch := dialV5(t, c.addr, &paho.Connect{ClientID: "ended-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+
+	// A session that ends with its connection, with a will of delay 0; Clean Start 0, so the connection is
+	// marked (conns.go).
+	noExpiry := &paho.ConnectProperties{SessionExpiryInterval: u32(0)}
+	first := dialV5(t, a.addr, &paho.Connect{ClientID: "ended", WillMessage: &paho.WillMessage{Topic: "wills/ended", QoS: 1,
+		Payload: []byte("gone")}, Properties: noExpiry})
+	time.Sleep(300 * time.Millisecond) // B has read A's owner record and the will
+	ga.hold()                          // A does not read B's owner record: the DISCONNECT ends its connection, not a takeover
+	// Kafka answers a fetch waiting for records as soon as there are some: A's next answer is held with this
+	// one in it.
+	dialV5(t, c.addr, &paho.Connect{ClientID: "ended-wake-a", CleanStart: true})
+	connack := connectAsync(t, b.addr, &paho.Connect{ClientID: "ended", Properties: noExpiry})
+	time.Sleep(500 * time.Millisecond) // B has read its own owner record: it waits for A
+	gb.hold()                          // B reads nothing of what follows until the topic is compacted
+	dialV5(t, c.addr, &paho.Connect{ClientID: "ended-wake-b", CleanStart: true})
+	time.Sleep(300 * time.Millisecond)
+	if err := first.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // A's end record, then the tombstones of its marker and of the owner key
+	// Owner records of other clients, some in the client's partition: A's tombstones are then not their
+	// partition's last batch, which kfake never compacts.
+	fillPartitions(t, c.addr, "ended")
+	cluster.Compact() // removes A's end record, superseded by the owner key's tombstone
+	gb.release()
+	ga.release()
+
+	connackOf(t, connack, "no CONNACK from B")
+	watch.none(t, 2*time.Second) // [MQTT-3.1.2-10] the DISCONNECT deleted the will
+}
+
+// connectAsync connects cp to addr on a goroutine, for a CONNACK that waits (a hand-over): the channel gets the
+// client, or is closed if the CONNECT failed (the test is failed then).
+func connectAsync(t *testing.T, addr string, cp *paho.Connect) chan *v5 {
 	connack := make(chan *v5, 1)
 	go func() {
-		c, err := connectV5(b.addr, persistent("hidden", false))
+		c, err := connectV5(addr, cp)
 		if err != nil {
-			t.Errorf("connect on B: %v", err)
+			t.Errorf("connect %s: %v", cp.ClientID, err)
 			close(connack)
 			return
 		}
 		connack <- c
 	}()
-	takenOver(t, first, "MQTT-3.1.4-3: A did not disconnect the first connection with 0x8E") // its hand-over is written
-	// Owner records of other clients, some in the client's partition: A's hand-over is then not its
-	// partition's last batch, which kfake never compacts.
-	for i := range 30 {
-		dialV5(t, c.addr, &paho.Connect{ClientID: "hidden-" + strconv.Itoa(i), CleanStart: true})
-	}
-	cluster.Compact() // removes A's owner record and C's delivery record, superseded after B's owner record
-	gb.release()
+	return connack
+}
 
-	var second *v5
+// connackOf waits for the client of connectAsync, failing with what if it does not come within 15 s; the client
+// disconnects at the end of the test.
+func connackOf(t *testing.T, connack chan *v5, what string) *v5 {
+	t.Helper()
+	var c *v5
 	select {
-	case second = <-connack:
+	case c = <-connack:
 	case <-time.After(15 * time.Second):
-		t.Fatal("no CONNACK from B")
+		t.Fatal(what)
 	}
-	if second == nil {
+	if c == nil {
 		t.FailNow()
 	}
-	t.Cleanup(func() { _ = second.Disconnect(&paho.Disconnect{}) })
-	if !second.connack.SessionPresent {
-		t.Error("Session Present 0 on B")
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+// fillPartitions connects 30 clean clients through addr: their owner records, some in any given sessions
+// partition, make the records before them not their partition's last batch, which kfake never compacts.
+func fillPartitions(t *testing.T, addr, prefix string) {
+	t.Helper()
+	for i := range 30 {
+		dialV5(t, addr, &paho.Connect{ClientID: prefix + "-" + strconv.Itoa(i), CleanStart: true})
 	}
-	second.none(t, 500*time.Millisecond) // m1, delivered and acknowledged on A, is not delivered again
 }

@@ -59,6 +59,7 @@ func (st *store) onConnRecord(key string, value []byte, part int32) {
 		if c != nil {
 			snap = *c
 		}
+		snap.connEnded = max(snap.connEnded, epoch)
 	}
 	st.mu.Unlock()
 	if h != nil {

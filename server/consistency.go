@@ -246,8 +246,11 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *stored) {
 					c.close()
 					return
 				}
-				if held && (snap.deliv == nil || snap.deliv.Epoch != c.epoch) && snap.ended[0] < o.Epoch {
-					srv.claimMissedWill(pc.id, o, prev) // no hand-over and no end of o in time (wills.go)
+				// No hand-over and no end of o in time (wills.go). A tombstone of o's marker is an end: its holder
+				// wrote it after o's end record, which decided the will, and which compaction can remove before
+				// this reader gets there (a session that ends with its connection tombstones the owner key next).
+				if held && (snap.deliv == nil || snap.deliv.Epoch != c.epoch) && snap.ended[0] < o.Epoch && snap.connEnded < o.Epoch {
+					srv.claimMissedWill(pc.id, o, prev)
 				}
 				c.completeConnect(pc, prev, snap)
 			})

@@ -98,6 +98,9 @@ func TestPayloadDeliverJSONEverywhere(t *testing.T) {
 		// A device publishes JSON with RETAIN; Kafka holds Avro; a later subscriber gets JSON.
 		pub := dialV5(t, a.addr, &paho.Connect{ClientID: "dj-ret-pub", CleanStart: true})
 		pub.pub(t, &paho.Publish{Topic: "cmd/ret", QoS: 1, Retain: true, Payload: []byte(`{"device":"r1","temp":2.5,"seq":5}`)})
+		// Each instance's retained index follows the retained topic by its reader's fetch latency (retained.go);
+		// a SUBSCRIBE that lands before it has the message gets none. Subscribe once both have read it.
+		waitUntil(t, func() bool { return a.srv.RetainedCount() == 1 && b.srv.RetainedCount() == 1 })
 		for _, in := range []*instance{a, b} {
 			sub := dialV5(t, in.addr, &paho.Connect{ClientID: "dj-ret-sub", CleanStart: true})
 			sub.sub(t, paho.SubscribeOptions{Topic: "cmd/ret", QoS: 1})

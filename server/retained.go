@@ -30,6 +30,15 @@ import (
 // Kafka producer) is delivered live but not retained; to retain from Kafka, write to the retained topic.
 // Once loaded, the index trails Kafka by the reader's fetch latency, as live delivery does.
 //
+// Read your own writes: a client that has its PUBACK for a retained message and then subscribes on the same
+// instance is owed that message [MQTT-3.3.1-6], even if the reader has not applied it yet. Kafka's
+// acknowledgement of each retained record this instance writes notes its offset (offload's
+// OnRetainedWritten, before the PUBACK); while the index has not applied every noted offset, the retained
+// part of a SUBSCRIBE waits in the same list as during loading and is answered by the reader once it has, or
+// after SessionsReadWait at the latest, from the index as it is then (a reader that cannot keep up must not
+// hold subscriptions forever). Instances do not see each other's acknowledgements: across instances a
+// retained message reaches a subscriber once that instance's reader has read it (docs/sessions.md).
+//
 // Known window: a retained PUBLISH is two records, one on each topic, read independently. If the reader
 // applies the retained one before it reaches the messages one (they arrive in different fetches, usually a
 // millisecond apart; up to FetchMaxWait while an instance starts, see kafkamux FollowFrom), a SUBSCRIBE that
@@ -50,9 +59,18 @@ type retainedStore struct {
 
 	ready       atomic.Bool
 	waitMu      sync.Mutex
-	waiting     []retainedWait // SUBSCRIBEs made before the index caught up; nil once it has
+	waiting     []retainedWait // SUBSCRIBEs made before the index caught up or while it lacks own writes
 	waitDropped int            // requests refused because waiting was full
 	since       time.Time      // when following began
+
+	// Own writes (waitMu): per partition of the retained topic, the offset of the last retained record of
+	// this instance that Kafka acknowledged and the reader has not applied yet (an entry goes once it has),
+	// and the offset of the last record the reader applied. ownBehind mirrors len(own) for the loops' fast
+	// path; ownTimer bounds a wait for own writes.
+	own       map[int32]int64
+	applied   map[int32]int64
+	ownBehind atomic.Int32
+	ownTimer  *time.Timer
 }
 
 // maxRetainedWaits bounds the SUBSCRIBEs whose retained part waits for the index to load (each costs about 64
@@ -96,16 +114,85 @@ func (srv *Server) RetainedCount() int { return srv.retained.Count() }
 // topic [MQTT-3.3.1-6] [MQTT-3.3.1-7], anything else replaces its retained message [MQTT-3.3.1-5]. Runs on the
 // shared reader's goroutine and must not block. m is this handler's alone (nothing else reads the retained
 // topic), so it is trimmed in place before it is stored.
-func (srv *Server) onRetained(_ int32, _ int64, m *kafkamux.Message) {
+func (srv *Server) onRetained(partition int32, offset int64, m *kafkamux.Message) {
 	if m.Tombstone || len(m.Payload) == 0 || retained.Expired(m, time.Now()) {
 		srv.retained.Remove(m.Topic, nil)
+	} else {
+		retained.Detach(m)
+		if srv.cfg.payload != nil {
+			m = srv.held.Retained(m) // stored as subscribers get it (server/payload/hold.go)
+		}
+		srv.retained.Set(m)
+	}
+	srv.answerWaits(srv.retained.applied1(partition, offset))
+}
+
+// retainedWritten notes a retained record of this instance that Kafka acknowledged (offload's
+// OnRetainedWritten): until the reader has applied it, SUBSCRIBEs wait for their retained messages. Runs on a
+// Kafka callback goroutine.
+func (srv *Server) retainedWritten(partition int32, offset int64) {
+	r := &srv.retained
+	r.waitMu.Lock()
+	defer r.waitMu.Unlock()
+	if a, ok := r.applied[partition]; ok && a >= offset {
+		return // the reader was first
+	}
+	if cur, ok := r.own[partition]; !ok || offset > cur {
+		if r.own == nil {
+			r.own = make(map[int32]int64)
+		}
+		r.own[partition] = offset
+		r.ownBehind.Store(int32(len(r.own)))
+	}
+}
+
+// applied1 records that the reader applied the record at offset of partition, and returns the waiting
+// requests to answer now: those made after loading, once no own write is left unapplied. Reader goroutine.
+func (r *retainedStore) applied1(partition int32, offset int64) []retainedWait {
+	r.waitMu.Lock()
+	defer r.waitMu.Unlock()
+	if r.applied == nil {
+		r.applied = make(map[int32]int64)
+	}
+	r.applied[partition] = offset
+	if own, ok := r.own[partition]; ok && offset >= own {
+		delete(r.own, partition)
+		r.ownBehind.Store(int32(len(r.own)))
+	}
+	if len(r.own) > 0 || len(r.waiting) == 0 || !r.ready.Load() {
+		return nil
+	}
+	return r.takeWaits()
+}
+
+// takeWaits empties the waiting list and stops the own-writes timer. waitMu held.
+func (r *retainedStore) takeWaits() []retainedWait {
+	waits := r.waiting
+	r.waiting = nil
+	if r.ownTimer != nil {
+		r.ownTimer.Stop()
+		r.ownTimer = nil
+	}
+	return waits
+}
+
+// ownWaitExpired answers the requests that waited SessionsReadWait for own writes the reader has not applied,
+// from the index as it is. Runs on the timer's goroutine.
+func (srv *Server) ownWaitExpired() {
+	r := &srv.retained
+	r.waitMu.Lock()
+	if !r.ready.Load() { // still loading: onRetainedCaughtUp answers them
+		r.ownTimer = nil
+		r.waitMu.Unlock()
 		return
 	}
-	retained.Detach(m)
-	if srv.cfg.payload != nil {
-		m = srv.held.Retained(m) // stored as subscribers get it (server/payload/hold.go)
+	waits := r.takeWaits()
+	r.waitMu.Unlock()
+	if len(waits) > 0 {
+		srv.cfg.log.Warn("retained messages this instance wrote are not read back in time; subscriptions get the retained messages read so far",
+			"subscriptions", len(waits), "waited", srv.cfg.sessionsWait)
 	}
-	srv.retained.Set(m)
+	srv.answerWaits(waits)
 }
 
 // onRetainedCaughtUp runs once, on the reader goroutine (or in Start when the topic is empty), when the index
@@ -115,8 +202,13 @@ func (srv *Server) onRetainedCaughtUp() {
 	r := &srv.retained
 	r.waitMu.Lock()
 	r.ready.Store(true)
-	waits, dropped := r.waiting, r.waitDropped
-	r.waiting = nil
+	var waits []retainedWait
+	if len(r.own) == 0 {
+		waits = r.takeWaits()
+	} else if r.ownTimer == nil { // own writes after Start not applied yet: they wait for those too
+		r.ownTimer = time.AfterFunc(srv.cfg.sessionsWait, srv.ownWaitExpired)
+	}
+	dropped := r.waitDropped
 	r.waitMu.Unlock()
 	srv.cfg.log.Info("retained messages loaded from Kafka", "messages", srv.RetainedCount(),
 		"took", time.Since(r.since).Round(time.Millisecond), "waiting_subscriptions", len(waits))
@@ -132,13 +224,16 @@ func (srv *Server) onRetainedCaughtUp() {
 // filter borrows from the read buffer.
 func (srv *Server) retainedFor(sess *session, filter []byte, granted byte, subID uint32, dst []*kafkamux.Message) []*kafkamux.Message {
 	r := &srv.retained
-	if !r.ready.Load() {
+	if !r.ready.Load() || r.ownBehind.Load() > 0 {
 		r.waitMu.Lock()
-		if !r.ready.Load() {
+		if ready := r.ready.Load(); !ready || len(r.own) > 0 {
 			if len(r.waiting) < maxRetainedWaits {
 				r.waiting = append(r.waiting, retainedWait{sess: sess, filter: string(filter), granted: granted, subID: subID})
 			} else {
 				r.waitDropped++
+			}
+			if ready && r.ownTimer == nil {
+				r.ownTimer = time.AfterFunc(srv.cfg.sessionsWait, srv.ownWaitExpired)
 			}
 			r.waitMu.Unlock()
 			return dst
@@ -149,7 +244,8 @@ func (srv *Server) retainedFor(sess *session, filter []byte, granted byte, subID
 }
 
 // answerWaits queues the retained messages owed to subscriptions that waited for the index, and wakes their
-// connections. Runs on the reader goroutine (or in Start); takes session locks, no retained lock.
+// connections. Runs on the reader goroutine (or in Start, or on ownWaitExpired's timer); takes session locks,
+// no retained lock.
 func (srv *Server) answerWaits(waits []retainedWait) {
 	var msgs []*kafkamux.Message
 	for i := range waits {

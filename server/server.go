@@ -124,6 +124,7 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 	if srv.shares, err = share.NewRegistry(shareHost{srv}, kafka, srv.cfg.share...); err != nil {
 		return nil, err
 	}
+	off.OnRetainedWritten(srv.retainedWritten)
 	srv.warnLim.Window = 10 * time.Second
 	srv.events.Window, srv.events.Burst = time.Second, eventBurst
 	srv.metrics.initListeners(srv.cfg.listeners)

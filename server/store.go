@@ -223,6 +223,9 @@ func (st *store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 		c.sess, err = decodeRec[sessionRec](value)
 	case kindOwner:
 		o, err = decodeRec[ownerRec](value)
+		if o != nil {
+			st.sawAlive(o.Instance)
+		}
 		if f := st.takeFence(id, o); f != nil {
 			fenced, prev = f, *c // the view the CONNECT decides on: everything before its own record
 		}
@@ -312,6 +315,18 @@ func (st *store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 	}
 	if end != nil {
 		st.srv.connectionEnded(id, end)
+	}
+}
+
+// sawAlive notes a record that instance inst wrote — an owner record names its writer, a pending will its
+// claimer — as a heartbeat of inst, if inst is known: liveness is only judged from heartbeats read. An instance
+// restarted under the id of one that died writes its claims (recoverOwnConnections) before its first
+// heartbeat, and a heartbeat can be committed a transaction after the claims: another instance reading a
+// claim of a will won by "a dead instance" claimed the next round and published the will a second time.
+// st.mu is held.
+func (st *store) sawAlive(inst string) {
+	if _, known := st.instances[inst]; known && inst != st.instance {
+		st.instances[inst] = time.Now()
 	}
 }
 

@@ -57,6 +57,7 @@ func (st *store) onPendingRecord(key string, value []byte, part int32) {
 	st.update(id, part, w != nil, func(c *stored) {
 		var p *pendingWill
 		if w != nil {
+			st.sawAlive(w.By)
 			p = &pendingWill{will: w, by: w.By}
 			if old := c.pending[epoch]; old != nil {
 				p.winner, p.round, p.claimed = old.winner, old.round, old.claimed // the same will written again by another claim
