@@ -72,7 +72,9 @@ type loop struct {
 func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {
 	l := &loop{srv: srv, idx: idx, el: el, lane: srv.off.Lane(idx)}
 	l.now = time.Now().Unix()
-	l.dlag.limit = int64(srv.cfg.readLagLimit)
+	if srv.cfg.qos0Hold {
+		l.dlag.limit = int64(srv.cfg.readLagLimit) // measured only for holding (readlag_hold.go): 0 notes nothing
+	}
 	l.wheel.init(l.now)
 	l.serviceFn = l.service
 	l.lane.OnSpace(l.onSpace)

@@ -116,7 +116,7 @@ func (srv *Server) lateness(now int64) int64 {
 // DeliveryLag is the longest delivery lag of an event loop: the shortest wait, from the shared reader receiving
 // a record to the loop writing it to a subscriber, among the deliveries the loop wrote in the last 10 ms, while
 // one of them had at least 256 deliveries queued behind it in its session (0 otherwise, or with
-// --read-lag-limit 0). Safe for concurrent use.
+// --read-lag-limit 0 or --qos0-hold off, which measure nothing). Safe for concurrent use.
 func (srv *Server) DeliveryLag() time.Duration { return time.Duration(srv.deliveryLag(monoNow())) }
 
 // deliveryLag is DeliveryLag at now (monoNow), in nanoseconds.
