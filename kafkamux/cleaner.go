@@ -52,6 +52,15 @@ type EmbeddedTopicStats struct {
 // embedded Kafka (one per stored record batch), for estimates.
 const EmbeddedIndexEntryBytes = kfakeBatchMetaSize
 
+// EmbeddedMinBatchBytes is the smallest record batch Ferry writes to the
+// messages topic: one record with a one-byte MQTT topic, an empty payload and
+// only the version and QoS headers (61 bytes of batch header, 28 of record).
+// So the embedded Kafka's index holds at most EmbeddedIndexEntryBytes per
+// EmbeddedMinBatchBytes of stored messages (0.81 B per byte), the worst case
+// of one message per batch; measured batches are 245–340 bytes
+// (docs/operations.md, "Computing the ceiling").
+const EmbeddedMinBatchBytes = 89
+
 // compactDirtyBytes is the default of cfg.compactDirty: how many bytes the
 // compacted topics must have grown by since the last compaction for a pass
 // to compact them.

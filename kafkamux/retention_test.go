@@ -3,6 +3,8 @@ package kafkamux
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -331,5 +333,26 @@ func TestEmbeddedCompactionBetweenTransactions(t *testing.T) {
 	}
 	if s, _ := m.EmbeddedStats(); s.Compaction.Count != 1 {
 		t.Errorf("%d compactions, want 1", s.Compaction.Count)
+	}
+}
+
+// The smallest message Ferry writes is stored as a batch of at least EmbeddedMinBatchBytes, the floor the
+// memory ceiling of standalone mode divides by (cmd/ferry, memlimit.go); the floor is not far below it either.
+func TestEmbeddedMinBatchBytes(t *testing.T) {
+	dir := t.TempDir()
+	m := newMux(t, DataDir(dir), Partitions(1))
+	msg := Message{Topic: "a", QoS: 0}
+	produceAll(t, m, []*kgo.Record{msg.Record(m.MessagesTopic())})
+	seg, err := filepath.Glob(filepath.Join(dir, "partitions", m.MessagesTopic()+"-0", "*.dat"))
+	if err != nil || len(seg) != 1 {
+		t.Fatalf("segments of %s: %v, %v", m.MessagesTopic(), seg, err)
+	}
+	fi, err := os.Stat(seg[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("smallest batch: %d bytes", fi.Size())
+	if n := fi.Size(); n < EmbeddedMinBatchBytes || n > EmbeddedMinBatchBytes+16 {
+		t.Fatalf("the smallest message is a batch of %d bytes; EmbeddedMinBatchBytes is %d", n, EmbeddedMinBatchBytes)
 	}
 }

@@ -8,6 +8,8 @@
 #   mosquitto+bridge  Mosquitto + perf/peers/bridge (paho → franz-go, acks=all,
 #                     5 ms linger) into perf/peers/kfake (the Kafka Ferry embeds)
 #   echo-sink         ferry-bench's trivial in-harness target: the generator's own ceiling
+#   floor             perf/peers/floor: the fan-out floor (gnet, Ferry's loops, no Kafka, no sessions; fanout
+#                     only): what an event-loop broker's fan-out latency cannot go below on this machine
 # Every target is started fresh for every run, every figure is the median of
 # RUNS runs with the spread, and ratios are Ferry ÷ peer. Results (JSON, PNG,
 # summary) go to $OUT; the tables replace the results section of BENCHMARKS.md.
@@ -25,7 +27,7 @@
 #   FANIN_PUBS [100]   FANOUT_SUBS [1000]       FIXED_RATE [20000] msg/s
 #   SCENARIOS          subset of: idle idle-tls idle-tls-resume fanin-qos0 fanin-qos1 fanin-qos1-fixed fanout kafka-ingest kafka-ingest-fixed echo
 #                      latency-1k latency-20k
-#   TARGETS            subset of: ferry ferry-kafka mosquitto mochi bridge
+#   TARGETS            subset of: ferry ferry-kafka mosquitto mochi bridge floor
 #   SET=latency        the latency set: SCENARIOS="latency-1k latency-20k fanout fanin-qos0 fanin-qos1",
 #                      TARGETS="ferry ferry-kafka mosquitto" (unless given); PUBACK and delivery p50/p99 of
 #                      10 publishers at 1,000 msg/s, 100 → 1 at 20,000 msg/s, fan-out 1 → 1,000 at 100 msg/s and
@@ -70,6 +72,7 @@ go -C perf build -o "$ROOT/bin/ferry-bench" ./cmd/ferry-bench # perf/ is its own
 (cd perf/peers/mochi && go build -o "$ROOT/bin/mochi" .)
 (cd perf/peers/bridge && go build -o "$ROOT/bin/bridge" .)
 (cd perf/peers/kfake && go build -o "$ROOT/bin/kfake" .)
+(cd perf/peers/floor && go build -o "$ROOT/bin/floor" .)
 
 FERRY_OK=0
 FERRY_WHY=""
@@ -193,6 +196,10 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
       (ulimit -n 20000; exec bin/mochi --addr "127.0.0.1:$p") >"$TMP/mochi.log" 2>&1 &
       PIDS=$!; STARTED+=("$!")
       wait_port "$p" 10 || { echo "mochi did not start" >&2; return 1; } ;;
+    floor)
+      (ulimit -n 20000; exec bin/floor --addr "127.0.0.1:$p") >"$TMP/floor.log" 2>&1 &
+      PIDS=$!; STARTED+=("$!")
+      wait_port "$p" 10 || { echo "floor did not start: $(cat "$TMP/floor.log")" >&2; return 1; } ;;
   esac
 }
 stop_target() {
@@ -268,7 +275,7 @@ run_scenario fanin-qos0 "ferry mosquitto mochi" fanin --qos 0 --pubs "$FANIN_PUB
 run_scenario fanin-qos1 "ferry mosquitto mochi" fanin --qos 1 --window 16 --pubs "$FANIN_PUBS" --subs 1 --payload 64 --duration "$DURATION"
 run_scenario fanin-qos1-fixed "ferry mosquitto mochi" fanin --qos 1 --window 16 --pubs "$FANIN_PUBS" --subs 1 --payload 64 \
   --rate "$FIXED_RATE" --duration "$DURATION"
-run_scenario fanout "ferry mosquitto mochi" fanout --qos 1 --subs "$FANOUT_SUBS" --rate 100 --payload 64 --duration "$DURATION"
+run_scenario fanout "floor ferry mosquitto mochi" fanout --qos 1 --subs "$FANOUT_SUBS" --rate 100 --payload 64 --duration "$DURATION"
 run_scenario kafka-ingest "ferry bridge" kafka-ingest --qos 1 --window 16 --pubs "$FANIN_PUBS" --payload 64 --duration "$DURATION" --drain 5s
 run_scenario kafka-ingest-fixed "ferry bridge" kafka-ingest --qos 1 --window 16 --pubs "$FANIN_PUBS" --payload 64 \
   --rate "$FIXED_RATE" --duration "$DURATION" --drain 5s

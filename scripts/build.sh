@@ -8,8 +8,8 @@
 #   VERSION=1.2.0 scripts/build.sh        # default: git describe --tags --always, -dirty with local changes, else "dev"
 #
 # Releases are git tags vMAJOR.MINOR.PATCH on main, with their CHANGELOG.md section: a build of the tagged commit
-# is named after the tag. "-dirty" is added for changes to tracked files other than go.mod and go.sum, which
-# CI's GOFLAGS=-mod=mod may rewrite (adding go.sum lines) without changing what is built.
+# is named after the tag. "-dirty" is added for changes to tracked files (go.mod and go.sum included: CI no longer
+# builds with -mod=mod, which rewrote go.sum, and checks both with go mod tidy -diff).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +20,7 @@ fail() {
 
 if [ -z "${VERSION:-}" ]; then
 	if VERSION=$(git describe --tags --always 2>/dev/null); then
-		if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)go.mod' ':(exclude)go.sum' 2>/dev/null)" ]; then
+		if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
 			VERSION="$VERSION-dirty"
 		fi
 	else

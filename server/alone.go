@@ -8,7 +8,7 @@ import (
 )
 
 // Unrecorded connections (docs/sessions.md, "Unrecorded connections"). Every CONNECT writes an owner record
-// "o:<id>" and reads it back (consistency.go): it is the signal that makes another instance disconnect the
+// "o:<id>" and reads it back (consistency.go, sessions/consistency.go): it is the signal that makes another instance disconnect the
 // client's older connection [MQTT-3.1.4-3], and the fence of the CONNECT's decision. A CONNECT that asks for
 // nothing to be kept — Clean Start (CleanSession) 1, no session expiry, no will — needs neither when its
 // instance is the only one: there is no other instance to signal, and no state to decide on beyond what the
@@ -51,7 +51,7 @@ type lone struct {
 // noteForeign records that a record written by another instance was read: this instance is not alone. Runs on
 // the reader goroutine before the record is acted on (ownerChanged).
 func (srv *Server) noteForeign() {
-	l := &srv.store.lone
+	l := &srv.lone
 	// Under regMu even when alone looks clear: a round of sessionsRead that checked foreignAt just before this
 	// store may be about to set it (its check and set are one critical section, after or before this one).
 	srv.regMu.Lock()
@@ -64,7 +64,7 @@ func (srv *Server) noteForeign() {
 // the read began): if no other instance's record came within deadAfter before start, nor since, the instance
 // is alone for deadAfter more. Runs on the processor goroutine.
 func (srv *Server) sessionsRead(start int64) {
-	l := &srv.store.lone
+	l := &srv.lone
 	dead := srv.cfg.deadAfter.Nanoseconds()
 	hb := l.hbStored.Load()
 	srv.regMu.Lock()
@@ -79,7 +79,7 @@ func (srv *Server) sessionsRead(start int64) {
 // first, the topic is read once at once rather than at the processor's next round: an instance that starts
 // into a reconnect storm is alone within a Kafka round trip, not a heartbeat interval.
 func (srv *Server) heartbeatStored(err error) {
-	if err != nil || !srv.store.lone.hbStored.CompareAndSwap(0, time.Now().UnixNano()) {
+	if err != nil || !srv.lone.hbStored.CompareAndSwap(0, time.Now().UnixNano()) {
 		return
 	}
 	go func() {
@@ -95,11 +95,11 @@ func (srv *Server) heartbeatStored(err error) {
 // takes the recorded path. Runs on the loop.
 func (c *conn) connectUnrecorded(pc *pendingConnect) bool {
 	srv := c.l.srv
-	l := &srv.store.lone
+	l := &srv.lone
 	if !pc.clean || pc.expiry != 0 || c.will != nil || !l.alone.Load() || c.epoch >= l.until.Load() {
 		return false
 	}
-	if _, known := srv.store.lookup(pc.id); known {
+	if _, known := srv.store.Lookup(pc.id); known {
 		return false // a stored session, will or QoS 2 ids: the clean start is decided on the log
 	}
 	sess := &session{id: pc.id, c: c}

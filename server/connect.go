@@ -6,8 +6,10 @@ import (
 	"maps"
 	"time"
 
+	"github.com/ferrymq/ferry/internal/sessionkey"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/sessions"
 )
 
 // willMsg is a client's will, copied out of the CONNECT packet.
@@ -136,14 +138,14 @@ type pendingConnect struct {
 	expiry  uint32
 	version byte
 	props   mqttcodec.Properties // CONNACK properties decided so far
-	will    *willRec             // the CONNECT's will, written before its CONNACK goes out; nil if none
+	will    *sessions.WillRec    // the CONNECT's will, written before its CONNACK goes out; nil if none
 }
 
 // finishConnect attaches the session and answers CONNACK. snap is what the sessions topic says of the client
 // (nil if nothing). Runs on the loop.
-func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
+func (c *conn) finishConnect(pc *pendingConnect, snap *sessions.Stored) {
 	srv, l := c.l.srv, c.l
-	var restore *stored
+	var restore *sessions.Stored
 	// The CONNACK of a CONNECT that creates or clears a session waits until Kafka holds that, as a SUBACK
 	// waits for its change (ackWhenSaved): an instance that dies right after the CONNACK must not leave Kafka
 	// with the old session, or with none. A resumed session's record says what Kafka holds already.
@@ -156,20 +158,20 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *stored) {
 		j := &joinedDone{done: saved}
 		j.left.Store(2)
 		saved = j.part
-		srv.store.putThen(kindWill, pc.id, pc.will, j.part)
+		srv.store.PutThen(sessionkey.Will, pc.id, pc.will, j.part)
 	}
 	if snap != nil {
 		switch {
 		case pc.clean:
-			if snap.sess != nil || snap.deliv != nil {
+			if snap.Sess != nil || snap.Deliv != nil {
 				var done func(error)
 				if pc.expiry == 0 {
 					done, wait = saved, true // else the new session's record, written after these, is waited for
 				}
-				srv.store.put(kindDelivery, pc.id, nil)
-				srv.store.putThen(kindSession, pc.id, nil, done) // [MQTT-3.1.2-4] a clean start discards the stored session
+				srv.store.Put(sessionkey.Delivery, pc.id, nil)
+				srv.store.PutThen(sessionkey.Session, pc.id, nil, done) // [MQTT-3.1.2-4] a clean start discards the stored session
 			}
-		case snap.sess != nil && !snap.expired(time.Now()):
+		case snap.Sess != nil && !snap.Expired(time.Now()):
 			restore = snap
 		}
 	}
@@ -224,15 +226,6 @@ func (c *conn) attached(sess *session) {
 		c.l.wheel.schedule(c, c.lastRead+(int64(c.keepAlive)*3+1)/2+1)
 	}
 	c.l.srv.metrics.sessionsConnected.Add(1)
-}
-
-// expired reports whether the stored session ended while its client was away.
-func (st *stored) expired(now time.Time) bool {
-	o := st.owner
-	if o == nil || o.Connected || o.Expiry == 0xFFFFFFFF {
-		return false
-	}
-	return now.UnixMilli() > o.At+int64(o.Expiry)*1000
 }
 
 // writeConnack encodes a CONNACK for the given protocol version. For v3 the reason is mapped to a v3 return
@@ -299,7 +292,7 @@ func (srv *Server) assignID() string {
 // it, or restoring it from the sessions topic (restore non-nil). It reports whether an existing session was
 // resumed and, for a restored one, where its replay starts. Runs on c's loop; takes the registry lock, then
 // matchMu and the session lock.
-func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *stored) (*session, bool, map[tp]int64, map[resendKey]outRec) {
+func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *sessions.Stored) (*session, bool, map[tp]int64, map[resendKey]sessions.OutRec) {
 	srv.regMu.Lock()
 	defer srv.regMu.Unlock()
 	old := srv.sessions[id]
@@ -321,7 +314,7 @@ func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore
 	present := old != nil
 	sess := old
 	var from map[tp]int64
-	var resend map[resendKey]outRec
+	var resend map[resendKey]sessions.OutRec
 	if sess == nil {
 		sess = &session{id: id}
 		if restore != nil {
@@ -443,9 +436,9 @@ func (c *conn) endSession() {
 	}
 	willDue := c.will != nil && !c.disconnect
 	if c.will != nil && c.disconnect {
-		srv.store.put(kindWill, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
+		srv.store.Put(sessionkey.Will, sess.id, nil) // [MQTT-3.1.2-10] a normal DISCONNECT deletes the will
 	}
-	var willNow *willRec // due at once: not cancelled by a CONNECT that follows (wills_pending.go)
+	var willNow *sessions.WillRec // due at once: not cancelled by a CONNECT that follows (wills_pending.go)
 	if willDue && (c.will.delay == 0 || expiry == 0) {
 		willNow = newWillRec(c.epoch, c.will)
 	}
@@ -457,14 +450,14 @@ func (c *conn) endSession() {
 		srv.saveDelivery(sess, true, 0)
 		srv.endConnection(sess.id, c.epoch, expiry, willDue, willNow)
 		if c.marked {
-			srv.store.unmarkConn(sess.id, c.epoch) // over: after its final records (conns.go)
+			srv.store.UnmarkConn(sess.id, c.epoch) // over: after its final records (sessions/conns.go)
 		}
 		srv.discardOrphan(sess)
 		return
 	}
 	srv.endConnection(sess.id, c.epoch, 0, willDue, willNow)
 	if srv.discardOrphan(sess) {
-		srv.store.forget(sess.id, c.epoch, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
+		srv.store.Forget(sess.id, c.epoch, false) // [MQTT-3.1.2-5] the session ends with the connection: nothing stays in Kafka
 	}
 }
 

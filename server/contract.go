@@ -97,12 +97,6 @@ func (h holdHost) FanOut(k tp, off int64, m *kafkamux.Message, skip bool) {
 func (h holdHost) ReplaceRetained(old, m *kafkamux.Message) { h.srv.retained.Replace(old, m) }
 func (h holdHost) Warn(msg string, args ...any)             { h.srv.warn(msg, args...) }
 
-// deliverAsJSONWait is the record to deliver for m, as JSON where its rule says so, waiting while its schema
-// id is fetched (payload.Held.JSONWait): for a session's replay (persist.go). cfg.payload is not nil.
-func (srv *Server) deliverAsJSONWait(m *kafkamux.Message) *kafkamux.Message {
-	return srv.held.JSONWait(m)
-}
-
 // checkWill runs a will message's payload through its topic's contract: it returns the message to publish (a
 // converted copy when the rule converts) or false when the will breaks the contract or its schema is not
 // loaded, in which case it is not published (counted and logged). Runs on any goroutine.

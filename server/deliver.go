@@ -59,7 +59,7 @@ func (srv *Server) deliverRecord(t uint16, part int32, off int64, m *kafkamux.Me
 			srv.lag.note(waited, m.Fetched, m.Behind) // readlag.go: only Ferry's own records' timestamps count
 		}
 	}
-	skip := srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.name(t))
+	skip := srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.topics.Name(t))
 	k := tp{t, part}
 	if srv.cfg.payload != nil {
 		var now bool

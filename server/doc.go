@@ -27,7 +27,7 @@
 //	limits.go       connection rate per address (the table: server/ratelimit), publish rate per connection
 //	authz.go        authentication and topic authorization (package auth); authz_password.go: a CONNECT parked
 //	                while its bcrypt check runs off the loop (on auth.CheckPool)
-//	redirect.go     redirect and sharding over the live instances, and their heartbeats
+//	redirect.go     redirect and sharding over the live instances (their heartbeats: server/sessions)
 //
 // Inbound messages, MQTT → Kafka:
 //
@@ -49,19 +49,23 @@
 //	                member, the server as the groups' host (the groups and their Kafka side: server/share)
 //	readlag.go      how late the shared reader receives records; QoS 0 shed at ingest while it lags
 //
-// Sessions (state in the sessions topic, docs/sessions.md):
+// Sessions (state in the sessions topic, docs/sessions.md; what its records mean and the decisions taken on
+// them — the index, a CONNECT's fence and decision, hand-offs, wills, expiry, connection markers — are
+// server/sessions's; what acts on a connection or a session stays here):
 //
 //	connect.go      CONNECT and DISCONNECT: session present, takeover, resume
-//	consistency.go  read your writes: a CONNECT waits to read its own owner record back
+//	consistency.go  a CONNECT parked until its own owner record is read back, then acted on as decided
 //	subscribe.go    SUBSCRIBE and UNSUBSCRIBE
 //	session.go      a session and its delivery queue; flight.go: its packet-id state
-//	store.go        the instance's view of the sessions topic and its writer; persist.go: what a session saves
-//	wills.go        wills and session expiry, decided once by the sessions topic's log
-//	wills_pending.go  wills due at once kept in Kafka from their claim to their publication; an owner record
-//	                written again after a late record of an older connection
+//	store.go        the server as sessions.Store's host; delivery positions as the records hold them
+//	persist.go      what a session saves (its records), a hand-over, a resume
+//	wills.go        a connection's claims, the wills this instance won published; heartbeats, the processor
+//	wills_pending.go  wills due at once published from their pending record; an owner record written again
+//	                after a late record of an older connection
 //	alone.go        unrecorded connections while the instance is alone on its sessions topic
 //
-// Sub-packages, each behind small interfaces of its own: transport (the TCP/TLS/WebSocket/PROXY layer stack;
+// Sub-packages, each behind small interfaces of its own: sessions (the sessions topic's state machine, above),
+// transport (the TCP/TLS/WebSocket/PROXY layer stack;
 // which listener accepted a connection; SO_REUSEPORT kept exclusive), topictree (the tree of topic levels under
 // both indexes), retained (the retained-message index), topicalias (a connection's outbound topic aliases),
 // share (shared subscriptions' groups and their Kafka consumer or share groups), auth (identities, roles, topic

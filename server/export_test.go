@@ -21,4 +21,4 @@ func SetWillHook(s *Server, fn func() bool) { s.willHook.Store(&fn) }
 
 // SetClaimHook makes fn run when Kafka holds the pending will of a claim this server writes, before the claim
 // itself is written; fn returns true if it killed the server there (the claim is then not written).
-func SetClaimHook(s *Server, fn func() bool) { s.claimHook.Store(&fn) }
+func SetClaimHook(s *Server, fn func() bool) { s.store.ClaimHook.Store(&fn) }

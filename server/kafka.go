@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/ferrymq/ferry/kafkamux"
+	"github.com/ferrymq/ferry/server/sessions"
 )
 
 // Kafka is everything the server asks of Kafka apart from publishing MQTT messages, which goes through the
@@ -39,15 +40,10 @@ type Reader interface {
 	ReadUpTo(ctx context.Context, topic string) error
 }
 
-// SessionWriter writes the sessions topic's records (store.go, consistency.go, qos2.go).
+// SessionWriter writes the sessions topic's records: sessions.Writer (server/sessions writes them all but the
+// QoS 2 ids of qos2.go), and whether a message and its session record can be committed as one (QoS 2).
 type SessionWriter interface {
-	// PutSession writes one record (value nil = tombstone), partitioned by the client id part of key. It never
-	// blocks; done runs on a Kafka callback goroutine.
-	PutSession(key string, value []byte, done func(error))
-	// PutSessionTombstone writes a tombstone carrying epoch, the connection it ends, in a record header. It
-	// never blocks; done runs on a Kafka callback goroutine.
-	PutSessionTombstone(key string, epoch int64, done func(error))
-	// Transactional reports whether a message and its session record can be committed as one (QoS 2).
+	sessions.Writer
 	Transactional() bool
 }
 

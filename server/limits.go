@@ -84,9 +84,6 @@ func (c *cfg) validateLimits() error {
 	return c.validateRedirect()
 }
 
-// mix64 is ratelimit.Mix64, by the name redirect.go's rendezvous hash calls it.
-func mix64(z uint64) uint64 { return ratelimit.Mix64(z) }
-
 // connectRateOK applies --max-connection-rate to c's CONNECT. Runs on c's loop.
 func (c *conn) connectRateOK() bool {
 	t := c.l.srv.connRate

@@ -348,6 +348,6 @@ func (srv *Server) State() State {
 	srv.regMu.Lock()
 	local := len(srv.sessions)
 	srv.regMu.Unlock()
-	return State{SessionsLocal: local, SessionsKnown: srv.store.count(), Subscriptions: srv.trie.size(),
+	return State{SessionsLocal: local, SessionsKnown: srv.store.Count(), Subscriptions: srv.trie.size(),
 		Retained: srv.RetainedCount()}
 }

@@ -6,24 +6,26 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferrymq/ferry/internal/sessionkey"
 	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/sessions"
 )
 
 // persisted is the Kafka-side bookkeeping of a session that outlives its connection. Guarded by session.mu.
 type persisted struct {
-	epoch   int64                // owner epoch of the current connection (unix nanoseconds of its CONNECT)
-	from    map[tp]int64         // while resuming: the replay's position per topic-partition; otherwise nil
-	resend  map[resendKey]outRec // while resuming: the stored state's messages in flight (read-only); otherwise nil
-	saved   time.Time            // last delivery record written
-	resumed chan struct{}        // closed when a resume has caught up (tests, drain)
+	epoch   int64                         // owner epoch of the current connection (unix nanoseconds of its CONNECT)
+	from    map[tp]int64                  // while resuming: the replay's position per topic-partition; otherwise nil
+	resend  map[resendKey]sessions.OutRec // while resuming: the stored state's messages in flight (read-only); otherwise nil
+	saved   time.Time                     // last delivery record written
+	resumed chan struct{}                 // closed when a resume has caught up (tests, drain)
 }
 
 // sessionRecord builds the "s:" value of a session. s.mu is held.
-func (s *session) sessionRecord() *sessionRec {
-	r := &sessionRec{V: recVersion, Expiry: s.expiry, Subs: make([]subRec, 0, len(s.subs))}
+func (s *session) sessionRecord() *sessions.SessionRec {
+	r := &sessions.SessionRec{V: sessionkey.Version, Expiry: s.expiry, Subs: make([]sessions.SubRec, 0, len(s.subs))}
 	for f, o := range s.subs {
-		r.Subs = append(r.Subs, subRec{F: f, Q: o.qos, NL: o.noLocal, RAP: o.retainAsPub, RH: o.retainHandling, ID: o.subID})
+		r.Subs = append(r.Subs, sessions.SubRec{F: f, Q: o.qos, NL: o.noLocal, RAP: o.retainAsPub, RH: o.retainHandling, ID: o.subID})
 	}
 	return r
 }
@@ -38,7 +40,7 @@ type resendKey struct {
 // deliveryRecord computes where the session stands in the messages topic and the routed topics: for every
 // topic-partition, the first offset not yet completed for it. Records before it are acknowledged (or were not
 // for this session). The caller holds srv.matchMu, then s.mu.
-func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
+func (srv *Server) deliveryRecord(s *session, complete bool) *sessions.DeliveryRec {
 	offs := make(map[tp]int64, len(srv.readPos))
 	base := srv.readPos
 	if s.ps != nil && s.ps.from != nil {
@@ -55,14 +57,14 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 			offs[p] = o
 		}
 	}
-	r := &deliveryRec{V: recVersion, Complete: complete, Saved: time.Now().UnixNano()}
+	r := &sessions.DeliveryRec{V: sessionkey.Version, Complete: complete, Saved: time.Now().UnixNano()}
 	for i := 0; i < s.queue.len(); i++ {
 		d := s.queue.at(i)
 		if d.share == nil { // a shared subscription's messages are its Kafka group's to re-deliver (share.go)
 			lower(tp{d.topic, d.part}, d.off)
 		}
 		if d.resendID != 0 { // replayed, not yet re-sent: its packet id stays the client's
-			r.Out = append(r.Out, outRec{ID: d.resendID, Released: d.released, T: srv.routedName(d.topic), P: d.part, O: d.off})
+			r.Out = append(r.Out, sessions.OutRec{ID: d.resendID, Released: d.released, T: srv.routedName(d.topic), P: d.part, O: d.off})
 		}
 	}
 	if s.ps != nil {
@@ -82,7 +84,7 @@ func (srv *Server) deliveryRecord(s *session, complete bool) *deliveryRec {
 			}
 			lower(tp{f.d.topic, f.d.part}, f.d.off)
 			if f.d.off >= 0 {
-				r.Out = append(r.Out, outRec{ID: f.id, Released: f.state == outReleased, T: srv.routedName(f.d.topic), P: f.d.part, O: f.d.off})
+				r.Out = append(r.Out, sessions.OutRec{ID: f.id, Released: f.state == outReleased, T: srv.routedName(f.d.topic), P: f.d.part, O: f.d.off})
 			}
 		})
 	}
@@ -140,7 +142,7 @@ func (srv *Server) saveDeliveryThen(s *session, complete bool, handoffEpoch int6
 			}
 		}
 	}
-	srv.store.putThen(kindDelivery, s.id, r, done)
+	srv.store.PutThen(sessionkey.Delivery, s.id, r, done)
 }
 
 // startHeldSave writes a delivery record for the session's held QoS 2 steps, unless one is on its way already
@@ -224,7 +226,7 @@ func (srv *Server) saveSession(s *session, done func(error)) bool {
 		j.left.Store(2)
 		both = j.part
 	}
-	srv.store.putThen(kindSession, s.id, r, both)
+	srv.store.PutThen(sessionkey.Session, s.id, r, both)
 	// Where the session stands goes with it, and an acknowledgement waits for both: a session whose instance
 	// dies right after its SUBACK resumes from here, with the messages published meanwhile, not from wherever
 	// the reader is when it comes back (a subscription without a position replays nothing). saveDelivery takes
@@ -260,7 +262,7 @@ func (j *joinedDone) part(err error) {
 // ownerChanged runs on the reader goroutine when an "o:" record says a client connected somewhere. If this
 // instance holds an older connection of that client, it hands the session over: the connection is told
 // 0x8E and closed, and the final delivery state is written for the new owner's epoch.
-func (srv *Server) ownerChanged(id string, o *ownerRec) {
+func (srv *Server) ownerChanged(id string, o *sessions.OwnerRec) {
 	srv.regMu.Lock()
 	sess := srv.sessions[id]
 	srv.regMu.Unlock()
@@ -269,11 +271,11 @@ func (srv *Server) ownerChanged(id string, o *ownerRec) {
 	}
 	sess.mu.Lock()
 	c := sess.c
-	mine := sess.ps != nil && sess.ps.epoch == o.Epoch && o.Instance == srv.store.instance
+	mine := sess.ps != nil && sess.ps.epoch == o.Epoch && o.Instance == srv.store.Instance
 	// An unrecorded connection (alone.go) is older in the log than any record read after it was registered.
 	older := c != nil && (c.epoch < o.Epoch || c.unrecorded)
 	sess.mu.Unlock()
-	if mine || o.Instance == srv.store.instance || !older {
+	if mine || o.Instance == srv.store.Instance || !older {
 		return
 	}
 	srv.metrics.takeovers.Add(1)
@@ -294,27 +296,27 @@ func (srv *Server) handOver(sess *session, c *conn, newEpoch int64) {
 
 // restore rebuilds a session from the sessions topic: subscriptions into the trie, packet-id state, and the
 // offsets its resume starts from. s.mu is not held; s is not yet visible to the reader.
-func (srv *Server) restore(s *session, st *stored) (from map[tp]int64, resend map[resendKey]outRec) {
-	if st.sess != nil {
-		s.subs = make(map[string]subOpts, len(st.sess.Subs))
-		for _, r := range st.sess.Subs {
+func (srv *Server) restore(s *session, st *sessions.Stored) (from map[tp]int64, resend map[resendKey]sessions.OutRec) {
+	if st.Sess != nil {
+		s.subs = make(map[string]subOpts, len(st.Sess.Subs))
+		for _, r := range st.Sess.Subs {
 			o := subOpts{qos: r.Q, noLocal: r.NL, retainAsPub: r.RAP, retainHandling: r.RH, subID: r.ID}
 			s.subs[r.F] = o
 		}
 	}
-	if len(st.q2) > 0 {
+	if len(st.Q2) > 0 {
 		fl := s.flights()
-		fl.qos2In = make(map[uint16]struct{}, len(st.q2))
-		for pid := range st.q2 {
+		fl.qos2In = make(map[uint16]struct{}, len(st.Q2))
+		for pid := range st.Q2 {
 			fl.qos2In[pid] = struct{}{}
 		}
 	}
-	if st.deliv != nil {
-		from = srv.offsetsFromJSON(st.deliv.Offsets)
-		if len(st.deliv.Out) > 0 {
-			resend = make(map[resendKey]outRec, len(st.deliv.Out))
+	if st.Deliv != nil {
+		from = srv.offsetsFromJSON(st.Deliv.Offsets)
+		if len(st.Deliv.Out) > 0 {
+			resend = make(map[resendKey]sessions.OutRec, len(st.Deliv.Out))
 			fl := s.flights()
-			for _, o := range st.deliv.Out {
+			for _, o := range st.Deliv.Out {
 				t, ok := srv.topicIndex(o.T)
 				if !ok {
 					continue // a routed topic this instance does not follow (yet): its message is not re-sent
@@ -330,7 +332,7 @@ func (srv *Server) restore(s *session, st *stored) (from map[tp]int64, resend ma
 // startResume begins replaying a restored session from its stored offsets. The subscriptions are in the
 // trie already, with s.resuming set, so live records skip the session until the replay has caught up with
 // the shared reader; then, under matchMu, it switches to live delivery with no gap and no overlap.
-func (srv *Server) startResume(s *session, from map[tp]int64, resend map[resendKey]outRec) {
+func (srv *Server) startResume(s *session, from map[tp]int64, resend map[resendKey]sessions.OutRec) {
 	done := make(chan struct{})
 	s.mu.Lock()
 	s.ps.from = from
@@ -349,7 +351,7 @@ func (srv *Server) startResume(s *session, from map[tp]int64, resend map[resendK
 // discovered since, so absent from from) is replayed from where the reader began it (topicBegin): live records
 // skip the session while it resumes, so the replay must cover them. The switch to live delivery happens under
 // matchMu, when no record can be between the replay's position and the reader's in any topic-partition.
-func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]outRec, done chan struct{}) {
+func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]sessions.OutRec, done chan struct{}) {
 	defer close(done)
 	ctx := context.Background()
 	start := time.Now()
@@ -424,7 +426,7 @@ func (srv *Server) resume(s *session, from map[tp]int64, resend map[resendKey]ou
 			if p.t == 0 {
 				err = srv.kafka.ReadRange(ctx, srv.kafka.MessagesTopic(), p.p, f, to, fn) // the messages topic: from the recent-records cache when it can
 			} else {
-				err = srv.kafka.ReadRange(ctx, srv.rt.name(p.t), p.p, f, to, fn) // routed topics: Kafka fetches
+				err = srv.kafka.ReadRange(ctx, srv.rt.topics.Name(p.t), p.p, f, to, fn) // routed topics: Kafka fetches
 			}
 			if err == errSessionGone {
 				return
@@ -450,10 +452,10 @@ var errSessionGone = refuse(0, mqttcodec.UnspecifiedError, "session ended during
 // is full, and moves the replay's position past it: what a save writes from then on (deliveryRecord) covers
 // the record through the queue and the flights, so a resume cut short continues from there. It reports
 // false when the session is gone.
-func (srv *Server) replayOne(s *session, p tp, off int64, m *kafkamux.Message, resend map[resendKey]outRec) bool {
+func (srv *Server) replayOne(s *session, p tp, off int64, m *kafkamux.Message, resend map[resendKey]sessions.OutRec) bool {
 	s.mu.Lock()
 	d, ok := s.matchLocked(m)
-	if ok && srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.name(p.t)) {
+	if ok && srv.rt != nil && !srv.rt.tbl.RoutesTo(m.Topic, srv.rt.topics.Name(p.t)) {
 		ok = false // misrouted: not delivered live either (deliverRecord)
 	}
 	if !ok {
@@ -463,7 +465,7 @@ func (srv *Server) replayOne(s *session, p tp, off int64, m *kafkamux.Message, r
 	}
 	s.mu.Unlock()
 	if srv.cfg.payload != nil {
-		d.msg = srv.deliverAsJSONWait(m) // contract.go; as deliverRecord does for live records
+		d.msg = srv.held.JSONWait(m) // payload.Held; as deliverRecord does for live records
 	}
 	d.topic, d.part, d.off = p.t, p.p, off
 	if o, was := resend[resendKey{p.t, p.p, off}]; was {

@@ -44,9 +44,9 @@ func (c *conn) tryPublish(r *pubReq) error {
 // the message's transaction did not carry it.
 func (c *conn) qos2Stored(r *pubReq) {
 	srv := c.l.srv
-	srv.store.setQoS2(c.sess.id, r.id, true)
+	srv.store.SetQoS2(c.sess.id, r.id, true)
 	if !r.q2Txn {
-		srv.store.write(sessionkey.QoS2Key(c.sess.id, r.id), sessionkey.QoS2Value(time.Now()))
+		srv.store.Write(sessionkey.QoS2Key(c.sess.id, r.id), sessionkey.QoS2Value(time.Now()))
 	}
 }
 
@@ -55,7 +55,7 @@ func (c *conn) qos2Stored(r *pubReq) {
 // closed without PUBCOMP: the client sends PUBREL again when it reconnects.
 func (c *conn) qos2Released(pid uint16) {
 	srv, sess, l := c.l.srv, c.sess, c.l
-	srv.store.setQoS2(sess.id, pid, false)
+	srv.store.SetQoS2(sess.id, pid, false)
 	srv.kafka.PutSession(sessionkey.QoS2Key(sess.id, pid), nil, func(err error) {
 		if err != nil {
 			srv.metrics.kafkaErrors.Add(1)
@@ -87,68 +87,4 @@ func (c *conn) pubcompStored(sess *session, pid uint16, err error) {
 	}
 	c.writeAck(mqttcodec.PUBCOMP, pid, mqttcodec.Success, "")
 	c.flushOut()
-}
-
-// setQoS2 records in the index that a client's inbound QoS 2 id is (or no longer is) waiting for PUBREL,
-// before the reader reads the record back. The set is replaced, never changed in place: lookups hand out
-// copies of stored that share it.
-func (st *store) setQoS2(id string, pid uint16, on bool) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	c := st.clients[id]
-	if c == nil {
-		if !on {
-			return
-		}
-		c = &stored{}
-		st.clients[id] = c
-	}
-	c.q2 = withQoS2(c.q2, pid, on)
-}
-
-// withQoS2 returns a copy of set with pid added or removed; nil when empty.
-func withQoS2(set map[uint16]struct{}, pid uint16, on bool) map[uint16]struct{} {
-	if _, ok := set[pid]; ok == on {
-		return set
-	}
-	return withEntry(set, pid, struct{}{}, on)
-}
-
-// withEntry returns a copy of m with k set to v (on) or removed; nil when empty. The index's maps are shared
-// by the copies lookup hands out, so they are replaced, never changed in place.
-func withEntry[K comparable, V any](m map[K]V, k K, v V, on bool) map[K]V {
-	out := make(map[K]V, len(m)+1)
-	for key, val := range m {
-		out[key] = val
-	}
-	if on {
-		out[k] = v
-	} else {
-		delete(out, k)
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
-}
-
-// qos2Rec is the value of a "q:" key (written by sessionkey.QoS2Value); only its version is read.
-type qos2Rec struct {
-	V int `json:"v"`
-}
-
-// onQoS2Record applies a "q:" record read from the sessions topic. Runs on the reader goroutine.
-func (st *store) onQoS2Record(key string, value []byte, part int32) {
-	id, pid, ok := sessionkey.ParseQoS2(key[2:])
-	if !ok {
-		st.srv.warn("skipping sessions record with an unknown key", "key", key)
-		return
-	}
-	if value != nil {
-		if _, err := decodeRec[qos2Rec](value); err != nil {
-			st.srv.warn("skipping sessions record that cannot be read", "key", key, "err", err)
-			return
-		}
-	}
-	st.update(id, part, value != nil, func(c *stored) { c.q2 = withQoS2(c.q2, pid, value != nil) })
 }

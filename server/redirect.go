@@ -7,7 +7,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ferrymq/ferry/internal/sessionkey"
 	"github.com/ferrymq/ferry/mqttcodec"
+	"github.com/ferrymq/ferry/server/ratelimit"
+	"github.com/ferrymq/ferry/server/sessions"
 )
 
 // Redirect shards clients over the live instances. With --redirect-by, each client has one owning instance:
@@ -81,43 +84,8 @@ func (c *cfg) validateRedirect() error {
 	return nil
 }
 
-// heartbeatRec is the value of an "i:" key.
-type heartbeatRec struct {
-	V        int    `json:"v"`
-	At       int64  `json:"at"`                 // unix milliseconds of the write
-	Addr     string `json:"addr,omitempty"`     // advertised MQTT address (--advertise)
-	Draining bool   `json:"draining,omitempty"` // a drain has begun: send no clients here
-	Run      string `json:"run,omitempty"`      // random per process start (store.incarnation)
-}
-
-func (srv *Server) heartbeat() *heartbeatRec {
-	return &heartbeatRec{V: recVersion, At: time.Now().UnixMilli(), Addr: srv.cfg.advertise, Draining: srv.draining.Load(), Run: srv.store.incarnation}
-}
-
-// peer is an instance as its heartbeats describe it.
-type peer struct {
-	addr     string
-	draining bool
-	seen     time.Time // when its last heartbeat was read (this instance's clock)
-	since    time.Time // when its current run of heartbeats began
-}
-
-// notePeer records a heartbeat read from the sessions topic (hb nil: a tombstone, the instance stopped).
-// st.mu is held by the caller.
-func (st *store) notePeer(id string, hb *heartbeatRec, now time.Time) {
-	if hb == nil {
-		delete(st.peers, id)
-		return
-	}
-	if st.peers == nil {
-		st.peers = make(map[string]*peer)
-	}
-	p := st.peers[id]
-	if p == nil || now.Sub(p.seen) >= st.srv.cfg.deadAfter {
-		p = &peer{since: now}
-		st.peers[id] = p
-	}
-	p.addr, p.draining, p.seen = hb.Addr, hb.Draining, now
+func (srv *Server) heartbeat() *sessions.HeartbeatRec {
+	return &sessions.HeartbeatRec{V: sessionkey.Version, At: time.Now().UnixMilli(), Addr: srv.cfg.advertise, Draining: srv.draining.Load(), Run: srv.store.Incarnation}
 }
 
 // fnv64 is FNV-1a: the same on every instance and every build, which rendezvous hashing needs (maphash is
@@ -133,7 +101,7 @@ func fnv64(s string) uint64 {
 
 // rendezvous is the weight of the instance advertised at addr for a key hashed to kh: the key belongs to the
 // live instance of highest weight.
-func rendezvous(kh uint64, addr string) uint64 { return mix64(kh ^ fnv64(addr)) }
+func rendezvous(kh uint64, addr string) uint64 { return ratelimit.Mix64(kh ^ fnv64(addr)) }
 
 // shardOwner returns the advertised address of the live instance that owns key, whether that instance is
 // stable (live for a whole death window), and whether it is this instance. With others, this instance is not
@@ -152,16 +120,13 @@ func (srv *Server) shardOwner(key string, others bool) (addr string, stable, sel
 	if !others && !srv.draining.Load() {
 		consider(srv.cfg.advertise, true, true)
 	}
-	st := srv.store
-	st.mu.Lock()
-	for id, p := range st.peers {
-		if id == st.instance || p.addr == "" || p.draining || now.Sub(p.seen) >= srv.cfg.deadAfter ||
-			p.addr == srv.cfg.advertise { // this instance under an earlier id, or a misconfigured twin
-			continue
+	srv.store.Peers(func(id string, p sessions.Peer) {
+		if id == srv.store.Instance || p.Addr == "" || p.Draining || now.Sub(p.Seen) >= srv.cfg.deadAfter ||
+			p.Addr == srv.cfg.advertise { // this instance under an earlier id, or a misconfigured twin
+			return
 		}
-		consider(p.addr, now.Sub(p.since) >= srv.cfg.deadAfter, false)
-	}
-	st.mu.Unlock()
+		consider(p.Addr, now.Sub(p.Since) >= srv.cfg.deadAfter, false)
+	})
 	return addr, stable, self
 }
 
@@ -258,17 +223,13 @@ func (srv *Server) announceDraining(ctx context.Context) {
 	if srv.cfg.redirectBy == "" {
 		return
 	}
-	srv.store.put(kindInstance, srv.store.instance, srv.heartbeat())
+	srv.store.Put(sessionkey.Instance, srv.store.Instance, srv.heartbeat())
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		srv.store.mu.Lock()
-		p := srv.store.peers[srv.store.instance]
-		done := p != nil && p.draining
-		srv.store.mu.Unlock()
-		if done {
+		if p, ok := srv.store.PeerOf(srv.store.Instance); ok && p.Draining {
 			return
 		}
 		select {

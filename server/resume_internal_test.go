@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/kafkamux"
+	"github.com/ferrymq/ferry/server/sessions"
 )
 
 // A session resumed from a stored state ahead of this instance's shared reader — handed over by an instance
@@ -26,8 +27,8 @@ func TestResumeAheadOfTheReaderWaitsForIt(t *testing.T) {
 	s := &session{id: "ahead", subs: map[string]subOpts{"t/#": {qos: 2}}, resuming: true,
 		ps: &persisted{from: map[tp]int64{k: 5}}}
 	srv.trie.add("t/#", s, subOpts{qos: 2})
-	from := map[tp]int64{k: 5}                                     // offsets before 5 completed
-	resend := map[resendKey]outRec{{0, 1, 5}: {ID: 9, P: 1, O: 5}} // 5 in flight as packet id 9
+	from := map[tp]int64{k: 5}                                              // offsets before 5 completed
+	resend := map[resendKey]sessions.OutRec{{0, 1, 5}: {ID: 9, P: 1, O: 5}} // 5 in flight as packet id 9
 	done := make(chan struct{})
 	go srv.resume(s, from, resend, done)
 

@@ -72,15 +72,12 @@ func newRouting(srv *Server, c *cfg, kafka Kafka) (*routing, error) {
 	return &routing{tbl: tbl, topics: topics}, nil
 }
 
-// name returns the Kafka topic of index t.
-func (rt *routing) name(t uint16) string { return rt.topics.Name(t) }
-
 // routedName returns the Kafka topic of index t ("" for the messages topic, as the sessions topic stores it).
 func (srv *Server) routedName(t uint16) string {
 	if t == 0 || srv.rt == nil {
 		return ""
 	}
-	return srv.rt.name(t)
+	return srv.rt.topics.Name(t)
 }
 
 // topicIndex returns the index of a routed topic this instance follows.

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
-
 	"github.com/ferrymq/ferry/internal/procs"
 	"github.com/ferrymq/ferry/internal/throttle"
 	"github.com/ferrymq/ferry/kafkamux"
@@ -19,8 +17,10 @@ import (
 	"github.com/ferrymq/ferry/server/payload"
 	"github.com/ferrymq/ferry/server/ratelimit"
 	"github.com/ferrymq/ferry/server/route"
+	"github.com/ferrymq/ferry/server/sessions"
 	"github.com/ferrymq/ferry/server/share"
 	"github.com/ferrymq/ferry/server/transport"
+	"github.com/panjf2000/gnet/v2"
 )
 
 // Server is one Ferry instance's MQTT side.
@@ -65,9 +65,9 @@ type Server struct {
 	shares *share.Registry // shared subscriptions (share.go, server/share)
 	pw     auth.CheckPool  // password checks off the event loops (authz_password.go)
 
-	store     *store                      // the sessions topic
+	store     *sessions.Store             // the sessions topic (server/sessions; its host: store.go)
+	lone      lone                        // whether no other instance is alive: unrecorded connections (alone.go)
 	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
-	claimHook atomic.Pointer[func() bool] // tests: runs between a pending will and its claim; true = killed there
 	connRate  *ratelimit.ConnTable        // --max-connection-rate; nil = off (limits.go, server/ratelimit)
 	draining  atomic.Bool
 	stopSaver context.CancelFunc
@@ -128,7 +128,7 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 	srv.warnLim.Window = 10 * time.Second
 	srv.events.Window, srv.events.Burst = time.Second, eventBurst
 	srv.metrics.initListeners(srv.cfg.listeners)
-	srv.store = newStore(srv)
+	srv.store = sessions.NewStore(srv.cfg.instanceID, srv.cfg.deadAfter, kafka, storeHost{srv})
 	if len(srv.cfg.routes) > 0 {
 		rt, err := newRouting(srv, &srv.cfg, kafka)
 		if err != nil {
@@ -156,7 +156,7 @@ func (srv *Server) Start() error {
 		{Topic: srv.cfg.messagesTopic, Handler: srv.onRecord, Started: srv.initReadPos},
 		srv.retainedFollow(),
 		{Topic: srv.kafka.SessionsTopic(), Start: kafkamux.FromStart,
-			Raw:      srv.store.onRaw,
+			Raw:      srv.store.OnRaw,
 			CaughtUp: func() { close(sessionsLoaded) }},
 	}
 	var routed []route.Topic
@@ -178,15 +178,13 @@ func (srv *Server) Start() error {
 	t0 := time.Now()
 	select {
 	case <-sessionsLoaded:
-		srv.cfg.log.Info("sessions loaded from Kafka", "sessions", srv.store.count(), "took", time.Since(t0))
+		srv.cfg.log.Info("sessions loaded from Kafka", "sessions", srv.store.Count(), "took", time.Since(t0))
 	case <-time.After(srv.cfg.loadTimeout):
 		return fmt.Errorf("cannot load sessions from Kafka topic %s within %v", srv.kafka.SessionsTopic(), srv.cfg.loadTimeout)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv.stopSaver, srv.runCtx = cancel, ctx // before ready: a will due at once reads runCtx
-	srv.store.mu.Lock()
-	srv.store.ready = true // from now on, end records decide wills (see wills.go)
-	srv.store.mu.Unlock()
+	srv.store.SetReady()                    // from now on, end records decide wills (see wills.go)
 	srv.recoverOwnConnections(time.Now())
 	go srv.saver(ctx, srv.cfg.saveEvery)
 	go srv.heartbeats(ctx)
@@ -310,7 +308,7 @@ func (srv *Server) loopOf(el gnet.EventLoop) *loop {
 func (srv *Server) sendWillWith(m *kafkamux.Message, done string) {
 	tomb := func() {
 		if done != "" {
-			srv.store.write(done, nil)
+			srv.store.Write(done, nil)
 		}
 	}
 	var rt offload.Route

@@ -203,13 +203,13 @@ func (h shareHost) TopicName(t uint16) string {
 	if t == 0 {
 		return h.srv.kafka.MessagesTopic()
 	}
-	return h.srv.rt.name(t)
+	return h.srv.rt.topics.Name(t)
 }
 
 // RoutesTo reports whether a message of MQTT topic mqttTopic belongs in Kafka topic t: as the shared reader
 // (deliverRecord), a record that does not is skipped (the shared reader counts it).
 func (h shareHost) RoutesTo(mqttTopic string, t uint16) bool {
-	return h.srv.rt == nil || h.srv.rt.tbl.RoutesTo(mqttTopic, h.srv.rt.name(t))
+	return h.srv.rt == nil || h.srv.rt.tbl.RoutesTo(mqttTopic, h.srv.rt.topics.Name(t))
 }
 
 // Topics returns the routed Kafka topics this instance follows that a shared subscription to filter reads

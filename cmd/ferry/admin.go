@@ -20,8 +20,8 @@ import (
 //
 // Each request runs on its own net/http goroutine and reads atomics and briefly-held locks: it never waits for
 // an event loop or for Kafka.
-func adminHandler(srv *server.Server, off *offload.Offload, mux *kafkamux.Mux, pprofOn bool) http.Handler {
-	in := instance{srv: srv, off: off, mux: mux}
+func adminHandler(srv *server.Server, off *offload.Offload, mux *kafkamux.Mux, gc *gcTuner, pprofOn bool) http.Handler {
+	in := instance{srv: srv, off: off, mux: mux, gc: gc}
 	h := http.NewServeMux()
 	if pprofOn {
 		h.HandleFunc("/debug/pprof/", pprof.Index)

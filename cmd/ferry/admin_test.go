@@ -60,7 +60,7 @@ func TestAdminEndToEnd(t *testing.T) {
 		defer cancel()
 		_ = srv.Stop(ctx)
 	}()
-	hs := httptest.NewServer(adminHandler(srv, off, mux, false))
+	hs := httptest.NewServer(adminHandler(srv, off, mux, nil, false))
 	defer hs.Close()
 
 	waitReady(t, hs.URL, 200, "")

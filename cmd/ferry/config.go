@@ -71,6 +71,7 @@ type config struct {
 	kafkaTxnID        string
 	instanceID        string
 	recentCacheBytes  int
+	memoryLimit       int64 // --memory-limit (memlimit.go)
 	proxyTrusted      listFlag
 	route             listFlag // route rules, in order (server/route)
 	routeUnrouted     string
@@ -181,6 +182,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	addEdgeFlags(fs, &c.edge)
 	addTLSFlags(fs, &c.tls)
 	addEmbeddedFlags(fs, &c.embedded)
+	addMemoryLimitFlag(fs, &c.memoryLimit)
 	addPayloadFlags(fs, &c.payload)
 	return fs
 }
@@ -382,6 +384,9 @@ func (c *config) validate() error {
 		return err
 	}
 	if err := c.embedded.validate(c.partitions); err != nil {
+		return err
+	}
+	if err := validMemoryLimit(c.memoryLimit); err != nil {
 		return err
 	}
 	if err := c.payload.validate(); err != nil {

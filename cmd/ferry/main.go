@@ -217,7 +217,7 @@ func run(cfg *config) error {
 	raiseFileLimit(log)
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	defer stopGC()
-	tuneGC(gcCtx, log) // gctune.go
+	gc := tuneGC(gcCtx, log) // gctune.go
 	kopts := []kafkamux.Opt{
 		kafkamux.Topics(cfg.topicMessages, cfg.topicRetained, cfg.topicSessions),
 		kafkamux.Partitions(int32(cfg.partitions)),
@@ -242,6 +242,14 @@ func run(cfg *config) error {
 		return err
 	}
 	defer mux.Close()
+	// The memory limit is set once the data dir is loaded: the load's transient peak (docs/operations.md,
+	// "Restart") is not the running process's.
+	ml := planMemoryLimit(cfg, loops, os.LookupEnv)
+	if ml.source == "derived" {
+		ml.others = othersIndexMemory(mux)
+	}
+	gc.limitMemory(ml)
+	logMemoryLimit(log, ml)
 	off, err := offload.New(mux, loops, offload.LaneBytes(cfg.laneBytes), offload.LaneRecords(cfg.laneRecords),
 		offload.LaneDelay(cfg.laneDelay), offload.LaneQoS0Delay(cfg.laneQoS0Delay))
 	if err != nil {
@@ -265,7 +273,7 @@ func run(cfg *config) error {
 		if err != nil {
 			return fmt.Errorf("cannot listen for admin HTTP on %s: %w", cfg.admin, err)
 		}
-		adminSrv = &http.Server{Handler: adminHandler(srv, off, mux, cfg.pprof), ReadHeaderTimeout: 5 * time.Second}
+		adminSrv = &http.Server{Handler: adminHandler(srv, off, mux, gc, cfg.pprof), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = adminSrv.Serve(ln) }()
 		log.Info("admin HTTP listening", "addr", ln.Addr().String())
 	}

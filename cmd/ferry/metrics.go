@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ type instance struct {
 	srv *server.Server
 	off *offload.Offload
 	mux *kafkamux.Mux
+	gc  *gcTuner // nil in tests without the binary's tuner
 }
 
 // ready reports whether the instance should get new clients: not draining, retained messages loaded, and
@@ -247,12 +249,27 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	// Process.
 	p.family("go_goroutines", "gauge", "Goroutines that currently exist.")
 	p.i("go_goroutines", int64(runtime.NumGoroutine()))
-	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/limiter/last-enabled:gc-cycle"}}
 	metrics.Read(sample)
 	p.family("go_memory_mapped_bytes", "gauge", "Memory mapped by the Go runtime (runtime/metrics /memory/classes/total:bytes).")
 	p.u("go_memory_mapped_bytes", sampleUint(sample[0]))
 	p.family("go_heap_objects_bytes", "gauge", "Bytes of live and not yet swept heap objects.")
 	p.u("go_heap_objects_bytes", sampleUint(sample[1]))
+	p.family("go_heap_live_bytes", "gauge", "Bytes of heap objects marked live by the last garbage collection.")
+	p.u("go_heap_live_bytes", sampleUint(sample[2]))
+	p.family("go_gc_cycles_total", "counter", "Garbage collections completed.")
+	p.u("go_gc_cycles_total", sampleUint(sample[3]))
+	p.family("go_gc_limiter_last_enabled_cycle", "gauge", "The last garbage collection during which the runtime capped the collector's CPU (about half) because the memory limit made it run back to back; 0 = never.")
+	p.u("go_gc_limiter_last_enabled_cycle", sampleUint(sample[4]))
+	p.family("ferry_memory_limit_bytes", "gauge", "Soft memory limit of the process (Go's memory limit; 0 = none): --memory-limit, GOMEMLIMIT, or derived from the retention bounds and byte budgets in standalone mode.")
+	p.i("ferry_memory_limit_bytes", limitInForce(debug.SetMemoryLimit))
+	if in.gc != nil {
+		if ml := in.gc.plan.Load(); ml != nil {
+			p.family("ferry_memory_limit_info", "gauge", "Always 1; source names where the memory limit comes from: flag, GOMEMLIMIT, derived or none.")
+			p.u("ferry_memory_limit_info", 1, "source", ml.source)
+		}
+	}
 	if rss, ok := residentBytes(); ok {
 		p.family("process_resident_memory_bytes", "gauge", "Resident set size of the process.")
 		p.u("process_resident_memory_bytes", rss)

@@ -144,23 +144,7 @@ func TestObservabilityKit(t *testing.T) {
 // of a TYPE line, with _bucket, _sum and _count for histograms.
 func runningFamilies(t *testing.T) map[string]bool {
 	t.Helper()
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
-	mqttAddr, admin := free(), free()
-	dir := t.TempDir()
-	cmd := exec.Command(binary, "--mqtt", "tcp://"+mqttAddr, "--admin", admin, "--embedded-kafka-addr", "127.0.0.1:0",
-		"--data-dir", filepath.Join(dir, "data"), "--embedded-clean-interval", "1s", "--log-level", "error")
-	cmd.Dir = dir
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer stopProcess(cmd)
+	admin := startStandalone(t, nil, "--embedded-clean-interval", "1s")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		families := map[string]bool{}
@@ -187,4 +171,29 @@ func runningFamilies(t *testing.T) map[string]bool {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startStandalone starts the binary with its embedded Kafka in a temporary data dir, an admin address, the
+// flags args and the variables env added to the environment, and returns the admin address. The process is
+// stopped when the test ends.
+func startStandalone(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	mqttAddr, admin, dir := free(), free(), t.TempDir()
+	cmd := exec.Command(binary, append([]string{"--mqtt", "tcp://" + mqttAddr, "--admin", admin, "--embedded-kafka-addr", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "data"), "--log-level", "error"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopProcess(cmd) })
+	return admin
 }

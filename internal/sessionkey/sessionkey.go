@@ -1,6 +1,6 @@
 // Package sessionkey is the one definition of the sessions topic's record keys, and of the value of the
 // records whose value the key says all of ("q:"), for the server that writes and reads them and for kafkamux,
-// which partitions them by client id. The JSON values of the other kinds are the server's (server/store.go);
+// which partitions them by client id. The JSON values of the other kinds are server/sessions's (records.go);
 // docs/sessions.md documents them all for Kafka users.
 //
 // A key is "<kind>:<id>": a one-letter kind, a colon, and the client id (the instance id for "i:"). An inbound

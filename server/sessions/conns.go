@@ -1,4 +1,4 @@
-package server
+package sessions
 
 import "github.com/ferrymq/ferry/internal/sessionkey"
 
@@ -20,37 +20,31 @@ import "github.com/ferrymq/ferry/internal/sessionkey"
 // connection's hand-over (or its end) as for a known holder. Sessions that end with their connection keep no
 // state to hand over and write none.
 
-// connRec is the value of a "c:" key.
-type connRec struct {
-	V        int    `json:"v"`
-	Instance string `json:"instance"`
-}
-
 // onConnRecord applies a "c:" record read from the sessions topic. Runs on the reader goroutine.
-func (st *store) onConnRecord(key string, value []byte, part int32) {
+func (st *Store) onConnRecord(key string, value []byte, part int32) {
 	id, epoch, ok := sessionkey.ParsePending(key[2:])
 	if !ok {
-		st.srv.warn("skipping sessions record with an unknown key", "key", key)
+		st.host.Warn("skipping sessions record with an unknown key", "key", key)
 		return
 	}
 	st.mu.Lock()
 	c := st.clients[id]
 	if c == nil && value != nil {
-		c = &stored{}
+		c = &Stored{}
 		st.clients[id] = c
 	}
 	if c != nil {
-		c.part = part
-		c.conns = withEntry(c.conns, epoch, struct{}{}, value != nil)
-		if value == nil && epoch > c.connEnded {
-			c.connEnded = epoch
+		c.Part = part
+		c.Conns = withEntry(c.Conns, epoch, struct{}{}, value != nil)
+		if value == nil && epoch > c.ConnEnded {
+			c.ConnEnded = epoch
 		}
 		if c.empty() {
 			delete(st.clients, id)
 		}
 	}
 	var h *handoff
-	var snap stored
+	var snap Stored
 	if w := st.waiters[id]; w != nil && value == nil && epoch >= w.from && epoch < w.epoch {
 		// The connection waited for is over, and its final records came before its marker's tombstone:
 		// nothing more is coming, as after its end record.
@@ -59,7 +53,7 @@ func (st *store) onConnRecord(key string, value []byte, part int32) {
 		if c != nil {
 			snap = *c
 		}
-		snap.connEnded = max(snap.connEnded, epoch)
+		snap.ConnEnded = max(snap.ConnEnded, epoch)
 	}
 	st.mu.Unlock()
 	if h != nil {
@@ -68,11 +62,11 @@ func (st *store) onConnRecord(key string, value []byte, part int32) {
 	}
 }
 
-// newestConn returns the newest epoch of a marked connection after epoch after and before epoch before; 0 if
+// NewestConn returns the newest epoch of a marked connection after epoch after and before epoch before; 0 if
 // there is none.
-func (c *stored) newestConn(after, before int64) int64 {
+func (c *Stored) NewestConn(after, before int64) int64 {
 	var newest int64
-	for e := range c.conns {
+	for e := range c.Conns {
 		if e > after && e < before && e > newest {
 			newest = e
 		}
@@ -80,26 +74,26 @@ func (c *stored) newestConn(after, before int64) int64 {
 	return newest
 }
 
-// markConn writes the marker of client id's connection epoch; the CONNECT writes it before its owner record.
-func (st *store) markConn(id string, epoch int64) {
-	st.putKey(sessionkey.ConnKey(id, epoch), &connRec{V: recVersion, Instance: st.instance}, nil)
+// MarkConn writes the marker of client id's connection epoch; the CONNECT writes it before its owner record.
+func (st *Store) MarkConn(id string, epoch int64) {
+	st.PutKey(sessionkey.ConnKey(id, epoch), &ConnRec{V: sessionkey.Version, Instance: st.Instance}, nil)
 }
 
-// unmarkConn tombstones the marker of client id's connection epoch.
-func (st *store) unmarkConn(id string, epoch int64) { st.write(sessionkey.ConnKey(id, epoch), nil) }
+// UnmarkConn tombstones the marker of client id's connection epoch.
+func (st *Store) UnmarkConn(id string, epoch int64) { st.Write(sessionkey.ConnKey(id, epoch), nil) }
 
-// unmarkOlder tombstones the markers that views hold of client id's connections older than epoch: the client's
+// UnmarkOlder tombstones the markers that views hold of client id's connections older than epoch: the client's
 // newest connection has its session now, so they are over.
-func (st *store) unmarkOlder(id string, epoch int64, views ...*stored) {
+func (st *Store) UnmarkOlder(id string, epoch int64, views ...*Stored) {
 	done := map[int64]bool{}
 	for _, v := range views {
 		if v == nil {
 			continue
 		}
-		for e := range v.conns {
+		for e := range v.Conns {
 			if e < epoch && !done[e] {
 				done[e] = true
-				st.unmarkConn(id, e)
+				st.UnmarkConn(id, e)
 			}
 		}
 	}

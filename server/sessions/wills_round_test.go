@@ -1,10 +1,7 @@
-package server
+package sessions
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,16 +21,18 @@ func TestWinningClaimReadShowsItsWinnerAlive(t *testing.T) {
 		claim bool // the claim is read; else compaction removed it, and the pending will alone names its claimer
 	}{{"claim read", true}, {"claim compacted away", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			kafka := &sessionsLog{}
-			srv := &Server{kafka: kafka}
-			srv.cfg.deadAfter = 6 * time.Second
-			srv.cfg.log = slog.New(slog.NewTextHandler(io.Discard, nil))
-			srv.store = newStore(srv)
-			st := srv.store
-			st.instance = "processor"
-			st.ready = true
+			kafka := &fakeWriter{}
+			st := NewStore("processor", 6*time.Second, kafka, &fakeHost{})
+			st.SetReady()
 			// The winner's last heartbeat was read 10 s ago: it was killed, and its restart loaded the topic since.
 			st.instances["winner"] = time.Now().Add(-10 * time.Second)
+			// A processor round as the server runs it (processPartitions): the claims it decides, written.
+			processPartitions := func(start, now time.Time) {
+				claims, _ := st.Due(start, now)
+				for _, c := range claims {
+					st.ClaimEnd(c.ID, c.Rec, c.Now)
+				}
+			}
 
 			const id, epoch = "c", int64(1000)
 			rec := func(v any) []byte {
@@ -44,13 +43,13 @@ func TestWinningClaimReadShowsItsWinnerAlive(t *testing.T) {
 				return b
 			}
 			// The restarted winner ends its previous run's connection: its pending will, then its claim.
-			st.onRecord(sessionkey.PendingKey(id, epoch), rec(&willRec{V: recVersion, Epoch: epoch, Topic: "wills/c", By: "winner"}), 0, 0)
+			st.onRecord(sessionkey.PendingKey(id, epoch), rec(&WillRec{V: sessionkey.Version, Epoch: epoch, Topic: "wills/c", By: "winner"}), 0, 0)
 			if tc.claim {
-				st.onRecord(storeKey(kindOwner, id), rec(&ownerRec{V: recVersion, Instance: "winner", Epoch: epoch,
+				st.onRecord(sessionkey.Key(sessionkey.Owner, id), rec(&OwnerRec{V: sessionkey.Version, Instance: "winner", Epoch: epoch,
 					At: time.Now().UnixMilli(), Expiry: 3600, Will: true, Now: true}), 0, 0)
 			}
 			now := time.Now()
-			srv.processPartitions(now, now)
+			processPartitions(now, now)
 			if keys := kafka.keys(); len(keys) > 0 {
 				t.Fatalf("the processor wrote %q: it claimed the next round of a will whose claimer it had just read", keys)
 			}
@@ -59,32 +58,10 @@ func TestWinningClaimReadShowsItsWinnerAlive(t *testing.T) {
 			st.mu.Lock()
 			st.instances["winner"] = time.Now().Add(-10 * time.Second)
 			st.mu.Unlock()
-			srv.processPartitions(now, time.Now())
-			if keys := kafka.keys(); len(keys) != 1 || keys[0] != storeKey(kindOwner, id) {
+			processPartitions(now, time.Now())
+			if keys := kafka.keys(); len(keys) != 1 || keys[0] != sessionkey.Key(sessionkey.Owner, id) {
 				t.Fatalf("the processor wrote %q, want the claim of the next round (its pending will is in Kafka)", keys)
 			}
 		})
 	}
-}
-
-// sessionsLog is the Kafka of a test that only writes session records: it keeps their keys.
-type sessionsLog struct {
-	Kafka
-	mu  sync.Mutex
-	put []string
-}
-
-func (k *sessionsLog) PutSession(key string, _ []byte, done func(error)) {
-	k.mu.Lock()
-	k.put = append(k.put, key)
-	k.mu.Unlock()
-	if done != nil {
-		done(nil)
-	}
-}
-
-func (k *sessionsLog) keys() []string {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]string(nil), k.put...)
 }

@@ -1,0 +1,145 @@
+package sessions
+
+import (
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferrymq/ferry/internal/sessionkey"
+)
+
+// fakeWriter keeps the records a Store writes, acknowledged at once.
+type fakeWriter struct {
+	mu   sync.Mutex
+	puts []string // keys, in order
+}
+
+func (w *fakeWriter) PutSession(key string, _ []byte, done func(error)) {
+	w.mu.Lock()
+	w.puts = append(w.puts, key)
+	w.mu.Unlock()
+	if done != nil {
+		done(nil)
+	}
+}
+
+func (w *fakeWriter) PutSessionTombstone(key string, _ int64, done func(error)) {
+	w.PutSession(key, nil, done)
+}
+
+// fakeHost counts what the store tells its server.
+type fakeHost struct {
+	mu      sync.Mutex
+	ended   []int64 // epochs of the end records ConnectionEnded was called for
+	changed []int64 // epochs of the owner records OwnerChanged was called for
+	held    int64
+}
+
+func (h *fakeHost) Warn(string, ...any)  {}
+func (h *fakeHost) Debug(string, ...any) {}
+func (h *fakeHost) Error(string, ...any) {}
+func (h *fakeHost) WriteFailed()         {}
+func (h *fakeHost) NoteForeign()         {}
+func (h *fakeHost) OwnerChanged(_ string, o *OwnerRec) {
+	h.mu.Lock()
+	h.changed = append(h.changed, o.Epoch)
+	h.mu.Unlock()
+}
+func (h *fakeHost) ConnectionEnded(_ string, end *OwnerRec) {
+	h.mu.Lock()
+	h.ended = append(h.ended, end.Epoch)
+	h.mu.Unlock()
+}
+func (h *fakeHost) ReassertOwner(string, *OwnerRec) {}
+func (h *fakeHost) HeldEpoch(string) int64          { return h.held }
+
+func ownerValue(t *testing.T, o OwnerRec) []byte {
+	t.Helper()
+	o.V = sessionkey.Version
+	b, err := json.Marshal(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The first end record of an epoch and round decides the will, once: a second claim of the same end is not
+// acted on, a claim of the next round is. Before the topic was read to its end (SetReady), none is acted on.
+func TestStoreFirstEndRecordDecides(t *testing.T) {
+	h := &fakeHost{}
+	st := NewStore("me", time.Minute, &fakeWriter{}, h)
+	key := sessionkey.Key(sessionkey.Owner, "c1")
+	st.onRecord(key, ownerValue(t, OwnerRec{Instance: "me", Epoch: 1, Will: true, Expiry: 60}), 0, 0) // loading: not acted on
+	st.SetReady()
+	st.onRecord(key, ownerValue(t, OwnerRec{Instance: "me", Epoch: 2, Connected: true, Expiry: 60}), 0, 0)
+	st.onRecord(key, ownerValue(t, OwnerRec{Instance: "me", Epoch: 2, Will: true, Expiry: 60}), 0, 0)
+	st.onRecord(key, ownerValue(t, OwnerRec{Instance: "other", Epoch: 2, Will: true, Expiry: 60}), 0, 0) // a second claim
+	st.onRecord(key, ownerValue(t, OwnerRec{Instance: "other", Epoch: 2, Will: true, Round: 1, Expiry: 60}), 0, 0)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.ended) != 2 || h.ended[0] != 2 || h.ended[1] != 2 {
+		t.Errorf("ConnectionEnded for epochs %v, want [2 2] (round 0, then round 1)", h.ended)
+	}
+	if len(h.changed) != 1 || h.changed[0] != 2 {
+		t.Errorf("OwnerChanged for epochs %v, want [2]", h.changed)
+	}
+}
+
+// A CONNECT's decision: it waits for a live holder, for the connection a compacted view's delivery record or
+// marker names, and for nobody when the session is this instance's own or the view shows nothing open.
+func TestStoreDecide(t *testing.T) {
+	st := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
+	held := &OwnerRec{Instance: "other", Epoch: 5, Connected: true}
+	for _, c := range []struct {
+		name  string
+		prev  Stored
+		local bool
+		want  Decision
+	}{
+		{"nothing", Stored{}, false, Decision{}},
+		{"held elsewhere", Stored{Owner: held}, false, Decision{Held: true, From: 5}},
+		{"held here", Stored{Owner: held}, true, Decision{}},
+		{"ended", Stored{Owner: &OwnerRec{Instance: "other", Epoch: 5}}, false, Decision{}},
+		{"compacted", Stored{Owner: &OwnerRec{Instance: "other", Epoch: 3}, Deliv: &DeliveryRec{Epoch: 7}}, false,
+			Decision{Compacted: true, From: 7}},
+		{"compacted, marker tombstoned", Stored{Deliv: &DeliveryRec{Epoch: 7}, ConnEnded: 7}, false, Decision{}},
+		{"marked", Stored{Owner: held, Conns: map[int64]struct{}{8: {}, 20: {}}}, false, Decision{Held: true, Marked: 8, From: 8}},
+	} {
+		if got := st.Decide(&c.prev, 10, c.local); got != c.want {
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+// MQTT-3.1.3-9: a delayed will is due after its delay or when the session ends, whichever is first, and is
+// not published once the client connected again.
+func TestStoreWillDue(t *testing.T) {
+	st := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
+	will, _ := json.Marshal(&WillRec{V: sessionkey.Version, Epoch: 2, Topic: "t", Delay: 30})
+	st.onRecord(sessionkey.Key(sessionkey.Will, "c1"), will, 0, 0)
+	end := &OwnerRec{Instance: "me", Epoch: 2, At: 1_000_000, Expiry: 10, Will: true}
+	if at, ok := st.WillDueAt("c1", end); !ok || at.UnixMilli() != 1_010_000 {
+		t.Errorf("due at %v, %v; want the session's end, 10 s after the connection's", at, ok)
+	}
+	end.Expiry = 60
+	if at, ok := st.WillDueAt("c1", end); !ok || at.UnixMilli() != 1_030_000 {
+		t.Errorf("due at %v, %v; want the Will Delay, 30 s after the connection's end", at, ok)
+	}
+	if _, ok := st.WillDueAt("c1", &OwnerRec{Epoch: 1}); ok {
+		t.Error("a will is due for a connection it is not of")
+	}
+	if w := st.StoredWill("c1", 2); w == nil || w.Topic != "t" {
+		t.Errorf("stored will %+v, want the will of epoch 2", w)
+	}
+	st.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, OwnerRec{Instance: "other", Epoch: 3, Connected: true}), 0, 0)
+	if w := st.StoredWill("c1", 2); w != nil {
+		t.Errorf("MQTT-3.1.3-9: will %+v still published after the client connected again", w)
+	}
+}
+
+func (w *fakeWriter) keys() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.puts...)
+}

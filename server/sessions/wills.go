@@ -1,0 +1,170 @@
+package sessions
+
+import (
+	"sort"
+	"time"
+
+	"github.com/ferrymq/ferry/internal/sessionkey"
+)
+
+// Wills are decided by the sessions topic's log, so each is published exactly once whichever instance holds
+// the client, and even if that instance dies:
+//
+//   - a CONNECT with a will writes it as "w:<id>" for the connection's epoch;
+//   - a connection's end writes an end record "o:<id>" {connected:false, will: due?}; the holding instance
+//     writes it, or — if that instance stopped sending heartbeats — the instance that processes the client's
+//     sessions partition writes one for it;
+//   - the FIRST end record of an epoch (and claim round) in the partition's log wins: only the instance that
+//     wrote it publishes the will, after the Will Delay Interval, unless the client connected again meanwhile,
+//     and then tombstones "w:<id>". Every instance reads the same log, so they agree on the winner.
+//   - if the winner itself dies before publishing, the partition's processor claims the next round.
+//
+// Instances write heartbeats "i:<instance id>" every heartbeatEvery; one silent for deadAfter is dead. Sessions
+// partition p is processed by the live instance at p mod N in the sorted list of live instances.
+
+// Claim is an end record to write (ClaimEnd): client id's connection, and its will if due at once.
+type Claim struct {
+	ID  string
+	Rec *OwnerRec
+	Now *WillRec // a will due at once (ClaimEnd)
+}
+
+// Due is a processor round's decision (docs/sessions.md, "Instance death"): the ends of connections held by
+// dead instances, and of wills whose publisher died, on the sessions partitions this instance processes, to
+// claim; and the sessions whose expiry passed while no instance held them, by the epoch of their last
+// connection, to expire. It also claims again the pending wills that nobody is known to have won (pending.go):
+// this instance's own, on every partition, and those of dead claimers on its partitions. The caller has read
+// the sessions topic up to where it ended at start.
+func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
+	deadAfter := st.deadAfter
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	live := []string{st.Instance}
+	lastSeen := map[string]time.Time{}
+	for inst, seen := range st.instances {
+		lastSeen[inst] = seen
+		if inst != st.Instance && now.Sub(seen) < deadAfter {
+			live = append(live, inst)
+		}
+	}
+	sort.Strings(live)
+	alive := func(inst string) bool { return inst == st.Instance || now.Sub(lastSeen[inst]) < deadAfter }
+	settled := st.settledClaims(start)
+	for id, c := range st.clients {
+		processed := live[int(c.Part)%len(live)] == st.Instance
+		for epoch, p := range c.Pending {
+			switch {
+			case !settled(Key{id, epoch}):
+				continue // a claim of this instance is on its way: the log decides it first
+			case p.winner != "" && !alive(p.winner) && processed:
+				// The instance that won a will due at once died before publishing it: claim the next round.
+			case p.claimed:
+				continue // the log decided it; a dead winner's is above
+			case p.by == st.Instance:
+				// This instance's claim is in Kafka and was not read: compacted away before the reader got
+				// there, or it was never written. Nobody else publishes the will: claim the next round.
+			case p.by != "" && !alive(p.by) && processed:
+				// Its claimer died between the pending will and the claim, or after a claim nobody read.
+			default:
+				continue
+			}
+			claims = append(claims, Claim{id, c.pendingClaim(st.Instance, epoch, p, now), nil})
+		}
+		if !processed || c.Owner == nil {
+			continue
+		}
+		o := c.Owner
+		switch {
+		case o.Connected && !alive(o.Instance):
+			// The holder died. When exactly its connection ended is unknown; counting the Will Delay from now,
+			// the detection, never publishes a will early.
+			will := c.Will != nil && c.Will.Epoch == o.Epoch
+			var due *WillRec
+			if will && min(c.Will.Delay, o.Expiry) == 0 {
+				due = c.Will
+			}
+			claims = append(claims, Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+				At: now.UnixMilli(), Expiry: o.Expiry, Will: will}, due})
+		case !o.Connected && o.Will && !o.Now && c.Will != nil && c.Will.Epoch == o.Epoch && !alive(o.Instance) &&
+			now.After(time.UnixMilli(o.At).Add(time.Duration(c.Will.Delay)*time.Second+deadAfter)):
+			// The instance that won the will died before publishing it: claim the next round.
+			claims = append(claims, Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}, nil})
+		case !o.Connected && o.Expiry != 0xFFFFFFFF && now.UnixMilli() > o.At+int64(o.Expiry)*1000:
+			expired = append(expired, Key{id, o.Epoch})
+		}
+	}
+	return claims, expired
+}
+
+// OwnOpen is what a previous run of this instance (same id) left open when it stopped without a goodbye, for
+// the new run to act on before it serves. Other instances cannot tell — this id is alive again — so nobody
+// else will.
+//
+// ends are the end records to write (ClaimEnd) for the connections it held, whose owner records still say
+// connected; the session's expiry counts from now. pending and won are end records already in the log, to act
+// on as Host.ConnectionEnded does: the wills that run had won and not yet published, since its timers died
+// with it and the load acts on no end record (SetReady). pending: a will whose Will Delay was still running,
+// published when its delay ends, from the end record's time (at once if it has passed), unless the client
+// came back; won: a will due at once (pending.go).
+func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for id, c := range st.clients {
+		for epoch, p := range c.Pending {
+			if p.winner == st.Instance { // won by the previous run, not published
+				won = append(won, Claim{id, &OwnerRec{Instance: st.Instance, Epoch: epoch, Will: true, Now: true}, nil})
+			}
+		}
+		o := c.Owner
+		if o == nil || o.Instance != st.Instance {
+			continue
+		}
+		if !o.Connected {
+			if o.Will && !o.Now && c.Will != nil && c.Will.Epoch == o.Epoch {
+				pending = append(pending, Claim{id, o, nil})
+			}
+			continue
+		}
+		e := Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.Will != nil && c.Will.Epoch == o.Epoch}, nil}
+		if e.Rec.Will && min(c.Will.Delay, o.Expiry) == 0 {
+			e.Now = c.Will
+		}
+		ends = append(ends, e)
+	}
+	return ends, pending, won
+}
+
+// EndRecord is the end record by which this instance ends its connection epoch of a client now: the claim
+// that decides the connection's will (ClaimEnd), will saying whether one is due.
+func (st *Store) EndRecord(epoch int64, expiry uint32, will bool) *OwnerRec {
+	return &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: epoch, At: time.Now().UnixMilli(), Expiry: expiry,
+		Will: will}
+}
+
+// WillDueAt is when the delayed will that end record end of client id won is due: after its Will Delay
+// Interval, or when the session ends if that comes first [MQTT-3.1.3-9]. false: no will is stored for that
+// connection (or it was published).
+func (st *Store) WillDueAt(id string, end *OwnerRec) (time.Time, bool) {
+	c, ok := st.Lookup(id)
+	if !ok || c.Will == nil || c.Will.Epoch != end.Epoch {
+		return time.Time{}, false
+	}
+	delay := time.Duration(c.Will.Delay) * time.Second
+	if exp := time.Duration(end.Expiry) * time.Second; exp < delay {
+		delay = exp
+	}
+	return time.UnixMilli(end.At).Add(delay), true
+}
+
+// StoredWill is the will of client id's connection epoch to publish now that its delay passed, nil if it is
+// gone or the client connected again meanwhile [MQTT-3.1.3-9]. The caller has read the sessions topic up to
+// its end.
+func (st *Store) StoredWill(id string, epoch int64) *WillRec {
+	c, ok := st.Lookup(id)
+	if !ok || c.Will == nil || c.Will.Epoch != epoch || (c.Owner != nil && c.Owner.Epoch > epoch) {
+		return nil
+	}
+	return c.Will
+}
