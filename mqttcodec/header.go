@@ -53,6 +53,10 @@ const (
 	flagDup    = 0x08
 )
 
+// PublishQoS is the QoS of a PUBLISH from its fixed header alone, before its body is decoded (Frame has
+// refused QoS 3 [MQTT-3.3.1-4]). Meaningless for other packet types.
+func (fh FixedHeader) PublishQoS() byte { return (fh.Flags & flagQoS) >> 1 }
+
 // requiredFlags is the fixed flag nibble of every type but PUBLISH
 // [MQTT-2.1.3-1]; 0xFF marks PUBLISH, whose flags carry DUP/QoS/RETAIN.
 var requiredFlags = [16]byte{

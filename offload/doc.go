@@ -15,7 +15,9 @@
 //     calls its [Lane.OnSpace] function once per refusal episode, after the refusal, when completions have
 //     brought it down to its resume mark ([ResumeAt]). The server keeps a refused QoS 1/2 publish in its
 //     connection's queue (bounded by Receive Maximum), drops a refused QoS 0 one, and retries on OnSpace;
-//     it keeps no "full" flag of its own and never polls the lane.
+//     it keeps no "full" flag of its own and never polls the lane. A caller that would rather hold QoS 0
+//     back than drop it asks [Lane.HoldQoS0] before it reads the message, and is told "room again" by the
+//     same OnSpace once the lane is back under its QoS 0 budget.
 //   - Completions. Each publish's done function runs on a franz-go producer callback goroutine, after the
 //     lane's budget was released, in the order Kafka acknowledged the records (per partition in produce
 //     order; across partitions in any order). It must not block: the server marks the publish done and

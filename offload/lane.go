@@ -46,6 +46,7 @@ type Lane struct {
 	q0Done    int           // records completed in the window
 	q0Lat     time.Duration // their latencies added up
 	q0Refused bool          // the QoS 0 budget turned a message away in the window
+	q0Held    bool          // HoldQoS0 said a QoS 0 message would be late: call onSpace once back under the budget
 
 	published, failed, full, late uint64 // counters, guarded by mu
 }
@@ -185,6 +186,23 @@ func (l *Lane) take(recs, size int, qos0 bool) error {
 	l.recs += recs
 	l.bytes += size
 	return nil
+}
+
+// HoldQoS0 reports whether a QoS 0 message would now be refused with ErrLate (the QoS 0 budget,
+// LaneQoS0Delay). If so, the lane calls its OnSpace function once its records in flight fall to the budget's
+// resume mark, as after ErrFull: a caller that holds its QoS 0 publishes back instead of dropping them (the
+// server stops reading their connections) knows when to go on. Runs on any goroutine; never blocks.
+func (l *Lane) HoldQoS0() bool {
+	if l.qos0Delay == 0 {
+		return false
+	}
+	l.mu.Lock()
+	late := l.recs > 0 && l.recs+1 > l.qos0Recs
+	if late {
+		l.q0Held = true
+	}
+	l.mu.Unlock()
+	return late
 }
 
 // Pub is a message on its way through a lane in storage its caller keeps: its Kafka record, the bytes the
@@ -333,6 +351,10 @@ func (l *Lane) release(recs, size int, failed bool, lat time.Duration) {
 		l.paused = false
 		fn = l.onSpace
 	}
+	if l.q0Held && l.recs <= l.qos0Recs*l.resumePct/100 {
+		l.q0Held = false
+		fn = l.onSpace
+	}
 	l.mu.Unlock()
 	if fn != nil {
 		fn()
@@ -408,8 +430,8 @@ func (l *Lane) qos0Bound(recs int, lat time.Duration, now time.Time) {
 
 // OnSpace sets the function called when a lane that returned ErrFull has
 // space again (its in-flight records and bytes fell to the resume mark). It
-// runs on a Kafka callback goroutine, once per ErrFull episode, and must not
-// block. Set it before publishing; a later call replaces it.
+// runs on a Kafka callback goroutine, once per ErrFull episode (and once per
+// HoldQoS0 episode), and must not block. Set it before publishing; a later call replaces it.
 func (l *Lane) OnSpace(fn func()) {
 	l.mu.Lock()
 	l.onSpace = fn

@@ -332,3 +332,39 @@ func TestLaneQoS0BudgetAgainstSlowKafka(t *testing.T) {
 	}
 	t.Logf("QoS 0 refused at %d records in flight (QoS 0 budget %d, count budget 4096)", s.InFlightRecords, s.LimitQoS0)
 }
+
+// HoldQoS0 answers as take would for a QoS 0 message, takes nothing, and a "late" answer makes the lane call
+// OnSpace once, when its records in flight fall to the QoS 0 budget's resume mark.
+func TestLaneHoldQoS0(t *testing.T) {
+	l := newQoS0Lane()
+	l.qos0Recs = 400
+	spaces := 0
+	l.onSpace = func() { spaces++ }
+	if l.HoldQoS0() {
+		t.Fatal("HoldQoS0 on an idle lane: want false")
+	}
+	if err := l.take(400, 400*100, true); err != nil {
+		t.Fatalf("take 400 records within a budget of 400: %v", err)
+	}
+	if !l.HoldQoS0() {
+		t.Fatal("HoldQoS0 at the QoS 0 budget: want true (take would answer ErrLate)")
+	}
+	if l.recs != 400 {
+		t.Fatalf("HoldQoS0 took records: %d in flight, want 400", l.recs)
+	}
+	l.release(50, 50*100, false, time.Millisecond) // 350 in flight: above the resume mark (300)
+	if spaces != 0 {
+		t.Fatalf("OnSpace called %d times above the resume mark", spaces)
+	}
+	l.release(50, 50*100, false, time.Millisecond) // 300: at the mark
+	if spaces != 1 {
+		t.Fatalf("OnSpace called %d times at the resume mark, want 1", spaces)
+	}
+	l.release(300, 300*100, false, time.Millisecond)
+	if spaces != 1 {
+		t.Fatalf("OnSpace called %d times, want 1 per held episode", spaces)
+	}
+	if l.HoldQoS0() {
+		t.Fatal("HoldQoS0 on a drained lane: want false")
+	}
+}

@@ -33,6 +33,7 @@ type conn struct {
 	closed     bool
 	blocked    bool        // holds publishes the lane refused (listed in l.blocked)
 	paused     bool        // inbound QoS>0 window is full: further packets stay in gnet's buffer
+	q0Held     bool        // its next packet, a QoS 0 PUBLISH, waits for Kafka or the shared reader (readlag_hold.go)
 	closeWhy   uint8       // why Ferry closes it, for metrics (closeReason infers the rest)
 	listener   uint8       // index of the listener that accepted it, for metrics
 	disconnect bool        // a DISCONNECT was received: the end is normal
@@ -156,7 +157,10 @@ func (c *conn) readBuffered() int {
 	// WebSocket close frame in one segment is a normal end, not a lost client.
 	buf, terr := c.inbound()
 	used := 0
-	for !c.closed && !c.paused && c.held == nil && c.phase != phaseClosing && c.phase != phaseLoading {
+	if c.q0Held && c.inboundBuffered() > holdMaxBytes {
+		c.q0Held = false // the client does not wait for its answers: read on, and drop (readlag_hold.go)
+	}
+	for !c.closed && !c.paused && !c.q0Held && c.held == nil && c.phase != phaseClosing && c.phase != phaseLoading {
 		max := c.l.srv.cfg.maxPacketSize
 		fh, body, n, err := mqttcodec.Frame(buf[used:], max)
 		if errors.Is(err, mqttcodec.ErrIncomplete) {
@@ -171,6 +175,9 @@ func (c *conn) readBuffered() int {
 			c.protocolError(refuse(fh.Type, mqttcodec.ProtocolError,
 				"first packet is "+mqttcodec.TypeName(fh.Type)+", not CONNECT"))
 			break
+		}
+		if fh.Type == mqttcodec.PUBLISH && fh.PublishQoS() == 0 && c.holdQoS0() {
+			break // it would be late: the PUBLISH stays buffered (readlag_hold.go)
 		}
 		if err := c.handle(fh, body); err != nil {
 			c.protocolError(err)
@@ -372,6 +379,10 @@ func (c *conn) checkTimeout() {
 	case phaseConnected:
 		if c.keepAlive == 0 {
 			return // keep-alive 0 turns the mechanism off (MQTT 5 §3.1.2.10, no numbered statement)
+		}
+		if c.q0Held {
+			// Held, the client has sent a whole packet Ferry has not read yet (readlag_hold.go): it is alive.
+			c.lastRead = l.now
 		}
 		// [MQTT-3.1.2-24] / [MQTT-3.1.2-22]: one and a half keep-alive periods without a packet ends it.
 		// The loop's clock has one-second steps: one more second keeps the close from coming early.

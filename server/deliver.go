@@ -149,7 +149,14 @@ func (c *conn) drain() {
 	budget := c.l.srv.cfg.outboundBudget
 	for sess.queue.len() > 0 {
 		if c.gc.OutboundBuffered()+len(c.l.out) >= budget {
-			break // the client reads slowly; the rest waits in the queue
+			// The client reads slowly; the rest waits in the queue. How long the front has waited so far counts
+			// in the loop's delivery lag too: a subscriber that is the instance's bottleneck writes nothing
+			// for a while, and a lag taken only from writes would not see its queue (readlag_hold.go).
+			if d := sess.queue.front(); d.live && d.msg.Fetched != 0 {
+				wall = now.UnixNano()
+				c.l.dlag.note(time.Duration(wall-d.msg.Fetched), wall, int64(sess.queue.len()-1))
+			}
+			break
 		}
 		d := sess.queue.front()
 		if d.qos > 0 && sess.pendingOut() >= int(c.clientRecvMax) {
@@ -196,7 +203,9 @@ func (c *conn) drain() {
 			if wall == 0 {
 				wall = now.UnixNano()
 			}
-			c.l.srv.metrics.delStage[stageWrite].Observe(time.Duration(wall - d.msg.Fetched))
+			w := time.Duration(wall - d.msg.Fetched)
+			c.l.srv.metrics.delStage[stageWrite].Observe(w)
+			c.l.dlag.note(w, wall, int64(sess.queue.len()-1)) // the loop's delivery lag (readlag_hold.go)
 		}
 		c.l.srv.metrics.publishesOut[d.qos].Add(1) // before pop, which clears *d
 		sess.queue.pop()

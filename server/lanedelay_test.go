@@ -15,11 +15,13 @@ import (
 
 // While a loop's records wait for Kafka longer than the QoS 0 delay (offload.LaneQoS0Delay), QoS 0 publishes
 // past what Kafka completes in it are dropped and counted as lane_delay; a QoS 1 publish meanwhile is taken,
-// acknowledged and delivered.
+// acknowledged and delivered. Holding the publishers back first (--qos0-hold, readlag_hold_test.go) is off:
+// this is what happens without it, or past its buffer bound.
 func TestLaneDelayShedsQoS0NotQoS1(t *testing.T) {
 	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")},
 		[]offload.Opt{offload.LaneQoS0Delay(time.Millisecond), offload.LaneMinRecords(8), offload.LaneDelay(0)},
-		server.ReadLagLimit(0)) // the reader's own QoS 0 shedding (readlag.go) off: only the lane decides here
+		server.ReadLagLimit(0), // the reader's own QoS 0 shedding (readlag.go) off: only the lane decides here
+		server.QoS0Hold(false))
 	t.Cleanup(f.stop)
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "delay-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "delay/#", QoS: 1})

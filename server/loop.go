@@ -30,6 +30,7 @@ type loop struct {
 	tasks      []task  // one-off work for a connection, in the order it was posted (task.go)
 	unblockDue bool    // the lane has room again (onSpace): retry the blocked connections
 	tickDue    bool    // the one-second tick is due (Server.OnTick)
+	holdLook   bool    // the hold timer fired: look at lateness again for the held connections (readlag_hold.go)
 	scheduled  bool    // a run of service is queued on the loop
 	// hasUrgent is set with an append to urgent; service looks at it between fan-out connections, so a
 	// PUBACK does not wait for a fan-out's thousand writes (serviceUrgentEvery).
@@ -50,8 +51,10 @@ type loop struct {
 	// publish rate limit (limits.go): the buckets of this loop's connections, and those paused by theirs
 	pubLimits map[*conn]*pubLimit
 	throttled []*conn
-	lag       loopLag // how late the one-second tick runs (metrics.go)
-	shed      shedder // the share of QoS 0 publishes dropped while the shared reader lags (readlag.go)
+	lag       loopLag  // how late the one-second tick runs (metrics.go)
+	shed      shedder  // the share of QoS 0 publishes dropped while the shared reader lags (readlag.go)
+	hold      qos0Hold // QoS 0 publishers not read while deliveries are late (readlag_hold.go)
+	dlag      readLag  // how late this loop writes the deliveries it reads back (readlag_hold.go)
 
 	// decode targets reused for every packet on this loop (0 allocations per packet)
 	pub   mqttcodec.Publish
@@ -69,6 +72,9 @@ type loop struct {
 func newLoop(srv *Server, idx int, el gnet.EventLoop) *loop {
 	l := &loop{srv: srv, idx: idx, el: el, lane: srv.off.Lane(idx)}
 	l.now = time.Now().Unix()
+	if srv.cfg.qos0Hold {
+		l.dlag.limit = int64(srv.cfg.readLagLimit) // measured only for holding (readlag_hold.go): 0 notes nothing
+	}
 	l.wheel.init(l.now)
 	l.serviceFn = l.service
 	l.lane.OnSpace(l.onSpace)
@@ -161,8 +167,8 @@ func (l *loop) service(context.Context) error {
 	l.mu.Lock()
 	ready, tasks := l.ready, l.tasks
 	l.ready, l.tasks = l.spare[:0], l.spareTasks[:0]
-	tick, unblock := l.tickDue, l.unblockDue
-	l.tickDue, l.unblockDue, l.scheduled = false, false, false
+	tick, unblock, look := l.tickDue, l.unblockDue, l.holdLook
+	l.tickDue, l.unblockDue, l.holdLook, l.scheduled = false, false, false, false
 	l.mu.Unlock()
 	if tick {
 		l.tick()
@@ -176,6 +182,9 @@ func (l *loop) service(context.Context) error {
 	l.spareTasks = tasks[:0]
 	if unblock {
 		l.unblock()
+	}
+	if look {
+		l.releaseHeld()
 	}
 	l.serviceUrgent()
 	for i, c := range ready {
@@ -225,12 +234,13 @@ func (l *loop) onSpace() {
 	l.wake()
 }
 
-// unblock runs on the event loop (service) and retries the publishes of connections the lane turned away.
+// unblock runs on the event loop (service) and retries the publishes of connections the lane turned away, and
+// reads again those held before a QoS 0 PUBLISH because the lane said it would be late (readlag_hold.go).
 func (l *loop) unblock() {
 	blocked := l.blocked
 	l.blocked = nil
 	for _, c := range blocked {
-		c.blocked = false
+		c.blocked, c.q0Held = false, false // a QoS 0 publisher held for the lane's budget is read again too
 		if !c.closed {
 			c.service()
 		}

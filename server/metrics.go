@@ -37,9 +37,10 @@ type Metrics struct {
 	protocolErrors    atomic.Uint64
 	connectTimeouts   atomic.Uint64
 	keepAliveTimeouts atomic.Uint64
-	transportErrors   atomic.Uint64      // TLS, WebSocket and PROXY protocol failures
-	refused           [256]atomic.Uint64 // CONNECTs refused, by v5 reason code
-	protoErrs         [256]atomic.Uint64 // connections closed on a protocol error, by v5 reason code
+	qos0Holds         [holdReasons]atomic.Uint64 // QoS 0 publishers held back instead of read, by reason (readlag_hold.go)
+	transportErrors   atomic.Uint64              // TLS, WebSocket and PROXY protocol failures
+	refused           [256]atomic.Uint64         // CONNECTs refused, by v5 reason code
+	protoErrs         [256]atomic.Uint64         // connections closed on a protocol error, by v5 reason code
 	publishesIn       [3]atomic.Uint64
 	publishesOut      [3]atomic.Uint64
 	recordsIn         atomic.Uint64
@@ -226,7 +227,8 @@ type Snapshot struct {
 	PublishesIn, PublishesOut                                                                   [3]uint64
 	RecordsIn, BytesIn, BytesOut, KafkaErrors, WillsSent, RefusedSubs                           uint64
 	TransportErrors                                                                             uint64
-	HeldSaves                                                                                   uint64 // delivery records written before QoS 2 steps of persistent sessions went out
+	HeldSaves                                                                                   uint64              // delivery records written before QoS 2 steps of persistent sessions went out
+	QoS0Holds                                                                                   [holdReasons]uint64 // QoS 0 publishers held back, by reason, see HoldReasonNames
 	Drops                                                                                       [dropReasons]uint64
 	AuthDenied                                                                                  [authDenials]uint64    // by kind, see AuthDeniedNames
 	RouteRefused                                                                                [route.Refusals]uint64 // by reason, see RouteRefusedNames
@@ -256,6 +258,9 @@ func (m *Metrics) Snapshot() Snapshot {
 	}
 	for i := range s.Drops {
 		s.Drops[i] = m.drops[i].Load()
+	}
+	for i := range s.QoS0Holds {
+		s.QoS0Holds[i] = m.qos0Holds[i].Load()
 	}
 	for i := range s.AuthDenied {
 		s.AuthDenied[i] = m.authDenied[i].Load()

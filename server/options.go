@@ -37,6 +37,7 @@ type cfg struct {
 	connectTimeout   time.Duration  // a socket must send CONNECT within this
 	sessionQueue     int            // messages queued per session before QoS 0 drops / QoS>0 quota disconnect
 	readLagLimit     time.Duration  // how far the shared reader may trail Kafka before a share of QoS 0 publishes is dropped (readlag.go); 0 = off
+	qos0Hold         bool           // a QoS 0 publish that would be late is not read until it would not be (readlag_hold.go)
 	outboundBudget   int            // bytes buffered towards one client before deliveries wait
 	maxSessionExpiry uint32         // seconds; caps the client's Session Expiry Interval
 	v3SessionExpiry  uint32         // seconds; expiry of a v3 CleanSession=0 session
@@ -277,6 +278,15 @@ func SessionQueue(n int) Opt { return opt(func(c *cfg) { c.sessionQueue = n }) }
 // read_lag), and a falling one once the lag is under d, down to none (readlag.go). QoS 1 and 2 are never
 // dropped. 0 turns it off. Default 10 ms.
 func ReadLagLimit(d time.Duration) Opt { return opt(func(c *cfg) { c.readLagLimit = d }) }
+
+// QoS0Hold makes a loop, when a QoS 0 PUBLISH would be dropped for being late (the loop's records wait for
+// Kafka past offload.LaneQoS0Delay, or the shared reader lags past ReadLagLimit), stop reading its connection
+// instead until it would not be, so that a client pacing itself on the server's answers is slowed rather than
+// dropped. A connection with more than 64 KiB of input buffered is read and its late QoS 0 publishes dropped
+// as without it (readlag_hold.go). QoS 1 and 2 publishes are never held by it. Default false: drop only (at
+// the instance's limit holding delivered more with almost no drops and a shorter tail on a quiet machine, and
+// the same rate with a longer tail on a loaded one; docs/operations.md).
+func QoS0Hold(on bool) Opt { return opt(func(c *cfg) { c.qos0Hold = on }) }
 
 // OutboundBudget bounds the bytes buffered in the socket's outbound buffer for one client; past it,
 // deliveries stay queued until the client reads. Default 1 MiB.

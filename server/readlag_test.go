@@ -13,9 +13,10 @@ import (
 
 // While the shared reader trails Kafka past --read-lag-limit, the loops drop a growing share of QoS 0 publishes at
 // ingest and count them; a QoS 1 publish is taken, acknowledged and delivered whatever the share. Once the reader
-// keeps up again, the share falls back and QoS 0 flows again.
+// keeps up again, the share falls back and QoS 0 flows again. Holding the publishers back first (--qos0-hold,
+// readlag_hold_test.go) is off: this is what happens without it, or past its buffer bound.
 func TestReadLagShedsQoS0NotQoS1(t *testing.T) {
-	f := startFerry(t, server.ReadLagLimit(50*time.Millisecond))
+	f := startFerry(t, server.ReadLagLimit(50*time.Millisecond), server.QoS0Hold(false))
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "lag-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "lag/#", QoS: 1})
 	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "lag-pub", CleanStart: true})

@@ -62,6 +62,7 @@ type config struct {
 	laneDelay         time.Duration
 	laneQoS0Delay     time.Duration
 	readLagLimit      time.Duration
+	qos0Hold          bool
 	logLevel          string
 	logFormat         string
 	shutdownTimeout   time.Duration
@@ -167,6 +168,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.laneDelay, "inflight-delay", 10*time.Millisecond, "when Kafka falls behind, records in flight per event loop are also limited to what Kafka completes in this time (0 = count and bytes only)")
 	fs.DurationVar(&c.laneQoS0Delay, "inflight-qos0-delay", 5*time.Millisecond, "while an event loop's records wait longer than this for Kafka, QoS 0 publishes beyond what Kafka completes in this time are dropped at ingest instead of queued; QoS 1/2 are never dropped (0 = off)")
 	fs.DurationVar(&c.readLagLimit, "read-lag-limit", 10*time.Millisecond, "while the shared reader trails Kafka by more than this (with at least 256 records behind it in its partition), each event loop drops a share of its QoS 0 publishes at ingest that grows with the lag and falls back once the reader keeps up, so deliveries stay near this late when the instance is at its limit; QoS 1/2 are never dropped (0 = off)")
+	fs.BoolVar(&c.qos0Hold, "qos0-hold", false, "when a QoS 0 publish would be dropped for being late (--inflight-qos0-delay, --read-lag-limit), first stop reading its connection until it would not be, so a client that waits for the server's answers is slowed, not dropped; a connection with more than 64 KiB of input buffered is read and its late QoS 0 publishes dropped; QoS 1/2 are never held by it (default false: drop only)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "time allowed for a graceful stop")

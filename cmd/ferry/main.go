@@ -129,6 +129,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.ConnectTimeout(cfg.connectTimeout),
 		server.SessionQueue(cfg.sessionQueue),
 		server.ReadLagLimit(cfg.readLagLimit),
+		server.QoS0Hold(cfg.qos0Hold),
 		server.MaxSubscriptions(cfg.maxSubscriptions),
 		server.Share(share.MaxGroups(cfg.maxShareGroups), share.Enabled(cfg.maxShareGroups > 0),
 			share.Mode(cfg.shareMode), share.DeliveryLimit(cfg.shareDelivLimit), share.Hold(cfg.shareHold)),

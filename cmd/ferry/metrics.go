@@ -177,6 +177,12 @@ func (in instance) appendMetrics(dst []byte) []byte {
 	for i, r := range in.srv.ReadLagShed() {
 		p.f("ferry_read_lag_shed_ratio", r, "loop", strconv.Itoa(i))
 	}
+	p.family("ferry_delivery_lag_seconds", "gauge", "The longest delivery lag of an event loop: the shortest wait, from the shared reader receiving a record to the loop writing it to a subscriber, among the deliveries it wrote in the last 10 ms, while one of them had at least 256 deliveries queued behind it in its session (0 otherwise, or with --read-lag-limit 0 or --qos0-hold off, which measure nothing). With ferry_read_lag_seconds it is what --qos0-hold holds QoS 0 publishers for.")
+	p.f("ferry_delivery_lag_seconds", in.srv.DeliveryLag().Seconds())
+	p.family("ferry_qos0_holds_total", "counter", "Times an event loop stopped reading a connection whose next QoS 0 PUBLISH would be late (--qos0-hold), by reason: lane_delay (records wait for Kafka past --inflight-qos0-delay), read_lag (the shared reader's lag plus the event loops' delivery lag is past --read-lag-limit).")
+	for i, n := range server.HoldReasonNames {
+		p.u("ferry_qos0_holds_total", s.QoS0Holds[i], "reason", n)
+	}
 	if in.off != nil {
 		lanes := make([]offload.Stats, in.off.Lanes())
 		for i := range lanes {
