@@ -9,7 +9,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
 )
@@ -126,9 +125,7 @@ func publishBytes(version byte, topic string, qos byte, id uint16) []byte {
 func TestBadInput(t *testing.T) {
 	// Every case below runs against one instance, beside a healthy client. The lane's time bound is off so that
 	// the receive-maximum case is decided by the count of publishes in flight alone (see there).
-	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")},
-		[]offload.Opt{offload.LaneDelay(0)})
-	t.Cleanup(f.stop)
+	f := startFerryLanes(t, []offload.Opt{offload.LaneDelay(0)})
 	healthy := dialV5(t, f.addr, &paho.Connect{ClientID: "healthy", CleanStart: true})
 	healthy.sub(t, paho.SubscribeOptions{Topic: "ok/#", QoS: 1})
 

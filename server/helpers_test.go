@@ -40,7 +40,13 @@ func freePort(t testing.TB) int {
 
 func startFerry(t testing.TB, opts ...server.Opt) *ferry {
 	t.Helper()
-	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, nil, opts...)
+	return startFerryLanes(t, nil, opts...)
+}
+
+// startFerryLanes is startFerry with offload options for its lanes.
+func startFerryLanes(t testing.TB, offOpts []offload.Opt, opts ...server.Opt) *ferry {
+	t.Helper()
+	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")}, offOpts, opts...)
 	t.Cleanup(f.stop)
 	return f
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server"
@@ -18,11 +17,9 @@ import (
 // acknowledged and delivered. Holding the publishers back first (--qos0-hold, readlag_hold_test.go) is off:
 // this is what happens without it, or past its buffer bound.
 func TestLaneDelayShedsQoS0NotQoS1(t *testing.T) {
-	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")},
-		[]offload.Opt{offload.LaneQoS0Delay(time.Millisecond), offload.LaneMinRecords(8), offload.LaneDelay(0)},
+	f := startFerryLanes(t, []offload.Opt{offload.LaneQoS0Delay(time.Millisecond), offload.LaneMinRecords(8), offload.LaneDelay(0)},
 		server.ReadLagLimit(0), // the reader's own QoS 0 shedding (readlag.go) off: only the lane decides here
 		server.QoS0Hold(false))
-	t.Cleanup(f.stop)
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "delay-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "delay/#", QoS: 1})
 	laneDelay := func() uint64 { return f.srv.Metrics().Snapshot().Drops[dropIndex("lane_delay")] }

@@ -8,7 +8,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/ferrymq/ferry/kafkamux"
 	"github.com/ferrymq/ferry/mqttcodec"
 	"github.com/ferrymq/ferry/offload"
 	"github.com/ferrymq/ferry/server"
@@ -88,10 +87,8 @@ func TestQoS0HoldOff(t *testing.T) {
 // instead of dropped; the lane's OnSpace reads it again once Kafka catches up, and its later publish is delivered
 // and its PINGREQ answered. A QoS 1 publish meanwhile is taken and acknowledged.
 func TestQoS0HeldForLaneDelay(t *testing.T) {
-	f := buildFerry(t, []kafkamux.Opt{kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir("")},
-		[]offload.Opt{offload.LaneQoS0Delay(time.Millisecond), offload.LaneMinRecords(8), offload.LaneDelay(0)},
+	f := startFerryLanes(t, []offload.Opt{offload.LaneQoS0Delay(time.Millisecond), offload.LaneMinRecords(8), offload.LaneDelay(0)},
 		server.ReadLagLimit(0), server.QoS0Hold(true)) // only the lane decides here
-	t.Cleanup(f.stop)
 	sub := dialV5(t, f.addr, &paho.Connect{ClientID: "lhold-sub", CleanStart: true})
 	sub.sub(t, paho.SubscribeOptions{Topic: "lhold/#", QoS: 1})
 	held := func() uint64 { return f.srv.Metrics().Snapshot().QoS0Holds[holdIndex("lane_delay")] }
