@@ -280,6 +280,8 @@ run_scenario() {
         --label "$label" --target-name "$(COLUMN "$t")" --json "$OUT/$label-$t-$i.json" \
         || echo "run failed: $label $t $i" >&2
       stop_target
+      # The floor prints its own view on exit (stamp → read, each loop's writes, subscribers per loop).
+      [[ $t == floor ]] && cp "$TMP/floor.log" "$OUT/$label-floor-$i.log"
     done
   done
 }
