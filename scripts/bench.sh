@@ -281,7 +281,7 @@ run_scenario() {
         || echo "run failed: $label $t $i" >&2
       stop_target
       # The floor prints its own view on exit (stamp → read, each loop's writes, subscribers per loop).
-      [[ $t == floor ]] && cp "$TMP/floor.log" "$OUT/$label-floor-$i.log"
+      if [[ $t == floor ]]; then cp "$TMP/floor.log" "$OUT/$label-floor-$i.log"; fi
     done
   done
 }
