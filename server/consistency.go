@@ -27,7 +27,12 @@ func (c *conn) connectSession(pc *pendingConnect) error {
 		srv.decideConnect(c, pc, prev)
 	})
 	if c.marked {
-		srv.store.MarkConn(pc.id, c.epoch) // before the owner record: a trace compaction keeps
+		c.markedID = pc.id
+		var will *sessions.WillRec // owed until the connection's end is claimed (sessions/conns.go)
+		if c.will != nil {
+			will = newWillRec(c.epoch, c.will)
+		}
+		srv.store.MarkConn(pc.id, c.epoch, will) // before the owner record: a trace compaction keeps
 	}
 	// Every instance reads it: the takeover signal, and this CONNECT's fence.
 	srv.store.WriteOwnRecord(pc.id, &sessions.OwnerRec{V: sessionkey.Version, Instance: srv.store.Instance, Epoch: c.epoch,

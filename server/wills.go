@@ -160,7 +160,7 @@ func (srv *Server) readSessionsUpTo(ctx context.Context) bool {
 func (srv *Server) processPartitions(start, now time.Time) {
 	claims, expired := srv.store.Due(start, now)
 	for _, c := range claims {
-		srv.store.ClaimEnd(c.ID, c.Rec, c.Now)
+		srv.claim(c)
 	}
 	for _, e := range expired {
 		srv.regMu.Lock()
@@ -173,6 +173,15 @@ func (srv *Server) processPartitions(start, now time.Time) {
 	}
 }
 
+// claim writes claim c (sessions.Store.ClaimEnd) and, for a connection whose marker owed its will, the
+// marker's tombstone after it (sessions/conns.go).
+func (srv *Server) claim(c sessions.Claim) {
+	srv.store.ClaimEnd(c.ID, c.Rec, c.Now)
+	if c.Unmark {
+		srv.store.UnmarkConn(c.ID, c.Rec.Epoch)
+	}
+}
+
 // recoverOwnConnections ends the connections a previous run of this instance (same InstanceID) held when it
 // stopped without a goodbye, before serving: a will due is published after its delay (the first end record of
 // the epoch decides, as for any death). It also takes over the wills that run had won and not yet published
@@ -181,7 +190,7 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	st := srv.store
 	ends, pending, won := st.OwnOpen(now)
 	for _, e := range ends {
-		st.ClaimEnd(e.ID, e.Rec, e.Now)
+		srv.claim(e)
 	}
 	for _, e := range append(pending, won...) {
 		srv.connectionEnded(e.ID, e.Rec)

@@ -24,9 +24,10 @@ import (
 
 // Claim is an end record to write (ClaimEnd): client id's connection, and its will if due at once.
 type Claim struct {
-	ID  string
-	Rec *OwnerRec
-	Now *WillRec // a will due at once (ClaimEnd)
+	ID     string
+	Rec    *OwnerRec
+	Now    *WillRec // a will due at once (ClaimEnd)
+	Unmark bool     // the connection's marker owed its will (conns.go): tombstone it after the claim
 }
 
 // Due is a processor round's decision (docs/sessions.md, "Instance death"): the ends of connections held by
@@ -68,10 +69,16 @@ func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
 			default:
 				continue
 			}
-			claims = append(claims, Claim{id, c.pendingClaim(st.Instance, epoch, p, now), nil})
+			claims = append(claims, Claim{ID: id, Rec: c.pendingClaim(st.Instance, epoch, p, now)})
 		}
 		if !processed || c.Owner == nil {
 			continue
+		}
+		for epoch, m := range c.Owed {
+			// A connection older than the newest whose holder died and whose end nobody claimed (conns.go).
+			if epoch < c.Owner.Epoch && !alive(m.Instance) && c.Pending[epoch] == nil && settled(Key{id, epoch}) {
+				claims = append(claims, c.owedClaim(st.Instance, id, epoch, m, now))
+			}
 		}
 		o := c.Owner
 		switch {
@@ -83,13 +90,13 @@ func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
 			if will && min(c.Will.Delay, o.Expiry) == 0 {
 				due = c.Will
 			}
-			claims = append(claims, Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
-				At: now.UnixMilli(), Expiry: o.Expiry, Will: will}, due})
+			claims = append(claims, Claim{ID: id, Rec: &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+				At: now.UnixMilli(), Expiry: o.Expiry, Will: will}, Now: due})
 		case !o.Connected && o.Will && !o.Now && c.Will != nil && c.Will.Epoch == o.Epoch && !alive(o.Instance) &&
 			now.After(time.UnixMilli(o.At).Add(time.Duration(c.Will.Delay)*time.Second+deadAfter)):
 			// The instance that won the will died before publishing it: claim the next round.
-			claims = append(claims, Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
-				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}, nil})
+			claims = append(claims, Claim{ID: id, Rec: &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}})
 		case !o.Connected && o.Expiry != 0xFFFFFFFF && now.UnixMilli() > o.At+int64(o.Expiry)*1000:
 			expired = append(expired, Key{id, o.Epoch})
 		}
@@ -113,27 +120,48 @@ func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 	for id, c := range st.clients {
 		for epoch, p := range c.Pending {
 			if p.winner == st.Instance { // won by the previous run, not published
-				won = append(won, Claim{id, &OwnerRec{Instance: st.Instance, Epoch: epoch, Will: true, Now: true}, nil})
+				won = append(won, Claim{ID: id, Rec: &OwnerRec{Instance: st.Instance, Epoch: epoch, Will: true, Now: true}})
 			}
 		}
 		o := c.Owner
+		for epoch, m := range c.Owed {
+			// A connection of the previous run older than the client's newest, whose end nobody claimed (conns.go).
+			if o != nil && epoch < o.Epoch && m.Instance == st.Instance && c.Pending[epoch] == nil {
+				ends = append(ends, c.owedClaim(st.Instance, id, epoch, m, now))
+			}
+		}
 		if o == nil || o.Instance != st.Instance {
 			continue
 		}
 		if !o.Connected {
 			if o.Will && !o.Now && c.Will != nil && c.Will.Epoch == o.Epoch {
-				pending = append(pending, Claim{id, o, nil})
+				pending = append(pending, Claim{ID: id, Rec: o})
 			}
 			continue
 		}
-		e := Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
-			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.Will != nil && c.Will.Epoch == o.Epoch}, nil}
+		e := Claim{ID: id, Rec: &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.Will != nil && c.Will.Epoch == o.Epoch}}
 		if e.Rec.Will && min(c.Will.Delay, o.Expiry) == 0 {
 			e.Now = c.Will
 		}
 		ends = append(ends, e)
 	}
 	return ends, pending, won
+}
+
+// owedClaim is the claim by which instance self ends client id's connection epoch, older than the client's
+// newest, whose marker m still carries its will: nobody claimed its end (conns.go). A will of delay 0 was due
+// when the connection ended and is claimed with it; a delayed will is not (the client's newer connection came
+// before its delay, counted from now, the detection, passed [MQTT-3.1.3-9]). The end record is a late one (an
+// older epoch than the owner's): it decides that connection's will and nothing else. st.mu is held.
+func (c *Stored) owedClaim(self, id string, epoch int64, m *ConnRec, now time.Time) Claim {
+	rec := &OwnerRec{V: sessionkey.Version, Instance: self, Epoch: epoch, At: now.UnixMilli(), Expiry: c.Owner.Expiry,
+		Will: m.Will.Delay == 0}
+	cl := Claim{ID: id, Rec: rec, Unmark: true}
+	if rec.Will {
+		cl.Now = m.Will
+	}
+	return cl
 }
 
 // EndRecord is the end record by which this instance ends its connection epoch of a client now: the claim
