@@ -110,6 +110,9 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *sessions.Sto
 // is the view the decision was taken on, snap the session to resume from. Runs on the loop.
 func (c *conn) completeConnect(pc *pendingConnect, prev, snap *sessions.Stored) {
 	srv := c.l.srv
+	if cl := srv.store.DueBefore(pc.id, prev, c.epoch); cl != nil {
+		srv.claim(*cl) // a delayed will due before this CONNECT is published, not cancelled [MQTT-3.1.3-9]
+	}
 	switch {
 	case c.will != nil:
 		pc.will = newWillRec(c.epoch, c.will) // written by finishConnect, which holds the CONNACK for it

@@ -292,3 +292,28 @@ func TestWillOnTakeover(t *testing.T) {
 		})
 	}
 }
+
+// Gap B of the history checker (docs/sessions.md, "Delayed wills"): a delayed will that came due while its
+// winner could not publish it — here the winner is killed after winning, and nobody takes it for dead within
+// the test (a minute's death window) — is published by the client's CONNECT that comes after the delay, not
+// cancelled: only a connection made within the delay cancels a will [MQTT-3.1.3-9]. Before, the CONNECT
+// deleted the stored will, and nobody ever published it.
+func TestDelayedWillDueBeforeTheNextConnect(t *testing.T) {
+	_, kafka := startKafka(t)
+	hb := server.Heartbeats(200*time.Millisecond, time.Minute)
+	a := startInstance(t, kafka, hb)
+	b := startInstance(t, kafka, hb)
+	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "due-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+
+	r := connectWithWill(t, a.addr, "due", 1)
+	r.nc.Close()                       // an abnormal end: A wins the will, due in 1 s
+	time.Sleep(500 * time.Millisecond) // A's end record is in Kafka
+	a.crash()
+	time.Sleep(1500 * time.Millisecond) // the delay has passed: the will is due
+	back := dialV5(t, b.addr, persistent("due", false))
+	if !back.connack.SessionPresent {
+		t.Fatal("MQTT-3.2.2-2: session lost")
+	}
+	willOnce(t, watch, "due")
+}

@@ -57,6 +57,7 @@ type Stored struct {
 	Owed        map[int64]*ConnRec     // markers that still carry their connection's will: no claim of its end written (conns.go); replaced, never changed in place
 	Part        int32                  // the client's sessions-topic partition
 	Ended       [2]int64               // epoch and round of the first end record seen for the latest epoch
+	Next        [2]int64               // an ended connection's epoch owing a delayed will, and the first connection after its end (connectAfter)
 	EndedBefore [2]int64               // the one before: a second claim of that end, read after a newer end, is not first
 }
 
@@ -198,6 +199,10 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 			fenced, prev = f, *c // the view the CONNECT decides on: everything before its own record
 		}
 		late := c.Owner != nil && ((o != nil && o.Epoch < c.Owner.Epoch) || (o == nil && tombEpoch != 0 && tombEpoch < c.Owner.Epoch))
+		if e := c.Owner; !late && o != nil && o.Connected && e != nil && !e.Connected && e.Will && !e.Now && o.Epoch > e.Epoch &&
+			c.Next[0] != e.Epoch {
+			c.Next = [2]int64{e.Epoch, o.Epoch} // whether it came within the delay decides the will (DelayedClaim)
+		}
 		if !late {
 			c.Owner = o
 		} else if st.ready {

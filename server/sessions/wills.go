@@ -171,28 +171,74 @@ func (st *Store) EndRecord(epoch int64, expiry uint32, will bool) *OwnerRec {
 		Will: will}
 }
 
-// WillDueAt is when the delayed will that end record end of client id won is due: after its Will Delay
-// Interval, or when the session ends if that comes first [MQTT-3.1.3-9]. false: no will is stored for that
+// WillDueAt is the delayed will that end record end of client id won, and when it is due: after its Will
+// Delay Interval, or when the session ends if that comes first [MQTT-3.1.3-9]. nil: no will is stored for that
 // connection (or it was published).
-func (st *Store) WillDueAt(id string, end *OwnerRec) (time.Time, bool) {
+func (st *Store) WillDueAt(id string, end *OwnerRec) (time.Time, *WillRec) {
 	c, ok := st.Lookup(id)
 	if !ok || c.Will == nil || c.Will.Epoch != end.Epoch {
-		return time.Time{}, false
+		return time.Time{}, nil
 	}
 	delay := time.Duration(c.Will.Delay) * time.Second
 	if exp := time.Duration(end.Expiry) * time.Second; exp < delay {
 		delay = exp
 	}
-	return time.UnixMilli(end.At).Add(delay), true
+	return time.UnixMilli(end.At).Add(delay), c.Will
 }
 
-// StoredWill is the will of client id's connection epoch to publish now that its delay passed, nil if it is
-// gone or the client connected again meanwhile [MQTT-3.1.3-9]. The caller has read the sessions topic up to
-// its end.
-func (st *Store) StoredWill(id string, epoch int64) *WillRec {
-	c, ok := st.Lookup(id)
-	if !ok || c.Will == nil || c.Will.Epoch != epoch || (c.Owner != nil && c.Owner.Epoch > epoch) {
+// A delayed will is published by a claim of the next round that makes it due at once (docs/sessions.md,
+// "Delayed wills"): its winner claims it when the delay has passed (DelayedClaim), and so does a CONNECT of
+// the client that comes after that (DueBefore) — the winner may be dead, or unable to read the sessions topic
+// when the will came due. The claim writes the will as pending ("p:", pending.go) and the first end record of
+// the round decides who publishes it, once; a CONNECT that came within the delay cancels the will
+// [MQTT-3.1.3-9], one that came after it does not, whatever was read first.
+
+// DelayedClaim is the claim by which this instance, winner of end record end of client id's connection, makes
+// that connection's delayed will due at once now that its delay has passed (due): a claim of the next round,
+// decided by the log like every other. nil: the client connected again within the delay [MQTT-3.1.3-9], or a
+// claim of the will as due at once was read already (a CONNECT that came after the delay wrote one: the log
+// decides). The caller has read the sessions topic up to its end.
+func (st *Store) DelayedClaim(id string, end *OwnerRec, due time.Time) *OwnerRec {
+	if c, ok := st.Lookup(id); ok {
+		if c.Pending[end.Epoch] != nil {
+			return nil
+		}
+		if next := c.connectAfter(end.Epoch); next != 0 && next < due.UnixNano() {
+			return nil
+		}
+	}
+	return &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: end.Epoch, At: end.At, Expiry: end.Expiry, Will: true,
+		Round: end.Round + 1}
+}
+
+// DueBefore is what a CONNECT at epoch, deciding on prev (the index just before its own owner record), claims
+// of the client's previous connection: a delayed will whose delay had passed before the CONNECT and that no
+// claim made due at once yet — its winner dead, or unable to read the topic when it came due. Such a will is
+// published, not cancelled: only a connection made within the delay cancels it [MQTT-3.1.3-9]. The claim is of
+// the next round, as the winner's own (DelayedClaim): whichever comes first in the log publishes it. nil if
+// there is none.
+func (st *Store) DueBefore(id string, prev *Stored, epoch int64) *Claim {
+	o, w := prev.Owner, prev.Will
+	if o == nil || o.Connected || !o.Will || o.Now || w == nil || w.Epoch != o.Epoch || prev.Pending[o.Epoch] != nil {
 		return nil
 	}
-	return c.Will
+	due := time.UnixMilli(o.At).Add(time.Duration(min(w.Delay, o.Expiry)) * time.Second)
+	if epoch < due.UnixNano() {
+		return nil // within the delay: cancelled
+	}
+	return &Claim{ID: id, Rec: &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch, At: o.At, Expiry: o.Expiry,
+		Will: true, Round: o.Round + 1}, Now: w}
+}
+
+// connectAfter is the epoch of the client's first connection after its connection epoch ended, as far as the
+// index can tell: the first owner record of a connection read after that connection's end record, else a newer
+// owner than epoch (one read before the end record came before the end). 0 if none. st.mu is held or c is a copy.
+func (c *Stored) connectAfter(epoch int64) int64 {
+	if c.Next[0] == epoch {
+		return c.Next[1]
+	}
+	if c.Owner != nil && c.Owner.Epoch > epoch {
+		return c.Owner.Epoch
+	}
+	return 0
 }
