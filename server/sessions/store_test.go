@@ -156,9 +156,13 @@ func TestStoreWillDue(t *testing.T) {
 	}
 	st2 := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
 	st2.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, *end), 0, 0)
-	st2.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, OwnerRec{Instance: "other", Epoch: late, Connected: true}), 0, 0)
+	st2.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, OwnerRec{Instance: "other", Epoch: late, Connected: true, Expiry: 60}), 0, 0)
 	if r := st2.DelayedClaim("c1", end, at); r == nil {
 		t.Error("MQTT-3.1.3-9: the will's winner cancels it for a CONNECT that came after its delay")
+	}
+	st2.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), nil, 0, late) // the session ended: its will with it
+	if r := st2.DelayedClaim("c1", end, at); r != nil {
+		t.Errorf("will claimed (%+v) for a client the index no longer knows", r)
 	}
 }
 

@@ -197,15 +197,15 @@ func (st *Store) WillDueAt(id string, end *OwnerRec) (time.Time, *WillRec) {
 // that connection's delayed will due at once now that its delay has passed (due): a claim of the next round,
 // decided by the log like every other. nil: the client connected again within the delay [MQTT-3.1.3-9], or a
 // claim of the will as due at once was read already (a CONNECT that came after the delay wrote one: the log
-// decides). The caller has read the sessions topic up to its end.
+// decides), or the index no longer knows the client (its session ended: a clean start within the delay, or
+// the session's expiry, deleted the stored will with it). The caller has read the sessions topic up to its end.
 func (st *Store) DelayedClaim(id string, end *OwnerRec, due time.Time) *OwnerRec {
-	if c, ok := st.Lookup(id); ok {
-		if c.Pending[end.Epoch] != nil {
-			return nil
-		}
-		if next := c.connectAfter(end.Epoch); next != 0 && next < due.UnixNano() {
-			return nil
-		}
+	c, ok := st.Lookup(id)
+	if !ok || c.Pending[end.Epoch] != nil {
+		return nil
+	}
+	if next := c.connectAfter(end.Epoch); next != 0 && next < due.UnixNano() {
+		return nil
 	}
 	return &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: end.Epoch, At: end.At, Expiry: end.Expiry, Will: true,
 		Round: end.Round + 1}
