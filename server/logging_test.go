@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferry/internal/throttle"
-	"github.com/ferrymq/ferry/kafkamux"
-	"github.com/ferrymq/ferry/offload"
 )
 
 // A flood of one kind of connection event logs at most eventBurst lines a second; the first line of the next
@@ -38,17 +36,7 @@ func TestEventLimiter(t *testing.T) {
 // LogUnthrottled lets every line of a kind through, debug and warning alike (a fault run's debug log is read
 // whole); without it, New limits both.
 func TestLogUnthrottled(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	mux, err := kafkamux.New(ctx, kafkamux.EmbeddedAddr("127.0.0.1:0"), kafkamux.DataDir(""), kafkamux.Partitions(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mux.Close()
-	off, err := offload.New(mux, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mux, off := embeddedOne(t)
 	for _, on := range []bool{false, true} {
 		var lines countingHandler
 		s, err := New(off, mux, Listen("tcp://127.0.0.1:0"), EventLoops(1), Logger(slog.New(&lines)), LogUnthrottled(on))

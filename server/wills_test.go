@@ -49,12 +49,7 @@ func connectWithWill(t *testing.T, addr, id string, delay uint32) *raw {
 // The will of a client whose instance dies is published by another instance, once, within the detection
 // bound (dead after 1 s here) plus the Will Delay Interval.
 func TestWillOfCrashedInstance(t *testing.T) {
-	_, kafka := startKafka(t)
-	hb := server.Heartbeats(200*time.Millisecond, time.Second)
-	a := startInstance(t, kafka, hb)
-	b := startInstance(t, kafka, hb)
-	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
-	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	a, _, watch := watchedPair(t, server.Heartbeats(200*time.Millisecond, time.Second))
 
 	connectWithWill(t, a.addr, "doomed", 1)
 	time.Sleep(500 * time.Millisecond) // the will and the owner record are in Kafka
@@ -299,12 +294,7 @@ func TestWillOnTakeover(t *testing.T) {
 // cancelled: only a connection made within the delay cancels a will [MQTT-3.1.3-9]. Before, the CONNECT
 // deleted the stored will, and nobody ever published it.
 func TestDelayedWillDueBeforeTheNextConnect(t *testing.T) {
-	_, kafka := startKafka(t)
-	hb := server.Heartbeats(200*time.Millisecond, time.Minute)
-	a := startInstance(t, kafka, hb)
-	b := startInstance(t, kafka, hb)
-	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "due-watch", CleanStart: true})
-	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	a, b, watch := watchedPair(t, server.Heartbeats(200*time.Millisecond, time.Minute))
 
 	r := connectWithWill(t, a.addr, "due", 1)
 	r.nc.Close()                       // an abnormal end: A wins the will, due in 1 s
@@ -316,4 +306,16 @@ func TestDelayedWillDueBeforeTheNextConnect(t *testing.T) {
 		t.Fatal("MQTT-3.2.2-2: session lost")
 	}
 	willOnce(t, watch, "due")
+}
+
+// watchedPair starts two instances with heartbeat option hb on a Kafka of their own, and a client on the second
+// that subscribes to every will (wills/#).
+func watchedPair(t *testing.T, hb server.Opt) (a, b *instance, watch *v5) {
+	t.Helper()
+	_, kafka := startKafka(t)
+	a = startInstance(t, kafka, hb)
+	b = startInstance(t, kafka, hb)
+	watch = dialV5(t, b.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	return a, b, watch
 }
