@@ -183,6 +183,9 @@ func (srv *Server) claim(c sessions.Claim) {
 	if c.Unmark {
 		srv.store.UnmarkConn(c.ID, c.Rec.Epoch)
 	}
+	if c.EndOwner {
+		srv.store.EndOwner(c.ID, c.Rec.Epoch)
+	}
 }
 
 // recoverOwnConnections ends the connections a previous run of this instance (same InstanceID) held when it

@@ -24,10 +24,11 @@ import (
 
 // Claim is an end record to write (ClaimEnd): client id's connection, and its will if due at once.
 type Claim struct {
-	ID     string
-	Rec    *OwnerRec
-	Now    *WillRec // a will due at once (ClaimEnd)
-	Unmark bool     // the connection's marker owed its will (conns.go): tombstone it after the claim
+	ID       string
+	Rec      *OwnerRec
+	Now      *WillRec // a will due at once (ClaimEnd)
+	Unmark   bool     // the connection's marker owed its will (conns.go): tombstone it after the claim
+	EndOwner bool     // the client had no owner record: tombstone the owner key after the claim (owedClaim)
 }
 
 // Due is a processor round's decision (docs/sessions.md, "Instance death"): the ends of connections held by
@@ -71,14 +72,18 @@ func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
 			}
 			claims = append(claims, Claim{ID: id, Rec: c.pendingClaim(st.Instance, epoch, p, now)})
 		}
-		if !processed || c.Owner == nil {
+		if !processed {
 			continue
 		}
 		for epoch, m := range c.Owed {
-			// A connection older than the newest whose holder died and whose end nobody claimed (conns.go).
-			if epoch < c.Owner.Epoch && !alive(m.Instance) && c.Pending[epoch] == nil && settled(Key{id, epoch}) {
+			// A connection older than the newest whose holder died and whose end nobody claimed (conns.go), or
+			// any such connection of a client whose session has ended since (its owner key tombstoned).
+			if (c.Owner == nil || epoch < c.Owner.Epoch) && !alive(m.Instance) && c.Pending[epoch] == nil && settled(Key{id, epoch}) {
 				claims = append(claims, c.owedClaim(st.Instance, id, epoch, m, now))
 			}
+		}
+		if c.Owner == nil {
+			continue
 		}
 		o := c.Owner
 		switch {
@@ -126,7 +131,7 @@ func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 		o := c.Owner
 		for epoch, m := range c.Owed {
 			// A connection of the previous run older than the client's newest, whose end nobody claimed (conns.go).
-			if o != nil && epoch < o.Epoch && m.Instance == st.Instance && c.Pending[epoch] == nil {
+			if (o == nil || epoch < o.Epoch) && m.Instance == st.Instance && c.Pending[epoch] == nil {
 				ends = append(ends, c.owedClaim(st.Instance, id, epoch, m, now))
 			}
 		}
@@ -154,10 +159,15 @@ func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 // when the connection ended and is claimed with it; a delayed will is not (the client's newer connection came
 // before its delay, counted from now, the detection, passed [MQTT-3.1.3-9]). The end record is a late one (an
 // older epoch than the owner's): it decides that connection's will and nothing else. st.mu is held.
+//
+// A client without an owner record (its session ended since, and the owner key was tombstoned) gets the owner
+// key tombstoned again after the claim, with the claim's epoch: the end record must not stand for a session.
 func (c *Stored) owedClaim(self, id string, epoch int64, m *ConnRec, now time.Time) Claim {
-	rec := &OwnerRec{V: sessionkey.Version, Instance: self, Epoch: epoch, At: now.UnixMilli(), Expiry: c.Owner.Expiry,
-		Will: m.Will.Delay == 0}
-	cl := Claim{ID: id, Rec: rec, Unmark: true}
+	rec := &OwnerRec{V: sessionkey.Version, Instance: self, Epoch: epoch, At: now.UnixMilli(), Will: m.Will.Delay == 0}
+	if c.Owner != nil {
+		rec.Expiry = c.Owner.Expiry
+	}
+	cl := Claim{ID: id, Rec: rec, Unmark: true, EndOwner: c.Owner == nil}
 	if rec.Will {
 		cl.Now = m.Will
 	}
