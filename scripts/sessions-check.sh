@@ -30,7 +30,7 @@
 #   COMPACT [1]  COMPACT_EVERY [0] (seconds, e.g. 0.125: also compact that often, at random times — kfake then
 #   compacts past open transactions too, which a kill can turn into a loss that is kfake's, not Ferry's: use
 #   it without kills, or read the losses with that in mind)  WILL_HOLD [300ms]  LOG_LEVEL [warn] (the instances' --log-level; debug logs each claim and
-#   each will due at once published)
+#   each will due at once published, and lifts the log's per-kind rate limit: --log-unthrottled)
 #   CLOSE_EVERY [0] (ferry-chaos sessions --close-every: one move in this many first closes the connection)
 #   KEEP [0]  FERRY_BIN (a prebuilt ferry instead of ./cmd/ferry)
 # Verdict: "sessions: PASS|FAIL …" with the kills done and the session moves; exit 1 on a violation, when an
@@ -44,6 +44,8 @@ THINK=${THINK:-0s}
 CLOSE_EVERY=${CLOSE_EVERY:-0}
 COMPACT=${COMPACT:-1}
 WILL_HOLD=${WILL_HOLD:-300ms}
+logargs=(--log-level "${LOG_LEVEL:-warn}")
+[[ ${LOG_LEVEL:-warn} != debug ]] || logargs+=(--log-unthrottled) # a failure is read from every line of the debug log
 source scripts/lib/fault.sh
 fault_init sessions kfake
 
@@ -56,7 +58,7 @@ mqtt=(); admin=(); ipid=()
 start_instance() { # instance number: starts it and waits until it is ready
   local i=$1 n
   "$work/ferry" --mqtt "tcp://127.0.0.1:${mqtt[$i]}" --kafka-brokers "127.0.0.1:$KAFKA" --admin "127.0.0.1:${admin[$i]}" \
-    --instance-id "check-$i" --kafka-transactional-id "$txn-$i" --chaos-will-hold "$WILL_HOLD" --log-level "${LOG_LEVEL:-warn}" >>"$work/ferry-$i.log" 2>&1 &
+    --instance-id "check-$i" --kafka-transactional-id "$txn-$i" --chaos-will-hold "$WILL_HOLD" "${logargs[@]}" >>"$work/ferry-$i.log" 2>&1 &
   ipid[$i]=$!; pids+=("$!")
   for ((n = 0; n < 900; n++)); do curl -sf -o /dev/null "http://127.0.0.1:${admin[$i]}/readyz" && return 0; sleep 0.1; done
   echo "sessions: FAIL instance $i did not become ready"; tail "$work/ferry-$i.log"; KEEP=1

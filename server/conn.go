@@ -41,6 +41,7 @@ type conn struct {
 	pwDone     bool        // the CONNECT's password was checked off the loop; c.auth holds the outcome (authz_password.go)
 	unrecorded bool        // connected without an owner record (alone.go); set under the registry lock
 	marked     bool        // its connection marker ("c:", sessions/conns.go) was written at CONNECT
+	markedID   string      // the client id the marker names
 	flushing   bool        // flushOut is handing bytes to gnet, maybe under the session lock (OnClose)
 	notified   atomic.Bool // queued in l.ready or l.urgent
 	keepAlive  uint16      // seconds, 0 = none

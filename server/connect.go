@@ -379,6 +379,9 @@ func (c *conn) kicked(reason mqttcodec.ReasonCode) {
 	if reason == mqttcodec.SessionTakenOver {
 		c.claimTakenOverWill(true) // a will of delay 0 is due (wills.go)
 	}
+	if c.marked && c.sess != nil {
+		c.l.srv.store.SettleConn(c.sess.id, c.epoch) // the takeover decided its will: the marker owes none (sessions/conns.go)
+	}
 	c.disconnect = true // the session moved on: the connection's will is not sent (again)
 	if c.version >= mqttcodec.Version5 {
 		c.sendDisconnect(reason, "")
@@ -418,6 +421,11 @@ func (c *conn) endSession() {
 	c.releasePublishes()
 	sess := c.sess
 	if sess == nil {
+		if c.markedID != "" {
+			// Closed before its session attached (superseded, refused, or the client left): nothing of it
+			// is owed, and its marker, with the will it carries, must not outlive it (sessions/conns.go).
+			srv.store.UnmarkConn(c.markedID, c.epoch)
+		}
 		return
 	}
 	srv.metrics.sessionsConnected.Add(-1)
@@ -425,6 +433,9 @@ func (c *conn) endSession() {
 	if sess.c != c {
 		sess.mu.Unlock()            // taken over: the session lives on with its new connection
 		c.claimTakenOverWill(false) // it closed before the takeover reached this loop (wills.go)
+		if c.marked {
+			srv.store.SettleConn(sess.id, c.epoch) // the takeover decided its will: the marker owes none (sessions/conns.go)
+		}
 		return
 	}
 	sess.c = nil

@@ -27,7 +27,12 @@ func (c *conn) connectSession(pc *pendingConnect) error {
 		srv.decideConnect(c, pc, prev)
 	})
 	if c.marked {
-		srv.store.MarkConn(pc.id, c.epoch) // before the owner record: a trace compaction keeps
+		c.markedID = pc.id
+		var will *sessions.WillRec // owed until the connection's end is claimed (sessions/conns.go)
+		if c.will != nil {
+			will = newWillRec(c.epoch, c.will)
+		}
+		srv.store.MarkConn(pc.id, c.epoch, will) // before the owner record: a trace compaction keeps
 	}
 	// Every instance reads it: the takeover signal, and this CONNECT's fence.
 	srv.store.WriteOwnRecord(pc.id, &sessions.OwnerRec{V: sessionkey.Version, Instance: srv.store.Instance, Epoch: c.epoch,
@@ -105,6 +110,9 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *sessions.Sto
 // is the view the decision was taken on, snap the session to resume from. Runs on the loop.
 func (c *conn) completeConnect(pc *pendingConnect, prev, snap *sessions.Stored) {
 	srv := c.l.srv
+	if cl := srv.store.DueBefore(pc.id, prev, c.epoch); cl != nil {
+		srv.claim(*cl) // a delayed will due before this CONNECT is published, not cancelled [MQTT-3.1.3-9]
+	}
 	switch {
 	case c.will != nil:
 		pc.will = newWillRec(c.epoch, c.will) // written by finishConnect, which holds the CONNACK for it

@@ -59,6 +59,7 @@ type cfg struct {
 	heartbeatEvery   time.Duration  // how often the instance writes its heartbeat to the sessions topic
 	deadAfter        time.Duration  // an instance silent this long is dead: its clients' wills and sessions move on
 	willHold         time.Duration  // testing: a will due at once waits this long after its claim won (WillHold)
+	logUnthrottled   bool           // debugging: no per-kind rate limit on debug and warning lines (LogUnthrottled)
 	proxyTrusted     []netip.Prefix // peers allowed to send PROXY protocol headers
 	instanceID       string         // stable id of this instance in the sessions topic; "" = random per start
 
@@ -341,6 +342,11 @@ func Heartbeats(every, deadAfter time.Duration) Opt {
 // unpublished, so that the history checker's kills can hit it (docs/sessions.md, "Pending wills"). Default
 // 0; never negative.
 func WillHold(d time.Duration) Opt { return opt(func(c *cfg) { c.willHold = d }) }
+
+// LogUnthrottled is for fault testing and debugging: every debug and warning line of the server is logged,
+// none held back by the per-kind rate limit (a fault run's failures are read from the debug log, and a
+// limited log drops the lines of the moment that matters). Default off.
+func LogUnthrottled(on bool) Opt { return opt(func(c *cfg) { c.logUnthrottled = on }) }
 
 // MaxSubscriptions caps the subscriptions of one session; SUBSCRIBE beyond it gets 0x97 Quota Exceeded (v3:
 // 0x80) for the extra filters. Default 1000.

@@ -127,6 +127,9 @@ func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
 	off.OnRetainedWritten(srv.retainedWritten)
 	srv.warnLim.Window = 10 * time.Second
 	srv.events.Window, srv.events.Burst = time.Second, eventBurst
+	if srv.cfg.logUnthrottled {
+		srv.warnLim.Window, srv.events.Window = 0, 0 // the zero window lets every line through
+	}
 	srv.metrics.initListeners(srv.cfg.listeners)
 	srv.store = sessions.NewStore(srv.cfg.instanceID, srv.cfg.deadAfter, kafka, storeHost{srv})
 	if len(srv.cfg.routes) > 0 {

@@ -68,7 +68,8 @@ func (srv *Server) claimMissedWill(id string, o *sessions.OwnerRec, prev *sessio
 
 // connectionEnded runs on the reader goroutine for the first end record of an epoch and round. If this
 // instance wrote it and a will is due, the will is published: at once if it was due at once (its pending
-// record, wills_pending.go), else after its delay unless the client came back.
+// record, wills_pending.go), else made due at once when its delay has passed, unless the client came back
+// within it (claimDelayedWill).
 func (srv *Server) connectionEnded(id string, end *sessions.OwnerRec) {
 	if end.Instance != srv.store.Instance || !end.Will {
 		return
@@ -77,25 +78,27 @@ func (srv *Server) connectionEnded(id string, end *sessions.OwnerRec) {
 		srv.publishPendingOf(id, end)
 		return
 	}
-	if due, ok := srv.store.WillDueAt(id, end); ok {
-		time.AfterFunc(time.Until(due), func() { srv.publishStoredWill(id, end.Epoch) })
+	if due, w := srv.store.WillDueAt(id, end); w != nil {
+		time.AfterFunc(time.Until(due), func() { srv.claimDelayedWill(id, end, w, due) })
 	}
 }
 
-// publishStoredWill publishes the will of epoch unless the client connected again or the will is gone, then
-// tombstones it. The decision is taken once the sessions topic has been read up to its end (a CONNECT on
-// another instance a moment ago cancels the will); if it cannot be read, the decision is tried again a second
-// later. Runs on a timer goroutine.
-func (srv *Server) publishStoredWill(id string, epoch int64) {
+// claimDelayedWill makes delayed will w, which this instance's end record end won, due at once now that its
+// delay (due) has passed, unless the client connected again within it (sessions.Store.DelayedClaim): a claim
+// of the next round with the will as pending, published by whoever the log says won it — this instance, or a
+// CONNECT of the client that came after the delay and claimed it too. The will is the one the index held when
+// end was read: a later CONNECT replaces or deletes "w:". The decision is taken once the sessions topic has
+// been read up to its end; if it cannot be read, it is tried again a second later. Runs on a timer goroutine.
+func (srv *Server) claimDelayedWill(id string, end *sessions.OwnerRec, w *sessions.WillRec, due time.Time) {
 	if srv.runCtx.Err() != nil {
-		return // stopping: the will stays in Kafka for the next processor
+		return // stopping: the end record stays in Kafka for the next processor, or this instance's restart
 	}
 	if !srv.readSessionsUpTo(srv.runCtx) {
-		time.AfterFunc(time.Second, func() { srv.publishStoredWill(id, epoch) })
+		time.AfterFunc(time.Second, func() { srv.claimDelayedWill(id, end, w, due) })
 		return
 	}
-	if w := srv.store.StoredWill(id, epoch); w != nil {
-		srv.sendWillWith(w.Message(id, time.Now()), sessionkey.Key(sessionkey.Will, id)) // the tombstone with the will
+	if rec := srv.store.DelayedClaim(id, end, due); rec != nil {
+		srv.store.ClaimEnd(id, rec, w)
 	}
 }
 
@@ -160,7 +163,7 @@ func (srv *Server) readSessionsUpTo(ctx context.Context) bool {
 func (srv *Server) processPartitions(start, now time.Time) {
 	claims, expired := srv.store.Due(start, now)
 	for _, c := range claims {
-		srv.store.ClaimEnd(c.ID, c.Rec, c.Now)
+		srv.claim(c)
 	}
 	for _, e := range expired {
 		srv.regMu.Lock()
@@ -173,6 +176,18 @@ func (srv *Server) processPartitions(start, now time.Time) {
 	}
 }
 
+// claim writes claim c (sessions.Store.ClaimEnd) and, for a connection whose marker owed its will, the
+// marker's tombstone after it (sessions/conns.go).
+func (srv *Server) claim(c sessions.Claim) {
+	srv.store.ClaimEnd(c.ID, c.Rec, c.Now)
+	if c.Unmark {
+		srv.store.UnmarkConn(c.ID, c.Rec.Epoch)
+	}
+	if c.EndOwner {
+		srv.store.EndOwner(c.ID, c.Rec.Epoch)
+	}
+}
+
 // recoverOwnConnections ends the connections a previous run of this instance (same InstanceID) held when it
 // stopped without a goodbye, before serving: a will due is published after its delay (the first end record of
 // the epoch decides, as for any death). It also takes over the wills that run had won and not yet published
@@ -181,7 +196,7 @@ func (srv *Server) recoverOwnConnections(now time.Time) {
 	st := srv.store
 	ends, pending, won := st.OwnOpen(now)
 	for _, e := range ends {
-		st.ClaimEnd(e.ID, e.Rec, e.Now)
+		srv.claim(e)
 	}
 	for _, e := range append(pending, won...) {
 		srv.connectionEnded(e.ID, e.Rec)

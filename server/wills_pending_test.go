@@ -234,3 +234,49 @@ func willOnce(t *testing.T, watch *v5, id string) {
 	}
 	watch.none(t, 2*time.Second) // once
 }
+
+// Gap A of the history checker (docs/sessions.md, "Owed wills"): the will of a connection that is not the
+// client's newest, whose holder died and whose end nobody claimed, is published once. A holds the client with
+// a will of delay 0 and is killed. The client's CONNECT on B waits for A's hand-over, and B is killed before it
+// gives up waiting (it would claim A's will then). The client's next CONNECT, on C, waits for B's connection,
+// not for A's, and so claims nothing of A's; the processors end only the client's newest connection, C's.
+// Before, nobody ever ended A's connection: its will was lost. Now its marker, which carries the will until a
+// claim of its end is written, is claimed by the partition's processor once A is known dead.
+func TestOwedWillOfAnOlderConnectionWhoseHolderDied(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		restart bool // A comes back under its id (it ends its previous run's connections); else it stays dead
+	}{{"dead", false}, {"restarted", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, kafka := startKafka(t)
+			hb := server.Heartbeats(200*time.Millisecond, time.Second)
+			if tc.restart {
+				hb = server.Heartbeats(200*time.Millisecond, time.Minute) // nobody takes A for dead: its restart ends it
+			}
+			a := startInstance(t, kafka, hb, server.InstanceID("ow-a"))
+			b := startInstance(t, kafka, hb, server.HandoffTimeout(30*time.Second))
+			c := startInstance(t, kafka, hb, server.HandoffTimeout(time.Second))
+			watch := dialV5(t, c.addr, &paho.Connect{ClientID: "ow-watch", CleanStart: true})
+			watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+
+			connectWithWill(t, a.addr, "ow", 0)
+			time.Sleep(300 * time.Millisecond) // the will and the marker are in Kafka
+			a.crash()                          // no claim of the connection's end reaches Kafka
+			go func() {                        // waits for A's hand-over until B dies
+				if cl, err := connectV5(b.addr, persistent("ow", false)); err == nil {
+					_ = cl.Disconnect(&paho.Disconnect{})
+				}
+			}()
+			time.Sleep(300 * time.Millisecond) // B's CONNECT is in Kafka and waits (A is not known dead yet)
+			b.crash()
+			back := dialV5(t, c.addr, persistent("ow", false)) // waits for B's connection, then resumes
+			if !back.connack.SessionPresent {
+				t.Fatal("MQTT-3.2.2-2: session lost")
+			}
+			if tc.restart {
+				startInstance(t, kafka, hb, server.InstanceID("ow-a"))
+			}
+			willOnce(t, watch, "ow")
+		})
+	}
+}

@@ -49,12 +49,7 @@ func connectWithWill(t *testing.T, addr, id string, delay uint32) *raw {
 // The will of a client whose instance dies is published by another instance, once, within the detection
 // bound (dead after 1 s here) plus the Will Delay Interval.
 func TestWillOfCrashedInstance(t *testing.T) {
-	_, kafka := startKafka(t)
-	hb := server.Heartbeats(200*time.Millisecond, time.Second)
-	a := startInstance(t, kafka, hb)
-	b := startInstance(t, kafka, hb)
-	watch := dialV5(t, b.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
-	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	a, _, watch := watchedPair(t, server.Heartbeats(200*time.Millisecond, time.Second))
 
 	connectWithWill(t, a.addr, "doomed", 1)
 	time.Sleep(500 * time.Millisecond) // the will and the owner record are in Kafka
@@ -291,4 +286,36 @@ func TestWillOnTakeover(t *testing.T) {
 			watch.none(t, 2*time.Second) // once
 		})
 	}
+}
+
+// Gap B of the history checker (docs/sessions.md, "Delayed wills"): a delayed will that came due while its
+// winner could not publish it — here the winner is killed after winning, and nobody takes it for dead within
+// the test (a minute's death window) — is published by the client's CONNECT that comes after the delay, not
+// cancelled: only a connection made within the delay cancels a will [MQTT-3.1.3-9]. Before, the CONNECT
+// deleted the stored will, and nobody ever published it.
+func TestDelayedWillDueBeforeTheNextConnect(t *testing.T) {
+	a, b, watch := watchedPair(t, server.Heartbeats(200*time.Millisecond, time.Minute))
+
+	r := connectWithWill(t, a.addr, "due", 1)
+	r.nc.Close()                       // an abnormal end: A wins the will, due in 1 s
+	time.Sleep(500 * time.Millisecond) // A's end record is in Kafka
+	a.crash()
+	time.Sleep(1500 * time.Millisecond) // the delay has passed: the will is due
+	back := dialV5(t, b.addr, persistent("due", false))
+	if !back.connack.SessionPresent {
+		t.Fatal("MQTT-3.2.2-2: session lost")
+	}
+	willOnce(t, watch, "due")
+}
+
+// watchedPair starts two instances with heartbeat option hb on a Kafka of their own, and a client on the second
+// that subscribes to every will (wills/#).
+func watchedPair(t *testing.T, hb server.Opt) (a, b *instance, watch *v5) {
+	t.Helper()
+	_, kafka := startKafka(t)
+	a = startInstance(t, kafka, hb)
+	b = startInstance(t, kafka, hb)
+	watch = dialV5(t, b.addr, &paho.Connect{ClientID: "watcher", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+	return a, b, watch
 }

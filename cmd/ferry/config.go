@@ -51,6 +51,7 @@ type config struct {
 	heartbeatEvery    time.Duration
 	deadAfter         time.Duration
 	chaosWillHold     time.Duration
+	logUnthrottled    bool
 	outboundBudget    int
 	outAliases        int
 	outAliasBytes     int
@@ -157,6 +158,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.heartbeatEvery, "heartbeat-every", 2*time.Second, "how often the instance writes its heartbeat and processes its sessions partitions")
 	fs.DurationVar(&c.deadAfter, "dead-after", 6*time.Second, "an instance silent this long is dead: its connections are ended within dead-after + heartbeat-every")
 	fs.DurationVar(&c.chaosWillHold, "chaos-will-hold", 0, "fault testing only: a will due at once waits this long after its claim won before it is published, so that a kill can hit the window (scripts/sessions-check.sh)")
+	fs.BoolVar(&c.logUnthrottled, "log-unthrottled", false, "fault testing and debugging: log every debug and warning line, without the per-kind rate limit (scripts/sessions-check.sh with LOG_LEVEL=debug)")
 	fs.IntVar(&c.outboundBudget, "outbound-budget", 1<<20, "bytes buffered towards one client before deliveries wait")
 	fs.IntVar(&c.outAliases, "outbound-topic-aliases", 16, "topic aliases used towards one v5 client that announces a Topic Alias Maximum, least recently used replaced first (0 = none)")
 	fs.IntVar(&c.outAliasBytes, "outbound-topic-alias-bytes", 2048, "memory of one connection's outbound topic alias table: 32 bytes per alias plus its topic")

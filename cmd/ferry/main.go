@@ -138,6 +138,7 @@ func serverOptions(cfg *config, log *slog.Logger) (int, []server.Opt) {
 		server.SaveEvery(cfg.saveEvery), server.QoS2StateGap(cfg.qos2StateGap),
 		server.SessionsReadWait(cfg.sessionsReadWait),
 		server.Heartbeats(cfg.heartbeatEvery, cfg.deadAfter), server.WillHold(cfg.chaosWillHold),
+		server.LogUnthrottled(cfg.logUnthrottled),
 		server.OutboundBudget(cfg.outboundBudget),
 		server.OutboundTopicAliases(cfg.outAliases), server.OutboundTopicAliasBytes(cfg.outAliasBytes),
 		server.Linger(cfg.lingerTimeout, cfg.lingerBytes, cfg.maxLingering),

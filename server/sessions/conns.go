@@ -19,6 +19,19 @@ import "github.com/ferrymq/ferry/internal/sessionkey"
 // holding a marker newer than every owner record it holds was compacted, and the CONNECT waits for that
 // connection's hand-over (or its end) as for a known holder. Sessions that end with their connection keep no
 // state to hand over and write none.
+//
+// Owed wills. The marker also carries the connection's will, and keeps it until somebody claims the
+// connection's end: every claim (ClaimEnd) first writes the marker again without the will, then its end
+// record (same producer, same partition: in that order, so a kill leaves a prefix of the two), and a
+// connection taken over writes it again without the will as well (SettleConn). A marker that still carries a
+// will (Stored.Owed) is therefore a connection whose end nobody has claimed. The processors and a restarted
+// instance end only a client's newest connection from its owner record; a connection that is not the newest
+// — its holder killed, and the claim that was to end it lost (a CONNECT that gave up waiting for the holder
+// and was killed before its claim reached Kafka, or was superseded by the client's next CONNECT first) — was
+// ended by nobody, and its will, due at once, was never published. Now such a marker is claimed like a dead
+// holder's connection (Due, OwnOpen), with the will it carries: the client's next CONNECT has replaced "w:".
+// Nothing tombstones an owed marker but its own connection's end (UnmarkOlder and Forget leave it), so the
+// trace stays until the will is decided.
 
 // onConnRecord applies a "c:" record read from the sessions topic. Runs on the reader goroutine.
 func (st *Store) onConnRecord(key string, value []byte, part int32) {
@@ -26,6 +39,14 @@ func (st *Store) onConnRecord(key string, value []byte, part int32) {
 	if !ok {
 		st.host.Warn("skipping sessions record with an unknown key", "key", key)
 		return
+	}
+	var rec *ConnRec
+	if value != nil {
+		var err error
+		if rec, err = Decode[ConnRec](value); err != nil {
+			st.host.Warn("skipping sessions record that cannot be read", "key", key, "err", err)
+			rec = &ConnRec{} // still a marker; it owes nothing
+		}
 	}
 	st.mu.Lock()
 	c := st.clients[id]
@@ -36,6 +57,7 @@ func (st *Store) onConnRecord(key string, value []byte, part int32) {
 	if c != nil {
 		c.Part = part
 		c.Conns = withEntry(c.Conns, epoch, struct{}{}, value != nil)
+		c.Owed = withEntry(c.Owed, epoch, rec, rec != nil && rec.Will != nil)
 		if value == nil && epoch > c.ConnEnded {
 			c.ConnEnded = epoch
 		}
@@ -74,24 +96,47 @@ func (c *Stored) NewestConn(after, before int64) int64 {
 	return newest
 }
 
-// MarkConn writes the marker of client id's connection epoch; the CONNECT writes it before its owner record.
-func (st *Store) MarkConn(id string, epoch int64) {
-	st.PutKey(sessionkey.ConnKey(id, epoch), &ConnRec{V: sessionkey.Version, Instance: st.Instance}, nil)
+// MarkConn writes the marker of client id's connection epoch, with the connection's will (nil: none); the
+// CONNECT writes it before its owner record.
+func (st *Store) MarkConn(id string, epoch int64, will *WillRec) {
+	st.PutKey(sessionkey.ConnKey(id, epoch), &ConnRec{V: sessionkey.Version, Instance: st.Instance, Will: will}, nil)
+}
+
+// SettleConn writes the marker of client id's connection epoch again without its will, if the index holds it
+// with one: the connection's end is being claimed (ClaimEnd writes it before the claim), or the connection was
+// taken over, whose will is decided by the takeover. Runs on any goroutine.
+func (st *Store) SettleConn(id string, epoch int64) {
+	st.mu.Lock()
+	var m *ConnRec
+	if c := st.clients[id]; c != nil {
+		m = c.Owed[epoch]
+	}
+	st.mu.Unlock()
+	if m != nil {
+		st.PutKey(sessionkey.ConnKey(id, epoch), &ConnRec{V: sessionkey.Version, Instance: m.Instance}, nil)
+	}
 }
 
 // UnmarkConn tombstones the marker of client id's connection epoch.
 func (st *Store) UnmarkConn(id string, epoch int64) { st.Write(sessionkey.ConnKey(id, epoch), nil) }
 
 // UnmarkOlder tombstones the markers that views hold of client id's connections older than epoch: the client's
-// newest connection has its session now, so they are over.
+// newest connection has its session now, so they are over. A marker the index holds with a will still owed
+// stays: its connection's end is claimed by its holder, or by the processors once the holder is dead (Due).
 func (st *Store) UnmarkOlder(id string, epoch int64, views ...*Stored) {
+	st.mu.Lock()
+	var owed map[int64]*ConnRec
+	if c := st.clients[id]; c != nil {
+		owed = c.Owed
+	}
+	st.mu.Unlock()
 	done := map[int64]bool{}
 	for _, v := range views {
 		if v == nil {
 			continue
 		}
 		for e := range v.Conns {
-			if e < epoch && !done[e] {
+			if e < epoch && !done[e] && owed[e] == nil {
 				done[e] = true
 				st.UnmarkConn(id, e)
 			}

@@ -133,17 +133,23 @@ func (st *Store) settledClaims(start time.Time) func(Key) bool {
 
 // ClaimEnd writes end record rec of client id's connection. A will due at once (now non-nil) is written
 // first as the pending will of the connection ("p:<id>\x00<epoch>"), so that once the claim wins, the will is
-// in Kafka until it is published, whoever publishes it (above). Runs on any goroutine.
+// in Kafka until it is published, whoever publishes it (above). The connection's marker, if it still carries
+// the will, is written again without it just before the end record (conns.go, "Owed wills"): a marker that
+// carries one then means that no claim was written. Runs on any goroutine.
 func (st *Store) ClaimEnd(id string, rec *OwnerRec, now *WillRec) {
 	st.host.Debug("claiming the end of a connection", "client", id, "epoch", rec.Epoch, "round", rec.Round, "will", rec.Will,
 		"due_now", now != nil || rec.Now)
 	if now == nil && !rec.Now {
+		st.SettleConn(id, rec.Epoch)
 		st.Put(sessionkey.Owner, id, rec)
 		return
 	}
 	k := Key{id, rec.Epoch}
 	st.claimWritten(k)
-	claim := func() { st.PutThen(sessionkey.Owner, id, rec, func(error) { st.claimAcked(k) }) }
+	claim := func() {
+		st.SettleConn(id, rec.Epoch)
+		st.PutThen(sessionkey.Owner, id, rec, func(error) { st.claimAcked(k) })
+	}
 	if now == nil {
 		claim() // the next round of a pending will: its record is in Kafka already
 		return

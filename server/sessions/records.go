@@ -77,6 +77,8 @@ func (r *WillRec) version() int { return r.V }
 
 func (r *QoS2Rec) version() int { return r.V }
 
+func (r *ConnRec) version() int { return r.V }
+
 // decodeRec parses a record value of a known version; a tombstone gives nil. A record of this version is
 // parsed once; only one that does not decode, or names another version, is read again for its version, so
 // the error says which it is.
@@ -164,4 +166,7 @@ type QoS2Rec struct {
 type ConnRec struct {
 	V        int    `json:"v"`
 	Instance string `json:"instance"`
+	// Will is the connection's will while nobody has claimed its end (conns.go, "Owed wills"); a claim writes
+	// the marker again without it before its end record.
+	Will *WillRec `json:"will,omitempty"`
 }

@@ -54,8 +54,10 @@ type Stored struct {
 	Pending     map[int64]*PendingWill // wills due at once, claimed, not yet published ("p:" keys), by epoch; replaced, never changed in place
 	Conns       map[int64]struct{}     // epochs of persistent connections marked as maybe open ("c:" keys, conns.go); replaced, never changed in place
 	ConnEnded   int64                  // the newest epoch whose marker's tombstone was read: that connection is over
+	Owed        map[int64]*ConnRec     // markers that still carry their connection's will: no claim of its end written (conns.go); replaced, never changed in place
 	Part        int32                  // the client's sessions-topic partition
 	Ended       [2]int64               // epoch and round of the first end record seen for the latest epoch
+	Next        [2]int64               // an ended connection's epoch owing a delayed will, and the first connection after its end (connectAfter)
 	EndedBefore [2]int64               // the one before: a second claim of that end, read after a newer end, is not first
 }
 
@@ -105,7 +107,7 @@ func NewStore(instance string, deadAfter time.Duration, w Writer, host Host) *St
 // empty reports whether the index needs no entry for the client: a session that ends with its connection
 // keeps none, its owner records only signal takeovers (handled as they are read).
 func (c *Stored) empty() bool {
-	return c.Sess == nil && c.Deliv == nil && c.Will == nil && c.Q2 == nil && len(c.Pending) == 0 && len(c.Conns) == 0 &&
+	return c.Sess == nil && c.Deliv == nil && c.Will == nil && c.Q2 == nil && len(c.Pending) == 0 && len(c.Conns) == 0 && len(c.Owed) == 0 &&
 		(c.Owner == nil || c.Owner.Expiry == 0)
 }
 
@@ -197,6 +199,10 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 			fenced, prev = f, *c // the view the CONNECT decides on: everything before its own record
 		}
 		late := c.Owner != nil && ((o != nil && o.Epoch < c.Owner.Epoch) || (o == nil && tombEpoch != 0 && tombEpoch < c.Owner.Epoch))
+		if e := c.Owner; !late && o != nil && o.Connected && e != nil && !e.Connected && e.Will && !e.Now && o.Epoch > e.Epoch &&
+			c.Next[0] != e.Epoch {
+			c.Next = [2]int64{e.Epoch, o.Epoch} // whether it came within the delay decides the will (DelayedClaim)
+		}
 		if !late {
 			c.Owner = o
 		} else if st.ready {
@@ -410,16 +416,19 @@ func (st *Store) Forget(id string, epoch int64, all bool) {
 	hasWill := c != nil && c.Will != nil && c.Will.Epoch == epoch // a newer connection's will is not this end's
 	var q2 map[uint16]struct{}
 	var conns map[int64]struct{}
+	var owed map[int64]*ConnRec
 	if c != nil {
 		q2, c.Q2 = c.Q2, nil
-		conns = c.Conns
+		conns, owed = c.Conns, c.Owed
 	}
 	st.mu.Unlock()
 	for pid := range q2 {
 		st.Write(sessionkey.QoS2Key(id, pid), nil)
 	}
 	for e := range conns {
-		st.UnmarkConn(id, e)
+		if owed[e] == nil || e == epoch { // an older connection's will still owed keeps its marker (conns.go)
+			st.UnmarkConn(id, e)
+		}
 	}
 	if all || hasSess {
 		st.Put(sessionkey.Session, id, nil)

@@ -119,22 +119,50 @@ func TestStoreWillDue(t *testing.T) {
 	will, _ := json.Marshal(&WillRec{V: sessionkey.Version, Epoch: 2, Topic: "t", Delay: 30})
 	st.onRecord(sessionkey.Key(sessionkey.Will, "c1"), will, 0, 0)
 	end := &OwnerRec{Instance: "me", Epoch: 2, At: 1_000_000, Expiry: 10, Will: true}
-	if at, ok := st.WillDueAt("c1", end); !ok || at.UnixMilli() != 1_010_000 {
-		t.Errorf("due at %v, %v; want the session's end, 10 s after the connection's", at, ok)
+	if at, w := st.WillDueAt("c1", end); w == nil || at.UnixMilli() != 1_010_000 {
+		t.Errorf("due at %v, %v; want the session's end, 10 s after the connection's", at, w)
 	}
 	end.Expiry = 60
-	if at, ok := st.WillDueAt("c1", end); !ok || at.UnixMilli() != 1_030_000 {
-		t.Errorf("due at %v, %v; want the Will Delay, 30 s after the connection's end", at, ok)
+	at, w := st.WillDueAt("c1", end)
+	if w == nil || at.UnixMilli() != 1_030_000 {
+		t.Errorf("due at %v, %v; want the Will Delay, 30 s after the connection's end", at, w)
 	}
-	if _, ok := st.WillDueAt("c1", &OwnerRec{Epoch: 1}); ok {
+	if _, w := st.WillDueAt("c1", &OwnerRec{Epoch: 1}); w != nil {
 		t.Error("a will is due for a connection it is not of")
 	}
-	if w := st.StoredWill("c1", 2); w == nil || w.Topic != "t" {
+	if w.Topic != "t" {
 		t.Errorf("stored will %+v, want the will of epoch 2", w)
 	}
+	st.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, *end), 0, 0)
+	if r := st.DelayedClaim("c1", end, at); r == nil || r.Round != 1 || r.Epoch != 2 {
+		t.Errorf("claim %+v of the due will, want one of round 1 of epoch 2", r)
+	}
 	st.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, OwnerRec{Instance: "other", Epoch: 3, Connected: true}), 0, 0)
-	if w := st.StoredWill("c1", 2); w != nil {
-		t.Errorf("MQTT-3.1.3-9: will %+v still published after the client connected again", w)
+	if r := st.DelayedClaim("c1", end, at); r != nil {
+		t.Errorf("MQTT-3.1.3-9: will still claimed (%+v) after the client connected again within the delay", r)
+	}
+	// A connection after the delay passed does not cancel the will, neither for its winner nor for the CONNECT.
+	late := at.UnixNano() + 1
+	st.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, OwnerRec{Instance: "other", Epoch: late, Connected: true}), 0, 0)
+	if r := st.DelayedClaim("c1", end, at); r != nil {
+		t.Errorf("MQTT-3.1.3-9: will claimed (%+v) although a CONNECT came within the delay before a later one", r)
+	}
+	prev := Stored{Owner: end, Will: w}
+	if cl := st.DueBefore("c1", &prev, late); cl == nil || cl.Now != w || cl.Rec.Round != 1 || !cl.Rec.Will {
+		t.Errorf("a CONNECT after the delay claims %+v, want the will due at once, round 1", cl)
+	}
+	if cl := st.DueBefore("c1", &prev, at.UnixNano()-1); cl != nil {
+		t.Errorf("MQTT-3.1.3-9: a CONNECT within the delay claims %+v, want the will cancelled", cl)
+	}
+	st2 := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
+	st2.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, *end), 0, 0)
+	st2.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, OwnerRec{Instance: "other", Epoch: late, Connected: true, Expiry: 60}), 0, 0)
+	if r := st2.DelayedClaim("c1", end, at); r == nil {
+		t.Error("MQTT-3.1.3-9: the will's winner cancels it for a CONNECT that came after its delay")
+	}
+	st2.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), nil, 0, late) // the session ended: its will with it
+	if r := st2.DelayedClaim("c1", end, at); r != nil {
+		t.Errorf("will claimed (%+v) for a client the index no longer knows", r)
 	}
 }
 

@@ -24,9 +24,11 @@ import (
 
 // Claim is an end record to write (ClaimEnd): client id's connection, and its will if due at once.
 type Claim struct {
-	ID  string
-	Rec *OwnerRec
-	Now *WillRec // a will due at once (ClaimEnd)
+	ID       string
+	Rec      *OwnerRec
+	Now      *WillRec // a will due at once (ClaimEnd)
+	Unmark   bool     // the connection's marker owed its will (conns.go): tombstone it after the claim
+	EndOwner bool     // the client had no owner record: tombstone the owner key after the claim (owedClaim)
 }
 
 // Due is a processor round's decision (docs/sessions.md, "Instance death"): the ends of connections held by
@@ -68,9 +70,19 @@ func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
 			default:
 				continue
 			}
-			claims = append(claims, Claim{id, c.pendingClaim(st.Instance, epoch, p, now), nil})
+			claims = append(claims, Claim{ID: id, Rec: c.pendingClaim(st.Instance, epoch, p, now)})
 		}
-		if !processed || c.Owner == nil {
+		if !processed {
+			continue
+		}
+		for epoch, m := range c.Owed {
+			// A connection older than the newest whose holder died and whose end nobody claimed (conns.go), or
+			// any such connection of a client whose session has ended since (its owner key tombstoned).
+			if (c.Owner == nil || epoch < c.Owner.Epoch) && !alive(m.Instance) && c.Pending[epoch] == nil && settled(Key{id, epoch}) {
+				claims = append(claims, c.owedClaim(st.Instance, id, epoch, m, now))
+			}
+		}
+		if c.Owner == nil {
 			continue
 		}
 		o := c.Owner
@@ -83,13 +95,13 @@ func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
 			if will && min(c.Will.Delay, o.Expiry) == 0 {
 				due = c.Will
 			}
-			claims = append(claims, Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
-				At: now.UnixMilli(), Expiry: o.Expiry, Will: will}, due})
+			claims = append(claims, Claim{ID: id, Rec: &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+				At: now.UnixMilli(), Expiry: o.Expiry, Will: will}, Now: due})
 		case !o.Connected && o.Will && !o.Now && c.Will != nil && c.Will.Epoch == o.Epoch && !alive(o.Instance) &&
 			now.After(time.UnixMilli(o.At).Add(time.Duration(c.Will.Delay)*time.Second+deadAfter)):
 			// The instance that won the will died before publishing it: claim the next round.
-			claims = append(claims, Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
-				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}, nil})
+			claims = append(claims, Claim{ID: id, Rec: &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+				At: o.At, Expiry: o.Expiry, Will: true, Round: o.Round + 1}})
 		case !o.Connected && o.Expiry != 0xFFFFFFFF && now.UnixMilli() > o.At+int64(o.Expiry)*1000:
 			expired = append(expired, Key{id, o.Epoch})
 		}
@@ -113,27 +125,53 @@ func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 	for id, c := range st.clients {
 		for epoch, p := range c.Pending {
 			if p.winner == st.Instance { // won by the previous run, not published
-				won = append(won, Claim{id, &OwnerRec{Instance: st.Instance, Epoch: epoch, Will: true, Now: true}, nil})
+				won = append(won, Claim{ID: id, Rec: &OwnerRec{Instance: st.Instance, Epoch: epoch, Will: true, Now: true}})
 			}
 		}
 		o := c.Owner
+		for epoch, m := range c.Owed {
+			// A connection of the previous run older than the client's newest, whose end nobody claimed (conns.go).
+			if (o == nil || epoch < o.Epoch) && m.Instance == st.Instance && c.Pending[epoch] == nil {
+				ends = append(ends, c.owedClaim(st.Instance, id, epoch, m, now))
+			}
+		}
 		if o == nil || o.Instance != st.Instance {
 			continue
 		}
 		if !o.Connected {
 			if o.Will && !o.Now && c.Will != nil && c.Will.Epoch == o.Epoch {
-				pending = append(pending, Claim{id, o, nil})
+				pending = append(pending, Claim{ID: id, Rec: o})
 			}
 			continue
 		}
-		e := Claim{id, &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
-			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.Will != nil && c.Will.Epoch == o.Epoch}, nil}
+		e := Claim{ID: id, Rec: &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch,
+			At: now.UnixMilli(), Expiry: o.Expiry, Will: c.Will != nil && c.Will.Epoch == o.Epoch}}
 		if e.Rec.Will && min(c.Will.Delay, o.Expiry) == 0 {
 			e.Now = c.Will
 		}
 		ends = append(ends, e)
 	}
 	return ends, pending, won
+}
+
+// owedClaim is the claim by which instance self ends client id's connection epoch, older than the client's
+// newest, whose marker m still carries its will: nobody claimed its end (conns.go). A will of delay 0 was due
+// when the connection ended and is claimed with it; a delayed will is not (the client's newer connection came
+// before its delay, counted from now, the detection, passed [MQTT-3.1.3-9]). The end record is a late one (an
+// older epoch than the owner's): it decides that connection's will and nothing else. st.mu is held.
+//
+// A client without an owner record (its session ended since, and the owner key was tombstoned) gets the owner
+// key tombstoned again after the claim, with the claim's epoch: the end record must not stand for a session.
+func (c *Stored) owedClaim(self, id string, epoch int64, m *ConnRec, now time.Time) Claim {
+	rec := &OwnerRec{V: sessionkey.Version, Instance: self, Epoch: epoch, At: now.UnixMilli(), Will: m.Will.Delay == 0}
+	if c.Owner != nil {
+		rec.Expiry = c.Owner.Expiry
+	}
+	cl := Claim{ID: id, Rec: rec, Unmark: true, EndOwner: c.Owner == nil}
+	if rec.Will {
+		cl.Now = m.Will
+	}
+	return cl
 }
 
 // EndRecord is the end record by which this instance ends its connection epoch of a client now: the claim
@@ -143,28 +181,74 @@ func (st *Store) EndRecord(epoch int64, expiry uint32, will bool) *OwnerRec {
 		Will: will}
 }
 
-// WillDueAt is when the delayed will that end record end of client id won is due: after its Will Delay
-// Interval, or when the session ends if that comes first [MQTT-3.1.3-9]. false: no will is stored for that
+// WillDueAt is the delayed will that end record end of client id won, and when it is due: after its Will
+// Delay Interval, or when the session ends if that comes first [MQTT-3.1.3-9]. nil: no will is stored for that
 // connection (or it was published).
-func (st *Store) WillDueAt(id string, end *OwnerRec) (time.Time, bool) {
+func (st *Store) WillDueAt(id string, end *OwnerRec) (time.Time, *WillRec) {
 	c, ok := st.Lookup(id)
 	if !ok || c.Will == nil || c.Will.Epoch != end.Epoch {
-		return time.Time{}, false
+		return time.Time{}, nil
 	}
 	delay := time.Duration(c.Will.Delay) * time.Second
 	if exp := time.Duration(end.Expiry) * time.Second; exp < delay {
 		delay = exp
 	}
-	return time.UnixMilli(end.At).Add(delay), true
+	return time.UnixMilli(end.At).Add(delay), c.Will
 }
 
-// StoredWill is the will of client id's connection epoch to publish now that its delay passed, nil if it is
-// gone or the client connected again meanwhile [MQTT-3.1.3-9]. The caller has read the sessions topic up to
-// its end.
-func (st *Store) StoredWill(id string, epoch int64) *WillRec {
+// A delayed will is published by a claim of the next round that makes it due at once (docs/sessions.md,
+// "Delayed wills"): its winner claims it when the delay has passed (DelayedClaim), and so does a CONNECT of
+// the client that comes after that (DueBefore) — the winner may be dead, or unable to read the sessions topic
+// when the will came due. The claim writes the will as pending ("p:", pending.go) and the first end record of
+// the round decides who publishes it, once; a CONNECT that came within the delay cancels the will
+// [MQTT-3.1.3-9], one that came after it does not, whatever was read first.
+
+// DelayedClaim is the claim by which this instance, winner of end record end of client id's connection, makes
+// that connection's delayed will due at once now that its delay has passed (due): a claim of the next round,
+// decided by the log like every other. nil: the client connected again within the delay [MQTT-3.1.3-9], or a
+// claim of the will as due at once was read already (a CONNECT that came after the delay wrote one: the log
+// decides), or the index no longer knows the client (its session ended: a clean start within the delay, or
+// the session's expiry, deleted the stored will with it). The caller has read the sessions topic up to its end.
+func (st *Store) DelayedClaim(id string, end *OwnerRec, due time.Time) *OwnerRec {
 	c, ok := st.Lookup(id)
-	if !ok || c.Will == nil || c.Will.Epoch != epoch || (c.Owner != nil && c.Owner.Epoch > epoch) {
+	if !ok || c.Pending[end.Epoch] != nil {
 		return nil
 	}
-	return c.Will
+	if next := c.connectAfter(end.Epoch); next != 0 && next < due.UnixNano() {
+		return nil
+	}
+	return &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: end.Epoch, At: end.At, Expiry: end.Expiry, Will: true,
+		Round: end.Round + 1}
+}
+
+// DueBefore is what a CONNECT at epoch, deciding on prev (the index just before its own owner record), claims
+// of the client's previous connection: a delayed will whose delay had passed before the CONNECT and that no
+// claim made due at once yet — its winner dead, or unable to read the topic when it came due. Such a will is
+// published, not cancelled: only a connection made within the delay cancels it [MQTT-3.1.3-9]. The claim is of
+// the next round, as the winner's own (DelayedClaim): whichever comes first in the log publishes it. nil if
+// there is none.
+func (st *Store) DueBefore(id string, prev *Stored, epoch int64) *Claim {
+	o, w := prev.Owner, prev.Will
+	if o == nil || o.Connected || !o.Will || o.Now || w == nil || w.Epoch != o.Epoch || prev.Pending[o.Epoch] != nil {
+		return nil
+	}
+	due := time.UnixMilli(o.At).Add(time.Duration(min(w.Delay, o.Expiry)) * time.Second)
+	if epoch < due.UnixNano() {
+		return nil // within the delay: cancelled
+	}
+	return &Claim{ID: id, Rec: &OwnerRec{V: sessionkey.Version, Instance: st.Instance, Epoch: o.Epoch, At: o.At, Expiry: o.Expiry,
+		Will: true, Round: o.Round + 1}, Now: w}
+}
+
+// connectAfter is the epoch of the client's first connection after its connection epoch ended, as far as the
+// index can tell: the first owner record of a connection read after that connection's end record, else a newer
+// owner than epoch (one read before the end record came before the end). 0 if none. st.mu is held or c is a copy.
+func (c *Stored) connectAfter(epoch int64) int64 {
+	if c.Next[0] == epoch {
+		return c.Next[1]
+	}
+	if c.Owner != nil && c.Owner.Epoch > epoch {
+		return c.Owner.Epoch
+	}
+	return 0
 }

@@ -65,3 +65,47 @@ func TestWinningClaimReadShowsItsWinnerAlive(t *testing.T) {
 		})
 	}
 }
+
+// Owed wills (conns.go): a marker that still carries its connection's will, older than the client's newest
+// connection, is claimed by the partition's processor once its instance is dead — with the will, due at once
+// for a Will Delay of 0 — and not while that instance lives, nor once a claim wrote the marker again without
+// it. A client whose owner key was tombstoned (its session ended) gets its owed connections claimed too.
+func TestOwedMarkerClaimedOnceItsInstanceIsDead(t *testing.T) {
+	st := NewStore("a-processor", 6*time.Second, &fakeWriter{}, &fakeHost{})
+	st.SetReady() // "a-processor" sorts first among the live instances: it processes partition 0
+	st.instances["holder"] = time.Now()
+	st.instances["elsewhere"] = time.Now() // the holder of the clients' newest connections
+	marker := func(id string, epoch int64, will *WillRec) {
+		b, err := json.Marshal(&ConnRec{V: sessionkey.Version, Instance: "holder", Will: will})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.onRecord(sessionkey.ConnKey(id, epoch), b, 0, 0)
+	}
+	w := &WillRec{V: sessionkey.Version, Epoch: 1000, Topic: "wills/c"}
+	marker("c", 1000, w)
+	st.onRecord(sessionkey.Key(sessionkey.Owner, "c"), ownerValue(t, OwnerRec{Instance: "elsewhere", Epoch: 2000, Connected: true, Expiry: 60}), 0, 0)
+	marker("gone", 1000, w) // the session ended since: no owner record
+	marker("settled", 1000, w)
+	marker("settled", 1000, nil) // a claim of its end was written
+	st.onRecord(sessionkey.Key(sessionkey.Owner, "settled"), ownerValue(t, OwnerRec{Instance: "elsewhere", Epoch: 2000, Connected: true, Expiry: 60}), 0, 0)
+
+	now := time.Now()
+	if claims, _ := st.Due(now, now); len(claims) != 0 {
+		t.Fatalf("claims %+v while the marker's instance lives", claims)
+	}
+	st.instances["holder"] = now.Add(-10 * time.Second)
+	claims, _ := st.Due(now, now)
+	got := map[string]Claim{}
+	for _, c := range claims {
+		got[c.ID] = c
+	}
+	if len(got) != 2 || got["settled"].Rec != nil {
+		t.Fatalf("claims %+v, want the owed markers of c and gone only", claims)
+	}
+	for id, c := range got {
+		if c.Rec.Epoch != 1000 || !c.Rec.Will || c.Now == nil || c.Now.Topic != w.Topic || !c.Unmark || c.EndOwner != (id == "gone") {
+			t.Errorf("%s: claim %+v (will %v), want epoch 1000's end with its will due at once, the marker tombstoned after", id, c.Rec, c.Now)
+		}
+	}
+}
