@@ -110,7 +110,7 @@ func (c *conn) holdQoS0() bool {
 // lateness is how late the instance delivers at now (monoNow), in nanoseconds: the shared reader's lag plus the
 // longest delivery lag of a loop. Safe for concurrent use.
 func (srv *Server) lateness(now int64) int64 {
-	return srv.lag.age(now) + srv.deliveryLag(now)
+	return srv.lag.current(now) + srv.deliveryLag(now)
 }
 
 // DeliveryLag is the longest delivery lag of an event loop: the shortest wait, from the shared reader receiving
@@ -126,7 +126,7 @@ func (srv *Server) deliveryLag(now int64) int64 {
 	srv.loopMu.Unlock()
 	var d int64
 	for _, l := range loops {
-		d = max(d, l.dlag.age(now))
+		d = max(d, l.dlag.current(now))
 	}
 	return d
 }
