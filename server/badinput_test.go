@@ -65,8 +65,17 @@ func (r *raw) packet() (mqttcodec.FixedHeader, []byte) {
 	return fh, body
 }
 
+// packetWait bounds a read of a packet that should come: the same 10 s as dialV5's CONNECT, as a loaded CI
+// machine running -race can take seconds for an answer that needs Kafka (a CONNECT after a hand-over wait).
+const packetWait = 10 * time.Second
+
 func (r *raw) tryPacket() (mqttcodec.FixedHeader, []byte, error) {
-	_ = r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return r.tryPacketWithin(packetWait)
+}
+
+// tryPacketWithin reads the next packet, waiting at most d for it.
+func (r *raw) tryPacketWithin(d time.Duration) (mqttcodec.FixedHeader, []byte, error) {
+	_ = r.nc.SetReadDeadline(time.Now().Add(d))
 	buf := make([]byte, 4096)
 	for {
 		fh, body, n, err := mqttcodec.Frame(r.rd, 0)

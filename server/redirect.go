@@ -121,13 +121,21 @@ func (srv *Server) shardOwner(key string, others bool) (addr string, stable, sel
 		consider(srv.cfg.advertise, true, true)
 	}
 	srv.store.Peers(func(id string, p sessions.Peer) {
-		if id == srv.store.Instance || p.Addr == "" || p.Draining || now.Sub(p.Seen) >= srv.cfg.deadAfter ||
-			p.Addr == srv.cfg.advertise { // this instance under an earlier id, or a misconfigured twin
-			return
+		if live, st := srv.shardPeer(id, p, now); live {
+			consider(p.Addr, st, false)
 		}
-		consider(p.Addr, now.Sub(p.Since) >= srv.cfg.deadAfter, false)
 	})
 	return addr, stable, self
+}
+
+// shardPeer says whether the instance id, as its heartbeats show it in p, is a candidate for shards at now
+// (live, advertised, not draining, not this instance) and whether it is stable (live for a whole death window).
+func (srv *Server) shardPeer(id string, p sessions.Peer, now time.Time) (live, stable bool) {
+	if id == srv.store.Instance || p.Addr == "" || p.Draining || now.Sub(p.Seen) >= srv.cfg.deadAfter ||
+		p.Addr == srv.cfg.advertise { // this instance under an earlier id, or a misconfigured twin
+		return false, false
+	}
+	return true, now.Sub(p.Since) >= srv.cfg.deadAfter
 }
 
 // shardKey is what c is sharded by: its authenticated identity under --redirect-by identity, else its
