@@ -30,6 +30,9 @@ import "time"
 //     measurement, not a budget, and nothing is read back while every publisher is held: a loop that holds
 //     connections for it looks again every shedEvery (a timer that wakes the loop, as every hand-back does)
 //     and reads them again, in the order they were held, once lateness is at or below --read-lag-limit.
+//     A lag counts only while records keep coming (readLag.current): with every publisher held, the records
+//     in flight run out and nothing renews the last window's lag, so a lag that no record noted for
+//     readLagIdle counts as none, and the held connections are read again.
 //
 // Rules:
 //   - Only a QoS 0 PUBLISH is held. A connection whose next packet is anything else is read as always, so QoS 1
