@@ -37,6 +37,9 @@
 #                      10 publishers at 1,000 msg/s, 100 → 1 at 20,000 msg/s, fan-out 1 → 1,000 at 100 msg/s and
 #                      saturated fan-in, Ferry (embedded and separate Kafka) against Mosquitto
 #   OUT [perf/results/<time>]   WRITE_BENCHMARKS [1]   PLOTS [1]
+#   PORT_BASE [random in 20000–29999]   first port tried for the targets' listeners
+#   FERRY_BIN [bin/ferry, built here]   another Ferry binary to measure (e.g. a base build for an A/B)
+#   FERRY_ARGS                          extra flags for both Ferry targets (e.g. "--kafka-linger 1ms")
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,6 +69,8 @@ TARGETS=${TARGETS:-"ferry mosquitto mochi bridge"}
 OUT=${OUT:-perf/results/$(date -u +%Y%m%dT%H%M%SZ)}
 WRITE_BENCHMARKS=${WRITE_BENCHMARKS:-1}
 PLOTS=${PLOTS:-1}
+FERRY_BIN=${FERRY_BIN:-}
+read -r -a FERRY_EXTRA <<<"${FERRY_ARGS:-}"
 TMP=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 mkdir -p "$OUT" bin
 
@@ -82,11 +87,18 @@ go -C perf build -o "$ROOT/bin/ferry-bench" ./cmd/ferry-bench # perf/ is its own
 FERRY_OK=0
 FERRY_WHY=""
 if [[ " $TARGETS " == *" ferry "* || " $TARGETS " == *" ferry-kafka "* ]]; then
-  log "building Ferry"
-  if go build -o bin/ferry ./cmd/ferry 2>"$TMP/ferry-build.log"; then
-    FERRY_OK=1
+  if [[ -n $FERRY_BIN ]]; then
+    [[ -x $FERRY_BIN ]] && FERRY_OK=1 || FERRY_WHY="FERRY_BIN=$FERRY_BIN is not an executable"
   else
-    FERRY_WHY="go build ./cmd/ferry failed: $(head -c 400 "$TMP/ferry-build.log" | tr '\n' ' ')"
+    log "building Ferry"
+    FERRY_BIN=bin/ferry
+    if go build -o bin/ferry ./cmd/ferry 2>"$TMP/ferry-build.log"; then
+      FERRY_OK=1
+    else
+      FERRY_WHY="go build ./cmd/ferry failed: $(head -c 400 "$TMP/ferry-build.log" | tr '\n' ' ')"
+    fi
+  fi
+  if [[ $FERRY_OK != 1 ]]; then
     echo "FERRY IS NOT BUILDABLE YET — measuring the peers only. $FERRY_WHY" >&2
   fi
 fi
@@ -101,7 +113,7 @@ MOSQ_VERSION=$(mosquitto -h 2>/dev/null | head -1 || true)
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Below the kernel's ephemeral range (32768–60999), so the harness's own thousands of client sockets cannot
 # take a port between the check and the bind.
-NEXT_PORT=$(( 20000 + RANDOM % 10000 ))
+NEXT_PORT=${PORT_BASE:-$(( 20000 + RANDOM % 10000 ))}
 PORT=0
 alloc_port() { # sets PORT (no subshell, so NEXT_PORT advances)
   while ! port_free "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
@@ -151,7 +163,7 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
         alloc_port; kp=$PORT
         alloc_port; ap=$PORT
         rm -rf "$TMP/ferry-data"
-        (ulimit -n 20000; exec bin/ferry "${LISTEN[@]}" --data-dir "$TMP/ferry-data" \
+        (ulimit -n 20000; exec "$FERRY_BIN" "${LISTEN[@]}" "${FERRY_EXTRA[@]}" --data-dir "$TMP/ferry-data" \
           --embedded-kafka-addr "127.0.0.1:$kp" --admin "127.0.0.1:$ap") >"$TMP/ferry.log" 2>&1 &
         METRICS=http://127.0.0.1:$ap/metrics
         PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
@@ -173,7 +185,7 @@ start_target() { # name → sets TARGET PIDS KAFKA; returns 1 if it cannot start
       local kpid=$!; STARTED+=("$kpid")
       wait_port "$kp" 10 || { echo "kfake did not start" >&2; return 1; }
       alloc_port; ap=$PORT
-      (ulimit -n 20000; exec bin/ferry "${LISTEN[@]}" --kafka-brokers "127.0.0.1:$kp" \
+      (ulimit -n 20000; exec "$FERRY_BIN" "${LISTEN[@]}" "${FERRY_EXTRA[@]}" --kafka-brokers "127.0.0.1:$kp" \
         --admin "127.0.0.1:$ap") >"$TMP/ferry.log" 2>&1 &
       METRICS=http://127.0.0.1:$ap/metrics
       PIDS=$!; STARTED+=("$!"); KAFKA=127.0.0.1:$kp
@@ -268,6 +280,8 @@ run_scenario() {
         --label "$label" --target-name "$(COLUMN "$t")" --json "$OUT/$label-$t-$i.json" \
         || echo "run failed: $label $t $i" >&2
       stop_target
+      # The floor prints its own view on exit (stamp → read, each loop's writes, subscribers per loop).
+      if [[ $t == floor ]]; then cp "$TMP/floor.log" "$OUT/$label-floor-$i.log"; fi
     done
   done
 }
@@ -308,7 +322,7 @@ SUMMARY="$OUT/summary.md"
 {
   echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); ${MOSQ_VERSION}; Mochi $(cd perf/peers/mochi && go list -m -f '{{.Version}}' github.com/mochi-mqtt/server/v2)."
   echo
-  echo "Command: \`${SET:+SET=$SET }TARGETS=\"$TARGETS\" SCENARIOS=\"$SCENARIOS\" QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS IDLE_SETTLE=$IDLE_SETTLE TLS_CONNS=$TLS_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
+  echo "Command: \`${SET:+SET=$SET }${FERRY_ARGS:+FERRY_ARGS=\"$FERRY_ARGS\" }TARGETS=\"$TARGETS\" SCENARIOS=\"$SCENARIOS\" QUICK=${QUICK:-0} RUNS=$RUNS DURATION=$DURATION IDLE_CONNS=$IDLE_CONNS IDLE_SETTLE=$IDLE_SETTLE TLS_CONNS=$TLS_CONNS FANOUT_SUBS=$FANOUT_SUBS scripts/bench.sh\`; raw results in \`$OUT\`."
   if [[ $FERRY_OK != 1 && " $TARGETS " == *" ferry "* ]]; then
     echo
     echo "**Ferry was not measured:** ${FERRY_WHY:-it did not build or run}"
