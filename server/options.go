@@ -284,9 +284,9 @@ func ReadLagLimit(d time.Duration) Opt { return opt(func(c *cfg) { c.readLagLimi
 // Kafka past offload.LaneQoS0Delay, or the shared reader lags past ReadLagLimit), stop reading its connection
 // instead until it would not be, so that a client pacing itself on the server's answers is slowed rather than
 // dropped. A connection with more than 64 KiB of input buffered is read and its late QoS 0 publishes dropped
-// as without it (readlag_hold.go). QoS 1 and 2 publishes are never held by it. Default false: drop only (at
-// the instance's limit holding delivered more with almost no drops and a shorter tail on a quiet machine, and
-// the same rate with a longer tail on a loaded one; docs/operations.md).
+// as without it (readlag_hold.go). QoS 1 and 2 publishes are never held by it. Default false here: drop only;
+// the ferry binary turns it on (--qos0-hold, default true: at the instance's limit holding delivered more with
+// almost no drops and a shorter tail in every quiet hold measured; docs/operations.md).
 func QoS0Hold(on bool) Opt { return opt(func(c *cfg) { c.qos0Hold = on }) }
 
 // OutboundBudget bounds the bytes buffered in the socket's outbound buffer for one client; past it,

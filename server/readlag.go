@@ -69,6 +69,9 @@ const (
 const (
 	readLagWindow = 10 * time.Millisecond
 	readLagStale  = 100 * time.Millisecond
+	// readLagIdle is how long the reader (or a loop, for its delivery lag) may go without noting a record before
+	// holding QoS 0 publishers counts its lag as none (readLag.current).
+	readLagIdle = 2 * readLagWindow
 )
 
 // wallEpoch is monoEpoch as Unix nanoseconds: a Unix time minus it is the monoNow of that instant.
@@ -81,11 +84,13 @@ type readLag struct {
 	lag   atomic.Int64 // the last window's lag, ns; 0 when none of its records had a backlog behind it
 	at    atomic.Int64 // when the reader stored lag, on monoNow's clock
 	held  atomic.Int64 // tests only (HoldReadLag): a lag in nanoseconds reported instead of the reader's; 0 = none
+	seen  atomic.Int64 // monoNow of the latest reading a record was noted at (once per poll, or per drain)
 
 	// reader-owned: the window being measured
-	winEnd  int64 // Unix ns at which it closes; 0 before the first record
-	winMin  int64 // the shortest wait in it so far
-	backlog bool  // a record in it had readLagMinRecords or more behind it
+	winEnd   int64 // Unix ns at which it closes; 0 before the first record
+	winMin   int64 // the shortest wait in it so far
+	backlog  bool  // a record in it had readLagMinRecords or more behind it
+	seenWall int64 // the reading seen holds, as Unix ns
 }
 
 // note counts one record the reader received at fetched (Unix nanoseconds, one reading per poll), after it
@@ -94,6 +99,10 @@ type readLag struct {
 func (r *readLag) note(waited time.Duration, fetched, after int64) {
 	if r.limit == 0 {
 		return
+	}
+	if fetched != r.seenWall {
+		r.seenWall = fetched
+		r.seen.Store(fetched - wallEpoch)
 	}
 	if fetched >= r.winEnd {
 		if r.winEnd != 0 {
@@ -120,6 +129,20 @@ func (r *readLag) age(now int64) int64 {
 		return 0
 	}
 	return r.lag.Load()
+}
+
+// current is the lag as holding QoS 0 publishers sees it at now (monoNow): age, but none once no record was
+// noted for readLagIdle. A window's lag is stored when a record of the next window arrives; while every QoS 0
+// publisher is held, the records in flight run out, the last window's lag stays stored, and age would keep the
+// publishers held until it went stale (readLagStale, 100 ms: the long tail of holding, measured at saturation).
+// A reader that has had nothing to read for two windows has no queue in front of it. A reader that is only slow
+// to run notes its next records late, and the publishers let in meanwhile are held again at the next look.
+// Safe for concurrent use.
+func (r *readLag) current(now int64) int64 {
+	if r.held.Load() == 0 && now-r.seen.Load() > int64(readLagIdle) {
+		return 0
+	}
+	return r.age(now)
 }
 
 // shedder is one loop's share of QoS 0 publishes to drop at ingest while the reader lags. Loop-owned, but for

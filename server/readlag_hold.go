@@ -30,6 +30,9 @@ import "time"
 //     measurement, not a budget, and nothing is read back while every publisher is held: a loop that holds
 //     connections for it looks again every shedEvery (a timer that wakes the loop, as every hand-back does)
 //     and reads them again, in the order they were held, once lateness is at or below --read-lag-limit.
+//     A lag counts only while records keep coming (readLag.current): with every publisher held, the records
+//     in flight run out and nothing renews the last window's lag, so a lag that no record noted for
+//     readLagIdle counts as none, and the held connections are read again.
 //
 // Rules:
 //   - Only a QoS 0 PUBLISH is held. A connection whose next packet is anything else is read as always, so QoS 1
@@ -110,7 +113,7 @@ func (c *conn) holdQoS0() bool {
 // lateness is how late the instance delivers at now (monoNow), in nanoseconds: the shared reader's lag plus the
 // longest delivery lag of a loop. Safe for concurrent use.
 func (srv *Server) lateness(now int64) int64 {
-	return srv.lag.age(now) + srv.deliveryLag(now)
+	return srv.lag.current(now) + srv.deliveryLag(now)
 }
 
 // DeliveryLag is the longest delivery lag of an event loop: the shortest wait, from the shared reader receiving
@@ -126,7 +129,7 @@ func (srv *Server) deliveryLag(now int64) int64 {
 	srv.loopMu.Unlock()
 	var d int64
 	for _, l := range loops {
-		d = max(d, l.dlag.age(now))
+		d = max(d, l.dlag.current(now))
 	}
 	return d
 }

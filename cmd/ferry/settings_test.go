@@ -251,3 +251,27 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("ferry version printed %q, want ferry dev or ferry vX.Y.Z…", out)
 	}
 }
+
+// Holding QoS 0 publishers is on by default; the flag, a YAML key or FERRY_QOS0_HOLD turn it off.
+func TestQoS0HoldDefaultOn(t *testing.T) {
+	c, err := loadConfig(nil, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.qos0Hold {
+		t.Fatal("qos0-hold is off by default, want on")
+	}
+	c, err = loadConfig([]string{"--qos0-hold=false"}, noEnv)
+	if err != nil || c.qos0Hold {
+		t.Fatalf("--qos0-hold=false: hold %v, err %v; want off", c != nil && c.qos0Hold, err)
+	}
+	env := func(k string) string {
+		if k == "FERRY_QOS0_HOLD" {
+			return "false"
+		}
+		return ""
+	}
+	if c, err = loadConfig(nil, env); err != nil || c.qos0Hold {
+		t.Fatalf("FERRY_QOS0_HOLD=false: hold %v, err %v; want off", c != nil && c.qos0Hold, err)
+	}
+}
