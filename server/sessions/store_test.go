@@ -171,27 +171,3 @@ func (w *fakeWriter) keys() []string {
 	defer w.mu.Unlock()
 	return append([]string(nil), w.puts...)
 }
-
-// The index notes one ended connection owing a delayed will and the first connection after it (Stored.Next):
-// a later connection that ends owing a delayed will too replaces the note. The earlier will's winner, at the
-// end of its delay, must still find the connection that came within that delay — before, it looked at the
-// owner record, a connection after the delay, and published the will (a history checker run: the client back
-// 80 ms after its close, the will published once).
-func TestStoreDelayedWillCancelledAfterALaterEnd(t *testing.T) {
-	st := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
-	const s = int64(time.Second)
-	owner := func(o OwnerRec) { st.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, o), 0, 0) }
-	will, _ := json.Marshal(&WillRec{V: sessionkey.Version, Epoch: 10 * s, Topic: "t", Delay: 2})
-	st.onRecord(sessionkey.Key(sessionkey.Will, "c1"), will, 0, 0)
-	end := OwnerRec{Instance: "me", Epoch: 10 * s, At: 11_000, Expiry: 60, Will: true} // due at 13 s
-	owner(OwnerRec{Instance: "me", Epoch: 10 * s, Connected: true, Expiry: 60})
-	owner(end)
-	owner(OwnerRec{Instance: "other", Epoch: 11*s + s/10, Connected: true, Expiry: 60}) // within the delay
-	owner(OwnerRec{Instance: "other", Epoch: 11*s + s/10, At: 11_900, Expiry: 60})      // ended by DISCONNECT
-	owner(OwnerRec{Instance: "me", Epoch: 12 * s, Connected: true, Expiry: 60})
-	owner(OwnerRec{Instance: "me", Epoch: 12 * s, At: 12_900, Expiry: 60, Will: true})  // owes a delayed will too
-	owner(OwnerRec{Instance: "other", Epoch: 13*s + s/10, Connected: true, Expiry: 60}) // after the first delay
-	if r := st.DelayedClaim("c1", &end, time.UnixMilli(13_000)); r != nil {
-		t.Errorf("MQTT-3.1.3-9: will claimed (%+v) though the client connected again within its delay", r)
-	}
-}

@@ -266,16 +266,11 @@ func (st *Store) DueBefore(id string, prev *Stored, epoch int64) *Claim {
 }
 
 // connectAfter is the epoch of the client's first connection after its connection epoch ended, as far as the
-// index can tell: the first owner record of a connection read after that connection's end record; else a
-// later connection that ended owing a delayed will itself (c.Next names that one now: it came after epoch, and
-// before the owner record's); else a newer owner than epoch (one read before the end record came before the
-// end). 0 if none. st.mu is held or c is a copy.
+// index can tell: the first owner record of a connection read after that connection's end record, else a newer
+// owner than epoch (one read before the end record came before the end). 0 if none. st.mu is held or c is a copy.
 func (c *Stored) connectAfter(epoch int64) int64 {
 	if c.Next[0] == epoch {
 		return c.Next[1]
-	}
-	if c.Next[0] > epoch {
-		return c.Next[0]
 	}
 	if c.Owner != nil && c.Owner.Epoch > epoch {
 		return c.Owner.Epoch
