@@ -248,10 +248,18 @@ func TestRouteSessionResume(t *testing.T) {
 		t.Fatal("session not present")
 	}
 	next := map[string]int{}
+	resent := map[string]bool{}
 	for i := 0; i < 3*n; i++ {
 		m := back.next(t)
+		if string(m.Payload) == "first" && m.Duplicate() && next[m.Topic] == 0 && !resent[m.Topic] {
+			// The DISCONNECT overtook the client's PUBACK of "first" (paho sends it after the message is handed
+			// on): unacknowledged, it is sent again first, marked DUP [MQTT-4.4.0-1]. Not a message missed.
+			resent[m.Topic] = true
+			i--
+			continue
+		}
 		if want := fmt.Sprint(next[m.Topic]); string(m.Payload) != want {
-			t.Fatalf("%s: got %q, want %q (in order, once)", m.Topic, m.Payload, want)
+			t.Fatalf("%s: got %q (DUP %v), want %q (in order, once)", m.Topic, m.Payload, m.Duplicate(), want)
 		}
 		next[m.Topic]++
 	}

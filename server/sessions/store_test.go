@@ -171,3 +171,29 @@ func (w *fakeWriter) keys() []string {
 	defer w.mu.Unlock()
 	return append([]string(nil), w.puts...)
 }
+
+// MQTT-3.1.3-9: a delayed will whose client came back within the delay is not published, also when the client
+// ended that connection too (with a will of its own) and connected again before the first will came due: the
+// index's record of the first connection after an end then names the later end, and the owner is a connection
+// made after the delay. The history checker found it: a will of delay 2 s published although the client had
+// come back 96 ms after the end.
+func TestStoreDelayedWillCancelledByAnEarlierReconnect(t *testing.T) {
+	st := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
+	const s = int64(time.Second)
+	t0 := int64(1_000_000) * s // epochs are CONNECT times in Unix ns; At is an end's time in Unix ms
+	will, _ := json.Marshal(&WillRec{V: sessionkey.Version, Epoch: t0, Topic: "t", Delay: 2})
+	st.onRecord(sessionkey.Key(sessionkey.Will, "c1"), will, 0, 0)
+	owner := func(o OwnerRec) { st.onRecord(sessionkey.Key(sessionkey.Owner, "c1"), ownerValue(t, o), 0, 0) }
+	owner(OwnerRec{Instance: "me", Epoch: t0, Connected: true, Expiry: 60})
+	first := &OwnerRec{Instance: "me", Epoch: t0, At: (t0 + s) / 1e6, Expiry: 60, Will: true} // ends 1 s in, will due 2 s later
+	owner(*first)
+	owner(OwnerRec{Instance: "other", Epoch: t0 + s + s/10, Connected: true, Expiry: 60})                  // back 100 ms after the end
+	owner(OwnerRec{Instance: "other", Epoch: t0 + s + s/10, At: (t0 + 2*s) / 1e6, Expiry: 60, Will: true}) // that one ends too, with a will
+	owner(OwnerRec{Instance: "third", Epoch: t0 + 2*s + s/10, Connected: true, Expiry: 60})                // and comes back again
+	owner(OwnerRec{Instance: "third", Epoch: t0 + 2*s + s/10, At: (t0 + 3*s) / 1e6, Expiry: 60})           // a normal end
+	owner(OwnerRec{Instance: "third", Epoch: t0 + 3*s + s/2, Connected: true, Expiry: 60})                 // after the first will's delay
+	due := time.Unix(0, t0+3*s)
+	if r := st.DelayedClaim("c1", first, due); r != nil {
+		t.Fatalf("MQTT-3.1.3-9: the first will claimed (%+v) although the client came back 100 ms after its end", r)
+	}
+}

@@ -266,14 +266,21 @@ func (st *Store) DueBefore(id string, prev *Stored, epoch int64) *Claim {
 }
 
 // connectAfter is the epoch of the client's first connection after its connection epoch ended, as far as the
-// index can tell: the first owner record of a connection read after that connection's end record, else a newer
-// owner than epoch (one read before the end record came before the end). 0 if none. st.mu is held or c is a copy.
+// index can tell: the first owner record of a connection read after that connection's end record; else the
+// oldest connection the index knows of that is newer than epoch — Next's (a later end's connection, and the
+// one after it) or the owner's. Next holds one end: a later end of the client with a will takes its place, and
+// the connections it names are themselves connections after epoch, so the first one after epoch came no later
+// (the owner alone, a connection more after the delay, published a will whose client had come back within
+// it). 0 if none. st.mu is held or c is a copy.
 func (c *Stored) connectAfter(epoch int64) int64 {
 	if c.Next[0] == epoch {
 		return c.Next[1]
 	}
-	if c.Owner != nil && c.Owner.Epoch > epoch {
-		return c.Owner.Epoch
+	first := int64(0)
+	for _, e := range [...]int64{c.Next[0], c.Next[1], EpochOf(c.Owner)} {
+		if e > epoch && (first == 0 || e < first) {
+			first = e
+		}
 	}
-	return 0
+	return first
 }
