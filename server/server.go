@@ -65,14 +65,15 @@ type Server struct {
 	shares *share.Registry // shared subscriptions (share.go, server/share)
 	pw     auth.CheckPool  // password checks off the event loops (authz_password.go)
 
-	store        *sessions.Store             // the sessions topic (server/sessions; its host: store.go)
-	lone         lone                        // whether no other instance is alive: unrecorded connections (alone.go)
-	willHook     atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
+	store     *sessions.Store             // the sessions topic (server/sessions; its host: store.go)
+	lone      lone                        // whether no other instance is alive: unrecorded connections (alone.go)
+	willHook  atomic.Pointer[func() bool] // tests: runs before a will due at once is published; true = killed there
+	connRate  *ratelimit.ConnTable        // --max-connection-rate; nil = off (limits.go, server/ratelimit)
+	draining  atomic.Bool
+	stopSaver context.CancelFunc
+	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
+
 	reassertHook atomic.Pointer[func() bool] // tests: runs before an owner record is written again; true = killed there
-	connRate     *ratelimit.ConnTable        // --max-connection-rate; nil = off (limits.go, server/ratelimit)
-	draining     atomic.Bool
-	stopSaver    context.CancelFunc
-	runCtx       context.Context // ends when Stop begins; set in Start before any will can be due
 
 	eng       gnet.Engine
 	procsHeld int           // Ps reserved for the loops while they run (internal/procs)
