@@ -23,6 +23,10 @@ func HoldReadLag(s *Server, d time.Duration) {
 // winner; fn returning true stands for the process killed there (the will is not published).
 func SetWillHook(s *Server, fn func() bool) { s.willHook.Store(&fn) }
 
+// SetReassertHook makes fn run just before the server writes its owner record of a connection again after a
+// late record of an older connection (reassertOwner); fn returning true stands for the process killed there.
+func SetReassertHook(s *Server, fn func() bool) { s.reassertHook.Store(&fn) }
+
 // SetClaimHook makes fn run when Kafka holds the pending will of a claim this server writes, before the claim
 // itself is written; fn returns true if it killed the server there (the claim is then not written).
 func SetClaimHook(s *Server, fn func() bool) { s.store.ClaimHook.Store(&fn) }

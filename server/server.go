@@ -73,6 +73,8 @@ type Server struct {
 	stopSaver context.CancelFunc
 	runCtx    context.Context // ends when Stop begins; set in Start before any will can be due
 
+	reassertHook atomic.Pointer[func() bool] // tests: runs before an owner record is written again; true = killed there
+
 	eng       gnet.Engine
 	procsHeld int           // Ps reserved for the loops while they run (internal/procs)
 	addrs     []string      // what the loops listen on, tcp://host:port (Start)

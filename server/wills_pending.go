@@ -57,6 +57,9 @@ func (srv *Server) reassertOwner(id string, o *sessions.OwnerRec) {
 	if s.c == nil || s.c.epoch != o.Epoch {
 		return
 	}
+	if h := srv.reassertHook.Load(); h != nil && (*h)() {
+		return
+	}
 	srv.debug("owner record written again after a late record of an older connection", "client", id, "epoch", o.Epoch)
 	srv.store.Put(sessionkey.Owner, id, o)
 }

@@ -147,6 +147,49 @@ func TestLateEndRecordSurvivesCompaction(t *testing.T) {
 	watch.none(t, 2*time.Second)
 }
 
+// Gap C (docs/sessions.md, "Owed wills"): as above, but B is killed when it reads A's late end record, before
+// it writes its owner record again. After the compaction the owner key holds only A's end record, and an
+// instance that reads the compacted topic from its start sees A's connection, disconnected, as the client's
+// newest; B's connection shows only as its marker, newer than that, owing its will. B's restart claims it
+// before it serves, or, B staying dead, C's processor once B is known dead: the will is published once.
+func TestLateEndRecordOwnerAndTheHolderKilled(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		restart bool // B comes back under its id; else it stays dead and C starts
+	}{{"restarted", true}, {"dead", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cluster, kafka := startKafka(t)
+			hb := server.Heartbeats(200*time.Millisecond, time.Second)
+			a := startInstanceTxn(t, kafka, "gapc-a", hb)
+			b := startInstance(t, kafka, hb, server.HandoffTimeout(300*time.Millisecond), server.InstanceID("gapc-b"))
+			first := dialV5(t, a.addr, persistent("gapc", true))
+
+			release := dropHoldingEnd(t, cluster, "gapc-a", "o:gapc", first.nc)
+			connectWithWill(t, b.addr, "gapc", 0) // gives up waiting for A's hand-over after 300 ms
+			killed := killedAt(b, server.SetReassertHook)
+			release() // A's end record lands after B's owner record
+			select {
+			case <-killed: // B read the late record and died before writing its owner record again
+			case <-time.After(10 * time.Second):
+				t.Fatal("B did not read A's late end record")
+			}
+			onA := dialV5(t, a.addr, &paho.Connect{ClientID: "gapc-sync", CleanStart: true})
+			onA.pub(t, &paho.Publish{Topic: "gapc/sync", QoS: 1}) // PUBACK: A's earlier transactions are committed
+			a.stop()
+			cluster.Compact()
+
+			var opts []server.Opt // reads the compacted topic from its start
+			if tc.restart {
+				opts = append(opts, server.InstanceID("gapc-b"))
+			}
+			c := startInstance(t, kafka, append(opts, hb)...)
+			watch := dialV5(t, c.addr, &paho.Connect{ClientID: "gapc-watch", CleanStart: true})
+			watch.sub(t, paho.SubscribeOptions{Topic: "wills/#", QoS: 1})
+			willOnce(t, watch, "gapc")
+		})
+	}
+}
+
 // dropHoldingEnd closes nc, a client's connection to the instance of transactional id txn, without DISCONNECT,
 // and holds that instance's writes back in kfake from its record with key (the end record) on, until release
 // (also run at the test's end).

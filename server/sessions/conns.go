@@ -30,6 +30,8 @@ import "github.com/ferrymq/ferry/internal/sessionkey"
 // and was killed before its claim reached Kafka, or was superseded by the client's next CONNECT first) — was
 // ended by nobody, and its will, due at once, was never published. Now such a marker is claimed like a dead
 // holder's connection (Due, OwnOpen), with the will it carries: the client's next CONNECT has replaced "w:".
+// A marker newer than the owner record is claimed too when the will record ("w:") is its connection's own:
+// compaction kept a late end record of an older connection as the owner (endedByOther, wills.go).
 // Nothing tombstones an owed marker but its own connection's end (UnmarkOlder and Forget leave it), so the
 // trace stays until the will is decided.
 

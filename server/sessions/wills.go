@@ -76,9 +76,9 @@ func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
 			continue
 		}
 		for epoch, m := range c.Owed {
-			// A connection older than the newest whose holder died and whose end nobody claimed (conns.go), or
-			// any such connection of a client whose session has ended since (its owner key tombstoned).
-			if (c.Owner == nil || epoch < c.Owner.Epoch) && !alive(m.Instance) && c.Pending[epoch] == nil && settled(Key{id, epoch}) {
+			// A connection whose holder died and whose end nobody claimed, and that the owner record does not
+			// stand for (conns.go, c.endedByOther).
+			if c.endedByOther(epoch) && !alive(m.Instance) && c.Pending[epoch] == nil && settled(Key{id, epoch}) {
 				claims = append(claims, c.owedClaim(st.Instance, id, epoch, m, now))
 			}
 		}
@@ -130,8 +130,9 @@ func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 		}
 		o := c.Owner
 		for epoch, m := range c.Owed {
-			// A connection of the previous run older than the client's newest, whose end nobody claimed (conns.go).
-			if (o == nil || epoch < o.Epoch) && m.Instance == st.Instance && c.Pending[epoch] == nil {
+			// A connection of the previous run that the owner record does not stand for, whose end nobody
+			// claimed (conns.go, c.endedByOther).
+			if c.endedByOther(epoch) && m.Instance == st.Instance && c.Pending[epoch] == nil {
 				ends = append(ends, c.owedClaim(st.Instance, id, epoch, m, now))
 			}
 		}
@@ -154,21 +155,45 @@ func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 	return ends, pending, won
 }
 
-// owedClaim is the claim by which instance self ends client id's connection epoch, older than the client's
-// newest, whose marker m still carries its will: nobody claimed its end (conns.go). A will of delay 0 was due
-// when the connection ended and is claimed with it; a delayed will is not (the client's newer connection came
-// before its delay, counted from now, the detection, passed [MQTT-3.1.3-9]). The end record is a late one (an
-// older epoch than the owner's): it decides that connection's will and nothing else. st.mu is held.
+// endedByOther says whether the owed marker of connection epoch (conns.go) is to be claimed by another than
+// its holder once that holder is dead (Due) or restarted (OwnOpen): the owner record does not stand for it, so
+// the rules that end the owner record's connection never will. That is a connection older than the owner
+// record's (the client connected again), any connection of a client without an owner record (its session
+// ended since), and a connection newer than the owner record whose will record ("w:") is its own. The last is
+// the client's newest connection after compaction kept only a late record of an older one in the owner key
+// (docs/sessions.md, "Owed wills"): the will record is written after the connection's owner record was read
+// back and before its CONNACK (finishConnect), so it tells an accepted connection from a CONNECT killed
+// before its owner record (a marker, a will, no CONNACK: nothing is owed). st.mu is held or c is a copy.
+func (c *Stored) endedByOther(epoch int64) bool {
+	o := c.Owner
+	switch {
+	case o == nil || epoch < o.Epoch:
+		return true
+	case epoch > o.Epoch:
+		return c.Will != nil && c.Will.Epoch == epoch
+	}
+	return false // the owner record's own connection: ended from the owner record
+}
+
+// owedClaim is the claim by which instance self ends client id's connection epoch, whose marker m still
+// carries its will: nobody claimed its end (conns.go, endedByOther). A will of delay 0 was due when the
+// connection ended and is claimed with it. A delayed will of a connection older than the owner record's is
+// not (the client's newer connection came before its delay, counted from now, the detection, passed
+// [MQTT-3.1.3-9]); the end record is a late one then, which decides that connection's will and nothing else.
+// A connection newer than the owner record is the client's newest: its end record becomes the owner record,
+// and a delayed will is claimed as the dead holder's owner record would have it (Due), published after its
+// delay unless the client comes back. st.mu is held.
 //
 // A client without an owner record (its session ended since, and the owner key was tombstoned) gets the owner
 // key tombstoned again after the claim, with the claim's epoch: the end record must not stand for a session.
 func (c *Stored) owedClaim(self, id string, epoch int64, m *ConnRec, now time.Time) Claim {
-	rec := &OwnerRec{V: sessionkey.Version, Instance: self, Epoch: epoch, At: now.UnixMilli(), Will: m.Will.Delay == 0}
+	newest := c.Owner != nil && epoch > c.Owner.Epoch
+	rec := &OwnerRec{V: sessionkey.Version, Instance: self, Epoch: epoch, At: now.UnixMilli(), Will: m.Will.Delay == 0 || newest}
 	if c.Owner != nil {
-		rec.Expiry = c.Owner.Expiry
+		rec.Expiry = c.Owner.Expiry // the newest connection's is gone with its owner record: the session's last known
 	}
 	cl := Claim{ID: id, Rec: rec, Unmark: true, EndOwner: c.Owner == nil}
-	if rec.Will {
+	if rec.Will && min(m.Will.Delay, rec.Expiry) == 0 {
 		cl.Now = m.Will
 	}
 	return cl

@@ -109,3 +109,71 @@ func TestOwedMarkerClaimedOnceItsInstanceIsDead(t *testing.T) {
 		}
 	}
 }
+
+// A client's newest connection whose owner record compaction removed: the owner key keeps only a late end
+// record of an older connection (written after the newer owner record), and the newest connection's holder
+// was killed. Its marker is newer than that owner record; its will record is its own, written before its
+// CONNACK. The processor, once the holder is dead, and the holder's restart claim its end with the will
+// (a delayed one after its delay: the client's newest connection). A marker newer than the owner record
+// without its own will record is a CONNECT killed before its owner record: nothing is claimed for it.
+func TestOwedMarkerNewerThanALateOwnerRecord(t *testing.T) {
+	const late, newest = 2000, 3000
+	load := func(st *Store) {
+		for _, c := range []struct {
+			id    string
+			delay uint32
+			own   bool // the will record is the newest connection's (it was accepted)
+		}{{"delayed", 2, true}, {"now", 0, true}, {"never", 0, false}} {
+			w := &WillRec{V: sessionkey.Version, Epoch: newest, Topic: "wills/" + c.id, Delay: c.delay}
+			b, err := json.Marshal(&ConnRec{V: sessionkey.Version, Instance: "holder", Will: w})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.onRecord(sessionkey.ConnKey(c.id, newest), b, 0, 0)
+			stored := *w
+			if !c.own {
+				stored.Epoch = late // the older connection's will, still stored
+			}
+			wb, err := json.Marshal(&stored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.onRecord(sessionkey.Key(sessionkey.Will, c.id), wb, 0, 0)
+			st.onRecord(sessionkey.Key(sessionkey.Owner, c.id), ownerValue(t, OwnerRec{Instance: "elsewhere", Epoch: late,
+				At: time.Now().UnixMilli(), Expiry: 60, Will: c.delay != 0}), 0, 0)
+		}
+	}
+	check := func(who string, claims []Claim) {
+		t.Helper()
+		got := map[string]Claim{}
+		for _, c := range claims {
+			got[c.ID] = c
+		}
+		if len(got) != 2 || got["never"].Rec != nil {
+			t.Fatalf("%s: claims %+v, want the newest connections of delayed and now only", who, claims)
+		}
+		for id, c := range got {
+			if c.Rec.Epoch != newest || c.Rec.Connected || !c.Rec.Will || (c.Now != nil) != (id == "now") || !c.Unmark || c.EndOwner {
+				t.Errorf("%s: %s: claim %+v (due at once %v), want epoch %d's end owing its will", who, id, c.Rec, c.Now, newest)
+			}
+		}
+	}
+
+	st := NewStore("a-processor", 6*time.Second, &fakeWriter{}, &fakeHost{})
+	st.SetReady() // "a-processor" sorts first among the live instances: it processes partition 0
+	now := time.Now()
+	st.instances["holder"] = now
+	st.instances["elsewhere"] = now
+	load(st)
+	if claims, _ := st.Due(now, now); len(claims) != 0 {
+		t.Fatalf("claims %+v while the holder lives", claims)
+	}
+	st.instances["holder"] = now.Add(-10 * time.Second)
+	claims, _ := st.Due(now, now)
+	check("processor", claims)
+
+	restarted := NewStore("holder", 6*time.Second, &fakeWriter{}, &fakeHost{})
+	load(restarted)
+	ends, _, _ := restarted.OwnOpen(now)
+	check("restart", ends)
+}
