@@ -63,7 +63,15 @@ func TestSharedQoS0(t *testing.T) {
 func TestSharedSubackUnsubscribe(t *testing.T) {
 	f := startFerry(t, server.MaximumQoS(1), server.Share(share.MaxGroups(2)))
 	pub := dialV5(t, f.addr, &paho.Connect{ClientID: "sa-pub", CleanStart: true})
+	// The watcher getting the retained message live shows the shared reader is past it: a subscription made
+	// before that would get it live too (as any subscription does with what the reader reads after it), which is
+	// not the retained copy this test is about.
+	watch := dialV5(t, f.addr, &paho.Connect{ClientID: "sa-watch", CleanStart: true})
+	watch.sub(t, paho.SubscribeOptions{Topic: "jobs/kept", QoS: 1})
 	pub.pub(t, &paho.Publish{Topic: "jobs/kept", QoS: 1, Retain: true, Payload: []byte("retained")})
+	if m := watch.next(t); string(m.Payload) != "retained" {
+		t.Fatalf("watcher got %q", m.Payload)
+	}
 	c := dialV5(t, f.addr, &paho.Connect{ClientID: "sa", CleanStart: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
