@@ -30,6 +30,7 @@ type cfg struct {
 	topicRetained string
 	topicSessions string
 	partitions    int32
+	msgPartitions int32 // messages and routed topics; 0: partitions
 	replication   int16
 	createTopics  bool
 
@@ -146,6 +147,8 @@ func (c *cfg) validate() error {
 	switch {
 	case c.partitions < 1:
 		return fmt.Errorf("invalid partition count %d: must be at least 1", c.partitions)
+	case c.msgPartitions < 0:
+		return fmt.Errorf("invalid messages topic partition count %d: must be 0 (the partition count) or more", c.msgPartitions)
 	case c.replication == 0 || c.replication < -1:
 		return fmt.Errorf("invalid replication factor %d: must be -1 (broker default) or at least 1", c.replication)
 	case c.clientID == "":
@@ -242,6 +245,28 @@ func Topics(messages, retained, sessions string) Opt {
 // topics are left alone. Default 6.
 func Partitions(n int32) Opt {
 	return opt(func(c *cfg) { c.partitions = n })
+}
+
+// MessagesPartitions sets the partition count of the messages topic and of
+// the routed topics that New and the routes create, in place of
+// [Partitions] (the retained and sessions topics keep that). Existing topics
+// are left alone. 0, the default, means [Partitions].
+//
+// On one broker, as the embedded Kafka is, one partition serves latency
+// best: a produce request then carries every waiting record in one batch,
+// which the broker appends with one write, and a fetch answers one
+// partition (docs/architecture.md, "The messages topic's partitions").
+func MessagesPartitions(n int32) Opt {
+	return opt(func(c *cfg) { c.msgPartitions = n })
+}
+
+// messagesPartitions is the partition count of the messages topic and the
+// routed topics Ferry creates.
+func (c *cfg) messagesPartitions() int32 {
+	if c.msgPartitions > 0 {
+		return c.msgPartitions
+	}
+	return c.partitions
 }
 
 // ReplicationFactor sets the replication factor of topics that New creates.

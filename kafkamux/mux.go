@@ -226,11 +226,12 @@ func (m *Mux) setup(ctx context.Context, brokers []string) error {
 	actx, cancel := context.WithTimeout(ctx, m.cfg.dialTimeout+30*time.Second)
 	defer cancel()
 	adm := kadm.NewClient(cl)
-	if err := ensureTopics(actx, adm, &m.cfg); err != nil {
+	parts, err := ensureTopics(actx, adm, &m.cfg)
+	if err != nil {
 		return err
 	}
 	if m.cluster != nil {
-		return applyEmbeddedRetention(actx, adm, &m.cfg)
+		return applyEmbeddedRetention(actx, adm, &m.cfg, parts)
 	}
 	return nil
 }

@@ -88,17 +88,17 @@ func (c *cfg) validateRetention() error {
 }
 
 // partitionRetentionBytes is the retention.bytes of one partition of a
-// delete-policy topic, -1 for no bound.
-func (c *cfg) partitionRetentionBytes() int64 {
+// delete-policy topic of n partitions, -1 for no bound.
+func (c *cfg) partitionRetentionBytes(n int32) int64 {
 	if c.retentionBytes == 0 {
 		return -1
 	}
-	return max(c.retentionBytes/int64(c.partitions), 1)
+	return max(c.retentionBytes/int64(max(n, 1)), 1)
 }
 
-// segmentBytes is the segment.bytes of a delete-policy topic.
-func (c *cfg) segmentBytes() int64 {
-	per := c.partitionRetentionBytes()
+// segmentBytes is the segment.bytes of a delete-policy topic of n partitions.
+func (c *cfg) segmentBytes(n int32) int64 {
+	per := c.partitionRetentionBytes(n)
 	if per < 0 {
 		return maxSegmentBytes
 	}
@@ -106,11 +106,12 @@ func (c *cfg) segmentBytes() int64 {
 }
 
 // embeddedConfigs returns the retention configs of a topic of the embedded
-// cluster: bounded by time and size for delete topics; for compacted ones,
+// cluster with n partitions: bounded by time and size for delete topics (the
+// size bound split between the partitions); for compacted ones,
 // tombstones kept a minute and no retention (kfake applies retention.ms, 7 days by default, to compacted
 // topics too, which would delete sessions and retained messages whose key
 // has not been written for a week).
-func (c *cfg) embeddedConfigs(compact bool) map[string]string {
+func (c *cfg) embeddedConfigs(compact bool, n int32) map[string]string {
 	if compact {
 		return map[string]string{"retention.ms": "-1", "retention.bytes": "-1",
 			"delete.retention.ms": strconv.FormatInt(embeddedTombstoneRetention.Milliseconds(), 10)}
@@ -121,25 +122,28 @@ func (c *cfg) embeddedConfigs(compact bool) map[string]string {
 	}
 	return map[string]string{
 		"retention.ms":    strconv.FormatInt(ms, 10),
-		"retention.bytes": strconv.FormatInt(c.partitionRetentionBytes(), 10),
-		"segment.bytes":   strconv.FormatInt(c.segmentBytes(), 10),
+		"retention.bytes": strconv.FormatInt(c.partitionRetentionBytes(n), 10),
+		"segment.bytes":   strconv.FormatInt(c.segmentBytes(n), 10),
 	}
 }
 
 // applyEmbeddedRetention sets the retention configs of the three topics on
 // the embedded cluster at every start, so a restart with other bounds (or a
 // data dir from before they existed) gets them. [TopicConfig]s win over the
-// bounds, as when the topics are created.
+// bounds, as when the topics are created. parts is each topic's partition
+// count (ensureTopics): the size bound is split between the partitions a
+// topic has, which for a data dir made with another count are not those of
+// the flags.
 //
 // Runs on New's goroutine.
-func applyEmbeddedRetention(ctx context.Context, adm *kadm.Client, c *cfg) error {
+func applyEmbeddedRetention(ctx context.Context, adm *kadm.Client, c *cfg, parts map[string]int32) error {
 	var alters []kadm.AlterConfig
 	for _, r := range c.roles() {
 		policy := "delete"
 		if r.compact {
 			policy = "compact"
 		}
-		for k, v := range c.topicConfigsOf(r.role, policy) {
+		for k, v := range c.topicConfigsOf(r.role, policy, parts[r.name]) {
 			if k == "cleanup.policy" {
 				continue // checked by ensureTopics, never changed
 			}

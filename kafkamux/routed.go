@@ -24,7 +24,8 @@ func (m *Mux) CreateTopic(ctx context.Context, name string) error {
 	if !m.cfg.createTopics {
 		return fmt.Errorf("cannot create Kafka topic %q: topic creation is disabled", name)
 	}
-	resp, err := m.adm.CreateTopic(ctx, m.cfg.partitions, m.cfg.replication, m.cfg.topicConfigsOf("messages", "delete"), name)
+	n := m.cfg.messagesPartitions()
+	resp, err := m.adm.CreateTopic(ctx, n, m.cfg.replication, m.cfg.topicConfigsOf("messages", "delete", n), name)
 	if err == nil {
 		err = resp.Err
 	}
@@ -32,7 +33,7 @@ func (m *Mux) CreateTopic(ctx context.Context, name string) error {
 		return fmt.Errorf("cannot create Kafka topic %q: %w", name, err)
 	}
 	if err == nil {
-		m.log.Info("created routed Kafka topic", "topic", name, "partitions", m.cfg.partitions,
+		m.log.Info("created routed Kafka topic", "topic", name, "partitions", n,
 			"replication_factor", m.cfg.replication)
 	}
 	return nil

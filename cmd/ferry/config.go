@@ -27,6 +27,7 @@ type config struct {
 	topicRetained     string
 	topicSessions     string
 	partitions        int
+	msgPartitions     int // --messages-partitions; 0: by Kafka (messagesPartitions)
 	admin             string
 	pprof             bool
 	kafkaReadyTimeout time.Duration
@@ -134,6 +135,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.topicRetained, "topic-retained", "mqtt-retained", "Kafka topic of retained messages (compacted)")
 	fs.StringVar(&c.topicSessions, "topic-sessions", "mqtt-sessions", "Kafka topic of sessions (compacted)")
 	fs.IntVar(&c.partitions, "partitions", 6, "partitions of the topics Ferry creates")
+	fs.IntVar(&c.msgPartitions, "messages-partitions", 0, "partitions of the messages topic and routed topics Ferry creates, in place of --partitions (0 = 1 with the embedded Kafka, --partitions with --kafka-brokers)")
 	fs.StringVar(&c.admin, "admin", "", "admin HTTP address for /healthz, /readyz, /metrics (empty = off)")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve /debug/pprof on the admin address")
 	fs.DurationVar(&c.kafkaReadyTimeout, "kafka-ready-timeout", 10*time.Second, "/readyz fails when Kafka leaves Ferry's requests unanswered this long")
@@ -316,6 +318,7 @@ func (c *config) validate() error {
 	}{
 		{len(c.mqtt.vals) > 0, "mqtt", "", "at least one listener"},
 		{c.partitions >= 1, "partitions", c.partitions, "at least 1"},
+		{c.msgPartitions >= 0, "messages-partitions", c.msgPartitions, "0 (by Kafka) or more"},
 		{c.maxConnections >= 0, "max-connections", c.maxConnections, "0 or more"},
 		{c.eventLoops >= 0, "event-loops", c.eventLoops, "0 or more"},
 		{c.receiveMaximum >= 1 && c.receiveMaximum <= 65535, "receive-maximum", c.receiveMaximum, "1 to 65535"},
@@ -385,7 +388,7 @@ func (c *config) validate() error {
 	if err := c.tls.validate(); err != nil {
 		return err
 	}
-	if err := c.embedded.validate(c.partitions); err != nil {
+	if err := c.embedded.validate(c.messagesPartitions()); err != nil {
 		return err
 	}
 	if err := validMemoryLimit(c.memoryLimit); err != nil {
@@ -411,4 +414,18 @@ func settingNames() []string {
 	newFlagSet(&config{}).VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	sort.Strings(names)
 	return names
+}
+
+// messagesPartitions is the partition count of the messages topic and the routed topics Ferry creates. With the
+// embedded Kafka it is 1 unless set: on one broker that serves latency best (a produce request carries every
+// waiting record in one batch, a fetch answers one partition; docs/architecture.md, "The messages topic's
+// partitions"); on a cluster it is --partitions, which spreads the topic over the brokers.
+func (c *config) messagesPartitions() int {
+	switch {
+	case c.msgPartitions > 0:
+		return c.msgPartitions
+	case c.kafkaBrokers == "":
+		return 1
+	}
+	return c.partitions
 }

@@ -32,7 +32,7 @@ func (c *embeddedConfig) validate(partitions int) error {
 	case c.retention != 0 && c.retention < time.Minute:
 		return fmt.Errorf("invalid --embedded-retention %v: want 0 (no time bound) or at least 1m", c.retention)
 	case c.retentionBytes != 0 && c.retentionBytes < int64(partitions)*minPartitionRetentionBytes:
-		return fmt.Errorf("invalid --embedded-retention-bytes %d: want 0 (no size bound) or at least %d (4 MiB per partition, --partitions %d)",
+		return fmt.Errorf("invalid --embedded-retention-bytes %d: want 0 (no size bound) or at least %d (4 MiB per partition, --messages-partitions %d)",
 			c.retentionBytes, int64(partitions)*minPartitionRetentionBytes, partitions)
 	case c.cleanInterval < time.Second || c.cleanInterval > 24*time.Hour:
 		return fmt.Errorf("invalid --embedded-clean-interval %v: want 1s to 24h", c.cleanInterval)

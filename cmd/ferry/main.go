@@ -222,6 +222,7 @@ func run(cfg *config) error {
 	kopts := []kafkamux.Opt{
 		kafkamux.Topics(cfg.topicMessages, cfg.topicRetained, cfg.topicSessions),
 		kafkamux.Partitions(int32(cfg.partitions)),
+		kafkamux.MessagesPartitions(int32(cfg.messagesPartitions())),
 		kafkamux.Logger(log),
 		kafkamux.HealthTimeout(cfg.kafkaReadyTimeout),
 	}
