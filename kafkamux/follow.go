@@ -324,16 +324,12 @@ func (m *Mux) read() {
 					f.raw(r)
 					continue
 				}
-				msg, err := MessageFromRecord(r)
-				if err == nil {
-					msg.Fetched, msg.Behind = fetched, max(0, end-r.Offset-1)
-				}
+				var msg *Message
+				var err error
 				if ftp.Topic == m.cfg.topicMessages {
-					cached := msg
-					if err != nil {
-						cached = nil // a skipped record: its offset is still covered
-					}
-					m.recentMsgs.add(r.Partition, r.Offset, cached, RecordSize(r))
+					msg, err = m.recentMsgs.take(r, fetched, max(0, end-r.Offset-1)) // decoded into the cache
+				} else if msg, err = MessageFromRecord(r); err == nil {
+					msg.Fetched, msg.Behind = fetched, max(0, end-r.Offset-1)
 				}
 				if err != nil {
 					m.skipped.Add(1)

@@ -269,12 +269,23 @@ var ErrBadTopic = errors.New("not a valid MQTT topic name")
 //
 // The Message references r.Value and r's correlation data header bytes.
 func MessageFromRecord(r *kgo.Record) (*Message, error) {
-	if err := validTopicKey(r.Key); err != nil {
-		return nil, fmt.Errorf("cannot decode record %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+	m := new(Message)
+	if err := decodeRecord(m, r, nil); err != nil {
+		return nil, err
 	}
-	m := &Message{
-		Topic:     string(r.Key),
-		Payload:   r.Value,
+	return m, nil
+}
+
+// decodeRecord is [MessageFromRecord] into m, a zero Message. With s nil, m shares r.Value and r's
+// correlation data and allocates its strings; otherwise every byte m references is copied into s (which must
+// have RecordSize(r) bytes and len(r.Headers) user properties free), so that m keeps nothing of r.
+func decodeRecord(m *Message, r *kgo.Record, s *recentChunk) error {
+	if err := validTopicKey(r.Key); err != nil {
+		return fmt.Errorf("cannot decode record %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+	}
+	*m = Message{
+		Topic:     s.str(r.Key),
+		Payload:   s.bytes(r.Value),
 		Tombstone: r.Value == nil,
 		QoS:       KafkaBornQoS,
 		Timestamp: r.Timestamp,
@@ -286,24 +297,24 @@ func MessageFromRecord(r *kgo.Record) (*Message, error) {
 		}
 	}
 	if nUser > 0 {
-		m.UserProps = make([]UserProp, 0, nUser)
+		m.UserProps = s.userProps(nUser)
 	}
 	for i := range r.Headers {
 		k, v := r.Headers[i].Key, r.Headers[i].Value
 		if !strings.HasPrefix(k, HeaderPrefix) {
 			if validMQTTString(k) && validMQTTBytes(v) { // [MQTT-1.5.4-1] [MQTT-1.5.4-2]: else dropped, see README
-				m.UserProps = append(m.UserProps, UserProp{Key: k, Value: string(v)})
+				m.UserProps = append(m.UserProps, UserProp{Key: s.strOf(k), Value: s.str(v)})
 			}
 			continue
 		}
-		if err := m.setReserved(k, v); err != nil {
-			return nil, fmt.Errorf("cannot decode record %s/%d@%d: header %s: %w", r.Topic, r.Partition, r.Offset, k, err)
+		if err := m.setReserved(k, v, s); err != nil {
+			return fmt.Errorf("cannot decode record %s/%d@%d: header %s: %w", r.Topic, r.Partition, r.Offset, k, err)
 		}
 	}
-	return m, nil
+	return nil
 }
 
-func (m *Message) setReserved(k string, v []byte) error {
+func (m *Message) setReserved(k string, v []byte, s *recentChunk) error {
 	switch k {
 	case HeaderQoS:
 		if len(v) != 1 || v[0] < '0' || v[0] > '2' {
@@ -317,7 +328,7 @@ func (m *Message) setReserved(k string, v []byte) error {
 		}
 		m.Retain = b == 1
 	case HeaderClientID:
-		m.ClientID = string(v)
+		m.ClientID = s.str(v)
 	case HeaderPayloadFormat:
 		b, err := flag(v)
 		if err != nil {
@@ -328,17 +339,17 @@ func (m *Message) setReserved(k string, v []byte) error {
 		if !validMQTTBytes(v) { // [MQTT-1.5.4-1] [MQTT-1.5.4-2]
 			return errors.New("not a valid MQTT UTF-8 string")
 		}
-		m.ContentType = string(v)
+		m.ContentType = s.str(v)
 	case HeaderResponseTopic:
 		if err := validTopicKey(v); err != nil { // [MQTT-3.3.2-13] [MQTT-3.3.2-14]
 			return fmt.Errorf("invalid response topic: %w", err)
 		}
-		m.ResponseTopic = string(v)
+		m.ResponseTopic = s.str(v)
 	case HeaderCorrelationData:
 		if len(v) > 65535 { // MQTT Binary Data has a two-byte length
 			return fmt.Errorf("correlation data of %d bytes: at most 65535", len(v))
 		}
-		m.CorrelationData = v
+		m.CorrelationData = s.bytes(v)
 	case HeaderExpiresAt:
 		ms, err := strconv.ParseInt(string(v), 10, 64)
 		if err != nil {
@@ -349,7 +360,7 @@ func (m *Message) setReserved(k string, v []byte) error {
 		}
 	default:
 		if name, ok := strings.CutPrefix(k, HeaderUserEscape); ok && validMQTTString(name) && validMQTTBytes(v) {
-			m.UserProps = append(m.UserProps, UserProp{Key: name, Value: string(v)})
+			m.UserProps = append(m.UserProps, UserProp{Key: s.strOf(name), Value: s.str(v)})
 		}
 		// Other reserved names, including HeaderVersion, are ignored:
 		// a newer writer may add headers older readers do not know.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -15,6 +17,15 @@ import (
 // recent keeps the latest decoded records of every partition of one followed topic, so that a session
 // resuming from stored offsets reads what it missed without a Kafka fetch. It is written by the reader
 // goroutine and read by resumes; its byte budget is split evenly over the partitions.
+//
+// The cache owns what it holds: the reader decodes each record of the messages topic straight into its
+// partition's newest chunk (a slab: the Messages, their offsets, and a buffer for every byte they reference),
+// so no cached message points into the fetch response it came in, and the messages handed on to the fan-out
+// are the cached ones (one decode, no allocation per record once a chunk is open). A partition's window is a
+// list of chunks, oldest first; the oldest is let go as a whole when the window is over its share. What the
+// cache counts is the capacity of the chunks it holds, so the budget is what it keeps reachable. A chunk the
+// cache let go stays alive as long as something else holds one of its messages (a session's queue, a resume
+// in progress): like any delivery, within that holder's own budget.
 type recent struct {
 	mu       sync.RWMutex
 	parts    map[int32]*recentPart
@@ -22,26 +33,40 @@ type recent struct {
 	capBytes int
 }
 
-// recentPart is one partition's window: every decodable record with offset in [from, next) is in recs (in
+// recentPart is one partition's window: every decodable record with offset in [from, next) is in chunks (in
 // offset order); offsets in that range without an entry were not MQTT messages (skipped or control records).
 type recentPart struct {
-	recs  []recentRec
-	head  int
-	from  int64 // the window's first covered offset
-	next  int64 // one past the last offset the reader has seen
-	bytes int
+	chunks []*recentChunk // oldest first; the last one is being filled
+	from   int64          // the window's first covered offset
+	next   int64          // one past the last offset the reader has seen
+	bytes  int            // the chunks' sizes
+	avg    int            // bytes referenced per message in the last full chunk: sizes the next one
 }
 
-type recentRec struct {
-	off  int64
-	msg  *Message
-	size int // what the record counts against the budget
+// recentChunk is one slab of a partition's window: n cached records, their offsets, and the bytes and user
+// properties their messages reference. msgs, offs, buf and props never move once made; only the reader
+// goroutine writes to them, and only to slots not yet published: n is written under recent.mu, so a scan
+// reads the slots below the n it saw under the lock while the reader fills the next ones.
+type recentChunk struct {
+	msgs      []Message
+	offs      []int64
+	n         int // published records
+	buf       []byte
+	used      int // bytes of buf taken; the reader goroutine's
+	props     []UserProp
+	usedProps int // the reader goroutine's
+	size      int // what the chunk holds: the capacity of its arrays
 }
 
-// recentOverhead is what a cached record costs besides its bytes: the decoded Message (200 bytes), the
-// cache's slot, and the framing of the record in the fetch buffer its payload points into (which stays alive
-// as long as the message does).
-const recentOverhead = 200 + 32 + 64
+const (
+	messageSize     = int(unsafe.Sizeof(Message{}))
+	userPropSize    = int(unsafe.Sizeof(UserProp{}))
+	recentSlotSize  = messageSize + 8 // a Message and its offset
+	recentChunkMin  = 16 << 10
+	recentChunkMax  = 256 << 10
+	recentFirstAvg  = 128 // bytes referenced per message assumed for a partition's first chunk
+	recentChunkHead = int(unsafe.Sizeof(recentChunk{})) + 8
+)
 
 // RecentCacheBytes sets the memory for the recent-records cache of the messages topic: records kept decoded
 // per partition so resumes need no Kafka fetch. Default 64 MiB; 0 turns the cache off.
@@ -51,44 +76,164 @@ func newRecent(capBytes int) *recent {
 	return &recent{parts: make(map[int32]*recentPart), capBytes: capBytes}
 }
 
-// add records that the reader saw offset off of partition p (msg nil: not an MQTT message); wire is the
-// record's size in Kafka (RecordSize): its key, value and headers, which the message's strings and payload
-// share. Runs on the reader goroutine.
-func (r *recent) add(p int32, off int64, msg *Message, wire int) {
+// take decodes rec, the next record the reader hands on from its partition of the messages topic, and caches
+// it: the message returned is the cached one, stamped with fetched and behind (Message.Fetched and Behind)
+// before a resume can see it. A record that is not an MQTT message returns the decode error; its offset still
+// counts as covered. Without a cache (nil, or a budget of 0) it is MessageFromRecord. Runs on the reader
+// goroutine.
+func (r *recent) take(rec *kgo.Record, fetched, behind int64) (*Message, error) {
 	if r == nil || r.capBytes <= 0 {
-		return
+		msg, err := MessageFromRecord(rec)
+		if err == nil {
+			msg.Fetched, msg.Behind = fetched, behind
+		}
+		return msg, err
 	}
+	pc := r.parts[rec.Partition] // only this goroutine writes the map
+	if pc == nil {
+		r.mu.Lock()
+		pc = &recentPart{from: rec.Offset, next: rec.Offset, avg: recentFirstAvg}
+		r.parts[rec.Partition] = pc
+		r.perPart = r.capBytes / len(r.parts)
+		r.mu.Unlock()
+	}
+	if rec.Offset < pc.next {
+		// A re-delivery after a reader reset: already covered (and cached, if it was a message). It is handed
+		// on again as it was before the cache, on the heap.
+		msg, err := MessageFromRecord(rec)
+		if err == nil {
+			msg.Fetched, msg.Behind = fetched, behind
+		}
+		return msg, err
+	}
+	c := r.room(pc, RecordSize(rec), len(rec.Headers))
+	msg := &c.msgs[c.n]
+	used, usedProps := c.used, c.usedProps
+	err := decodeRecord(msg, rec, c)
+	if err != nil {
+		*msg, c.used, c.usedProps = Message{}, used, usedProps // the slot and its bytes are taken by the next one
+	} else {
+		msg.Fetched, msg.Behind = fetched, behind
+		c.offs[c.n] = rec.Offset
+	}
+
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	pc := r.parts[p]
-	if pc == nil {
-		pc = &recentPart{from: off, next: off}
-		r.parts[p] = pc
-		r.perPart = r.capBytes / len(r.parts)
+	// Offsets between next and this one, if any, were never handed on (the client skipped them): the window
+	// still covers them, as its contract is about what the reader handed on.
+	pc.next = rec.Offset + 1
+	if err != nil {
+		return nil, err
 	}
-	if off < pc.next {
-		return // a re-delivery after a reader reset: already covered
+	c.n++
+	r.evict(pc)
+	return msg, nil
+}
+
+// room returns pc's chunk to decode a record into: the newest, if it has a free slot, need bytes and props
+// user properties free; else a new one, appended (and counted). Runs on the reader goroutine.
+func (r *recent) room(pc *recentPart, need, props int) *recentChunk {
+	if n := len(pc.chunks); n > 0 {
+		c := pc.chunks[n-1]
+		if c.n < len(c.msgs) && len(c.buf)-c.used >= need && (props == 0 || c.props == nil || len(c.props)-c.usedProps >= props) {
+			if props > 0 && c.props == nil {
+				c.props = alloc[UserProp](max(props, 2*(len(c.msgs)-c.n)))
+				r.mu.Lock()
+				c.size += len(c.props) * userPropSize
+				pc.bytes += len(c.props) * userPropSize
+				r.mu.Unlock()
+			}
+			return c
+		}
+		if c.n > 0 {
+			pc.avg = max(16, c.used/c.n)
+		}
 	}
-	// Offsets between next and off, if any, were never handed on (the client skipped them): the window still
-	// covers them, as its contract is about what the reader handed on.
-	pc.next = off + 1
-	if msg == nil {
+	target := min(max(r.perPart/16, recentChunkMin), recentChunkMax, r.perPart) // perPart: written by this goroutine
+	slots := max(1, target/(recentSlotSize+pc.avg))
+	bufLen := target - slots*recentSlotSize
+	if need > bufLen {
+		slots, bufLen = 1, need // a record larger than a chunk's buffer: a chunk of its own
+	}
+	c := &recentChunk{msgs: alloc[Message](slots), buf: alloc[byte](bufLen)}
+	c.offs = alloc[int64](len(c.msgs))[:len(c.msgs)]
+	if props > 0 {
+		c.props = alloc[UserProp](max(props, 2*len(c.msgs)))
+	}
+	c.size = recentChunkHead + len(c.msgs)*messageSize + cap(c.offs)*8 + len(c.buf) + len(c.props)*userPropSize
+	r.mu.Lock()
+	pc.chunks = append(pc.chunks, c)
+	pc.bytes += c.size
+	r.mu.Unlock()
+	return c
+}
+
+// alloc returns a slice of at least n elements, as long as the memory the allocator gives it (its size
+// class or whole pages): so that what a chunk counts is what it holds.
+func alloc[T any](n int) []T {
+	s := slices.Grow([]T(nil), n)
+	return s[:cap(s)]
+}
+
+// evict lets the oldest chunks of pc go while it holds more than its share, the newest always kept. The list
+// moves to a fresh array, so that a chunk let go is not kept reachable by the old one (a scan in progress
+// may still read it through the list it took). Runs on the reader goroutine with r.mu held.
+func (r *recent) evict(pc *recentPart) {
+	k := 0
+	for pc.bytes > r.perPart && k < len(pc.chunks)-1 {
+		pc.bytes -= pc.chunks[k].size
+		k++
+	}
+	if k == 0 {
 		return
 	}
-	size := recentOverhead + wire
-	pc.recs = append(pc.recs, recentRec{off: off, msg: msg, size: size})
-	pc.bytes += size
-	// Slots before head are never written again: a scan may still be reading them through the slice it took
-	// (scan runs its callback without the lock). Evicted records are let go when the live ones move to a fresh
-	// array, once a quarter of the slots are evicted ones.
-	for pc.bytes > r.perPart && pc.head < len(pc.recs)-1 {
-		pc.bytes -= pc.recs[pc.head].size
-		pc.head++
-		pc.from = pc.recs[pc.head].off
+	pc.chunks = append(make([]*recentChunk, 0, len(pc.chunks)-k+4), pc.chunks[k:]...)
+	if c := pc.chunks[0]; c.n > 0 {
+		pc.from = c.offs[0]
+	} else {
+		pc.from = pc.next
 	}
-	if pc.head > 256 && pc.head >= len(pc.recs)/4 {
-		pc.recs, pc.head = append(make([]recentRec, 0, 2*(len(pc.recs)-pc.head)), pc.recs[pc.head:]...), 0
+}
+
+// str returns b as a string: a copy in c's buffer, or, with c nil, a new string.
+func (c *recentChunk) str(b []byte) string {
+	if c == nil {
+		return string(b)
 	}
+	if len(b) == 0 {
+		return ""
+	}
+	at := c.used
+	c.used += copy(c.buf[at:], b)
+	return unsafe.String(&c.buf[at], len(b))
+}
+
+// strOf is str for a string.
+func (c *recentChunk) strOf(s string) string {
+	if c == nil {
+		return s
+	}
+	return c.str(unsafe.Slice(unsafe.StringData(s), len(s)))
+}
+
+// bytes returns b (nil stays nil), a copy in c's buffer, or with c nil b itself.
+func (c *recentChunk) bytes(b []byte) []byte {
+	if c == nil || b == nil {
+		return b
+	}
+	at := c.used
+	c.used += copy(c.buf[at:], b)
+	return c.buf[at:c.used:c.used]
+}
+
+// userProps returns an empty slice with room for n user properties: in c's array, or with c nil a new one.
+func (c *recentChunk) userProps(n int) []UserProp {
+	if c == nil {
+		return make([]UserProp, 0, n)
+	}
+	at := c.usedProps
+	c.usedProps += n
+	return c.props[at:at:c.usedProps]
 }
 
 // scan calls fn for the cached records of p with from ≤ offset < to, and reports the first offset it could
@@ -99,18 +244,34 @@ func (r *recent) scan(p int32, from, to int64, fn func(int64, *Message) error) (
 	}
 	r.mu.RLock()
 	pc := r.parts[p]
-	if pc == nil || from < pc.from || to > pc.next {
+	if pc == nil || from < pc.from || to > pc.next || len(pc.chunks) == 0 {
 		r.mu.RUnlock()
 		return from, nil
 	}
-	// The slice header is copied under the lock; add never writes to slots it already filled, so the records
-	// stay valid while fn runs without the lock (it may wait for a session's queue).
-	recs := pc.recs[pc.head:]
+	// The list is copied under the lock with the newest chunk's count: the reader never writes to published
+	// slots, and older chunks are full, so the records stay valid while fn runs without the lock (it may wait
+	// for a session's queue).
+	chunks := pc.chunks
+	lastN := chunks[len(chunks)-1].n
 	r.mu.RUnlock()
-	i := sort.Search(len(recs), func(k int) bool { return recs[k].off >= from })
-	for ; i < len(recs) && recs[i].off < to; i++ {
-		if err := fn(recs[i].off, recs[i].msg); err != nil {
-			return recs[i].off, err
+	count := func(k int) int {
+		if k == len(chunks)-1 {
+			return lastN
+		}
+		return chunks[k].n
+	}
+	// The first chunk whose last record is at from or after it (an empty chunk can only be the newest).
+	k := sort.Search(len(chunks), func(k int) bool { n := count(k); return n == 0 || chunks[k].offs[n-1] >= from })
+	for ; k < len(chunks); k++ {
+		c, n := chunks[k], count(k)
+		i := sort.Search(n, func(i int) bool { return c.offs[i] >= from })
+		for ; i < n; i++ {
+			if c.offs[i] >= to {
+				return to, nil
+			}
+			if err := fn(c.offs[i], &c.msgs[i]); err != nil {
+				return c.offs[i], err
+			}
 		}
 	}
 	return to, nil

@@ -3,7 +3,7 @@
 # build Ferry against it. It changes nothing in the repository: go.mod stays as it is.
 #
 # usage: docs/proposals/kfake-index/apply.sh [DIR]      (DIR: where the patched copy goes [/tmp/ferry-kfake-index])
-# Environment: PATCHES [all: "1 2"]  TESTS [the patch's tests and kfake's persistence, retention, compaction,
+# Environment: PATCHES [all: "1 2 3"]  TESTS [the patch's tests and kfake's persistence, retention, compaction,
 #   fetch, ListOffsets, OffsetForLeaderEpoch and share-group tests]  FULL [0]
 #   PATCHES picks the numbered patches beside this script, applied in order (PATCHES=1: the one-line fix alone);
 #   TESTS is a `go test -run` pattern; FULL=1 runs kfake's whole suite instead (about 2 minutes on 2 quiet cores).
@@ -23,7 +23,8 @@ src=$(go mod download -json "$mod" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1
 mkdir -p "$dest"
 cp -R "$src/." "$dest/"
 chmod -R u+w "$dest"
-for n in ${PATCHES:-1 2}; do
+all=$(cd "$here" && ls [0-9]*-*.patch | sed 's/-.*//' | sort -n | tr '\n' ' ')
+for n in ${PATCHES:-$all}; do
   p=$(ls "$here/$n"-*.patch)
   (cd "$dest" && patch -p1 --quiet --forward <"$p")
   echo "apply.sh: $(basename "$p") applied"

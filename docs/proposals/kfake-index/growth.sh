@@ -11,6 +11,9 @@
 # usage: FERRY_BIN=path/to/ferry docs/proposals/kfake-index/growth.sh
 # Environment: FERRY_BIN (required)  RATE [5000]  PUBS [20]  AT ["1000000 2000000"]  PORTS (three ports, e.g.
 #              "25001 25002 25003"; default: free ones)  FERRY_ARGS (flags added to Ferry's)  FETCH [1]  KEEP [0]
+#              PROFILE (a directory: a heap profile, /debug/pprof/heap?gc=1, is saved there at each point as
+#              heap-N.pb.gz; Ferry gets --pprof)  SAMPLES (a file: the half-second samples are kept there, one
+#              line each: messages taken, RSS, live heap, index entries, records deleted)
 # Then, with FETCH=1, the load stops and fetchlat (beside this script) reads the messages topic back through the
 # embedded Kafka's address as a catching-up Kafka reader would, once from the start of every partition and
 # once at 600 random offsets, and prints the fetches' latency.
@@ -27,6 +30,7 @@ RATE=${RATE:-5000}
 read -r -a at <<<"${AT:-1000000 2000000}"
 read -r MQTT KAFKA ADMIN <<<"${PORTS:-$(free_port) $(free_port) $(free_port)}"
 
+if [[ -n ${PROFILE:-} ]]; then mkdir -p "$PROFILE"; FERRY_ARGS="${FERRY_ARGS:-} --pprof"; fi
 # shellcheck disable=SC2086 # FERRY_ARGS is a list of flags
 "$work/ferry" --mqtt "tcp://127.0.0.1:$MQTT" --embedded-kafka-addr "127.0.0.1:$KAFKA" --data-dir "$work/data" \
   --admin "127.0.0.1:$ADMIN" ${FERRY_ARGS:-} --log-level warn >"$work/ferry.log" 2>&1 &
@@ -50,9 +54,10 @@ while (( i < ${#at[@]} )); do
   n=$(metric ferry_messages_in_total)
   rss=$(awk '/^Rss:/ {print $2 * 1024}' "/proc/$fpid/smaps_rollup")
   live=$(metric go_heap_live_bytes)
-  if (( i > 0 )); then echo "$n $rss $live" >>"$work/samples"; fi
+  if (( i > 0 )); then echo "$n $rss $live $(metric ferry_embedded_kafka_index_entries) $(metric ferry_embedded_kafka_records_deleted_total)" >>"$work/samples"; fi
   if (( n >= at[i] )); then
     t=$(echo "$(date +%s.%N) - $start" | bc)
+    if [[ -n ${PROFILE:-} ]]; then curl -sf -o "$PROFILE/heap-${at[i]}.pb.gz" "http://127.0.0.1:$ADMIN/debug/pprof/heap?gc=1" || true; fi
     printf 'growth: at %d messages (%.0f s, %.0f msg/s): RSS %.1f MiB, live heap %.1f MiB, index entries %d, records deleted %d\n' \
       "$n" "$t" "$(echo "$n / $t" | bc -l)" "$(echo "$rss / 1048576" | bc -l)" "$(echo "$live / 1048576" | bc -l)" \
       "$(metric ferry_embedded_kafka_index_entries)" "$(metric ferry_embedded_kafka_records_deleted_total)"
@@ -71,6 +76,7 @@ done
 awk '{n++; x += $1; xx += $1 * $1; r += $2; xr += $1 * $2; l += $3; xl += $1 * $3}
   END {d = n * xx - x * x; printf "growth: least squares over %d samples: RSS %+.1f MiB per million, live heap %+.1f MiB per million\n",
     n, (n * xr - x * r) / d * 1e6 / 1048576, (n * xl - x * l) / d * 1e6 / 1048576}' "$work/samples"
+if [[ -n ${SAMPLES:-} ]]; then cp "$work/samples" "$SAMPLES"; fi
 kill "$bpid" 2>/dev/null || true
 wait "$bpid" 2>/dev/null || true
 if [[ ${FETCH:-1} == 1 ]]; then

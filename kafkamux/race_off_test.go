@@ -1,0 +1,5 @@
+//go:build !race
+
+package kafkamux
+
+const raceEnabled = false
