@@ -67,22 +67,24 @@ func (st *Store) onConnRecord(key string, value []byte, part int32) {
 			delete(st.clients, id)
 		}
 	}
-	var h *handoff
+	// A wait for a connection that is over ends: its final records came before its marker's tombstone, as
+	// before its end record, so nothing more is coming.
+	var hs []*handoff
 	var snap Stored
-	if w := st.waiters[id]; w != nil && value == nil && epoch >= w.from && epoch < w.epoch {
-		// The connection waited for is over, and its final records came before its marker's tombstone:
-		// nothing more is coming, as after its end record.
-		h = w
-		delete(st.waiters, id)
+	if value == nil {
+		hs = st.endWaits(id, func(w *handoff) bool { return epoch >= w.from && epoch < w.epoch })
+	}
+	if len(hs) > 0 {
 		if c != nil {
 			snap = *c
 		}
 		snap.ConnEnded = max(snap.ConnEnded, epoch)
 	}
 	st.mu.Unlock()
-	if h != nil {
+	for _, h := range hs {
 		h.timer.Stop()
-		h.done(&snap)
+		s := snap
+		h.done(&s)
 	}
 }
 
