@@ -17,9 +17,11 @@ import (
 // connection reads no packet meanwhile; the loop is never blocked. Runs on the loop.
 func (c *conn) connectSession(pc *pendingConnect) error {
 	srv := c.l.srv
-	c.phase = phaseLoading                // no packet is read until the session is here
-	c.marked = pc.expiry > 0 || !pc.clean // a session that may be handed over, or resumed from (sessions/conns.go)
-	srv.addDeciding(pc.id, c)             // until answered: a newer CONNECT's record supersedes it (newest.go)
+	c.phase = phaseLoading // no packet is read until the session is here
+	// Marked (sessions/conns.go): a session that may be handed over, or resumed from; and a connection with a
+	// will, which its marker carries until a claim of its end is written ("Owed wills"), whatever its session.
+	c.marked = pc.expiry > 0 || !pc.clean || c.will != nil
+	srv.addDeciding(pc.id, c) // until answered: a newer CONNECT's record supersedes it (newest.go)
 	srv.store.AwaitOwnRecord(pc.id, c.epoch, srv.cfg.sessionsWait, func(prev *sessions.Stored, err error) {
 		if err != nil {
 			c.runOnLoop(func() { c.connectUnavailable(pc, err) })
@@ -31,6 +33,12 @@ func (c *conn) connectSession(pc *pendingConnect) error {
 		var will *sessions.WillRec // owed until the connection's end is claimed (sessions/conns.go)
 		if c.will != nil {
 			will = newWillRec(c.epoch, c.will)
+			if pc.expiry == 0 {
+				// The session ends with the connection, so the will is due when it ends [MQTT-3.1.3-9]: the
+				// marker says so to whoever claims it for a dead holder (an expiry of 0 cannot be raised later
+				// [MQTT-3.14.2-2]).
+				will.Delay = 0
+			}
 		}
 		srv.store.MarkConn(pc.id, c.epoch, will) // before the owner record: a trace compaction keeps
 	}

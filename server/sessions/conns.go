@@ -18,7 +18,7 @@ import "github.com/ferrymq/ferry/internal/sessionkey"
 // final delivery and end records), or by the client's next connection once that has its session. A view
 // holding a marker newer than every owner record it holds was compacted, and the CONNECT waits for that
 // connection's hand-over (or its end) as for a known holder. Sessions that end with their connection keep no
-// state to hand over and write none.
+// state to hand over and write none — unless the connection has a will, which the marker carries (below).
 //
 // Owed wills. The marker also carries the connection's will, and keeps it until somebody claims the
 // connection's end: every claim (ClaimEnd) first writes the marker again without the will, then its end
@@ -30,6 +30,8 @@ import "github.com/ferrymq/ferry/internal/sessionkey"
 // and was killed before its claim reached Kafka, or was superseded by the client's next CONNECT first) — was
 // ended by nobody, and its will, due at once, was never published. Now such a marker is claimed like a dead
 // holder's connection (Due, OwnOpen), with the will it carries: the client's next CONNECT has replaced "w:".
+// A connection whose session ends with it (Clean Start 1, Session Expiry 0) writes a marker when it has a will,
+// for the same reason: its holder killed before any claim, the client connected again, nothing else names it.
 // A marker newer than the owner record is claimed too when the will record ("w:") is its connection's own:
 // compaction kept a late end record of an older connection as the owner (endedByOther, wills.go).
 // Nothing tombstones an owed marker but its own connection's end (UnmarkOlder and Forget leave it), so the
