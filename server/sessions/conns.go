@@ -62,6 +62,9 @@ func (st *Store) onConnRecord(key string, value []byte, part int32) {
 		c.Part = part
 		c.Conns = withEntry(c.Conns, epoch, struct{}{}, value != nil)
 		c.Owed = withEntry(c.Owed, epoch, rec, rec != nil && rec.Will != nil)
+		if c.Owed[epoch] == nil && c.OwedAfter[epoch] != 0 {
+			c.OwedAfter = withEntry(c.OwedAfter, epoch, 0, false)
+		}
 		if value == nil && epoch > c.ConnEnded {
 			c.ConnEnded = epoch
 		}
@@ -88,6 +91,38 @@ func (st *Store) onConnRecord(key string, value []byte, part int32) {
 		s := snap
 		h.done(&s)
 	}
+}
+
+// notedAfter returns OwedAfter with a connection of the client at epoch noted, read after every owed marker
+// older than it: for each, the oldest such connection is kept. st.mu is held.
+func (c *Stored) notedAfter(epoch int64) map[int64]int64 {
+	out := c.OwedAfter
+	for e := range c.Owed {
+		if e < epoch && (out[e] == 0 || epoch < out[e]) {
+			out = withEntry(out, e, epoch, true)
+		}
+	}
+	return out
+}
+
+// firstAfter is the epoch of the client's oldest connection newer than epoch that the index knows of: read
+// after the owed marker of epoch (OwedAfter), marked, the owner record's, or one Next names. 0 if none. An index
+// loaded from a compacted topic may know only later ones (docs/sessions.md, "Deviations and limits"). st.mu is
+// held or c is a copy.
+func (c *Stored) firstAfter(epoch int64) int64 {
+	first := c.OwedAfter[epoch]
+	note := func(e int64) {
+		if e > epoch && (first == 0 || e < first) {
+			first = e
+		}
+	}
+	for e := range c.Conns {
+		note(e)
+	}
+	note(EpochOf(c.Owner))
+	note(c.Next[0])
+	note(c.Next[1])
+	return first
 }
 
 // NewestConn returns the newest epoch of a marked connection after epoch after and before epoch before; 0 if

@@ -55,6 +55,7 @@ type Stored struct {
 	Conns       map[int64]struct{}     // epochs of persistent connections marked as maybe open ("c:" keys, conns.go); replaced, never changed in place
 	ConnEnded   int64                  // the newest epoch whose marker's tombstone was read: that connection is over
 	Owed        map[int64]*ConnRec     // markers that still carry their connection's will: no claim of its end written (conns.go); replaced, never changed in place
+	OwedAfter   map[int64]int64        // an owed marker's epoch → the oldest connection of the client read after it (owedClaim); replaced, never changed in place
 	Part        int32                  // the client's sessions-topic partition
 	Ended       [2]int64               // epoch and round of the first end record seen for the latest epoch
 	Next        [2]int64               // an ended connection's epoch owing a delayed will, and the first connection after its end (connectAfter)
@@ -78,6 +79,7 @@ type Store struct {
 	clients   map[string]*Stored
 	waiters   map[string][]*handoff // CONNECTs waiting for a previous connection's hand-over or end, oldest first
 	instances map[string]time.Time  // instance id → when its last heartbeat was read (this instance's clock)
+	beats     map[string]int64      // instance id → the time its last heartbeat read says it was written (unix ms, its clock)
 	peers     map[string]*Peer      // instance id → its advertised address and liveness, for redirect (peers.go)
 	ready     bool                  // the topic has been read to the end once: end records are acted on
 	fences    map[Key]*fence        // CONNECTs waiting to read their own owner record back (consistency.go)
@@ -101,7 +103,7 @@ func NewStore(instance string, deadAfter time.Duration, w Writer, host Host) *St
 		instance = hex.EncodeToString(b[:])
 	}
 	return &Store{w: w, host: host, deadAfter: deadAfter, Instance: instance, Incarnation: hex.EncodeToString(b[:]), clients: make(map[string]*Stored),
-		waiters: make(map[string][]*handoff), instances: make(map[string]time.Time)}
+		waiters: make(map[string][]*handoff), instances: make(map[string]time.Time), beats: make(map[string]int64)}
 }
 
 // empty reports whether the index needs no entry for the client: a session that ends with its connection
@@ -163,8 +165,12 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 		now := time.Now()
 		if value == nil {
 			delete(st.instances, id)
+			delete(st.beats, id)
 		} else {
 			st.instances[id] = now
+			if hb.At > 0 {
+				st.beats[id] = hb.At
+			}
 		}
 		st.notePeer(id, hb, now)
 		st.mu.Unlock()
@@ -202,6 +208,9 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 		if e := c.Owner; !late && o != nil && o.Connected && e != nil && !e.Connected && e.Will && !e.Now && o.Epoch > e.Epoch &&
 			c.Next[0] != e.Epoch {
 			c.Next = [2]int64{e.Epoch, o.Epoch} // whether it came within the delay decides the will (DelayedClaim)
+		}
+		if o != nil && o.Connected {
+			c.OwedAfter = c.notedAfter(o.Epoch)
 		}
 		if !late {
 			c.Owner = o
