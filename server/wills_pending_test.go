@@ -299,9 +299,11 @@ func TestOwedWillOfAnOlderConnectionWhoseHolderDied(t *testing.T) {
 	}{{"dead", false, false, 0}, {"restarted", true, false, 0}, {"clean dead", false, true, 0}, {"clean restarted", true, true, 0},
 		{"clean delayed", false, true, 30}} {
 		t.Run(tc.name, func(t *testing.T) {
-			again := persistent("ow", false)
-			if tc.clean {
-				again = &paho.Connect{ClientID: "ow", CleanStart: true}
+			again := func() *paho.Connect { // the client's next CONNECTs (connectV5 fills in a keep-alive: one each)
+				if tc.clean {
+					return &paho.Connect{ClientID: "ow", CleanStart: true}
+				}
+				return persistent("ow", false)
 			}
 			_, kafka := startKafka(t)
 			hb := server.Heartbeats(200*time.Millisecond, time.Second)
@@ -322,13 +324,13 @@ func TestOwedWillOfAnOlderConnectionWhoseHolderDied(t *testing.T) {
 			time.Sleep(300 * time.Millisecond) // the will and the marker are in Kafka
 			a.crash()                          // no claim of the connection's end reaches Kafka
 			go func() {                        // waits for A's hand-over until B dies
-				if cl, err := connectV5(b.addr, again); err == nil {
+				if cl, err := connectV5(b.addr, again()); err == nil {
 					_ = cl.Disconnect(&paho.Disconnect{})
 				}
 			}()
 			time.Sleep(300 * time.Millisecond) // B's CONNECT is in Kafka and waits (A is not known dead yet)
 			b.crash()
-			back := dialV5(t, c.addr, again) // waits for B's connection, then resumes
+			back := dialV5(t, c.addr, again()) // waits for B's connection, then resumes
 			if !back.connack.SessionPresent && !tc.clean {
 				t.Fatal("MQTT-3.2.2-2: session lost")
 			}
