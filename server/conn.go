@@ -41,13 +41,14 @@ type conn struct {
 	pwDone     bool        // the CONNECT's password was checked off the loop; c.auth holds the outcome (authz_password.go)
 	unrecorded bool        // connected without an owner record (alone.go); set under the registry lock
 	marked     bool        // its connection marker ("c:", sessions/conns.go) was written at CONNECT
-	markedID   string      // the client id the marker names
+	connectID  string      // the client id of a recorded CONNECT (connectSession): its owner record's and marker's
 	flushing   bool        // flushOut is handing bytes to gnet, maybe under the session lock (OnClose)
 	notified   atomic.Bool // queued in l.ready or l.urgent
 	keepAlive  uint16      // seconds, 0 = none
 	lastRead   int64       // unix seconds of the last packet
 	wheelAt    int64       // the second of c's live entry in the loop's timing wheel
 	epoch      int64       // unix nanoseconds of the CONNECT: orders connections of one client across instances
+	newer      int64       // deciding: the epoch of a newer CONNECT of the client read meanwhile (newest.go); under regMu
 
 	clientMaxPacket uint32            // from CONNECT; 0 = no limit
 	clientRecvMax   uint16            // outbound QoS>0 window the client allows

@@ -175,7 +175,7 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *sessions.Stored) {
 			restore = snap
 		}
 	}
-	sess, present, from, resend := srv.attach(c, pc.id, pc.clean, pc.expiry, restore)
+	sess, present, from, resend, newer := srv.attach(c, pc.id, pc.clean, pc.expiry, restore)
 	if pc.version < mqttcodec.Version5 && pc.clean {
 		present = false // [MQTT-3.2.2-1]
 	}
@@ -205,6 +205,9 @@ func (c *conn) finishConnect(pc *pendingConnect, snap *sessions.Stored) {
 		if from != nil {
 			srv.startResume(sess, from, resend)
 		}
+	}
+	if newer != 0 {
+		go srv.lateTakeover(sess, c, newer) // a newer CONNECT's record was read since completeConnect checked (newest.go)
 	}
 	if wait {
 		// Nothing else goes out before this CONNACK: the messages in flight are re-sent after it.
@@ -290,11 +293,17 @@ func (srv *Server) assignID() string {
 
 // attach binds c to the session of id, taking it over from another connection of this instance if one holds
 // it, or restoring it from the sessions topic (restore non-nil). It reports whether an existing session was
-// resumed and, for a restored one, where its replay starts. Runs on c's loop; takes the registry lock, then
-// matchMu and the session lock.
-func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *sessions.Stored) (*session, bool, map[tp]int64, map[resendKey]sessions.OutRec) {
+// resumed and, for a restored one, where its replay starts; and newer, the epoch of a newer CONNECT of the
+// client read since completeConnect checked, which takes the session over at once (newest.go). Runs on c's
+// loop; takes the registry lock, then matchMu and the session lock.
+func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore *sessions.Stored) (sess *session, present bool,
+	from map[tp]int64, resend map[resendKey]sessions.OutRec, newer int64) {
 	srv.regMu.Lock()
 	defer srv.regMu.Unlock()
+	if c.connectID != "" {
+		srv.dropDecidingLocked(id, c)
+		newer = c.newer
+	}
 	old := srv.sessions[id]
 	if old != nil {
 		old.mu.Lock()
@@ -311,10 +320,8 @@ func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore
 		}
 		restore = nil // this instance's own state is newer than the topic's
 	}
-	present := old != nil
-	sess := old
-	var from map[tp]int64
-	var resend map[resendKey]sessions.OutRec
+	present = old != nil
+	sess = old
 	if sess == nil {
 		sess = &session{id: id}
 		if restore != nil {
@@ -363,7 +370,7 @@ func (srv *Server) attach(c *conn, id string, clean bool, expiry uint32, restore
 			sess.ps = &persisted{epoch: c.epoch} // the replay keeps its position there even if expiry is now 0
 		}
 	}
-	return sess, present, from, resend
+	return sess, present, from, resend, newer
 }
 
 // kick disconnects c from another goroutine or loop: it is done on c's own loop (kicked).
@@ -421,10 +428,15 @@ func (c *conn) endSession() {
 	c.releasePublishes()
 	sess := c.sess
 	if sess == nil {
-		if c.markedID != "" {
+		if c.connectID != "" {
+			srv.regMu.Lock()
+			srv.dropDecidingLocked(c.connectID, c)
+			srv.regMu.Unlock()
 			// Closed before its session attached (superseded, refused, or the client left): nothing of it
-			// is owed, and its marker, with the will it carries, must not outlive it (sessions/conns.go).
-			srv.store.UnmarkConn(c.markedID, c.epoch)
+			// is owed, and its marker, with the will it carries, must not outlive it (sessions/conns.go). The
+			// tombstone is written for a connection without a marker too: it ends the wait of a newer CONNECT
+			// for this one (newest.go), which its owner record's view otherwise ends only at HandoffTimeout.
+			srv.store.UnmarkConn(c.connectID, c.epoch)
 		}
 		return
 	}

@@ -17,8 +17,11 @@ import (
 // connection reads no packet meanwhile; the loop is never blocked. Runs on the loop.
 func (c *conn) connectSession(pc *pendingConnect) error {
 	srv := c.l.srv
-	c.phase = phaseLoading                // no packet is read until the session is here
-	c.marked = pc.expiry > 0 || !pc.clean // a session that may be handed over, or resumed from (sessions/conns.go)
+	c.phase = phaseLoading // no packet is read until the session is here
+	// Marked (sessions/conns.go): a session that may be handed over, or resumed from; and a connection with a
+	// will, which its marker carries until a claim of its end is written ("Owed wills"), whatever its session.
+	c.marked = pc.expiry > 0 || !pc.clean || c.will != nil
+	srv.addDeciding(pc.id, c) // until answered: a newer CONNECT's record supersedes it (newest.go)
 	srv.store.AwaitOwnRecord(pc.id, c.epoch, srv.cfg.sessionsWait, func(prev *sessions.Stored, err error) {
 		if err != nil {
 			c.runOnLoop(func() { c.connectUnavailable(pc, err) })
@@ -27,10 +30,15 @@ func (c *conn) connectSession(pc *pendingConnect) error {
 		srv.decideConnect(c, pc, prev)
 	})
 	if c.marked {
-		c.markedID = pc.id
 		var will *sessions.WillRec // owed until the connection's end is claimed (sessions/conns.go)
 		if c.will != nil {
 			will = newWillRec(c.epoch, c.will)
+			if pc.expiry == 0 {
+				// The session ends with the connection, so the will is due when it ends [MQTT-3.1.3-9]: the
+				// marker says so to whoever claims it for a dead holder (an expiry of 0 cannot be raised later
+				// [MQTT-3.14.2-2]).
+				will.Delay = 0
+			}
 		}
 		srv.store.MarkConn(pc.id, c.epoch, will) // before the owner record: a trace compaction keeps
 	}
@@ -45,21 +53,17 @@ func (c *conn) connectSession(pc *pendingConnect) error {
 func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *sessions.Stored) {
 	o := prev.Owner
 	if o != nil && o.Connected && o.Epoch > c.epoch {
-		// A newer CONNECT of the client came first in the log: it wins, this one is superseded.
-		if c.marked {
-			srv.store.UnmarkConn(pc.id, c.epoch) // nothing to hand over: a CONNECT waiting for this one stops
-		}
-		c.runOnLoop(func() {
-			if !c.closed && c.phase == phaseLoading {
-				c.close()
-			}
-		})
+		// A newer CONNECT of the client came first in the log: it wins, this one is refused (newest.go); its
+		// marker's tombstone, when it closes, stops a CONNECT waiting for it.
+		c.runOnLoop(func() { c.refuseSuperseded(pc.id, o.Epoch) })
 		return
 	}
 	srv.regMu.Lock()
+	srv.supersedeLocked(pc.id, c.epoch) // an older CONNECT of the client still deciding here is refused (newest.go)
 	_, local := srv.sessions[pc.id]
+	deciding := o != nil && o.Connected && o.Instance == srv.store.Instance && srv.decidingLocked(pc.id, o.Epoch)
 	srv.regMu.Unlock()
-	d := srv.store.Decide(prev, c.epoch, local)
+	d := srv.store.Decide(prev, c.epoch, local, deciding)
 	if srv.debugOn() { // what each decision saw: the trail of a window (docs/sessions.md, "Compaction")
 		var de int64
 		if prev.Deliv != nil {
@@ -84,10 +88,6 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *sessions.Sto
 				if c.closed || c.phase != phaseLoading {
 					return
 				}
-				if snap == nil { // superseded by a newer CONNECT of the same client
-					c.close()
-					return
-				}
 				// No hand-over and no end of o in time (wills.go). A tombstone of o's marker is an end: its holder
 				// wrote it after o's end record, which decided the will, and which compaction can remove before
 				// this reader gets there (a session that ends with its connection tombstones the owner key next).
@@ -110,6 +110,10 @@ func (srv *Server) decideConnect(c *conn, pc *pendingConnect, prev *sessions.Sto
 // is the view the decision was taken on, snap the session to resume from. Runs on the loop.
 func (c *conn) completeConnect(pc *pendingConnect, prev, snap *sessions.Stored) {
 	srv := c.l.srv
+	if newer := srv.supersededBy(pc.id, c); newer != 0 {
+		c.refuseSuperseded(pc.id, newer) // [MQTT-3.1.4-3] the newest CONNECT wins (newest.go)
+		return
+	}
 	if cl := srv.store.DueBefore(pc.id, prev, c.epoch); cl != nil {
 		srv.claim(*cl) // a delayed will due before this CONNECT is published, not cancelled [MQTT-3.1.3-9]
 	}

@@ -55,6 +55,7 @@
 //
 //	connect.go      CONNECT and DISCONNECT: session present, takeover, resume
 //	consistency.go  a CONNECT parked until its own owner record is read back, then acted on as decided
+//	newest.go       the CONNECTs not answered yet: an older one a newer CONNECT superseded is refused
 //	subscribe.go    SUBSCRIBE and UNSUBSCRIBE
 //	session.go      a session and its delivery queue; flight.go: its packet-id state
 //	store.go        the server as sessions.Store's host; delivery positions as the records hold them

@@ -264,6 +264,7 @@ func (j *joinedDone) part(err error) {
 // 0x8E and closed, and the final delivery state is written for the new owner's epoch.
 func (srv *Server) ownerChanged(id string, o *sessions.OwnerRec) {
 	srv.regMu.Lock()
+	srv.supersedeLocked(id, o.Epoch) // an older CONNECT of the client still deciding here is refused (newest.go)
 	sess := srv.sessions[id]
 	srv.regMu.Unlock()
 	if sess == nil {

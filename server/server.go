@@ -39,6 +39,7 @@ type Server struct {
 
 	regMu    sync.Mutex
 	sessions map[string]*session
+	deciding map[string][]*conn // recorded CONNECTs not yet answered, by client id (newest.go); under regMu
 
 	loopMu sync.Mutex
 	loops  map[gnet.EventLoop]*loop
@@ -88,7 +89,7 @@ type Server struct {
 // New builds a Server that hands MQTT messages to off's lanes and reaches the rest of Kafka through kafka (the
 // *kafkamux.Mux off was built over). Call Start to listen.
 func New(off *offload.Offload, kafka Kafka, opts ...Opt) (*Server, error) {
-	srv := &Server{off: off, kafka: kafka, trie: newTrie(), sessions: make(map[string]*session), readPos: make(map[tp]int64),
+	srv := &Server{off: off, kafka: kafka, trie: newTrie(), sessions: make(map[string]*session), deciding: make(map[string][]*conn), readPos: make(map[tp]int64),
 		loops: make(map[gnet.EventLoop]*loop), listening: make(chan struct{}), stopped: make(chan error, 1)}
 	srv.cfg.defaults()
 	for _, o := range opts {

@@ -44,9 +44,21 @@ func (srv *Server) publishPending(id string, epoch int64, w *sessions.WillRec) {
 // now, and compaction keeps only the last, so an instance reading the topic from its start would see the
 // client disconnected (or not there) while it is connected here. Written under the session's lock and only
 // while the connection is held: the end of the connection (endSession, which takes the lock first) is written
-// after it. Runs on the reader goroutine; PutSession does not block.
+// after it. A CONNECT of this instance still being decided (newest.go) is written again too, under the
+// registry lock, which its attach takes: its own end record comes after it as well. Runs on the reader
+// goroutine; PutSession does not block.
 func (srv *Server) reassertOwner(id string, o *sessions.OwnerRec) {
 	srv.regMu.Lock()
+	if srv.decidingLocked(id, o.Epoch) {
+		defer srv.regMu.Unlock()
+		if h := srv.reassertHook.Load(); h != nil && (*h)() {
+			return
+		}
+		srv.debug("owner record of a CONNECT being decided written again after a late record of an older connection",
+			"client", id, "epoch", o.Epoch)
+		srv.store.Put(sessionkey.Owner, id, o)
+		return
+	}
 	s := srv.sessions[id]
 	srv.regMu.Unlock()
 	if s == nil {

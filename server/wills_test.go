@@ -32,11 +32,20 @@ func (in *instance) crash() {
 // wills/<id> ("gone") of the given Will Delay (0: none set), and reads its CONNACK.
 func connectWithWill(t *testing.T, addr, id string, delay uint32) *raw {
 	t.Helper()
+	return connectWithWillExpiry(t, addr, id, delay, 60)
+}
+
+// connectWithWillExpiry is connectWithWill with a Session Expiry of expiry seconds (0: none, the session
+// ends with the connection).
+func connectWithWillExpiry(t *testing.T, addr, id string, delay, expiry uint32) *raw {
+	t.Helper()
 	r := dialRaw(t, addr)
 	cp := mqttcodec.Connect{ProtocolName: []byte("MQTT"), Version: 5, KeepAlive: 60, ClientID: []byte(id), CleanStart: true,
 		WillFlag: true, WillQoS: 1, WillTopic: []byte("wills/" + id), WillPayload: []byte("gone")}
-	cp.Props.SessionExpiry = 60
-	cp.Props.Set(mqttcodec.PropSessionExpiry)
+	if expiry > 0 {
+		cp.Props.SessionExpiry = expiry
+		cp.Props.Set(mqttcodec.PropSessionExpiry)
+	}
 	if delay > 0 {
 		cp.WillProps.WillDelay = delay
 		cp.WillProps.Set(mqttcodec.PropWillDelay)

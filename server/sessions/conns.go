@@ -18,7 +18,7 @@ import "github.com/ferrymq/ferry/internal/sessionkey"
 // final delivery and end records), or by the client's next connection once that has its session. A view
 // holding a marker newer than every owner record it holds was compacted, and the CONNECT waits for that
 // connection's hand-over (or its end) as for a known holder. Sessions that end with their connection keep no
-// state to hand over and write none.
+// state to hand over and write none — unless the connection has a will, which the marker carries (below).
 //
 // Owed wills. The marker also carries the connection's will, and keeps it until somebody claims the
 // connection's end: every claim (ClaimEnd) first writes the marker again without the will, then its end
@@ -30,6 +30,8 @@ import "github.com/ferrymq/ferry/internal/sessionkey"
 // and was killed before its claim reached Kafka, or was superseded by the client's next CONNECT first) — was
 // ended by nobody, and its will, due at once, was never published. Now such a marker is claimed like a dead
 // holder's connection (Due, OwnOpen), with the will it carries: the client's next CONNECT has replaced "w:".
+// A connection whose session ends with it (Clean Start 1, Session Expiry 0) writes a marker when it has a will,
+// for the same reason: its holder killed before any claim, the client connected again, nothing else names it.
 // A marker newer than the owner record is claimed too when the will record ("w:") is its connection's own:
 // compaction kept a late end record of an older connection as the owner (endedByOther, wills.go).
 // Nothing tombstones an owed marker but its own connection's end (UnmarkOlder and Forget leave it), so the
@@ -60,6 +62,9 @@ func (st *Store) onConnRecord(key string, value []byte, part int32) {
 		c.Part = part
 		c.Conns = withEntry(c.Conns, epoch, struct{}{}, value != nil)
 		c.Owed = withEntry(c.Owed, epoch, rec, rec != nil && rec.Will != nil)
+		if c.Owed[epoch] == nil && c.OwedAfter[epoch] != 0 {
+			c.OwedAfter = withEntry(c.OwedAfter, epoch, 0, false)
+		}
 		if value == nil && epoch > c.ConnEnded {
 			c.ConnEnded = epoch
 		}
@@ -67,23 +72,57 @@ func (st *Store) onConnRecord(key string, value []byte, part int32) {
 			delete(st.clients, id)
 		}
 	}
-	var h *handoff
+	// A wait for a connection that is over ends: its final records came before its marker's tombstone, as
+	// before its end record, so nothing more is coming.
+	var hs []*handoff
 	var snap Stored
-	if w := st.waiters[id]; w != nil && value == nil && epoch >= w.from && epoch < w.epoch {
-		// The connection waited for is over, and its final records came before its marker's tombstone:
-		// nothing more is coming, as after its end record.
-		h = w
-		delete(st.waiters, id)
+	if value == nil {
+		hs = st.endWaits(id, func(w *handoff) bool { return epoch >= w.from && epoch < w.epoch })
+	}
+	if len(hs) > 0 {
 		if c != nil {
 			snap = *c
 		}
 		snap.ConnEnded = max(snap.ConnEnded, epoch)
 	}
 	st.mu.Unlock()
-	if h != nil {
+	for _, h := range hs {
 		h.timer.Stop()
-		h.done(&snap)
+		s := snap
+		h.done(&s)
 	}
+}
+
+// notedAfter returns OwedAfter with a connection of the client at epoch noted, read after every owed marker
+// older than it: for each, the oldest such connection is kept. st.mu is held.
+func (c *Stored) notedAfter(epoch int64) map[int64]int64 {
+	out := c.OwedAfter
+	for e := range c.Owed {
+		if e < epoch && (out[e] == 0 || epoch < out[e]) {
+			out = withEntry(out, e, epoch, true)
+		}
+	}
+	return out
+}
+
+// firstAfter is the epoch of the client's oldest connection newer than epoch that the index knows of: read
+// after the owed marker of epoch (OwedAfter), marked, the owner record's, or one Next names. 0 if none. An index
+// loaded from a compacted topic may know only later ones (docs/sessions.md, "Deviations and limits"). st.mu is
+// held or c is a copy.
+func (c *Stored) firstAfter(epoch int64) int64 {
+	first := c.OwedAfter[epoch]
+	note := func(e int64) {
+		if e > epoch && (first == 0 || e < first) {
+			first = e
+		}
+	}
+	for e := range c.Conns {
+		note(e)
+	}
+	note(EpochOf(c.Owner))
+	note(c.Next[0])
+	note(c.Next[1])
+	return first
 }
 
 // NewestConn returns the newest epoch of a marked connection after epoch after and before epoch before; 0 if

@@ -157,11 +157,16 @@ type Decision struct {
 
 // Decide takes the decision of a CONNECT at epoch on prev, the index just before its own owner record (the
 // caller handles a newer CONNECT that came first, prev's owner). local: this instance holds the client's
-// session itself.
-func (st *Store) Decide(prev *Stored, epoch int64, local bool) Decision {
+// session itself. deciding: prev's owner record is an older CONNECT of this instance that has not been
+// answered yet — waiting for its own previous holder, say. It is superseded by this one and will be refused
+// (docs/sessions.md, "The newest CONNECT wins"), but only once its own wait ends: this CONNECT waits for that
+// end (its marker's tombstone) as for a holder's hand-over, so the hand-over the older one waited for reaches
+// this one.
+func (st *Store) Decide(prev *Stored, epoch int64, local, deciding bool) Decision {
 	o := prev.Owner
 	var d Decision
-	d.Held = !local && o != nil && o.Connected && o.Instance != st.Instance && st.Alive(o.Instance)
+	d.Held = !local && o != nil && o.Connected && ((o.Instance != st.Instance && st.Alive(o.Instance)) ||
+		(o.Instance == st.Instance && deciding))
 	// A view holding a delivery record of a connection newer than every owner record it holds is compacted:
 	// a connection's owner record always comes before the delivery records naming it (its CONNECT writes it
 	// first; a hand-over to it is written on reading it), so compaction removed it before this instance's

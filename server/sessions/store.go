@@ -55,6 +55,7 @@ type Stored struct {
 	Conns       map[int64]struct{}     // epochs of persistent connections marked as maybe open ("c:" keys, conns.go); replaced, never changed in place
 	ConnEnded   int64                  // the newest epoch whose marker's tombstone was read: that connection is over
 	Owed        map[int64]*ConnRec     // markers that still carry their connection's will: no claim of its end written (conns.go); replaced, never changed in place
+	OwedAfter   map[int64]int64        // an owed marker's epoch → the oldest connection of the client read after it (owedClaim); replaced, never changed in place
 	Part        int32                  // the client's sessions-topic partition
 	Ended       [2]int64               // epoch and round of the first end record seen for the latest epoch
 	Next        [2]int64               // an ended connection's epoch owing a delayed will, and the first connection after its end (connectAfter)
@@ -76,12 +77,13 @@ type Store struct {
 
 	mu        sync.Mutex
 	clients   map[string]*Stored
-	waiters   map[string]*handoff  // connections waiting for another instance to hand a session over
-	instances map[string]time.Time // instance id → when its last heartbeat was read (this instance's clock)
-	peers     map[string]*Peer     // instance id → its advertised address and liveness, for redirect (peers.go)
-	ready     bool                 // the topic has been read to the end once: end records are acted on
-	fences    map[Key]*fence       // CONNECTs waiting to read their own owner record back (consistency.go)
-	claims    map[Key]time.Time    // this instance's claims of wills due at once → when Kafka acknowledged them, zero before (pending.go)
+	waiters   map[string][]*handoff // CONNECTs waiting for a previous connection's hand-over or end, oldest first
+	instances map[string]time.Time  // instance id → when its last heartbeat was read (this instance's clock)
+	beats     map[string]int64      // instance id → the time its last heartbeat read says it was written (unix ms, its clock)
+	peers     map[string]*Peer      // instance id → its advertised address and liveness, for redirect (peers.go)
+	ready     bool                  // the topic has been read to the end once: end records are acted on
+	fences    map[Key]*fence        // CONNECTs waiting to read their own owner record back (consistency.go)
+	claims    map[Key]time.Time     // this instance's claims of wills due at once → when Kafka acknowledged them, zero before (pending.go)
 }
 
 // handoff is a CONNECT waiting for the previous owner's final delivery record.
@@ -101,7 +103,7 @@ func NewStore(instance string, deadAfter time.Duration, w Writer, host Host) *St
 		instance = hex.EncodeToString(b[:])
 	}
 	return &Store{w: w, host: host, deadAfter: deadAfter, Instance: instance, Incarnation: hex.EncodeToString(b[:]), clients: make(map[string]*Stored),
-		waiters: make(map[string]*handoff), instances: make(map[string]time.Time)}
+		waiters: make(map[string][]*handoff), instances: make(map[string]time.Time), beats: make(map[string]int64)}
 }
 
 // empty reports whether the index needs no entry for the client: a session that ends with its connection
@@ -163,8 +165,12 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 		now := time.Now()
 		if value == nil {
 			delete(st.instances, id)
+			delete(st.beats, id)
 		} else {
 			st.instances[id] = now
+			if hb.At > 0 {
+				st.beats[id] = hb.At
+			}
 		}
 		st.notePeer(id, hb, now)
 		st.mu.Unlock()
@@ -202,6 +208,9 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 		if e := c.Owner; !late && o != nil && o.Connected && e != nil && !e.Connected && e.Will && !e.Now && o.Epoch > e.Epoch &&
 			c.Next[0] != e.Epoch {
 			c.Next = [2]int64{e.Epoch, o.Epoch} // whether it came within the delay decides the will (DelayedClaim)
+		}
+		if o != nil && o.Connected {
+			c.OwedAfter = c.notedAfter(o.Epoch)
 		}
 		if !late {
 			c.Owner = o
@@ -246,21 +255,18 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 		// takeovers (handled below), so an idle clean-session client costs this instance nothing here.
 		delete(st.clients, id)
 	}
-	var h *handoff
-	if w := st.waiters[id]; w != nil {
+	hs := st.endWaits(id, func(w *handoff) bool {
 		switch {
 		case kind == sessionkey.Delivery && c.Deliv != nil && c.Deliv.Epoch == w.epoch:
-			h = w // the previous owner handed the session over
+			return true // the previous owner handed the session over
 		case o != nil && !o.Connected && o.Epoch >= w.from && o.Epoch < w.epoch:
 			// The previous connection ended (its final delivery record came before its end record), or the
 			// partition's processor ended it for its dead instance: nothing more is coming. The end of an
 			// even older connection says nothing about the one the CONNECT waits for.
-			h = w
+			return true
 		}
-		if h != nil {
-			delete(st.waiters, id)
-		}
-	}
+		return false
+	})
 	snapshot := *c
 	st.mu.Unlock()
 	if o != nil && o.Instance != st.Instance {
@@ -279,9 +285,10 @@ func (st *Store) onRecord(key string, value []byte, part int32, tombEpoch int64)
 	if orphan {
 		st.Write(sessionkey.PendingKey(id, o.Epoch), nil)
 	}
-	if h != nil {
+	for _, h := range hs {
 		h.timer.Stop()
-		h.done(&snapshot)
+		snap := snapshot
+		h.done(&snap)
 	}
 	if o != nil && o.Connected {
 		st.host.OwnerChanged(id, o) // it hands over only connections older than o, and unrecorded ones
@@ -334,22 +341,20 @@ func (st *Store) Lookup(id string) (Stored, bool) {
 }
 
 // AwaitHandoff registers a CONNECT that waits for the delivery record the previous owner writes when it
-// hands the session over at epoch; done runs once, with what the store knows then, or after timeout.
+// hands the session over at epoch, or for the end of connection from (or of a newer one before epoch); done
+// runs once, with what the store knows then, or after timeout. Several CONNECTs of a client can wait at once,
+// each for the connection before it: the newest CONNECT wins (docs/sessions.md, "The newest CONNECT wins"),
+// but an older one still ends its own wait first, so the hand-over it waits for reaches the newer one.
 func (st *Store) AwaitHandoff(id string, epoch, from int64, timeout time.Duration, done func(*Stored)) {
 	h := &handoff{epoch: epoch, from: from, done: done}
 	st.mu.Lock()
-	if old := st.waiters[id]; old != nil {
-		old.timer.Stop()
-		go old.done(nil) // a newer CONNECT for the same id supersedes it
-	}
-	st.waiters[id] = h
+	st.waiters[id] = append(st.waiters[id], h)
 	h.timer = time.AfterFunc(timeout, func() {
 		st.mu.Lock()
-		if st.waiters[id] != h {
+		if len(st.endWaits(id, func(w *handoff) bool { return w == h })) == 0 {
 			st.mu.Unlock()
-			return
+			return // ended meanwhile
 		}
-		delete(st.waiters, id)
 		var snap *Stored
 		if c := st.clients[id]; c != nil {
 			cp := *c
@@ -363,6 +368,27 @@ func (st *Store) AwaitHandoff(id string, epoch, from int64, timeout time.Duratio
 		done(snap)
 	})
 	st.mu.Unlock()
+}
+
+// endWaits removes and returns the hand-over waits of client id that end says are over. st.mu is held.
+func (st *Store) endWaits(id string, end func(*handoff) bool) []*handoff {
+	ws := st.waiters[id]
+	var ended, keep []*handoff
+	for _, w := range ws {
+		if end(w) {
+			ended = append(ended, w)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	if len(ended) > 0 {
+		if len(keep) == 0 {
+			delete(st.waiters, id)
+		} else {
+			st.waiters[id] = keep
+		}
+	}
+	return ended
 }
 
 // Put writes one record of a client; value nil writes a tombstone.

@@ -87,26 +87,31 @@ func TestStoreFirstEndRecordDecides(t *testing.T) {
 }
 
 // A CONNECT's decision: it waits for a live holder, for the connection a compacted view's delivery record or
-// marker names, and for nobody when the session is this instance's own or the view shows nothing open.
+// marker names, for an older CONNECT of this instance still deciding, and for nobody when the session is this
+// instance's own or the view shows nothing open.
 func TestStoreDecide(t *testing.T) {
 	st := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
 	held := &OwnerRec{Instance: "other", Epoch: 5, Connected: true}
+	mine := &OwnerRec{Instance: "me", Epoch: 5, Connected: true}
 	for _, c := range []struct {
-		name  string
-		prev  Stored
-		local bool
-		want  Decision
+		name     string
+		prev     Stored
+		local    bool
+		deciding bool
+		want     Decision
 	}{
-		{"nothing", Stored{}, false, Decision{}},
-		{"held elsewhere", Stored{Owner: held}, false, Decision{Held: true, From: 5}},
-		{"held here", Stored{Owner: held}, true, Decision{}},
-		{"ended", Stored{Owner: &OwnerRec{Instance: "other", Epoch: 5}}, false, Decision{}},
-		{"compacted", Stored{Owner: &OwnerRec{Instance: "other", Epoch: 3}, Deliv: &DeliveryRec{Epoch: 7}}, false,
+		{"nothing", Stored{}, false, false, Decision{}},
+		{"held elsewhere", Stored{Owner: held}, false, false, Decision{Held: true, From: 5}},
+		{"held here", Stored{Owner: held}, true, false, Decision{}},
+		{"ended", Stored{Owner: &OwnerRec{Instance: "other", Epoch: 5}}, false, false, Decision{}},
+		{"compacted", Stored{Owner: &OwnerRec{Instance: "other", Epoch: 3}, Deliv: &DeliveryRec{Epoch: 7}}, false, false,
 			Decision{Compacted: true, From: 7}},
-		{"compacted, marker tombstoned", Stored{Deliv: &DeliveryRec{Epoch: 7}, ConnEnded: 7}, false, Decision{}},
-		{"marked", Stored{Owner: held, Conns: map[int64]struct{}{8: {}, 20: {}}}, false, Decision{Held: true, Marked: 8, From: 8}},
+		{"compacted, marker tombstoned", Stored{Deliv: &DeliveryRec{Epoch: 7}, ConnEnded: 7}, false, false, Decision{}},
+		{"marked", Stored{Owner: held, Conns: map[int64]struct{}{8: {}, 20: {}}}, false, false, Decision{Held: true, Marked: 8, From: 8}},
+		{"an older CONNECT here, deciding", Stored{Owner: mine}, false, true, Decision{Held: true, From: 5}},
+		{"an older CONNECT here, answered", Stored{Owner: mine}, false, false, Decision{}},
 	} {
-		if got := st.Decide(&c.prev, 10, c.local); got != c.want {
+		if got := st.Decide(&c.prev, 10, c.local, c.deciding); got != c.want {
 			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
 		}
 	}
@@ -195,5 +200,46 @@ func TestStoreDelayedWillCancelledByAnEarlierReconnect(t *testing.T) {
 	due := time.Unix(0, t0+3*s)
 	if r := st.DelayedClaim("c1", first, due); r != nil {
 		t.Fatalf("MQTT-3.1.3-9: the first will claimed (%+v) although the client came back 100 ms after its end", r)
+	}
+}
+
+// Two CONNECTs of a client can wait at once, each for the connection before it (docs/sessions.md, "The newest
+// CONNECT wins"): the older one (epoch 20) for the holder's hand-over (from 10), the newer one (30) for the
+// older one's end. The hand-over to 20 ends only the older wait; the older CONNECT's marker tombstone, written
+// once it is refused, ends the newer one's, with the hand-over in its view. Before, the newer wait ended the
+// older one at once (superseded), and the marker tombstone written then came before the hand-over: the newer
+// CONNECT resumed without the holder's final state.
+func TestStoreWaitsChain(t *testing.T) {
+	st := NewStore("me", time.Minute, &fakeWriter{}, &fakeHost{})
+	got := make(chan [2]int64, 2) // the wait's epoch, and the delivery record's epoch its view holds
+	wait := func(epoch, from int64) {
+		st.AwaitHandoff("c1", epoch, from, time.Minute, func(s *Stored) {
+			var d int64
+			if s != nil && s.Deliv != nil {
+				d = s.Deliv.Epoch
+			}
+			got <- [2]int64{epoch, d}
+		})
+	}
+	wait(20, 10)
+	wait(30, 20)
+	select {
+	case g := <-got:
+		t.Fatalf("wait %d ended before any hand-over", g[0])
+	default:
+	}
+	d, _ := json.Marshal(&DeliveryRec{V: sessionkey.Version, Epoch: 20, Saved: 1})
+	st.onRecord(sessionkey.Key(sessionkey.Delivery, "c1"), d, 0, 0)
+	if g := <-got; g != [2]int64{20, 20} {
+		t.Fatalf("ended %v, want the older wait (20) with the hand-over to it", g)
+	}
+	select {
+	case g := <-got:
+		t.Fatalf("wait %d ended by a hand-over to another connection", g[0])
+	default:
+	}
+	st.onRecord(sessionkey.ConnKey("c1", 20), nil, 0, 0)
+	if g := <-got; g != [2]int64{30, 20} {
+		t.Fatalf("ended %v, want the newer wait (30) with the hand-over to 20 in its view", g)
 	}
 }

@@ -79,7 +79,7 @@ func (st *Store) Due(start, now time.Time) (claims []Claim, expired []Key) {
 			// A connection whose holder died and whose end nobody claimed, and that the owner record does not
 			// stand for (conns.go, c.endedByOther).
 			if c.endedByOther(epoch) && !alive(m.Instance) && c.Pending[epoch] == nil && settled(Key{id, epoch}) {
-				claims = append(claims, c.owedClaim(st.Instance, id, epoch, m, now))
+				claims = append(claims, c.owedClaim(st.Instance, id, epoch, m, now, st.endedBy(m.Instance)))
 			}
 		}
 		if c.Owner == nil {
@@ -133,7 +133,7 @@ func (st *Store) OwnOpen(now time.Time) (ends, pending, won []Claim) {
 			// A connection of the previous run that the owner record does not stand for, whose end nobody
 			// claimed (conns.go, c.endedByOther).
 			if c.endedByOther(epoch) && m.Instance == st.Instance && c.Pending[epoch] == nil {
-				ends = append(ends, c.owedClaim(st.Instance, id, epoch, m, now))
+				ends = append(ends, c.owedClaim(st.Instance, id, epoch, m, now, st.endedBy(st.Instance)))
 			}
 		}
 		if o == nil || o.Instance != st.Instance {
@@ -177,26 +177,47 @@ func (c *Stored) endedByOther(epoch int64) bool {
 
 // owedClaim is the claim by which instance self ends client id's connection epoch, whose marker m still
 // carries its will: nobody claimed its end (conns.go, endedByOther). A will of delay 0 was due when the
-// connection ended and is claimed with it. A delayed will of a connection older than the owner record's is
-// not (the client's newer connection came before its delay, counted from now, the detection, passed
-// [MQTT-3.1.3-9]); the end record is a late one then, which decides that connection's will and nothing else.
-// A connection newer than the owner record is the client's newest: its end record becomes the owner record,
-// and a delayed will is claimed as the dead holder's owner record would have it (Due), published after its
-// delay unless the client comes back. st.mu is held.
+// connection ended and is claimed with it. A connection newer than the owner record is the client's newest:
+// its end record becomes the owner record, and a delayed will is claimed as the dead holder's owner record
+// would have it (Due), published after its delay unless the client comes back. st.mu is held.
+//
+// A delayed will of a connection older than the owner record's is due only if the client came back after its
+// delay, counted from the connection's end [MQTT-3.1.3-9]; that end is known only to have come before endedBy,
+// the latest its instance can have lived (0: unknown). If the client's first connection after it (firstAfter)
+// came at least the delay after endedBy, the will is due — long past, so at once; else it is taken as cancelled
+// (the client may have come back within the delay: a will is never published early). The end record is a late
+// one either way, which decides that connection's will and nothing else.
 //
 // A client without an owner record (its session ended since, and the owner key was tombstoned) gets the owner
 // key tombstoned again after the claim, with the claim's epoch: the end record must not stand for a session.
-func (c *Stored) owedClaim(self, id string, epoch int64, m *ConnRec, now time.Time) Claim {
+func (c *Stored) owedClaim(self, id string, epoch int64, m *ConnRec, now time.Time, endedBy time.Time) Claim {
 	newest := c.Owner != nil && epoch > c.Owner.Epoch
-	rec := &OwnerRec{V: sessionkey.Version, Instance: self, Epoch: epoch, At: now.UnixMilli(), Will: m.Will.Delay == 0 || newest}
+	past := false // a delayed will of an older connection whose client came back only after its delay
+	if d := time.Duration(m.Will.Delay) * time.Second; !newest && d > 0 && !endedBy.IsZero() {
+		next := c.firstAfter(epoch)
+		past = next != 0 && next >= endedBy.Add(d).UnixNano()
+	}
+	rec := &OwnerRec{V: sessionkey.Version, Instance: self, Epoch: epoch, At: now.UnixMilli(), Will: m.Will.Delay == 0 || newest || past}
 	if c.Owner != nil {
 		rec.Expiry = c.Owner.Expiry // the newest connection's is gone with its owner record: the session's last known
 	}
 	cl := Claim{ID: id, Rec: rec, Unmark: true, EndOwner: c.Owner == nil}
-	if rec.Will && min(m.Will.Delay, rec.Expiry) == 0 {
+	if rec.Will && (min(m.Will.Delay, rec.Expiry) == 0 || past) {
 		cl.Now = m.Will
 	}
 	return cl
+}
+
+// endedBy is the latest instance inst can have lived, for the connections it held: deadAfter past the time
+// its last heartbeat read says it was written (its clock; the epochs are their instances' clocks too) — an
+// instance with no heartbeat read for deadAfter is dead (docs/sessions.md, "Instance death"). Zero if no
+// heartbeat of it was read. st.mu is held.
+func (st *Store) endedBy(inst string) time.Time {
+	at := st.beats[inst]
+	if at == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(at).Add(st.deadAfter)
 }
 
 // EndRecord is the end record by which this instance ends its connection epoch of a client now: the claim

@@ -177,3 +177,83 @@ func TestOwedMarkerNewerThanALateOwnerRecord(t *testing.T) {
 	ends, _, _ := restarted.OwnOpen(now)
 	check("restart", ends)
 }
+
+// A delayed will of a connection older than the client's newest, whose holder died and whose end nobody
+// claimed (an owed marker), is due if the client came back only after its delay, counted from the
+// connection's end — which came at the latest dead-after past the holder's last heartbeat. Then the processor,
+// or the holder's restart, claims it due at once (published through its pending record); a client that came
+// back sooner, by its first connection after the marker (one read in between counts, though a later one is
+// the owner now), or a holder of which no heartbeat was read, leaves it taken as cancelled. Before, every such
+// will was taken as cancelled.
+func TestOwedDelayedWillDueWhenTheClientCameBackAfterItsDelay(t *testing.T) {
+	now := time.Now()
+	beat := now.Add(-time.Minute) // the holder's last heartbeat; it ended its connections by 6 s later
+	ns := func(d time.Duration) int64 { return beat.Add(d).UnixNano() }
+	load := func(st *Store) {
+		hb, err := json.Marshal(&HeartbeatRec{V: sessionkey.Version, At: beat.UnixMilli()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.onRecord(sessionkey.Key(sessionkey.Instance, "holder"), hb, 0, 0)
+		for _, c := range []struct {
+			id     string
+			holder string
+			back   []time.Duration // the client's connections after the marker, as read
+		}{
+			{"after", "holder", []time.Duration{9 * time.Second}}, // 6 s + the delay (2 s) + 1 s
+			{"within", "holder", []time.Duration{3 * time.Second}},
+			{"between", "holder", []time.Duration{3 * time.Second, 20 * time.Second}},
+			{"unknown", "ghost", []time.Duration{20 * time.Second}}, // no heartbeat of its holder read
+		} {
+			w := &WillRec{V: sessionkey.Version, Epoch: ns(-time.Second), Topic: "wills/" + c.id, Delay: 2}
+			b, err := json.Marshal(&ConnRec{V: sessionkey.Version, Instance: c.holder, Will: w})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.onRecord(sessionkey.ConnKey(c.id, w.Epoch), b, 0, 0)
+			for _, d := range c.back {
+				st.onRecord(sessionkey.Key(sessionkey.Owner, c.id), ownerValue(t, OwnerRec{Instance: "elsewhere", Epoch: ns(d),
+					Connected: true, Expiry: 60}), 0, 0)
+			}
+		}
+	}
+	check := func(who string, claims []Claim) {
+		t.Helper()
+		got := map[string]Claim{}
+		for _, c := range claims {
+			got[c.ID] = c
+		}
+		if len(got) != 4 {
+			t.Fatalf("%s: claims %+v, want one per owed marker", who, claims)
+		}
+		for id, c := range got {
+			due := id == "after"
+			if c.Rec.Epoch != ns(-time.Second) || c.Rec.Will != due || (c.Now != nil) != due || !c.Unmark {
+				t.Errorf("%s: %s: claim %+v (due at once %v), want the will due at once %v", who, id, c.Rec, c.Now, due)
+			}
+		}
+	}
+
+	st := NewStore("a-processor", 6*time.Second, &fakeWriter{}, &fakeHost{})
+	st.SetReady() // "a-processor" sorts first among the live instances: it processes partition 0
+	load(st)
+	st.instances["holder"] = now.Add(-10 * time.Second)
+	st.instances["ghost"] = now.Add(-10 * time.Second)
+	st.instances["elsewhere"] = now
+	claims, _ := st.Due(now, now)
+	check("processor", claims)
+
+	restarted := NewStore("holder", 6*time.Second, &fakeWriter{}, &fakeHost{})
+	load(restarted)
+	ends, _, _ := restarted.OwnOpen(now)
+	var mine []Claim
+	for _, e := range ends {
+		if e.ID != "unknown" { // "ghost"'s
+			mine = append(mine, e)
+		}
+	}
+	if len(mine) != 3 {
+		t.Fatalf("restart: claims %+v, want the three markers of its previous run", ends)
+	}
+	check("restart", append(mine, Claim{ID: "unknown", Rec: &OwnerRec{Epoch: ns(-time.Second)}, Unmark: true}))
+}

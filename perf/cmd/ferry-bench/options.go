@@ -39,6 +39,7 @@ type options struct {
 	settle     time.Duration
 	username   string
 	persistent bool
+	will       bool
 	password   string
 
 	conns       int
@@ -101,6 +102,7 @@ func parseOptions(scenario string, args []string) (*options, error) {
 	fs.StringVar(&o.username, "username", "", "MQTT username")
 	fs.BoolVar(&o.persistent, "persistent", false, "CONNECT with CleanSession=0 (persistent sessions: Ferry stores each in Kafka) instead of 1")
 	fs.StringVar(&o.password, "password", "", "MQTT password")
+	fs.BoolVar(&o.will, "will", false, "CONNECT with a will (QoS 0, topic wills/<client id>): Ferry records such a connection in Kafka whatever its session")
 
 	fs.IntVar(&o.conns, "conns", 15000, "idle: connections")
 	fs.IntVar(&o.subsPerConn, "subs-per-conn", 0, "idle: subscriptions per connection (unique topics)")

@@ -28,7 +28,7 @@ func workerConfigs(o *options, n int, prefix string) []load.WorkerConfig {
 	for w := range cfgs {
 		c := load.WorkerConfig{
 			Target: o.target, WSPath: o.wsPath, TLS: o.tls, TLSCA: o.tlsCA, TLSResume: o.tlsResume, TLSGroups: o.tlsGroups, ClientPrefix: prefix, KeepAlive: o.keepAlive,
-			Username: o.username, Password: o.password, Persistent: o.persistent,
+			Username: o.username, Password: o.password, Persistent: o.persistent, Will: o.will,
 			ConnRate: o.connRate / float64(n), ConnPar: max(1, o.connPar/n), ConnTimeout: o.connTO,
 			SubFilter: o.filter, SubQoS: byte(o.subQoS), SubRx: o.subRx, PubTopic: o.topic, QoS: byte(o.qos),
 			Window: o.window, PayloadSize: o.payload, JSONPayload: o.jsonPayload, TotalPubs: o.pubs, BatchMax: o.batch,

@@ -95,7 +95,7 @@ func (c *client) handshake(clientID string) error {
 
 	start := time.Now()
 	pkt := wire.AppendConnect(nil, wire.Connect{ClientID: clientID, KeepAlive: uint16(cfg.KeepAlive),
-		CleanSession: !cfg.Persistent, Username: cfg.Username, Password: cfg.Password})
+		CleanSession: !cfg.Persistent, Username: cfg.Username, Password: cfg.Password, Will: cfg.Will})
 	if _, err := c.nc.Write(pkt); err != nil {
 		return fmt.Errorf("cannot send CONNECT: %w", err)
 	}

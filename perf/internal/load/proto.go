@@ -38,6 +38,7 @@ type WorkerConfig struct {
 	Username     string   `json:"username,omitempty"`
 	Password     string   `json:"password,omitempty"`
 	Persistent   bool     `json:"persistent,omitempty"` // CONNECT with CleanSession=0: sessions Ferry stores in Kafka
+	Will         bool     `json:"will,omitempty"`       // CONNECT with a will (QoS 0, topic wills/<client id>)
 
 	// Connection establishment.
 	ConnRate    float64 `json:"conn_rate"`    // new connections per second for this worker (0 = unbounded)

@@ -90,6 +90,7 @@ type Connect struct {
 	CleanSession bool
 	Username     string // sent when non-empty
 	Password     string // sent when non-empty (with Username)
+	Will         bool   // a will of QoS 0, topic "wills/<ClientID>", empty payload
 }
 
 // AppendConnect appends a CONNECT packet (protocol level 4).
@@ -99,6 +100,11 @@ func AppendConnect(dst []byte, c Connect) []byte {
 		flags |= 0x02
 	}
 	rl := 10 + 2 + len(c.ClientID)
+	willTopic := "wills/" + c.ClientID
+	if c.Will {
+		flags |= 0x04
+		rl += 2 + len(willTopic) + 2
+	}
 	if c.Username != "" {
 		flags |= 0x80
 		rl += 2 + len(c.Username)
@@ -113,6 +119,10 @@ func AppendConnect(dst []byte, c Connect) []byte {
 	dst = append(dst, 4, flags)
 	dst = binary.BigEndian.AppendUint16(dst, c.KeepAlive)
 	dst = appendString(dst, c.ClientID)
+	if c.Will {
+		dst = appendString(dst, willTopic)
+		dst = appendString(dst, "") // the payload: two length bytes, as a string's
+	}
 	if c.Username != "" {
 		dst = appendString(dst, c.Username)
 		if c.Password != "" {

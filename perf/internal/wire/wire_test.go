@@ -51,6 +51,11 @@ func TestConnectGolden(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("connect+auth = %x\nwant           %x", got, want)
 	}
+	got = AppendConnect(nil, Connect{ClientID: "c", CleanSession: true, Will: true})
+	want = []byte{0x10, 24, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x06, 0, 0, 0, 1, 'c', 0, 7, 'w', 'i', 'l', 'l', 's', '/', 'c', 0, 0}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("connect+will = %x\nwant           %x", got, want)
+	}
 }
 
 func TestPublishRoundTrip(t *testing.T) {
