@@ -42,6 +42,32 @@ func TestDetachedSocketCarriesReceiveTime(t *testing.T) {
 	}
 	defer peer.Close()
 
+	buf := make([]byte, 64)
+	oob := make([]byte, 128)
+	// Linux turns receive timestamps on for the whole stack when the first socket asks for them, from a work
+	// queue: bytes that arrive before that ran carry no time (a TCP read then has no SCM_TIMESTAMPNS). Wait
+	// for a probe byte that carries one, as the harness's first replies may not (it then uses the read time).
+	for i := 0; ; i++ {
+		if _, err := peer.Write([]byte("p")); err != nil {
+			t.Fatal(err)
+		}
+		pfd := []unix.PollFd{{Fd: int32(raw.fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd, 5000); err != nil {
+			t.Fatal(err)
+		}
+		n, oobn, _, _, err := unix.Recvmsg(raw.fd, buf, oob, 0)
+		if err != nil || string(buf[:n]) != "p" {
+			t.Fatalf("recvmsg of the probe: %q, %v", buf[:n], err)
+		}
+		if _, ok := kernelStamp(oob[:oobn]); ok {
+			break
+		}
+		if i == 200 {
+			t.Fatal("no SCM_TIMESTAMPNS in the control message of 200 probes over 2 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
 	before := stats.NowNs()
 	if _, err := peer.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
@@ -49,8 +75,6 @@ func TestDetachedSocketCarriesReceiveTime(t *testing.T) {
 	written := stats.NowNs()
 	time.Sleep(20 * time.Millisecond) // the bytes wait in the receive queue
 
-	buf := make([]byte, 64)
-	oob := make([]byte, 128)
 	pfd := []unix.PollFd{{Fd: int32(raw.fd), Events: unix.POLLIN}}
 	if _, err := unix.Poll(pfd, 5000); err != nil {
 		t.Fatal(err)
