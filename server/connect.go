@@ -38,14 +38,28 @@ func (c *conn) connectError(p *mqttcodec.Connect, err error) error {
 	return nil
 }
 
+// refuseConnect answers a valid CONNECT that is not accepted with a failure CONNACK — reason (a v3 client gets
+// the matching return code) and, for a v5 client, why as its reason string when it fits — and closes: lingering,
+// since the client may have sent more behind its CONNECT and must read the CONNACK (linger.go). Its will is
+// dropped: the connection was never accepted. Runs on the loop.
+func (c *conn) refuseConnect(version byte, reason mqttcodec.ReasonCode, why string) {
+	c.l.srv.metrics.connectRefused(reason)
+	c.will = nil
+	var props *mqttcodec.Properties
+	if why != "" && version == mqttcodec.Version5 && c.reasonStringFits(len(why)) {
+		props = &mqttcodec.Properties{ReasonString: []byte(why)}
+		props.Set(mqttcodec.PropReasonString)
+	}
+	c.writeConnack(version, false, reason, props)
+	c.closeLinger()
+}
+
 // onConnect accepts a decoded CONNECT. Runs on the loop; p borrows from the read buffer.
 func (c *conn) onConnect(p *mqttcodec.Connect) error {
 	srv := c.l.srv
 	c.version = p.Version
 	refuse := func(r mqttcodec.ReasonCode) error {
-		srv.metrics.connectRefused(r)
-		c.writeConnack(p.Version, false, r, nil)
-		c.closeLinger() // linger.go
+		c.refuseConnect(p.Version, r, "")
 		return nil
 	}
 	if srv.draining.Load() {

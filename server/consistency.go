@@ -137,8 +137,5 @@ func (c *conn) connectUnavailable(pc *pendingConnect, err error) {
 	srv := c.l.srv
 	srv.warn("refusing CONNECT: the client's sessions partition could not be read in time", "err", err,
 		"wait", srv.cfg.sessionsWait)
-	srv.metrics.connectRefused(mqttcodec.ServerUnavailable)
-	c.will = nil
-	c.writeConnack(pc.version, false, mqttcodec.ServerUnavailable, nil)
-	c.close()
+	c.refuseConnect(pc.version, mqttcodec.ServerUnavailable, "")
 }

@@ -98,18 +98,12 @@ func (c *conn) refuseSuperseded(id string, newer int64) {
 	srv := c.l.srv
 	srv.debug("refusing CONNECT: a newer CONNECT of the client came meanwhile", "client", id, "epoch", c.epoch,
 		"newer_epoch", newer)
-	srv.metrics.connectRefused(mqttcodec.ImplementationSpecificError)
-	c.will = nil // never accepted: no will
 	if c.version == mqttcodec.Version5 {
-		var props mqttcodec.Properties
-		if why := "a newer connection of this client id took the session over"; c.reasonStringFits(len(why)) {
-			props.ReasonString = []byte(why)
-			props.Set(mqttcodec.PropReasonString)
-		}
-		c.writeConnack(c.version, false, mqttcodec.ImplementationSpecificError, &props)
-		c.closeLinger() // the client may have sent more behind its CONNECT: it must read the CONNACK (linger.go)
+		c.refuseConnect(c.version, mqttcodec.ImplementationSpecificError, "a newer connection of this client id took the session over")
 		return
 	}
+	srv.metrics.connectRefused(mqttcodec.ImplementationSpecificError)
+	c.will = nil // never accepted: no will
 	c.close()
 }
 
